@@ -1,0 +1,64 @@
+//! `checkpoint`: small named blobs a skill saves as it makes progress.
+//!
+//! For a single `skillbox run` they live in memory; the run starts with the
+//! checkpoints it is given (a resumed task passes the saved ones) and hands
+//! back the final set in its report, for a store to persist.
+
+use std::collections::BTreeMap;
+
+use crate::bindings::skillbox::skill::checkpoint::Host;
+use crate::runtime::RunState;
+
+/// Longest key.
+pub const MAX_KEY: usize = 256;
+/// Largest value.
+pub const MAX_VALUE: usize = 1 << 20;
+/// Most keys per run.
+pub const MAX_KEYS: usize = 256;
+
+/// Validates and stores one checkpoint.
+pub fn save(map: &mut BTreeMap<String, Vec<u8>>, key: String, value: Vec<u8>) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY {
+        return Err(format!("checkpoint key must be 1..={MAX_KEY} bytes, got {}", key.len()));
+    }
+    if value.len() > MAX_VALUE {
+        return Err(format!(
+            "checkpoint {key:?} is {} bytes; the limit is {MAX_VALUE}",
+            value.len()
+        ));
+    }
+    if !map.contains_key(&key) && map.len() >= MAX_KEYS {
+        return Err(format!("a run may keep at most {MAX_KEYS} checkpoints"));
+    }
+    map.insert(key, value);
+    Ok(())
+}
+
+impl Host for RunState {
+    async fn save(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        save(&mut self.checkpoints, key, value)
+    }
+
+    async fn load(&mut self, key: String) -> Option<Vec<u8>> {
+        self.checkpoints.get(&key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut m = BTreeMap::new();
+        assert!(save(&mut m, "a".into(), vec![1]).is_ok());
+        assert!(save(&mut m, String::new(), vec![]).is_err());
+        assert!(save(&mut m, "k".repeat(MAX_KEY + 1), vec![]).is_err());
+        assert!(save(&mut m, "big".into(), vec![0; MAX_VALUE + 1]).unwrap_err().contains("limit"));
+        for i in 0..MAX_KEYS - 1 {
+            save(&mut m, format!("k{i}"), vec![]).unwrap();
+        }
+        assert!(save(&mut m, "one-too-many".into(), vec![]).is_err());
+        assert!(save(&mut m, "a".into(), vec![2]).is_ok(), "overwriting is always fine");
+    }
+}

@@ -1,0 +1,22 @@
+//! `env`: the guest (and every program it execs) sees only the variables the
+//! policy names, with the host's values. Nothing is inherited implicitly.
+
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::policy::EffectivePolicy;
+
+/// The granted variables that are set on the host, with their values.
+pub fn granted_vars(policy: &EffectivePolicy) -> Vec<(String, String)> {
+    policy
+        .env
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+        .collect()
+}
+
+/// Adds the granted variables to a WASI context; nothing else.
+pub fn configure(builder: &mut WasiCtxBuilder, policy: &EffectivePolicy) {
+    for (k, v) in granted_vars(policy) {
+        builder.env(k, v);
+    }
+}

@@ -1,0 +1,90 @@
+//! Errors of the library. Each says what was refused or broken, which rule or
+//! file applied, and, where it can, what to do about it.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can stop a skill before or outside its own code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `skill.toml` is malformed or invalid.
+    #[error("invalid manifest {path}: {message}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A policy file is malformed or invalid.
+    #[error("invalid policy {path}: {message}")]
+    Policy {
+        /// The policy file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A grant cannot be applied (e.g. its host directory does not exist).
+    #[error("invalid grant: {0}")]
+    Grant(String),
+    /// The component's sha256 is not the one pinned in the manifest.
+    #[error(
+        "digest mismatch for {path}: the manifest pins sha256 {expected} but the file has {actual}; \
+         refusing to run a component other than the one the manifest names \
+         (rebuild with `skillbox build`, or check where this file came from)"
+    )]
+    DigestMismatch {
+        /// The component file.
+        path: PathBuf,
+        /// Digest in `skill.toml`.
+        expected: String,
+        /// Digest of the file.
+        actual: String,
+    },
+    /// The manifest does not pin a digest.
+    #[error(
+        "{path} pins no sha256; run `skillbox build` to fill it in, \
+         or pass --allow-unpinned to run it anyway"
+    )]
+    Unpinned {
+        /// The manifest file.
+        path: PathBuf,
+    },
+    /// The file is not a WebAssembly component, or not one skillbox can run.
+    #[error("invalid component {path}: {message}")]
+    Component {
+        /// The component file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Requested capabilities were not granted and the run was refused.
+    #[error("the skill requests capabilities that were not granted:\n{0}")]
+    NotGranted(String),
+    /// The input is not valid JSON (or not the shape the component needs).
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The WebAssembly engine failed in a way not covered above.
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn engine(e: impl std::fmt::Display) -> Error {
+        Error::Engine(format!("{e:#}"))
+    }
+}

@@ -1,0 +1,57 @@
+//! skillbox runs untrusted agent skills as sandboxed WebAssembly components.
+//!
+//! A skill is a component that exports `run(input) -> result<summary,
+//! failure>` from the `skillbox:skill@0.1.0` world (or any plain
+//! `wasi:cli/command`). It can touch only what its [`EffectivePolicy`]
+//! allows: the intersection of what its manifest requests and what the
+//! operator grants. Everything else is refused with an error naming the rule.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use skillbox::prelude::*;
+//!
+//! # async fn demo() -> Result<(), skillbox::Error> {
+//! let host = Host::new(EngineOptions::default())?;
+//! let skill = SkillSource::open("skills/hello".as_ref(), false)?;
+//! let prepared = host.prepare(&skill)?;
+//! let (policy, report) = EffectivePolicy::compute(skill.manifest.as_ref(), &Grants::default());
+//! assert_eq!(report.not_granted().count(), 0);
+//! let run = host
+//!     .run(&prepared, RunRequest {
+//!         input: r#"{"name": "agent"}"#.into(),
+//!         policy,
+//!         events: Arc::new(|e: Event| eprintln!("{e:?}")),
+//!         checkpoints: Default::default(),
+//!     })
+//!     .await?;
+//! if let Outcome::Succeeded { text, .. } = run.outcome {
+//!     println!("{text}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod bindings;
+pub mod caps;
+pub mod engine;
+mod error;
+pub mod events;
+pub mod policy;
+mod runtime;
+pub mod skill;
+pub mod units;
+
+pub use engine::{CacheOutcome, EngineOptions};
+pub use error::Error;
+pub use runtime::{FailureKind, Host, Outcome, Prepared, RunReport, RunRequest, RunState, SkillKind};
+
+/// The names an embedder needs, kept stable.
+pub mod prelude {
+    pub use crate::engine::{CacheOutcome, EngineOptions};
+    pub use crate::error::Error;
+    pub use crate::events::{Event, EventSink, Level};
+    pub use crate::policy::{Access, EffectivePolicy, ExecRule, FsGrant, Grants, Limits, Manifest, PolicyReport};
+    pub use crate::runtime::{FailureKind, Host, Outcome, Prepared, RunReport, RunRequest, SkillKind};
+    pub use crate::skill::SkillSource;
+}

@@ -1,0 +1,196 @@
+//! The operator's side: what a run is *allowed* to have.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Access, ExecRule, Limits, validate_env_name, validate_guest_path, validate_net};
+use crate::error::Error;
+
+/// A granted directory: host path bound to a guest path.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsGrant {
+    /// Directory on the host.
+    pub host: PathBuf,
+    /// Path the guest sees; defaults to the host path.
+    #[serde(default)]
+    pub guest: Option<String>,
+    /// `read` or `read-write`.
+    pub access: Access,
+}
+
+impl FsGrant {
+    /// Parses the CLI form `HOST[:GUEST]`.
+    pub fn parse_cli(s: &str, access: Access) -> Result<FsGrant, String> {
+        let (host, guest) = match s.split_once(':') {
+            Some((h, g)) => (h, Some(g.to_string())),
+            None => (s, None),
+        };
+        if host.is_empty() {
+            return Err(format!("{s:?}: the host directory is empty"));
+        }
+        let g = FsGrant {
+            host: PathBuf::from(host),
+            guest,
+            access,
+        };
+        g.validate()?;
+        Ok(g)
+    }
+
+    /// The guest path this grant binds.
+    pub fn guest_path(&self) -> String {
+        self.guest
+            .clone()
+            .unwrap_or_else(|| self.host.to_string_lossy().into_owned())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        validate_guest_path(&self.guest_path())
+    }
+}
+
+/// Everything an operator grants, from CLI flags and/or a policy file.
+///
+/// Deny by default: an empty `Grants` allows no directory, no program, no
+/// variable, no endpoint, and the host's default limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Granted directories.
+    #[serde(default)]
+    pub fs: Vec<FsGrant>,
+    /// Granted exec rules.
+    #[serde(default)]
+    pub exec: GrantList<ExecRule>,
+    /// Granted environment variable names.
+    #[serde(default)]
+    pub env: GrantList<String>,
+    /// Granted `host:port` endpoints.
+    #[serde(default)]
+    pub net: GrantList<String>,
+    /// Limits; each caps what the skill may request.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `allow = [...]`, the shape of the `[exec]`, `[env]` and `[net]` tables.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "T: Deserialize<'de>"))]
+pub struct GrantList<T> {
+    /// The granted items.
+    #[serde(default)]
+    pub allow: Vec<T>,
+}
+
+impl<T> Default for GrantList<T> {
+    fn default() -> Self {
+        GrantList { allow: Vec::new() }
+    }
+}
+
+impl Grants {
+    /// Reads a policy file (TOML, same shape as [`Grants`]):
+    ///
+    /// ```toml
+    /// [[fs]]
+    /// host = "/srv/app/state"
+    /// guest = "/state"
+    /// access = "read"
+    ///
+    /// [exec]
+    /// allow = [ { program = "du", args = ["-k", "-d", "1", "."] } ]
+    ///
+    /// [env]
+    /// allow = ["APP_ENV"]
+    ///
+    /// [net]
+    /// allow = ["127.0.0.1:8080"]
+    ///
+    /// [limits]
+    /// memory = "256MiB"
+    /// timeout = "15m"
+    /// ```
+    pub fn load(path: &Path) -> Result<Grants, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Grants::parse(&text, path)
+    }
+
+    /// Parses policy text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Grants, Error> {
+        let err = |message: String| Error::Policy {
+            path: origin.to_owned(),
+            message,
+        };
+        let g: Grants = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        g.validate().map_err(err)?;
+        Ok(g)
+    }
+
+    /// Checks every grant's syntax.
+    pub fn validate(&self) -> Result<(), String> {
+        for f in &self.fs {
+            f.validate().map_err(|e| format!("[[fs]] {e}"))?;
+        }
+        for r in &self.exec.allow {
+            r.validate().map_err(|e| format!("[exec] {e}"))?;
+        }
+        for n in &self.env.allow {
+            validate_env_name(n).map_err(|e| format!("[env] {e}"))?;
+        }
+        for a in &self.net.allow {
+            validate_net(a).map_err(|e| format!("[net] {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Adds `other`'s grants to these; `other`'s limits win where set.
+    pub fn merge(&mut self, other: Grants) {
+        self.fs.extend(other.fs);
+        self.exec.allow.extend(other.exec.allow);
+        self.env.allow.extend(other.env.allow);
+        self.net.allow.extend(other.net.allow);
+        let l = &mut self.limits;
+        let o = other.limits;
+        l.memory = o.memory.or(l.memory);
+        l.timeout = o.timeout.or(l.timeout);
+        l.output = o.output.or(l.output);
+        l.fuel = o.fuel.or(l.fuel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_forms() {
+        let g = FsGrant::parse_cli("/srv/state:/state", Access::Read).unwrap();
+        assert_eq!(g.host, PathBuf::from("/srv/state"));
+        assert_eq!(g.guest_path(), "/state");
+        let g = FsGrant::parse_cli("/srv/state", Access::ReadWrite).unwrap();
+        assert_eq!(g.guest_path(), "/srv/state");
+        assert!(FsGrant::parse_cli("/srv:rel", Access::Read).is_err());
+        let r = ExecRule::parse_cli("du -k '*'").unwrap();
+        assert_eq!(r.program, "du");
+        assert_eq!(r.args, vec!["-k", "*"]);
+        assert!(ExecRule::parse_cli("").is_err());
+        assert!(ExecRule::parse_cli("sh '**' -c").is_err());
+    }
+
+    #[test]
+    fn policy_file_is_strict() {
+        let ok = "[[fs]]\nhost = \"/tmp\"\nguest = \"/t\"\naccess = \"read\"\n[env]\nallow = [\"A\"]\n";
+        let g = Grants::parse(ok, Path::new("p.toml")).unwrap();
+        assert_eq!(g.fs[0].guest_path(), "/t");
+        let e = Grants::parse("[env]\nallow_all = true\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `allow_all`"), "{e}");
+        let e = Grants::parse("[net]\nallow = [\"nope\"]\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("host:port"), "{e}");
+    }
+}

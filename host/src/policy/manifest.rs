@@ -1,0 +1,222 @@
+//! `skill.toml`: what a skill is and which capabilities it *requests*.
+//!
+//! Parsing is strict: an unknown table or field is an error, never ignored,
+//! so a typo cannot silently widen or narrow what a skill gets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Access, ExecRule, Limits, validate_guest_path, validate_net};
+use crate::error::Error;
+
+/// The parsed `skill.toml` of one skill.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Identity and component of the skill.
+    pub skill: SkillInfo,
+    /// Directories the skill wants, keyed by guest path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fs: BTreeMap<String, FsRequest>,
+    /// Host programs the skill wants to run.
+    #[serde(default)]
+    pub exec: ExecRequest,
+    /// Environment variables the skill wants to read.
+    #[serde(default)]
+    pub env: EnvRequest,
+    /// Network endpoints the skill wants to reach.
+    #[serde(default)]
+    pub net: NetRequest,
+    /// Resource limits the skill asks for (the operator's limits cap them).
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The `[skill]` table.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkillInfo {
+    /// Short name, e.g. `disk-report`.
+    pub name: String,
+    /// The skill's own version.
+    pub version: String,
+    /// One line saying what the skill does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Path of the component, relative to `skill.toml`.
+    pub component: PathBuf,
+    /// Hex sha256 of the component; the host refuses to run anything else.
+    /// Empty until `skillbox build` fills it in.
+    #[serde(default)]
+    pub sha256: String,
+}
+
+/// One requested directory.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsRequest {
+    /// `read` or `read-write`.
+    pub access: Access,
+}
+
+/// The `[exec]` table.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Program and argument patterns the skill wants to run.
+    #[serde(default)]
+    pub allow: Vec<ExecRule>,
+}
+
+/// The `[env]` table.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvRequest {
+    /// Names of environment variables.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// The `[net]` table.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetRequest {
+    /// `host:port` endpoints.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl Manifest {
+    /// Parses and validates manifest text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Manifest, Error> {
+        let m: Manifest = toml::from_str(text).map_err(|e| Error::Manifest {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        m.validate().map_err(|message| Error::Manifest {
+            path: origin.to_owned(),
+            message,
+        })?;
+        Ok(m)
+    }
+
+    /// Reads, parses and validates a `skill.toml`.
+    pub fn load(path: &Path) -> Result<Manifest, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Manifest::parse(&text, path)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let s = &self.skill;
+        if s.name.is_empty()
+            || !s
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "[skill] name {:?} must be non-empty and use only letters, digits, '-' and '_'",
+                s.name
+            ));
+        }
+        if !s.sha256.is_empty()
+            && (s.sha256.len() != 64 || !s.sha256.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err(format!(
+                "[skill] sha256 {:?} is not 64 hex digits (run `skillbox build` to fill it in)",
+                s.sha256
+            ));
+        }
+        if s.component.is_absolute() || s.component.components().any(|c| c.as_os_str() == "..") {
+            return Err(format!(
+                "[skill] component {:?} must be a relative path inside the skill's directory",
+                s.component
+            ));
+        }
+        for guest in self.fs.keys() {
+            validate_guest_path(guest).map_err(|e| format!("[fs] {e}"))?;
+        }
+        for rule in &self.exec.allow {
+            rule.validate().map_err(|e| format!("[exec] {e}"))?;
+        }
+        for name in &self.env.allow {
+            super::validate_env_name(name).map_err(|e| format!("[env] {e}"))?;
+        }
+        for addr in &self.net.allow {
+            validate_net(addr).map_err(|e| format!("[net] {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[skill]
+name = "disk-report"
+version = "0.1.0"
+component = "disk-report.wasm"
+sha256 = ""
+
+[fs]
+"/data" = { access = "read" }
+
+[exec]
+allow = [ { program = "du", args = ["-k", "."] } ]
+
+[env]
+allow = ["APP_ENV"]
+
+[net]
+allow = ["127.0.0.1:8080"]
+
+[limits]
+memory = "64MiB"
+timeout = "30s"
+"#;
+
+    fn parse(t: &str) -> Result<Manifest, Error> {
+        Manifest::parse(t, Path::new("skill.toml"))
+    }
+
+    #[test]
+    fn parses_a_full_manifest() {
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.skill.name, "disk-report");
+        assert_eq!(m.fs["/data"].access, Access::Read);
+        assert_eq!(m.exec.allow[0].program, "du");
+        assert_eq!(m.limits.memory.unwrap().bytes(), 64 << 20);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let bad = GOOD.replace("[env]", "[env]\ninherit_all = true");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("unknown field `inherit_all`"), "{e}");
+        let bad = format!("{GOOD}\n[gpu]\nallow = true\n");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("unknown field `gpu`"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        for (from, to, needle) in [
+            ("\"/data\"", "\"data\"", "must be absolute"),
+            ("\"/data\"", "\"/data/../etc\"", "'..'"),
+            ("access = \"read\"", "access = \"exec\"", "unknown variant"),
+            ("127.0.0.1:8080", "127.0.0.1", "host:port"),
+            ("program = \"du\"", "program = \"bin/du\"", "absolute path or a bare name"),
+            ("sha256 = \"\"", "sha256 = \"abc\"", "64 hex digits"),
+            ("\"64MiB\"", "\"64 parsecs\"", "unknown unit"),
+            ("\"APP_ENV\"", "\"APP=ENV\"", "environment variable name"),
+            ("\"disk-report.wasm\"", "\"../x.wasm\"", "relative path inside"),
+        ] {
+            let e = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(needle), "{from} -> {to}: {e}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! What a skill asks for, what the operator grants, and what one run gets.
+//!
+//! * [`Manifest`]: the skill's `skill.toml`, its *requests*.
+//! * [`Grants`]: the operator's CLI flags and/or policy file.
+//! * [`EffectivePolicy`]: the intersection, the only thing the capability
+//!   modules consult. [`PolicyReport`] says, before the run, which requests
+//!   were not granted and what to grant to allow them.
+//!
+//! This module never touches the host; it only computes.
+
+mod effective;
+mod grants;
+mod manifest;
+pub mod pattern;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use effective::{
+    EffectivePolicy, NetRule, PolicyReport, Preopen, ReportItem, ReportStatus, ResolvedLimits,
+};
+pub use grants::{FsGrant, Grants};
+pub use manifest::{EnvRequest, ExecRequest, FsRequest, Manifest, NetRequest, SkillInfo};
+
+use crate::units::{ByteSize, HumanDuration};
+
+/// Access to a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// List and read files.
+    Read,
+    /// Read, create, write, rename and delete inside the directory.
+    ReadWrite,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::ReadWrite => "read-write",
+        })
+    }
+}
+
+/// One exec allow rule: a program and its argument patterns.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRule {
+    /// A bare name, resolved against the host's fixed search path
+    /// (`/usr/local/bin:/usr/bin:/bin`), or an absolute path.
+    pub program: String,
+    /// One pattern per argument (see [`pattern`]); empty means "no arguments".
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+impl ExecRule {
+    /// Parses the CLI form `PROGRAM [ARG-PATTERN…]` (shell-like quoting, no
+    /// shell semantics).
+    pub fn parse_cli(s: &str) -> Result<ExecRule, String> {
+        let words = shell_words::split(s).map_err(|e| format!("--allow-exec {s:?}: {e}"))?;
+        let (program, args) = words
+            .split_first()
+            .ok_or_else(|| "--allow-exec needs a program".to_string())?;
+        let rule = ExecRule {
+            program: program.clone(),
+            args: args.to_vec(),
+        };
+        rule.validate()?;
+        Ok(rule)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let p = &self.program;
+        if p.is_empty() || (p.contains('/') && !p.starts_with('/')) {
+            return Err(format!(
+                "program {p:?} must be an absolute path or a bare name"
+            ));
+        }
+        if let Some(i) = self.args.iter().position(|a| a == "**")
+            && i + 1 != self.args.len()
+        {
+            return Err(format!("program {p:?}: \"**\" may only be the last argument pattern"));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ExecRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words = vec![self.program.clone()];
+        words.extend(self.args.iter().cloned());
+        f.write_str(&shell_words::join(words))
+    }
+}
+
+/// Resource limits, as requested by a skill or granted by an operator.
+/// Unset fields fall back to the other side, then to the host's defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory of the guest, all memories together.
+    pub memory: Option<ByteSize>,
+    /// Wall-clock time of the whole run.
+    pub timeout: Option<HumanDuration>,
+    /// Cap on each byte stream the guest produces: stdout, stderr, log lines,
+    /// the summary, and each exec'd program's stdout/stderr.
+    pub output: Option<ByteSize>,
+    /// Fuel (roughly, wasm instructions); unset means unmetered.
+    pub fuel: Option<u64>,
+}
+
+pub(crate) fn validate_guest_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("guest path {p:?} must be absolute, e.g. \"/data\""));
+    }
+    if p.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!("guest path {p:?} must not contain '..' or '.'"));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_env_name(n: &str) -> Result<(), String> {
+    if n.is_empty() || n.contains('=') || n.contains('\0') {
+        return Err(format!("{n:?} is not a valid environment variable name"));
+    }
+    Ok(())
+}
+
+/// Splits `host:port` (IPv6 as `[::1]:port`).
+pub(crate) fn split_host_port(s: &str) -> Result<(String, u16), String> {
+    let err = || format!("{s:?} must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080");
+    let (host, port) = s.rsplit_once(':').ok_or_else(err)?;
+    let port: u16 = port.parse().map_err(|_| err())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(err());
+    }
+    Ok((host.to_string(), port))
+}
+
+pub(crate) fn validate_net(s: &str) -> Result<(), String> {
+    split_host_port(s).map(|_| ())
+}

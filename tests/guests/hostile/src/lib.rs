@@ -1,0 +1,378 @@
+//! `hostile`: a skill that does, on request, what a malicious or buggy skill
+//! might — for the host's sandbox tests.
+//!
+//! The input is `{"case": "<name>", ...params}`. Each case performs one
+//! action and reports what happened:
+//!
+//! * the action worked → `Ok(Summary)`, with data describing the result;
+//! * the action failed → `Err(Error)`, through the SDK's conversions: an
+//!   `io::Error` of kind `PermissionDenied` or an exec denial is `denied`,
+//!   anything else `failed`; the message keeps the underlying error (for
+//!   io errors `"{ErrorKind:?}: {error}"`), prefixed with the action;
+//! * an unknown case or bad parameters → `invalid-input`.
+//!
+//! Some cases never return by design: `loop`, `memory-bomb`, `recurse` and
+//! `panic` must be stopped (or trap) in the host.
+//!
+//! | case              | params                                               | `Ok` data                                      |
+//! |-------------------|------------------------------------------------------|------------------------------------------------|
+//! | `read`            | `path`                                               | `{"content"}`                                  |
+//! | `write`           | `path`, `content`                                    | `{"written": bytes}`                           |
+//! | `list`            | `path`                                               | `{"entries": [names, sorted]}`                 |
+//! | `symlink`         | `target`, `link` (wasi-libc `symlink`)               | `null`                                         |
+//! | `hardlink`        | `target`, `link`                                     | `null`                                         |
+//! | `rename`          | `from`, `to`                                         | `null`                                         |
+//! | `exec`            | `program`, `args`, `cwd?`, `env?`, `stdin?`, `timeout_ms?` | `{"status", "stdout", "stderr", "truncated"}` |
+//! | `env`             |                                                      | `{"vars": {name: value}}`                      |
+//! | `env-get`         | `name`                                               | `{"value"}`                                    |
+//! | `connect`         | `addr`                                               | `{"reply"}`                                    |
+//! | `loop`            |                                                      | never returns                                  |
+//! | `memory-bomb`     |                                                      | never returns                                  |
+//! | `stdout-flood`    | `bytes`                                              | `{"bytes"}`                                    |
+//! | `stderr-flood`    | `bytes`                                              | `{"bytes"}`                                    |
+//! | `log-flood`       | `lines`                                              | `{"lines"}`                                    |
+//! | `big-summary`     | `bytes`                                              | `{"bytes"}` (the text is that long)            |
+//! | `recurse`         |                                                      | never returns                                  |
+//! | `sleep`           | `ms`                                                 | `{"slept_ms"}`                                 |
+//! | `checkpoint`      | `key`, `value`                                       | `{"loaded"}`                                   |
+//! | `checkpoint-load` | `key`                                                | `{"loaded": value or null}`                    |
+//! | `progress`        | `steps`                                              | `{"steps"}`                                    |
+//! | `panic`           |                                                      | never returns                                  |
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use skillbox_sdk::exec::Command;
+use skillbox_sdk::{Context, Error, Result, Summary, checkpoint, info, progress};
+
+fn hostile(input: Value) -> Result<Summary> {
+    let case = input
+        .get("case")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::invalid_input("missing string field `case`"))?
+        .to_owned();
+    info!("hostile case {case}");
+    match case.as_str() {
+        "read" => read(params(input)?),
+        "write" => write(params(input)?),
+        "list" => list(params(input)?),
+        "symlink" => symlink(params(input)?),
+        "hardlink" => hardlink(params(input)?),
+        "rename" => rename(params(input)?),
+        "exec" => exec(params(input)?),
+        "env" => env(),
+        "env-get" => env_get(params(input)?),
+        "connect" => connect(params(input)?),
+        "loop" => spin(),
+        "memory-bomb" => memory_bomb(),
+        "stdout-flood" => flood(std::io::stdout(), params(input)?),
+        "stderr-flood" => flood(std::io::stderr(), params(input)?),
+        "log-flood" => log_flood(params(input)?),
+        "big-summary" => big_summary(params(input)?),
+        "recurse" => recurse_forever(),
+        "sleep" => sleep(params(input)?),
+        "checkpoint" => checkpoint_roundtrip(params(input)?),
+        "checkpoint-load" => checkpoint_load(params(input)?),
+        "progress" => progress_steps(params(input)?),
+        "panic" => panic!("hostile panic"),
+        other => Err(Error::invalid_input(format!("unknown case {other:?}"))),
+    }
+}
+
+skillbox_sdk::export!(hostile);
+
+/// Parses a case's parameters from the whole input (`case` is ignored).
+fn params<T: DeserializeOwned>(input: Value) -> Result<T> {
+    serde_json::from_value(input).map_err(|e| Error::invalid_input(format!("bad parameters: {e}")))
+}
+
+fn done(text: impl Into<String>, data: Value) -> Result<Summary> {
+    Ok(Summary::new(text).with_data(data))
+}
+
+// --- filesystem -------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct Path {
+    path: String,
+}
+
+fn read(Path { path }: Path) -> Result<Summary> {
+    let content = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    done(format!("read {path}"), json!({ "content": content }))
+}
+
+#[derive(Deserialize)]
+struct WriteParams {
+    path: String,
+    content: String,
+}
+
+fn write(WriteParams { path, content }: WriteParams) -> Result<Summary> {
+    std::fs::write(&path, &content).with_context(|| format!("write {path}"))?;
+    done(format!("wrote {path}"), json!({ "written": content.len() }))
+}
+
+fn list(Path { path }: Path) -> Result<Summary> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(&path).with_context(|| format!("list {path}"))? {
+        let entry = entry.with_context(|| format!("list {path}"))?;
+        entries.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    entries.sort();
+    done(format!("listed {path}"), json!({ "entries": entries }))
+}
+
+#[derive(Deserialize)]
+struct LinkParams {
+    target: String,
+    link: String,
+}
+
+fn symlink(LinkParams { target, link }: LinkParams) -> Result<Summary> {
+    wasi_symlink(&target, &link).with_context(|| format!("symlink {link} -> {target}"))?;
+    done(format!("symlinked {link} -> {target}"), Value::Null)
+}
+
+fn hardlink(LinkParams { target, link }: LinkParams) -> Result<Summary> {
+    std::fs::hard_link(&target, &link).with_context(|| format!("hardlink {link} -> {target}"))?;
+    done(format!("hardlinked {link} -> {target}"), Value::Null)
+}
+
+/// Creates a symlink at `link` pointing to `target` (stored verbatim).
+///
+/// `std::os::wasi::fs::symlink_path` is still unstable, so this calls
+/// wasi-libc's `symlink`, which std links in anyway and which resolves `link`
+/// against the preopened directories the same way std's own functions do.
+fn wasi_symlink(target: &str, link: &str) -> std::io::Result<()> {
+    use std::ffi::{CString, c_char, c_int};
+
+    unsafe extern "C" {
+        fn symlink(target: *const c_char, link: *const c_char) -> c_int;
+    }
+
+    let target = CString::new(target)?;
+    let link = CString::new(link)?;
+    // SAFETY: both arguments are valid NUL-terminated strings that outlive
+    // the call; wasi-libc's `symlink` only reads them.
+    if unsafe { symlink(target.as_ptr(), link.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[derive(Deserialize)]
+struct RenameParams {
+    from: String,
+    to: String,
+}
+
+fn rename(RenameParams { from, to }: RenameParams) -> Result<Summary> {
+    std::fs::rename(&from, &to).with_context(|| format!("rename {from} -> {to}"))?;
+    done(format!("renamed {from} -> {to}"), Value::Null)
+}
+
+// --- exec, environment, network ---------------------------------------------
+
+#[derive(Deserialize)]
+struct ExecParams {
+    program: String,
+    #[serde(default)]
+    args: Vec<String>,
+    cwd: Option<String>,
+    #[serde(default)]
+    env: Vec<(String, String)>,
+    stdin: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+fn exec(p: ExecParams) -> Result<Summary> {
+    let mut cmd = Command::new(&p.program).args(&p.args);
+    if let Some(cwd) = p.cwd {
+        cmd = cmd.cwd(cwd);
+    }
+    for (key, value) in p.env {
+        cmd = cmd.env(key, value);
+    }
+    if let Some(stdin) = p.stdin {
+        cmd = cmd.stdin(stdin);
+    }
+    if let Some(ms) = p.timeout_ms {
+        cmd = cmd.timeout(Duration::from_millis(ms));
+    }
+    let out = cmd.output()?;
+    done(
+        format!("{} exited with {}", p.program, out.status),
+        json!({
+            "status": out.status,
+            "stdout": out.stdout_str(),
+            "stderr": out.stderr_str(),
+            "truncated": out.truncated,
+        }),
+    )
+}
+
+fn env() -> Result<Summary> {
+    let vars: BTreeMap<String, String> = std::env::vars_os()
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .collect();
+    done(format!("{} variables", vars.len()), json!({ "vars": vars }))
+}
+
+#[derive(Deserialize)]
+struct EnvGetParams {
+    name: String,
+}
+
+fn env_get(EnvGetParams { name }: EnvGetParams) -> Result<Summary> {
+    let value = std::env::var(&name).map_err(|e| Error::failed(format!("{name} not set: {e}")))?;
+    done(format!("{name} is set"), json!({ "value": value }))
+}
+
+#[derive(Deserialize)]
+struct ConnectParams {
+    addr: String,
+}
+
+fn connect(ConnectParams { addr }: ConnectParams) -> Result<Summary> {
+    let mut stream = TcpStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
+    stream
+        .write_all(b"ping\n")
+        .with_context(|| format!("write to {addr}"))?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .with_context(|| format!("read from {addr}"))?;
+    let reply = reply.trim_end_matches(['\r', '\n']);
+    done(format!("{addr} replied"), json!({ "reply": reply }))
+}
+
+// --- resource exhaustion ------------------------------------------------------
+
+/// Spins forever; only fuel, epochs or a timeout can stop it.
+fn spin() -> Result<Summary> {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Allocates and touches 1 MiB blocks until allocation fails, which aborts.
+fn memory_bomb() -> Result<Summary> {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut block = vec![0u8; 1 << 20];
+        // Touch every page so the memory is really used.
+        for i in (0..block.len()).step_by(4096) {
+            block[i] = 1;
+        }
+        blocks.push(black_box(block));
+        if blocks.len().is_multiple_of(64) {
+            info!("{} MiB allocated", blocks.len());
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BytesParams {
+    bytes: usize,
+}
+
+/// Writes `bytes` bytes to `out` in 64 KiB chunks, ignoring errors (the host
+/// may close or cap the stream).
+fn flood(mut out: impl Write, BytesParams { bytes }: BytesParams) -> Result<Summary> {
+    let chunk = [b'x'; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        let _ = out.write_all(&chunk[..n]);
+        left -= n;
+    }
+    let _ = out.flush();
+    done(format!("flooded {bytes} bytes"), json!({ "bytes": bytes }))
+}
+
+#[derive(Deserialize)]
+struct LinesParams {
+    lines: u64,
+}
+
+fn log_flood(LinesParams { lines }: LinesParams) -> Result<Summary> {
+    for i in 0..lines {
+        info!("log flood line {i}");
+    }
+    done(format!("logged {lines} lines"), json!({ "lines": lines }))
+}
+
+fn big_summary(BytesParams { bytes }: BytesParams) -> Result<Summary> {
+    done("s".repeat(bytes), json!({ "bytes": bytes }))
+}
+
+/// Recurses without bound until the stack overflows (a trap).
+///
+/// Each frame holds an array whose address escapes into the next call
+/// through `black_box`, so the frame must stay alive across the call: the
+/// compiler can neither turn this into a loop nor shrink the frames.
+fn recurse_forever() -> Result<Summary> {
+    #[allow(unconditional_recursion)]
+    fn recurse(depth: u64, parent: &[u64; 64]) -> u64 {
+        let frame = [depth; 64];
+        recurse(black_box(depth + 1), black_box(&frame)) + parent[black_box(0)]
+    }
+    let depth = recurse(0, &[0; 64]);
+    done(format!("recursed {depth} deep?!"), Value::Null)
+}
+
+#[derive(Deserialize)]
+struct SleepParams {
+    ms: u64,
+}
+
+fn sleep(SleepParams { ms }: SleepParams) -> Result<Summary> {
+    std::thread::sleep(Duration::from_millis(ms));
+    done(format!("slept {ms} ms"), json!({ "slept_ms": ms }))
+}
+
+// --- host services ----------------------------------------------------------
+
+#[derive(Deserialize)]
+struct CheckpointParams {
+    key: String,
+    value: String,
+}
+
+fn checkpoint_roundtrip(CheckpointParams { key, value }: CheckpointParams) -> Result<Summary> {
+    checkpoint::save(&key, value.as_bytes())?;
+    let loaded = checkpoint::load(&key).map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    done(format!("checkpoint {key} saved"), json!({ "loaded": loaded }))
+}
+
+#[derive(Deserialize)]
+struct KeyParams {
+    key: String,
+}
+
+fn checkpoint_load(KeyParams { key }: KeyParams) -> Result<Summary> {
+    let loaded = checkpoint::load(&key).map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    done(format!("checkpoint {key} loaded"), json!({ "loaded": loaded }))
+}
+
+#[derive(Deserialize)]
+struct StepsParams {
+    steps: u32,
+}
+
+fn progress_steps(StepsParams { steps }: StepsParams) -> Result<Summary> {
+    for i in 1..=steps {
+        progress::report(i as f32 / steps as f32, format!("step {i}/{steps}"));
+        info!("step {i} of {steps}");
+    }
+    done(format!("{steps} steps"), json!({ "steps": steps }))
+}
