@@ -19,8 +19,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Error;
 use crate::__private::skillbox::skill::checkpoint as wit;
+use crate::Error;
 
 /// Saves `value` under `key`, replacing what was there.
 ///
@@ -28,7 +28,8 @@ use crate::__private::skillbox::skill::checkpoint as wit;
 /// refuses (for example over its size cap); the message keeps the host's
 /// reason.
 pub fn save(key: &str, value: &[u8]) -> Result<(), Error> {
-    wit::save(key, value).map_err(|reason| Error::failed(format!("checkpoint save of {key:?} failed: {reason}")))
+    wit::save(key, value)
+        .map_err(|reason| Error::failed(format!("checkpoint save of {key:?} failed: {reason}")))
 }
 
 /// Loads the value saved under `key`, if any.

@@ -115,7 +115,8 @@ impl Error {
             Ok(json) => self.data = Some(json),
             Err(e) => {
                 self.data = None;
-                self.message = format!("{} (error data could not be serialized: {e})", self.message);
+                self.message =
+                    format!("{} (error data could not be serialized: {e})", self.message);
             }
         }
         self

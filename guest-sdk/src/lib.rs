@@ -230,7 +230,8 @@ macro_rules! export {
             impl $crate::__private::Guest for __SkillboxSkill {
                 fn run(
                     input: ::std::string::String,
-                ) -> ::core::result::Result<$crate::__private::Summary, $crate::__private::Failure> {
+                ) -> ::core::result::Result<$crate::__private::Summary, $crate::__private::Failure>
+                {
                     $crate::__private::run_skill(&input, $run)
                 }
             }
@@ -335,7 +336,9 @@ pub mod __private {
 
         #[test]
         fn empty_and_null_input_default() {
-            let expected = WithDefaults { name: String::new() };
+            let expected = WithDefaults {
+                name: String::new(),
+            };
             assert_eq!(parse_input::<WithDefaults>("").unwrap(), expected);
             assert_eq!(parse_input::<WithDefaults>(" null ").unwrap(), expected);
             assert_eq!(

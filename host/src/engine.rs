@@ -160,7 +160,10 @@ pub(crate) fn load_component(
 
 fn store(dir: &Path, path: &Path, component: &Component) -> Result<(), Box<dyn std::error::Error>> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let bytes = component.serialize()?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;

@@ -24,6 +24,7 @@ pub enum Level {
 /// One event of a run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Event {
     /// The skill reported progress.
     Progress {

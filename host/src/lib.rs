@@ -44,14 +44,20 @@ pub mod units;
 
 pub use engine::{CacheOutcome, EngineOptions};
 pub use error::Error;
-pub use runtime::{FailureKind, Host, Outcome, Prepared, RunReport, RunRequest, RunState, SkillKind};
+pub use runtime::{
+    FailureKind, Host, Outcome, Prepared, RunReport, RunRequest, RunState, SkillKind,
+};
 
 /// The names an embedder needs, kept stable.
 pub mod prelude {
     pub use crate::engine::{CacheOutcome, EngineOptions};
     pub use crate::error::Error;
     pub use crate::events::{Event, EventSink, Level};
-    pub use crate::policy::{Access, EffectivePolicy, ExecRule, FsGrant, Grants, Limits, Manifest, PolicyReport};
-    pub use crate::runtime::{FailureKind, Host, Outcome, Prepared, RunReport, RunRequest, SkillKind};
+    pub use crate::policy::{
+        Access, EffectivePolicy, ExecRule, FsGrant, Grants, Limits, Manifest, PolicyReport,
+    };
+    pub use crate::runtime::{
+        FailureKind, Host, Outcome, Prepared, RunReport, RunRequest, SkillKind,
+    };
     pub use crate::skill::SkillSource;
 }

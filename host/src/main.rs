@@ -1,1 +1,7 @@
-fn main(){}
+//! The `skillbox` command line: a thin layer over the `skillbox` library.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

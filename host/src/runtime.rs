@@ -227,12 +227,16 @@ impl Host {
             ))
         })?;
         let (kind, pre) = if names.contains(&"run") {
-            let p = SkillPre::new(instance_pre)
-                .map_err(|e| component_err(format!("its `run` export does not match skillbox:skill@0.1.0: {e:#}")))?;
+            let p = SkillPre::new(instance_pre).map_err(|e| {
+                component_err(format!(
+                    "its `run` export does not match skillbox:skill@0.1.0: {e:#}"
+                ))
+            })?;
             (SkillKind::Skill, Pre::Skill(p))
         } else if names.iter().any(|n| n.starts_with("wasi:cli/run@0.2")) {
-            let p = CommandPre::new(instance_pre)
-                .map_err(|e| component_err(format!("its wasi:cli/run export is unusable: {e:#}")))?;
+            let p = CommandPre::new(instance_pre).map_err(|e| {
+                component_err(format!("its wasi:cli/run export is unusable: {e:#}"))
+            })?;
             (SkillKind::Command, Pre::Command(p))
         } else {
             return Err(component_err(format!(
@@ -334,7 +338,10 @@ impl Host {
             match &prepared.pre {
                 Pre::Skill(pre) => {
                     let skill = pre.instantiate_async(&mut store).await?;
-                    skill.call_run(&mut store, &input).await.map(CallResult::Skill)
+                    skill
+                        .call_run(&mut store, &input)
+                        .await
+                        .map(CallResult::Skill)
                 }
                 Pre::Command(pre) => {
                     let cmd = pre.instantiate_async(&mut store).await?;
@@ -403,7 +410,12 @@ impl Host {
                 message: format!("exited with status {code}"),
                 data: Some(serde_json::json!({ "exit_code": code })),
             },
-            Ok(Err(e)) => classify_trap(&e, store.data().limiter.exceeded.clone(), &stderr_text, timed_out),
+            Ok(Err(e)) => classify_trap(
+                &e,
+                store.data().limiter.exceeded.clone(),
+                &stderr_text,
+                timed_out,
+            ),
         };
         Ok(RunReport {
             skill: prepared.name.clone(),
@@ -422,7 +434,12 @@ impl Host {
 }
 
 enum CallResult {
-    Skill(Result<crate::bindings::skillbox::skill::types::Summary, crate::bindings::skillbox::skill::types::Failure>),
+    Skill(
+        Result<
+            crate::bindings::skillbox::skill::types::Summary,
+            crate::bindings::skillbox::skill::types::Failure,
+        >,
+    ),
     Exit(i32),
 }
 
@@ -430,7 +447,8 @@ fn parse_data(text: &str) -> Result<serde_json::Value, String> {
     if text.is_empty() {
         return Ok(serde_json::Value::Null);
     }
-    serde_json::from_str(text).map_err(|e| format!("the skill returned summary data that is not JSON: {e}"))
+    serde_json::from_str(text)
+        .map_err(|e| format!("the skill returned summary data that is not JSON: {e}"))
 }
 
 fn cap_text(mut s: String, cap: usize) -> String {
@@ -465,12 +483,48 @@ fn command_input(v: &serde_json::Value) -> Result<(Vec<String>, Vec<u8>), Error>
     Ok((c.args, c.stdin.into_bytes()))
 }
 
-fn classify_trap(e: &wasmtime::Error, limit: Option<String>, stderr: &str, timed_out: Outcome) -> Outcome {
-    if let Some(message) = limit {
-        let which = if message.starts_with("memory") { "memory" } else { "table" };
-        return Outcome::LimitExceeded { limit: which, message };
+/// The guest's explanation of a trap: a Rust panic's location and message,
+/// or else its last meaningful stderr line.
+fn last_words(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(i) = lines.iter().rposition(|l| l.contains("panicked at")) {
+        return lines[i..]
+            .iter()
+            .take(2)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
     }
-    let last_line = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    lines
+        .iter()
+        .rev()
+        .find(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .map(|l| l.to_string())
+        .unwrap_or_default()
+}
+
+fn classify_trap(
+    e: &wasmtime::Error,
+    limit: Option<String>,
+    stderr: &str,
+    timed_out: Outcome,
+) -> Outcome {
+    if let Some(message) = limit {
+        let which = if message.starts_with("memory") {
+            "memory"
+        } else {
+            "table"
+        };
+        return Outcome::LimitExceeded {
+            limit: which,
+            message,
+        };
+    }
+    let last_line = last_words(stderr);
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => timed_out,
         Some(Trap::OutOfFuel) => Outcome::LimitExceeded {

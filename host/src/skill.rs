@@ -47,7 +47,9 @@ pub fn check_component_header(bytes: &[u8], path: &Path) -> Result<(), Error> {
              wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
                 .into(),
         )),
-        v => Err(err(format!("unsupported WebAssembly version/layer {v:02x?}"))),
+        v => Err(err(format!(
+            "unsupported WebAssembly version/layer {v:02x?}"
+        ))),
     }
 }
 
@@ -124,9 +126,13 @@ mod tests {
     fn headers() {
         let p = Path::new("x.wasm");
         assert!(check_component_header(b"\0asm\x0d\x00\x01\x00rest", p).is_ok());
-        let e = check_component_header(b"\0asm\x01\x00\x00\x00", p).unwrap_err().to_string();
+        let e = check_component_header(b"\0asm\x01\x00\x00\x00", p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("core WebAssembly module"), "{e}");
-        let e = check_component_header(b"#!/bin/sh\necho hi\n", p).unwrap_err().to_string();
+        let e = check_component_header(b"#!/bin/sh\necho hi\n", p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a WebAssembly file"), "{e}");
     }
 }

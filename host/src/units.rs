@@ -151,7 +151,11 @@ macro_rules! serde_via_str {
     };
 }
 
-serde_via_str!(ByteSize, "a size such as \"256MiB\" or a number of bytes", ByteSize);
+serde_via_str!(
+    ByteSize,
+    "a size such as \"256MiB\" or a number of bytes",
+    ByteSize
+);
 serde_via_str!(
     HumanDuration,
     "a duration such as \"30s\" or \"15m\", or a number of seconds",
@@ -168,16 +172,35 @@ mod tests {
         assert_eq!("4096".parse::<ByteSize>().unwrap(), ByteSize(4096));
         assert_eq!("2KB".parse::<ByteSize>().unwrap(), ByteSize(2000));
         assert_eq!(ByteSize(256 << 20).to_string(), "256MiB");
-        assert!("12 parsecs".parse::<ByteSize>().unwrap_err().contains("unknown unit"));
+        assert!(
+            "12 parsecs"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!("".parse::<ByteSize>().is_err());
-        assert!("99999999999999GiB".parse::<ByteSize>().unwrap_err().contains("too large"));
+        assert!(
+            "99999999999999GiB"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]
     fn durations_parse_and_print() {
-        assert_eq!("15m".parse::<HumanDuration>().unwrap().get(), Duration::from_secs(900));
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().get(), Duration::from_millis(250));
-        assert_eq!("7".parse::<HumanDuration>().unwrap().get(), Duration::from_secs(7));
+        assert_eq!(
+            "15m".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "7".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_secs(7)
+        );
         assert_eq!(HumanDuration(Duration::from_secs(90)).to_string(), "90s");
         assert_eq!(HumanDuration(Duration::from_secs(120)).to_string(), "2m");
         assert!("3 weeks".parse::<HumanDuration>().is_err());

@@ -1,1 +1,11 @@
+//! skillbox's integration tests: every capability with an allow and a deny
+//! case, the hostile-guest suite, and the CLI end to end. Guests are built
+//! from source on first use (see `harness`).
 
+mod harness;
+
+mod cli;
+mod env_net;
+mod exec;
+mod fs;
+mod limits;

@@ -17,9 +17,16 @@ pub const MAX_VALUE: usize = 1 << 20;
 pub const MAX_KEYS: usize = 256;
 
 /// Validates and stores one checkpoint.
-pub fn save(map: &mut BTreeMap<String, Vec<u8>>, key: String, value: Vec<u8>) -> Result<(), String> {
+pub fn save(
+    map: &mut BTreeMap<String, Vec<u8>>,
+    key: String,
+    value: Vec<u8>,
+) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_KEY {
-        return Err(format!("checkpoint key must be 1..={MAX_KEY} bytes, got {}", key.len()));
+        return Err(format!(
+            "checkpoint key must be 1..={MAX_KEY} bytes, got {}",
+            key.len()
+        ));
     }
     if value.len() > MAX_VALUE {
         return Err(format!(
@@ -54,11 +61,18 @@ mod tests {
         assert!(save(&mut m, "a".into(), vec![1]).is_ok());
         assert!(save(&mut m, String::new(), vec![]).is_err());
         assert!(save(&mut m, "k".repeat(MAX_KEY + 1), vec![]).is_err());
-        assert!(save(&mut m, "big".into(), vec![0; MAX_VALUE + 1]).unwrap_err().contains("limit"));
+        assert!(
+            save(&mut m, "big".into(), vec![0; MAX_VALUE + 1])
+                .unwrap_err()
+                .contains("limit")
+        );
         for i in 0..MAX_KEYS - 1 {
             save(&mut m, format!("k{i}"), vec![]).unwrap();
         }
         assert!(save(&mut m, "one-too-many".into(), vec![]).is_err());
-        assert!(save(&mut m, "a".into(), vec![2]).is_ok(), "overwriting is always fine");
+        assert!(
+            save(&mut m, "a".into(), vec![2]).is_ok(),
+            "overwriting is always fine"
+        );
     }
 }

@@ -111,12 +111,20 @@ fn list(rules: &[ExecRule]) -> String {
     if rules.is_empty() {
         "none".into()
     } else {
-        rules.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")
+        rules
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
 /// Finds the rule in `rules` that allows `req`, or says why none does.
-fn find_rule<'r>(rules: &'r [ExecRule], resolved: &Path, req: &Request) -> Result<&'r ExecRule, bool> {
+fn find_rule<'r>(
+    rules: &'r [ExecRule],
+    resolved: &Path,
+    req: &Request,
+) -> Result<&'r ExecRule, bool> {
     let mut program_known = false;
     for r in rules {
         if resolve_program(&r.program).as_deref() == Some(resolved) {
@@ -139,6 +147,12 @@ pub fn check(policy: &EffectivePolicy, req: &Request) -> Result<PathBuf, ExecErr
             .any(|r| r.program == req.program || r.program.rsplit('/').next() == Some(base))
     };
     let requested = policy.exec_requested.as_deref();
+    if req.program.contains('/') && !req.program.starts_with('/') {
+        return Err(ExecError::Denied(format!(
+            "`{call}`: a program must be a bare name (looked up in {}) or an absolute path",
+            SEARCH_PATH.join(":")
+        )));
+    }
     // Refuse before touching the host's filesystem when no rule even names
     // the program, so a guest cannot probe which programs exist.
     if !named(&policy.exec_granted) && !requested.is_some_and(named) {
@@ -185,7 +199,9 @@ fn working_dir(policy: &EffectivePolicy, req: &Request) -> Result<PathBuf, ExecE
             .map(|(p, _)| p)
             .map_err(|e| ExecError::Denied(format!("working directory {e}"))),
         None => match policy.preopens.first() {
-            Some(p) => super::fs::canonical_dir(&p.host).map_err(|e| ExecError::Failed(e.to_string())),
+            Some(p) => {
+                super::fs::canonical_dir(&p.host).map_err(|e| ExecError::Failed(e.to_string()))
+            }
             // With no granted directory the program starts in `/`, which the
             // sandbox does not let it list or read.
             None => Ok(PathBuf::from("/")),
@@ -193,7 +209,10 @@ fn working_dir(policy: &EffectivePolicy, req: &Request) -> Result<PathBuf, ExecE
     }
 }
 
-fn environment(policy: &EffectivePolicy, req: &Request) -> Result<Vec<(String, String)>, ExecError> {
+fn environment(
+    policy: &EffectivePolicy,
+    req: &Request,
+) -> Result<Vec<(String, String)>, ExecError> {
     let mut env = vec![("PATH".to_string(), SEARCH_PATH.join(":"))];
     env.extend(super::env::granted_vars(policy));
     for (k, v) in &req.env {
@@ -289,7 +308,11 @@ async fn run_checked(
         .env_clear()
         .envs(env)
         .current_dir(&cwd)
-        .stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if req.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -316,7 +339,12 @@ async fn run_checked(
 
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(ExecError::Failed(format!("waiting for {}: {e}", program.display()))),
+        Ok(Err(e)) => {
+            return Err(ExecError::Failed(format!(
+                "waiting for {}: {e}",
+                program.display()
+            )));
+        }
         Err(_) => {
             group.kill();
             let _ = child.wait().await;
@@ -328,7 +356,9 @@ async fn run_checked(
     // The leader is done: anything it left in the background goes too, so
     // it cannot hold the pipes open or outlive the call.
     group.kill();
-    let rest = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+    let rest = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100));
     let collected = tokio::time::timeout(rest, async { (out.await, err.await) }).await;
     let ((stdout, t1), (stderr, t2)) = match collected {
         Ok((Ok(o), Ok(e))) => (o, e),
@@ -358,7 +388,11 @@ mod host_impl {
                 stdin: cmd.stdin,
                 timeout: cmd.timeout_ms.map(Duration::from_millis),
             };
-            let (policy, sandbox, events) = (self.policy.clone(), self.sandbox.clone(), self.events.clone());
+            let (policy, sandbox, events) = (
+                self.policy.clone(),
+                self.sandbox.clone(),
+                self.events.clone(),
+            );
             match super::run(&policy, &sandbox, req, self.deadline, &*events).await {
                 Ok(r) => Ok(Output {
                     status: r.status,

@@ -32,7 +32,10 @@ pub fn configure(builder: &mut WasiCtxBuilder, policy: &EffectivePolicy) -> Resu
 /// The canonical host path of a granted directory.
 pub fn canonical_dir(host: &Path) -> Result<PathBuf, Error> {
     let c = host.canonicalize().map_err(|e| {
-        Error::Grant(format!("granted directory {} cannot be used: {e}", host.display()))
+        Error::Grant(format!(
+            "granted directory {} cannot be used: {e}",
+            host.display()
+        ))
     })?;
     if !c.is_dir() {
         return Err(Error::Grant(format!(
@@ -63,7 +66,10 @@ pub fn guest_to_host<'p>(
             format!("{guest:?} is outside every granted directory (granted: {granted:?})")
         })?;
     let rest = g.strip_prefix(&best.guest).unwrap_or(Path::new(""));
-    if rest.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if rest
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
         return Err(format!("{guest:?} must not contain '..' or '.'"));
     }
     let root = canonical_dir(&best.host).map_err(|e| e.to_string())?;
@@ -93,10 +99,25 @@ mod tests {
         }];
         let root = dir.path().canonicalize().unwrap();
         assert_eq!(guest_to_host(&pre, "/data").unwrap().0, root);
-        assert_eq!(guest_to_host(&pre, "/data/sub").unwrap().0, root.join("sub"));
-        assert!(guest_to_host(&pre, "/data/../etc").unwrap_err().contains("'..'"));
-        assert!(guest_to_host(&pre, "/etc").unwrap_err().contains("outside every granted"));
-        assert!(guest_to_host(&pre, "/data/out").unwrap_err().contains("outside its granted"));
+        assert_eq!(
+            guest_to_host(&pre, "/data/sub").unwrap().0,
+            root.join("sub")
+        );
+        assert!(
+            guest_to_host(&pre, "/data/../etc")
+                .unwrap_err()
+                .contains("'..'")
+        );
+        assert!(
+            guest_to_host(&pre, "/etc")
+                .unwrap_err()
+                .contains("outside every granted")
+        );
+        assert!(
+            guest_to_host(&pre, "/data/out")
+                .unwrap_err()
+                .contains("outside its granted")
+        );
         assert!(guest_to_host(&pre, "data").is_err());
         assert!(guest_to_host(&pre, "/database").is_err());
     }

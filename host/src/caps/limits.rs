@@ -30,7 +30,12 @@ impl Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let total = self.memory_used - current.min(self.memory_used) + desired;
         if total > self.memory_cap {
             let msg = format!(
@@ -45,9 +50,15 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > MAX_TABLE_ELEMENTS {
-            let msg = format!("table limit reached: {desired} elements (limit {MAX_TABLE_ELEMENTS})");
+            let msg =
+                format!("table limit reached: {desired} elements (limit {MAX_TABLE_ELEMENTS})");
             self.exceeded = Some(msg.clone());
             return Err(wasmtime::format_err!(msg));
         }

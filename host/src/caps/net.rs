@@ -53,7 +53,10 @@ pub fn configure(
     let granted = Arc::new(resolve(policy)?);
     let any = !granted.is_empty();
     builder.allow_tcp(any).allow_udp(any).allow_ip_name_lookup(
-        policy.net.iter().any(|r| r.host.parse::<std::net::IpAddr>().is_err()),
+        policy
+            .net
+            .iter()
+            .any(|r| r.host.parse::<std::net::IpAddr>().is_err()),
     );
     let rules: Vec<String> = policy.net.iter().map(|r| r.to_string()).collect();
     builder.socket_addr_check(move |addr, use_| {
@@ -70,7 +73,10 @@ pub fn configure(
                 } else if rules.is_empty() {
                     "no network endpoint is granted (grant with --allow-net HOST:PORT)".into()
                 } else {
-                    format!("{addr} is not a granted endpoint (granted: {})", rules.join(", "))
+                    format!(
+                        "{addr} is not a granted endpoint (granted: {})",
+                        rules.join(", ")
+                    )
                 },
             });
         }
@@ -90,8 +96,16 @@ mod tests {
         let wild: SocketAddr = "0.0.0.0:0".parse().unwrap();
         assert!(allowed(&g, a, SocketAddrUse::TcpConnect));
         assert!(allowed(&g, wild, SocketAddrUse::TcpBind));
-        assert!(!allowed(&g, "0.0.0.0:8080".parse().unwrap(), SocketAddrUse::TcpBind));
-        assert!(!allowed(&g, "127.0.0.1:8081".parse().unwrap(), SocketAddrUse::TcpConnect));
+        assert!(!allowed(
+            &g,
+            "0.0.0.0:8080".parse().unwrap(),
+            SocketAddrUse::TcpBind
+        ));
+        assert!(!allowed(
+            &g,
+            "127.0.0.1:8081".parse().unwrap(),
+            SocketAddrUse::TcpConnect
+        ));
         assert!(!allowed(&g, a, SocketAddrUse::TcpListen));
         assert!(!allowed(&HashSet::new(), wild, SocketAddrUse::TcpBind));
     }

@@ -86,7 +86,11 @@ impl StdoutStream for CappedOutput {
 }
 
 impl AsyncWrite for CappedOutput {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.write(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -115,7 +119,10 @@ mod tests {
         out.write(b"ijk");
         assert_eq!(out.contents(), (b"abcde".to_vec(), true));
         let ev = events.lock().unwrap();
-        let truncations = ev.iter().filter(|e| matches!(e, Event::Truncated { .. })).count();
+        let truncations = ev
+            .iter()
+            .filter(|e| matches!(e, Event::Truncated { .. }))
+            .count();
         assert_eq!(truncations, 1);
     }
 }

@@ -67,7 +67,9 @@ impl RunState {
 
 impl Host for RunState {
     async fn report(&mut self, fraction: Option<f32>, message: String) {
-        let fraction = fraction.filter(|f| f.is_finite()).map(|f| f.clamp(0.0, 1.0));
+        let fraction = fraction
+            .filter(|f| f.is_finite())
+            .map(|f| f.clamp(0.0, 1.0));
         let message = cut(message);
         let n = message.len();
         self.emit_counted(Event::Progress { fraction, message }, n);

@@ -156,8 +156,16 @@ fn build(policy: &EffectivePolicy) -> Result<Option<OwnedFd>, Box<dyn std::error
     let write_data = all & !AccessFs::Execute;
     let mut rules: Vec<(&Path, BitFlags<AccessFs>)> = Vec::new();
     rules.extend(SYSTEM_DIRS.iter().map(|d| (Path::new(*d), read_exec)));
-    rules.extend(READ_FILES.iter().map(|f| (Path::new(*f), BitFlags::from(AccessFs::ReadFile))));
-    rules.extend(RW_FILES.iter().map(|f| (Path::new(*f), AccessFs::ReadFile | AccessFs::WriteFile)));
+    rules.extend(
+        READ_FILES
+            .iter()
+            .map(|f| (Path::new(*f), BitFlags::from(AccessFs::ReadFile))),
+    );
+    rules.extend(
+        RW_FILES
+            .iter()
+            .map(|f| (Path::new(*f), AccessFs::ReadFile | AccessFs::WriteFile)),
+    );
     for p in &policy.preopens {
         let access = match p.access {
             DirAccess::Read => read_data,
@@ -173,7 +181,11 @@ fn build(policy: &EffectivePolicy) -> Result<Option<OwnedFd>, Box<dyn std::error
         // Missing system paths (no /lib32 here) are fine; granted ones were
         // checked when the preopens were made.
         if let Ok(fd) = PathFd::new(path) {
-            let access = if path.is_dir() { access } else { access & AccessFs::from_file(TARGET_ABI) };
+            let access = if path.is_dir() {
+                access
+            } else {
+                access & AccessFs::from_file(TARGET_ABI)
+            };
             rs = rs.add_rule(PathBeneath::new(fd, access))?;
         }
     }
@@ -199,7 +211,12 @@ pub unsafe fn restrict_self_in_child(ruleset: Option<i32>) -> std::io::Result<()
             return Err(std::io::Error::last_os_error());
         }
         // Best effort: kernels before 5.11 lack CLOSE_RANGE_CLOEXEC.
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
     }
     Ok(())
 }

@@ -144,8 +144,13 @@ impl fmt::Display for PolicyReport {
             let (mark, note) = match &i.status {
                 ReportStatus::Granted => ("granted    ", String::new()),
                 ReportStatus::Narrowed { reason } => ("narrowed   ", format!("  ({reason})")),
-                ReportStatus::NotGranted { hint } => ("NOT GRANTED", format!("  (grant with {hint})")),
-                ReportStatus::Unrequested => ("unused     ", "  (granted but not requested: not given)".into()),
+                ReportStatus::NotGranted { hint } => {
+                    ("NOT GRANTED", format!("  (grant with {hint})"))
+                }
+                ReportStatus::Unrequested => (
+                    "unused     ",
+                    "  (granted but not requested: not given)".into(),
+                ),
             };
             writeln!(f, "  {mark}  {:<6} {}{note}", i.capability, i.item)?;
         }
@@ -161,7 +166,10 @@ fn same_program(a: &str, b: &str) -> bool {
 impl EffectivePolicy {
     /// Intersects `manifest`'s requests with `grants`. Without a manifest
     /// (a bare component), the grants are taken as the requests.
-    pub fn compute(manifest: Option<&Manifest>, grants: &Grants) -> (EffectivePolicy, PolicyReport) {
+    pub fn compute(
+        manifest: Option<&Manifest>,
+        grants: &Grants,
+    ) -> (EffectivePolicy, PolicyReport) {
         let mut report = PolicyReport::default();
 
         // Directories, keyed by guest path.
@@ -177,15 +185,23 @@ impl EffectivePolicy {
                                 Access::Read => "--allow-read",
                                 Access::ReadWrite => "--allow-write",
                             };
-                            report.push("fs", item, ReportStatus::NotGranted {
-                                hint: format!("{flag} HOST-DIR:{guest}"),
-                            });
+                            report.push(
+                                "fs",
+                                item,
+                                ReportStatus::NotGranted {
+                                    hint: format!("{flag} HOST-DIR:{guest}"),
+                                },
+                            );
                         }
                         Some(g) => {
                             let access = req.access.min(g.access);
                             let status = if access < req.access {
                                 ReportStatus::Narrowed {
-                                    reason: format!("granted {} only, from {}", access, g.host.display()),
+                                    reason: format!(
+                                        "granted {} only, from {}",
+                                        access,
+                                        g.host.display()
+                                    ),
                                 }
                             } else {
                                 ReportStatus::Granted
@@ -240,7 +256,12 @@ impl EffectivePolicy {
                 for r in reqs {
                     let status = if covered(r) {
                         ReportStatus::Granted
-                    } else if grants.exec.allow.iter().any(|g| same_program(&g.program, &r.program)) {
+                    } else if grants
+                        .exec
+                        .allow
+                        .iter()
+                        .any(|g| same_program(&g.program, &r.program))
+                    {
                         ReportStatus::Narrowed {
                             reason: "only some argument patterns are granted".into(),
                         }
@@ -348,9 +369,13 @@ fn resolve_limits(req: Limits, grant: Limits, report: &mut PolicyReport) -> Reso
     ) -> T {
         match req {
             Some(r) if r > cap => {
-                report.push("limits", format!("{name} {r}"), ReportStatus::Narrowed {
-                    reason: format!("capped at {cap}; raise with {flag}"),
-                });
+                report.push(
+                    "limits",
+                    format!("{name} {r}"),
+                    ReportStatus::Narrowed {
+                        reason: format!("capped at {cap}; raise with {flag}"),
+                    },
+                );
                 cap
             }
             Some(r) => {
@@ -360,7 +385,13 @@ fn resolve_limits(req: Limits, grant: Limits, report: &mut PolicyReport) -> Reso
             None => cap,
         }
     }
-    let memory = pick(report, "memory", "--memory", req.memory, grant.memory.unwrap_or(DEFAULT_MEMORY));
+    let memory = pick(
+        report,
+        "memory",
+        "--memory",
+        req.memory,
+        grant.memory.unwrap_or(DEFAULT_MEMORY),
+    );
     let timeout = pick(
         report,
         "timeout",
@@ -368,7 +399,13 @@ fn resolve_limits(req: Limits, grant: Limits, report: &mut PolicyReport) -> Reso
         req.timeout,
         grant.timeout.unwrap_or(HumanDuration(DEFAULT_TIMEOUT)),
     );
-    let output = pick(report, "output", "--output", req.output, grant.output.unwrap_or(DEFAULT_OUTPUT));
+    let output = pick(
+        report,
+        "output",
+        "--output",
+        req.output,
+        grant.output.unwrap_or(DEFAULT_OUTPUT),
+    );
     let fuel = match (req.fuel, grant.fuel) {
         (Some(r), Some(g)) => Some(pick(report, "fuel", "--fuel", Some(r), g)),
         (r, g) => r.or(g),

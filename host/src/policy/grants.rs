@@ -181,7 +181,8 @@ mod tests {
 
     #[test]
     fn policy_file_is_strict() {
-        let ok = "[[fs]]\nhost = \"/tmp\"\nguest = \"/t\"\naccess = \"read\"\n[env]\nallow = [\"A\"]\n";
+        let ok =
+            "[[fs]]\nhost = \"/tmp\"\nguest = \"/t\"\naccess = \"read\"\n[env]\nallow = [\"A\"]\n";
         let g = Grants::parse(ok, Path::new("p.toml")).unwrap();
         assert_eq!(g.fs[0].guest_path(), "/t");
         let e = Grants::parse("[env]\nallow_all = true\n", Path::new("p.toml"))

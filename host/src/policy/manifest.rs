@@ -209,11 +209,19 @@ timeout = "30s"
             ("\"/data\"", "\"/data/../etc\"", "'..'"),
             ("access = \"read\"", "access = \"exec\"", "unknown variant"),
             ("127.0.0.1:8080", "127.0.0.1", "host:port"),
-            ("program = \"du\"", "program = \"bin/du\"", "absolute path or a bare name"),
+            (
+                "program = \"du\"",
+                "program = \"bin/du\"",
+                "absolute path or a bare name",
+            ),
             ("sha256 = \"\"", "sha256 = \"abc\"", "64 hex digits"),
             ("\"64MiB\"", "\"64 parsecs\"", "unknown unit"),
             ("\"APP_ENV\"", "\"APP=ENV\"", "environment variable name"),
-            ("\"disk-report.wasm\"", "\"../x.wasm\"", "relative path inside"),
+            (
+                "\"disk-report.wasm\"",
+                "\"../x.wasm\"",
+                "relative path inside",
+            ),
         ] {
             let e = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
             assert!(e.contains(needle), "{from} -> {to}: {e}");

@@ -82,7 +82,9 @@ impl ExecRule {
         if let Some(i) = self.args.iter().position(|a| a == "**")
             && i + 1 != self.args.len()
         {
-            return Err(format!("program {p:?}: \"**\" may only be the last argument pattern"));
+            return Err(format!(
+                "program {p:?}: \"**\" may only be the last argument pattern"
+            ));
         }
         Ok(())
     }

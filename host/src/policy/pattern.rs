@@ -34,12 +34,10 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 pub fn args_match(patterns: &[String], args: &[String]) -> bool {
     match patterns.split_last() {
         Some((last, init)) if last == "**" => {
-            args.len() >= init.len()
-                && init.iter().zip(args).all(|(p, a)| glob_match(p, a))
+            args.len() >= init.len() && init.iter().zip(args).all(|(p, a)| glob_match(p, a))
         }
         _ => {
-            patterns.len() == args.len()
-                && patterns.iter().zip(args).all(|(p, a)| glob_match(p, a))
+            patterns.len() == args.len() && patterns.iter().zip(args).all(|(p, a)| glob_match(p, a))
         }
     }
 }
@@ -52,12 +50,24 @@ pub fn args_cover(wide: &[String], narrow: &[String]) -> bool {
     }
     let wide_tail = wide.last().is_some_and(|l| l == "**");
     let narrow_tail = narrow.last().is_some_and(|l| l == "**");
-    let w = if wide_tail { &wide[..wide.len() - 1] } else { wide };
-    let n = if narrow_tail { &narrow[..narrow.len() - 1] } else { narrow };
+    let w = if wide_tail {
+        &wide[..wide.len() - 1]
+    } else {
+        wide
+    };
+    let n = if narrow_tail {
+        &narrow[..narrow.len() - 1]
+    } else {
+        narrow
+    };
     if narrow_tail && !wide_tail {
         return false;
     }
-    let lengths_fit = if wide_tail { n.len() >= w.len() } else { n.len() == w.len() };
+    let lengths_fit = if wide_tail {
+        n.len() >= w.len()
+    } else {
+        n.len() == w.len()
+    };
     lengths_fit && w.iter().zip(n).all(|(wp, np)| glob_match(wp, np))
 }
 

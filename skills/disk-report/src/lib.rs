@@ -316,8 +316,12 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// Runs an optional helper program in `cwd`: its stdout on success; on
-/// refusal or failure, `None` with the problem recorded (and logged).
+/// Runs an optional helper program in `cwd` and returns its stdout.
+///
+/// Problems are recorded (and logged) rather than returned: a refusal or a
+/// failure to run gives `None`; a non-zero exit still gives whatever the
+/// program printed (`du` exits 1 when it cannot read some directory but
+/// reports the rest).
 fn run_tool(
     (program, args): (&str, &[&str]),
     cwd: &str,
@@ -329,21 +333,58 @@ fn run_tool(
         .cwd(cwd)
         .timeout(EXEC_TIMEOUT)
         .output();
-    let (denied, message) = match result {
+    let (stdout, denied, message) = match result {
         Ok(out) if out.success() => return Some(out.stdout_str().into_owned()),
-        Ok(out) => (
-            false,
-            format!("exited with status {}: {}", out.status, out.stderr_str().trim()),
-        ),
-        Err(e) => (matches!(e, exec::Error::Denied(_)), e.to_string()),
+        Ok(out) => {
+            let stdout = out.stdout_str().into_owned();
+            let partial = if stdout.trim().is_empty() {
+                ""
+            } else {
+                " (its results may be incomplete)"
+            };
+            let message = format!(
+                "exited with status {}{partial}: {}",
+                out.status,
+                excerpt(&out.stderr_str())
+            );
+            (
+                Some(stdout).filter(|s| !s.trim().is_empty()),
+                false,
+                message,
+            )
+        }
+        Err(e) => (None, matches!(e, exec::Error::Denied(_)), e.to_string()),
     };
-    warn!("`{command}` {}: {message}", if denied { "was refused" } else { "failed" });
+    warn!(
+        "`{command}` {}: {message}",
+        if denied { "was refused" } else { "failed" }
+    );
     problems.push(ExecProblem {
         command,
         denied,
         message,
     });
-    None
+    stdout
+}
+
+/// The first few lines of a program's stderr, on one line.
+fn excerpt(stderr: &str) -> String {
+    const MAX_LINES: usize = 3;
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut text = lines
+        .iter()
+        .take(MAX_LINES)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if lines.len() > MAX_LINES {
+        let _ = write!(text, "; … ({} more lines)", lines.len() - MAX_LINES);
+    }
+    text
 }
 
 /// `du -k -d 1 .` output (`KIB<TAB>PATH` per line) as byte sizes, largest first.
@@ -402,6 +443,9 @@ fn markdown(report: &Report) -> String {
         let _ = writeln!(md, "| symlinks (not followed) | {} |", report.symlinks);
     }
     let _ = writeln!(md, "| total size of files | {} |", human(report.bytes));
+    if let Some(total) = report.subdirs.iter().flatten().find(|d| d.path == ".") {
+        let _ = writeln!(md, "| size on disk (du) | {} |", human(total.bytes));
+    }
     if report.skipped > 0 {
         let _ = writeln!(md, "| unreadable, skipped | {} |", report.skipped);
     }
@@ -429,7 +473,10 @@ fn markdown(report: &Report) -> String {
     if let Some(subdirs) = &report.subdirs {
         let subdirs: Vec<_> = subdirs.iter().filter(|d| d.path != ".").collect();
         if !subdirs.is_empty() {
-            let _ = writeln!(md, "\n### Subdirectories (du)\n\n| directory | size on disk |\n|---|---:|");
+            let _ = writeln!(
+                md,
+                "\n### Subdirectories (du)\n\n| directory | size on disk |\n|---|---:|"
+            );
             for dir in subdirs {
                 let _ = writeln!(md, "| {} | {} |", code(&dir.path), human(dir.bytes));
             }
@@ -442,7 +489,7 @@ fn markdown(report: &Report) -> String {
             let what = if problem.denied {
                 "was refused by the sandbox"
             } else {
-                "failed"
+                "did not succeed"
             };
             let _ = writeln!(
                 md,

@@ -1,0 +1,92 @@
+//! Grant flags shared by `run` and `inspect`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use skillbox::policy::{Access, ExecRule, FsGrant, Grants};
+use skillbox::units::{ByteSize, HumanDuration};
+
+/// What the operator grants. Nothing is granted by default.
+#[derive(Args, Debug, Default)]
+pub struct GrantArgs {
+    /// Grant read access to a host directory, seen by the skill at GUEST
+    /// (default: the same path). Repeatable.
+    #[arg(
+        long = "allow-read",
+        value_name = "HOST[:GUEST]",
+        help_heading = "Grants"
+    )]
+    pub read: Vec<String>,
+    /// Grant read-write access to a host directory. Repeatable.
+    #[arg(
+        long = "allow-write",
+        value_name = "HOST[:GUEST]",
+        help_heading = "Grants"
+    )]
+    pub write: Vec<String>,
+    /// Allow running a host program with arguments matching the patterns
+    /// (exact strings or globs `*` `?`; a final `**` matches any remaining
+    /// arguments), e.g. 'du -k -d 1 .'. No shell is ever involved. Repeatable.
+    #[arg(
+        long = "allow-exec",
+        value_name = "'PROGRAM [ARG-PATTERN…]'",
+        help_heading = "Grants"
+    )]
+    pub exec: Vec<String>,
+    /// Let the skill (and the programs it runs) see this environment variable. Repeatable.
+    #[arg(long = "allow-env", value_name = "NAME", help_heading = "Grants")]
+    pub env: Vec<String>,
+    /// Allow connecting to this endpoint. Repeatable.
+    #[arg(long = "allow-net", value_name = "HOST:PORT", help_heading = "Grants")]
+    pub net: Vec<String>,
+    /// Cap on linear memory [default: 256MiB].
+    #[arg(long, value_name = "SIZE", help_heading = "Limits")]
+    pub memory: Option<ByteSize>,
+    /// Wall-clock limit of the run [default: 15m].
+    #[arg(long, value_name = "DURATION", help_heading = "Limits")]
+    pub timeout: Option<HumanDuration>,
+    /// Cap on each output stream, the logs and the summary [default: 1MiB].
+    #[arg(long, value_name = "SIZE", help_heading = "Limits")]
+    pub output: Option<ByteSize>,
+    /// Meter execution and stop after this much fuel (about one unit per
+    /// wasm instruction).
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub fuel: Option<u64>,
+    /// Read grants from a policy file (TOML); flags add to it.
+    #[arg(long, value_name = "FILE", help_heading = "Grants")]
+    pub policy: Option<PathBuf>,
+}
+
+impl GrantArgs {
+    /// The grants these flags (and the policy file) give.
+    pub fn to_grants(&self) -> Result<Grants, skillbox::Error> {
+        let mut g = match &self.policy {
+            Some(p) => Grants::load(p)?,
+            None => Grants::default(),
+        };
+        let bad = |e: String| skillbox::Error::Grant(e);
+        let mut flags = Grants::default();
+        for s in &self.read {
+            flags
+                .fs
+                .push(FsGrant::parse_cli(s, Access::Read).map_err(bad)?);
+        }
+        for s in &self.write {
+            flags
+                .fs
+                .push(FsGrant::parse_cli(s, Access::ReadWrite).map_err(bad)?);
+        }
+        for s in &self.exec {
+            flags.exec.allow.push(ExecRule::parse_cli(s).map_err(bad)?);
+        }
+        flags.env.allow = self.env.clone();
+        flags.net.allow = self.net.clone();
+        flags.limits.memory = self.memory;
+        flags.limits.timeout = self.timeout;
+        flags.limits.output = self.output;
+        flags.limits.fuel = self.fuel;
+        flags.validate().map_err(bad)?;
+        g.merge(flags);
+        Ok(g)
+    }
+}

@@ -1,0 +1,93 @@
+//! `skillbox` subcommands. Each is a few lines over a public library call.
+
+mod build;
+mod grants;
+mod inspect;
+mod new;
+mod output;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes, distinct per kind of outcome so scripts can branch on them.
+pub mod exit {
+    /// The skill succeeded.
+    pub const OK: u8 = 0;
+    /// The skill failed or crashed.
+    pub const FAILED: u8 = 1;
+    /// Bad command-line usage (clap exits with it itself).
+    #[expect(dead_code, reason = "documented here; clap uses the same value")]
+    pub const USAGE: u8 = 2;
+    /// Refused by policy: ungranted capabilities, or the skill reported a denial.
+    pub const DENIED: u8 = 3;
+    /// Invalid input: manifest, policy, component, digest or JSON input.
+    pub const INVALID: u8 = 4;
+    /// The run hit its wall-clock limit.
+    pub const TIMED_OUT: u8 = 5;
+    /// A resource limit stopped the run (memory, fuel, stack, output).
+    pub const LIMIT: u8 = 6;
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  succeeded
+  1  the skill failed or crashed
+  2  usage error
+  3  denied: a requested capability was not granted, or the skill hit a denial
+  4  invalid: manifest, policy, component, digest or input
+  5  timed out
+  6  a resource limit stopped the run (memory, fuel, stack, output)";
+
+/// Run untrusted agent skills as sandboxed WebAssembly components.
+///
+/// A skill can touch only what it was granted: directories (--allow-read,
+/// --allow-write), host programs (--allow-exec), environment variables
+/// (--allow-env), network endpoints (--allow-net), within memory, time and
+/// output limits. Everything else is refused with an error naming the rule.
+#[derive(Parser)]
+#[command(name = "skillbox", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+    Inspect(inspect::InspectArgs),
+    Build(build::BuildArgs),
+    New(new::NewArgs),
+}
+
+/// Parses arguments, runs the command, maps the result to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKILLBOX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Run(a) => run::run(a).await,
+            Command::Inspect(a) => inspect::inspect(a),
+            Command::Build(a) => build::build(a),
+            Command::New(a) => new::new(a),
+        }
+    });
+    ExitCode::from(code)
+}

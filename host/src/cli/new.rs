@@ -1,0 +1,173 @@
+//! `skillbox new`: scaffold a skill crate that builds and runs unchanged.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::exit;
+
+/// Create a new skill crate: Cargo.toml, src/lib.rs and skill.toml.
+///
+/// Then: `skillbox build DIR` and `skillbox run DIR --input '{"name":"you"}'`.
+#[derive(Args, Debug)]
+pub struct NewArgs {
+    /// The skill's name (letters, digits, '-' and '_').
+    pub name: String,
+    /// Directory to create [default: ./NAME].
+    #[arg(long)]
+    pub path: Option<PathBuf>,
+    /// Path of the skillbox-sdk crate to depend on [default: the SDK this
+    /// skillbox was built with, when present; else the crates.io version].
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_SDK_PATH")]
+    pub sdk_path: Option<PathBuf>,
+}
+
+const LIB_RS: &str = r#"//! A skillbox skill. Build with `skillbox build`, run with `skillbox run`.
+
+use serde::Deserialize;
+use skillbox_sdk::{Summary, info, progress};
+
+/// The skill's input, parsed from the JSON the caller passes.
+#[derive(Deserialize)]
+struct Input {
+    /// Who to greet.
+    #[serde(default = "default_name")]
+    name: String,
+}
+
+fn default_name() -> String {
+    "world".into()
+}
+
+fn run(input: Input) -> skillbox_sdk::Result<Summary> {
+    info!("greeting {}", input.name);
+    progress::report(1.0, "done");
+    let text = format!("Hello, {}!", input.name);
+    Ok(Summary::new(text.clone()).with_data(serde_json::json!({ "greeting": text })))
+}
+
+skillbox_sdk::export!(run);
+"#;
+
+fn cargo_toml(name: &str, sdk: &str) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+skillbox-sdk = {sdk}
+serde = {{ version = "1", features = ["derive"] }}
+serde_json = "1"
+
+# A skill is its own workspace, wherever it is created.
+[workspace]
+"#
+    )
+}
+
+fn skill_toml(name: &str) -> String {
+    let file = name.replace('-', "_");
+    format!(
+        r#"# What this skill is and which capabilities it requests. The operator
+# grants; the skill gets the intersection. Unknown fields are errors.
+[skill]
+name = "{name}"
+version = "0.1.0"
+description = "Greets someone"
+component = "{file}.wasm"
+sha256 = ""   # filled in by `skillbox build`
+
+# [fs]
+# "/data" = {{ access = "read" }}          # or "read-write"
+#
+# [exec]
+# allow = [ {{ program = "du", args = ["-k", "."] }} ]
+#
+# [env]
+# allow = ["APP_ENV"]
+#
+# [net]
+# allow = ["127.0.0.1:8080"]
+
+[limits]
+memory = "64MiB"
+timeout = "30s"
+"#
+    )
+}
+
+/// Writes a new skill crate into `dir`.
+pub fn scaffold(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{name:?} is not a valid skill name: use letters, digits, '-' and '_'"
+        ));
+    }
+    if dir.exists()
+        && dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(format!("{} already exists and is not empty", dir.display()));
+    }
+    let sdk_dep = match sdk {
+        Some(p) => {
+            let p = p
+                .canonicalize()
+                .map_err(|e| format!("SDK path {}: {e}", p.display()))?;
+            format!("{{ path = {:?} }}", p.display().to_string())
+        }
+        None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
+    };
+    let write = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("has parent"))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write("Cargo.toml", &cargo_toml(name, &sdk_dep))?;
+    write("src/lib.rs", LIB_RS)?;
+    write("skill.toml", &skill_toml(name))?;
+    write(".gitignore", "/target\n*.wasm\n")?;
+    Ok(())
+}
+
+/// `skillbox new`.
+pub fn new(args: NewArgs) -> u8 {
+    let dir = args
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+    let sdk = args
+        .sdk_path
+        .clone()
+        .or_else(|| bundled.is_dir().then_some(bundled));
+    match scaffold(&args.name, &dir, sdk.as_deref()) {
+        Ok(()) => {
+            eprintln!(
+                "created skill {} in {}\nnext:\n  skillbox build {}\n  skillbox run {} --input '{{\"name\": \"you\"}}'",
+                args.name,
+                dir.display(),
+                dir.display(),
+                dir.display()
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}

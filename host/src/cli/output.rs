@@ -1,0 +1,140 @@
+//! Printing: events to stderr (a progress bar on a terminal), results to
+//! stdout, errors as text or JSON, and the exit code each error maps to.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use skillbox::events::{Event, EventSink, Level};
+
+use super::exit;
+
+/// The exit code for a library error.
+pub fn code_of(e: &skillbox::Error) -> u8 {
+    use skillbox::Error as E;
+    match e {
+        E::NotGranted(_) => exit::DENIED,
+        E::Manifest { .. }
+        | E::Policy { .. }
+        | E::Grant(_)
+        | E::DigestMismatch { .. }
+        | E::Unpinned { .. }
+        | E::Component { .. }
+        | E::Input(_) => exit::INVALID,
+        _ => exit::FAILED,
+    }
+}
+
+/// Prints an error (as `{"error": …}` on stdout with `--json`) and returns
+/// its exit code.
+pub fn report_error(e: &skillbox::Error, json: bool) -> u8 {
+    let code = code_of(e);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "error": { "exit_code": code, "message": e.to_string() } })
+        );
+    } else {
+        eprintln!("error: {e}");
+    }
+    code
+}
+
+/// Shows a run's events on stderr.
+pub struct Console {
+    bar: Option<ProgressBar>,
+    verbose: bool,
+    quiet: bool,
+    partial_line: Mutex<bool>,
+}
+
+impl Console {
+    /// A console; a progress bar only when stderr is a terminal.
+    pub fn new(verbose: bool, quiet: bool) -> Console {
+        let bar = (std::io::stderr().is_terminal() && !quiet).then(|| {
+            let b = ProgressBar::new(1000);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {percent:>3}% {msg}",
+                )
+                .expect("valid template"),
+            );
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b
+        });
+        Console {
+            bar,
+            verbose,
+            quiet,
+            partial_line: Mutex::new(false),
+        }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    /// Removes the progress bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl EventSink for Console {
+    fn event(&self, event: Event) {
+        if self.quiet {
+            return;
+        }
+        match event {
+            Event::Progress { fraction, message } => match &self.bar {
+                Some(b) => {
+                    if let Some(f) = fraction {
+                        b.set_position((f * 1000.0) as u64);
+                    }
+                    b.set_message(message);
+                }
+                None => match fraction {
+                    Some(f) => eprintln!("[{:>3.0}%] {message}", f * 100.0),
+                    None => eprintln!("[ ... ] {message}"),
+                },
+            },
+            Event::Log { level, message } => {
+                if level >= Level::Info || self.verbose {
+                    let tag = format!("{level:?}").to_lowercase();
+                    self.line(&format!("{tag:>5}: {message}"));
+                }
+            }
+            Event::Output { stream: _, text } => {
+                let mut partial = self.partial_line.lock().unwrap_or_else(|e| e.into_inner());
+                match &self.bar {
+                    Some(b) => b.suspend(|| eprint!("{text}")),
+                    None => eprint!("{text}"),
+                }
+                *partial = !text.ends_with('\n');
+            }
+            Event::Audit {
+                capability,
+                detail,
+                allowed,
+                reason,
+            } => {
+                if !allowed {
+                    self.line(&format!(" deny: [{capability}] {detail}: {reason}"));
+                } else if self.verbose {
+                    self.line(&format!("allow: [{capability}] {detail}: {reason}"));
+                }
+            }
+            Event::Truncated { stream, cap } => {
+                self.line(&format!(
+                    " warn: {stream} reached its cap of {cap} bytes; the rest was dropped"
+                ));
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! `skillbox run`: run one skill in the foreground.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use skillbox::prelude::*;
+
+use super::grants::GrantArgs;
+use super::output::{Console, report_error};
+use super::{EXIT_CODES, exit};
+
+/// Run a skill and print its summary.
+///
+/// SKILL is a skill directory (holding skill.toml), a skill.toml, or a bare
+/// .wasm component (a skill or any WASI command), which then gets exactly the
+/// granted capabilities. Progress and logs go to stderr; the summary goes to
+/// stdout (with --json, the whole run report as JSON).
+#[derive(Args, Debug)]
+#[command(after_help = EXIT_CODES)]
+pub struct RunArgs {
+    /// Skill directory, skill.toml, or .wasm component.
+    pub skill: PathBuf,
+    /// Input as JSON text, @FILE to read it from a file, or - for stdin.
+    /// For a WASI command: {"args": [...], "stdin": "..."}.
+    #[arg(long, short, value_name = "JSON|@FILE|-", default_value = "{}")]
+    pub input: String,
+    #[command(flatten)]
+    pub grants: GrantArgs,
+    /// Show what the skill requests and what it would get, then stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run even when some requested capabilities were not granted (the skill
+    /// then gets only the intersection and its calls outside it are refused).
+    #[arg(long)]
+    pub partial: bool,
+    /// Run a skill whose manifest does not pin a sha256 yet.
+    #[arg(long)]
+    pub allow_unpinned: bool,
+    /// Print a machine-readable JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also show debug logs and allowed capability calls.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Show no progress or logs.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Directory of the compiled-component cache.
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not use the compiled-component cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+fn read_input(spec: &str) -> Result<String, skillbox::Error> {
+    let text = if spec == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| skillbox::Error::Input(format!("stdin: {e}")))?
+    } else if let Some(path) = spec.strip_prefix('@') {
+        std::fs::read_to_string(path).map_err(|e| skillbox::Error::Input(format!("{path}: {e}")))?
+    } else {
+        spec.to_string()
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| skillbox::Error::Input(format!("--input is not valid JSON: {e}")))?;
+    Ok(text)
+}
+
+/// `skillbox run`.
+pub async fn run(args: RunArgs) -> u8 {
+    match run_inner(&args).await {
+        Ok(code) => code,
+        Err(e) => report_error(&e, args.json),
+    }
+}
+
+async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
+    let source = SkillSource::open(&args.skill, args.allow_unpinned)?;
+    let grants = args.grants.to_grants()?;
+    let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
+    let missing = report.not_granted().count();
+    if args.dry_run {
+        super::inspect::print_plan(&source, &policy, &report, args.json);
+        return Ok(if missing > 0 { exit::DENIED } else { exit::OK });
+    }
+    if missing > 0 && !args.partial {
+        return Err(skillbox::Error::NotGranted(format!(
+            "{report}(grant them, or pass --partial to run with only what was granted)"
+        )));
+    }
+    let input = read_input(&args.input)?;
+    let host = Host::new(EngineOptions {
+        cache_dir: if args.no_cache {
+            None
+        } else {
+            args.cache_dir
+                .clone()
+                .or_else(skillbox::engine::default_cache_dir)
+        },
+        fuel: policy.limits.fuel.is_some(),
+        max_instances: 4,
+        ..EngineOptions::default()
+    })?;
+    let prepared = host.prepare(&source)?;
+    let console = Arc::new(Console::new(args.verbose, args.quiet || args.json));
+    let run = host
+        .run(
+            &prepared,
+            RunRequest {
+                input,
+                policy,
+                events: console.clone(),
+                checkpoints: Default::default(),
+            },
+        )
+        .await?;
+    console.finish();
+    let code = match &run.outcome {
+        Outcome::Succeeded { .. } => exit::OK,
+        Outcome::Failed {
+            kind: FailureKind::Denied,
+            ..
+        } => exit::DENIED,
+        Outcome::Failed {
+            kind: FailureKind::InvalidInput,
+            ..
+        } => exit::INVALID,
+        Outcome::Failed { .. } | Outcome::Crashed { .. } => exit::FAILED,
+        Outcome::TimedOut { .. } => exit::TIMED_OUT,
+        Outcome::LimitExceeded { .. } => exit::LIMIT,
+    };
+    if args.json {
+        let mut v =
+            serde_json::to_value(&run).map_err(|e| skillbox::Error::Engine(e.to_string()))?;
+        v["exit_code"] = code.into();
+        println!("{v}");
+        return Ok(code);
+    }
+    match &run.outcome {
+        Outcome::Succeeded { text, .. } => {
+            println!("{}", text.trim_end());
+        }
+        Outcome::Failed { kind, message, .. } => {
+            let what = match kind {
+                FailureKind::Failed => "failed",
+                FailureKind::Denied => "was denied",
+                FailureKind::InvalidInput => "rejected its input",
+            };
+            eprintln!("error: skill {} {what}: {message}", run.skill);
+        }
+        Outcome::TimedOut { limit_ms } => {
+            eprintln!(
+                "error: skill {} timed out after {} and was stopped (raise the limit with --timeout)",
+                run.skill,
+                skillbox::units::HumanDuration(std::time::Duration::from_millis(*limit_ms))
+            );
+        }
+        Outcome::LimitExceeded { message, .. } => {
+            eprintln!("error: skill {}: {message}", run.skill)
+        }
+        Outcome::Crashed { message } => eprintln!("error: skill {} crashed: {message}", run.skill),
+    }
+    Ok(code)
+}

@@ -1,0 +1,410 @@
+//! The `skillbox` binary end to end: real skills, exit codes, refusals.
+
+use std::path::Path;
+
+use crate::harness::*;
+
+/// A temp copy of a repository skill's own manifest, pinned to the freshly
+/// built component.
+fn real_skill(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(guest(name)).unwrap();
+    std::fs::write(dir.path().join("skill.wasm"), &bytes).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("skills").join(name).join("skill.toml")).unwrap();
+    let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
+    doc["skill"]["component"] = toml_edit::value("skill.wasm");
+    doc["skill"]["sha256"] = toml_edit::value(skillbox::skill::sha256_hex(&bytes));
+    std::fs::write(dir.path().join("skill.toml"), doc.to_string()).unwrap();
+    dir
+}
+
+fn p(d: &Path) -> &str {
+    d.to_str().unwrap()
+}
+
+#[test]
+fn hello_runs_end_to_end_and_is_cached() {
+    let skill = real_skill("hello");
+    let out = cli(
+        &["run", p(skill.path()), "--input", r#"{"name": "agent"}"#],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("Hello, agent"), "{}", out.stdout);
+
+    let out = cli(
+        &[
+            "run",
+            p(skill.path()),
+            "--json",
+            "--input",
+            r#"{"name": "agent"}"#,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = out.json();
+    assert_eq!(v["outcome"], "succeeded");
+    assert_eq!(v["cache"], "hit", "the second run must not recompile: {v}");
+    assert_eq!(v["exit_code"], 0);
+    assert!(v["text"].as_str().unwrap().contains("agent"));
+}
+
+#[test]
+fn disk_report_uses_fs_and_exec() {
+    let skill = real_skill("disk-report");
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir(data.path().join("logs")).unwrap();
+    std::fs::write(data.path().join("logs/app.log"), vec![b'x'; 300_000]).unwrap();
+    std::fs::write(data.path().join("small.txt"), "tiny").unwrap();
+    let read = format!("{}:/data", p(data.path()));
+
+    // Nothing granted: refused before the run, with the flags to grant.
+    let out = cli(&["run", p(skill.path())], &[]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--allow-read HOST-DIR:/data"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--allow-exec"), "{}", out.stderr);
+
+    // Everything it asks for: a full report.
+    let out = cli(
+        &[
+            "run",
+            p(skill.path()),
+            "--json",
+            "--allow-read",
+            &read,
+            "--allow-exec",
+            "du -k -d 1 .",
+            "--allow-exec",
+            "stat -f -c '%b %f %S' .",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let v = out.json();
+    let text = v["text"].as_str().unwrap();
+    assert!(text.contains("app.log"), "{text}");
+    assert_eq!(v["sandbox"]["state"], "enforced", "{v}");
+
+    // Only the directory (--partial): the walk still works, exec is refused
+    // and the summary says so.
+    let out = cli(
+        &[
+            "run",
+            p(skill.path()),
+            "--partial",
+            "--json",
+            "--allow-read",
+            &read,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = out.json()["text"].as_str().unwrap().to_string();
+    assert!(text.contains("app.log"), "{text}");
+    assert!(
+        text.to_lowercase().contains("denied") || text.to_lowercase().contains("refused"),
+        "{text}"
+    );
+}
+
+#[test]
+fn dry_run_and_inspect_show_requested_vs_granted() {
+    let skill = real_skill("disk-report");
+    let data = tempfile::tempdir().unwrap();
+    let read = format!("{}:/data", p(data.path()));
+    let out = cli(
+        &["run", p(skill.path()), "--dry-run", "--allow-read", &read],
+        &[],
+    );
+    assert_eq!(out.code, 3, "{}", out.stdout);
+    assert!(out.stdout.contains("granted"), "{}", out.stdout);
+    assert!(out.stdout.contains("NOT GRANTED"), "{}", out.stdout);
+    assert!(out.stdout.contains("Landlock"), "{}", out.stdout);
+
+    let out = cli(
+        &[
+            "inspect",
+            p(skill.path()),
+            "--json",
+            "--allow-read",
+            &read,
+            "--allow-exec",
+            "du **",
+            "--allow-exec",
+            "stat **",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let v = out.json();
+    assert_eq!(v["will_run"], true);
+    assert_eq!(v["pinned"], true);
+    assert_eq!(v["effective"]["preopens"][0]["guest"], "/data");
+}
+
+#[test]
+fn refusals_have_distinct_exit_codes() {
+    let hostile = skill_dir(
+        "hostile",
+        "[exec]\nallow = [ { program = \"cat\", args = [\"*\"] } ]\n",
+    );
+    let h = p(hostile.path());
+    let out = cli(
+        &[
+            "run",
+            h,
+            "--partial",
+            "--input",
+            r#"{"case": "exec", "program": "cat", "args": ["/etc/passwd"]}"#,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 3, "denied: {}", out.stderr);
+    assert!(
+        out.stderr.contains("not granted by the operator"),
+        "{}",
+        out.stderr
+    );
+
+    let out = cli(
+        &[
+            "run",
+            h,
+            "--partial",
+            "--timeout",
+            "300ms",
+            "--input",
+            r#"{"case": "loop"}"#,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 5, "timed out: {}", out.stderr);
+    assert!(out.stderr.contains("timed out"), "{}", out.stderr);
+
+    let out = cli(
+        &[
+            "run",
+            h,
+            "--partial",
+            "--memory",
+            "16MiB",
+            "--input",
+            r#"{"case": "memory-bomb"}"#,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 6, "limit: {}", out.stderr);
+    assert!(out.stderr.contains("memory limit"), "{}", out.stderr);
+
+    let out = cli(
+        &["run", h, "--partial", "--input", r#"{"case": "panic"}"#],
+        &[],
+    );
+    assert_eq!(out.code, 1, "crash: {}", out.stderr);
+
+    let out = cli(&["run", h, "--partial", "--input", "{not json"], &[]);
+    assert_eq!(out.code, 4, "bad input: {}", out.stderr);
+    assert!(out.stderr.contains("not valid JSON"), "{}", out.stderr);
+
+    let hello = real_skill("hello");
+    let out = cli(&["run", p(hello.path()), "--input", r#"{"name": 5}"#], &[]);
+    assert_eq!(out.code, 4, "typed input: {}", out.stderr);
+    assert!(out.stderr.contains("rejected its input"), "{}", out.stderr);
+
+    let out = cli(&["run", p(hello.path()), "--json", "--input", "[1"], &[]);
+    assert_eq!(out.code, 4);
+    assert_eq!(out.json()["error"]["exit_code"], 4);
+}
+
+#[test]
+fn tampered_and_malformed_skills_are_refused() {
+    // Digest mismatch: one byte changed after pinning.
+    let skill = real_skill("hello");
+    let wasm = skill.path().join("skill.wasm");
+    let mut bytes = std::fs::read(&wasm).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&wasm, &bytes).unwrap();
+    let out = cli(&["run", p(skill.path())], &[]);
+    assert_eq!(out.code, 4);
+    assert!(out.stderr.contains("digest mismatch"), "{}", out.stderr);
+
+    // Unpinned manifest.
+    let skill = real_skill("hello");
+    let m = skill.path().join("skill.toml");
+    let text = std::fs::read_to_string(&m).unwrap();
+    let unpinned = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("sha256") {
+                "sha256 = \"\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&m, &unpinned).unwrap();
+    let out = cli(&["run", p(skill.path())], &[]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("pins no sha256"), "{}", out.stderr);
+    let out = cli(&["run", p(skill.path()), "--allow-unpinned"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // Unknown field and malformed TOML.
+    std::fs::write(&m, format!("{text}\n[env]\nallow_all = true\n")).unwrap();
+    let out = cli(&["run", p(skill.path())], &[]);
+    assert_eq!(out.code, 4);
+    assert!(
+        out.stderr.contains("unknown field `allow_all`"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(&m, "[skill\nname = ").unwrap();
+    let out = cli(&["run", p(skill.path())], &[]);
+    assert_eq!(out.code, 4);
+    assert!(out.stderr.contains("invalid manifest"), "{}", out.stderr);
+
+    // Not a component at all, and a core module.
+    let dir = tempfile::tempdir().unwrap();
+    for (file, bytes, needle) in [
+        (
+            "script.wasm",
+            b"#!/bin/sh\nrm -rf /\n".to_vec(),
+            "not a WebAssembly file",
+        ),
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core WebAssembly module",
+        ),
+    ] {
+        let f = dir.path().join(file);
+        std::fs::write(&f, bytes).unwrap();
+        let out = cli(&["run", p(&f)], &[]);
+        assert_eq!(out.code, 4, "{file}");
+        assert!(out.stderr.contains(needle), "{file}: {}", out.stderr);
+    }
+    // A component-looking file that does not validate.
+    let f = dir.path().join("broken.wasm");
+    std::fs::write(&f, b"\0asm\x0d\0\x01\0garbage").unwrap();
+    let out = cli(&["run", p(&f)], &[]);
+    assert_eq!(out.code, 4);
+    assert!(out.stderr.contains("invalid component"), "{}", out.stderr);
+}
+
+#[test]
+fn plain_wasi_commands_run_too() {
+    let cmd = guest("wasi-command");
+    let c = p(&cmd);
+    let out = cli(
+        &[
+            "run",
+            c,
+            "--input",
+            r#"{"args": ["a", "b"], "stdin": "fed"}"#,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("hello from a wasi command"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("a b"), "{}", out.stdout);
+    assert!(out.stdout.contains("stdin: fed"), "{}", out.stdout);
+
+    let out = cli(&["run", c, "--input", r#"{"args": ["exit", "7"]}"#], &[]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("exited with status 7"),
+        "{}",
+        out.stderr
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.txt"), "file via preopen").unwrap();
+    let grant = format!("{}:/d", p(dir.path()));
+    let out = cli(
+        &[
+            "run",
+            c,
+            "--allow-read",
+            &grant,
+            "--input",
+            r#"{"args": ["read", "/d/f.txt"]}"#,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("file via preopen"));
+    let out = cli(
+        &["run", c, "--input", r#"{"args": ["read", "/d/f.txt"]}"#],
+        &[],
+    );
+    assert_ne!(out.code, 0, "read without a grant must fail");
+}
+
+#[test]
+fn policy_files_grant_and_are_strict() {
+    let skill = real_skill("disk-report");
+    let data = tempfile::tempdir().unwrap();
+    let policy = data.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[fs]]\nhost = {:?}\nguest = \"/data\"\naccess = \"read\"\n[exec]\nallow = [ {{ program = \"du\", args = [\"**\"] }}, {{ program = \"stat\", args = [\"**\"] }} ]\n",
+            p(data.path())
+        ),
+    )
+    .unwrap();
+    let out = cli(&["run", p(skill.path()), "--policy", p(&policy)], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::fs::write(&policy, "[exec]\nallow_everything = true\n").unwrap();
+    let out = cli(&["run", p(skill.path()), "--policy", p(&policy)], &[]);
+    assert_eq!(out.code, 4);
+    assert!(out.stderr.contains("unknown field"), "{}", out.stderr);
+}
+
+/// `skillbox new` scaffolds a crate that builds and runs unchanged.
+#[test]
+fn new_build_run() {
+    let _guests = guest("hello"); // shares the dependency build
+    let dir = tempfile::tempdir().unwrap();
+    let skill = dir.path().join("my-skill");
+    let out = cli(&["new", "my-skill", "--path", p(&skill)], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = cli(&["build", p(&skill), "--json"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let sha = out.json()["sha256"].as_str().unwrap().to_string();
+    let manifest = std::fs::read_to_string(skill.join("skill.toml")).unwrap();
+    assert!(manifest.contains(&sha), "{manifest}");
+    let out = cli(&["run", p(&skill), "--input", r#"{"name": "you"}"#], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("Hello, you!"), "{}", out.stdout);
+    let out = cli(&["new", "my-skill", "--path", p(&skill)], &[]);
+    assert_ne!(out.code, 0, "refuses to overwrite");
+}
+
+#[test]
+fn help_explains_grants_and_exit_codes() {
+    let out = cli(&["run", "--help"], &[]);
+    assert_eq!(out.code, 0);
+    for needle in [
+        "--allow-read",
+        "--allow-exec",
+        "--allow-net",
+        "--timeout",
+        "Exit codes",
+        "timed out",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle}");
+    }
+}

@@ -1,0 +1,149 @@
+//! `env` and `net`: only named variables, only granted endpoints.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::json;
+use skillbox::prelude::*;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn only_granted_variables_are_visible() {
+    // SAFETY: set before the run reads the environment; names unique to this test.
+    unsafe {
+        std::env::set_var("SKILLBOX_TEST_ENV_SECRET", "hunter2");
+        std::env::set_var("SKILLBOX_TEST_ENV_OK", "fine");
+    }
+    let src = source_with_manifest(
+        "hostile",
+        "[env]\nallow = [\"SKILLBOX_TEST_ENV_OK\", \"SKILLBOX_TEST_ENV_SECRET\"]\n",
+    );
+    let g = grants(&["--allow-env", "SKILLBOX_TEST_ENV_OK"]);
+    let (r, _) = run(&src, &g, json!({"case": "env"})).await;
+    let vars = succeeded(&r).1["vars"].clone();
+    assert_eq!(vars["SKILLBOX_TEST_ENV_OK"], "fine");
+    assert!(!vars.to_string().contains("hunter2"), "{vars}");
+    assert!(
+        vars.get("PATH").is_none() && vars.get("HOME").is_none(),
+        "{vars}"
+    );
+
+    let (r, _) = run(
+        &src,
+        &g,
+        json!({"case": "env-get", "name": "SKILLBOX_TEST_ENV_SECRET"}),
+    )
+    .await;
+    let (_, message) = failed(&r);
+    assert!(!message.contains("hunter2"));
+}
+
+/// A loopback server that answers each line with "pong" and counts connections.
+fn server() -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            h.fetch_add(1, Ordering::SeqCst);
+            let mut line = String::new();
+            let mut r = BufReader::new(&s);
+            let _ = r.read_line(&mut line);
+            let _ = (&s).write_all(b"pong\n");
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn only_granted_endpoints_are_reachable() {
+    let (allowed, allowed_hits) = server();
+    let (other, other_hits) = server();
+    let src = source_with_manifest("hostile", &format!("[net]\nallow = [\"{allowed}\"]\n"));
+    let g = grants(&["--allow-net", &allowed]);
+
+    let (r, _) = run(&src, &g, json!({"case": "connect", "addr": allowed})).await;
+    assert_eq!(succeeded(&r).1["reply"].as_str().unwrap().trim(), "pong");
+    assert_eq!(allowed_hits.load(Ordering::SeqCst), 1);
+
+    let (r, rec) = run(&src, &g, json!({"case": "connect", "addr": other})).await;
+    let (kind, message) = failed(&r);
+    assert_eq!(kind, FailureKind::Denied, "{message}");
+    assert!(
+        rec.denials()
+            .iter()
+            .any(|d| d.contains("not a granted endpoint")),
+        "{:?}",
+        rec.denials()
+    );
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "the ungranted server was reached"
+    );
+
+    // Requested but not granted: no network at all.
+    let (r, rec) = run(
+        &src,
+        &Grants::default(),
+        json!({"case": "connect", "addr": allowed}),
+    )
+    .await;
+    failed(&r);
+    assert_eq!(allowed_hits.load(Ordering::SeqCst), 1);
+    let _ = rec;
+}
+
+#[tokio::test]
+async fn checkpoints_round_trip_within_a_run() {
+    let src = source_with_manifest("hostile", "");
+    let (r, _) = run(
+        &src,
+        &Grants::default(),
+        json!({"case": "checkpoint", "key": "step", "value": "backup-done"}),
+    )
+    .await;
+    assert_eq!(succeeded(&r).1["loaded"], "backup-done");
+    assert_eq!(
+        r.checkpoints.get("step").map(|v| v.as_slice()),
+        Some(&b"backup-done"[..])
+    );
+    let (r, _) = run(
+        &src,
+        &Grants::default(),
+        json!({"case": "checkpoint-load", "key": "step"}),
+    )
+    .await;
+    assert_eq!(
+        succeeded(&r).1["loaded"],
+        serde_json::Value::Null,
+        "checkpoints are per run"
+    );
+}
+
+#[tokio::test]
+async fn progress_and_logs_are_events() {
+    let src = source_with_manifest("hostile", "");
+    let (r, rec) = run(
+        &src,
+        &Grants::default(),
+        json!({"case": "progress", "steps": 4}),
+    )
+    .await;
+    succeeded(&r);
+    let fractions: Vec<f32> = rec
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress { fraction, .. } => *fraction,
+            _ => None,
+        })
+        .collect();
+    assert!(fractions.len() >= 4, "{fractions:?}");
+    assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "{fractions:?}");
+    assert!(rec.events().iter().any(|e| matches!(e, Event::Log { .. })));
+}

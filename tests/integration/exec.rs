@@ -1,0 +1,348 @@
+//! `exec`: allow rules, denials, clean environment, timeouts, process
+//! groups and the Landlock sandbox around exec'd programs.
+
+use serde_json::json;
+use skillbox::caps::sandbox::SandboxStatus;
+use skillbox::prelude::*;
+
+use crate::harness::*;
+
+fn exec(program: &str, args: &[&str]) -> serde_json::Value {
+    json!({"case": "exec", "program": program, "args": args})
+}
+
+const ECHO: &str = "[exec]\nallow = [ { program = \"echo\", args = [\"hi\", \"*\"] } ]\n";
+
+#[tokio::test]
+async fn a_granted_program_runs() {
+    let src = source_with_manifest("hostile", ECHO);
+    let (r, rec) = run(
+        &src,
+        &grants(&["--allow-exec", "echo hi *"]),
+        exec("echo", &["hi", "there"]),
+    )
+    .await;
+    let (_, data) = succeeded(&r);
+    assert_eq!(data["status"], 0);
+    assert_eq!(data["stdout"], "hi there\n");
+    assert!(rec.events().iter().any(|e| matches!(
+        e,
+        Event::Audit {
+            capability: "exec",
+            allowed: true,
+            ..
+        }
+    )));
+}
+
+#[tokio::test]
+async fn denials_name_the_rule() {
+    let src = source_with_manifest("hostile", ECHO);
+    let g = grants(&["--allow-exec", "echo hi *"]);
+    let cases: &[(&str, serde_json::Value, &str)] = &[
+        (
+            "program not allowlisted",
+            exec("cat", &["/etc/passwd"]),
+            "no exec rule names program \"cat\"",
+        ),
+        (
+            "disallowed arguments",
+            exec("echo", &["bye"]),
+            "arguments match none",
+        ),
+        (
+            "too many arguments",
+            exec("echo", &["hi", "a", "b"]),
+            "arguments match none",
+        ),
+        (
+            "sh -c smuggling",
+            exec("sh", &["-c", "cat /etc/shadow"]),
+            "no shell",
+        ),
+        (
+            "a shell line as the program",
+            exec("echo hi; cat /etc/passwd", &[]),
+            "no exec rule names program",
+        ),
+        (
+            "a relative path as the program",
+            exec("./echo", &["hi", "x"]),
+            "no exec rule names program",
+        ),
+        (
+            "env smuggling",
+            exec("env", &["sh", "-c", "id"]),
+            "no exec rule names program \"env\"",
+        ),
+    ];
+    for (name, input, needle) in cases {
+        let (r, rec) = run(&src, &g, input.clone()).await;
+        let (kind, message) = failed(&r);
+        assert_eq!(kind, FailureKind::Denied, "{name}: {message}");
+        assert!(message.contains(needle), "{name}: {message}");
+        assert!(
+            rec.denials().iter().any(|d| d.contains(needle)),
+            "{name}: not audited"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requested_but_not_granted_is_denied() {
+    let src = source_with_manifest("hostile", ECHO);
+    let (r, _) = run(&src, &Grants::default(), exec("echo", &["hi", "x"])).await;
+    let (kind, message) = failed(&r);
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(message.contains("not granted by the operator"), "{message}");
+    assert!(message.contains("--allow-exec"), "{message}");
+}
+
+#[tokio::test]
+async fn granted_but_not_requested_is_denied() {
+    let src = source_with_manifest("hostile", "");
+    let (r, _) = run(
+        &src,
+        &grants(&["--allow-exec", "echo **"]),
+        exec("echo", &["hi"]),
+    )
+    .await;
+    let (kind, message) = failed(&r);
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(message.contains("manifest does not request"), "{message}");
+}
+
+#[tokio::test]
+async fn child_environment_is_clean() {
+    // SAFETY: set before any thread of this test reads the environment; the
+    // variable names are unique to this test.
+    unsafe {
+        std::env::set_var("SKILLBOX_TEST_EXEC_SECRET", "hunter2");
+        std::env::set_var("SKILLBOX_TEST_EXEC_OK", "visible");
+    }
+    let src = source_with_manifest(
+        "hostile",
+        "[exec]\nallow = [ { program = \"env\" } ]\n[env]\nallow = [\"SKILLBOX_TEST_EXEC_OK\"]\n",
+    );
+    let g = grants(&[
+        "--allow-exec",
+        "env",
+        "--allow-env",
+        "SKILLBOX_TEST_EXEC_OK",
+    ]);
+    let (r, _) = run(&src, &g, exec("env", &[])).await;
+    let out = succeeded(&r).1["stdout"].as_str().unwrap().to_string();
+    assert!(out.contains("SKILLBOX_TEST_EXEC_OK=visible"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(!out.contains("HOME="), "{out}");
+
+    // Passing an ungranted variable is refused.
+    let input = json!({"case": "exec", "program": "env", "args": [], "env": [["SKILLBOX_TEST_EXEC_SECRET", "x"]]});
+    let (r, _) = run(&src, &g, input).await;
+    let (kind, message) = failed(&r);
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(message.contains("SKILLBOX_TEST_EXEC_SECRET"), "{message}");
+}
+
+#[tokio::test]
+async fn working_directory_must_be_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.txt"), "inside").unwrap();
+    let src = source_with_manifest(
+        "hostile",
+        "[fs]\n\"/data\" = { access = \"read\" }\n[exec]\nallow = [ { program = \"cat\", args = [\"*\"] } ]\n",
+    );
+    let g = grants(&[
+        "--allow-exec",
+        "cat *",
+        "--allow-read",
+        &format!("{}:/data", dir.path().display()),
+    ]);
+    let (r, _) = run(
+        &src,
+        &g,
+        json!({"case": "exec", "program": "cat", "args": ["f.txt"], "cwd": "/data"}),
+    )
+    .await;
+    assert_eq!(succeeded(&r).1["stdout"], "inside");
+    for cwd in ["/etc", "/data/..", "/"] {
+        let (r, _) = run(
+            &src,
+            &g,
+            json!({"case": "exec", "program": "cat", "args": ["f.txt"], "cwd": cwd}),
+        )
+        .await;
+        let (kind, message) = failed(&r);
+        assert_eq!(kind, FailureKind::Denied, "{cwd}: {message}");
+        assert!(message.contains("working directory"), "{cwd}: {message}");
+    }
+}
+
+/// Landlock: a granted program still cannot read outside the granted dirs.
+#[tokio::test]
+async fn exec_children_are_confined_by_landlock() {
+    if !matches!(
+        skillbox::caps::sandbox::status(),
+        SandboxStatus::Enforced { .. } | SandboxStatus::FilesystemOnly { .. }
+    ) {
+        panic!(
+            "this kernel has no Landlock: {}",
+            skillbox::caps::sandbox::status()
+        );
+    }
+    let top = tempfile::tempdir().unwrap();
+    let data = top.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("ok.txt"), "granted").unwrap();
+    std::fs::write(top.path().join("secret.txt"), "TOP-SECRET").unwrap();
+    let src = source_with_manifest(
+        "hostile",
+        "[fs]\n\"/data\" = { access = \"read\" }\n[exec]\nallow = [ { program = \"cat\", args = [\"*\"] }, { program = \"touch\", args = [\"*\"] } ]\n",
+    );
+    let g = grants(&[
+        "--allow-exec",
+        "cat *",
+        "--allow-exec",
+        "touch *",
+        "--allow-read",
+        &format!("{}:/data", data.display()),
+    ]);
+    let run_cat = |path: String| {
+        let src = src.clone();
+        let g = g.clone();
+        async move {
+            run(
+                &src,
+                &g,
+                json!({"case": "exec", "program": "cat", "args": [path], "cwd": "/data"}),
+            )
+            .await
+            .0
+        }
+    };
+    let r = run_cat("ok.txt".into()).await;
+    assert_eq!(succeeded(&r).1["stdout"], "granted");
+    for path in [
+        top.path().join("secret.txt").display().to_string(),
+        "../secret.txt".into(),
+        "/etc/hostname".into(),
+    ] {
+        let r = run_cat(path.clone()).await;
+        let data = succeeded(&r).1.clone();
+        assert_ne!(data["status"], 0, "{path}: {data}");
+        assert!(!data["stdout"].as_str().unwrap().contains("TOP-SECRET"));
+        assert!(
+            data["stderr"]
+                .as_str()
+                .unwrap()
+                .contains("Permission denied"),
+            "{path}: {data}"
+        );
+    }
+    // Read-only grant: the program cannot write there either.
+    let (r, _) = run(
+        &src,
+        &g,
+        json!({"case": "exec", "program": "touch", "args": ["new"], "cwd": "/data"}),
+    )
+    .await;
+    assert_ne!(succeeded(&r).1["status"], 0);
+    assert!(!data.join("new").exists());
+}
+
+/// A call past its timeout is killed with its whole process group,
+/// including a background grandchild.
+#[tokio::test]
+async fn timeouts_kill_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_with_manifest(
+        "hostile",
+        "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
+    );
+    let g = grants(&[
+        "--allow-exec",
+        "sh -c *",
+        "--allow-write",
+        &format!("{}:/w", dir.path().display()),
+    ]);
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w", "timeout_ms": 300});
+    let (r, rec) = run(&src, &g, input).await;
+    let (_, message) = failed(&r);
+    assert!(message.contains("timed out"), "{message}");
+    assert!(
+        rec.events()
+            .iter()
+            .any(|e| matches!(e, Event::Audit { reason, .. } if reason.contains("timed out")))
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Killed with SIGKILL; it may linger briefly as a zombie until reaped.
+    let mut gone = false;
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z") {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(gone, "grandchild {pid} survived the timeout");
+}
+
+/// When the program exits, what it left in the background is killed too.
+#[tokio::test]
+async fn background_children_die_with_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_with_manifest(
+        "hostile",
+        "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
+    );
+    let g = grants(&[
+        "--allow-exec",
+        "sh -c *",
+        "--allow-write",
+        &format!("{}:/w", dir.path().display()),
+    ]);
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 > /dev/null 2>&1 & echo $! > pid"], "cwd": "/w"});
+    let (r, _) = run(&src, &g, input).await;
+    assert_eq!(succeeded(&r).1["status"], 0);
+    let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z") {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(gone, "background child {pid} outlived the call");
+}
+
+#[tokio::test]
+async fn exec_output_is_capped() {
+    let src = source_with_manifest(
+        "hostile",
+        "[exec]\nallow = [ { program = \"head\", args = [\"-c\", \"*\", \"/dev/zero\"] } ]\n",
+    );
+    let g = grants(&["--allow-exec", "head -c * /dev/zero", "--output", "4KiB"]);
+    let (r, _) = run(&src, &g, exec("head", &["-c", "1000000", "/dev/zero"])).await;
+    let data = succeeded(&r).1;
+    assert_eq!(data["truncated"], true);
+    assert_eq!(data["stdout"].as_str().unwrap().len(), 4096);
+}
+
+#[tokio::test]
+async fn stdin_reaches_the_program() {
+    let src = source_with_manifest("hostile", "[exec]\nallow = [ { program = \"cat\" } ]\n");
+    let input = json!({"case": "exec", "program": "cat", "args": [], "stdin": "piped in"});
+    let (r, _) = run(&src, &grants(&["--allow-exec", "cat"]), input).await;
+    assert_eq!(succeeded(&r).1["stdout"], "piped in");
+}

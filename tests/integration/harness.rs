@@ -1,0 +1,249 @@
+//! Shared test machinery: guests built once from source, a shared host,
+//! helpers to run skills in-process and through the CLI.
+//!
+//! Every guest is compiled from its source under `skills/` or
+//! `tests/guests/` on first use (one nested cargo build for all of them, in
+//! its own target dir so it never waits on the outer build's lock); no
+//! `.wasm` file is committed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use skillbox::prelude::*;
+
+pub const GUESTS: &[&str] = &["hello", "disk-report", "hostile", "wasi-command"];
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The target dir of guest builds; `skillbox build` in tests uses it too, so
+/// dependencies are compiled once.
+pub fn wasm_target_dir() -> PathBuf {
+    root().join("target").join("wasm")
+}
+
+/// Path of a guest component, building all guests the first time.
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(root())
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .arg(wasm_target_dir());
+        for g in GUESTS {
+            cmd.args(["-p", g]);
+        }
+        let status = cmd.status().expect("running cargo for the test guests");
+        assert!(
+            status.success(),
+            "building test guests failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"
+        );
+        wasm_target_dir().join("wasm32-wasip2").join("release")
+    });
+    // Libraries' artifacts use '_', binaries keep their name.
+    let lib = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    let p = if lib.is_file() {
+        lib
+    } else {
+        dir.join(format!("{name}.wasm"))
+    };
+    assert!(p.is_file(), "missing guest {}", p.display());
+    p
+}
+
+/// One host for the whole test process (fuel off), with a private cache.
+pub fn host() -> &'static Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let cache =
+            std::env::temp_dir().join(format!("skillbox-test-cache-{}", std::process::id()));
+        Host::new(EngineOptions {
+            cache_dir: Some(cache),
+            pooling: true,
+            max_instances: 64,
+            fuel: false,
+        })
+        .expect("host")
+    })
+}
+
+/// A host with fuel metering.
+pub fn fuel_host() -> &'static Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| {
+        Host::new(EngineOptions {
+            cache_dir: None,
+            pooling: false,
+            max_instances: 4,
+            fuel: true,
+        })
+        .expect("host")
+    })
+}
+
+/// Collects a run's events.
+#[derive(Clone, Default)]
+pub struct Recorder(pub Arc<Mutex<Vec<Event>>>);
+
+impl Recorder {
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn denials(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Audit {
+                    allowed: false,
+                    reason,
+                    ..
+                } => Some(reason),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl EventSink for Recorder {
+    fn event(&self, e: Event) {
+        self.0.lock().unwrap().push(e);
+    }
+}
+
+/// A guest with a manifest given as TOML tables after `[skill]`.
+pub fn source_with_manifest(guest_name: &str, tables: &str) -> SkillSource {
+    let mut s = SkillSource::open(&guest(guest_name), false).expect("guest opens");
+    let text = format!(
+        "[skill]\nname = \"{guest_name}\"\nversion = \"0.1.0\"\ncomponent = \"x.wasm\"\nsha256 = \"{}\"\n{tables}",
+        s.digest
+    );
+    s.manifest =
+        Some(Manifest::parse(&text, Path::new("skill.toml")).expect("test manifest parses"));
+    s
+}
+
+/// Runs `source` in-process with `grants`; panics if the run cannot start.
+pub async fn run_on(
+    host: &Host,
+    source: &SkillSource,
+    grants: &Grants,
+    input: serde_json::Value,
+) -> (RunReport, Recorder) {
+    let prepared = host.prepare(source).expect("prepare");
+    let (policy, _report) = EffectivePolicy::compute(source.manifest.as_ref(), grants);
+    let rec = Recorder::default();
+    let report = host
+        .run(
+            &prepared,
+            RunRequest {
+                input: input.to_string(),
+                policy,
+                events: Arc::new(rec.clone()),
+                checkpoints: Default::default(),
+            },
+        )
+        .await
+        .expect("run starts");
+    (report, rec)
+}
+
+pub async fn run(
+    source: &SkillSource,
+    grants: &Grants,
+    input: serde_json::Value,
+) -> (RunReport, Recorder) {
+    run_on(host(), source, grants, input).await
+}
+
+/// Parses grants from CLI-style flags, e.g. `&["--allow-read", "/x:/data"]`.
+pub fn grants(flags: &[&str]) -> Grants {
+    let mut g = Grants::default();
+    let mut it = flags.iter();
+    while let Some(flag) = it.next() {
+        let v = it.next().expect("flag value");
+        match *flag {
+            "--allow-read" => g.fs.push(FsGrant::parse_cli(v, Access::Read).unwrap()),
+            "--allow-write" => g.fs.push(FsGrant::parse_cli(v, Access::ReadWrite).unwrap()),
+            "--allow-exec" => g.exec.allow.push(ExecRule::parse_cli(v).unwrap()),
+            "--allow-env" => g.env.allow.push(v.to_string()),
+            "--allow-net" => g.net.allow.push(v.to_string()),
+            "--memory" => g.limits.memory = Some(v.parse().unwrap()),
+            "--timeout" => g.limits.timeout = Some(v.parse().unwrap()),
+            "--output" => g.limits.output = Some(v.parse().unwrap()),
+            "--fuel" => g.limits.fuel = Some(v.parse().unwrap()),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    g
+}
+
+/// The result of running the `skillbox` binary.
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+pub fn cli_cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("skillbox-test-cli-cache-{}", std::process::id()))
+}
+
+/// Runs `skillbox ARGS…` with a private cache and a scrubbed environment
+/// plus `env`.
+pub fn cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skillbox"));
+    cmd.args(args)
+        .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+        .env("CARGO_TARGET_DIR", wasm_target_dir());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running skillbox");
+    CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A skill directory in a temp dir: the guest's component and a pinned
+/// manifest with `tables`.
+pub fn skill_dir(guest_name: &str, tables: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(guest(guest_name)).unwrap();
+    std::fs::write(dir.path().join("skill.wasm"), &bytes).unwrap();
+    let digest = skillbox::skill::sha256_hex(&bytes);
+    std::fs::write(
+        dir.path().join("skill.toml"),
+        format!("[skill]\nname = \"{guest_name}\"\nversion = \"0.1.0\"\ncomponent = \"skill.wasm\"\nsha256 = \"{digest}\"\n{tables}"),
+    )
+    .unwrap();
+    dir
+}
+
+pub fn succeeded(r: &RunReport) -> (&str, &serde_json::Value) {
+    match &r.outcome {
+        Outcome::Succeeded { text, data } => (text, data),
+        other => panic!("expected success, got {other:?}\nstderr: {}", r.stderr),
+    }
+}
+
+pub fn failed(r: &RunReport) -> (FailureKind, &str) {
+    match &r.outcome {
+        Outcome::Failed { kind, message, .. } => (*kind, message),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}

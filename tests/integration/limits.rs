@@ -1,0 +1,228 @@
+//! Limits and hostile guests: time, memory, output, stack, fuel, traps.
+//! Each is stopped with a clear outcome and the host carries on.
+
+use serde_json::json;
+use skillbox::prelude::*;
+
+use crate::harness::*;
+
+fn src() -> SkillSource {
+    source_with_manifest("hostile", "")
+}
+
+#[tokio::test]
+async fn an_infinite_loop_times_out() {
+    let (r, _) = run(
+        &src(),
+        &grants(&["--timeout", "500ms"]),
+        json!({"case": "loop"}),
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::TimedOut { limit_ms: 500 });
+}
+
+#[tokio::test]
+async fn a_guest_blocked_in_a_host_call_times_out() {
+    let (r, _) = run(
+        &src(),
+        &grants(&["--timeout", "500ms"]),
+        json!({"case": "sleep", "ms": 600_000}),
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::TimedOut { limit_ms: 500 });
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_the_memory_limit() {
+    let (r, _) = run(
+        &src(),
+        &grants(&["--memory", "32MiB"]),
+        json!({"case": "memory-bomb"}),
+    )
+    .await;
+    match &r.outcome {
+        Outcome::LimitExceeded {
+            limit: "memory",
+            message,
+        } => assert!(message.contains("--memory"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_floods_are_capped() {
+    for case in ["stdout-flood", "stderr-flood"] {
+        let (r, rec) = run(
+            &src(),
+            &grants(&["--output", "64KiB"]),
+            json!({"case": case, "bytes": 8 << 20}),
+        )
+        .await;
+        succeeded(&r);
+        assert!(r.output_truncated, "{case}");
+        let kept = if case == "stdout-flood" {
+            r.stdout.len()
+        } else {
+            r.stderr.len()
+        };
+        assert_eq!(kept, 64 << 10, "{case}");
+        assert!(
+            rec.events()
+                .iter()
+                .any(|e| matches!(e, Event::Truncated { .. })),
+            "{case}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_log_flood_is_capped() {
+    let (r, rec) = run(
+        &src(),
+        &grants(&["--output", "16KiB"]),
+        json!({"case": "log-flood", "lines": 100_000}),
+    )
+    .await;
+    succeeded(&r);
+    let events = rec.events();
+    let logged: usize = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Log { message, .. } => Some(message.len()),
+            _ => None,
+        })
+        .sum();
+    assert!(logged <= 16 << 10, "{logged}");
+    let marks = events
+        .iter()
+        .filter(|e| matches!(e, Event::Truncated { stream: "log", .. }))
+        .count();
+    assert_eq!(marks, 1);
+}
+
+#[tokio::test]
+async fn an_oversized_summary_is_refused() {
+    let (r, _) = run(
+        &src(),
+        &grants(&["--output", "64KiB"]),
+        json!({"case": "big-summary", "bytes": 1 << 20}),
+    )
+    .await;
+    match &r.outcome {
+        Outcome::LimitExceeded {
+            limit: "output",
+            message,
+        } => assert!(message.contains("summary"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let (r, _) = run(
+        &src(),
+        &grants(&["--output", "64KiB"]),
+        json!({"case": "big-summary", "bytes": 1000}),
+    )
+    .await;
+    succeeded(&r);
+}
+
+#[tokio::test]
+async fn unbounded_recursion_is_stopped_cleanly() {
+    let (r, _) = run(&src(), &Grants::default(), json!({"case": "recurse"})).await;
+    match &r.outcome {
+        Outcome::LimitExceeded { limit: "stack", .. } => {}
+        Outcome::Crashed { message } if message.contains("out of bounds") => {}
+        other => panic!("{other:?}"),
+    }
+    // The host is unharmed: the next run works.
+    let (r, _) = run(
+        &src(),
+        &Grants::default(),
+        json!({"case": "progress", "steps": 1}),
+    )
+    .await;
+    succeeded(&r);
+}
+
+#[tokio::test]
+async fn a_panic_is_a_crash_with_its_message() {
+    let (r, _) = run(&src(), &Grants::default(), json!({"case": "panic"})).await;
+    match &r.outcome {
+        Outcome::Crashed { message } => assert!(message.contains("hostile panic"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fuel_stops_a_loop() {
+    let (r, _) = run_on(
+        fuel_host(),
+        &src(),
+        &grants(&["--fuel", "5000000"]),
+        json!({"case": "loop"}),
+    )
+    .await;
+    match &r.outcome {
+        Outcome::LimitExceeded { limit: "fuel", .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let (r, _) = run_on(
+        fuel_host(),
+        &src(),
+        &grants(&["--fuel", "50000000"]),
+        json!({"case": "progress", "steps": 2}),
+    )
+    .await;
+    succeeded(&r);
+}
+
+#[tokio::test]
+async fn typed_input_that_does_not_parse_is_invalid_input() {
+    let (r, _) = run(&src(), &Grants::default(), json!({"case": 42})).await;
+    let (kind, _) = failed(&r);
+    assert_eq!(kind, FailureKind::InvalidInput);
+    let (r, _) = run(&src(), &Grants::default(), json!({"case": "no-such-case"})).await;
+    assert_eq!(failed(&r).0, FailureKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn input_that_is_not_json_is_refused_before_the_run() {
+    let s = src();
+    let prepared = host().prepare(&s).unwrap();
+    let (policy, _) = EffectivePolicy::compute(s.manifest.as_ref(), &Grants::default());
+    let err = host()
+        .run(
+            &prepared,
+            RunRequest {
+                input: "{not json".into(),
+                policy,
+                events: std::sync::Arc::new(skillbox::events::Discard),
+                checkpoints: Default::default(),
+            },
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("invalid input"), "{err}");
+}
+
+#[tokio::test]
+async fn many_runs_share_one_prepared_component() {
+    let s = src();
+    let a = host().prepare(&s).unwrap();
+    let b = host().prepare(&s).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    let runs = (0..8).map(|i| {
+        let s = s.clone();
+        async move {
+            run(
+                &s,
+                &Grants::default(),
+                json!({"case": "progress", "steps": i}),
+            )
+            .await
+            .0
+        }
+    });
+    for r in futures::future::join_all(runs).await {
+        succeeded(&r);
+    }
+}
