@@ -236,7 +236,9 @@ macro_rules! export {
                 }
             }
 
-            $crate::__private::__export_skill!(__SkillboxSkill with_types_in $crate::__private);
+            $crate::__private::__export_skill! {
+                __SkillboxSkill with_types_in $crate::__private
+            }
         };
     };
 }

@@ -298,10 +298,7 @@ impl Host {
             wasi.stdin(MemoryInputPipe::new(stdin));
         }
         let sandbox = Arc::new(if policy.exec_granted.is_empty() {
-            Sandbox {
-                ruleset: None,
-                status: caps::sandbox::status(),
-            }
+            Sandbox::none()
         } else {
             Sandbox::for_policy(&policy)
         });

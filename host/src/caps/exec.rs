@@ -187,7 +187,8 @@ pub fn check(policy: &EffectivePolicy, req: &Request) -> Result<PathBuf, ExecErr
         } else {
             format!(
                 "`{call}`: requested by the skill but not granted by the operator \
-                 (grant with --allow-exec '{call}')"
+                 (grant with --allow-exec {})",
+                shell_words::quote(&call)
             )
         })),
     }

@@ -143,6 +143,15 @@ impl Sandbox {
         }
     }
 
+    /// No ruleset: programs run unconfined (for measurements and for runs
+    /// that can exec nothing).
+    pub fn none() -> Sandbox {
+        Sandbox {
+            ruleset: None,
+            status: status(),
+        }
+    }
+
     /// The raw ruleset fd to pass to [`restrict_self_in_child`].
     pub fn raw_fd(&self) -> Option<i32> {
         self.ruleset.as_ref().map(|f| f.as_raw_fd())

@@ -267,7 +267,7 @@ impl EffectivePolicy {
                         }
                     } else {
                         ReportStatus::NotGranted {
-                            hint: format!("--allow-exec '{r}'"),
+                            hint: format!("--allow-exec {}", shell_words::quote(&r.to_string())),
                         }
                     };
                     report.push("exec", r.to_string(), status);

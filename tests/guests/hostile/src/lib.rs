@@ -55,7 +55,7 @@ fn hostile(input: Value) -> Result<Summary> {
     let case = input
         .get("case")
         .and_then(Value::as_str)
-        .ok_or_else(|| Error::invalid_input("missing string field `case`"))?
+        .ok_or_else(|| Error::invalid_input("`case` must be a string naming the case"))?
         .to_owned();
     info!("hostile case {case}");
     match case.as_str() {
@@ -99,11 +99,11 @@ fn done(text: impl Into<String>, data: Value) -> Result<Summary> {
 // --- filesystem -------------------------------------------------------------
 
 #[derive(Deserialize)]
-struct Path {
+struct PathParams {
     path: String,
 }
 
-fn read(Path { path }: Path) -> Result<Summary> {
+fn read(PathParams { path }: PathParams) -> Result<Summary> {
     let content = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     done(format!("read {path}"), json!({ "content": content }))
 }
@@ -119,7 +119,7 @@ fn write(WriteParams { path, content }: WriteParams) -> Result<Summary> {
     done(format!("wrote {path}"), json!({ "written": content.len() }))
 }
 
-fn list(Path { path }: Path) -> Result<Summary> {
+fn list(PathParams { path }: PathParams) -> Result<Summary> {
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(&path).with_context(|| format!("list {path}"))? {
         let entry = entry.with_context(|| format!("list {path}"))?;
