@@ -53,7 +53,9 @@ fn row(name: &str, ours: Duration, base: Duration, base_name: &str) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or("usage: ratios COMPONENT.wasm [ITERATIONS]")?;
+    let path = args
+        .next()
+        .ok_or("usage: ratios COMPONENT.wasm [ITERATIONS]")?;
     let n: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(200);
     let source = SkillSource::open(path.as_ref(), true)?;
     let cache = tempfile::tempdir()?;
@@ -62,7 +64,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         pooling: std::env::var_os("NO_POOLING").is_none(),
         // The pool size `skillbox run` uses; see the note on fork cost in
         // caps::exec.
-        max_instances: std::env::var("POOL").ok().and_then(|s| s.parse().ok()).unwrap_or(4),
+        max_instances: std::env::var("POOL")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(4),
         ..EngineOptions::default()
     };
 
@@ -97,20 +102,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let host = &host;
         async move {
             let r = host
-                .run(prepared, RunRequest {
-                    input: "{}".into(),
-                    policy,
-                    events: Arc::new(skillbox::events::Discard),
-                    checkpoints: Default::default(),
-                })
+                .run(
+                    prepared,
+                    RunRequest {
+                        input: "{}".into(),
+                        policy,
+                        events: Arc::new(skillbox::events::Discard),
+                        checkpoints: Default::default(),
+                    },
+                )
                 .await
                 .expect("run");
-            assert!(matches!(r.outcome, Outcome::Succeeded { .. }), "{:?}", r.outcome);
+            assert!(
+                matches!(r.outcome, Outcome::Succeeded { .. }),
+                "{:?}",
+                r.outcome
+            );
         }
     })
     .await;
     let native = mean(n, || {
-        let s = std::process::Command::new("/bin/true").status().expect("spawn");
+        let s = std::process::Command::new("/bin/true")
+            .status()
+            .expect("spawn");
         assert!(s.success());
     });
 
@@ -122,7 +136,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut grants = grants;
     grants.exec.allow.push(ExecRule::parse_cli("/bin/true")?);
     let (exec_policy, _) = EffectivePolicy::compute(None, &grants);
-    let sandbox = if std::env::var_os("NO_LANDLOCK").is_some() { Sandbox::none() } else { Sandbox::for_policy(&exec_policy) };
+    let sandbox = if std::env::var_os("NO_LANDLOCK").is_some() {
+        Sandbox::none()
+    } else {
+        Sandbox::for_policy(&exec_policy)
+    };
     let mediated = mean_async(n, || {
         let req = Request {
             program: "/bin/true".into(),
@@ -130,15 +148,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let (p, s) = (&exec_policy, &sandbox);
         async move {
-            let r = exec::run(p, s, req, Instant::now() + Duration::from_secs(60), &skillbox::events::Discard)
-                .await
-                .expect("exec");
+            let r = exec::run(
+                p,
+                s,
+                req,
+                Instant::now() + Duration::from_secs(60),
+                &skillbox::events::Discard,
+            )
+            .await
+            .expect("exec");
             assert_eq!(r.status, 0);
         }
     })
     .await;
     let native_tokio = mean_async(n, || async {
-        let s = tokio::process::Command::new("/bin/true").status().await.expect("spawn");
+        let s = tokio::process::Command::new("/bin/true")
+            .status()
+            .await
+            .expect("spawn");
         assert!(s.success());
     })
     .await;
@@ -153,11 +180,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             assert!(c.status().await.expect("spawn").success());
         })
         .await;
-        row("native fork (pre_exec) of /bin/true", forked, native_tokio, "native spawn of /bin/true");
+        row(
+            "native fork (pre_exec) of /bin/true",
+            forked,
+            native_tokio,
+            "native spawn of /bin/true",
+        );
     }
-    println!("skillbox ratios ({n} iterations; exec sandbox: {})", sandbox.status);
+    println!(
+        "skillbox ratios ({n} iterations; exec sandbox: {})",
+        sandbox.status
+    );
     row("cached component load", cached, compile, "first compile");
-    row("spawn-to-summary (hello, prepared)", run, native, "native fork+exec+wait true");
-    row("host-mediated exec of /bin/true", mediated, native_tokio, "native spawn of /bin/true");
+    row(
+        "spawn-to-summary (hello, prepared)",
+        run,
+        native,
+        "native fork+exec+wait true",
+    );
+    row(
+        "host-mediated exec of /bin/true",
+        mediated,
+        native_tokio,
+        "native spawn of /bin/true",
+    );
     Ok(())
 }

@@ -63,11 +63,16 @@ async fn denials_name_the_rule() {
         (
             "a shell line as the program",
             exec("echo hi; cat /etc/passwd", &[]),
-            "no exec rule names program",
+            "must be a bare name",
         ),
         (
             "a relative path as the program",
             exec("./echo", &["hi", "x"]),
+            "must be a bare name",
+        ),
+        (
+            "a shell line without a slash",
+            exec("echo hi; id", &[]),
             "no exec rule names program",
         ),
         (
@@ -333,10 +338,16 @@ async fn exec_output_is_capped() {
         "[exec]\nallow = [ { program = \"head\", args = [\"-c\", \"*\", \"/dev/zero\"] } ]\n",
     );
     let g = grants(&["--allow-exec", "head -c * /dev/zero", "--output", "4KiB"]);
-    let (r, _) = run(&src, &g, exec("head", &["-c", "1000000", "/dev/zero"])).await;
+    let input = json!({"case": "exec", "program": "head", "args": ["-c", "1000000", "/dev/zero"], "quiet": true});
+    let (r, _) = run(&src, &g, input).await;
     let data = succeeded(&r).1;
     assert_eq!(data["truncated"], true);
-    assert_eq!(data["stdout"].as_str().unwrap().len(), 4096);
+    assert_eq!(data["stdout_len"], 4096);
+    let input = json!({"case": "exec", "program": "head", "args": ["-c", "100", "/dev/zero"], "quiet": true});
+    let (r, _) = run(&src, &g, input).await;
+    let data = succeeded(&r).1;
+    assert_eq!(data["truncated"], false);
+    assert_eq!(data["stdout_len"], 100);
 }
 
 #[tokio::test]

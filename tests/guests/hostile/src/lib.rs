@@ -191,6 +191,9 @@ struct ExecParams {
     env: Vec<(String, String)>,
     stdin: Option<String>,
     timeout_ms: Option<u64>,
+    /// Report only lengths, not the output itself (for large outputs).
+    #[serde(default)]
+    quiet: bool,
 }
 
 fn exec(p: ExecParams) -> Result<Summary> {
@@ -208,12 +211,19 @@ fn exec(p: ExecParams) -> Result<Summary> {
         cmd = cmd.timeout(Duration::from_millis(ms));
     }
     let out = cmd.output()?;
+    let (stdout, stderr) = if p.quiet {
+        (String::new(), String::new())
+    } else {
+        (out.stdout_str().into_owned(), out.stderr_str().into_owned())
+    };
     done(
         format!("{} exited with {}", p.program, out.status),
         json!({
             "status": out.status,
-            "stdout": out.stdout_str(),
-            "stderr": out.stderr_str(),
+            "stdout": stdout,
+            "stderr": stderr,
+            "stdout_len": out.stdout.len(),
+            "stderr_len": out.stderr.len(),
             "truncated": out.truncated,
         }),
     )
