@@ -2,7 +2,7 @@
 //!
 //! A skill is a component that exports `run(input) -> result<summary,
 //! failure>` from the `skillbox:skill@0.1.0` world (or any plain
-//! `wasi:cli/command`). It can touch only what its [`EffectivePolicy`]
+//! `wasi:cli/command`). It can touch only what its [`EffectivePolicy`](policy::EffectivePolicy)
 //! allows: the intersection of what its manifest requests and what the
 //! operator grants. Everything else is refused with an error naming the rule.
 //!

@@ -199,8 +199,7 @@ async fn input_that_is_not_json_is_refused_before_the_run() {
             },
         )
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(err.to_string().contains("invalid input"), "{err}");
 }
 

@@ -103,11 +103,9 @@ impl EventSink for Console {
                     None => eprintln!("[ ... ] {message}"),
                 },
             },
-            Event::Log { level, message } => {
-                if level >= Level::Info || self.verbose {
-                    let tag = format!("{level:?}").to_lowercase();
-                    self.line(&format!("{tag:>5}: {message}"));
-                }
+            Event::Log { level, message } if level >= Level::Info || self.verbose => {
+                let tag = format!("{level:?}").to_lowercase();
+                self.line(&format!("{tag:>5}: {message}"));
             }
             Event::Output { stream: _, text } => {
                 let mut partial = self.partial_line.lock().unwrap_or_else(|e| e.into_inner());
