@@ -187,6 +187,7 @@ extern crate self as skillbox_sdk;
 pub mod checkpoint;
 mod error;
 pub mod exec;
+pub mod net;
 pub mod progress;
 mod summary;
 

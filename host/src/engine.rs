@@ -68,6 +68,7 @@ pub(crate) fn build_engine(opts: &EngineOptions) -> Result<Engine, Error> {
         let n = opts.max_instances.max(1);
         let mut p = PoolingAllocationConfig::default();
         p.total_component_instances(n)
+            .total_stacks(n)
             .total_core_instances(n * 8)
             .total_memories(n * 2)
             .total_tables(n * 4)

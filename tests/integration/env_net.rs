@@ -147,3 +147,66 @@ async fn progress_and_logs_are_events() {
     assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "{fractions:?}");
     assert!(rec.events().iter().any(|e| matches!(e, Event::Log { .. })));
 }
+
+/// A loopback HTTP server answering every request with `status` and `body`.
+fn http_server(status: &'static str, body: &'static str) -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            h.fetch_add(1, Ordering::SeqCst);
+            let mut r = BufReader::new(&s);
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = (&s).write_all(
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (addr, hits)
+}
+
+/// Outgoing HTTP (the SDK's client over WASI sockets) obeys the same
+/// allowlist; nothing else (e.g. wasi:http) is linked, so there is no second
+/// path around it.
+#[tokio::test]
+async fn outgoing_http_only_to_granted_endpoints() {
+    let (ok, ok_hits) = http_server("200 OK", "healthy");
+    let (other, other_hits) = http_server("200 OK", "should never be seen");
+    let src = source_with_manifest(
+        "hostile",
+        &format!("[net]\nallow = [\"{ok}\", \"{other}\"]\n"),
+    );
+    let g = grants(&["--allow-net", &ok]);
+
+    let (r, _) = run(
+        &src,
+        &g,
+        json!({"case": "http-get", "url": format!("http://{ok}/healthz")}),
+    )
+    .await;
+    let data = succeeded(&r).1;
+    assert_eq!(data["status"], 200);
+    assert_eq!(data["body"], "healthy");
+    assert_eq!(ok_hits.load(Ordering::SeqCst), 1);
+
+    let (r, rec) = run(
+        &src,
+        &g,
+        json!({"case": "http-get", "url": format!("http://{other}/")}),
+    )
+    .await;
+    let (kind, message) = failed(&r);
+    assert_eq!(kind, FailureKind::Denied, "{message}");
+    assert!(!message.contains("should never be seen"));
+    assert!(!rec.denials().is_empty());
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+}

@@ -26,6 +26,7 @@
 //! | `env`             |                                                      | `{"vars": {name: value}}`                      |
 //! | `env-get`         | `name`                                               | `{"value"}`                                    |
 //! | `connect`         | `addr`                                               | `{"reply"}`                                    |
+//! | `http-get`        | `url`                                                | `{"status", "body"}`                           |
 //! | `loop`            |                                                      | never returns                                  |
 //! | `memory-bomb`     |                                                      | never returns                                  |
 //! | `stdout-flood`    | `bytes`                                              | `{"bytes"}`                                    |
@@ -69,6 +70,7 @@ fn hostile(input: Value) -> Result<Summary> {
         "env" => env(),
         "env-get" => env_get(params(input)?),
         "connect" => connect(params(input)?),
+        "http-get" => http_get(params(input)?),
         "loop" => spin(),
         "memory-bomb" => memory_bomb(),
         "stdout-flood" => flood(std::io::stdout(), params(input)?),
@@ -267,6 +269,19 @@ fn connect(ConnectParams { addr }: ConnectParams) -> Result<Summary> {
         .with_context(|| format!("read from {addr}"))?;
     let reply = reply.trim_end_matches(['\r', '\n']);
     done(format!("{addr} replied"), json!({ "reply": reply }))
+}
+
+#[derive(Deserialize)]
+struct UrlParams {
+    url: String,
+}
+
+fn http_get(UrlParams { url }: UrlParams) -> Result<Summary> {
+    let r = skillbox_sdk::net::http_get(&url, Duration::from_secs(5))?;
+    done(
+        format!("GET {url}: {}", r.status),
+        json!({ "status": r.status, "body": r.text() }),
+    )
 }
 
 // --- resource exhaustion ------------------------------------------------------
