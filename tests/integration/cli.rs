@@ -391,6 +391,19 @@ fn new_build_run() {
     assert!(out.stdout.contains("Hello, you!"), "{}", out.stdout);
     let out = cli(&["new", "my-skill", "--path", p(&skill)], &[]);
     assert_ne!(out.code, 0, "refuses to overwrite");
+
+    // --out packages elsewhere and leaves the sources untouched.
+    let before = std::fs::read_to_string(skill.join("skill.toml")).unwrap();
+    let packaged = dir.path().join("pkg");
+    let out = cli(&["build", p(&skill), "--out", p(&packaged)], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(skill.join("skill.toml")).unwrap(),
+        before
+    );
+    let out = cli(&["run", p(&packaged), "--input", r#"{"name": "pkg"}"#], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("Hello, pkg!"), "{}", out.stdout);
 }
 
 #[test]

@@ -7,6 +7,19 @@ use skillbox::prelude::*;
 
 use crate::harness::*;
 
+/// Waits (bounded) until `pid` is gone or a zombie: killed processes may
+/// linger until their new parent reaps them.
+fn wait_gone(pid: i32) -> bool {
+    for _ in 0..400 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    false
+}
+
 fn exec(program: &str, args: &[&str]) -> serde_json::Value {
     json!({"case": "exec", "program": program, "args": args})
 }
@@ -285,16 +298,7 @@ async fn timeouts_kill_the_process_group() {
         .parse()
         .unwrap();
     // Killed with SIGKILL; it may linger briefly as a zombie until reaped.
-    let mut gone = false;
-    for _ in 0..200 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z") {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    assert!(gone, "grandchild {pid} survived the timeout");
+    assert!(wait_gone(pid), "grandchild {pid} survived the timeout");
 }
 
 /// When the program exits, what it left in the background is killed too.
@@ -319,16 +323,7 @@ async fn background_children_die_with_the_call() {
         .trim()
         .parse()
         .unwrap();
-    let mut gone = false;
-    for _ in 0..200 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z") {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    assert!(gone, "background child {pid} outlived the call");
+    assert!(wait_gone(pid), "background child {pid} outlived the call");
 }
 
 #[tokio::test]
@@ -356,4 +351,36 @@ async fn stdin_reaches_the_program() {
     let input = json!({"case": "exec", "program": "cat", "args": [], "stdin": "piped in"});
     let (r, _) = run(&src, &grants(&["--allow-exec", "cat"]), input).await;
     assert_eq!(succeeded(&r).1["stdout"], "piped in");
+}
+
+/// When the whole run times out while the guest waits on a program, the
+/// program's process group dies with the run.
+#[tokio::test]
+async fn run_timeout_kills_a_running_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_with_manifest(
+        "hostile",
+        "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
+    );
+    let g = grants(&[
+        "--allow-exec",
+        "sh -c *",
+        "--allow-write",
+        &format!("{}:/w", dir.path().display()),
+        "--timeout",
+        "700ms",
+    ]);
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w"});
+    let (r, _) = run(&src, &g, input).await;
+    assert!(
+        matches!(r.outcome, Outcome::TimedOut { .. }),
+        "{:?}",
+        r.outcome
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(wait_gone(pid), "{pid} outlived the run");
 }
