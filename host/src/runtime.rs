@@ -395,7 +395,11 @@ impl Host {
                     WitFailureKind::Denied => FailureKind::Denied,
                     WitFailureKind::InvalidInput => FailureKind::InvalidInput,
                 },
-                message: cap_text(f.message, limits.output),
+                message: crate::units::truncate_with_marker(
+                    f.message,
+                    limits.output,
+                    "… [truncated]",
+                ),
                 data: f.data.as_deref().and_then(|d| parse_data(d).ok()),
             },
             Ok(Ok(CallResult::Exit(0))) => Outcome::Succeeded {
@@ -446,18 +450,6 @@ fn parse_data(text: &str) -> Result<serde_json::Value, String> {
     }
     serde_json::from_str(text)
         .map_err(|e| format!("the skill returned summary data that is not JSON: {e}"))
-}
-
-fn cap_text(mut s: String, cap: usize) -> String {
-    if s.len() > cap {
-        let mut end = cap;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push_str("… [truncated]");
-    }
-    s
 }
 
 fn command_input(v: &serde_json::Value) -> Result<(Vec<String>, Vec<u8>), Error> {

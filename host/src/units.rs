@@ -7,6 +7,28 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Splits `"256MiB"` into `(256, "MiB")`; `None` without a leading number.
+fn split_number(s: &str) -> Option<(u64, &str)> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    Some((num.parse().ok()?, unit.trim()))
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, appending
+/// `marker` when it cut anything.
+pub fn truncate_with_marker(mut s: String, max: usize, marker: &str) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str(marker);
+    }
+    s
+}
+
 /// A number of bytes, written as `1048576`, `512KiB`, `256MiB`, `1GiB`
 /// (also `KB`/`MB`/`GB`, powers of 1000).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,13 +50,10 @@ impl FromStr for ByteSize {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}: expected e.g. 4096, 512KiB, 256MiB, 1GiB"))?;
-        let mult: u64 = match unit.trim() {
+        let (n, unit) = split_number(s).ok_or_else(|| {
+            format!("invalid size {s:?}: expected e.g. 4096, 512KiB, 256MiB, 1GiB")
+        })?;
+        let mult: u64 = match unit {
             "" | "B" => 1,
             "KiB" | "K" | "k" => 1 << 10,
             "MiB" | "M" => 1 << 20,
@@ -81,13 +100,9 @@ impl FromStr for HumanDuration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 15m, 2h"))?;
-        let d = match unit.trim() {
+        let (n, unit) = split_number(s)
+            .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 15m, 2h"))?;
+        let d = match unit {
             "ms" => Duration::from_millis(n),
             "" | "s" => Duration::from_secs(n),
             "m" | "min" => Duration::from_secs(n.saturating_mul(60)),

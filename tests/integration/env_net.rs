@@ -41,8 +41,8 @@ async fn only_granted_variables_are_visible() {
     assert!(!message.contains("hunter2"));
 }
 
-/// A loopback server that answers each line with "pong" and counts connections.
-fn server() -> (String, Arc<AtomicUsize>) {
+/// A loopback server that calls `answer` for each connection and counts them.
+fn serve(answer: impl Fn(&std::net::TcpStream) + Send + 'static) -> (String, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -50,13 +50,19 @@ fn server() -> (String, Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             h.fetch_add(1, Ordering::SeqCst);
-            let mut line = String::new();
-            let mut r = BufReader::new(&s);
-            let _ = r.read_line(&mut line);
-            let _ = (&s).write_all(b"pong\n");
+            answer(&s);
         }
     });
     (addr, hits)
+}
+
+/// Answers each line with "pong".
+fn server() -> (String, Arc<AtomicUsize>) {
+    serve(|s| {
+        let mut line = String::new();
+        let _ = BufReader::new(s).read_line(&mut line);
+        let _ = (&*s).write_all(b"pong\n");
+    })
 }
 
 #[tokio::test]
@@ -148,30 +154,20 @@ async fn progress_and_logs_are_events() {
     assert!(rec.events().iter().any(|e| matches!(e, Event::Log { .. })));
 }
 
-/// A loopback HTTP server answering every request with `status` and `body`.
+/// Answers every HTTP request with `status` and `body`.
 fn http_server(status: &'static str, body: &'static str) -> (String, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            h.fetch_add(1, Ordering::SeqCst);
-            let mut r = BufReader::new(&s);
-            let mut line = String::new();
-            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                line.clear();
-            }
-            let _ = (&s).write_all(
-                format!(
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            );
+    serve(move |s| {
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            line.clear();
         }
-    });
-    (addr, hits)
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = (&*s).write_all(format!("{head}{body}").as_bytes());
+    })
 }
 
 /// Outgoing HTTP (the SDK's client over WASI sockets) obeys the same

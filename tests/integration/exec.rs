@@ -7,6 +7,29 @@ use skillbox::prelude::*;
 
 use crate::harness::*;
 
+/// A skill allowed `sh -c *` with a writable `/w`, plus `extra` grant flags.
+fn sh_in_writable_dir(extra: &[&str]) -> (tempfile::TempDir, SkillSource, Grants) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_with_manifest(
+        "hostile",
+        "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
+    );
+    let w = format!("{}:/w", dir.path().display());
+    let mut flags = vec!["--allow-exec", "sh -c *", "--allow-write", &w];
+    flags.extend_from_slice(extra);
+    let g = grants(&flags);
+    (dir, src, g)
+}
+
+/// The pid a test script wrote to `pid` in `dir`.
+fn read_pid(dir: &tempfile::TempDir) -> i32 {
+    std::fs::read_to_string(dir.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Waits (bounded) until `pid` is gone or a zombie: killed processes may
 /// linger until their new parent reaps them.
 fn wait_gone(pid: i32) -> bool {
@@ -272,17 +295,7 @@ async fn exec_children_are_confined_by_landlock() {
 /// including a background grandchild.
 #[tokio::test]
 async fn timeouts_kill_the_process_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = source_with_manifest(
-        "hostile",
-        "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
-    );
-    let g = grants(&[
-        "--allow-exec",
-        "sh -c *",
-        "--allow-write",
-        &format!("{}:/w", dir.path().display()),
-    ]);
+    let (dir, src, g) = sh_in_writable_dir(&[]);
     let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w", "timeout_ms": 300});
     let (r, rec) = run(&src, &g, input).await;
     let (_, message) = failed(&r);
@@ -304,17 +317,7 @@ async fn timeouts_kill_the_process_group() {
 /// When the program exits, what it left in the background is killed too.
 #[tokio::test]
 async fn background_children_die_with_the_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = source_with_manifest(
-        "hostile",
-        "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
-    );
-    let g = grants(&[
-        "--allow-exec",
-        "sh -c *",
-        "--allow-write",
-        &format!("{}:/w", dir.path().display()),
-    ]);
+    let (dir, src, g) = sh_in_writable_dir(&[]);
     let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 > /dev/null 2>&1 & echo $! > pid"], "cwd": "/w"});
     let (r, _) = run(&src, &g, input).await;
     assert_eq!(succeeded(&r).1["status"], 0);
@@ -357,19 +360,7 @@ async fn stdin_reaches_the_program() {
 /// program's process group dies with the run.
 #[tokio::test]
 async fn run_timeout_kills_a_running_program() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = source_with_manifest(
-        "hostile",
-        "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
-    );
-    let g = grants(&[
-        "--allow-exec",
-        "sh -c *",
-        "--allow-write",
-        &format!("{}:/w", dir.path().display()),
-        "--timeout",
-        "700ms",
-    ]);
+    let (dir, src, g) = sh_in_writable_dir(&["--timeout", "700ms"]);
     let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w"});
     let (r, _) = run(&src, &g, input).await;
     assert!(

@@ -40,16 +40,8 @@ impl LogBudget {
     }
 }
 
-fn cut(mut s: String) -> String {
-    if s.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
+fn cut(s: String) -> String {
+    crate::units::truncate_with_marker(s, MAX_MESSAGE, "…")
 }
 
 impl RunState {
