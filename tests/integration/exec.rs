@@ -305,11 +305,7 @@ async fn timeouts_kill_the_process_group() {
             .iter()
             .any(|e| matches!(e, Event::Audit { reason, .. } if reason.contains("timed out")))
     );
-    let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(&dir);
     // Killed with SIGKILL; it may linger briefly as a zombie until reaped.
     assert!(wait_gone(pid), "grandchild {pid} survived the timeout");
 }
@@ -321,11 +317,7 @@ async fn background_children_die_with_the_call() {
     let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 > /dev/null 2>&1 & echo $! > pid"], "cwd": "/w"});
     let (r, _) = run(&src, &g, input).await;
     assert_eq!(succeeded(&r).1["status"], 0);
-    let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(&dir);
     assert!(wait_gone(pid), "background child {pid} outlived the call");
 }
 
@@ -368,10 +360,6 @@ async fn run_timeout_kills_a_running_program() {
         "{:?}",
         r.outcome
     );
-    let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(&dir);
     assert!(wait_gone(pid), "{pid} outlived the run");
 }
