@@ -421,3 +421,33 @@ fn help_explains_grants_and_exit_codes() {
         assert!(out.stdout.contains(needle), "{needle}");
     }
 }
+
+/// The `skillbox` process's own environment holds a secret; the skill sees
+/// only the granted variable, and neither it nor `--json` output leaks it.
+#[test]
+fn host_secrets_do_not_reach_the_skill() {
+    let (secret, visible) = test_env();
+    let skill = skill_dir(
+        "hostile",
+        "[env]\nallow = [\"SKILLBOX_TEST_VISIBLE\", \"SKILLBOX_TEST_SECRET\"]\n",
+    );
+    let out = cli(
+        &[
+            "run",
+            p(skill.path()),
+            "--partial",
+            "--json",
+            "--allow-env",
+            "SKILLBOX_TEST_VISIBLE",
+            "--input",
+            r#"{"case": "env"}"#,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json()["data"]["vars"]["SKILLBOX_TEST_VISIBLE"],
+        visible.as_str()
+    );
+    assert!(!out.stdout.contains(&secret) && !out.stderr.contains(&secret));
+}

@@ -12,20 +12,16 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn only_granted_variables_are_visible() {
-    // SAFETY: set before the run reads the environment; names unique to this test.
-    unsafe {
-        std::env::set_var("SKILLBOX_TEST_ENV_SECRET", "hunter2");
-        std::env::set_var("SKILLBOX_TEST_ENV_OK", "fine");
-    }
+    let (secret, visible) = test_env();
     let src = source_with_manifest(
         "hostile",
-        "[env]\nallow = [\"SKILLBOX_TEST_ENV_OK\", \"SKILLBOX_TEST_ENV_SECRET\"]\n",
+        "[env]\nallow = [\"SKILLBOX_TEST_VISIBLE\", \"SKILLBOX_TEST_SECRET\"]\n",
     );
-    let g = grants(&["--allow-env", "SKILLBOX_TEST_ENV_OK"]);
+    let g = grants(&["--allow-env", "SKILLBOX_TEST_VISIBLE"]);
     let (r, _) = run(&src, &g, json!({"case": "env"})).await;
     let vars = succeeded(&r).1["vars"].clone();
-    assert_eq!(vars["SKILLBOX_TEST_ENV_OK"], "fine");
-    assert!(!vars.to_string().contains("hunter2"), "{vars}");
+    assert_eq!(vars["SKILLBOX_TEST_VISIBLE"], visible);
+    assert!(!vars.to_string().contains(&secret), "{vars}");
     assert!(
         vars.get("PATH").is_none() && vars.get("HOME").is_none(),
         "{vars}"
@@ -34,11 +30,11 @@ async fn only_granted_variables_are_visible() {
     let (r, _) = run(
         &src,
         &g,
-        json!({"case": "env-get", "name": "SKILLBOX_TEST_ENV_SECRET"}),
+        json!({"case": "env-get", "name": "SKILLBOX_TEST_SECRET"}),
     )
     .await;
     let (_, message) = failed(&r);
-    assert!(!message.contains("hunter2"));
+    assert!(!message.contains(&secret));
 }
 
 /// A loopback server that calls `answer` for each connection and counts them.

@@ -155,34 +155,32 @@ async fn granted_but_not_requested_is_denied() {
 
 #[tokio::test]
 async fn child_environment_is_clean() {
-    // SAFETY: set before any thread of this test reads the environment; the
-    // variable names are unique to this test.
-    unsafe {
-        std::env::set_var("SKILLBOX_TEST_EXEC_SECRET", "hunter2");
-        std::env::set_var("SKILLBOX_TEST_EXEC_OK", "visible");
-    }
+    let (secret, visible) = test_env();
     let src = source_with_manifest(
         "hostile",
-        "[exec]\nallow = [ { program = \"env\" } ]\n[env]\nallow = [\"SKILLBOX_TEST_EXEC_OK\"]\n",
+        "[exec]\nallow = [ { program = \"env\" } ]\n[env]\nallow = [\"SKILLBOX_TEST_VISIBLE\"]\n",
     );
     let g = grants(&[
         "--allow-exec",
         "env",
         "--allow-env",
-        "SKILLBOX_TEST_EXEC_OK",
+        "SKILLBOX_TEST_VISIBLE",
     ]);
     let (r, _) = run(&src, &g, exec("env", &[])).await;
     let out = succeeded(&r).1["stdout"].as_str().unwrap().to_string();
-    assert!(out.contains("SKILLBOX_TEST_EXEC_OK=visible"), "{out}");
-    assert!(!out.contains("hunter2"), "{out}");
+    assert!(
+        out.contains(&format!("SKILLBOX_TEST_VISIBLE={visible}")),
+        "{out}"
+    );
+    assert!(!out.contains(&secret), "{out}");
     assert!(!out.contains("HOME="), "{out}");
 
     // Passing an ungranted variable is refused.
-    let input = json!({"case": "exec", "program": "env", "args": [], "env": [["SKILLBOX_TEST_EXEC_SECRET", "x"]]});
+    let input = json!({"case": "exec", "program": "env", "args": [], "env": [["SKILLBOX_TEST_SECRET", "x"]]});
     let (r, _) = run(&src, &g, input).await;
     let (kind, message) = failed(&r);
     assert_eq!(kind, FailureKind::Denied);
-    assert!(message.contains("SKILLBOX_TEST_EXEC_SECRET"), "{message}");
+    assert!(message.contains("SKILLBOX_TEST_SECRET"), "{message}");
 }
 
 #[tokio::test]

@@ -247,3 +247,14 @@ pub fn failed(r: &RunReport) -> (FailureKind, &str) {
         other => panic!("expected a failure, got {other:?}"),
     }
 }
+
+/// The test environment's secret and visible variables (set for the test
+/// process by `.cargo/config.toml`).
+pub fn test_env() -> (String, String) {
+    let get = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: run the tests with cargo from the repository")
+        })
+    };
+    (get("SKILLBOX_TEST_SECRET"), get("SKILLBOX_TEST_VISIBLE"))
+}
