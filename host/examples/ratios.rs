@@ -128,7 +128,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert!(s.success());
     });
 
-    // 3. Host-mediated exec vs native spawn (tokio, same as the host uses).
+    // 3. Host-mediated exec vs the same native spawn+wait as in 2.
     let grants = Grants {
         exec: skillbox::policy::Grants::default().exec,
         ..Grants::default()
@@ -161,7 +161,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     })
     .await;
-    let native_tokio = mean_async(n, || async {
+    let native = mean_async(n, || async {
         let s = tokio::process::Command::new("/bin/true")
             .status()
             .await
@@ -183,8 +183,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         row(
             "native fork (pre_exec) of /bin/true",
             forked,
-            native_tokio,
-            "native spawn of /bin/true",
+            native,
+            "native spawn+wait of true",
         );
     }
     println!(
@@ -201,8 +201,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     row(
         "host-mediated exec of /bin/true",
         mediated,
-        native_tokio,
-        "native spawn of /bin/true",
+        native,
+        "native spawn+wait of true",
     );
     Ok(())
 }

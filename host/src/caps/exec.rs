@@ -9,7 +9,8 @@
 //! * a process group of its own, killed as a whole on timeout, when the
 //!   program exits (background children die with it) and if the run is
 //!   dropped;
-//! * capped stdout/stderr, and the Landlock [`Sandbox`] of the run;
+//! * capped stdout/stderr, and the Landlock [`Sandbox`] of the run (it is
+//!   started from the run's confined spawner thread);
 //! * a timeout: the call's own, capped by the host's per-call limit and by
 //!   what is left of the run.
 //!
@@ -17,13 +18,14 @@
 //! Landlock sandbox still confines what it can touch.
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::sandbox::{Sandbox, restrict_self_in_child};
+use super::sandbox::Sandbox;
 use crate::events::{Event, EventSink};
 use crate::policy::pattern::args_match;
 use crate::policy::{EffectivePolicy, ExecRule};
@@ -304,51 +306,44 @@ async fn run_checked(
         .min(left);
     let cap = policy.limits.output;
 
-    let mut cmd = tokio::process::Command::new(&program);
+    let mut cmd = std::process::Command::new(&program);
     cmd.args(&req.args)
         .env_clear()
         .envs(env)
         .current_dir(&cwd)
-        .stdin(if req.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let ruleset = sandbox.raw_fd();
-    // SAFETY: the closure only makes raw syscalls (see restrict_self_in_child).
-    unsafe {
-        cmd.pre_exec(move || restrict_self_in_child(ruleset));
-    }
-    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        .process_group(0);
+    let mut child = sandbox.spawn(cmd).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ExecError::NotFound(req.program.clone()),
         _ => ExecError::Failed(format!("cannot start {}: {e}", program.display())),
     })?;
-    let group = GroupGuard(child.id().map(|p| p as i32).unwrap_or(-1));
+    let group = GroupGuard(child.id() as i32);
+    let pipe = |e: std::io::Error| ExecError::Failed(format!("pipes of {}: {e}", program.display()));
 
-    if let (Some(mut w), Some(data)) = (child.stdin.take(), req.stdin.clone()) {
+    if let (Some(w), Some(data)) = (child.stdin.take(), req.stdin.clone()) {
+        let mut w = tokio::process::ChildStdin::from_std(w).map_err(pipe)?;
         tokio::spawn(async move {
             // A program that does not read its stdin is not an error.
             let _ = w.write_all(&data).await;
         });
     }
-    let out = tokio::spawn(read_capped(child.stdout.take().expect("piped"), cap));
-    let err = tokio::spawn(read_capped(child.stderr.take().expect("piped"), cap));
+    let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().expect("piped")).map_err(pipe)?;
+    let stderr = tokio::process::ChildStderr::from_std(child.stderr.take().expect("piped")).map_err(pipe)?;
+    let out = tokio::spawn(read_capped(stdout, cap));
+    let err = tokio::spawn(read_capped(stderr, cap));
 
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(ExecError::Failed(format!(
-                "waiting for {}: {e}",
-                program.display()
-            )));
-        }
+    // Waiting blocks a pool thread; the group guard makes sure the child
+    // dies (and the wait returns) however this future ends.
+    let mut waiter = tokio::task::spawn_blocking(move || child.wait());
+    let status = match tokio::time::timeout(timeout, &mut waiter).await {
+        Ok(Ok(Ok(s))) => s,
+        Ok(Ok(Err(e))) => return Err(ExecError::Failed(format!("waiting for {}: {e}", program.display()))),
+        Ok(Err(e)) => return Err(ExecError::Failed(format!("waiting for {}: {e}", program.display()))),
         Err(_) => {
             group.kill();
-            let _ = child.wait().await;
+            let _ = waiter.await;
             out.abort();
             err.abort();
             return Err(ExecError::TimedOut);

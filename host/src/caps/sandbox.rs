@@ -8,10 +8,20 @@
 //! access (read-only dirs without execute, read-write dirs without execute).
 //! On Landlock ABI ≥ 4 it also cannot bind or connect TCP sockets at all.
 //!
-//! The ruleset is built once per run in the host; the child only makes two
-//! raw syscalls after `fork` (`prctl(NO_NEW_PRIVS)`, `landlock_restrict_self`),
-//! which are async-signal-safe. Where the kernel lacks Landlock, programs run
-//! unconfined and [`SandboxStatus`] says so; `skillbox inspect` shows it.
+//! Landlock and `no_new_privs` are attributes of a *thread*, inherited by
+//! the processes it creates. So each run that may exec gets one spawner
+//! thread that confines itself once and then starts every program of the
+//! run with `posix_spawn` (a `vfork`-style spawn): the programs inherit the
+//! confinement, the host's other threads stay unconfined, and no `fork` of
+//! the large host process is needed (with wasmtime's pooling allocator a
+//! `fork` costs milliseconds; see `examples/ratios.rs`).
+//!
+//! Where the kernel lacks Landlock, programs run unconfined and
+//! [`SandboxStatus`] says so; `skillbox inspect` shows it.
+//!
+//! Descriptors: every descriptor the host opens is close-on-exec (Rust's
+//! standard library, tokio, cap-std and wasmtime all open with `O_CLOEXEC`),
+//! so a program inherits only its own stdin, stdout and stderr.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -111,50 +121,85 @@ pub fn status() -> SandboxStatus {
     }
 }
 
-/// A ready ruleset for the programs of one run.
+type SpawnReply = tokio::sync::oneshot::Sender<std::io::Result<std::process::Child>>;
+
+/// Starts the programs of one run, confined.
 pub struct Sandbox {
-    pub(crate) ruleset: Option<OwnedFd>,
+    spawner: Option<std::sync::mpsc::Sender<(std::process::Command, SpawnReply)>>,
     /// The confinement this sandbox gives.
     pub status: SandboxStatus,
 }
 
 impl Sandbox {
-    /// Builds the ruleset for `policy`'s granted directories. `preopens`
-    /// holds their canonical host paths.
+    /// Builds the ruleset for `policy`'s granted directories and starts the
+    /// confined spawner thread.
     pub fn for_policy(policy: &EffectivePolicy) -> Sandbox {
         let status = status();
         if matches!(status, SandboxStatus::Unavailable { .. }) {
             return Sandbox {
-                ruleset: None,
+                spawner: None,
                 status,
             };
         }
-        match build(policy) {
-            Ok(fd) => Sandbox {
-                ruleset: fd,
+        let ruleset = match build(policy) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => {
+                return Sandbox::unconfined("the kernel refused to create a ruleset".into());
+            }
+            Err(e) => return Sandbox::unconfined(format!("building the ruleset failed: {e}")),
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<(std::process::Command, SpawnReply)>();
+        let spawned = std::thread::Builder::new()
+            .name("skillbox-exec".into())
+            .spawn(move || {
+                // SAFETY: confines this thread only; it exists for this.
+                let confined = unsafe { confine_current_thread(ruleset.as_raw_fd()) };
+                drop(ruleset);
+                for (mut cmd, reply) in rx {
+                    let result = match &confined {
+                        Ok(()) => cmd.spawn(),
+                        Err(e) => Err(std::io::Error::new(
+                            e.kind(),
+                            format!("cannot confine the program (refusing to run it unconfined): {e}"),
+                        )),
+                    };
+                    let _ = reply.send(result);
+                }
+            });
+        match spawned {
+            Ok(_) => Sandbox {
+                spawner: Some(tx),
                 status,
             },
-            Err(e) => Sandbox {
-                ruleset: None,
-                status: SandboxStatus::Unavailable {
-                    reason: format!("building the ruleset failed: {e}"),
-                },
-            },
+            Err(e) => Sandbox::unconfined(format!("cannot start the spawner thread: {e}")),
         }
     }
 
-    /// No ruleset: programs run unconfined (for measurements and for runs
-    /// that can exec nothing).
+    /// No confinement: programs start from the calling thread as they are.
+    /// For runs that may exec nothing, and for measurements.
     pub fn none() -> Sandbox {
         Sandbox {
-            ruleset: None,
+            spawner: None,
             status: status(),
         }
     }
 
-    /// The raw ruleset fd to pass to [`restrict_self_in_child`].
-    pub fn raw_fd(&self) -> Option<i32> {
-        self.ruleset.as_ref().map(|f| f.as_raw_fd())
+    fn unconfined(reason: String) -> Sandbox {
+        Sandbox {
+            spawner: None,
+            status: SandboxStatus::Unavailable { reason },
+        }
+    }
+
+    /// Starts `cmd` (from the confined thread, when there is one).
+    pub async fn spawn(&self, mut cmd: std::process::Command) -> std::io::Result<std::process::Child> {
+        let Some(tx) = &self.spawner else {
+            return cmd.spawn();
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || std::io::Error::other("the exec spawner thread is gone");
+        tx.send((cmd, reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 
@@ -201,31 +246,22 @@ fn build(policy: &EffectivePolicy) -> Result<Option<OwnedFd>, Box<dyn std::error
     Ok(rs.into())
 }
 
-/// Runs in the forked child before `execve`: no allocation, raw syscalls
-/// only. Sets `NO_NEW_PRIVS` (required by Landlock, and stops setuid
-/// binaries from regaining privileges), enforces the ruleset, and marks every
-/// inherited descriptor above stderr close-on-exec.
+/// Sets `no_new_privs` (required by Landlock; also stops setuid programs
+/// from regaining privileges) and enforces the ruleset on the calling
+/// thread, and so on every process it starts from now on.
 ///
 /// # Safety
-/// Must only be called in a freshly forked child (e.g. from `pre_exec`).
-pub unsafe fn restrict_self_in_child(ruleset: Option<i32>) -> std::io::Result<()> {
+/// Confines the calling thread for good: call it only on a thread that
+/// exists to start confined programs.
+unsafe fn confine_current_thread(ruleset: i32) -> std::io::Result<()> {
     // SAFETY: plain syscalls with constant or validated arguments.
     unsafe {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        if let Some(fd) = ruleset
-            && libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) != 0
-        {
+        if libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // Best effort: kernels before 5.11 lack CLOSE_RANGE_CLOEXEC.
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
     }
     Ok(())
 }
