@@ -100,6 +100,20 @@ async fn only_granted_endpoints_are_reachable() {
     let _ = rec;
 }
 
+/// No server inside the sandbox: binding a port to listen is refused, even
+/// on an address whose port is granted for connecting.
+#[tokio::test]
+async fn listening_is_refused() {
+    let (granted, _) = server();
+    let src = source_with_manifest("hostile", &format!("[net]\nallow = [\"{granted}\"]\n"));
+    let g = grants(&["--allow-net", &granted]);
+    for addr in ["127.0.0.1:0", "0.0.0.0:0", "0.0.0.0:18089", granted.as_str()] {
+        let (r, _) = run(&src, &g, json!({"case": "listen", "addr": addr})).await;
+        let (kind, message) = failed(&r);
+        assert_eq!(kind, FailureKind::Denied, "{addr}: {message}");
+    }
+}
+
 #[tokio::test]
 async fn checkpoints_round_trip_within_a_run() {
     let src = source_with_manifest("hostile", "");

@@ -311,7 +311,11 @@ async fn run_checked(
         .env_clear()
         .envs(env)
         .current_dir(&cwd)
-        .stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if req.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -320,7 +324,8 @@ async fn run_checked(
         _ => ExecError::Failed(format!("cannot start {}: {e}", program.display())),
     })?;
     let group = GroupGuard(child.id() as i32);
-    let pipe = |e: std::io::Error| ExecError::Failed(format!("pipes of {}: {e}", program.display()));
+    let pipe =
+        |e: std::io::Error| ExecError::Failed(format!("pipes of {}: {e}", program.display()));
 
     if let (Some(w), Some(data)) = (child.stdin.take(), req.stdin.clone()) {
         let mut w = tokio::process::ChildStdin::from_std(w).map_err(pipe)?;
@@ -329,8 +334,10 @@ async fn run_checked(
             let _ = w.write_all(&data).await;
         });
     }
-    let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().expect("piped")).map_err(pipe)?;
-    let stderr = tokio::process::ChildStderr::from_std(child.stderr.take().expect("piped")).map_err(pipe)?;
+    let stdout =
+        tokio::process::ChildStdout::from_std(child.stdout.take().expect("piped")).map_err(pipe)?;
+    let stderr =
+        tokio::process::ChildStderr::from_std(child.stderr.take().expect("piped")).map_err(pipe)?;
     let out = tokio::spawn(read_capped(stdout, cap));
     let err = tokio::spawn(read_capped(stderr, cap));
 
@@ -339,8 +346,18 @@ async fn run_checked(
     let mut waiter = tokio::task::spawn_blocking(move || child.wait());
     let status = match tokio::time::timeout(timeout, &mut waiter).await {
         Ok(Ok(Ok(s))) => s,
-        Ok(Ok(Err(e))) => return Err(ExecError::Failed(format!("waiting for {}: {e}", program.display()))),
-        Ok(Err(e)) => return Err(ExecError::Failed(format!("waiting for {}: {e}", program.display()))),
+        Ok(Ok(Err(e))) => {
+            return Err(ExecError::Failed(format!(
+                "waiting for {}: {e}",
+                program.display()
+            )));
+        }
+        Ok(Err(e)) => {
+            return Err(ExecError::Failed(format!(
+                "waiting for {}: {e}",
+                program.display()
+            )));
+        }
         Err(_) => {
             group.kill();
             let _ = waiter.await;

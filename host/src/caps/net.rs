@@ -1,10 +1,12 @@
 //! `net`: no network unless granted; then only the granted `host:port`s.
 //!
-//! WASI sockets ask the host before every bind and connect. A connect first
-//! binds the wildcard address to an ephemeral port, so that one bind is
-//! allowed when any endpoint is granted; every other bind (a listening
-//! server) and every connect or datagram to an address not granted is
-//! refused. Names are resolved once, when the run starts, so a name that
+//! WASI sockets ask the host before every bind, listen, connect and
+//! datagram. A connect first binds the wildcard address to an ephemeral
+//! port; that bind is always allowed (it reaches nothing, and listening is
+//! refused separately), so the decision falls on the connect itself, which
+//! names the real destination in the audit log. Every other bind, every
+//! listen and accept, and every connect or datagram to an address not
+//! granted is refused. Names are resolved once, when the run starts, so a name that
 //! later resolves elsewhere (DNS rebinding) gains nothing. Name lookup from
 //! the guest is enabled only when a granted endpoint is written as a name.
 
@@ -35,7 +37,7 @@ pub fn resolve(policy: &EffectivePolicy) -> Result<HashSet<SocketAddr>, Error> {
 pub fn allowed(granted: &HashSet<SocketAddr>, addr: SocketAddr, use_: SocketAddrUse) -> bool {
     match use_ {
         SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
-            !granted.is_empty() && addr.ip().is_unspecified() && addr.port() == 0
+            addr.ip().is_unspecified() && addr.port() == 0
         }
         SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
             granted.contains(&addr)
@@ -51,13 +53,17 @@ pub fn configure(
     events: Arc<dyn EventSink>,
 ) -> Result<(), Error> {
     let granted = Arc::new(resolve(policy)?);
-    let any = !granted.is_empty();
-    builder.allow_tcp(any).allow_udp(any).allow_ip_name_lookup(
-        policy
-            .net
-            .iter()
-            .any(|r| r.host.parse::<std::net::IpAddr>().is_err()),
-    );
+    // TCP and UDP are "on" so that every attempt reaches the check below and
+    // is audited; the check refuses everything not granted.
+    builder
+        .allow_tcp(true)
+        .allow_udp(true)
+        .allow_ip_name_lookup(
+            policy
+                .net
+                .iter()
+                .any(|r| r.host.parse::<std::net::IpAddr>().is_err()),
+        );
     let rules: Vec<String> = policy.net.iter().map(|r| r.to_string()).collect();
     builder.socket_addr_check(move |addr, use_| {
         let ok = allowed(&granted, addr, use_);
@@ -107,6 +113,14 @@ mod tests {
             SocketAddrUse::TcpConnect
         ));
         assert!(!allowed(&g, a, SocketAddrUse::TcpListen));
-        assert!(!allowed(&HashSet::new(), wild, SocketAddrUse::TcpBind));
+        assert!(
+            allowed(&HashSet::new(), wild, SocketAddrUse::TcpBind),
+            "reaches nothing"
+        );
+        assert!(!allowed(&HashSet::new(), a, SocketAddrUse::TcpConnect));
+        assert!(
+            !allowed(&g, a, SocketAddrUse::UdpBind),
+            "only the wildcard may be bound"
+        );
     }
 }

@@ -160,7 +160,9 @@ impl Sandbox {
                         Ok(()) => cmd.spawn(),
                         Err(e) => Err(std::io::Error::new(
                             e.kind(),
-                            format!("cannot confine the program (refusing to run it unconfined): {e}"),
+                            format!(
+                                "cannot confine the program (refusing to run it unconfined): {e}"
+                            ),
                         )),
                     };
                     let _ = reply.send(result);
@@ -192,7 +194,10 @@ impl Sandbox {
     }
 
     /// Starts `cmd` (from the confined thread, when there is one).
-    pub async fn spawn(&self, mut cmd: std::process::Command) -> std::io::Result<std::process::Child> {
+    pub async fn spawn(
+        &self,
+        mut cmd: std::process::Command,
+    ) -> std::io::Result<std::process::Child> {
         let Some(tx) = &self.spawner else {
             return cmd.spawn();
         };

@@ -26,6 +26,7 @@
 //! | `env`             |                                                      | `{"vars": {name: value}}`                      |
 //! | `env-get`         | `name`                                               | `{"value"}`                                    |
 //! | `connect`         | `addr`                                               | `{"reply"}`                                    |
+//! | `listen`          | `addr`                                               | `{"listening"}`                                |
 //! | `http-get`        | `url`                                                | `{"status", "body"}`                           |
 //! | `loop`            |                                                      | never returns                                  |
 //! | `memory-bomb`     |                                                      | never returns                                  |
@@ -71,6 +72,7 @@ fn hostile(input: Value) -> Result<Summary> {
         "env-get" => env_get(params(input)?),
         "connect" => connect(params(input)?),
         "http-get" => http_get(params(input)?),
+        "listen" => listen(params(input)?),
         "loop" => spin(),
         "memory-bomb" => memory_bomb(),
         "stdout-flood" => flood(std::io::stdout(), params(input)?),
@@ -269,6 +271,16 @@ fn connect(ConnectParams { addr }: ConnectParams) -> Result<Summary> {
         .with_context(|| format!("read from {addr}"))?;
     let reply = reply.trim_end_matches(['\r', '\n']);
     done(format!("{addr} replied"), json!({ "reply": reply }))
+}
+
+/// Tries to open a listening socket (a server inside the sandbox).
+fn listen(ConnectParams { addr }: ConnectParams) -> Result<Summary> {
+    let l = std::net::TcpListener::bind(&addr).with_context(|| format!("listen on {addr}"))?;
+    let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    done(
+        format!("listening on {local}"),
+        json!({ "listening": local }),
+    )
 }
 
 #[derive(Deserialize)]
