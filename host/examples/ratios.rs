@@ -161,14 +161,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     })
     .await;
-    let native = mean_async(n, || async {
-        let s = tokio::process::Command::new("/bin/true")
-            .status()
-            .await
-            .expect("spawn");
-        assert!(s.success());
-    })
-    .await;
 
     if std::env::var_os("FORK_PROBE").is_some() {
         let forked = mean_async(n, || async {
