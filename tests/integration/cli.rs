@@ -144,6 +144,7 @@ fn dry_run_and_inspect_show_requested_vs_granted() {
     assert_eq!(out.code, 0, "{}", out.stdout);
     let v = out.json();
     assert_eq!(v["will_run"], true);
+    assert_eq!(v["kind"], "skill");
     assert_eq!(v["pinned"], true);
     assert_eq!(v["effective"]["preopens"][0]["guest"], "/data");
 }
@@ -450,4 +451,41 @@ fn host_secrets_do_not_reach_the_skill() {
         visible.as_str()
     );
     assert!(!out.stdout.contains(&secret) && !out.stderr.contains(&secret));
+}
+
+/// A component that imports what skillbox does not provide is refused
+/// before it runs, with the import named.
+#[test]
+fn unknown_imports_are_refused_by_name() {
+    for cmd in ["run", "inspect"] {
+        let out = cli(&[cmd, p(&guest("unknown-import"))], &[]);
+        assert_eq!(out.code, 4, "{cmd}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("test:elsewhere/backdoor"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("does not provide"), "{}", out.stderr);
+    }
+    let out = cli(&["inspect", p(&guest("wasi-command")), "--json"], &[]);
+    assert_eq!(out.json()["kind"], "command");
+}
+
+/// `skillbox … | head` ends quietly when the reader goes away.
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    let skill = real_skill("hello");
+    let script = format!(
+        "set -o pipefail; {:?} inspect {:?} | head -n 1",
+        env!("CARGO_BIN_EXE_skillbox"),
+        p(skill.path())
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -107,7 +107,12 @@ async fn listening_is_refused() {
     let (granted, _) = server();
     let src = source_with_manifest("hostile", &format!("[net]\nallow = [\"{granted}\"]\n"));
     let g = grants(&["--allow-net", &granted]);
-    for addr in ["127.0.0.1:0", "0.0.0.0:0", "0.0.0.0:18089", granted.as_str()] {
+    for addr in [
+        "127.0.0.1:0",
+        "0.0.0.0:0",
+        "0.0.0.0:18089",
+        granted.as_str(),
+    ] {
         let (r, _) = run(&src, &g, json!({"case": "listen", "addr": addr})).await;
         let (kind, message) = failed(&r);
         assert_eq!(kind, FailureKind::Denied, "{addr}: {message}");

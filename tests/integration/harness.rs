@@ -12,7 +12,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use skillbox::prelude::*;
 
-pub const GUESTS: &[&str] = &["hello", "disk-report", "hostile", "wasi-command"];
+pub const GUESTS: &[&str] = &[
+    "hello",
+    "disk-report",
+    "hostile",
+    "wasi-command",
+    "unknown-import",
+];
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

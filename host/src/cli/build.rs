@@ -34,7 +34,7 @@ pub fn build(args: BuildArgs) -> u8 {
     match build_skill(&args.dir, args.out.as_deref(), !args.debug) {
         Ok(b) => {
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "component": b.component, "sha256": b.sha256, "bytes": b.bytes })
                 );
@@ -51,7 +51,7 @@ pub fn build(args: BuildArgs) -> u8 {
         }
         Err(e) => {
             if args.json {
-                println!("{}", serde_json::json!({ "error": { "message": e } }));
+                outln!("{}", serde_json::json!({ "error": { "message": e } }));
             } else {
                 eprintln!("error: {e}");
             }

@@ -22,6 +22,23 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Directory of the compiled-component cache.
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Compiles (or loads from the cache) and links the component, which checks
+/// that skillbox can run it, and says what kind it is.
+pub fn prepare_kind(
+    source: &SkillSource,
+    cache_dir: Option<PathBuf>,
+) -> Result<SkillKind, skillbox::Error> {
+    let host = Host::new(EngineOptions {
+        cache_dir: cache_dir.or_else(skillbox::engine::default_cache_dir),
+        max_instances: 1,
+        ..EngineOptions::default()
+    })?;
+    Ok(host.prepare(source)?.kind)
 }
 
 /// `skillbox inspect`.
@@ -30,7 +47,8 @@ pub fn inspect(args: InspectArgs) -> u8 {
         let source = SkillSource::open(&args.skill, true)?;
         let grants = args.grants.to_grants()?;
         let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
-        print_plan(&source, &policy, &report, args.json);
+        let kind = prepare_kind(&source, args.cache_dir.clone())?;
+        print_plan(&source, kind, &policy, &report, args.json);
         Ok::<_, skillbox::Error>(if report.not_granted().count() > 0 {
             exit::DENIED
         } else {
@@ -43,6 +61,7 @@ pub fn inspect(args: InspectArgs) -> u8 {
 /// Prints a skill and its would-be policy (shared with `run --dry-run`).
 pub fn print_plan(
     source: &SkillSource,
+    kind: SkillKind,
     policy: &EffectivePolicy,
     report: &PolicyReport,
     json: bool,
@@ -56,6 +75,7 @@ pub fn print_plan(
     if json {
         let v = serde_json::json!({
             "skill": source.name,
+            "kind": kind,
             "version": source.manifest.as_ref().map(|m| m.skill.version.clone()),
             "description": source.manifest.as_ref().and_then(|m| m.skill.description.clone()),
             "component": source.component_path,
@@ -66,21 +86,29 @@ pub fn print_plan(
             "exec_sandbox": sandbox,
             "will_run": report.not_granted().count() == 0,
         });
-        println!("{v}");
+        outln!("{v}");
         return;
     }
     let m = source.manifest.as_ref();
-    println!(
+    outln!(
         "skill      {} {}",
         source.name,
         m.map(|m| m.skill.version.as_str())
             .unwrap_or("(bare component, no manifest)")
     );
     if let Some(d) = m.and_then(|m| m.skill.description.as_deref()) {
-        println!("           {d}");
+        outln!("           {d}");
     }
-    println!("component  {}", source.component_path.display());
-    println!(
+    outln!(
+        "component  {} ({})",
+        source.component_path.display(),
+        match kind {
+            SkillKind::Skill => "a skillbox:skill@0.1.0 skill",
+            SkillKind::Command =>
+                "a plain WASI command: exit code is the status, stdout the summary",
+        }
+    );
+    outln!(
         "sha256     {}{}",
         source.digest,
         match (&pinned, m) {
@@ -89,14 +117,14 @@ pub fn print_plan(
             (None, None) => "",
         }
     );
-    println!("\nrequested vs granted:");
+    outln!("\nrequested vs granted:");
     if report.items.is_empty() {
-        println!("  (nothing requested, nothing granted)");
+        outln!("  (nothing requested, nothing granted)");
     } else {
-        print!("{report}");
+        out!("{report}");
     }
     let l = policy.limits;
-    println!(
+    outln!(
         "\nlimits     memory {}, timeout {}, output {}, fuel {}",
         ByteSize(l.memory),
         HumanDuration(l.timeout),
@@ -105,10 +133,10 @@ pub fn print_plan(
             .map(|f| f.to_string())
             .unwrap_or_else(|| "unmetered".into())
     );
-    println!("exec       {sandbox}");
+    outln!("exec       {sandbox}");
     let missing = report.not_granted().count();
     if missing > 0 {
-        println!(
+        outln!(
             "\n{missing} requested capabilit{} not granted: `skillbox run` will refuse unless granted (or --partial).",
             if missing == 1 { "y is" } else { "ies are" }
         );

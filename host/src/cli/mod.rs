@@ -1,5 +1,20 @@
 //! `skillbox` subcommands. Each is a few lines over a public library call.
 
+/// `println!` for command output: a closed stdout (`skillbox … | head`) ends
+/// the process quietly instead of panicking. SIGPIPE stays ignored, because
+/// the host writes to the stdin pipes of programs that may exit early.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::emit(&format!($($arg)*))
+    };
+}
+
 mod build;
 mod grants;
 mod inspect;

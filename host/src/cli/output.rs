@@ -9,6 +9,19 @@ use skillbox::events::{Event, EventSink, Level};
 
 use super::exit;
 
+/// Writes command output to stdout; exits quietly if stdout was closed.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(i32::from(exit::FAILED));
+    }
+}
+
 /// The exit code for a library error.
 pub fn code_of(e: &skillbox::Error) -> u8 {
     use skillbox::Error as E;
@@ -30,7 +43,7 @@ pub fn code_of(e: &skillbox::Error) -> u8 {
 pub fn report_error(e: &skillbox::Error, json: bool) -> u8 {
     let code = code_of(e);
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "error": { "exit_code": code, "message": e.to_string() } })
         );

@@ -82,7 +82,8 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
     let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
     let missing = report.not_granted().count();
     if args.dry_run {
-        super::inspect::print_plan(&source, &policy, &report, args.json);
+        let kind = super::inspect::prepare_kind(&source, args.cache_dir.clone())?;
+        super::inspect::print_plan(&source, kind, &policy, &report, args.json);
         return Ok(if missing > 0 { exit::DENIED } else { exit::OK });
     }
     if missing > 0 && !args.partial {
@@ -135,12 +136,12 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
         let mut v =
             serde_json::to_value(&run).map_err(|e| skillbox::Error::Engine(e.to_string()))?;
         v["exit_code"] = code.into();
-        println!("{v}");
+        outln!("{v}");
         return Ok(code);
     }
     match &run.outcome {
         Outcome::Succeeded { text, .. } => {
-            println!("{}", text.trim_end());
+            outln!("{}", text.trim_end());
         }
         Outcome::Failed { kind, message, .. } => {
             let what = match kind {
