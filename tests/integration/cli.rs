@@ -476,7 +476,7 @@ fn unknown_imports_are_refused_by_name() {
 fn a_closed_stdout_is_not_a_crash() {
     let skill = real_skill("hello");
     let script = format!(
-        "set -o pipefail; {:?} inspect {:?} | head -n 1",
+        "set -o pipefail; {:?} inspect {:?} | true",
         env!("CARGO_BIN_EXE_skillbox"),
         p(skill.path())
     );
