@@ -221,3 +221,21 @@ async fn outgoing_http_only_to_granted_endpoints() {
     assert!(!rec.denials().is_empty());
     assert_eq!(other_hits.load(Ordering::SeqCst), 0);
 }
+
+/// An endpoint granted by name is resolved when the run starts; the guest
+/// may reach the addresses it resolved to, on that port only.
+#[tokio::test]
+async fn endpoints_granted_by_name_resolve_at_start() {
+    let (addr, hits) = server();
+    let port = addr.rsplit_once(':').unwrap().1;
+    let by_name = format!("localhost:{port}");
+    let src = source_with_manifest("hostile", &format!("[net]\nallow = [\"{by_name}\"]\n"));
+    let g = grants(&["--allow-net", &by_name]);
+    let (r, _) = run(&src, &g, json!({"case": "connect", "addr": addr})).await;
+    assert_eq!(succeeded(&r).1["reply"], "pong");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let (other, other_hits) = server();
+    let (r, _) = run(&src, &g, json!({"case": "connect", "addr": other})).await;
+    assert_eq!(failed(&r).0, FailureKind::Denied);
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+}
