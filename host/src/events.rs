@@ -3,10 +3,10 @@
 //! The host hands every event to an [`EventSink`]; the CLI prints them, a
 //! task store persists them, an embedder does what it likes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Severity of a log line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Very verbose.

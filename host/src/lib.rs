@@ -40,6 +40,7 @@ pub mod events;
 pub mod policy;
 mod runtime;
 pub mod skill;
+pub mod tasks;
 pub mod units;
 
 pub use engine::{CacheOutcome, EngineOptions};

@@ -495,7 +495,13 @@ fn a_closed_stdout_is_not_a_crash() {
 fn ratios_example_runs() {
     // cargo builds examples beside the test binaries' `deps` directory.
     let exe = std::env::current_exe().unwrap();
-    let example = exe.parent().unwrap().parent().unwrap().join("examples").join("ratios");
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("ratios");
     assert!(example.is_file(), "{} not built", example.display());
     let skill = real_skill("hello");
     let out = std::process::Command::new(&example)
@@ -503,6 +509,10 @@ fn ratios_example_runs() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.matches("| ratio").count(), 3, "{stdout}");
 }

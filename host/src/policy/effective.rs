@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::pattern::args_cover;
 use super::{Access, ExecRule, Grants, Limits, Manifest, split_host_port};
@@ -20,7 +20,7 @@ pub const DEFAULT_OUTPUT: ByteSize = ByteSize(1 << 20);
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A directory the run gets.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Preopen {
     /// Path inside the guest.
     pub guest: String,
@@ -31,7 +31,7 @@ pub struct Preopen {
 }
 
 /// An endpoint the run may connect to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetRule {
     /// Host name or IP address as written.
     pub host: String,
@@ -50,7 +50,7 @@ impl fmt::Display for NetRule {
 }
 
 /// Limits after defaults and caps are applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvedLimits {
     /// Bytes of linear memory.
     pub memory: u64,
@@ -65,7 +65,7 @@ pub struct ResolvedLimits {
 }
 
 /// The policy of one run: the only thing the capability modules consult.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EffectivePolicy {
     /// Directories, in the order the guest sees them.
     pub preopens: Vec<Preopen>,

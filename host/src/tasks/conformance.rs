@@ -1,0 +1,335 @@
+//! The store conformance suite: every backend must pass it unchanged.
+//! `store` is a fresh, empty store for each check.
+
+use std::time::Duration;
+
+use super::*;
+use crate::policy::{EffectivePolicy, Grants};
+
+pub(crate) fn spec(label: &str, resume: ResumePolicy) -> TaskSpec {
+    let (policy, _) = EffectivePolicy::compute(None, &Grants::default());
+    TaskSpec {
+        skill: "skills/hello".into(),
+        skill_name: "hello".into(),
+        digest: "ab".repeat(32),
+        input: "{}".into(),
+        policy,
+        label: Some(label.into()),
+        parent_session: Some(format!("session-{label}")),
+        timeout: Duration::from_secs(60),
+        cleanup: CleanupMode::Keep,
+        notify: NotifyMode::DoneOnly,
+        resume,
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn states(store: &dyn TaskStore, id: TaskId) -> Vec<TaskState> {
+    store
+        .events(id, 0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            TaskEvent::State { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs every check against stores made by `make`.
+pub(crate) fn run_all(make: &dyn Fn() -> Box<dyn TaskStore>) {
+    create_get_list(&*make());
+    claim_order_and_leases(&*make());
+    fencing_rejects_stale_owners(&*make());
+    events_page_in_order(&*make());
+    checkpoints_save_and_overwrite(&*make());
+    cancel_by_state(&*make());
+    recover_resumes_or_fails_by_policy(&*make());
+    finish_rules_and_prune(&*make());
+}
+
+fn create_get_list(store: &dyn TaskStore) {
+    let a = store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let b = store.create(spec("b", ResumePolicy::Restart)).unwrap();
+    assert_eq!(a.state, TaskState::Queued);
+    assert_eq!(a.attempt, 0);
+    assert_eq!(store.get(a.id).unwrap(), a);
+    assert!(matches!(
+        store.get(TaskId::new()),
+        Err(StoreError::NotFound(_))
+    ));
+    let all = store.list(&TaskFilter::default()).unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![b.id, a.id],
+        "newest first"
+    );
+    let only_a = store
+        .list(&TaskFilter {
+            label: Some("a".into()),
+            ..TaskFilter::default()
+        })
+        .unwrap();
+    assert_eq!(only_a.len(), 1);
+    let by_parent = store
+        .list(&TaskFilter {
+            parent_session: Some("session-b".into()),
+            ..TaskFilter::default()
+        })
+        .unwrap();
+    assert_eq!(by_parent[0].id, b.id);
+    let running = store
+        .list(&TaskFilter {
+            state: Some(TaskState::Running),
+            ..TaskFilter::default()
+        })
+        .unwrap();
+    assert!(running.is_empty());
+    assert_eq!(states(store, a.id), vec![TaskState::Queued]);
+}
+
+fn claim_order_and_leases(store: &dyn TaskStore) {
+    assert!(store.claim("w1", LEASE).unwrap().is_none());
+    let a = store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let b = store.create(spec("b", ResumePolicy::Restart)).unwrap();
+    let c1 = store.claim("w1", LEASE).unwrap().unwrap();
+    assert_eq!(c1.task.id, a.id, "oldest first");
+    assert_eq!(c1.task.state, TaskState::Running);
+    assert_eq!((c1.task.attempt, c1.lease), (1, 1));
+    assert_eq!(c1.task.owner.as_deref(), Some("w1"));
+    let c2 = store.claim("w2", LEASE).unwrap().unwrap();
+    assert_eq!(c2.task.id, b.id);
+    assert!(
+        store.claim("w3", LEASE).unwrap().is_none(),
+        "each task is claimed once"
+    );
+    store.heartbeat(&c1, LEASE).unwrap();
+}
+
+fn fencing_rejects_stale_owners(store: &dyn TaskStore) {
+    store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let old = store.claim("w1", Duration::ZERO).unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let interrupted = store.recover(store::now_ms(), None).unwrap();
+    assert_eq!(interrupted, vec![old.task.id]);
+    let new = store.claim("w2", LEASE).unwrap().unwrap();
+    assert_eq!(new.task.id, old.task.id);
+    assert_eq!((new.task.attempt, new.lease), (2, 2));
+    for result in [
+        store.heartbeat(&old, LEASE).map(|_| ()),
+        store
+            .append(
+                &old,
+                TaskEvent::Log {
+                    level: crate::events::Level::Info,
+                    message: "late".into(),
+                },
+            )
+            .map(|_| ()),
+        store.save_checkpoint(&old, "k", b"late").map(|_| ()),
+        store
+            .finish(&old, TaskState::Succeeded, serde_json::json!({}), "late")
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(StoreError::LeaseLost(_))),
+            "{result:?}"
+        );
+    }
+    assert!(store.checkpoints(old.task.id).unwrap().is_empty());
+    store
+        .append(
+            &new,
+            TaskEvent::Log {
+                level: crate::events::Level::Info,
+                message: "mine".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        states(store, new.task.id),
+        vec![
+            TaskState::Queued,
+            TaskState::Running,
+            TaskState::Interrupted,
+            TaskState::Running
+        ]
+    );
+}
+
+fn events_page_in_order(store: &dyn TaskStore) {
+    store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let c = store.claim("w1", LEASE).unwrap().unwrap();
+    for i in 0..10 {
+        let seq = store
+            .append(
+                &c,
+                TaskEvent::Progress {
+                    fraction: Some(i as f32 / 10.0),
+                    message: format!("step {i}"),
+                },
+            )
+            .unwrap();
+        assert!(seq > 0);
+    }
+    let all = store.events(c.task.id, 0, 1000).unwrap();
+    assert!(
+        all.windows(2).all(|w| w[0].seq + 1 == w[1].seq),
+        "dense, ordered seqs"
+    );
+    let page = store.events(c.task.id, all[3].seq, 2).unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![all[4].seq, all[5].seq]
+    );
+    let t = store.get(c.task.id).unwrap();
+    assert_eq!(t.progress_message.as_deref(), Some("step 9"));
+    assert!((t.progress.unwrap() - 0.9).abs() < 1e-6);
+    assert!(matches!(
+        store.events(TaskId::new(), 0, 10),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+fn checkpoints_save_and_overwrite(store: &dyn TaskStore) {
+    store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let c = store.claim("w1", LEASE).unwrap().unwrap();
+    store.save_checkpoint(&c, "backup", b"done").unwrap();
+    store.save_checkpoint(&c, "build", b"v1").unwrap();
+    store.save_checkpoint(&c, "build", b"v2").unwrap();
+    let cps = store.checkpoints(c.task.id).unwrap();
+    assert_eq!(cps.len(), 2);
+    assert_eq!(cps["build"], b"v2");
+    let kinds: Vec<&str> = store
+        .events(c.task.id, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.event.kind())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "checkpoint").count(), 3);
+}
+
+fn cancel_by_state(store: &dyn TaskStore) {
+    let queued = store.create(spec("q", ResumePolicy::Restart)).unwrap();
+    let t = store.request_cancel(queued.id, "asked to").unwrap();
+    assert_eq!(t.state, TaskState::Cancelled);
+    assert!(t.ended_ms.is_some());
+    assert!(
+        store.claim("w1", LEASE).unwrap().is_none(),
+        "a cancelled task is never claimed"
+    );
+
+    store.create(spec("r", ResumePolicy::Restart)).unwrap();
+    let c = store.claim("w1", LEASE).unwrap().unwrap();
+    let t = store.request_cancel(c.task.id, "asked to").unwrap();
+    assert_eq!(t.state, TaskState::Running, "the owner stops it");
+    assert!(t.cancel_requested);
+    let t = store
+        .finish(
+            &c,
+            TaskState::Cancelled,
+            serde_json::json!({"outcome": "cancelled"}),
+            "cancelled",
+        )
+        .unwrap();
+    assert_eq!(t.state, TaskState::Cancelled);
+    let again = store.request_cancel(t.id, "again").unwrap();
+    assert_eq!(
+        again.state,
+        TaskState::Cancelled,
+        "terminal tasks stay as they are"
+    );
+    assert!(matches!(
+        store.request_cancel(TaskId::new(), "x"),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+fn recover_resumes_or_fails_by_policy(store: &dyn TaskStore) {
+    let restartable = store
+        .create(spec("restart", ResumePolicy::Restart))
+        .unwrap();
+    let checkpointed = store
+        .create(spec("fail-but-checkpointed", ResumePolicy::Fail))
+        .unwrap();
+    let unsafe_restart = store.create(spec("fail", ResumePolicy::Fail)).unwrap();
+    let live = store.create(spec("live", ResumePolicy::Fail)).unwrap();
+    let c1 = store.claim("dead", LEASE).unwrap().unwrap();
+    let c2 = store.claim("dead", LEASE).unwrap().unwrap();
+    store.save_checkpoint(&c2, "step", b"1").unwrap();
+    let _c3 = store.claim("dead", LEASE).unwrap().unwrap();
+    let c4 = store.claim("alive", LEASE).unwrap().unwrap();
+    assert_eq!(
+        [c1.task.id, c2.task.id, c4.task.id],
+        [restartable.id, checkpointed.id, live.id]
+    );
+
+    // The dead host's tasks are interrupted at once, not after their lease.
+    let mut got = store.recover(store::now_ms(), Some("dead")).unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![restartable.id, checkpointed.id, unsafe_restart.id]
+    );
+    assert_eq!(
+        store.get(restartable.id).unwrap().state,
+        TaskState::Interrupted
+    );
+    assert_eq!(
+        store.get(checkpointed.id).unwrap().state,
+        TaskState::Interrupted
+    );
+    let failed = store.get(unsafe_restart.id).unwrap();
+    assert_eq!(failed.state, TaskState::Failed);
+    assert!(
+        failed.outcome.unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("not safe")
+    );
+    assert_eq!(
+        store.get(live.id).unwrap().state,
+        TaskState::Running,
+        "other owners keep theirs"
+    );
+
+    let r1 = store.claim("new", LEASE).unwrap().unwrap();
+    let r2 = store.claim("new", LEASE).unwrap().unwrap();
+    assert_eq!((r1.task.id, r1.task.attempt), (restartable.id, 2));
+    assert_eq!(r2.task.id, checkpointed.id);
+    assert_eq!(
+        store.checkpoints(r2.task.id).unwrap()["step"],
+        b"1",
+        "resumes with its checkpoints"
+    );
+    assert!(store.claim("new", LEASE).unwrap().is_none());
+}
+
+fn finish_rules_and_prune(store: &dyn TaskStore) {
+    store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let c = store.claim("w1", LEASE).unwrap().unwrap();
+    assert!(matches!(
+        store.finish(&c, TaskState::Running, serde_json::json!({}), "x"),
+        Err(StoreError::Conflict(_))
+    ));
+    let t = store
+        .finish(
+            &c,
+            TaskState::Succeeded,
+            serde_json::json!({"outcome": "succeeded", "text": "ok"}),
+            "done",
+        )
+        .unwrap();
+    assert_eq!(t.state, TaskState::Succeeded);
+    assert_eq!(t.outcome.unwrap()["text"], "ok");
+    assert!(t.owner.is_none() && t.lease_until_ms.is_none());
+    let keep = store.create(spec("b", ResumePolicy::Restart)).unwrap();
+    assert_eq!(store.prune(t.ended_ms.unwrap() + 1).unwrap(), 1);
+    assert!(matches!(store.get(t.id), Err(StoreError::NotFound(_))));
+    assert_eq!(
+        store.get(keep.id).unwrap().state,
+        TaskState::Queued,
+        "unfinished tasks are never pruned"
+    );
+}

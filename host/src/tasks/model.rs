@@ -1,0 +1,353 @@
+//! What a task is: identity, what it runs, where it stands.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::Level;
+use crate::policy::EffectivePolicy;
+
+/// A task's id: a ULID, so ids sort by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(ulid::Ulid);
+
+impl TaskId {
+    /// A fresh id.
+    pub fn new() -> TaskId {
+        TaskId(ulid::Ulid::new())
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        TaskId::new()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ulid::Ulid::from_string(s)
+            .map(TaskId)
+            .map_err(|e| format!("{s:?} is not a task id: {e}"))
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// The name used in the store, the API and the CLI.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "{s:?} is not one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where a task stands.
+    TaskState {
+        /// Waiting for a worker.
+        Queued = "queued",
+        /// A host is running it (and holds its lease).
+        Running = "running",
+        /// Finished with a summary.
+        Succeeded = "succeeded",
+        /// Finished with an error.
+        Failed = "failed",
+        /// Stopped at its time limit.
+        TimedOut = "timed_out",
+        /// Stopped on request.
+        Cancelled = "cancelled",
+        /// Its host died while running it; it will be resumed or failed.
+        Interrupted = "interrupted",
+    }
+);
+
+impl TaskState {
+    /// Whether the task is over for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled
+        )
+    }
+}
+
+string_enum!(
+    /// Which state changes reach the parent session.
+    NotifyMode {
+        /// Only the final summary.
+        DoneOnly = "done-only",
+        /// Every state change.
+        StateChanges = "state-changes",
+        /// Nothing.
+        Silent = "silent",
+    }
+);
+
+string_enum!(
+    /// What happens to the task's scratch directory when it ends.
+    CleanupMode {
+        /// Keep it for inspection.
+        Keep = "keep",
+        /// Delete it.
+        Delete = "delete",
+    }
+);
+
+string_enum!(
+    /// What to do with a task whose host died.
+    ResumePolicy {
+        /// Run it again: with its saved checkpoints if it has any, else from
+        /// the start (the skill says a restart is safe).
+        Restart = "restart",
+        /// Fail it, unless it saved checkpoints to resume from.
+        Fail = "fail",
+    }
+);
+
+/// Everything needed to run a task, fixed when it is spawned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Where the skill was found (directory, manifest or component path).
+    pub skill: String,
+    /// The skill's name.
+    pub skill_name: String,
+    /// The component's sha256: a task never runs another component.
+    pub digest: String,
+    /// JSON input.
+    pub input: String,
+    /// The effective policy, fixed at spawn time.
+    pub policy: EffectivePolicy,
+    /// Free-form label for humans and filters.
+    pub label: Option<String>,
+    /// The agent session that asked for it, where the result goes.
+    pub parent_session: Option<String>,
+    /// Wall-clock limit of one attempt.
+    pub timeout: Duration,
+    /// Scratch directory handling.
+    pub cleanup: CleanupMode,
+    /// Notification handling.
+    pub notify: NotifyMode,
+    /// Handling after a host crash.
+    pub resume: ResumePolicy,
+}
+
+/// A task as the store knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Its id.
+    pub id: TaskId,
+    /// What it runs.
+    pub spec: TaskSpec,
+    /// Where it stands.
+    pub state: TaskState,
+    /// How many times a host started it.
+    pub attempt: u32,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+    /// Start of the current or last attempt.
+    pub started_ms: Option<i64>,
+    /// When it reached a terminal state.
+    pub ended_ms: Option<i64>,
+    /// The host holding its lease, while running.
+    pub owner: Option<String>,
+    /// Lease generation: bumped at every claim, checked on every write by
+    /// the owner, so a host that lost its lease cannot write again.
+    pub lease: i64,
+    /// Lease expiry, Unix milliseconds.
+    pub lease_until_ms: Option<i64>,
+    /// Whether cancellation was requested.
+    pub cancel_requested: bool,
+    /// The run's outcome as JSON (summary or error), once terminal.
+    pub outcome: Option<serde_json::Value>,
+    /// Latest progress fraction, for listings.
+    pub progress: Option<f32>,
+    /// Latest progress message, for listings.
+    pub progress_message: Option<String>,
+    /// Events dropped because the task reached its event bound.
+    pub events_dropped: u64,
+}
+
+/// One durable event of a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TaskEvent {
+    /// The task changed state.
+    State {
+        /// Previous state.
+        from: Option<TaskState>,
+        /// New state.
+        to: TaskState,
+        /// Why.
+        reason: String,
+    },
+    /// Progress report.
+    Progress {
+        /// 0.0..=1.0 when known.
+        fraction: Option<f32>,
+        /// What it is doing.
+        message: String,
+    },
+    /// A log line.
+    Log {
+        /// Severity.
+        level: Level,
+        /// The line.
+        message: String,
+    },
+    /// Guest output.
+    Output {
+        /// `stdout` or `stderr`.
+        stream: String,
+        /// The text.
+        text: String,
+    },
+    /// A capability call, allowed or refused.
+    Audit {
+        /// Which capability.
+        capability: String,
+        /// What was asked.
+        detail: String,
+        /// Whether it was allowed.
+        allowed: bool,
+        /// The rule or reason.
+        reason: String,
+    },
+    /// A checkpoint was saved (its bytes live in the checkpoint table).
+    Checkpoint {
+        /// Its key.
+        key: String,
+        /// Its size.
+        bytes: usize,
+    },
+    /// Later events of a kind were dropped (stream cap or event bound).
+    Truncated {
+        /// What was dropped.
+        what: String,
+    },
+}
+
+impl TaskEvent {
+    /// State changes are always kept; the rest counts against the bound.
+    pub fn is_essential(&self) -> bool {
+        matches!(
+            self,
+            TaskEvent::State { .. } | TaskEvent::Checkpoint { .. } | TaskEvent::Truncated { .. }
+        )
+    }
+
+    /// The name of its kind, as stored.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskEvent::State { .. } => "state",
+            TaskEvent::Progress { .. } => "progress",
+            TaskEvent::Log { .. } => "log",
+            TaskEvent::Output { .. } => "output",
+            TaskEvent::Audit { .. } => "audit",
+            TaskEvent::Checkpoint { .. } => "checkpoint",
+            TaskEvent::Truncated { .. } => "truncated",
+        }
+    }
+}
+
+/// Which tasks to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFilter {
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks with this label.
+    pub label: Option<String>,
+    /// Only tasks of this parent session.
+    pub parent_session: Option<String>,
+    /// At most this many (newest first); default 100.
+    pub limit: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_creation_and_round_trip() {
+        let a = TaskId::new();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = TaskId::new();
+        assert!(a < b);
+        assert!(a.to_string() < b.to_string());
+        assert_eq!(a.to_string().parse::<TaskId>().unwrap(), a);
+        assert!("nope".parse::<TaskId>().is_err());
+    }
+
+    #[test]
+    fn states_have_stable_names() {
+        for s in [
+            "queued",
+            "running",
+            "succeeded",
+            "failed",
+            "timed_out",
+            "cancelled",
+            "interrupted",
+        ] {
+            assert_eq!(s.parse::<TaskState>().unwrap().as_str(), s);
+        }
+        assert!("done".parse::<TaskState>().unwrap_err().contains("queued"));
+        assert!(TaskState::Cancelled.is_terminal() && !TaskState::Interrupted.is_terminal());
+        assert_eq!(
+            serde_json::to_string(&NotifyMode::DoneOnly).unwrap(),
+            "\"done-only\""
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! SQLite-specific checks, plus the conformance suite on SQLite.
+
+use super::conformance::{run_all, spec};
+use super::*;
+
+fn fresh() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn conformance() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    run_all(&|| {
+        let (dir, store) = fresh();
+        dirs.lock().unwrap().push(dir);
+        Box::new(store)
+    });
+}
+
+#[test]
+fn survives_reopen() {
+    let (dir, store) = fresh();
+    let t = store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let c = store
+        .claim("w1", std::time::Duration::from_secs(30))
+        .unwrap()
+        .unwrap();
+    store.save_checkpoint(&c, "k", b"v").unwrap();
+    drop(store);
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    assert_eq!(store.get(t.id).unwrap().state, TaskState::Running);
+    assert_eq!(store.checkpoints(t.id).unwrap()["k"], b"v");
+    assert_eq!(store.schema_version().unwrap(), 1);
+}
+
+#[test]
+fn refuses_edited_or_newer_schemas() {
+    let (dir, store) = fresh();
+    drop(store);
+    let db = dir.path().join("tasks.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE schema_migrations SET checksum = 'x' WHERE version = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let e = SqliteStore::open(&db).err().unwrap().to_string();
+    assert!(e.contains("must never be edited"), "{e}");
+
+    let (dir, store) = fresh();
+    drop(store);
+    let db = dir.path().join("tasks.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "INSERT INTO schema_migrations VALUES (99, 'future', 'x', 0)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let e = SqliteStore::open(&db).err().unwrap().to_string();
+    assert!(e.contains("newer version"), "{e}");
+}
+
+#[test]
+fn events_are_bounded_with_one_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_dir(dir.path())
+        .unwrap()
+        .with_max_events(5);
+    store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let c = store
+        .claim("w1", std::time::Duration::from_secs(30))
+        .unwrap()
+        .unwrap();
+    for i in 0..20 {
+        store
+            .append(
+                &c,
+                TaskEvent::Log {
+                    level: crate::events::Level::Info,
+                    message: format!("line {i}"),
+                },
+            )
+            .unwrap();
+    }
+    let t = store
+        .finish(&c, TaskState::Succeeded, serde_json::json!({}), "done")
+        .unwrap();
+    let events = store.events(t.id, 0, 1000).unwrap();
+    let markers = events
+        .iter()
+        .filter(|e| e.event.kind() == "truncated")
+        .count();
+    assert_eq!(markers, 1);
+    assert!(
+        matches!(
+            events.last().unwrap().event,
+            TaskEvent::State {
+                to: TaskState::Succeeded,
+                ..
+            }
+        ),
+        "state changes are always kept"
+    );
+    assert_eq!(t.events_dropped, 17);
+}
+
+#[test]
+fn unusable_data_dirs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let e = SqliteStore::open_dir(&file).err().unwrap().to_string();
+    assert!(e.contains("cannot create data dir"), "{e}");
+    let e = SqliteStore::open(&dir.path().join("missing/sub/tasks.db"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("cannot open"), "{e}");
+}

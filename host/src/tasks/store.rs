@@ -1,0 +1,108 @@
+//! The store trait: every backend (SQLite now, PostgreSQL later) gives the
+//! same semantics, checked by one conformance suite.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such task.
+    #[error("no task {0}")]
+    NotFound(TaskId),
+    /// The caller's lease on the task is gone (it expired and another host
+    /// took the task, or the task ended): it must stop writing.
+    #[error("lease on task {0} was lost; another owner holds it or it ended")]
+    LeaseLost(TaskId),
+    /// The request makes no sense for the task's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database was written by a newer skillbox, or an applied migration
+    /// was changed.
+    #[error("task store schema: {0}")]
+    Schema(String),
+    /// The backend failed (disk full, read-only, corrupt, …).
+    #[error("task store: {0}")]
+    Backend(String),
+}
+
+/// A task claimed by a host: the lease generation fences every later write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    /// The task as claimed (state `running`).
+    pub task: Task,
+    /// The claiming host.
+    pub owner: String,
+    /// The lease generation this claim holds.
+    pub lease: i64,
+}
+
+/// A stored event with its position.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventRecord {
+    /// Position within the task's events, from 1.
+    pub seq: u64,
+    /// When it was stored, Unix milliseconds.
+    pub at_ms: i64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: TaskEvent,
+}
+
+/// Durable storage of tasks, their events and checkpoints.
+///
+/// Writes on behalf of a running task take its [`Claim`] and fail with
+/// [`StoreError::LeaseLost`] once the claim is stale.
+pub trait TaskStore: Send + Sync {
+    /// Stores a new `queued` task.
+    fn create(&self, spec: TaskSpec) -> Result<Task, StoreError>;
+    /// One task.
+    fn get(&self, id: TaskId) -> Result<Task, StoreError>;
+    /// Tasks matching `filter`, newest first.
+    fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
+    /// Takes the oldest runnable task (queued, or interrupted and
+    /// resumable) for `owner`: `running`, attempt + 1, a new lease.
+    fn claim(&self, owner: &str, lease_for: Duration) -> Result<Option<Claim>, StoreError>;
+    /// Extends the lease; `LeaseLost` if it is no longer ours.
+    fn heartbeat(&self, claim: &Claim, lease_for: Duration) -> Result<(), StoreError>;
+    /// Appends an event; returns its seq (0 when it was dropped at the bound).
+    fn append(&self, claim: &Claim, event: TaskEvent) -> Result<u64, StoreError>;
+    /// Saves a checkpoint (and a `checkpoint` event) atomically.
+    fn save_checkpoint(&self, claim: &Claim, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// The task's checkpoints.
+    fn checkpoints(&self, id: TaskId) -> Result<BTreeMap<String, Vec<u8>>, StoreError>;
+    /// Ends the task in a terminal `state` with its outcome.
+    fn finish(
+        &self,
+        claim: &Claim,
+        state: TaskState,
+        outcome: serde_json::Value,
+        reason: &str,
+    ) -> Result<Task, StoreError>;
+    /// Events after `after` (exclusive), at most `limit`.
+    fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
+    /// Cancels a queued or interrupted task at once; flags a running one for
+    /// its owner to stop. Terminal tasks are left as they are.
+    fn request_cancel(&self, id: TaskId, reason: &str) -> Result<Task, StoreError>;
+    /// Marks `running` tasks whose lease expired before `now_ms`, or whose
+    /// owner is `dead_owner`, as `interrupted`; fails those that cannot be
+    /// resumed (no checkpoints and resume policy `fail`). Returns the ids
+    /// that were interrupted.
+    fn recover(&self, now_ms: i64, dead_owner: Option<&str>) -> Result<Vec<TaskId>, StoreError>;
+    /// Deletes terminal tasks that ended before `before_ms`, with their
+    /// events and checkpoints; returns how many.
+    fn prune(&self, before_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
