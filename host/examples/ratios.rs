@@ -108,7 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         input: "{}".into(),
                         policy,
                         events: Arc::new(skillbox::events::Discard),
-                        checkpoints: Default::default(),
+                        ..Default::default()
                     },
                 )
                 .await

@@ -21,7 +21,7 @@
 //!         input: r#"{"name": "agent"}"#.into(),
 //!         policy,
 //!         events: Arc::new(|e: Event| eprintln!("{e:?}")),
-//!         checkpoints: Default::default(),
+//!         ..Default::default()
 //!     })
 //!     .await?;
 //! if let Outcome::Succeeded { text, .. } = run.outcome {

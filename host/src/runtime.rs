@@ -36,6 +36,7 @@ pub struct RunState {
     pub(crate) deadline: Instant,
     pub(crate) log: LogBudget,
     pub(crate) checkpoints: BTreeMap<String, Vec<u8>>,
+    pub(crate) persist_checkpoint: Option<CheckpointSink>,
 }
 
 impl WasiView for RunState {
@@ -126,6 +127,8 @@ pub enum Outcome {
         /// The trap, and the guest's last stderr line when there is one.
         message: String,
     },
+    /// The run was stopped on request.
+    Cancelled,
 }
 
 /// Everything about one finished run.
@@ -157,6 +160,10 @@ pub struct RunReport {
     pub checkpoints: BTreeMap<String, Vec<u8>>,
 }
 
+/// Persists one checkpoint as the guest saves it; an error is returned to
+/// the guest's `save` call.
+pub type CheckpointSink = Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
+
 /// One run's input, policy and observers.
 pub struct RunRequest {
     /// JSON text; for a command, `{"args": [...], "stdin": "..."}` or `null`.
@@ -167,6 +174,25 @@ pub struct RunRequest {
     pub events: Arc<dyn EventSink>,
     /// Checkpoints to start from (a resumed task's saved ones).
     pub checkpoints: BTreeMap<String, Vec<u8>>,
+    /// Where each saved checkpoint is persisted before `save` returns to the
+    /// guest (a task store); `None` keeps them in memory only.
+    pub persist_checkpoint: Option<CheckpointSink>,
+    /// Set to `true` to stop the run (it ends as [`Outcome::Cancelled`]).
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Default for RunRequest {
+    /// Input `{}`, nothing granted, default limits, events discarded.
+    fn default() -> Self {
+        RunRequest {
+            input: "{}".into(),
+            policy: EffectivePolicy::compute(None, &crate::policy::Grants::default()).0,
+            events: Arc::new(crate::events::Discard),
+            checkpoints: BTreeMap::new(),
+            persist_checkpoint: None,
+            cancel: None,
+        }
+    }
 }
 
 /// The skillbox host: embed one per process and run many skills on it.
@@ -269,6 +295,8 @@ impl Host {
             policy,
             events,
             checkpoints,
+            persist_checkpoint,
+            cancel,
         } = request;
         let parsed: serde_json::Value =
             serde_json::from_str(&input).map_err(|e| Error::Input(format!("not JSON: {e}")))?;
@@ -312,6 +340,7 @@ impl Host {
             deadline,
             log: LogBudget::new(limits.output),
             checkpoints,
+            persist_checkpoint,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -354,7 +383,25 @@ impl Host {
         };
         // The grace covers a guest blocked in a host call past the deadline:
         // the epoch check cannot stop it there, dropping the future does.
-        let result = tokio::time::timeout(limits.timeout + Duration::from_millis(50), call).await;
+        let timed = tokio::time::timeout(limits.timeout + Duration::from_millis(50), call);
+        // Cancellation drops the call (and with it every exec'd process
+        // group) at once, wherever the guest is.
+        let cancelled = async move {
+            match cancel {
+                Some(mut rx) => {
+                    while !*rx.borrow_and_update() {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let result = tokio::select! {
+            r = timed => Some(r),
+            () = cancelled => None,
+        };
 
         let (out, out_trunc) = stdout.contents();
         let (err, err_trunc) = stderr.contents();
@@ -364,8 +411,9 @@ impl Host {
             limit_ms: limits.timeout.as_millis() as u64,
         };
         let outcome = match result {
-            Err(_elapsed) => timed_out,
-            Ok(Ok(CallResult::Skill(Ok(summary)))) => {
+            None => Outcome::Cancelled,
+            Some(Err(_elapsed)) => timed_out,
+            Some(Ok(Ok(CallResult::Skill(Ok(summary))))) => {
                 let size = summary.text.len() + summary.data.len();
                 if size > limits.output {
                     Outcome::LimitExceeded {
@@ -389,7 +437,7 @@ impl Host {
                     }
                 }
             }
-            Ok(Ok(CallResult::Skill(Err(f)))) => Outcome::Failed {
+            Some(Ok(Ok(CallResult::Skill(Err(f))))) => Outcome::Failed {
                 kind: match f.kind {
                     WitFailureKind::Failed => FailureKind::Failed,
                     WitFailureKind::Denied => FailureKind::Denied,
@@ -402,16 +450,16 @@ impl Host {
                 ),
                 data: f.data.as_deref().and_then(|d| parse_data(d).ok()),
             },
-            Ok(Ok(CallResult::Exit(0))) => Outcome::Succeeded {
+            Some(Ok(Ok(CallResult::Exit(0)))) => Outcome::Succeeded {
                 text: stdout_text.clone(),
                 data: serde_json::json!({ "exit_code": 0 }),
             },
-            Ok(Ok(CallResult::Exit(code))) => Outcome::Failed {
+            Some(Ok(Ok(CallResult::Exit(code)))) => Outcome::Failed {
                 kind: FailureKind::Failed,
                 message: format!("exited with status {code}"),
                 data: Some(serde_json::json!({ "exit_code": code })),
             },
-            Ok(Err(e)) => classify_trap(
+            Some(Ok(Err(e))) => classify_trap(
                 &e,
                 store.data().limiter.exceeded.clone(),
                 &stderr_text,

@@ -151,7 +151,7 @@ pub async fn run_on(
                 input: input.to_string(),
                 policy,
                 events: Arc::new(rec.clone()),
-                checkpoints: Default::default(),
+                ..Default::default()
             },
         )
         .await

@@ -195,7 +195,7 @@ async fn input_that_is_not_json_is_refused_before_the_run() {
                 input: "{not json".into(),
                 policy,
                 events: std::sync::Arc::new(skillbox::events::Discard),
-                checkpoints: Default::default(),
+                ..Default::default()
             },
         )
         .await
@@ -224,4 +224,80 @@ async fn many_runs_share_one_prepared_component() {
     for r in futures::future::join_all(runs).await {
         succeeded(&r);
     }
+}
+
+#[tokio::test]
+async fn cancellation_stops_a_run_at_once() {
+    let s = src();
+    let prepared = host().prepare(&s).unwrap();
+    let (policy, _) = EffectivePolicy::compute(s.manifest.as_ref(), &Grants::default());
+    for case in [
+        json!({"case": "loop"}),
+        json!({"case": "sleep", "ms": 600_000}),
+    ] {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let run = host().run(
+            &prepared,
+            RunRequest {
+                input: case.to_string(),
+                policy: policy.clone(),
+                cancel: Some(rx),
+                ..Default::default()
+            },
+        );
+        let cancel = async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tx.send(true).unwrap();
+        };
+        let (report, ()) = tokio::join!(run, cancel);
+        assert_eq!(report.unwrap().outcome, Outcome::Cancelled, "{case}");
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_are_persisted_before_save_returns() {
+    let s = src();
+    let prepared = host().prepare(&s).unwrap();
+    let (policy, _) = EffectivePolicy::compute(s.manifest.as_ref(), &Grants::default());
+    let saved = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = saved.clone();
+    let report = host()
+        .run(
+            &prepared,
+            RunRequest {
+                input: json!({"case": "checkpoint", "key": "step", "value": "one"}).to_string(),
+                policy: policy.clone(),
+                persist_checkpoint: Some(std::sync::Arc::new(move |k: &str, v: &[u8]| {
+                    log.lock().unwrap().push((k.to_string(), v.to_vec()));
+                    Ok(())
+                })),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    succeeded(&report);
+    assert_eq!(
+        *saved.lock().unwrap(),
+        vec![("step".to_string(), b"one".to_vec())]
+    );
+
+    // A store that cannot persist: the guest is told, and nothing is kept.
+    let report = host()
+        .run(
+            &prepared,
+            RunRequest {
+                input: json!({"case": "checkpoint", "key": "step", "value": "two"}).to_string(),
+                policy,
+                persist_checkpoint: Some(std::sync::Arc::new(|_: &str, _: &[u8]| {
+                    Err("disk full".to_string())
+                })),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (_, message) = failed(&report);
+    assert!(message.contains("disk full"), "{message}");
+    assert!(report.checkpoints.is_empty());
 }

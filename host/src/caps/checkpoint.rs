@@ -1,8 +1,9 @@
 //! `checkpoint`: small named blobs a skill saves as it makes progress.
 //!
-//! For a single `skillbox run` they live in memory; the run starts with the
-//! checkpoints it is given (a resumed task passes the saved ones) and hands
-//! back the final set in its report, for a store to persist.
+//! The run starts with the checkpoints it is given (a resumed task passes
+//! its saved ones). With a persistence sink (a task store), each `save` is
+//! durable before it returns to the guest; without one (a plain `skillbox
+//! run`) they live in memory and the final set is in the run's report.
 
 use std::collections::BTreeMap;
 
@@ -43,7 +44,15 @@ pub fn save(
 
 impl Host for RunState {
     async fn save(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        save(&mut self.checkpoints, key, value)
+        // Validate first, persist second, remember last: a checkpoint the
+        // guest was told is saved is durable.
+        let mut next = self.checkpoints.clone();
+        save(&mut next, key.clone(), value.clone())?;
+        if let Some(persist) = &self.persist_checkpoint {
+            persist(&key, &value).map_err(|e| format!("checkpoint {key:?} was not saved: {e}"))?;
+        }
+        self.checkpoints.insert(key, value);
+        Ok(())
     }
 
     async fn load(&mut self, key: String) -> Option<Vec<u8>> {

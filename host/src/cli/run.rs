@@ -113,7 +113,7 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
                 input,
                 policy,
                 events: console.clone(),
-                checkpoints: Default::default(),
+                ..Default::default()
             },
         )
         .await?;
@@ -128,7 +128,7 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
             kind: FailureKind::InvalidInput,
             ..
         } => exit::INVALID,
-        Outcome::Failed { .. } | Outcome::Crashed { .. } => exit::FAILED,
+        Outcome::Failed { .. } | Outcome::Crashed { .. } | Outcome::Cancelled => exit::FAILED,
         Outcome::TimedOut { .. } => exit::TIMED_OUT,
         Outcome::LimitExceeded { .. } => exit::LIMIT,
     };
@@ -162,6 +162,7 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
             eprintln!("error: skill {}: {message}", run.skill)
         }
         Outcome::Crashed { message } => eprintln!("error: skill {} crashed: {message}", run.skill),
+        Outcome::Cancelled => eprintln!("error: skill {} was cancelled", run.skill),
     }
     Ok(code)
 }
