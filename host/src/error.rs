@@ -71,6 +71,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The task store failed or refused.
+    #[error("{0}")]
+    Store(String),
     /// The WebAssembly engine failed in a way not covered above.
     #[error("engine: {0}")]
     Engine(String),

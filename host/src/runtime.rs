@@ -201,6 +201,7 @@ pub struct Host {
     linker: Linker<RunState>,
     options: EngineOptions,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    tasks: Option<crate::tasks::runner::TaskRuntime>,
     _ticker: EpochTicker,
 }
 
@@ -217,8 +218,24 @@ impl Host {
             linker,
             options,
             prepared: Mutex::default(),
+            tasks: None,
             _ticker: ticker,
         })
+    }
+
+    /// Attaches a task store: the host can then [`spawn`](Host::spawn)
+    /// background tasks and, with [`work`](Host::work), run them.
+    pub fn with_tasks(
+        mut self,
+        store: Arc<dyn crate::tasks::TaskStore>,
+        options: crate::tasks::TaskOptions,
+    ) -> Host {
+        self.tasks = Some(crate::tasks::runner::TaskRuntime::new(store, options));
+        self
+    }
+
+    pub(crate) fn task_runtime(&self) -> Option<&crate::tasks::runner::TaskRuntime> {
+        self.tasks.as_ref()
     }
 
     /// The underlying wasmtime engine.

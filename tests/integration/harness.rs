@@ -264,3 +264,18 @@ pub fn test_env() -> (String, String) {
     };
     (get("SKILLBOX_TEST_SECRET"), get("SKILLBOX_TEST_VISIBLE"))
 }
+
+/// A temp copy of a repository skill's own manifest, pinned to the freshly
+/// built component.
+pub fn real_skill(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(guest(name)).unwrap();
+    std::fs::write(dir.path().join("skill.wasm"), &bytes).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("skills").join(name).join("skill.toml")).unwrap();
+    let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
+    doc["skill"]["component"] = toml_edit::value("skill.wasm");
+    doc["skill"]["sha256"] = toml_edit::value(skillbox::skill::sha256_hex(&bytes));
+    std::fs::write(dir.path().join("skill.toml"), doc.to_string()).unwrap();
+    dir
+}

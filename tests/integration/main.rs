@@ -9,3 +9,4 @@ mod env_net;
 mod exec;
 mod fs;
 mod limits;
+mod tasks;

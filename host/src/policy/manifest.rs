@@ -51,6 +51,15 @@ pub struct SkillInfo {
     /// Empty until `skillbox build` fills it in.
     #[serde(default)]
     pub sha256: String,
+    /// For a background task whose host died: `restart` says running the
+    /// skill again from the start is safe; `fail` (the default) says it is
+    /// not, so the task fails unless it saved checkpoints to resume from.
+    #[serde(default = "default_resume")]
+    pub resume: crate::tasks::ResumePolicy,
+}
+
+fn default_resume() -> crate::tasks::ResumePolicy {
+    crate::tasks::ResumePolicy::Fail
 }
 
 /// One requested directory.
@@ -190,6 +199,14 @@ timeout = "30s"
         assert_eq!(m.fs["/data"].access, Access::Read);
         assert_eq!(m.exec.allow[0].program, "du");
         assert_eq!(m.limits.memory.unwrap().bytes(), 64 << 20);
+        assert_eq!(
+            m.skill.resume,
+            crate::tasks::ResumePolicy::Fail,
+            "unsafe to restart unless said"
+        );
+        let m =
+            parse(&GOOD.replace("sha256 = \"\"", "sha256 = \"\"\nresume = \"restart\"")).unwrap();
+        assert_eq!(m.skill.resume, crate::tasks::ResumePolicy::Restart);
     }
 
     #[test]

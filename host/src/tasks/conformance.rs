@@ -128,6 +128,12 @@ fn fencing_rejects_stale_owners(store: &dyn TaskStore) {
             )
             .map(|_| ()),
         store.save_checkpoint(&old, "k", b"late").map(|_| ()),
+        store.append_many(
+            &old,
+            &[TaskEvent::Truncated {
+                what: "late".into(),
+            }],
+        ),
         store
             .finish(&old, TaskState::Succeeded, serde_json::json!({}), "late")
             .map(|_| ()),
@@ -177,6 +183,21 @@ fn events_page_in_order(store: &dyn TaskStore) {
     assert!(
         all.windows(2).all(|w| w[0].seq + 1 == w[1].seq),
         "dense, ordered seqs"
+    );
+    let batch: Vec<TaskEvent> = (0..3)
+        .map(|i| TaskEvent::Log {
+            level: crate::events::Level::Info,
+            message: format!("batched {i}"),
+        })
+        .collect();
+    store.append_many(&c, &batch).unwrap();
+    let tail = store
+        .events(c.task.id, all.last().unwrap().seq, 10)
+        .unwrap();
+    assert_eq!(
+        tail.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        batch,
+        "in order"
     );
     let page = store.events(c.task.id, all[3].seq, 2).unwrap();
     assert_eq!(

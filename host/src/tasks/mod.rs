@@ -9,14 +9,16 @@
 //! The events are the source of truth; the task row is their summary.
 
 mod model;
+pub(crate) mod runner;
 mod sqlite;
 mod store;
 
 pub use model::{
     CleanupMode, NotifyMode, ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState,
 };
+pub use runner::{SpawnRequest, TaskOptions};
 pub use sqlite::SqliteStore;
-pub use store::{Claim, EventRecord, StoreError, TaskStore};
+pub use store::{Claim, EventRecord, StoreError, TaskStore, now_ms};
 
 #[cfg(test)]
 mod conformance;

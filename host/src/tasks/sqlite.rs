@@ -511,6 +511,19 @@ impl TaskStore for SqliteStore {
         })
     }
 
+    fn append_many(&self, claim: &Claim, events: &[TaskEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            fence(tx, claim)?;
+            for e in events {
+                append_in(tx, claim.task.id, e, self.max_events)?;
+            }
+            Ok(())
+        })
+    }
+
     fn save_checkpoint(&self, claim: &Claim, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.write(|tx| {
             fence(tx, claim)?;

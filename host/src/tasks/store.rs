@@ -72,6 +72,8 @@ pub trait TaskStore: Send + Sync {
     fn heartbeat(&self, claim: &Claim, lease_for: Duration) -> Result<(), StoreError>;
     /// Appends an event; returns its seq (0 when it was dropped at the bound).
     fn append(&self, claim: &Claim, event: TaskEvent) -> Result<u64, StoreError>;
+    /// Appends events in order, in one transaction (a group commit).
+    fn append_many(&self, claim: &Claim, events: &[TaskEvent]) -> Result<(), StoreError>;
     /// Saves a checkpoint (and a `checkpoint` event) atomically.
     fn save_checkpoint(&self, claim: &Claim, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// The task's checkpoints.

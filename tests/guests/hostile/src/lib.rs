@@ -27,6 +27,7 @@
 //! | `env-get`         | `name`                                               | `{"value"}`                                    |
 //! | `connect`         | `addr`                                               | `{"reply"}`                                    |
 //! | `listen`          | `addr`                                               | `{"listening"}`                                |
+//! | `steps`           | `journal`, `steps`, `pause_after?`, `pause_ms?`       | `{"done", "skipped"}`                          |
 //! | `http-get`        | `url`                                                | `{"status", "body"}`                           |
 //! | `loop`            |                                                      | never returns                                  |
 //! | `memory-bomb`     |                                                      | never returns                                  |
@@ -84,6 +85,7 @@ fn hostile(input: Value) -> Result<Summary> {
         "checkpoint" => checkpoint_roundtrip(params(input)?),
         "checkpoint-load" => checkpoint_load(params(input)?),
         "progress" => progress_steps(params(input)?),
+        "steps" => journaled_steps(params(input)?),
         "panic" => panic!("hostile panic"),
         other => Err(Error::invalid_input(format!("unknown case {other:?}"))),
     }
@@ -293,6 +295,54 @@ fn http_get(UrlParams { url }: UrlParams) -> Result<Summary> {
     done(
         format!("GET {url}: {}", r.status),
         json!({ "status": r.status, "body": r.text() }),
+    )
+}
+
+// --- resumable work ----------------------------------------------------------
+
+#[derive(Deserialize)]
+struct JournalParams {
+    /// File (in a writable preopen) where each step appends a line: the
+    /// side effect a resumed task must not repeat.
+    journal: String,
+    steps: u32,
+    /// After doing this step (not when skipping it), sleep: the test kills
+    /// the host meanwhile.
+    pause_after: Option<u32>,
+    #[serde(default)]
+    pause_ms: u64,
+}
+
+/// Does `steps` steps, each once: a step saved in a checkpoint is skipped
+/// when the task is resumed.
+fn journaled_steps(p: JournalParams) -> Result<Summary> {
+    let (mut did, mut skipped) = (Vec::new(), Vec::new());
+    for i in 1..=p.steps {
+        let key = format!("step-{i}");
+        if skillbox_sdk::checkpoint::load(&key).is_some() {
+            info!("step {i} already done; skipping");
+            skipped.push(i);
+        } else {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p.journal)
+                .with_context(|| format!("open {}", p.journal))?;
+            writeln!(f, "step {i}").with_context(|| format!("write {}", p.journal))?;
+            skillbox_sdk::checkpoint::save(&key, b"done")?;
+            did.push(i);
+        }
+        progress::report(
+            i as f32 / p.steps as f32,
+            format!("step {i} of {}", p.steps),
+        );
+        if p.pause_after == Some(i) && did.last() == Some(&i) {
+            std::thread::sleep(Duration::from_millis(p.pause_ms));
+        }
+    }
+    done(
+        format!("did steps {did:?}, skipped {skipped:?}"),
+        json!({ "done": did, "skipped": skipped }),
     )
 }
 

@@ -1,0 +1,524 @@
+//! Background tasks on a [`Host`]: spawn, track, wait, cancel, and the
+//! worker loop that runs them.
+//!
+//! A host with a task store attached ([`Host::with_tasks`]) accepts
+//! [`Host::spawn`], which checks the skill and its grants, stores a `queued`
+//! task and returns its id at once. [`Host::work`] claims queued (and
+//! resumable interrupted) tasks up to a concurrency limit and runs them;
+//! while a task runs, its host renews the task's lease, forwards its events
+//! to the store in group commits, persists every checkpoint before the
+//! guest's `save` returns, and stops the run when the task is cancelled or
+//! its lease is lost (then it writes nothing more: another host owns the
+//! task).
+//!
+//! The store is the source of truth: [`Host::wait`] and [`Host::events`]
+//! read it, and are woken early by this host's own progress.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
+
+use super::model::{
+    CleanupMode, NotifyMode, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState,
+};
+use super::store::{Claim, EventRecord, StoreError, TaskStore, now_ms};
+use crate::error::Error;
+use crate::events::{Event, EventSink};
+use crate::policy::{EffectivePolicy, Grants};
+use crate::runtime::{Host, Outcome, RunRequest};
+use crate::skill::SkillSource;
+
+/// How a host runs background tasks.
+#[derive(Clone, Debug)]
+pub struct TaskOptions {
+    /// Most tasks running at once on this host.
+    pub concurrency: usize,
+    /// How long a claim lasts without renewal; after that another host may
+    /// take the task over.
+    pub lease: Duration,
+    /// How often a running task's lease is renewed (and its cancel flag read).
+    pub heartbeat: Duration,
+    /// How often an idle worker looks for work and expired leases.
+    pub poll: Duration,
+    /// How often buffered events are committed.
+    pub flush: Duration,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            poll: Duration::from_secs(1),
+            flush: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What to run in the background.
+#[derive(Clone, Debug)]
+pub struct SpawnRequest {
+    /// Skill directory, manifest or component.
+    pub skill: PathBuf,
+    /// JSON input.
+    pub input: String,
+    /// What the operator grants.
+    pub grants: Grants,
+    /// Free-form label.
+    pub label: Option<String>,
+    /// The agent session that asked for it.
+    pub parent_session: Option<String>,
+    /// Scratch directory handling.
+    pub cleanup: CleanupMode,
+    /// Notification handling.
+    pub notify: NotifyMode,
+    /// Accept it even if some requested capabilities were not granted.
+    pub partial: bool,
+    /// Accept a manifest that pins no digest.
+    pub allow_unpinned: bool,
+}
+
+impl SpawnRequest {
+    /// A request for `skill` with `input`, nothing granted, defaults else.
+    pub fn new(skill: impl Into<PathBuf>, input: impl Into<String>) -> Self {
+        SpawnRequest {
+            skill: skill.into(),
+            input: input.into(),
+            grants: Grants::default(),
+            label: None,
+            parent_session: None,
+            cleanup: CleanupMode::Keep,
+            notify: NotifyMode::DoneOnly,
+            partial: false,
+            allow_unpinned: false,
+        }
+    }
+}
+
+/// The task side of a host.
+pub(crate) struct TaskRuntime {
+    store: Arc<dyn TaskStore>,
+    owner: String,
+    options: TaskOptions,
+    wake_worker: Notify,
+    updates: broadcast::Sender<TaskId>,
+    cancels: Mutex<HashMap<TaskId, watch::Sender<bool>>>,
+}
+
+impl TaskRuntime {
+    pub(crate) fn new(store: Arc<dyn TaskStore>, options: TaskOptions) -> TaskRuntime {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        TaskRuntime {
+            store,
+            owner: format!("{}:{}:{}", host.trim(), std::process::id(), TaskId::new()),
+            options,
+            wake_worker: Notify::new(),
+            updates: broadcast::channel(1024).0,
+            cancels: Mutex::default(),
+        }
+    }
+}
+
+fn store_err(e: StoreError) -> Error {
+    Error::Store(e.to_string())
+}
+
+impl Host {
+    fn tasks(&self) -> Result<&TaskRuntime, Error> {
+        self.task_runtime().ok_or_else(|| {
+            Error::Store("this host has no task store (see Host::with_tasks)".into())
+        })
+    }
+
+    /// The id this host uses as a lease owner.
+    pub fn owner_id(&self) -> Option<&str> {
+        self.task_runtime().map(|t| t.owner.as_str())
+    }
+
+    /// Checks `request` (skill, digest, grants, input, component) and stores
+    /// it as a queued task; returns at once with its id.
+    pub fn spawn(&self, request: SpawnRequest) -> Result<TaskId, Error> {
+        let rt = self.tasks()?;
+        let source = SkillSource::open(&request.skill, request.allow_unpinned)?;
+        let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &request.grants);
+        if report.not_granted().count() > 0 && !request.partial {
+            return Err(Error::NotGranted(format!(
+                "{report}(grant them, or spawn with partial grants)"
+            )));
+        }
+        serde_json::from_str::<serde_json::Value>(&request.input)
+            .map_err(|e| Error::Input(format!("not JSON: {e}")))?;
+        // Compile and link now, so a broken component is refused here and
+        // not discovered by a worker later.
+        self.prepare(&source)?;
+        let spec = TaskSpec {
+            skill: source
+                .manifest_path
+                .as_ref()
+                .unwrap_or(&source.component_path)
+                .canonicalize()
+                .map_err(|e| Error::io(&request.skill, e))?
+                .to_string_lossy()
+                .into_owned(),
+            skill_name: source.name.clone(),
+            digest: source.digest.clone(),
+            input: request.input,
+            timeout: policy.limits.timeout,
+            policy,
+            label: request.label,
+            parent_session: request.parent_session,
+            cleanup: request.cleanup,
+            notify: request.notify,
+            resume: source
+                .manifest
+                .as_ref()
+                .map(|m| m.skill.resume)
+                .unwrap_or(super::ResumePolicy::Fail),
+        };
+        let task = rt.store.create(spec).map_err(store_err)?;
+        rt.wake_worker.notify_one();
+        Ok(task.id)
+    }
+
+    /// One task as stored.
+    pub fn task(&self, id: TaskId) -> Result<Task, Error> {
+        self.tasks()?.store.get(id).map_err(store_err)
+    }
+
+    /// Tasks matching `filter`, newest first.
+    pub fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, Error> {
+        self.tasks()?.store.list(filter).map_err(store_err)
+    }
+
+    /// Cancels a task: a queued one at once, a running one as soon as its
+    /// host sees the request (at once when that is this host).
+    pub fn cancel(&self, id: TaskId, reason: &str) -> Result<Task, Error> {
+        let rt = self.tasks()?;
+        let task = rt.store.request_cancel(id, reason).map_err(store_err)?;
+        if let Some(tx) = rt
+            .cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            let _ = tx.send(true);
+        }
+        let _ = rt.updates.send(id);
+        Ok(task)
+    }
+
+    /// Waits until the task is in a terminal state and returns it.
+    pub async fn wait(&self, id: TaskId) -> Result<Task, Error> {
+        let rt = self.tasks()?;
+        loop {
+            let mut updates = rt.updates.subscribe();
+            let task = rt.store.get(id).map_err(store_err)?;
+            if task.state.is_terminal() {
+                return Ok(task);
+            }
+            wait_for_update(&mut updates, id, rt.options.poll).await;
+        }
+    }
+
+    /// The task's events after `after`, waiting for new ones when there are
+    /// none yet; an empty answer means the task ended and all were read.
+    pub async fn events(&self, id: TaskId, after: u64) -> Result<Vec<EventRecord>, Error> {
+        let rt = self.tasks()?;
+        loop {
+            let mut updates = rt.updates.subscribe();
+            let events = rt.store.events(id, after, 500).map_err(store_err)?;
+            if !events.is_empty() {
+                return Ok(events);
+            }
+            if rt.store.get(id).map_err(store_err)?.state.is_terminal() {
+                // Events of the final transition are committed with it.
+                return rt.store.events(id, after, 500).map_err(store_err);
+            }
+            wait_for_update(&mut updates, id, rt.options.poll).await;
+        }
+    }
+
+    /// Runs background tasks until `shutdown` becomes true: claims work up
+    /// to the concurrency limit, and turns tasks whose host died (expired
+    /// leases) into interrupted ones, which are resumed or failed by policy.
+    pub async fn work(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+        let rt = self.tasks()?;
+        let slots = Arc::new(Semaphore::new(rt.options.concurrency.max(1)));
+        rt.store.recover(now_ms(), None).map_err(store_err)?;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("never closed"),
+                _ = shutdown.changed() => continue,
+            };
+            match rt.store.claim(&rt.owner, rt.options.lease) {
+                Ok(Some(claim)) => {
+                    let host = self.clone();
+                    tokio::spawn(async move {
+                        host.execute(claim).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        () = rt.wake_worker.notified() => {}
+                        () = tokio::time::sleep(rt.options.poll) => {
+                            if let Err(e) = rt.store.recover(now_ms(), None) {
+                                tracing::warn!(error = %e, "recovering expired leases failed");
+                            }
+                        }
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, "claiming a task failed; retrying");
+                    tokio::time::sleep(rt.options.poll).await;
+                }
+            }
+        }
+    }
+
+    async fn execute(self: Arc<Self>, claim: Claim) {
+        let rt = self.tasks().expect("only called by work");
+        let id = claim.task.id;
+        let claim = Arc::new(claim);
+        let (cancel_tx, cancel_rx) = watch::channel(claim.task.cancel_requested);
+        rt.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, cancel_tx.clone());
+        let lost = Arc::new(AtomicBool::new(false));
+        let sink = Arc::new(TaskSink {
+            store: rt.store.clone(),
+            claim: claim.clone(),
+            pending: Mutex::default(),
+            lost: lost.clone(),
+            cancel: cancel_tx.clone(),
+            updates: rt.updates.clone(),
+        });
+        let background = tokio::spawn(keep_alive(
+            rt.store.clone(),
+            claim.clone(),
+            sink.clone(),
+            rt.options.clone(),
+        ));
+
+        let result = self.run_claimed(&claim, sink.clone(), cancel_rx).await;
+        background.abort();
+        sink.flush();
+        rt.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if lost.load(Ordering::SeqCst) {
+            tracing::warn!(task = %id, "lease lost; leaving the task to its new owner");
+            return;
+        }
+        let (state, outcome, reason) = match result {
+            Ok((outcome, duration_ms)) => {
+                let state = match &outcome {
+                    Outcome::Succeeded { .. } => TaskState::Succeeded,
+                    Outcome::TimedOut { .. } => TaskState::TimedOut,
+                    Outcome::Cancelled => TaskState::Cancelled,
+                    Outcome::Failed { .. }
+                    | Outcome::LimitExceeded { .. }
+                    | Outcome::Crashed { .. } => TaskState::Failed,
+                };
+                let mut json = serde_json::to_value(&outcome).unwrap_or_default();
+                json["duration_ms"] = duration_ms.into();
+                let reason = match &outcome {
+                    Outcome::Succeeded { .. } => "the skill returned its summary".to_string(),
+                    Outcome::Failed { message, .. }
+                    | Outcome::LimitExceeded { message, .. }
+                    | Outcome::Crashed { message } => message.clone(),
+                    Outcome::TimedOut { limit_ms } => format!("timed out after {limit_ms} ms"),
+                    Outcome::Cancelled => "cancelled on request".to_string(),
+                };
+                (state, json, reason)
+            }
+            Err(e) => (
+                TaskState::Failed,
+                serde_json::json!({ "outcome": "failed", "kind": "failed", "message": e.to_string() }),
+                e.to_string(),
+            ),
+        };
+        if let Err(e) = rt.store.finish(&claim, state, outcome, &reason) {
+            tracing::warn!(task = %id, error = %e, "recording the end of a task failed");
+        }
+        let _ = rt.updates.send(id);
+    }
+
+    async fn run_claimed(
+        &self,
+        claim: &Arc<Claim>,
+        sink: Arc<TaskSink>,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<(Outcome, u64), Error> {
+        let spec = &claim.task.spec;
+        let source = SkillSource::open(std::path::Path::new(&spec.skill), true)?;
+        if source.digest != spec.digest {
+            return Err(Error::DigestMismatch {
+                path: source.component_path,
+                expected: spec.digest.clone(),
+                actual: source.digest,
+            });
+        }
+        let prepared = self.prepare(&source)?;
+        let store = self.tasks()?.store.clone();
+        let checkpoints = store.checkpoints(claim.task.id).map_err(store_err)?;
+        let persist = {
+            let sink = sink.clone();
+            Arc::new(move |key: &str, value: &[u8]| sink.save_checkpoint(key, value))
+        };
+        let report = self
+            .run(
+                &prepared,
+                RunRequest {
+                    input: spec.input.clone(),
+                    policy: spec.policy.clone(),
+                    events: sink,
+                    checkpoints,
+                    persist_checkpoint: Some(persist),
+                    cancel: Some(cancel),
+                },
+            )
+            .await?;
+        Ok((report.outcome, report.duration_ms))
+    }
+}
+
+async fn wait_for_update(updates: &mut broadcast::Receiver<TaskId>, id: TaskId, poll: Duration) {
+    let wait = async {
+        loop {
+            match updates.recv().await {
+                Ok(t) if t == id => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    };
+    // Another process may own the task: look at the store now and then.
+    let _ = tokio::time::timeout(poll, wait).await;
+}
+
+/// Renews the lease, commits buffered events, and notices cancellation
+/// requested through the store (by another process).
+async fn keep_alive(
+    store: Arc<dyn TaskStore>,
+    claim: Arc<Claim>,
+    sink: Arc<TaskSink>,
+    options: TaskOptions,
+) {
+    let mut beat = tokio::time::interval(options.heartbeat);
+    let mut flush = tokio::time::interval(options.flush);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                match store.heartbeat(&claim, options.lease) {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost(_)) => sink.lose(),
+                    Err(e) => tracing::warn!(task = %claim.task.id, error = %e, "heartbeat failed"),
+                }
+                if store.get(claim.task.id).is_ok_and(|t| t.cancel_requested) {
+                    let _ = sink.cancel.send(true);
+                }
+            }
+            _ = flush.tick() => sink.flush(),
+        }
+    }
+}
+
+/// Receives a running task's events: buffers them and commits them in
+/// groups; a checkpoint commits the buffer first, so order is kept.
+struct TaskSink {
+    store: Arc<dyn TaskStore>,
+    claim: Arc<Claim>,
+    pending: Mutex<Vec<TaskEvent>>,
+    lost: Arc<AtomicBool>,
+    cancel: watch::Sender<bool>,
+    updates: broadcast::Sender<TaskId>,
+}
+
+impl TaskSink {
+    fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        let _ = self.cancel.send(true);
+    }
+
+    fn commit(&self, pending: &mut Vec<TaskEvent>) -> Result<(), StoreError> {
+        if pending.is_empty() || self.lost.load(Ordering::SeqCst) {
+            pending.clear();
+            return Ok(());
+        }
+        let result = self.store.append_many(&self.claim, pending);
+        pending.clear();
+        if let Err(StoreError::LeaseLost(_)) = &result {
+            self.lose();
+        }
+        let _ = self.updates.send(self.claim.task.id);
+        result
+    }
+
+    fn flush(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = self.commit(&mut pending) {
+            tracing::warn!(task = %self.claim.task.id, error = %e, "storing events failed");
+        }
+    }
+
+    fn save_checkpoint(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.commit(&mut pending).map_err(|e| e.to_string())?;
+        if self.lost.load(Ordering::SeqCst) {
+            return Err("this host no longer owns the task".into());
+        }
+        let result = self.store.save_checkpoint(&self.claim, key, value);
+        if let Err(StoreError::LeaseLost(_)) = &result {
+            self.lose();
+        }
+        let _ = self.updates.send(self.claim.task.id);
+        result.map_err(|e| e.to_string())
+    }
+}
+
+impl EventSink for TaskSink {
+    fn event(&self, event: Event) {
+        let e = match event {
+            Event::Progress { fraction, message } => TaskEvent::Progress { fraction, message },
+            Event::Log { level, message } => TaskEvent::Log { level, message },
+            Event::Output { stream, text } => TaskEvent::Output {
+                stream: stream.into(),
+                text,
+            },
+            Event::Audit {
+                capability,
+                detail,
+                allowed,
+                reason,
+            } => TaskEvent::Audit {
+                capability: capability.into(),
+                detail,
+                allowed,
+                reason,
+            },
+            Event::Truncated { stream, cap } => TaskEvent::Truncated {
+                what: format!("{stream} reached its cap of {cap} bytes"),
+            },
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.push(e);
+        if pending.len() >= 256 {
+            let _ = self.commit(&mut pending);
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Background tasks on a host with a real SQLite store: spawn, wait,
+//! events, checkpoints and resume, cancel, timeouts, concurrency, refusals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use skillbox::prelude::*;
+use skillbox::tasks::{SpawnRequest, SqliteStore, TaskEvent, TaskOptions, TaskState, TaskStore};
+
+use crate::harness::*;
+
+fn options() -> TaskOptions {
+    TaskOptions {
+        concurrency: 4,
+        lease: Duration::from_secs(30),
+        heartbeat: Duration::from_millis(100),
+        poll: Duration::from_millis(100),
+        flush: Duration::from_millis(20),
+    }
+}
+
+struct Worker {
+    host: Arc<Host>,
+    stop: tokio::sync::watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<Result<(), skillbox::Error>>,
+}
+
+impl Worker {
+    fn start(store: Arc<dyn TaskStore>, options: TaskOptions) -> Worker {
+        let host = Arc::new(
+            Host::new(EngineOptions {
+                cache_dir: Some(
+                    std::env::temp_dir()
+                        .join(format!("skillbox-test-cache-{}", std::process::id())),
+                ),
+                max_instances: 16,
+                ..EngineOptions::default()
+            })
+            .unwrap()
+            .with_tasks(store, options),
+        );
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let handle = tokio::spawn(host.clone().work(rx));
+        Worker { host, stop, handle }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+fn store() -> (tempfile::TempDir, Arc<dyn TaskStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    (dir, Arc::new(store))
+}
+
+fn outcome_text(task: &skillbox::tasks::Task) -> String {
+    task.outcome.as_ref().unwrap()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn spawn_returns_at_once_and_the_task_succeeds() {
+    let (_d, store) = store();
+    let w = Worker::start(store.clone(), options());
+    let skill = skill_dir("hello", "");
+    let id = w
+        .host
+        .spawn(SpawnRequest {
+            label: Some("greeting".into()),
+            parent_session: Some("agent:main".into()),
+            ..SpawnRequest::new(skill.path(), r#"{"name": "task"}"#)
+        })
+        .unwrap();
+    let task = w.host.wait(id).await.unwrap();
+    assert_eq!(task.state, TaskState::Succeeded, "{:?}", task.outcome);
+    assert!(outcome_text(&task).contains("Hello, task"));
+    assert_eq!(task.attempt, 1);
+    assert_eq!(task.spec.label.as_deref(), Some("greeting"));
+
+    let events = w.host.events(id, 0).await.unwrap();
+    let states: Vec<TaskState> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            TaskEvent::State { to, .. } => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![TaskState::Queued, TaskState::Running, TaskState::Succeeded]
+    );
+    assert!(
+        events.iter().any(
+            |e| matches!(&e.event, TaskEvent::Log { message, .. } if message.contains("task"))
+        )
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.event, TaskEvent::Progress { .. }))
+    );
+    assert!(
+        w.host
+            .events(id, events.last().unwrap().seq)
+            .await
+            .unwrap()
+            .is_empty(),
+        "all read"
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn spawn_refuses_what_would_fail() {
+    let (_d, store) = store();
+    let w = Worker::start(store.clone(), options());
+    let report = real_skill("disk-report");
+    let e = w
+        .host
+        .spawn(SpawnRequest::new(report.path(), "{}"))
+        .unwrap_err();
+    assert!(matches!(e, skillbox::Error::NotGranted(_)), "{e}");
+    let hello = skill_dir("hello", "");
+    let e = w
+        .host
+        .spawn(SpawnRequest::new(hello.path(), "{nope"))
+        .unwrap_err();
+    assert!(matches!(e, skillbox::Error::Input(_)), "{e}");
+    let e = w
+        .host
+        .spawn(SpawnRequest::new(guest("unknown-import"), "null"))
+        .unwrap_err();
+    assert!(e.to_string().contains("test:elsewhere/backdoor"), "{e}");
+    assert!(
+        store.list(&Default::default()).unwrap().is_empty(),
+        "nothing was stored"
+    );
+    w.stop().await;
+}
+
+/// The host dies after step 1 of 3 (its runtime is dropped mid-run); a new
+/// host resumes the task from its checkpoint and does not repeat step 1.
+#[test]
+fn an_interrupted_task_resumes_from_its_checkpoints() {
+    let (_d, store) = store();
+    let work = tempfile::tempdir().unwrap();
+    let skill = skill_dir("hostile", "[fs]\n\"/w\" = { access = \"read-write\" }\n");
+    let grants = grants(&["--allow-write", &format!("{}:/w", work.path().display())]);
+    let input = json!({"case": "steps", "journal": "/w/journal", "steps": 3, "pause_after": 1, "pause_ms": 600_000});
+
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (id, dead_owner) = first.block_on(async {
+        let w = Worker::start(store.clone(), options());
+        let id = w
+            .host
+            .spawn(SpawnRequest {
+                grants: grants.clone(),
+                ..SpawnRequest::new(skill.path(), input.to_string())
+            })
+            .unwrap();
+        // Wait until step 1 is checkpointed, then "die".
+        while store.checkpoints(id).unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (id, w.host.owner_id().unwrap().to_string())
+    });
+    first.shutdown_background();
+    assert_eq!(
+        store.get(id).unwrap().state,
+        TaskState::Running,
+        "left running by the dead host"
+    );
+
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        // A restarted host knows the old owner is gone and recovers at once.
+        let interrupted = store
+            .recover(skillbox::tasks::now_ms(), Some(&dead_owner))
+            .unwrap();
+        assert_eq!(interrupted, vec![id]);
+        let w = Worker::start(store.clone(), options());
+        let task = w.host.wait(id).await.unwrap();
+        assert_eq!(task.state, TaskState::Succeeded, "{:?}", task.outcome);
+        assert_eq!(task.attempt, 2);
+        let data = &task.outcome.as_ref().unwrap()["data"];
+        assert_eq!(data["skipped"], json!([1]));
+        assert_eq!(data["done"], json!([2, 3]));
+        w.stop().await;
+    });
+    let journal = std::fs::read_to_string(work.path().join("journal")).unwrap();
+    assert_eq!(journal, "step 1\nstep 2\nstep 3\n", "no step ran twice");
+}
+
+#[tokio::test]
+async fn cancel_and_timeout_stop_running_tasks() {
+    let (_d, store) = store();
+    let w = Worker::start(store.clone(), options());
+    let skill = skill_dir("hostile", "");
+    let id = w
+        .host
+        .spawn(SpawnRequest::new(
+            skill.path(),
+            r#"{"case": "sleep", "ms": 600000}"#,
+        ))
+        .unwrap();
+    while w.host.task(id).unwrap().state != TaskState::Running {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    w.host.cancel(id, "no longer needed").unwrap();
+    let t = w.host.wait(id).await.unwrap();
+    assert_eq!(t.state, TaskState::Cancelled);
+
+    let id = w
+        .host
+        .spawn(SpawnRequest {
+            grants: grants(&["--timeout", "300ms"]),
+            ..SpawnRequest::new(skill.path(), r#"{"case": "loop"}"#)
+        })
+        .unwrap();
+    let t = w.host.wait(id).await.unwrap();
+    assert_eq!(t.state, TaskState::TimedOut);
+
+    w.stop().await;
+
+    // Cancelling a queued task (no worker runs here) means it never runs.
+    let host = Host::new(EngineOptions::default())
+        .unwrap()
+        .with_tasks(store.clone(), options());
+    let id = host
+        .spawn(SpawnRequest::new(skill.path(), r#"{"case": "loop"}"#))
+        .unwrap();
+    let t = host.cancel(id, "changed my mind").unwrap();
+    assert_eq!(t.state, TaskState::Cancelled);
+    assert_eq!(t.attempt, 0, "never started");
+}
+
+#[tokio::test]
+async fn many_tasks_all_finish_once_within_the_concurrency_limit() {
+    let (_d, store) = store();
+    let w = Worker::start(
+        store.clone(),
+        TaskOptions {
+            concurrency: 3,
+            ..options()
+        },
+    );
+    let skill = skill_dir("hello", "");
+    let ids: Vec<_> = (0..60)
+        .map(|i| {
+            w.host
+                .spawn(SpawnRequest::new(
+                    skill.path(),
+                    format!(r#"{{"name": "n{i}"}}"#),
+                ))
+                .unwrap()
+        })
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let t = w.host.wait(*id).await.unwrap();
+        assert_eq!(t.state, TaskState::Succeeded);
+        assert_eq!(t.attempt, 1, "ran once");
+        assert!(outcome_text(&t).contains(&format!("n{i}")));
+    }
+    w.stop().await;
+}
