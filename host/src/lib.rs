@@ -39,6 +39,7 @@ mod error;
 pub mod events;
 pub mod policy;
 mod runtime;
+pub mod server;
 pub mod skill;
 pub mod tasks;
 pub mod units;

@@ -5,6 +5,7 @@
 mod harness;
 
 mod cli;
+mod daemon;
 mod env_net;
 mod exec;
 mod fs;

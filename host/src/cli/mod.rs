@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod build;
+mod daemon;
 mod grants;
 mod inspect;
 mod new;
@@ -74,6 +75,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Build(build::BuildArgs),
     New(new::NewArgs),
+    Serve(daemon::ServeArgs),
+    Spawn(daemon::SpawnArgs),
+    Tasks(daemon::TasksArgs),
 }
 
 /// Parses arguments, runs the command, maps the result to an exit code.
@@ -102,6 +106,9 @@ pub fn main() -> ExitCode {
             Command::Inspect(a) => inspect::inspect(a),
             Command::Build(a) => build::build(a),
             Command::New(a) => new::new(a),
+            Command::Serve(a) => daemon::serve(a).await,
+            Command::Spawn(a) => daemon::spawn(a).await,
+            Command::Tasks(a) => daemon::tasks(a).await,
         }
     });
     ExitCode::from(code)

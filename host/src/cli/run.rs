@@ -54,7 +54,7 @@ pub struct RunArgs {
     pub no_cache: bool,
 }
 
-fn read_input(spec: &str) -> Result<String, skillbox::Error> {
+pub(super) fn read_input(spec: &str) -> Result<String, skillbox::Error> {
     let text = if spec == "-" {
         std::io::read_to_string(std::io::stdin())
             .map_err(|e| skillbox::Error::Input(format!("stdin: {e}")))?

@@ -190,6 +190,15 @@ impl Host {
         self.tasks()?.store.get(id).map_err(store_err)
     }
 
+    /// Interrupts, at once, the tasks a dead host `owner` left running
+    /// (resumed or failed by policy next); returns their ids.
+    pub fn recover_owner(&self, owner: &str) -> Result<Vec<TaskId>, Error> {
+        let rt = self.tasks()?;
+        let ids = rt.store.recover(now_ms(), Some(owner)).map_err(store_err)?;
+        rt.wake_worker.notify_one();
+        Ok(ids)
+    }
+
     /// Tasks matching `filter`, newest first.
     pub fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, Error> {
         self.tasks()?.store.list(filter).map_err(store_err)
@@ -223,6 +232,14 @@ impl Host {
             }
             wait_for_update(&mut updates, id, rt.options.poll).await;
         }
+    }
+
+    /// The task's events after `after` (at most 500), without waiting.
+    pub fn events_now(&self, id: TaskId, after: u64) -> Result<Vec<EventRecord>, Error> {
+        self.tasks()?
+            .store
+            .events(id, after, 500)
+            .map_err(store_err)
     }
 
     /// The task's events after `after`, waiting for new ones when there are

@@ -1,0 +1,708 @@
+//! `skillbox serve`, `skillbox spawn` and `skillbox tasks …`: background
+//! tasks through the daemon's local API.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use hyper::Method;
+use skillbox::prelude::*;
+use skillbox::server::client::{Client, Endpoint};
+use skillbox::tasks::{CleanupMode, NotifyMode, SqliteStore, TaskOptions};
+
+use super::exit;
+use super::grants::GrantArgs;
+
+/// Where the daemon keeps its state and socket.
+#[derive(Args, Debug, Clone)]
+pub struct DaemonAddr {
+    /// Data directory: the task store and the daemon's socket
+    /// [default: the user's data dir, e.g. ~/.local/share/skillbox].
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Talk to the daemon on this loopback TCP address instead of its socket
+    /// (needs --token or SKILLBOX_TOKEN).
+    #[arg(long, value_name = "ADDR", env = "SKILLBOX_ADDR", global = true)]
+    pub addr: Option<String>,
+    /// Bearer token for --addr.
+    #[arg(long, env = "SKILLBOX_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+impl DaemonAddr {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .or_else(|| dirs::data_dir().map(|d| d.join("skillbox")))
+            .unwrap_or_else(|| PathBuf::from(".skillbox"))
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.data_dir().join("skillbox.sock")
+    }
+
+    fn client(&self) -> Client {
+        match (&self.addr, &self.token) {
+            (Some(addr), Some(token)) => Client::new(Endpoint::Tcp {
+                addr: addr.clone(),
+                token: token.clone(),
+            }),
+            _ => Client::unix(&self.socket()),
+        }
+    }
+}
+
+/// Run the skillbox daemon: a durable task queue with a local HTTP API.
+///
+/// It keeps tasks in DATA-DIR/tasks.db (SQLite), listens on
+/// DATA-DIR/skillbox.sock (mode 0600), runs queued tasks up to
+/// --concurrency at a time, and on start resumes (or fails, by each
+/// skill's policy) the tasks a previous daemon left running. Stop it with
+/// SIGTERM or Ctrl-C; running tasks are then interrupted and resumed by the
+/// next start.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub at: DaemonAddr,
+    /// Also listen on this loopback TCP address (requires --token).
+    #[arg(long, value_name = "127.0.0.1:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Most tasks running at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Directory of the compiled-component cache.
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `skillbox serve`.
+pub async fn serve(args: ServeArgs) -> u8 {
+    match serve_inner(args).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+/// Holds an exclusive lock on the data dir for the daemon's lifetime.
+struct DirLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_data_dir(dir: &std::path::Path) -> Result<DirLock, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("serve.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "another skillbox daemon already serves {} (lock {} is held)",
+            dir.display(),
+            path.display()
+        ));
+    }
+    Ok(DirLock(f))
+}
+
+async fn serve_inner(args: ServeArgs) -> Result<(), String> {
+    let dir = args.at.data_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+    let _lock = lock_data_dir(&dir)?;
+    if let Some(l) = args.listen
+        && !l.ip().is_loopback()
+    {
+        return Err(format!("--listen {l}: only loopback addresses are allowed"));
+    }
+    let token = match (args.listen, &args.at.token) {
+        (Some(_), None) => {
+            return Err("--listen needs a bearer token: pass --token or set SKILLBOX_TOKEN".into());
+        }
+        (_, t) => t.clone(),
+    };
+    let store = SqliteStore::open_dir(&dir).map_err(|e| e.to_string())?;
+    let host = Host::new(EngineOptions {
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .or_else(skillbox::engine::default_cache_dir),
+        max_instances: (args.concurrency as u32).max(1) * 2,
+        ..EngineOptions::default()
+    })
+    .map_err(|e| e.to_string())?
+    .with_tasks(
+        Arc::new(store),
+        TaskOptions {
+            concurrency: args.concurrency.max(1),
+            ..TaskOptions::default()
+        },
+    );
+    let host = Arc::new(host);
+
+    // The previous daemon on this data dir is gone (we hold the lock):
+    // whatever it left running is interrupted now, not when its lease ends.
+    let owner_file = dir.join("serve.owner");
+    if let Ok(prev) = std::fs::read_to_string(&owner_file) {
+        let ids = host.recover_owner(prev.trim()).map_err(|e| e.to_string())?;
+        if !ids.is_empty() {
+            eprintln!(
+                "skillbox serve: {} task(s) left running by the previous daemon were interrupted",
+                ids.len()
+            );
+        }
+    }
+    std::fs::write(&owner_file, host.owner_id().unwrap_or_default())
+        .map_err(|e| format!("{}: {e}", owner_file.display()))?;
+
+    let socket = args.at.socket();
+    let _ = std::fs::remove_file(&socket);
+    let unix = tokio::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", socket.display()))?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(host.clone().work(stop_rx.clone()));
+    let shutdown = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let unix_server = axum::serve(unix, skillbox::server::router(host.clone(), None))
+        .with_graceful_shutdown(shutdown);
+    let tcp_server = match args.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?;
+            let mut rx = stop_rx.clone();
+            Some(tokio::spawn(
+                axum::serve(l, skillbox::server::router(host.clone(), token))
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .into_future(),
+            ))
+        }
+        None => None,
+    };
+    eprintln!(
+        "skillbox serve: listening on {}{}; tasks in {}",
+        socket.display(),
+        args.listen
+            .map(|a| format!(" and http://{a}"))
+            .unwrap_or_default(),
+        dir.display()
+    );
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    unix_server.await.map_err(|e| e.to_string())?;
+    if let Some(t) = tcp_server {
+        let _ = t.await;
+    }
+    worker
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// Start a skill as a background task and print its id at once.
+///
+/// Takes the same grant flags as `run`. The daemon (`skillbox serve`) must be
+/// running on the same --data-dir; follow the task with `skillbox tasks`.
+#[derive(Args, Debug)]
+pub struct SpawnArgs {
+    /// Skill directory, skill.toml, or .wasm component.
+    pub skill: PathBuf,
+    /// Input as JSON text, @FILE, or - for stdin.
+    #[arg(long, short, value_name = "JSON|@FILE|-", default_value = "{}")]
+    pub input: String,
+    #[command(flatten)]
+    pub grants: GrantArgs,
+    /// A label, to find the task again.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// The agent session the result belongs to.
+    #[arg(long, value_name = "KEY")]
+    pub parent_session: Option<String>,
+    /// Which state changes to announce: done-only, state-changes, silent.
+    #[arg(long, default_value = "done-only")]
+    pub notify: NotifyMode,
+    /// What to do with the task's scratch dir at the end: keep, delete.
+    #[arg(long, default_value = "keep")]
+    pub cleanup: CleanupMode,
+    /// Accept the skill even if some requested capabilities were not granted.
+    #[arg(long)]
+    pub partial: bool,
+    /// Accept a manifest that pins no sha256.
+    #[arg(long)]
+    pub allow_unpinned: bool,
+    /// Print the stored task as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub at: DaemonAddr,
+}
+
+fn fail(e: impl std::fmt::Display, json: bool) -> u8 {
+    let code = match e.to_string() {
+        m if m.contains("HTTP 403") => exit::DENIED,
+        m if m.contains("HTTP 422") || m.contains("HTTP 400") || m.contains("HTTP 404") => {
+            exit::INVALID
+        }
+        _ => exit::FAILED,
+    };
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({ "error": { "exit_code": code, "message": e.to_string() } })
+        );
+    } else {
+        eprintln!("error: {e}");
+    }
+    code
+}
+
+/// `skillbox spawn`.
+pub async fn spawn(args: SpawnArgs) -> u8 {
+    let result = async {
+        let grants = args.grants.to_grants().map_err(|e| e.to_string())?;
+        let input = super::run::read_input(&args.input).map_err(|e| e.to_string())?;
+        let skill = args
+            .skill
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", args.skill.display()))?;
+        let body = serde_json::json!({
+            "skill": skill,
+            "input": serde_json::from_str::<serde_json::Value>(&input).map_err(|e| e.to_string())?,
+            "grants": grants,
+            "label": args.label,
+            "parent_session": args.parent_session,
+            "notify": args.notify,
+            "cleanup": args.cleanup,
+            "partial": args.partial,
+            "allow_unpinned": args.allow_unpinned,
+        });
+        args.at
+            .client()
+            .call(Method::POST, "/v1/tasks", Some(&body))
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match result {
+        Ok(task) if args.json => {
+            outln!("{task}");
+            exit::OK
+        }
+        Ok(task) => {
+            outln!("{}", task["id"].as_str().unwrap_or_default());
+            exit::OK
+        }
+        Err(e) => fail(e, args.json),
+    }
+}
+
+/// Inspect and control background tasks.
+#[derive(Args, Debug)]
+pub struct TasksArgs {
+    #[command(subcommand)]
+    pub command: TasksCommand,
+    #[command(flatten)]
+    pub at: DaemonAddr,
+}
+
+/// `skillbox tasks` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TasksCommand {
+    /// List tasks, newest first.
+    List {
+        /// Only tasks in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only tasks with this label.
+        #[arg(long)]
+        label: Option<String>,
+        /// Only tasks of this parent session.
+        #[arg(long)]
+        parent_session: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task.
+    Show {
+        /// Task id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's events (progress, logs, output, audit, state changes).
+    Logs {
+        /// Task id.
+        id: String,
+        /// Keep following until the task ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait for a task to end; print its summary; exit like `run` would.
+    Wait {
+        /// Task id.
+        id: String,
+        /// Print the task as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a task.
+    Cancel {
+        /// Task id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", urlencode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn age(ms: Option<i64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    let secs = (skillbox::tasks::now_ms() - ms).max(0) / 1000;
+    match secs {
+        s if s < 60 => format!("{s}s ago"),
+        s if s < 3600 => format!("{}m ago", s / 60),
+        s if s < 86_400 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn exit_for_state(state: &str) -> u8 {
+    match state {
+        "succeeded" => exit::OK,
+        "timed_out" => exit::TIMED_OUT,
+        _ => exit::FAILED,
+    }
+}
+
+fn describe_event(e: &serde_json::Value) -> String {
+    let kind = e["kind"].as_str().unwrap_or("?");
+    let body = match kind {
+        "state" => format!(
+            "{} -> {}: {}",
+            e["from"].as_str().unwrap_or("-"),
+            e["to"].as_str().unwrap_or("?"),
+            e["reason"].as_str().unwrap_or("")
+        ),
+        "progress" => match e["fraction"].as_f64() {
+            Some(f) => format!(
+                "[{:>3.0}%] {}",
+                f * 100.0,
+                e["message"].as_str().unwrap_or("")
+            ),
+            None => format!("[ ... ] {}", e["message"].as_str().unwrap_or("")),
+        },
+        "log" => format!(
+            "{}: {}",
+            e["level"].as_str().unwrap_or("info"),
+            e["message"].as_str().unwrap_or("")
+        ),
+        "output" => format!(
+            "{}: {}",
+            e["stream"].as_str().unwrap_or(""),
+            e["text"].as_str().unwrap_or("").trim_end()
+        ),
+        "audit" => format!(
+            "{} [{}] {}: {}",
+            if e["allowed"].as_bool() == Some(true) {
+                "allow"
+            } else {
+                "deny"
+            },
+            e["capability"].as_str().unwrap_or(""),
+            e["detail"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or("")
+        ),
+        "checkpoint" => format!(
+            "saved {:?} ({} bytes)",
+            e["key"].as_str().unwrap_or(""),
+            e["bytes"]
+        ),
+        _ => e.to_string(),
+    };
+    format!("{:>5} {kind:<10} {body}", e["seq"].as_u64().unwrap_or(0))
+}
+
+/// `skillbox tasks …`.
+pub async fn tasks(args: TasksArgs) -> u8 {
+    let client = args.at.client();
+    match args.command {
+        TasksCommand::List {
+            state,
+            label,
+            parent_session,
+            limit,
+            json,
+        } => {
+            let path = format!(
+                "/v1/tasks{}",
+                query(&[
+                    ("state", state),
+                    ("label", label),
+                    ("parent_session", parent_session),
+                    ("limit", Some(limit.to_string())),
+                ])
+            );
+            match client.call(Method::GET, &path, None).await {
+                Ok(v) if json => {
+                    outln!("{v}");
+                    exit::OK
+                }
+                Ok(v) => {
+                    let tasks = v.as_array().cloned().unwrap_or_default();
+                    if tasks.is_empty() {
+                        eprintln!("no tasks");
+                        return exit::OK;
+                    }
+                    outln!(
+                        "{:<26}  {:<11}  {:<16}  {:<16}  {:>5}  CREATED",
+                        "ID",
+                        "STATE",
+                        "SKILL",
+                        "LABEL",
+                        "DONE"
+                    );
+                    for t in tasks {
+                        let done = t["progress"]
+                            .as_f64()
+                            .map(|f| format!("{:.0}%", f * 100.0))
+                            .unwrap_or_else(|| "-".into());
+                        outln!(
+                            "{:<26}  {:<11}  {:<16}  {:<16}  {:>5}  {}",
+                            t["id"].as_str().unwrap_or(""),
+                            t["state"].as_str().unwrap_or(""),
+                            t["spec"]["skill_name"].as_str().unwrap_or(""),
+                            t["spec"]["label"].as_str().unwrap_or("-"),
+                            done,
+                            age(t["created_ms"].as_i64())
+                        );
+                    }
+                    exit::OK
+                }
+                Err(e) => fail(e, json),
+            }
+        }
+        TasksCommand::Show { id, json } => match client
+            .call(Method::GET, &format!("/v1/tasks/{id}"), None)
+            .await
+        {
+            Ok(v) if json => {
+                outln!("{v}");
+                exit::OK
+            }
+            Ok(t) => {
+                outln!("task       {}", t["id"].as_str().unwrap_or(""));
+                outln!(
+                    "skill      {} ({})",
+                    t["spec"]["skill_name"].as_str().unwrap_or(""),
+                    t["spec"]["skill"].as_str().unwrap_or("")
+                );
+                outln!(
+                    "state      {} (attempt {})",
+                    t["state"].as_str().unwrap_or(""),
+                    t["attempt"]
+                );
+                outln!("label      {}", t["spec"]["label"].as_str().unwrap_or("-"));
+                outln!(
+                    "parent     {}",
+                    t["spec"]["parent_session"].as_str().unwrap_or("-")
+                );
+                outln!("created    {}", age(t["created_ms"].as_i64()));
+                if let Some(m) = t["progress_message"].as_str() {
+                    outln!("progress   {m}");
+                }
+                if !t["outcome"].is_null() {
+                    outln!(
+                        "outcome    {}",
+                        t["outcome"]["outcome"].as_str().unwrap_or("")
+                    );
+                    if let Some(text) = t["outcome"]["text"].as_str() {
+                        outln!("\n{}", text.trim_end());
+                    }
+                    if let Some(m) = t["outcome"]["message"].as_str() {
+                        outln!("message    {m}");
+                    }
+                }
+                outln!(
+                    "\nlogs: skillbox tasks logs {}",
+                    t["id"].as_str().unwrap_or("")
+                );
+                exit::OK
+            }
+            Err(e) => fail(e, json),
+        },
+        TasksCommand::Logs { id, follow, json } => {
+            if !follow {
+                return match client
+                    .call(
+                        Method::GET,
+                        &format!("/v1/tasks/{id}/events?follow=false"),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(v) => {
+                        for e in v.as_array().cloned().unwrap_or_default() {
+                            if json {
+                                outln!("{e}")
+                            } else {
+                                outln!("{}", describe_event(&e))
+                            }
+                        }
+                        exit::OK
+                    }
+                    Err(e) => fail(e, json),
+                };
+            }
+            let mut stream = match client.events(&id, 0).await {
+                Ok(s) => s,
+                Err(e) => return fail(e, json),
+            };
+            loop {
+                match stream.next_event().await {
+                    Ok(Some((_, kind, data))) if kind == "error" => return fail(data, json),
+                    Ok(Some((_, _, data))) => {
+                        let e: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+                        if json {
+                            outln!("{e}")
+                        } else {
+                            outln!("{}", describe_event(&e))
+                        }
+                    }
+                    Ok(None) => return exit::OK,
+                    Err(e) => return fail(e, json),
+                }
+            }
+        }
+        TasksCommand::Wait { id, json } => {
+            let bar = (std::io::stderr().is_terminal() && !json).then(|| {
+                let b = indicatif::ProgressBar::new(1000);
+                b.enable_steady_tick(Duration::from_millis(120));
+                b
+            });
+            let task = loop {
+                match client
+                    .call(
+                        Method::GET,
+                        &format!("/v1/tasks/{id}/wait?timeout_ms=1000"),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(t) => {
+                        let state = t["state"].as_str().unwrap_or("");
+                        if matches!(state, "succeeded" | "failed" | "timed_out" | "cancelled") {
+                            break t;
+                        }
+                        if let Some(b) = &bar {
+                            if let Some(f) = t["progress"].as_f64() {
+                                b.set_position((f * 1000.0) as u64);
+                            }
+                            b.set_message(
+                                t["progress_message"].as_str().unwrap_or(state).to_string(),
+                            );
+                        }
+                    }
+                    Err(e) => return fail(e, json),
+                }
+            };
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let state = task["state"].as_str().unwrap_or("").to_string();
+            if json {
+                outln!("{task}");
+            } else if let Some(text) = task["outcome"]["text"].as_str() {
+                outln!("{}", text.trim_end());
+            } else {
+                eprintln!(
+                    "task {id} {state}: {}",
+                    task["outcome"]["message"]
+                        .as_str()
+                        .unwrap_or(task["outcome"]["outcome"].as_str().unwrap_or(""))
+                );
+            }
+            exit_for_state(&state)
+        }
+        TasksCommand::Cancel { id, json } => {
+            match client
+                .call(Method::POST, &format!("/v1/tasks/{id}/cancel"), None)
+                .await
+            {
+                Ok(t) if json => {
+                    outln!("{t}");
+                    exit::OK
+                }
+                Ok(t) => {
+                    outln!(
+                        "{} {}",
+                        t["id"].as_str().unwrap_or(""),
+                        if t["state"] == "cancelled" {
+                            "cancelled"
+                        } else {
+                            "cancelling"
+                        }
+                    );
+                    exit::OK
+                }
+                Err(e) => fail(e, json),
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! A client of the daemon's API, over its Unix socket or loopback TCP.
+//! The CLI's `spawn` and `tasks` commands are built on it.
+
+use std::path::{Path, PathBuf};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+
+/// Where the daemon listens.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// A Unix socket.
+    Unix(PathBuf),
+    /// Loopback TCP with a bearer token.
+    Tcp {
+        /// `127.0.0.1:PORT`.
+        addr: String,
+        /// The token.
+        token: String,
+    },
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens there.
+    #[error(
+        "no skillbox daemon is listening at {0}; start one with `skillbox serve` \
+         (same --data-dir), e.g. `skillbox serve &`"
+    )]
+    NoDaemon(String),
+    /// The daemon answered with an error.
+    #[error("{message} (HTTP {status})")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The error's code.
+        code: String,
+        /// The error's message.
+        message: String,
+    },
+    /// Transport trouble.
+    #[error("talking to the daemon: {0}")]
+    Transport(String),
+}
+
+/// A client of one daemon.
+#[derive(Clone, Debug)]
+pub struct Client {
+    endpoint: Endpoint,
+}
+
+fn transport(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Transport(e.to_string())
+}
+
+/// An open response whose body is read as it arrives.
+pub struct Streaming {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl Streaming {
+    /// The next server-sent event as `(id, event, data)`; `None` at the end.
+    pub async fn next_event(&mut self) -> Result<Option<(String, String, String)>, ClientError> {
+        loop {
+            if let Some(end) = find_blank_line(&self.buf) {
+                let block: Vec<u8> = self.buf.drain(..end).collect();
+                let text = String::from_utf8_lossy(&block);
+                let (mut id, mut event, mut data) = (String::new(), String::new(), Vec::new());
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                    }
+                }
+                if data.is_empty() && event.is_empty() {
+                    continue; // keep-alive comment
+                }
+                return Ok(Some((id, event, data.join("\n"))));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(d) = frame.into_data() {
+                        self.buf.extend_from_slice(&d);
+                    }
+                }
+                Some(Err(e)) => return Err(transport(e)),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+fn find_blank_line(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
+}
+
+impl Client {
+    /// A client of the daemon at `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Client {
+        Client { endpoint }
+    }
+
+    /// A client of the daemon whose socket is `socket`.
+    pub fn unix(socket: &Path) -> Client {
+        Client::new(Endpoint::Unix(socket.to_owned()))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        headers: &[(&str, String)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let (mut sender, host) = match &self.endpoint {
+            Endpoint::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(|_| ClientError::NoDaemon(p.display().to_string()))?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                    .await
+                    .map_err(transport)?;
+                tokio::spawn(conn);
+                (sender, "localhost".to_string())
+            }
+            Endpoint::Tcp { addr, .. } => {
+                let s = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|_| ClientError::NoDaemon(addr.clone()))?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                    .await
+                    .map_err(transport)?;
+                tokio::spawn(conn);
+                (sender, addr.clone())
+            }
+        };
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host)
+            .header("content-type", "application/json");
+        if let Endpoint::Tcp { token, .. } = &self.endpoint {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = req.body(Full::new(Bytes::from(bytes))).map_err(transport)?;
+        sender.send_request(req).await.map_err(transport)
+    }
+
+    /// A JSON request; the JSON answer, or the API's error.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let resp = self.send(method, path, body, &[]).await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(transport)?
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| transport(format!("the answer is not JSON: {e}")))?;
+        if status.is_success() {
+            Ok(v)
+        } else {
+            Err(api_error(status, &v))
+        }
+    }
+
+    /// Opens the event stream of task `id` after `after`.
+    pub async fn events(&self, id: &str, after: u64) -> Result<Streaming, ClientError> {
+        let resp = self
+            .send(
+                Method::GET,
+                &format!("/v1/tasks/{id}/events"),
+                None,
+                &[("last-event-id", after.to_string())],
+            )
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(transport)?
+                .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(api_error(status, &v));
+        }
+        Ok(Streaming {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
+    }
+}
+
+fn api_error(status: StatusCode, v: &serde_json::Value) -> ClientError {
+    ClientError::Api {
+        status: status.as_u16(),
+        code: v["error"]["code"].as_str().unwrap_or("unknown").to_string(),
+        message: v["error"]["message"]
+            .as_str()
+            .unwrap_or("(no message)")
+            .to_string(),
+    }
+}

@@ -1,0 +1,313 @@
+//! The local HTTP/JSON API of `skillbox serve`, and its client.
+//!
+//! It listens on a Unix socket (created `0600`: whoever can open it is the
+//! operator) and, when asked, on a loopback TCP port where every request
+//! must carry `Authorization: Bearer <token>`. Every endpoint is a few lines
+//! over the [`Host`] task API; `openapi.yaml` beside this crate documents
+//! them.
+
+pub mod client;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::policy::Grants;
+use crate::runtime::Host;
+use crate::tasks::{CleanupMode, NotifyMode, SpawnRequest, TaskFilter, TaskId};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// An API error: a status and `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let (status, code) = match &e {
+            Error::NotGranted(_) => (StatusCode::FORBIDDEN, "not-granted"),
+            Error::Manifest { .. }
+            | Error::Policy { .. }
+            | Error::Grant(_)
+            | Error::DigestMismatch { .. }
+            | Error::Unpinned { .. }
+            | Error::Component { .. }
+            | Error::Input(_)
+            | Error::Io { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            Error::Store(m) if m.starts_with("no task") => (StatusCode::NOT_FOUND, "not-found"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> ApiError {
+        // Malformed JSON and JSON of the wrong shape are both mistakes in
+        // the request itself: 400 (413 when it is too large).
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.body_text())
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text())
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text())
+    }
+}
+
+fn parse_id(id: &str) -> Result<TaskId, ApiError> {
+    id.parse()
+        .map_err(|e: String| ApiError::new(StatusCode::NOT_FOUND, "not-found", e))
+}
+
+/// `POST /v1/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnBody {
+    /// Absolute path of the skill (directory, manifest or component) on the
+    /// daemon's machine.
+    pub skill: PathBuf,
+    /// The skill's input (any JSON; default `{}`).
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+    /// Grants, in the policy-file shape.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Free-form label.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The agent session that asked.
+    #[serde(default)]
+    pub parent_session: Option<String>,
+    /// `keep` (default) or `delete`.
+    #[serde(default)]
+    pub cleanup: Option<CleanupMode>,
+    /// `done-only` (default), `state-changes` or `silent`.
+    #[serde(default)]
+    pub notify: Option<NotifyMode>,
+    /// Accept a skill whose requests were not all granted.
+    #[serde(default)]
+    pub partial: bool,
+    /// Accept a manifest without a pinned digest.
+    #[serde(default)]
+    pub allow_unpinned: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    after: Option<u64>,
+    follow: Option<bool>,
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn spawn(
+    State(host): State<Arc<Host>>,
+    body: Result<Json<SpawnBody>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(b) = body?;
+    if !b.skill.is_absolute() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "`skill` must be an absolute path",
+        ));
+    }
+    let request = SpawnRequest {
+        input: b.input.unwrap_or_else(|| serde_json::json!({})).to_string(),
+        grants: b.grants,
+        label: b.label,
+        parent_session: b.parent_session,
+        cleanup: b.cleanup.unwrap_or(CleanupMode::Keep),
+        notify: b.notify.unwrap_or(NotifyMode::DoneOnly),
+        partial: b.partial,
+        allow_unpinned: b.allow_unpinned,
+        ..SpawnRequest::new(b.skill, "{}")
+    };
+    // Spawning compiles the component (once): keep it off the I/O threads.
+    let h = host.clone();
+    let id = tokio::task::spawn_blocking(move || h.spawn(request))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    let task = host.task(id)?;
+    Ok((StatusCode::CREATED, Json(task)).into_response())
+}
+
+async fn list(
+    State(host): State<Arc<Host>>,
+    q: Result<Query<TaskFilter>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(filter) = q?;
+    Ok(Json(host.list_tasks(&filter)?).into_response())
+}
+
+async fn show(State(host): State<Arc<Host>>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(host.task(parse_id(&id)?)?).into_response())
+}
+
+async fn cancel(State(host): State<Arc<Host>>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(host.cancel(parse_id(&id)?, "cancelled through the API")?).into_response())
+}
+
+async fn wait(
+    State(host): State<Arc<Host>>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let limit = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(300_000));
+    let task = match tokio::time::timeout(limit, host.wait(id)).await {
+        Ok(t) => t?,
+        Err(_) => host.task(id)?,
+    };
+    Ok(Json(task).into_response())
+}
+
+async fn events(
+    State(host): State<Arc<Host>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    host.task(id)?;
+    let resume_from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let after = resume_from.or(q.after).unwrap_or(0);
+    if !q.follow.unwrap_or(true) {
+        let events = host.events_now(id, after)?;
+        return Ok(Json(events).into_response());
+    }
+    let stream = futures::stream::unfold(
+        (host, after, false),
+        move |(host, after, done)| async move {
+            if done {
+                return None;
+            }
+            match host.events(id, after).await {
+                Ok(batch) if batch.is_empty() => None,
+                Ok(batch) => {
+                    let next = batch.last().map(|e| e.seq).unwrap_or(after);
+                    let items: Vec<Result<SseEvent, std::convert::Infallible>> = batch
+                        .into_iter()
+                        .map(|e| {
+                            Ok(SseEvent::default()
+                                .id(e.seq.to_string())
+                                .event(e.event.kind())
+                                .data(serde_json::to_string(&e).unwrap_or_default()))
+                        })
+                        .collect();
+                    Some((futures::stream::iter(items), (host, next, false)))
+                }
+                Err(e) => {
+                    let err = SseEvent::default().event("error").data(e.to_string());
+                    Some((futures::stream::iter(vec![Ok(err)]), (host, after, true)))
+                }
+            }
+        },
+    );
+    use futures::StreamExt;
+    Ok(Sse::new(stream.flatten())
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+async fn require_token(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        )
+        .into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The API's routes over `host`; with `token`, every request must carry it.
+pub fn router(host: Arc<Host>, token: Option<String>) -> Router {
+    let r = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/tasks", post(spawn).get(list))
+        .route("/v1/tasks/{id}", get(show))
+        .route("/v1/tasks/{id}/cancel", post(cancel))
+        .route("/v1/tasks/{id}/wait", get(wait))
+        .route("/v1/tasks/{id}/events", get(events))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(host);
+    match token {
+        Some(t) => r.layer(axum::middleware::from_fn_with_state(
+            Arc::new(t),
+            require_token,
+        )),
+        None => r,
+    }
+}

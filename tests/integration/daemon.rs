@@ -1,0 +1,326 @@
+//! `skillbox serve` as a real process, driven through the CLI and raw
+//! HTTP: the task lifecycle, `kill -9` and resume, and bad API input.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+/// A daemon process on its own data dir; killed when dropped.
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        let _ = std::fs::remove_file(dir.join("skillbox.sock"));
+        let child = Command::new(env!("CARGO_BIN_EXE_skillbox"))
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            dir: dir.to_owned(),
+        };
+        for _ in 0..600 {
+            if UnixStream::connect(d.dir.join("skillbox.sock")).is_ok() {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the daemon did not start");
+    }
+
+    fn kill9(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Runs `skillbox ARGS --data-dir DIR`.
+    fn cli(&self, args: &[&str]) -> CliOutput {
+        let mut all: Vec<&str> = args.to_vec();
+        let dir = self.dir.to_str().unwrap().to_string();
+        all.extend(["--data-dir", &dir]);
+        cli(&all, &[])
+    }
+
+    /// A raw HTTP request on the socket: (status, body).
+    fn http(&self, request: &[u8]) -> (u16, String) {
+        let mut s = UnixStream::connect(self.dir.join("skillbox.sock")).unwrap();
+        // The server may answer (413) and close before a huge body is sent.
+        let _ = s.write_all(request);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, out)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+fn post(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn spawn_list_logs_wait_through_the_cli() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let skill = real_skill("hello");
+    let out = d.cli(&[
+        "spawn",
+        skill.path().to_str().unwrap(),
+        "--input",
+        r#"{"name": "bg"}"#,
+        "--label",
+        "greet",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.stdout.trim().to_string();
+    assert_eq!(id.len(), 26, "a ULID: {id}");
+
+    let out = d.cli(&["tasks", "wait", &id]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("Hello, bg"), "{}", out.stdout);
+
+    let out = d.cli(&["tasks", "list", "--label", "greet"]);
+    assert!(
+        out.stdout.contains(&id) && out.stdout.contains("succeeded"),
+        "{}",
+        out.stdout
+    );
+    let out = d.cli(&["tasks", "list", "--json", "--state", "succeeded"]);
+    assert_eq!(out.json()[0]["id"], id.as_str());
+
+    for follow in [false, true] {
+        let mut args = vec!["tasks", "logs", id.as_str()];
+        if follow {
+            args.push("-f");
+        }
+        let out = d.cli(&args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains("queued -> running"), "{}", out.stdout);
+        assert!(out.stdout.contains("greeting bg"), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("running -> succeeded"),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = d.cli(&["tasks", "show", &id, "--json"]);
+    assert_eq!(out.json()["outcome"]["outcome"], "succeeded");
+
+    // Refusals come back with the same exit codes as `run`.
+    let report = real_skill("disk-report");
+    let out = d.cli(&["spawn", report.path().to_str().unwrap()]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("--allow-read"), "{}", out.stderr);
+    let out = d.cli(&["tasks", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+}
+
+#[test]
+fn a_second_daemon_and_a_missing_daemon_are_clear_errors() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let out = cli(&["serve", "--data-dir", data.path().to_str().unwrap()], &[]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("already serves"), "{}", out.stderr);
+    drop(d);
+    let empty = tempfile::tempdir().unwrap();
+    let skill = real_skill("hello");
+    let out = cli(
+        &[
+            "spawn",
+            skill.path().to_str().unwrap(),
+            "--data-dir",
+            empty.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("skillbox serve"), "{}", out.stderr);
+}
+
+#[test]
+fn bad_api_input_gets_4xx_and_the_daemon_keeps_serving() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let skill = real_skill("hello");
+    let path = skill.path().to_str().unwrap();
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (
+            post("/v1/tasks", &json!({"skill": path, "bogus": 1}).to_string()),
+            400,
+            "unknown field",
+        ),
+        (post("/v1/tasks", "{not json"), 400, "bad-request"),
+        (
+            post("/v1/tasks", &json!({"skill": 5}).to_string()),
+            400,
+            "bad-request",
+        ),
+        (
+            post("/v1/tasks", &json!({"skill": "relative/path"}).to_string()),
+            422,
+            "absolute",
+        ),
+        (
+            post(
+                "/v1/tasks",
+                &json!({"skill": path, "grants": {"exec": {"allow_all": true}}}).to_string(),
+            ),
+            400,
+            "unknown field",
+        ),
+        (
+            post(
+                "/v1/tasks",
+                &format!("{{\"skill\": \"{}\"}}", "x".repeat(2 << 20)),
+            ),
+            413,
+            "too-large",
+        ),
+        (get("/v1/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV"), 404, "no task"),
+        (get("/v1/tasks/not-an-id"), 404, "not a task id"),
+        (get("/v1/tasks?state=exploded"), 400, "bad-request"),
+        (get("/v1/nope"), 404, "no such endpoint"),
+    ];
+    for (req, status, needle) in cases {
+        let (got, body) = d.http(&req);
+        assert_eq!(got, status, "{body}");
+        assert!(body.contains(needle), "{needle}: {body}");
+    }
+    let (status, body) = d.http(&post(
+        "/v1/tasks",
+        &json!({"skill": path, "input": {"name": "ok"}}).to_string(),
+    ));
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = d.http(&get("/v1/health"));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn tcp_needs_the_bearer_token() {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = cli(
+        &[
+            "serve",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--listen",
+            &addr,
+        ],
+        &[],
+    );
+    assert_ne!(out.code, 0, "refuses TCP without a token");
+    assert!(out.stderr.contains("token"), "{}", out.stderr);
+    let _d = Daemon::start(data.path(), &["--listen", &addr, "--token", "s3cret"]);
+    let request = |auth: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /v1/tasks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(request("").starts_with("HTTP/1.1 401"));
+    assert!(request("Authorization: Bearer wrong\r\n").starts_with("HTTP/1.1 401"));
+    assert!(request("Authorization: Bearer s3cret\r\n").starts_with("HTTP/1.1 200"));
+    let out = cli(
+        &[
+            "tasks", "list", "--json", "--addr", &addr, "--token", "s3cret",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// `kill -9` of the daemon mid-task: the next daemon marks the task
+/// interrupted at once and resumes it from its checkpoint; no step runs
+/// twice.
+#[test]
+fn kill_9_then_restart_resumes_from_the_checkpoint() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let skill = skill_dir("hostile", "[fs]\n\"/w\" = { access = \"read-write\" }\n");
+    let d = Daemon::start(data.path(), &[]);
+    let input = json!({"case": "steps", "journal": "/w/journal", "steps": 3, "pause_after": 1, "pause_ms": 600_000});
+    let out = d.cli(&[
+        "spawn",
+        skill.path().to_str().unwrap(),
+        "--allow-write",
+        &format!("{}:/w", work.path().display()),
+        "--input",
+        &input.to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.stdout.trim().to_string();
+    let journal = work.path().join("journal");
+    for _ in 0..2000 {
+        if d.cli(&["tasks", "logs", &id])
+            .stdout
+            .contains("saved \"step-1\"")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), "step 1\n");
+    d.kill9();
+
+    let d = Daemon::start(data.path(), &[]);
+    let out = d.cli(&["tasks", "wait", &id, "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let t = out.json();
+    assert_eq!(t["state"], "succeeded");
+    assert_eq!(t["attempt"], 2);
+    assert_eq!(t["outcome"]["data"]["skipped"], json!([1]));
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap(),
+        "step 1\nstep 2\nstep 3\n"
+    );
+    let logs = d.cli(&["tasks", "logs", &id]).stdout;
+    assert!(logs.contains("running -> interrupted"), "{logs}");
+    assert!(logs.contains("interrupted -> running"), "{logs}");
+}
