@@ -37,6 +37,7 @@ pub struct RunState {
     pub(crate) log: LogBudget,
     pub(crate) checkpoints: BTreeMap<String, Vec<u8>>,
     pub(crate) persist_checkpoint: Option<CheckpointSink>,
+    pub(crate) tag: Option<String>,
 }
 
 impl WasiView for RunState {
@@ -179,6 +180,9 @@ pub struct RunRequest {
     pub persist_checkpoint: Option<CheckpointSink>,
     /// Set to `true` to stop the run (it ends as [`Outcome::Cancelled`]).
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// A tag for the programs this run starts (`SKILLBOX_RUN`), to find
+    /// them after a crash (see [`crate::caps::exec::kill_tagged`]).
+    pub tag: Option<String>,
 }
 
 impl Default for RunRequest {
@@ -191,6 +195,7 @@ impl Default for RunRequest {
             checkpoints: BTreeMap::new(),
             persist_checkpoint: None,
             cancel: None,
+            tag: None,
         }
     }
 }
@@ -314,6 +319,7 @@ impl Host {
             checkpoints,
             persist_checkpoint,
             cancel,
+            tag,
         } = request;
         let parsed: serde_json::Value =
             serde_json::from_str(&input).map_err(|e| Error::Input(format!("not JSON: {e}")))?;
@@ -358,6 +364,7 @@ impl Host {
             log: LogBudget::new(limits.output),
             checkpoints,
             persist_checkpoint,
+            tag,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

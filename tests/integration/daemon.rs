@@ -324,3 +324,76 @@ fn kill_9_then_restart_resumes_from_the_checkpoint() {
     assert!(logs.contains("running -> interrupted"), "{logs}");
     assert!(logs.contains("interrupted -> running"), "{logs}");
 }
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z")
+}
+
+/// `kill -9` of the daemon while a task waits on an exec'd program: the
+/// program outlives the daemon (nothing else would stop it), and the next
+/// daemon kills it before deciding the task's fate (here: failed, since the
+/// skill has no checkpoints and does not allow a restart).
+#[test]
+fn a_restarted_daemon_kills_what_an_interrupted_task_left_running() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let skill = skill_dir(
+        "hostile",
+        "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
+    );
+    let d = Daemon::start(data.path(), &[]);
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w"});
+    let out = d.cli(&[
+        "spawn",
+        skill.path().to_str().unwrap(),
+        "--allow-write",
+        &format!("{}:/w", work.path().display()),
+        "--allow-exec",
+        "sh -c *",
+        "--input",
+        &input.to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.stdout.trim().to_string();
+    let pid_file = work.path().join("pid");
+    let mut pid = None;
+    for _ in 0..2000 {
+        if let Some(p) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            pid = Some(p);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = pid.expect("the program started");
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        alive(pid),
+        "the orphan should outlive a kill -9 of its daemon"
+    );
+
+    let d = Daemon::start(data.path(), &[]);
+    let mut gone = false;
+    for _ in 0..400 {
+        if !alive(pid) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(gone, "leftover {pid} was not killed on restart");
+    let out = d.cli(&["tasks", "wait", &id, "--json"]);
+    let t = out.json();
+    assert_eq!(t["state"], "failed", "{t}");
+    assert!(
+        t["outcome"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not safe"),
+        "{t}"
+    );
+}

@@ -48,6 +48,54 @@ pub struct Request {
     pub stdin: Option<Vec<u8>>,
     /// The call's own timeout.
     pub timeout: Option<Duration>,
+    /// Set by the host, never by the guest: the run's tag, exported to the
+    /// program as `SKILLBOX_RUN`, so that a host restarting after a crash
+    /// can find and kill what an interrupted run left behind
+    /// ([`kill_tagged`]).
+    pub tag: Option<String>,
+}
+
+/// The variable that marks a run's programs.
+pub const TAG_VAR: &str = "SKILLBOX_RUN";
+
+/// Kills every process (with its whole process group) whose environment
+/// carries `SKILLBOX_RUN=tag`: the leftovers of a run whose host died.
+/// Returns how many processes were found.
+pub fn kill_tagged(tag: &str) -> usize {
+    let needle = format!("{TAG_VAR}={tag}");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id() as i32;
+    let mut found = 0;
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            found += 1;
+            // SAFETY: signals to a process (and its group) that carries this
+            // run's tag; ESRCH is harmless.
+            unsafe {
+                let pgid = libc::getpgid(pid);
+                if pgid > 1 {
+                    libc::killpg(pgid, libc::SIGKILL);
+                }
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+    found
 }
 
 /// What a finished program produced.
@@ -227,6 +275,10 @@ fn environment(
         env.retain(|(n, _)| n != k);
         env.push((k.clone(), v.clone()));
     }
+    if let Some(tag) = &req.tag {
+        env.retain(|(n, _)| n != TAG_VAR);
+        env.push((TAG_VAR.to_string(), tag.clone()));
+    }
     Ok(env)
 }
 
@@ -400,6 +452,7 @@ mod host_impl {
                 env: cmd.env,
                 stdin: cmd.stdin,
                 timeout: cmd.timeout_ms.map(Duration::from_millis),
+                tag: self.tag.clone(),
             };
             let (policy, sandbox, events) = (
                 self.policy.clone(),

@@ -192,9 +192,14 @@ impl Host {
 
     /// Interrupts, at once, the tasks a dead host `owner` left running
     /// (resumed or failed by policy next); returns their ids.
+    ///
+    /// Programs those tasks started and that outlived their host are killed
+    /// first, so a resumed task never races its own leftovers or repeats
+    /// their side effects.
     pub fn recover_owner(&self, owner: &str) -> Result<Vec<TaskId>, Error> {
         let rt = self.tasks()?;
         let ids = rt.store.recover(now_ms(), Some(owner)).map_err(store_err)?;
+        kill_leftovers(&ids);
         rt.wake_worker.notify_one();
         Ok(ids)
     }
@@ -266,7 +271,7 @@ impl Host {
     pub async fn work(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let rt = self.tasks()?;
         let slots = Arc::new(Semaphore::new(rt.options.concurrency.max(1)));
-        rt.store.recover(now_ms(), None).map_err(store_err)?;
+        kill_leftovers(&rt.store.recover(now_ms(), None).map_err(store_err)?);
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -288,8 +293,9 @@ impl Host {
                     tokio::select! {
                         () = rt.wake_worker.notified() => {}
                         () = tokio::time::sleep(rt.options.poll) => {
-                            if let Err(e) = rt.store.recover(now_ms(), None) {
-                                tracing::warn!(error = %e, "recovering expired leases failed");
+                            match rt.store.recover(now_ms(), None) {
+                                Ok(ids) => kill_leftovers(&ids),
+                                Err(e) => tracing::warn!(error = %e, "recovering expired leases failed"),
                             }
                         }
                         _ = shutdown.changed() => {}
@@ -406,10 +412,21 @@ impl Host {
                     checkpoints,
                     persist_checkpoint: Some(persist),
                     cancel: Some(cancel),
+                    tag: Some(claim.task.id.to_string()),
                 },
             )
             .await?;
         Ok((report.outcome, report.duration_ms))
+    }
+}
+
+/// Kills what interrupted tasks' programs left running on this machine.
+fn kill_leftovers(ids: &[TaskId]) {
+    for id in ids {
+        let n = crate::caps::exec::kill_tagged(&id.to_string());
+        if n > 0 {
+            tracing::warn!(task = %id, processes = n, "killed programs an interrupted task left behind");
+        }
     }
 }
 
