@@ -397,3 +397,68 @@ fn a_restarted_daemon_kills_what_an_interrupted_task_left_running() {
         "{t}"
     );
 }
+
+/// host/openapi.json and the server agree: every documented operation is
+/// served (its path answers something other than "no such endpoint") and
+/// documents the statuses the server gives, and every task the server
+/// returns has the documented required fields.
+#[test]
+fn the_openapi_document_matches_the_server() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("host/openapi.json")).unwrap())
+            .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let skill = real_skill("hello");
+    let (status, body) = d.http(&post(
+        "/v1/tasks",
+        &json!({"skill": skill.path(), "input": {}}).to_string(),
+    ));
+    assert_eq!(status, 201, "{body}");
+    let task: serde_json::Value =
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let id = task["id"].as_str().unwrap().to_string();
+    for field in spec["components"]["schemas"]["Task"]["required"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(
+            task.get(field.as_str().unwrap()).is_some(),
+            "task lacks documented field {field}"
+        );
+    }
+    let paths = spec["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 6, "update this test with the spec");
+    for (path, ops) in paths {
+        let concrete = path.replace("{id}", &id);
+        for (method, op) in ops.as_object().unwrap() {
+            let req = match method.as_str() {
+                "get" => get(&format!(
+                    "{concrete}{}",
+                    if path.ends_with("/events") {
+                        "?follow=false"
+                    } else {
+                        ""
+                    }
+                )),
+                "post" if path == "/v1/tasks" => {
+                    post(&concrete, &json!({"skill": skill.path()}).to_string())
+                }
+                "post" => post(&concrete, ""),
+                other => panic!("unexpected method {other}"),
+            };
+            let (status, body) = d.http(&req);
+            assert!(
+                !body.contains("no such endpoint"),
+                "{method} {path} is documented but not served"
+            );
+            let documented = op["responses"].as_object().unwrap();
+            assert!(
+                documented.contains_key(&status.to_string()),
+                "{method} {path} answered {status}, undocumented"
+            );
+        }
+    }
+    let (status, _) = d.http(&get("/v1/undocumented"));
+    assert_eq!(status, 404);
+}

@@ -3,7 +3,7 @@
 //! It listens on a Unix socket (created `0600`: whoever can open it is the
 //! operator) and, when asked, on a loopback TCP port where every request
 //! must carry `Authorization: Bearer <token>`. Every endpoint is a few lines
-//! over the [`Host`] task API; `openapi.yaml` beside this crate documents
+//! over the [`Host`] task API; `host/openapi.json` documents
 //! them.
 
 pub mod client;
