@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use hyper::Method;
 use skillbox::prelude::*;
-use skillbox::server::client::{Client, Endpoint};
+use skillbox::server::client::{Client, ClientError, Endpoint};
 use skillbox::tasks::{CleanupMode, NotifyMode, SqliteStore, TaskOptions};
 
 use super::exit;
@@ -263,37 +263,60 @@ pub struct SpawnArgs {
     pub at: DaemonAddr,
 }
 
-fn fail(e: impl std::fmt::Display, json: bool) -> u8 {
-    let code = match e.to_string() {
-        m if m.contains("HTTP 403") => exit::DENIED,
-        m if m.contains("HTTP 422") || m.contains("HTTP 400") || m.contains("HTTP 404") => {
-            exit::INVALID
-        }
-        _ => exit::FAILED,
-    };
-    if json {
-        outln!(
-            "{}",
-            serde_json::json!({ "error": { "exit_code": code, "message": e.to_string() } })
-        );
-    } else {
-        eprintln!("error: {e}");
+/// An error of a daemon call, with the exit code `run` would give it.
+enum Failure {
+    /// From the client or the API.
+    Client(ClientError),
+    /// From checking the request locally.
+    Local(skillbox::Error),
+    /// Anything else.
+    Other(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Client(e)
     }
-    code
+}
+
+impl From<skillbox::Error> for Failure {
+    fn from(e: skillbox::Error) -> Self {
+        Failure::Local(e)
+    }
+}
+
+fn fail(e: impl Into<Failure>, json: bool) -> u8 {
+    let (message, code) = match e.into() {
+        Failure::Client(e) => {
+            let code = match &e {
+                ClientError::Api { status: 403, .. } => exit::DENIED,
+                ClientError::Api {
+                    status: 400 | 404 | 413 | 422,
+                    ..
+                } => exit::INVALID,
+                _ => exit::FAILED,
+            };
+            (e.to_string(), code)
+        }
+        Failure::Local(e) => (e.to_string(), super::output::code_of(&e)),
+        Failure::Other(m) => (m, exit::FAILED),
+    };
+    super::output::print_error(&message, code, json)
 }
 
 /// `skillbox spawn`.
 pub async fn spawn(args: SpawnArgs) -> u8 {
     let result = async {
-        let grants = args.grants.to_grants().map_err(|e| e.to_string())?;
-        let input = super::run::read_input(&args.input).map_err(|e| e.to_string())?;
+        let grants = args.grants.to_grants()?;
+        let input = super::run::read_input(&args.input)?;
         let skill = args
             .skill
             .canonicalize()
-            .map_err(|e| format!("{}: {e}", args.skill.display()))?;
+            .map_err(|e| Failure::Other(format!("{}: {e}", args.skill.display())))?;
         let body = serde_json::json!({
             "skill": skill,
-            "input": serde_json::from_str::<serde_json::Value>(&input).map_err(|e| e.to_string())?,
+            "input": serde_json::from_str::<serde_json::Value>(&input)
+                .map_err(|e| skillbox::Error::Input(e.to_string()))?,
             "grants": grants,
             "label": args.label,
             "parent_session": args.parent_session,
@@ -302,11 +325,12 @@ pub async fn spawn(args: SpawnArgs) -> u8 {
             "partial": args.partial,
             "allow_unpinned": args.allow_unpinned,
         });
-        args.at
-            .client()
-            .call(Method::POST, "/v1/tasks", Some(&body))
-            .await
-            .map_err(|e| e.to_string())
+        Ok::<_, Failure>(
+            args.at
+                .client()
+                .call(Method::POST, "/v1/tasks", Some(&body))
+                .await?,
+        )
     }
     .await;
     match result {
@@ -616,7 +640,9 @@ pub async fn tasks(args: TasksArgs) -> u8 {
             };
             loop {
                 match stream.next_event().await {
-                    Ok(Some((_, kind, data))) if kind == "error" => return fail(data, json),
+                    Ok(Some((_, kind, data))) if kind == "error" => {
+                        return fail(Failure::Other(data), json);
+                    }
                     Ok(Some((_, _, data))) => {
                         let e: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
                         if json {

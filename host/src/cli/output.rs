@@ -41,14 +41,19 @@ pub fn code_of(e: &skillbox::Error) -> u8 {
 /// Prints an error (as `{"error": …}` on stdout with `--json`) and returns
 /// its exit code.
 pub fn report_error(e: &skillbox::Error, json: bool) -> u8 {
-    let code = code_of(e);
+    print_error(&e.to_string(), code_of(e), json)
+}
+
+/// Prints `message` as an error (JSON on stdout with `--json`, text on
+/// stderr otherwise) and returns `code`.
+pub fn print_error(message: &str, code: u8, json: bool) -> u8 {
     if json {
         outln!(
             "{}",
-            serde_json::json!({ "error": { "exit_code": code, "message": e.to_string() } })
+            serde_json::json!({ "error": { "exit_code": code, "message": message } })
         );
     } else {
-        eprintln!("error: {e}");
+        eprintln!("error: {message}");
     }
     code
 }
