@@ -240,8 +240,8 @@ async fn cancel_and_timeout_stop_running_tasks() {
     assert_eq!(t.attempt, 0, "never started");
 }
 
-#[tokio::test]
-async fn many_tasks_all_finish_once_within_the_concurrency_limit() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_tasks_all_finish_once_within_the_concurrency_limit() {
     let (_d, store) = store();
     let w = Worker::start(
         store.clone(),
@@ -251,7 +251,7 @@ async fn many_tasks_all_finish_once_within_the_concurrency_limit() {
         },
     );
     let skill = skill_dir("hello", "");
-    let ids: Vec<_> = (0..60)
+    let ids: Vec<_> = (0..1000)
         .map(|i| {
             w.host
                 .spawn(SpawnRequest::new(
@@ -261,11 +261,23 @@ async fn many_tasks_all_finish_once_within_the_concurrency_limit() {
                 .unwrap()
         })
         .collect();
+    let mut spans = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let t = w.host.wait(*id).await.unwrap();
         assert_eq!(t.state, TaskState::Succeeded);
         assert_eq!(t.attempt, 1, "ran once");
         assert!(outcome_text(&t).contains(&format!("n{i}")));
+        spans.push((t.started_ms.unwrap(), t.ended_ms.unwrap()));
     }
     w.stop().await;
+    // Never more than the limit at once: sweep over start (+1) and end (-1)
+    // marks; at equal times, ends come first.
+    let mut marks: Vec<(i64, i32)> = spans.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
+    marks.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in marks {
+        now += d;
+        most = most.max(now);
+    }
+    assert!(most <= 3, "{most} tasks ran at once; the limit is 3");
 }
