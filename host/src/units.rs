@@ -107,9 +107,10 @@ impl FromStr for HumanDuration {
             "" | "s" => Duration::from_secs(n),
             "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
             other => {
                 return Err(format!(
-                    "invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h)"
+                    "invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h, d)"
                 ));
             }
         };
@@ -120,7 +121,9 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms.is_multiple_of(3_600_000) && ms > 0 {
+        if ms.is_multiple_of(86_400_000) && ms > 0 {
+            write!(f, "{}d", ms / 86_400_000)
+        } else if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
         } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
@@ -219,5 +222,6 @@ mod tests {
         assert_eq!(HumanDuration(Duration::from_secs(90)).to_string(), "90s");
         assert_eq!(HumanDuration(Duration::from_secs(120)).to_string(), "2m");
         assert!("3 weeks".parse::<HumanDuration>().is_err());
+        assert_eq!("7d".parse::<HumanDuration>().unwrap().to_string(), "7d");
     }
 }

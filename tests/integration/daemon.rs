@@ -462,3 +462,34 @@ fn the_openapi_document_matches_the_server() {
     let (status, _) = d.http(&get("/v1/undocumented"));
     assert_eq!(status, 404);
 }
+
+/// Finished tasks are deleted after the retention period (0s here, checked
+/// at start); unfinished ones never are.
+#[test]
+fn finished_tasks_are_pruned_after_retention() {
+    let data = tempfile::tempdir().unwrap();
+    let skill = real_skill("hello");
+    let d = Daemon::start(data.path(), &[]);
+    let out = d.cli(&["spawn", skill.path().to_str().unwrap()]);
+    let id = out.stdout.trim().to_string();
+    assert_eq!(d.cli(&["tasks", "wait", &id]).code, 0);
+    drop(d);
+    let d = Daemon::start(data.path(), &["--retain", "7d"]);
+    assert_eq!(
+        d.cli(&["tasks", "show", &id]).code,
+        0,
+        "kept within retention"
+    );
+    drop(d);
+    std::thread::sleep(Duration::from_millis(20));
+    let d = Daemon::start(data.path(), &["--retain", "0s"]);
+    let mut gone = false;
+    for _ in 0..200 {
+        if d.cli(&["tasks", "show", &id]).code == 4 {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(gone, "not pruned");
+}

@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// Most tasks running at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Delete finished tasks (with their events and checkpoints) this long
+    /// after they ended; checked at start and hourly.
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    pub retain: skillbox::units::HumanDuration,
     /// Directory of the compiled-component cache.
     #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -172,6 +176,23 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(host.clone().work(stop_rx.clone()));
+    {
+        let (host, retain) = (host.clone(), args.retain.get());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                match host.prune_tasks(retain) {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!(
+                        "skillbox serve: deleted {n} task(s) that ended over {} ago",
+                        args.retain
+                    ),
+                    Err(e) => eprintln!("skillbox serve: pruning old tasks failed: {e}"),
+                }
+            }
+        });
+    }
     let shutdown = {
         let mut rx = stop_rx.clone();
         async move {

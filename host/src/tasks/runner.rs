@@ -204,6 +204,13 @@ impl Host {
         Ok(ids)
     }
 
+    /// Deletes tasks that ended more than `older_than` ago, with their
+    /// events and checkpoints; returns how many.
+    pub fn prune_tasks(&self, older_than: Duration) -> Result<u64, Error> {
+        let before = now_ms() - older_than.as_millis() as i64;
+        self.tasks()?.store.prune(before).map_err(store_err)
+    }
+
     /// Tasks matching `filter`, newest first.
     pub fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, Error> {
         self.tasks()?.store.list(filter).map_err(store_err)
