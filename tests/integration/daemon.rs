@@ -493,3 +493,24 @@ fn finished_tasks_are_pruned_after_retention() {
     }
     assert!(gone, "not pruned");
 }
+
+/// A read-only or full data dir is a clear error at start, not a panic.
+/// (The tests run as root, which ignores permission bits, so the data dir
+/// is a tmpfs mounted read-only or tiny, in a private mount namespace.)
+#[test]
+fn a_read_only_or_full_data_dir_is_a_clear_error() {
+    for (opts, needle) in [("ro,size=1m", "read-only"), ("size=4k", "full")] {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            "mount -t tmpfs -o {opts} tmpfs {d} && exec {exe:?} serve --data-dir {d}",
+            d = dir.path().display(),
+            exe = env!("CARGO_BIN_EXE_skillbox"),
+        );
+        let out = Command::new("unshare").args(["-m", "sh", "-c", &script]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(!out.status.success(), "{opts}: started anyway");
+        assert!(!stderr.contains("panicked"), "{opts}: {stderr}");
+        assert!(stderr.contains("error:"), "{opts}: {stderr}");
+        assert!(stderr.contains(needle), "{opts}: expected {needle:?} in: {stderr}");
+    }
+}
