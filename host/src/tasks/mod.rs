@@ -7,6 +7,52 @@
 //! policy when a host next starts.
 //!
 //! The events are the source of truth; the task row is their summary.
+//!
+//! An agent runtime embedding skillbox:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use skillbox::prelude::*;
+//! use skillbox::tasks::{SpawnRequest, SqliteStore, TaskOptions, TaskState};
+//!
+//! # async fn agent() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Arc::new(SqliteStore::open_dir("/var/lib/my-agent/skillbox".as_ref())?);
+//! let host = Arc::new(Host::new(EngineOptions::default())?.with_tasks(store, TaskOptions::default()));
+//!
+//! // Run background tasks until shutdown; tasks a crashed predecessor left
+//! // running are resumed from their checkpoints (or failed by policy).
+//! let (_stop, shutdown) = tokio::sync::watch::channel(false);
+//! tokio::spawn(host.clone().work(shutdown));
+//!
+//! // The session asks for a long job: get an id back at once.
+//! let mut grants = Grants::default();
+//! grants.fs.push(FsGrant::parse_cli("/srv/app:/data", Access::Read)?);
+//! let id = host.spawn(SpawnRequest {
+//!     grants,
+//!     parent_session: Some("agent:main".into()),
+//!     label: Some("disk check".into()),
+//!     ..SpawnRequest::new("skills/disk-report", r#"{"path": "/data"}"#)
+//! })?;
+//!
+//! // Follow it, then hand the summary back to the session.
+//! let mut seen = 0;
+//! loop {
+//!     let events = host.events(id, seen).await?;
+//!     if events.is_empty() {
+//!         break;
+//!     }
+//!     seen = events.last().unwrap().seq;
+//!     for e in events {
+//!         println!("{id}: {:?}", e.event);
+//!     }
+//! }
+//! let task = host.wait(id).await?;
+//! if task.state == TaskState::Succeeded {
+//!     println!("{}", task.outcome.unwrap()["text"]);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod model;
 pub(crate) mod runner;
