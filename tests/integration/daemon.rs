@@ -506,11 +506,48 @@ fn a_read_only_or_full_data_dir_is_a_clear_error() {
             d = dir.path().display(),
             exe = env!("CARGO_BIN_EXE_skillbox"),
         );
-        let out = Command::new("unshare").args(["-m", "sh", "-c", &script]).output().unwrap();
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
         assert!(!out.status.success(), "{opts}: started anyway");
         assert!(!stderr.contains("panicked"), "{opts}: {stderr}");
         assert!(stderr.contains("error:"), "{opts}: {stderr}");
-        assert!(stderr.contains(needle), "{opts}: expected {needle:?} in: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{opts}: expected {needle:?} in: {stderr}"
+        );
     }
+}
+
+/// The event stream resumes after Last-Event-ID and ends with the task.
+#[test]
+fn event_streams_resume_after_last_event_id() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let skill = real_skill("hello");
+    let id = d
+        .cli(&["spawn", skill.path().to_str().unwrap()])
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(d.cli(&["tasks", "wait", &id]).code, 0);
+    let req = format!(
+        "GET /v1/tasks/{id}/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nLast-Event-ID: 3\r\n\r\n"
+    );
+    let (status, body) = d.http(req.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("text/event-stream"), "{body}");
+    let ids: Vec<u64> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert_eq!(ids.first(), Some(&4), "{body}");
+    assert!(ids.windows(2).all(|w| w[0] + 1 == w[1]), "{ids:?}");
+    assert!(
+        body.contains("\"to\":\"succeeded\""),
+        "the stream ends after the final state: {body}"
+    );
 }

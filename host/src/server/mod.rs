@@ -232,36 +232,17 @@ async fn events(
         let events = host.events_now(id, after)?;
         return Ok(Json(events).into_response());
     }
-    let stream = futures::stream::unfold(
-        (host, after, false),
-        move |(host, after, done)| async move {
-            if done {
-                return None;
-            }
-            match host.events(id, after).await {
-                Ok(batch) if batch.is_empty() => None,
-                Ok(batch) => {
-                    let next = batch.last().map(|e| e.seq).unwrap_or(after);
-                    let items: Vec<Result<SseEvent, std::convert::Infallible>> = batch
-                        .into_iter()
-                        .map(|e| {
-                            Ok(SseEvent::default()
-                                .id(e.seq.to_string())
-                                .event(e.event.kind())
-                                .data(serde_json::to_string(&e).unwrap_or_default()))
-                        })
-                        .collect();
-                    Some((futures::stream::iter(items), (host, next, false)))
-                }
-                Err(e) => {
-                    let err = SseEvent::default().event("error").data(e.to_string());
-                    Some((futures::stream::iter(vec![Ok(err)]), (host, after, true)))
-                }
-            }
-        },
-    );
     use futures::StreamExt;
-    Ok(Sse::new(stream.flatten())
+    let stream = host.subscribe(id, after).map(|item| {
+        Ok::<_, std::convert::Infallible>(match item {
+            Ok(e) => SseEvent::default()
+                .id(e.seq.to_string())
+                .event(e.event.kind())
+                .data(serde_json::to_string(&e).unwrap_or_default()),
+            Err(e) => SseEvent::default().event("error").data(e.to_string()),
+        })
+    });
+    Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
 }

@@ -272,6 +272,35 @@ impl Host {
         }
     }
 
+    /// A stream of the task's events after `after`, live, ending once the
+    /// task has ended and every event was delivered.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        id: TaskId,
+        after: u64,
+    ) -> impl futures::Stream<Item = Result<EventRecord, Error>> + Send + 'static {
+        use futures::StreamExt;
+        futures::stream::unfold(
+            (self.clone(), after, false),
+            move |(host, after, failed)| async move {
+                if failed {
+                    return None;
+                }
+                match host.events(id, after).await {
+                    Ok(batch) if batch.is_empty() => None,
+                    Ok(batch) => {
+                        let next = batch.last().map_or(after, |e| e.seq);
+                        let items: Vec<Result<EventRecord, Error>> =
+                            batch.into_iter().map(Ok).collect();
+                        Some((futures::stream::iter(items), (host, next, false)))
+                    }
+                    Err(e) => Some((futures::stream::iter(vec![Err(e)]), (host, after, true))),
+                }
+            },
+        )
+        .flatten()
+    }
+
     /// Runs background tasks until `shutdown` becomes true: claims work up
     /// to the concurrency limit, and turns tasks whose host died (expired
     /// leases) into interrupted ones, which are resumed or failed by policy.
