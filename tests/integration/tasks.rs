@@ -281,3 +281,53 @@ async fn a_thousand_tasks_all_finish_once_within_the_concurrency_limit() {
     }
     assert!(most <= 3, "{most} tasks ran at once; the limit is 3");
 }
+
+/// Cancelling a task while it waits on an exec'd program kills the program
+/// (and what it started), then records the task as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_kills_the_programs_of_a_running_task() {
+    let (_d, store) = store();
+    let w = Worker::start(store.clone(), options());
+    let work = tempfile::tempdir().unwrap();
+    let skill = skill_dir(
+        "hostile",
+        "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
+    );
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w"});
+    let id = w
+        .host
+        .spawn(SpawnRequest {
+            grants: grants(&[
+                "--allow-exec",
+                "sh -c *",
+                "--allow-write",
+                &format!("{}:/w", work.path().display()),
+            ]),
+            ..SpawnRequest::new(skill.path(), input.to_string())
+        })
+        .unwrap();
+    let pid_file = work.path().join("pid");
+    let pid: i32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    w.host.cancel(id, "stop").unwrap();
+    let t = w.host.wait(id).await.unwrap();
+    assert_eq!(t.state, TaskState::Cancelled);
+    let mut gone = false;
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(gone, "{pid} outlived the cancelled task");
+    w.stop().await;
+}
