@@ -301,7 +301,8 @@ impl Host {
         .flatten()
     }
 
-    /// Runs background tasks until `shutdown` becomes true: claims work up
+    /// Runs background tasks until `shutdown` becomes true (or its sender is
+    /// dropped): claims work up
     /// to the concurrency limit, and turns tasks whose host died (expired
     /// leases) into interrupted ones, which are resumed or failed by policy.
     pub async fn work(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
@@ -314,7 +315,8 @@ impl Host {
             }
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("never closed"),
-                _ = shutdown.changed() => continue,
+                // A dropped sender means nobody can stop us any more: stop.
+                r = shutdown.changed() => if r.is_err() { return Ok(()) } else { continue },
             };
             match rt.store.claim(&rt.owner, rt.options.lease) {
                 Ok(Some(claim)) => {
@@ -334,7 +336,7 @@ impl Host {
                                 Err(e) => tracing::warn!(error = %e, "recovering expired leases failed"),
                             }
                         }
-                        _ = shutdown.changed() => {}
+                        r = shutdown.changed() => if r.is_err() { return Ok(()) },
                     }
                 }
                 Err(e) => {
