@@ -268,7 +268,8 @@ pub struct SpawnArgs {
     /// Which state changes to announce: done-only, state-changes, silent.
     #[arg(long, default_value = "done-only")]
     pub notify: NotifyMode,
-    /// What to do with the task's scratch dir at the end: keep, delete.
+    /// What to do with the task's scratch dir at the end: keep (delete is
+    /// refused until tasks have scratch dirs).
     #[arg(long, default_value = "keep")]
     pub cleanup: CleanupMode,
     /// Accept the skill even if some requested capabilities were not granted.

@@ -144,6 +144,13 @@ impl Host {
     /// it as a queued task; returns at once with its id.
     pub fn spawn(&self, request: SpawnRequest) -> Result<TaskId, Error> {
         let rt = self.tasks()?;
+        if request.cleanup == CleanupMode::Delete {
+            // Refused rather than accepted and ignored: tasks have no
+            // scratch directory yet, so there is nothing to delete.
+            return Err(Error::Input(
+                "cleanup `delete` is not supported yet: tasks have no scratch directory to delete".into(),
+            ));
+        }
         let source = SkillSource::open(&request.skill, request.allow_unpinned)?;
         let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &request.grants);
         if report.not_granted().count() > 0 && !request.partial {
