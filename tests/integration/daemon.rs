@@ -148,8 +148,17 @@ fn spawn_list_logs_wait_through_the_cli() {
     assert!(out.stderr.contains("--allow-read"), "{}", out.stderr);
     let out = d.cli(&["tasks", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
-    let out = d.cli(&["spawn", skill.path().to_str().unwrap(), "--cleanup", "delete"]);
-    assert_eq!(out.code, 4, "an option that would do nothing is refused: {}", out.stderr);
+    let out = d.cli(&[
+        "spawn",
+        skill.path().to_str().unwrap(),
+        "--cleanup",
+        "delete",
+    ]);
+    assert_eq!(
+        out.code, 4,
+        "an option that would do nothing is refused: {}",
+        out.stderr
+    );
     assert!(out.stderr.contains("not supported yet"), "{}", out.stderr);
 }
 

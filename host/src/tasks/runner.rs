@@ -148,7 +148,8 @@ impl Host {
             // Refused rather than accepted and ignored: tasks have no
             // scratch directory yet, so there is nothing to delete.
             return Err(Error::Input(
-                "cleanup `delete` is not supported yet: tasks have no scratch directory to delete".into(),
+                "cleanup `delete` is not supported yet: tasks have no scratch directory to delete"
+                    .into(),
             ));
         }
         let source = SkillSource::open(&request.skill, request.allow_unpinned)?;
