@@ -337,11 +337,6 @@ fn kill_9_then_restart_resumes_from_the_checkpoint() {
     assert!(logs.contains("interrupted -> running"), "{logs}");
 }
 
-fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z")
-}
-
 /// `kill -9` of the daemon while a task waits on an exec'd program: the
 /// program outlives the daemon (nothing else would stop it), and the next
 /// daemon kills it before deciding the task's fate (here: failed, since the
@@ -389,15 +384,10 @@ fn a_restarted_daemon_kills_what_an_interrupted_task_left_running() {
     );
 
     let d = Daemon::start(data.path(), &[]);
-    let mut gone = false;
-    for _ in 0..400 {
-        if !alive(pid) {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    assert!(gone, "leftover {pid} was not killed on restart");
+    assert!(
+        wait_gone(pid, Duration::from_secs(10)),
+        "leftover {pid} was not killed on restart"
+    );
     let out = d.cli(&["tasks", "wait", &id, "--json"]);
     let t = out.json();
     assert_eq!(t["state"], "failed", "{t}");

@@ -30,19 +30,6 @@ fn read_pid(dir: &tempfile::TempDir) -> i32 {
         .unwrap()
 }
 
-/// Waits (bounded) until `pid` is gone or a zombie: killed processes may
-/// linger until their new parent reaps them.
-fn wait_gone(pid: i32) -> bool {
-    for _ in 0..400 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z") {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    false
-}
-
 fn exec(program: &str, args: &[&str]) -> serde_json::Value {
     json!({"case": "exec", "program": program, "args": args})
 }
@@ -305,7 +292,10 @@ async fn timeouts_kill_the_process_group() {
     );
     let pid = read_pid(&dir);
     // Killed with SIGKILL; it may linger briefly as a zombie until reaped.
-    assert!(wait_gone(pid), "grandchild {pid} survived the timeout");
+    assert!(
+        wait_gone(pid, std::time::Duration::from_secs(10)),
+        "grandchild {pid} survived the timeout"
+    );
 }
 
 /// When the program exits, what it left in the background is killed too.
@@ -316,7 +306,10 @@ async fn background_children_die_with_the_call() {
     let (r, _) = run(&src, &g, input).await;
     assert_eq!(succeeded(&r).1["status"], 0);
     let pid = read_pid(&dir);
-    assert!(wait_gone(pid), "background child {pid} outlived the call");
+    assert!(
+        wait_gone(pid, std::time::Duration::from_secs(10)),
+        "background child {pid} outlived the call"
+    );
 }
 
 #[tokio::test]
@@ -359,5 +352,8 @@ async fn run_timeout_kills_a_running_program() {
         r.outcome
     );
     let pid = read_pid(&dir);
-    assert!(wait_gone(pid), "{pid} outlived the run");
+    assert!(
+        wait_gone(pid, std::time::Duration::from_secs(10)),
+        "{pid} outlived the run"
+    );
 }

@@ -279,3 +279,22 @@ pub fn real_skill(name: &str) -> tempfile::TempDir {
     std::fs::write(dir.path().join("skill.toml"), doc.to_string()).unwrap();
     dir
 }
+
+/// Whether `pid` runs (a zombie does not: it is dead, waiting to be reaped).
+pub fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z")
+}
+
+/// Waits up to `within` for `pid` to stop running: killed processes may
+/// linger briefly until their new parent reaps them.
+pub fn wait_gone(pid: i32, within: std::time::Duration) -> bool {
+    let step = std::time::Duration::from_millis(25);
+    for _ in 0..(within.as_millis() / step.as_millis()).max(1) {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(step);
+    }
+    false
+}

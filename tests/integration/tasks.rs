@@ -319,15 +319,9 @@ async fn cancel_kills_the_programs_of_a_running_task() {
     w.host.cancel(id, "stop").unwrap();
     let t = w.host.wait(id).await.unwrap();
     assert_eq!(t.state, TaskState::Cancelled);
-    let mut gone = false;
-    for _ in 0..200 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z") {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(gone, "{pid} outlived the cancelled task");
+    assert!(
+        wait_gone(pid, Duration::from_secs(5)),
+        "{pid} outlived the cancelled task"
+    );
     w.stop().await;
 }
