@@ -164,21 +164,7 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, ClientError> {
-        let resp = self.send(method, path, body, &[]).await?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(transport)?
-            .to_bytes();
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| transport(format!("the answer is not JSON: {e}")))?;
-        if status.is_success() {
-            Ok(v)
-        } else {
-            Err(api_error(status, &v))
-        }
+        json_answer(self.send(method, path, body, &[]).await?).await
     }
 
     /// Opens the event stream of task `id` after `after`.
@@ -191,22 +177,36 @@ impl Client {
                 &[("last-event-id", after.to_string())],
             )
             .await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let bytes = resp
-                .into_body()
-                .collect()
+        if !resp.status().is_success() {
+            return Err(json_answer(resp)
                 .await
-                .map_err(transport)?
-                .to_bytes();
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            return Err(api_error(status, &v));
+                .err()
+                .unwrap_or_else(|| transport("unexpected answer")));
         }
         Ok(Streaming {
             body: resp.into_body(),
             buf: Vec::new(),
         })
     }
+}
+
+/// Reads a whole JSON answer: the value on success, the API's error else
+/// (an error answer that is not JSON still keeps its status).
+async fn json_answer(
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<serde_json::Value, ClientError> {
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(transport)?
+        .to_bytes();
+    let parsed = serde_json::from_slice::<serde_json::Value>(&bytes);
+    if !status.is_success() {
+        return Err(api_error(status, &parsed.unwrap_or_default()));
+    }
+    parsed.map_err(|e| transport(format!("the answer is not JSON: {e}")))
 }
 
 fn api_error(status: StatusCode, v: &serde_json::Value) -> ClientError {
