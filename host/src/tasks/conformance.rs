@@ -41,6 +41,7 @@ fn states(store: &dyn TaskStore, id: TaskId) -> Vec<TaskState> {
 pub(crate) fn run_all(make: &dyn Fn() -> Box<dyn TaskStore>) {
     create_get_list(&*make());
     claim_order_and_leases(&*make());
+    claim_many_takes_oldest_once(&*make());
     fencing_rejects_stale_owners(&*make());
     events_page_in_order(&*make());
     checkpoints_save_and_overwrite(&*make());
@@ -105,6 +106,32 @@ fn claim_order_and_leases(store: &dyn TaskStore) {
         "each task is claimed once"
     );
     store.heartbeat(&c1, LEASE).unwrap();
+}
+
+fn claim_many_takes_oldest_once(store: &dyn TaskStore) {
+    assert!(store.claim_many("w1", 8, LEASE).unwrap().is_empty());
+    let ids: Vec<TaskId> = (0..5)
+        .map(|i| {
+            store
+                .create(spec(&format!("t{i}"), ResumePolicy::Restart))
+                .unwrap()
+                .id
+        })
+        .collect();
+    let first = store.claim_many("w1", 3, LEASE).unwrap();
+    let got: Vec<TaskId> = first.iter().map(|c| c.task.id).collect();
+    assert_eq!(got, ids[..3], "the three oldest, in order");
+    assert!(
+        first
+            .iter()
+            .all(|c| c.task.state == TaskState::Running && c.lease == 1)
+    );
+    let rest = store.claim_many("w2", 8, LEASE).unwrap();
+    let got: Vec<TaskId> = rest.iter().map(|c| c.task.id).collect();
+    assert_eq!(got, ids[3..], "only what is left, each task once");
+    for c in first.iter().chain(&rest) {
+        store.heartbeat(c, LEASE).unwrap();
+    }
 }
 
 fn fencing_rejects_stale_owners(store: &dyn TaskStore) {

@@ -63,7 +63,7 @@ pub use model::{
     CleanupMode, NotifyMode, ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState,
 };
 pub use runner::{SpawnRequest, TaskOptions};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, StoreStats};
 pub use store::{Claim, EventRecord, StoreError, TaskStore, now_ms};
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ use crate::policy::{EffectivePolicy, Grants};
 use crate::runtime::{Host, Outcome, RunRequest};
 use crate::skill::SkillSource;
 
+/// Most tasks claimed in one transaction.
+const MAX_CLAIM_BATCH: usize = 64;
+
 /// How a host runs background tasks.
 #[derive(Clone, Debug)]
 pub struct TaskOptions {
@@ -326,33 +329,72 @@ impl Host {
                 // A dropped sender means nobody can stop us any more: stop.
                 r = shutdown.changed() => if r.is_err() { return Ok(()) } else { continue },
             };
-            match rt.store.claim(&rt.owner, rt.options.lease) {
-                Ok(Some(claim)) => {
-                    let host = self.clone();
-                    tokio::spawn(async move {
-                        host.execute(claim).await;
-                        drop(permit);
-                    });
+            // Take every free slot at once: one claim transaction for many
+            // tasks.
+            let mut permits = vec![permit];
+            while permits.len() < MAX_CLAIM_BATCH {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
                 }
-                Ok(None) => {
-                    drop(permit);
-                    tokio::select! {
-                        () = rt.wake_worker.notified() => {}
-                        () = tokio::time::sleep(rt.options.poll) => {
-                            match rt.store.recover(now_ms(), None) {
-                                Ok(ids) => kill_leftovers(&ids),
-                                Err(e) => tracing::warn!(error = %e, "recovering expired leases failed"),
-                            }
-                        }
-                        r = shutdown.changed() => if r.is_err() { return Ok(()) },
+            }
+            let (store, owner, lease, want) = (
+                rt.store.clone(),
+                rt.owner.clone(),
+                rt.options.lease,
+                permits.len(),
+            );
+            let claimed =
+                tokio::task::spawn_blocking(move || store.claim_many(&owner, want, lease))
+                    .await
+                    .unwrap_or_else(|e| Err(StoreError::Backend(format!("claiming: {e}"))));
+            match claimed {
+                Ok(claims) if !claims.is_empty() => {
+                    let all = claims.len() == want;
+                    for claim in claims {
+                        let permit = permits.pop().expect("one permit per claim");
+                        let host = self.clone();
+                        tokio::spawn(async move {
+                            host.execute(claim).await;
+                            drop(permit);
+                        });
+                    }
+                    drop(permits);
+                    // A short batch drained the queue: wait for a spawn.
+                    if !all && self.idle(rt, &mut shutdown).await {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {
+                    drop(permits);
+                    if self.idle(rt, &mut shutdown).await {
+                        return Ok(());
                     }
                 }
                 Err(e) => {
-                    drop(permit);
-                    tracing::warn!(error = %e, "claiming a task failed; retrying");
+                    drop(permits);
+                    tracing::warn!(error = %e, "claiming tasks failed; retrying");
                     tokio::time::sleep(rt.options.poll).await;
                 }
             }
+        }
+    }
+
+    /// Waits for a spawn, a poll interval (then recovers expired leases) or
+    /// shutdown; true when the worker must stop.
+    async fn idle(&self, rt: &TaskRuntime, shutdown: &mut watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            () = rt.wake_worker.notified() => false,
+            () = tokio::time::sleep(rt.options.poll) => {
+                let store = rt.store.clone();
+                match tokio::task::spawn_blocking(move || store.recover(now_ms(), None)).await {
+                    Ok(Ok(ids)) => kill_leftovers(&ids),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "recovering expired leases failed"),
+                    Err(e) => tracing::warn!(error = %e, "recovering expired leases failed"),
+                }
+                false
+            }
+            r = shutdown.changed() => r.is_err() || *shutdown.borrow(),
         }
     }
 
@@ -370,6 +412,7 @@ impl Host {
             store: rt.store.clone(),
             claim: claim.clone(),
             pending: Mutex::default(),
+            dirty: Notify::new(),
             lost: lost.clone(),
             cancel: cancel_tx.clone(),
             updates: rt.updates.clone(),
@@ -383,15 +426,10 @@ impl Host {
 
         let result = self.run_claimed(&claim, sink.clone(), cancel_rx).await;
         background.abort();
-        sink.flush();
         rt.cancels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        if lost.load(Ordering::SeqCst) {
-            tracing::warn!(task = %id, "lease lost; leaving the task to its new owner");
-            return;
-        }
         let (state, outcome, reason) = match result {
             Ok((outcome, duration_ms)) => {
                 let state = match &outcome {
@@ -420,8 +458,22 @@ impl Host {
                 e.to_string(),
             ),
         };
-        if let Err(e) = rt.store.finish(&claim, state, outcome, &reason) {
-            tracing::warn!(task = %id, error = %e, "recording the end of a task failed");
+        let store = rt.store.clone();
+        let ended = tokio::task::spawn_blocking(move || {
+            sink.flush();
+            if lost.load(Ordering::SeqCst) {
+                tracing::warn!(task = %id, "lease lost; leaving the task to its new owner");
+                return Ok(());
+            }
+            store.finish(&claim, state, outcome, &reason).map(drop)
+        })
+        .await;
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(task = %id, error = %e, "recording the end of a task failed")
+            }
+            Err(e) => tracing::warn!(task = %id, error = %e, "recording the end of a task failed"),
         }
         let _ = rt.updates.send(id);
     }
@@ -499,21 +551,35 @@ async fn keep_alive(
     sink: Arc<TaskSink>,
     options: TaskOptions,
 ) {
-    let mut beat = tokio::time::interval(options.heartbeat);
-    let mut flush = tokio::time::interval(options.flush);
+    // The task was just claimed: its lease is fresh.
+    let mut beat = tokio::time::interval_at(
+        tokio::time::Instant::now() + options.heartbeat,
+        options.heartbeat,
+    );
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                match store.heartbeat(&claim, options.lease) {
-                    Ok(()) => {}
-                    Err(StoreError::LeaseLost(_)) => sink.lose(),
-                    Err(e) => tracing::warn!(task = %claim.task.id, error = %e, "heartbeat failed"),
-                }
-                if store.get(claim.task.id).is_ok_and(|t| t.cancel_requested) {
-                    let _ = sink.cancel.send(true);
-                }
+                let (store, claim, sink, lease) =
+                    (store.clone(), claim.clone(), sink.clone(), options.lease);
+                let _ = tokio::task::spawn_blocking(move || {
+                    match store.heartbeat(&claim, lease) {
+                        Ok(()) => {}
+                        Err(StoreError::LeaseLost(_)) => sink.lose(),
+                        Err(e) => tracing::warn!(task = %claim.task.id, error = %e, "heartbeat failed"),
+                    }
+                    if store.get(claim.task.id).is_ok_and(|t| t.cancel_requested) {
+                        let _ = sink.cancel.send(true);
+                    }
+                })
+                .await;
             }
-            _ = flush.tick() => sink.flush(),
+            // Events wait a little, so that they are committed in groups.
+            () = sink.dirty.notified() => {
+                tokio::time::sleep(options.flush).await;
+                let sink = sink.clone();
+                let _ = tokio::task::spawn_blocking(move || sink.flush()).await;
+            }
         }
     }
 }
@@ -524,6 +590,8 @@ struct TaskSink {
     store: Arc<dyn TaskStore>,
     claim: Arc<Claim>,
     pending: Mutex<Vec<TaskEvent>>,
+    /// Signalled when the first event is buffered after a commit.
+    dirty: Notify,
     lost: Arc<AtomicBool>,
     cancel: watch::Sender<bool>,
     updates: broadcast::Sender<TaskId>,
@@ -597,7 +665,9 @@ impl EventSink for TaskSink {
         };
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.push(e);
-        if pending.len() >= 256 {
+        if pending.len() == 1 {
+            self.dirty.notify_one();
+        } else if pending.len() >= 256 {
             let _ = self.commit(&mut pending);
         }
     }

@@ -7,13 +7,23 @@
 //!
 //! Durability: WAL with `synchronous = FULL`, so a committed task survives
 //! a crash of the host and of the machine.
+//!
+//! Group commit: every write runs in its own savepoint inside a shared
+//! transaction, and one `COMMIT` (one fsync) makes a whole group durable.
+//! A writer that finds others queued behind it leaves the commit to the
+//! last of them and waits for it; no write returns before its commit, and
+//! a failed commit fails every write of its group. Writes that arrive while
+//! a commit is syncing form the next group, so under load one fsync serves
+//! many tasks and an idle store still commits each write at once. Reads use
+//! their own connection and see only committed data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::model::{ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
@@ -68,11 +78,53 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     ) WITHOUT ROWID;",
 )];
 
+/// Most writes in one group commit.
+const MAX_GROUP: usize = 512;
+/// Longest a group stays open while writers keep arriving.
+const MAX_GROUP_AGE: Duration = Duration::from_millis(20);
+
 /// The SQLite store.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    writer: Mutex<Writer>,
+    /// Writers queued for `writer`: while there are any, the holder leaves
+    /// the commit to them.
+    queued: AtomicUsize,
+    groups: Mutex<Groups>,
+    committed: Condvar,
+    reader: Mutex<Connection>,
     path: PathBuf,
     max_events: u64,
+}
+
+/// Counters of a [`SqliteStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Writes (task operations) run.
+    pub writes: u64,
+    /// Transactions committed (or attempted) for them.
+    pub commits: u64,
+}
+
+/// The write connection and the group it has open, if any.
+struct Writer {
+    conn: Connection,
+    open: Option<Group>,
+}
+
+struct Group {
+    id: u64,
+    members: usize,
+    opened: Instant,
+}
+
+/// Which groups have ended, and how.
+#[derive(Default)]
+struct Groups {
+    last_id: u64,
+    writes: u64,
+    ended: u64,
+    /// Recent groups whose commit failed, with the error.
+    failed: VecDeque<(u64, String)>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -95,25 +147,32 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path)
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| {
-                StoreError::Backend(format!("{}: cannot enable WAL: {e}", path.display()))
-            })?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(backend)?;
-        let mut store = SqliteStore {
-            conn: Mutex::new(conn),
+        let connect = || -> Result<Connection, StoreError> {
+            let conn = Connection::open(path)
+                .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+            conn.busy_timeout(Duration::from_secs(10))
+                .map_err(backend)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| {
+                    StoreError::Backend(format!("{}: cannot enable WAL: {e}", path.display()))
+                })?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(backend)?;
+            conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(backend)?;
+            Ok(conn)
+        };
+        let mut conn = connect()?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(Writer { conn, open: None }),
+            queued: AtomicUsize::new(0),
+            groups: Mutex::default(),
+            committed: Condvar::new(),
+            reader: Mutex::new(connect()?),
             path: path.to_owned(),
             max_events: DEFAULT_MAX_EVENTS,
-        };
-        store.migrate()?;
-        Ok(store)
+        })
     }
 
     /// Sets the per-task event bound.
@@ -138,77 +197,156 @@ impl SqliteStore {
             .map_err(backend)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// Writes and commits so far (a commit serves a group of writes).
+    pub fn stats(&self) -> StoreStats {
+        let g = self.groups();
+        StoreStats {
+            writes: g.writes,
+            commits: g.last_id,
+        }
     }
 
-    fn migrate(&mut self) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(backend)?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version INTEGER PRIMARY KEY,
-                name TEXT NOT NULL,
-                checksum TEXT NOT NULL,
-                applied_ms INTEGER NOT NULL
-            )",
-        )
-        .map_err(backend)?;
-        let applied: Vec<(i64, String)> = {
-            let mut st = tx
-                .prepare("SELECT version, checksum FROM schema_migrations ORDER BY version")
-                .map_err(backend)?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(backend)?
-                .collect::<Result<_, _>>()
-                .map_err(backend)?
-        };
-        for (version, sum) in &applied {
-            match MIGRATIONS.iter().find(|(v, _, _)| v == version) {
-                None => {
-                    return Err(StoreError::Schema(format!(
-                        "the database has migration {version}, which this skillbox does not know: \
-                         it was written by a newer version"
-                    )));
-                }
-                Some((_, name, sql)) if checksum(sql) != *sum => {
-                    return Err(StoreError::Schema(format!(
-                        "applied migration {version} ({name}) differs from this skillbox's; \
-                         migrations must never be edited"
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-        for (version, name, sql) in MIGRATIONS {
-            if applied.iter().any(|(v, _)| v == version) {
-                continue;
-            }
-            tx.execute_batch(sql)
-                .map_err(|e| StoreError::Schema(format!("migration {version} ({name}): {e}")))?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name, checksum, applied_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![version, name, checksum(sql), now_ms()],
-            )
-            .map_err(backend)?;
-        }
-        tx.commit().map_err(backend)
+    /// The read connection.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn groups(&self) -> MutexGuard<'_, Groups> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` as one atomic write and returns once it is durable (see the
+    /// module's notes on group commit). `f` failing undoes only its own
+    /// changes.
     fn write<T>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(backend)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(backend)?;
-        Ok(out)
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        if w.open.is_none() {
+            w.conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+            let mut groups = self.groups();
+            groups.last_id += 1;
+            w.open = Some(Group {
+                id: groups.last_id,
+                members: 0,
+                opened: Instant::now(),
+            });
+        }
+        let out = match w.conn.execute_batch("SAVEPOINT write") {
+            Ok(()) => {
+                let out = f(&w.conn);
+                let end = if out.is_ok() {
+                    "RELEASE write"
+                } else {
+                    "ROLLBACK TO write; RELEASE write"
+                };
+                match w.conn.execute_batch(end) {
+                    Ok(()) => out,
+                    Err(e) => Err(backend(e)),
+                }
+            }
+            Err(e) => Err(backend(e)),
+        };
+        let group = w.open.as_mut().expect("opened above");
+        group.members += 1;
+        self.groups().writes += 1;
+        let id = group.id;
+        let commit_now = self.queued.load(Ordering::SeqCst) == 0
+            || group.members >= MAX_GROUP
+            || group.opened.elapsed() >= MAX_GROUP_AGE;
+        if commit_now {
+            let failed = w.conn.execute_batch("COMMIT").err().map(|e| {
+                let _ = w.conn.execute_batch("ROLLBACK");
+                e.to_string()
+            });
+            w.open = None;
+            {
+                let mut groups = self.groups();
+                groups.ended = id;
+                if let Some(e) = &failed {
+                    groups.failed.push_back((id, e.clone()));
+                    if groups.failed.len() > 1024 {
+                        groups.failed.pop_front();
+                    }
+                }
+            }
+            drop(w);
+            self.committed.notify_all();
+            return match failed {
+                Some(e) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+                None => out,
+            };
+        }
+        drop(w);
+        let mut groups = self.groups();
+        while groups.ended < id {
+            groups = self
+                .committed
+                .wait(groups)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some((_, e)) = groups.failed.iter().find(|(g, _)| *g == id) {
+            return Err(StoreError::Backend(format!("commit failed: {e}")));
+        }
+        out
     }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            checksum TEXT NOT NULL,
+            applied_ms INTEGER NOT NULL
+        )",
+    )
+    .map_err(backend)?;
+    let applied: Vec<(i64, String)> = {
+        let mut st = tx
+            .prepare("SELECT version, checksum FROM schema_migrations ORDER BY version")
+            .map_err(backend)?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?
+    };
+    for (version, sum) in &applied {
+        match MIGRATIONS.iter().find(|(v, _, _)| v == version) {
+            None => {
+                return Err(StoreError::Schema(format!(
+                    "the database has migration {version}, which this skillbox does not know: \
+                     it was written by a newer version"
+                )));
+            }
+            Some((_, name, sql)) if checksum(sql) != *sum => {
+                return Err(StoreError::Schema(format!(
+                    "applied migration {version} ({name}) differs from this skillbox's; \
+                     migrations must never be edited"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    for (version, name, sql) in MIGRATIONS {
+        if applied.iter().any(|(v, _)| v == version) {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Schema(format!("migration {version} ({name}): {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![version, name, checksum(sql), now_ms()],
+        )
+        .map_err(backend)?;
+    }
+    tx.commit().map_err(backend)
 }
 
 const TASK_COLUMNS: &str = "id, spec, state, attempt, created_ms, started_ms, ended_ms, owner, lease, \
@@ -374,6 +512,61 @@ fn set_state(
     Ok(())
 }
 
+/// Claims the oldest runnable task inside `tx`.
+fn claim_in(
+    tx: &Connection,
+    owner: &str,
+    lease_for: Duration,
+    max_events: u64,
+) -> Result<Option<Claim>, StoreError> {
+    let id: Option<String> = tx
+        .query_row(
+            "SELECT id FROM tasks WHERE state IN ('queued', 'interrupted') AND cancel_requested = 0
+             ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    let Some(id) = id else { return Ok(None) };
+    let id: TaskId = id.parse().map_err(StoreError::Backend)?;
+    let before = load(tx, id)?;
+    let now = now_ms();
+    tx.execute(
+        "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = ?2,
+             owner = ?3, lease = lease + 1, lease_until_ms = ?4
+         WHERE id = ?1",
+        params![
+            id.to_string(),
+            now,
+            owner,
+            now + lease_for.as_millis() as i64
+        ],
+    )
+    .map_err(backend)?;
+    let reason = if before.state == TaskState::Interrupted {
+        format!("resumed by {owner} (attempt {})", before.attempt + 1)
+    } else {
+        format!("started by {owner}")
+    };
+    append_in(
+        tx,
+        id,
+        &TaskEvent::State {
+            from: Some(before.state),
+            to: TaskState::Running,
+            reason,
+        },
+        max_events,
+    )?;
+    let task = load(tx, id)?;
+    Ok(Some(Claim {
+        lease: task.lease,
+        owner: owner.to_string(),
+        task,
+    }))
+}
+
 fn has_checkpoints(tx: &Connection, id: TaskId) -> Result<bool, StoreError> {
     tx.query_row(
         "SELECT EXISTS(SELECT 1 FROM checkpoints WHERE task_id = ?1)",
@@ -444,48 +637,24 @@ impl TaskStore for SqliteStore {
     }
 
     fn claim(&self, owner: &str, lease_for: Duration) -> Result<Option<Claim>, StoreError> {
+        self.write(|tx| claim_in(tx, owner, lease_for, self.max_events))
+    }
+
+    fn claim_many(
+        &self,
+        owner: &str,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Claim>, StoreError> {
         self.write(|tx| {
-            let id: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM tasks WHERE state IN ('queued', 'interrupted') AND cancel_requested = 0
-                     ORDER BY id LIMIT 1",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
-            let Some(id) = id else { return Ok(None) };
-            let id: TaskId = id.parse().map_err(StoreError::Backend)?;
-            let before = load(tx, id)?;
-            let now = now_ms();
-            tx.execute(
-                "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = ?2,
-                     owner = ?3, lease = lease + 1, lease_until_ms = ?4
-                 WHERE id = ?1",
-                params![id.to_string(), now, owner, now + lease_for.as_millis() as i64],
-            )
-            .map_err(backend)?;
-            let reason = if before.state == TaskState::Interrupted {
-                format!("resumed by {owner} (attempt {})", before.attempt + 1)
-            } else {
-                format!("started by {owner}")
-            };
-            append_in(
-                tx,
-                id,
-                &TaskEvent::State {
-                    from: Some(before.state),
-                    to: TaskState::Running,
-                    reason,
-                },
-                self.max_events,
-            )?;
-            let task = load(tx, id)?;
-            Ok(Some(Claim {
-                lease: task.lease,
-                owner: owner.to_string(),
-                task,
-            }))
+            let mut out = Vec::new();
+            while out.len() < max {
+                match claim_in(tx, owner, lease_for, self.max_events)? {
+                    Some(c) => out.push(c),
+                    None => break,
+                }
+            }
+            Ok(out)
         })
     }
 

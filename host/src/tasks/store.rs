@@ -68,6 +68,23 @@ pub trait TaskStore: Send + Sync {
     /// Takes the oldest runnable task (queued, or interrupted and
     /// resumable) for `owner`: `running`, attempt + 1, a new lease.
     fn claim(&self, owner: &str, lease_for: Duration) -> Result<Option<Claim>, StoreError>;
+    /// Claims up to `max` tasks as [`claim`](Self::claim) does, oldest
+    /// first; backends do it in one transaction.
+    fn claim_many(
+        &self,
+        owner: &str,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.claim(owner, lease_for)? {
+                Some(c) => out.push(c),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
     /// Extends the lease; `LeaseLost` if it is no longer ours.
     fn heartbeat(&self, claim: &Claim, lease_for: Duration) -> Result<(), StoreError>;
     /// Appends an event; returns its seq (0 when it was dropped at the bound).
