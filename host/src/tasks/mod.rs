@@ -64,7 +64,7 @@ pub use model::{
 };
 pub use runner::{SpawnRequest, TaskOptions};
 pub use sqlite::{SqliteStore, StoreStats};
-pub use store::{Claim, EventRecord, StoreError, TaskStore, now_ms};
+pub use store::{Claim, Ending, EventRecord, StoreError, TaskStore, now_ms};
 
 #[cfg(test)]
 mod conformance;

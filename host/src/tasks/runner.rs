@@ -25,7 +25,7 @@ use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use super::model::{
     CleanupMode, NotifyMode, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState,
 };
-use super::store::{Claim, EventRecord, StoreError, TaskStore, now_ms};
+use super::store::{Claim, Ending, EventRecord, StoreError, TaskStore, now_ms};
 use crate::error::Error;
 use crate::events::{Event, EventSink};
 use crate::policy::{EffectivePolicy, Grants};
@@ -111,6 +111,8 @@ pub(crate) struct TaskRuntime {
     wake_worker: Notify,
     updates: broadcast::Sender<TaskId>,
     cancels: Mutex<HashMap<TaskId, watch::Sender<bool>>>,
+    /// Set while no worker runs: an ending task then claims no successor.
+    stopping: AtomicBool,
 }
 
 impl TaskRuntime {
@@ -123,6 +125,7 @@ impl TaskRuntime {
             wake_worker: Notify::new(),
             updates: broadcast::channel(1024).0,
             cancels: Mutex::default(),
+            stopping: AtomicBool::new(true),
         }
     }
 }
@@ -320,6 +323,14 @@ impl Host {
         let rt = self.tasks()?;
         let slots = Arc::new(Semaphore::new(rt.options.concurrency.max(1)));
         kill_leftovers(&rt.store.recover(now_ms(), None).map_err(store_err)?);
+        rt.stopping.store(false, Ordering::SeqCst);
+        struct Stopping<'a>(&'a AtomicBool);
+        impl Drop for Stopping<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stopping = Stopping(&rt.stopping);
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -398,7 +409,16 @@ impl Host {
         }
     }
 
+    /// Runs a claimed task, then, in the same slot, each task claimed by the
+    /// transaction that ended the previous one.
     async fn execute(self: Arc<Self>, claim: Claim) {
+        let mut next = Some(claim);
+        while let Some(claim) = next {
+            next = self.clone().execute_one(claim).await;
+        }
+    }
+
+    async fn execute_one(self: Arc<Self>, claim: Claim) -> Option<Claim> {
         let rt = self.tasks().expect("only called by work");
         let id = claim.task.id;
         let claim = Arc::new(claim);
@@ -459,23 +479,41 @@ impl Host {
             ),
         };
         let store = rt.store.clone();
+        let next_lease = (!rt.stopping.load(Ordering::SeqCst)).then_some(rt.options.lease);
         let ended = tokio::task::spawn_blocking(move || {
-            sink.flush();
+            let events = sink.take();
             if lost.load(Ordering::SeqCst) {
                 tracing::warn!(task = %id, "lease lost; leaving the task to its new owner");
-                return Ok(());
+                return Ok(None);
             }
-            store.finish(&claim, state, outcome, &reason).map(drop)
+            let end = Ending {
+                events: &events,
+                state,
+                outcome,
+                reason: &reason,
+            };
+            store
+                .finish_and_claim(&claim, end, next_lease)
+                .map(|(_, next)| next)
         })
         .await;
-        match ended {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(task = %id, error = %e, "recording the end of a task failed")
-            }
-            Err(e) => tracing::warn!(task = %id, error = %e, "recording the end of a task failed"),
-        }
         let _ = rt.updates.send(id);
+        match ended {
+            Ok(Ok(next)) => {
+                if let Some(n) = &next {
+                    let _ = rt.updates.send(n.task.id);
+                }
+                next
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(task = %id, error = %e, "recording the end of a task failed");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "recording the end of a task failed");
+                None
+            }
+        }
     }
 
     async fn run_claimed(
@@ -615,6 +653,11 @@ impl TaskSink {
         }
         let _ = self.updates.send(self.claim.task.id);
         result
+    }
+
+    /// The buffered events, for the caller to store.
+    fn take(&self) -> Vec<TaskEvent> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn flush(&self) {

@@ -54,6 +54,19 @@ pub struct EventRecord {
     pub event: TaskEvent,
 }
 
+/// How a task ends: its last events, terminal state and outcome.
+#[derive(Clone, Debug)]
+pub struct Ending<'a> {
+    /// Events still buffered, stored before the final state.
+    pub events: &'a [TaskEvent],
+    /// A terminal state.
+    pub state: TaskState,
+    /// The summary or error.
+    pub outcome: serde_json::Value,
+    /// Why it ended, for the state event.
+    pub reason: &'a str,
+}
+
 /// Durable storage of tasks, their events and checkpoints.
 ///
 /// Writes on behalf of a running task take its [`Claim`] and fail with
@@ -103,6 +116,24 @@ pub trait TaskStore: Send + Sync {
         outcome: serde_json::Value,
         reason: &str,
     ) -> Result<Task, StoreError>;
+    /// Ends the task as [`finish`](Self::finish) does, after appending
+    /// `end.events`, and with `next_lease`, claims the next runnable task
+    /// for the same owner (the slot the ended task frees); backends do all
+    /// of it in one transaction.
+    fn finish_and_claim(
+        &self,
+        claim: &Claim,
+        end: Ending<'_>,
+        next_lease: Option<Duration>,
+    ) -> Result<(Task, Option<Claim>), StoreError> {
+        self.append_many(claim, end.events)?;
+        let task = self.finish(claim, end.state, end.outcome, end.reason)?;
+        let next = match next_lease {
+            Some(lease) => self.claim(&claim.owner, lease)?,
+            None => None,
+        };
+        Ok((task, next))
+    }
     /// Events after `after` (exclusive), at most `limit`.
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
     /// Cancels a queued or interrupted task at once; flags a running one for

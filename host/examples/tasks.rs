@@ -1,0 +1,502 @@
+//! Measures durable background tasks against baselines taken in the same
+//! run, and prints ratios (these machines are noisy; absolute times mean
+//! little):
+//!
+//! * `throughput COMPONENT [N] [CONCURRENCY]`: N no-op tasks spawned from
+//!   several threads and run to the end on a SQLite store (every task
+//!   persisted: spawn, claim, events, summary) vs the same N runs in-process
+//!   without a store; also spawn-only throughput and writes per commit.
+//! * `latency COMPONENT [N]`: spawn → summary of one no-op task through the
+//!   local HTTP API on a Unix socket (spawn, then `wait`) vs one in-process
+//!   run without a store.
+//! * `memory SLEEPER [K]`: resident memory per concurrently running task
+//!   with K tasks asleep inside the guest (`SLEEPER` is the `hostile` test
+//!   guest, run with `{"case": "sleep"}`).
+//! * `recovery SKILL_DIR [N] [SKILLBOX]`: N tasks of a skill that sleeps
+//!   (a directory whose manifest says `resume = "restart"`, running the
+//!   `hostile` guest) running under `skillbox serve`; `kill -9` of the
+//!   daemon, restart, and the time until all N run again, vs the time the
+//!   same daemon takes to start on an empty store.
+//!
+//! Build the guests and the binary first (`cargo build --release`,
+//! `cargo build --release --target wasm32-wasip2 -p hello -p hostile`),
+//! then `cargo run --release --example tasks -- SUBCOMMAND …`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skillbox::prelude::*;
+use skillbox::server::client::Client;
+use skillbox::tasks::{SpawnRequest, SqliteStore, TaskFilter, TaskOptions, TaskState};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn engine(max_instances: u32, cache: &Path) -> EngineOptions {
+    EngineOptions {
+        cache_dir: Some(cache.to_owned()),
+        max_instances,
+        ..EngineOptions::default()
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
+    args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = |i: usize| -> Res<PathBuf> {
+        Ok(args
+            .get(i)
+            .ok_or("usage: tasks throughput|latency|memory|recovery PATH [...]")?
+            .into())
+    };
+    match args.first().map(String::as_str) {
+        Some("throughput") => throughput(&path(1)?, arg(&args, 2, 3000), arg(&args, 3, 32)).await,
+        Some("store") => store_ops(&path(1)?, arg(&args, 2, 2000)),
+        Some("latency") => latency(&path(1)?, arg(&args, 2, 200)).await,
+        Some("memory") => memory(&path(1)?, arg(&args, 2, 1000)).await,
+        Some("recovery") => {
+            let bin = args.get(3).map(PathBuf::from).unwrap_or_else(default_bin);
+            recovery(&path(1)?, arg(&args, 2, 100), &bin).await
+        }
+        _ => Err("usage: tasks throughput|latency|memory|recovery PATH [...]".into()),
+    }
+}
+
+/// N runs in-process, CONCURRENCY at a time, without a store.
+async fn in_process(host: &Arc<Host>, source: &SkillSource, n: usize, c: usize) -> Res<Duration> {
+    let prepared = host.prepare(source)?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(c));
+    let t = Instant::now();
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let permit = slots.clone().acquire_owned().await?;
+        let (host, prepared) = (host.clone(), prepared.clone());
+        all.spawn(async move {
+            let r = host.run(&prepared, RunRequest::default()).await;
+            drop(permit);
+            matches!(r.map(|r| r.outcome), Ok(Outcome::Succeeded { .. }))
+        });
+    }
+    let ok = all.join_all().await.into_iter().filter(|ok| *ok).count();
+    if ok != n {
+        return Err(format!("{} of {n} in-process runs failed", n - ok).into());
+    }
+    Ok(t.elapsed())
+}
+
+async fn throughput(component: &Path, n: usize, concurrency: usize) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    if let Some(keep) = std::env::var_os("KEEP_DATA") {
+        println!("data: {}", dir.path().display());
+        std::fs::write(keep, dir.path().as_os_str().as_encoded_bytes())?;
+    }
+    let source = SkillSource::open(component, true)?;
+    let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
+    let host = Arc::new(
+        Host::new(engine(concurrency as u32 * 2, &dir.path().join("cache")))?.with_tasks(
+            store.clone(),
+            TaskOptions {
+                concurrency,
+                ..TaskOptions::default()
+            },
+        ),
+    );
+    let base = in_process(&host, &source, n, concurrency).await?;
+
+    let spawners = 4;
+    let spawn_all = |host: Arc<Host>| {
+        let component = component.to_owned();
+        let handles: Vec<_> = (0..spawners)
+            .map(|s| {
+                let (host, component) = (host.clone(), component.clone());
+                std::thread::spawn(move || -> Result<Vec<_>, Error> {
+                    (0..n / spawners + usize::from(s < n % spawners))
+                        .map(|_| {
+                            let mut r = SpawnRequest::new(&component, "{}");
+                            r.allow_unpinned = true;
+                            host.spawn(r)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        move || -> Res<Vec<_>> {
+            let mut ids = Vec::new();
+            for h in handles {
+                ids.extend(h.join().map_err(|_| "spawner panicked")??);
+            }
+            Ok(ids)
+        }
+    };
+    // Spawn only: persisted, no worker running.
+    let t = Instant::now();
+    let ids = spawn_all(host.clone())()?;
+    let spawn_only = t.elapsed();
+    let drained = run_to_end(&host, &ids).await?;
+    let before = store.stats();
+    // Spawn and run at once, as a daemon under load does.
+    let t = Instant::now();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(host.clone().work(rx));
+    let ids = tokio::task::spawn_blocking(spawn_all(host.clone())).await??;
+    wait_all(&host, &ids).await?;
+    let both = t.elapsed();
+    let _ = stop.send(true);
+    worker.await??;
+    let after = store.stats();
+
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!("{n} no-op tasks, concurrency {concurrency}, {spawners} spawning threads");
+    println!(
+        "  in-process runs, no store (baseline)    {:>9.0} tasks/s",
+        rate(base)
+    );
+    println!(
+        "  spawn only (persisted)                   {:>9.0} tasks/s",
+        rate(spawn_only)
+    );
+    println!(
+        "  run queued tasks to the end              {:>9.0} tasks/s",
+        rate(drained)
+    );
+    println!(
+        "  spawn + run, durable                     {:>9.0} tasks/s | ratio to baseline {:.3}",
+        rate(both),
+        base.as_secs_f64() / both.as_secs_f64()
+    );
+    let (writes, commits) = (after.writes - before.writes, after.commits - before.commits);
+    println!(
+        "  store writes per commit (spawn + run)    {:>9.1} ({writes} writes: {:.0?} running, {commits} commits: {:.0?})",
+        writes as f64 / commits.max(1) as f64,
+        after.write_time - before.write_time,
+        after.commit_time - before.commit_time,
+    );
+    Ok(())
+}
+
+/// The store alone, one caller (no group commits): what each operation of
+/// a task's life costs, with its commit.
+fn store_ops(component: &Path, n: usize) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open_dir(dir.path())?;
+    let source = SkillSource::open(component, true)?;
+    let (policy, _) = EffectivePolicy::compute(None, &Grants::default());
+    let spec = skillbox::tasks::TaskSpec {
+        skill: component.display().to_string(),
+        skill_name: source.name.clone(),
+        digest: source.digest.clone(),
+        input: "{}".into(),
+        timeout: policy.limits.timeout,
+        policy,
+        label: None,
+        parent_session: None,
+        cleanup: skillbox::tasks::CleanupMode::Keep,
+        notify: skillbox::tasks::NotifyMode::DoneOnly,
+        resume: skillbox::tasks::ResumePolicy::Restart,
+    };
+    use skillbox::tasks::TaskStore;
+    let t = Instant::now();
+    for _ in 0..n {
+        store.create(spec.clone())?;
+    }
+    let create = t.elapsed() / n as u32;
+    let t = Instant::now();
+    let mut claims = Vec::new();
+    for _ in 0..n {
+        claims.extend(store.claim("bench", Duration::from_secs(60))?);
+    }
+    let claim = t.elapsed() / n as u32;
+    let t = Instant::now();
+    for c in &claims {
+        store.finish(
+            c,
+            TaskState::Succeeded,
+            serde_json::json!({"outcome": "succeeded"}),
+            "done",
+        )?;
+    }
+    let finish = t.elapsed() / n as u32;
+    let s = store.stats();
+    println!(
+        "store, one caller, {n} tasks: create {create:.1?}, claim {claim:.1?}, finish {finish:.1?} \
+         (statements {:.1?} + commit {:.1?} per write)",
+        s.write_time / s.writes as u32,
+        s.commit_time / s.commits as u32
+    );
+    Ok(())
+}
+
+async fn run_to_end(host: &Arc<Host>, ids: &[skillbox::tasks::TaskId]) -> Res<Duration> {
+    let t = Instant::now();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(host.clone().work(rx));
+    wait_all(host, ids).await?;
+    let d = t.elapsed();
+    let _ = stop.send(true);
+    worker.await??;
+    Ok(d)
+}
+
+async fn wait_all(host: &Arc<Host>, ids: &[skillbox::tasks::TaskId]) -> Res<()> {
+    for id in ids {
+        let task = host.wait(*id).await?;
+        if task.state != TaskState::Succeeded {
+            return Err(format!("task {id} ended {}: {:?}", task.state, task.outcome).into());
+        }
+    }
+    Ok(())
+}
+
+async fn latency(component: &Path, n: u32) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let source = SkillSource::open(component, true)?;
+    let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
+    let host = Arc::new(
+        Host::new(engine(8, &dir.path().join("cache")))?.with_tasks(store, TaskOptions::default()),
+    );
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(host.clone().work(rx));
+    let socket = dir.path().join("api.sock");
+    let listener = tokio::net::UnixListener::bind(&socket)?;
+    let server = tokio::spawn(
+        axum::serve(listener, skillbox::server::router(host.clone(), None)).into_future(),
+    );
+    let client = Client::unix(&socket);
+    let body = serde_json::json!({
+        "skill": component.canonicalize()?,
+        "input": {},
+        "allow_unpinned": true,
+    });
+    let once = || async {
+        let spawned = client
+            .call(hyper::Method::POST, "/v1/tasks", Some(&body))
+            .await?;
+        let id = spawned["id"].as_str().ok_or("no id")?.to_string();
+        let done = client
+            .call(
+                hyper::Method::GET,
+                &format!("/v1/tasks/{id}/wait?timeout_ms=10000"),
+                None,
+            )
+            .await?;
+        if done["state"] != "succeeded" {
+            return Err(format!("task {id}: {done}").into());
+        }
+        Res::Ok(())
+    };
+    once().await?;
+    let t = Instant::now();
+    for _ in 0..n {
+        once().await?;
+    }
+    let api = t.elapsed() / n;
+    let prepared = host.prepare(&source)?;
+    let t = Instant::now();
+    for _ in 0..n {
+        host.run(&prepared, RunRequest::default()).await?;
+    }
+    let direct = t.elapsed() / n;
+    println!("spawn → summary of a no-op task, mean of {n}");
+    println!(
+        "  through the API (POST /v1/tasks, GET …/wait) {:>9.2?} | in-process run, no store {:>9.2?} | ratio {:.1}",
+        api,
+        direct,
+        api.as_secs_f64() / direct.as_secs_f64()
+    );
+    let _ = stop.send(true);
+    worker.await??;
+    server.abort();
+    Ok(())
+}
+
+async fn memory(sleeper: &Path, k: usize) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
+    let host = Arc::new(
+        Host::new(engine(k as u32, &dir.path().join("cache")))?.with_tasks(
+            store,
+            TaskOptions {
+                concurrency: k,
+                ..TaskOptions::default()
+            },
+        ),
+    );
+    // Compile, load and run the guest once so that code, caches and the
+    // runtime's threads are counted in the baseline, not per task.
+    let source = SkillSource::open(sleeper, true)?;
+    let prepared = host.prepare(&source)?;
+    let input = r#"{"case": "sleep", "ms": 1}"#;
+    host.run(
+        &prepared,
+        RunRequest {
+            input: input.into(),
+            ..RunRequest::default()
+        },
+    )
+    .await?;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(host.clone().work(rx));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib();
+    let mut ids = Vec::with_capacity(k);
+    for _ in 0..k {
+        let mut r = SpawnRequest::new(sleeper, r#"{"case": "sleep", "ms": 600000}"#);
+        r.allow_unpinned = true;
+        ids.push(host.spawn(r)?);
+    }
+    // Wait until all run, then until memory stops growing (each instance
+    // is set up after its claim).
+    loop {
+        let running = host.list_tasks(&TaskFilter {
+            state: Some(TaskState::Running),
+            limit: Some(k as u32 + 1),
+            ..TaskFilter::default()
+        })?;
+        if running.len() == k {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rss_kib();
+        if now.abs_diff(last) < now / 200 {
+            break;
+        }
+        last = now;
+    }
+    let after = rss_kib();
+    println!(
+        "{k} tasks asleep in the guest: RSS {} MiB → {} MiB, {:.1} KiB per task (aim ≤ 100)",
+        before / 1024,
+        after / 1024,
+        (after.saturating_sub(before)) as f64 / k as f64
+    );
+    for id in ids {
+        host.cancel(id, "benchmark over")?;
+    }
+    let _ = stop.send(true);
+    worker.await??;
+    Ok(())
+}
+
+fn default_bin() -> PathBuf {
+    // target/<profile>/examples/tasks → target/<profile>/skillbox
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.join("skillbox")))
+        .unwrap_or_else(|| "skillbox".into())
+}
+
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(bin: &Path, data: &Path, concurrency: usize) -> Res<Daemon> {
+        let child = std::process::Command::new(bin)
+            .args(["serve", "--data-dir"])
+            .arg(data)
+            .args(["--concurrency", &concurrency.to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "{}: {e} (build it first: cargo build --release)",
+                    bin.display()
+                )
+            })?;
+        Ok(Daemon(child))
+    }
+
+    async fn ready(&self, client: &Client) {
+        while client
+            .call(hyper::Method::GET, "/v1/health", None)
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Tasks in `state` whose attempt is at least `attempt`.
+async fn count(client: &Client, state: &str, attempt: u64) -> Res<usize> {
+    let list = client
+        .call(
+            hyper::Method::GET,
+            &format!("/v1/tasks?state={state}&limit=10000"),
+            None,
+        )
+        .await?;
+    let tasks = list.as_array().ok_or("no task list")?;
+    Ok(tasks
+        .iter()
+        .filter(|t| t["attempt"].as_u64().unwrap_or(0) >= attempt)
+        .count())
+}
+
+async fn recovery(skill: &Path, n: usize, bin: &Path) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let client = Client::unix(&data.join("skillbox.sock"));
+
+    // Baseline: start on an empty store until the API answers.
+    let empty = dir.path().join("empty");
+    let t = Instant::now();
+    let d = Daemon::start(bin, &empty, n)?;
+    d.ready(&Client::unix(&empty.join("skillbox.sock"))).await;
+    let cold = t.elapsed();
+    drop(d);
+
+    let d = Daemon::start(bin, &data, n)?;
+    d.ready(&client).await;
+    let body = serde_json::json!({
+        "skill": skill.canonicalize()?,
+        "input": {"case": "sleep", "ms": 600000},
+    });
+    for _ in 0..n {
+        client
+            .call(hyper::Method::POST, "/v1/tasks", Some(&body))
+            .await?;
+    }
+    while count(&client, "running", 1).await? < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(d); // SIGKILL
+    let t = Instant::now();
+    let d = Daemon::start(bin, &data, n)?;
+    d.ready(&client).await;
+    while count(&client, "running", 2).await? < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let recovered = t.elapsed();
+    println!("{n} running tasks, daemon killed with SIGKILL and restarted");
+    println!(
+        "  restart → all {n} running again {:>9.1?} | daemon start, empty store {:>9.1?} | ratio {:.1}",
+        recovered,
+        cold,
+        recovered.as_secs_f64() / cold.as_secs_f64()
+    );
+    drop(d);
+    Ok(())
+}
