@@ -9,14 +9,16 @@
 //! * `latency COMPONENT [N]`: spawn → summary of one no-op task through the
 //!   local HTTP API on a Unix socket (spawn, then `wait`) vs one in-process
 //!   run without a store.
-//! * `memory SLEEPER [K]`: resident memory per concurrently running task
-//!   with K tasks asleep inside the guest (`SLEEPER` is the `hostile` test
-//!   guest, run with `{"case": "sleep"}`).
-//! * `recovery SKILL_DIR [N] [SKILLBOX]`: N tasks of a skill that sleeps
-//!   (a directory whose manifest says `resume = "restart"`, running the
-//!   `hostile` guest) running under `skillbox serve`; `kill -9` of the
-//!   daemon, restart, and the time until all N run again, vs the time the
-//!   same daemon takes to start on an empty store.
+//! * `memory SLEEPER [K] [bare]`: resident memory per task with K tasks
+//!   asleep inside the guest (`SLEEPER` is the `hostile` test guest, run
+//!   with `{"case": "sleep"}`); with `bare`, K in-process runs without tasks
+//!   or a store instead (the baseline; run each in its own process).
+//! * `recovery SLEEPER [N] [SKILLBOX]`: N running tasks of a skill that
+//!   sleeps and says a restart is safe, under `skillbox serve`; `kill -9`
+//!   of the daemon, restart, and the time until all N run again, vs the
+//!   time the same daemon takes to start on an empty store.
+//! * `store COMPONENT [N]`: the store alone, one caller: the cost of each
+//!   operation of a task's life with its own commit.
 //!
 //! Build the guests and the binary first (`cargo build --release`,
 //! `cargo build --release --target wasm32-wasip2 -p hello -p hostile`),
@@ -59,19 +61,22 @@ async fn main() -> Res<()> {
     let path = |i: usize| -> Res<PathBuf> {
         Ok(args
             .get(i)
-            .ok_or("usage: tasks throughput|latency|memory|recovery PATH [...]")?
+            .ok_or("usage: tasks throughput|store|latency|memory|recovery PATH [...]")?
             .into())
     };
     match args.first().map(String::as_str) {
         Some("throughput") => throughput(&path(1)?, arg(&args, 2, 3000), arg(&args, 3, 32)).await,
         Some("store") => store_ops(&path(1)?, arg(&args, 2, 2000)),
         Some("latency") => latency(&path(1)?, arg(&args, 2, 200)).await,
-        Some("memory") => memory(&path(1)?, arg(&args, 2, 1000)).await,
+        Some("memory") => {
+            let bare = args.get(3).is_some_and(|a| a == "bare");
+            memory(&path(1)?, arg(&args, 2, 1000), bare).await
+        }
         Some("recovery") => {
             let bin = args.get(3).map(PathBuf::from).unwrap_or_else(default_bin);
             recovery(&path(1)?, arg(&args, 2, 100), &bin).await
         }
-        _ => Err("usage: tasks throughput|latency|memory|recovery PATH [...]".into()),
+        _ => Err("usage: tasks throughput|store|latency|memory|recovery PATH [...]".into()),
     }
 }
 
@@ -322,7 +327,7 @@ async fn latency(component: &Path, n: u32) -> Res<()> {
     Ok(())
 }
 
-async fn memory(sleeper: &Path, k: usize) -> Res<()> {
+async fn memory(sleeper: &Path, k: usize, bare: bool) -> Res<()> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
     let host = Arc::new(
@@ -347,6 +352,40 @@ async fn memory(sleeper: &Path, k: usize) -> Res<()> {
         },
     )
     .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base = rss_kib();
+    if !bare {
+        return memory_of_tasks(host, sleeper, k).await;
+    }
+    // Baseline: the same K runs in-process, without tasks or a store.
+    let (cancel, cancelled) = tokio::sync::watch::channel(false);
+    let mut runs = tokio::task::JoinSet::new();
+    for _ in 0..k {
+        let (host, prepared, cancelled) = (host.clone(), prepared.clone(), cancelled.clone());
+        runs.spawn(async move {
+            let request = RunRequest {
+                input: r#"{"case": "sleep", "ms": 600000}"#.into(),
+                cancel: Some(cancelled),
+                ..RunRequest::default()
+            };
+            host.run(&prepared, request).await.map(drop)
+        });
+    }
+    let bare = settled_rss().await;
+    let _ = cancel.send(true);
+    while let Some(r) = runs.join_next().await {
+        r??;
+    }
+    println!(
+        "{k} in-process runs asleep in the guest (baseline): {:.1} KiB per run",
+        bare.saturating_sub(base) as f64 / k as f64
+    );
+    Ok(())
+}
+
+/// K tasks asleep; run in a fresh process (slots a baseline touched stay
+/// resident and would hide the tasks' own memory).
+async fn memory_of_tasks(host: Arc<Host>, sleeper: &Path, k: usize) -> Res<()> {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(host.clone().work(rx));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -370,16 +409,7 @@ async fn memory(sleeper: &Path, k: usize) -> Res<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut last = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = rss_kib();
-        if now.abs_diff(last) < now / 200 {
-            break;
-        }
-        last = now;
-    }
-    let after = rss_kib();
+    let after = settled_rss().await;
     println!(
         "{k} tasks asleep in the guest: RSS {} MiB → {} MiB, {:.1} KiB per task (aim ≤ 100)",
         before / 1024,
@@ -392,6 +422,19 @@ async fn memory(sleeper: &Path, k: usize) -> Res<()> {
     let _ = stop.send(true);
     worker.await??;
     Ok(())
+}
+
+/// RSS once it stops growing (each instance is set up after its start).
+async fn settled_rss() -> u64 {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rss_kib();
+        if now.abs_diff(last) < now / 200 {
+            return now;
+        }
+        last = now;
+    }
 }
 
 fn default_bin() -> PathBuf {
@@ -455,8 +498,21 @@ async fn count(client: &Client, state: &str, attempt: u64) -> Res<usize> {
         .count())
 }
 
-async fn recovery(skill: &Path, n: usize, bin: &Path) -> Res<()> {
+async fn recovery(sleeper: &Path, n: usize, bin: &Path) -> Res<()> {
     let dir = tempfile::tempdir()?;
+    // A skill that says a restart is safe, running the sleeping guest.
+    let skill = dir.path().join("skill");
+    std::fs::create_dir_all(&skill)?;
+    let bytes = std::fs::read(sleeper)?;
+    std::fs::write(skill.join("skill.wasm"), &bytes)?;
+    std::fs::write(
+        skill.join("skill.toml"),
+        format!(
+            "[skill]\nname = \"sleeper\"\nversion = \"0.1.0\"\ncomponent = \"skill.wasm\"\n\
+             sha256 = \"{}\"\nresume = \"restart\"\n",
+            skillbox::skill::sha256_hex(&bytes)
+        ),
+    )?;
     let data = dir.path().join("data");
     let client = Client::unix(&data.join("skillbox.sock"));
 
