@@ -211,6 +211,7 @@ fn store_ops(component: &Path, n: usize) -> Res<()> {
         cleanup: skillbox::tasks::CleanupMode::Keep,
         notify: skillbox::tasks::NotifyMode::DoneOnly,
         resume: skillbox::tasks::ResumePolicy::Restart,
+        scratch: None,
     };
     use skillbox::tasks::TaskStore;
     let t = Instant::now();

@@ -148,18 +148,28 @@ fn spawn_list_logs_wait_through_the_cli() {
     assert!(out.stderr.contains("--allow-read"), "{}", out.stderr);
     let out = d.cli(&["tasks", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
+    // A task's scratch directory lives under the data dir; `delete`
+    // removes it when the task ends.
     let out = d.cli(&[
         "spawn",
         skill.path().to_str().unwrap(),
         "--cleanup",
         "delete",
+        "--json",
     ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let out = d.cli(&["tasks", "wait", &id, "--json"]);
+    assert_eq!(out.json()["state"], "succeeded", "{}", out.stdout);
+    assert_eq!(out.json()["spec"]["cleanup"], "delete");
+    let scratch = d.dir.join("scratch");
     assert_eq!(
-        out.code, 4,
-        "an option that would do nothing is refused: {}",
-        out.stderr
+        out.json()["spec"]["scratch"].as_str(),
+        scratch.to_str(),
+        "{}",
+        out.stdout
     );
-    assert!(out.stderr.contains("not supported yet"), "{}", out.stderr);
+    assert!(!scratch.join(&id).exists(), "deleted at the end");
 }
 
 #[test]

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use skillbox::policy::{Access, FsGrant};
 use skillbox::prelude::*;
-use skillbox::tasks::{SpawnRequest, SqliteStore, TaskEvent, TaskOptions, TaskState, TaskStore};
+use skillbox::tasks::{
+    CleanupMode, SpawnRequest, SqliteStore, TaskEvent, TaskOptions, TaskState, TaskStore,
+};
 
 use crate::harness::*;
 
@@ -17,6 +20,7 @@ fn options() -> TaskOptions {
         heartbeat: Duration::from_millis(100),
         poll: Duration::from_millis(100),
         flush: Duration::from_millis(20),
+        scratch: None,
     }
 }
 
@@ -141,6 +145,102 @@ async fn spawn_refuses_what_would_fail() {
         store.list(&Default::default()).unwrap().is_empty(),
         "nothing was stored"
     );
+    w.stop().await;
+}
+
+/// Each task gets a private scratch directory at /scratch: kept with
+/// `cleanup = keep`, deleted at the end with `delete`; refused when the
+/// host keeps none, and a grant cannot take its place.
+#[tokio::test]
+async fn scratch_directories_are_private_kept_or_deleted() {
+    let (_d, first) = store();
+    let root = tempfile::tempdir().unwrap();
+    let w = Worker::start(
+        first,
+        TaskOptions {
+            scratch: Some(root.path().join("scratch")),
+            ..options()
+        },
+    );
+    let hostile = skill_dir("hostile", "");
+    let write = json!({"case": "write", "path": "/scratch/note.txt", "content": "kept"});
+    let spawn = |cleanup| {
+        w.host.spawn(SpawnRequest {
+            cleanup,
+            ..SpawnRequest::new(hostile.path(), write.to_string())
+        })
+    };
+    let keep = spawn(CleanupMode::Keep).unwrap();
+    let delete = spawn(CleanupMode::Delete).unwrap();
+    for id in [keep, delete] {
+        let t = w.host.wait(id).await.unwrap();
+        assert_eq!(t.state, TaskState::Succeeded, "{:?}", t.outcome);
+    }
+    let kept = w.host.task(keep).unwrap().scratch_dir().unwrap();
+    assert_eq!(kept, root.path().join("scratch").join(keep.to_string()));
+    assert_eq!(
+        std::fs::read_to_string(kept.join("note.txt")).unwrap(),
+        "kept"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "private to the daemon's user");
+    }
+    let deleted = w.host.task(delete).unwrap().scratch_dir().unwrap();
+    assert!(!deleted.exists(), "cleanup = delete removes it at the end");
+
+    // A task sees only its own directory: the kept one is not reachable.
+    let peek = w
+        .host
+        .spawn(SpawnRequest::new(
+            hostile.path(),
+            json!({"case": "read", "path": format!("/scratch/../{keep}/note.txt")}).to_string(),
+        ))
+        .unwrap();
+    let t = w.host.wait(peek).await.unwrap();
+    assert_eq!(t.state, TaskState::Failed, "{:?}", t.outcome);
+
+    // Pruning a finished task deletes its kept directory too.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(w.host.prune_tasks(Duration::ZERO).unwrap() >= 2);
+    assert!(!kept.exists());
+
+    // /scratch cannot be granted over (a bare component gets exactly the
+    // operator's grants).
+    let other = tempfile::tempdir().unwrap();
+    let mut grants = Grants::default();
+    grants.fs.push(FsGrant {
+        host: other.path().to_owned(),
+        guest: Some("/scratch".into()),
+        access: Access::Read,
+    });
+    let e = w
+        .host
+        .spawn(SpawnRequest {
+            grants,
+            ..SpawnRequest::new(guest("hostile"), "{}")
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("scratch directory"), "{e}");
+    w.stop().await;
+
+    // A host without scratch directories refuses `delete` rather than
+    // ignore it, and gives tasks no /scratch.
+    let (_d2, store2) = store();
+    let w = Worker::start(store2, options());
+    let e = w.host.spawn(SpawnRequest {
+        cleanup: CleanupMode::Delete,
+        ..SpawnRequest::new(hostile.path(), "{}")
+    });
+    assert!(matches!(e, Err(skillbox::Error::Input(_))), "{e:?}");
+    let id = w
+        .host
+        .spawn(SpawnRequest::new(hostile.path(), write.to_string()))
+        .unwrap();
+    let t = w.host.wait(id).await.unwrap();
+    assert_eq!(t.state, TaskState::Failed, "no /scratch: {:?}", t.outcome);
+    assert_eq!(t.scratch_dir(), None);
     w.stop().await;
 }
 

@@ -145,6 +145,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         Arc::new(store),
         TaskOptions {
             concurrency: args.concurrency.max(1),
+            scratch: Some(dir.join("scratch")),
             ..TaskOptions::default()
         },
     );
@@ -268,8 +269,9 @@ pub struct SpawnArgs {
     /// Which state changes to announce: done-only, state-changes, silent.
     #[arg(long, default_value = "done-only")]
     pub notify: NotifyMode,
-    /// What to do with the task's scratch dir at the end: keep (delete is
-    /// refused until tasks have scratch dirs).
+    /// What to do with the task's scratch directory (read-write at
+    /// /scratch in the guest; DATA_DIR/scratch/ID on the host) when the
+    /// task ends: keep it (until the task is pruned) or delete it.
     #[arg(long, default_value = "keep")]
     pub cleanup: CleanupMode,
     /// Accept the skill even if some requested capabilities were not granted.

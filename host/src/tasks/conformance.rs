@@ -20,6 +20,7 @@ pub(crate) fn spec(label: &str, resume: ResumePolicy) -> TaskSpec {
         cleanup: CleanupMode::Keep,
         notify: NotifyMode::DoneOnly,
         resume,
+        scratch: None,
     }
 }
 
@@ -373,7 +374,10 @@ fn finish_rules_and_prune(store: &dyn TaskStore) {
     assert_eq!(t.outcome.unwrap()["text"], "ok");
     assert!(t.owner.is_none() && t.lease_until_ms.is_none());
     let keep = store.create(spec("b", ResumePolicy::Restart)).unwrap();
-    assert_eq!(store.prune(t.ended_ms.unwrap() + 1).unwrap(), 1);
+    assert_eq!(
+        store.prune(t.ended_ms.unwrap() + 1).unwrap(),
+        vec![(t.id, None)]
+    );
     assert!(matches!(store.get(t.id), Err(StoreError::NotFound(_))));
     assert_eq!(
         store.get(keep.id).unwrap().state,

@@ -60,11 +60,12 @@ mod sqlite;
 mod store;
 
 pub use model::{
-    CleanupMode, NotifyMode, ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState,
+    CleanupMode, NotifyMode, ResumePolicy, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId,
+    TaskSpec, TaskState,
 };
 pub use runner::{SpawnRequest, TaskOptions};
 pub use sqlite::{SqliteStore, StoreStats};
-pub use store::{Claim, Ending, EventRecord, StoreError, TaskStore, now_ms};
+pub use store::{Claim, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
 
 #[cfg(test)]
 mod conformance;

@@ -189,6 +189,24 @@ pub struct TaskSpec {
     pub notify: NotifyMode,
     /// Handling after a host crash.
     pub resume: ResumePolicy,
+    /// Where the host makes this task's scratch directory: `<scratch>/<id>`,
+    /// mounted read-write at [`SCRATCH_GUEST`] in the guest. `None` when
+    /// the host keeps no scratch directories.
+    #[serde(default)]
+    pub scratch: Option<std::path::PathBuf>,
+}
+
+/// Where a task's scratch directory appears in the guest.
+pub const SCRATCH_GUEST: &str = "/scratch";
+
+impl Task {
+    /// The task's scratch directory on the host, if it has one.
+    pub fn scratch_dir(&self) -> Option<std::path::PathBuf> {
+        self.spec
+            .scratch
+            .as_ref()
+            .map(|root| root.join(self.id.to_string()))
+    }
 }
 
 /// A task as the store knows it.

@@ -23,7 +23,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
 use super::model::{
-    CleanupMode, NotifyMode, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState,
+    CleanupMode, NotifyMode, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId, TaskSpec,
+    TaskState,
 };
 use super::store::{Claim, Ending, EventRecord, StoreError, TaskStore, now_ms};
 use crate::error::Error;
@@ -49,6 +50,11 @@ pub struct TaskOptions {
     pub poll: Duration,
     /// How often buffered events are committed.
     pub flush: Duration,
+    /// Where tasks' scratch directories are made (`<scratch>/<task id>`,
+    /// read-write at `/scratch` in the guest, kept across a resume, deleted
+    /// at the end with `cleanup = delete` and when the task is pruned);
+    /// `None` gives tasks none.
+    pub scratch: Option<PathBuf>,
 }
 
 impl Default for TaskOptions {
@@ -59,6 +65,7 @@ impl Default for TaskOptions {
             heartbeat: Duration::from_secs(5),
             poll: Duration::from_secs(1),
             flush: Duration::from_millis(50),
+            scratch: None,
         }
     }
 }
@@ -150,11 +157,11 @@ impl Host {
     /// it as a queued task; returns at once with its id.
     pub fn spawn(&self, request: SpawnRequest) -> Result<TaskId, Error> {
         let rt = self.tasks()?;
-        if request.cleanup == CleanupMode::Delete {
-            // Refused rather than accepted and ignored: tasks have no
-            // scratch directory yet, so there is nothing to delete.
+        if request.cleanup == CleanupMode::Delete && rt.options.scratch.is_none() {
+            // Refused rather than accepted and ignored.
             return Err(Error::Input(
-                "cleanup `delete` is not supported yet: tasks have no scratch directory to delete"
+                "cleanup `delete` needs scratch directories, and this host keeps none \
+                 (see TaskOptions::scratch)"
                     .into(),
             ));
         }
@@ -163,6 +170,16 @@ impl Host {
         if report.not_granted().count() > 0 && !request.partial {
             return Err(Error::NotGranted(format!(
                 "{report}(grant them, or spawn with partial grants)"
+            )));
+        }
+        if rt.options.scratch.is_some()
+            && policy
+                .preopens
+                .iter()
+                .any(|p| std::path::Path::new(&p.guest).starts_with(SCRATCH_GUEST))
+        {
+            return Err(Error::Grant(format!(
+                "the guest path {SCRATCH_GUEST} is the task's scratch directory; mount the granted directory elsewhere"
             )));
         }
         serde_json::from_str::<serde_json::Value>(&request.input)
@@ -193,6 +210,7 @@ impl Host {
                 .as_ref()
                 .map(|m| m.skill.resume)
                 .unwrap_or(super::ResumePolicy::Fail),
+            scratch: rt.options.scratch.clone(),
         };
         let task = rt.store.create(spec).map_err(store_err)?;
         rt.wake_worker.notify_one();
@@ -214,6 +232,7 @@ impl Host {
         let rt = self.tasks()?;
         let ids = rt.store.recover(now_ms(), Some(owner)).map_err(store_err)?;
         kill_leftovers(&ids);
+        self.clean_ended(&ids);
         rt.wake_worker.notify_one();
         Ok(ids)
     }
@@ -221,8 +240,13 @@ impl Host {
     /// Deletes tasks that ended more than `older_than` ago, with their
     /// events and checkpoints; returns how many.
     pub fn prune_tasks(&self, older_than: Duration) -> Result<u64, Error> {
+        let rt = self.tasks()?;
         let before = now_ms() - older_than.as_millis() as i64;
-        self.tasks()?.store.prune(before).map_err(store_err)
+        let pruned = rt.store.prune(before).map_err(store_err)?;
+        for (_, dir) in &pruned {
+            remove_scratch(dir.as_deref());
+        }
+        Ok(pruned.len() as u64)
     }
 
     /// Tasks matching `filter`, newest first.
@@ -322,7 +346,9 @@ impl Host {
     pub async fn work(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let rt = self.tasks()?;
         let slots = Arc::new(Semaphore::new(rt.options.concurrency.max(1)));
-        kill_leftovers(&rt.store.recover(now_ms(), None).map_err(store_err)?);
+        let ids = rt.store.recover(now_ms(), None).map_err(store_err)?;
+        kill_leftovers(&ids);
+        self.clean_ended(&ids);
         rt.stopping.store(false, Ordering::SeqCst);
         struct Stopping<'a>(&'a AtomicBool);
         impl Drop for Stopping<'_> {
@@ -399,7 +425,10 @@ impl Host {
             () = tokio::time::sleep(rt.options.poll) => {
                 let store = rt.store.clone();
                 match tokio::task::spawn_blocking(move || store.recover(now_ms(), None)).await {
-                    Ok(Ok(ids)) => kill_leftovers(&ids),
+                    Ok(Ok(ids)) => {
+                        kill_leftovers(&ids);
+                        self.clean_ended(&ids);
+                    }
                     Ok(Err(e)) => tracing::warn!(error = %e, "recovering expired leases failed"),
                     Err(e) => tracing::warn!(error = %e, "recovering expired leases failed"),
                 }
@@ -479,12 +508,15 @@ impl Host {
             ),
         };
         let store = rt.store.clone();
+        let scratch = (claim.task.spec.cleanup == CleanupMode::Delete)
+            .then(|| claim.task.scratch_dir())
+            .flatten();
         let next_lease = (!rt.stopping.load(Ordering::SeqCst)).then_some(rt.options.lease);
         let ended = tokio::task::spawn_blocking(move || {
             let events = sink.take();
             if lost.load(Ordering::SeqCst) {
                 tracing::warn!(task = %id, "lease lost; leaving the task to its new owner");
-                return Ok(None);
+                return Ok::<_, StoreError>(None);
             }
             let end = Ending {
                 events: &events,
@@ -492,9 +524,11 @@ impl Host {
                 outcome,
                 reason: &reason,
             };
-            store
-                .finish_and_claim(&claim, end, next_lease)
-                .map(|(_, next)| next)
+            let (_, next) = store.finish_and_claim(&claim, end, next_lease)?;
+            // Only once the end is durable: a crash before it resumes the
+            // task with its scratch directory intact.
+            remove_scratch(scratch.as_deref());
+            Ok(next)
         })
         .await;
         let _ = rt.updates.send(id);
@@ -532,6 +566,15 @@ impl Host {
             });
         }
         let prepared = self.prepare(&source)?;
+        let mut policy = spec.policy.clone();
+        if let Some(dir) = claim.task.scratch_dir() {
+            make_private_dir(&dir)?;
+            policy.preopens.push(crate::policy::Preopen {
+                guest: SCRATCH_GUEST.into(),
+                host: dir,
+                access: crate::policy::Access::ReadWrite,
+            });
+        }
         let store = self.tasks()?.store.clone();
         let checkpoints = store.checkpoints(claim.task.id).map_err(store_err)?;
         let persist = {
@@ -543,7 +586,7 @@ impl Host {
                 &prepared,
                 RunRequest {
                     input: spec.input.clone(),
-                    policy: spec.policy.clone(),
+                    policy,
                     events: sink,
                     checkpoints,
                     persist_checkpoint: Some(persist),
@@ -553,6 +596,59 @@ impl Host {
             )
             .await?;
         Ok((report.outcome, report.duration_ms))
+    }
+}
+
+impl Host {
+    /// Deletes the scratch directories of `ids` that ended (failed or
+    /// cancelled by recovery) with `cleanup = delete`.
+    fn clean_ended(&self, ids: &[TaskId]) {
+        let Ok(rt) = self.tasks() else { return };
+        for id in ids {
+            if let Ok(t) = rt.store.get(*id)
+                && t.state.is_terminal()
+                && t.spec.cleanup == CleanupMode::Delete
+            {
+                remove_scratch(t.scratch_dir().as_deref());
+            }
+        }
+    }
+}
+
+/// Creates a task's scratch directory, private to this user.
+fn make_private_dir(dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| Error::io(parent, e))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        // A resumed task finds what its earlier attempt left.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
+            if !meta.is_dir() {
+                return Err(Error::Grant(format!(
+                    "scratch directory {} is not a directory",
+                    dir.display()
+                )));
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(dir, e))
+        }
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+fn remove_scratch(dir: Option<&std::path::Path>) {
+    if let Some(dir) = dir
+        && let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "deleting a task's scratch directory failed");
     }
 }
 

@@ -28,7 +28,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::model::{ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
-use super::store::{Claim, Ending, EventRecord, StoreError, TaskStore, now_ms};
+use super::store::{Claim, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
 
 /// Most events kept per task; past it, non-essential events are dropped and
 /// counted, with one `truncated` marker.
@@ -973,10 +973,23 @@ impl TaskStore for SqliteStore {
         })
     }
 
-    fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
+    fn prune(&self, before_ms: i64) -> Result<Vec<Pruned>, StoreError> {
         self.write(move |tx| {
             let cond =
                 "state IN ('succeeded', 'failed', 'timed_out', 'cancelled') AND ended_ms < ?1";
+            let pruned: Vec<Pruned> = {
+                let mut st = tx
+                    .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE {cond}"))
+                    .map_err(backend)?;
+                let rows = st
+                    .query_map(params![before_ms], row_to_task)
+                    .map_err(backend)?;
+                rows.map(|r| {
+                    let task = r.map_err(backend)??;
+                    Ok((task.id, task.scratch_dir()))
+                })
+                .collect::<Result<_, StoreError>>()?
+            };
             tx.exec(
                 &format!("DELETE FROM events WHERE task_id IN (SELECT id FROM tasks WHERE {cond})"),
                 params![before_ms],
@@ -989,13 +1002,12 @@ impl TaskStore for SqliteStore {
                 params![before_ms],
             )
             .map_err(backend)?;
-            let n = tx
-                .exec(
-                    &format!("DELETE FROM tasks WHERE {cond}"),
-                    params![before_ms],
-                )
-                .map_err(backend)?;
-            Ok(n as u64)
+            tx.exec(
+                &format!("DELETE FROM tasks WHERE {cond}"),
+                params![before_ms],
+            )
+            .map_err(backend)?;
+            Ok(pruned)
         })
     }
 }

@@ -145,9 +145,12 @@ pub trait TaskStore: Send + Sync {
     /// that were interrupted.
     fn recover(&self, now_ms: i64, dead_owner: Option<&str>) -> Result<Vec<TaskId>, StoreError>;
     /// Deletes terminal tasks that ended before `before_ms`, with their
-    /// events and checkpoints; returns how many.
-    fn prune(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// events and checkpoints; returns their ids and scratch directories.
+    fn prune(&self, before_ms: i64) -> Result<Vec<Pruned>, StoreError>;
 }
+
+/// A deleted task: its id and the scratch directory it may have left.
+pub type Pruned = (TaskId, Option<std::path::PathBuf>);
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
