@@ -172,6 +172,53 @@ fn spawn_list_logs_wait_through_the_cli() {
     assert!(!scratch.join(&id).exists(), "deleted at the end");
 }
 
+/// `logs -f` and `wait` on a terminal draw a live progress bar below the
+/// lines (`script` gives them a pseudo-terminal); through a pipe they print
+/// the lines alone.
+#[test]
+fn logs_follow_and_wait_show_a_progress_bar_on_a_terminal() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let hostile = guest("hostile");
+    let out = d.cli(&[
+        "spawn",
+        hostile.to_str().unwrap(),
+        "--input",
+        r#"{"case": "progress", "steps": 4}"#,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.stdout.trim().to_string();
+    let on_tty = |sub: &str| {
+        let cmd = format!(
+            "{} tasks {sub} {id} --data-dir {}",
+            env!("CARGO_BIN_EXE_skillbox"),
+            data.path().display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let logs = on_tty("logs -f");
+    assert!(logs.contains("[ 50%] step 2/4"), "the lines: {logs}");
+    assert!(
+        logs.contains("]  75% step 3/4"),
+        "the bar follows the progress: {logs}"
+    );
+    let wait = on_tty("wait");
+    assert!(wait.contains("4 steps"), "the summary: {wait}");
+    let piped = d.cli(&["tasks", "logs", &id, "-f"]);
+    assert!(piped.stdout.contains("[ 50%] step 2/4"), "{}", piped.stdout);
+    assert!(
+        !piped.stdout.contains("]  75%") && !piped.stderr.contains("]  75%"),
+        "no bar without a terminal: {piped:?}"
+    );
+}
+
 #[test]
 fn a_second_daemon_and_a_missing_daemon_are_clear_errors() {
     let data = tempfile::tempdir().unwrap();

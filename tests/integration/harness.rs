@@ -190,6 +190,7 @@ pub fn grants(flags: &[&str]) -> Grants {
 }
 
 /// The result of running the `skillbox` binary.
+#[derive(Debug)]
 pub struct CliOutput {
     pub code: i32,
     pub stdout: String,

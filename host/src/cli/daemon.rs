@@ -479,6 +479,50 @@ fn exit_for_state(state: &str) -> u8 {
     }
 }
 
+/// A progress bar on stderr while a task runs, when stderr is a terminal.
+struct LiveProgress(Option<indicatif::ProgressBar>);
+
+impl LiveProgress {
+    fn on_terminal(wanted: bool) -> LiveProgress {
+        LiveProgress((wanted && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(1000);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {percent:>3}% {msg}")
+            {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        }))
+    }
+
+    /// Moves the bar to `fraction` (0..1, when known) with `message`.
+    fn set(&self, fraction: Option<f64>, message: Option<&str>) {
+        if let Some(b) = &self.0 {
+            if let Some(f) = fraction {
+                b.set_position((f.clamp(0.0, 1.0) * 1000.0) as u64);
+            }
+            if let Some(m) = message {
+                b.set_message(m.to_string());
+            }
+        }
+    }
+
+    /// Prints with the bar out of the way.
+    fn above(&self, print: impl FnOnce()) {
+        match &self.0 {
+            Some(b) => b.suspend(print),
+            None => print(),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
 fn describe_event(e: &serde_json::Value) -> String {
     let kind = e["kind"].as_str().unwrap_or("?");
     let body = match kind {
@@ -662,30 +706,38 @@ pub async fn tasks(args: TasksArgs) -> u8 {
                 Ok(s) => s,
                 Err(e) => return fail(e, json),
             };
-            loop {
+            // On a terminal, the latest progress stays in a bar below the
+            // lines.
+            let bar = LiveProgress::on_terminal(!json);
+            let code = loop {
                 match stream.next_event().await {
                     Ok(Some((_, kind, data))) if kind == "error" => {
-                        return fail(Failure::Other(data), json);
+                        break fail(Failure::Other(data), json);
                     }
                     Ok(Some((_, _, data))) => {
                         let e: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
                         if json {
-                            outln!("{e}")
-                        } else {
-                            outln!("{}", describe_event(&e))
+                            outln!("{e}");
+                            continue;
                         }
+                        match e["kind"].as_str() {
+                            Some("progress") => {
+                                bar.set(e["fraction"].as_f64(), e["message"].as_str())
+                            }
+                            Some("state") => bar.set(None, e["to"].as_str()),
+                            _ => {}
+                        }
+                        bar.above(|| outln!("{}", describe_event(&e)));
                     }
-                    Ok(None) => return exit::OK,
-                    Err(e) => return fail(e, json),
+                    Ok(None) => break exit::OK,
+                    Err(e) => break fail(e, json),
                 }
-            }
+            };
+            bar.finish();
+            code
         }
         TasksCommand::Wait { id, json } => {
-            let bar = (std::io::stderr().is_terminal() && !json).then(|| {
-                let b = indicatif::ProgressBar::new(1000);
-                b.enable_steady_tick(Duration::from_millis(120));
-                b
-            });
+            let bar = LiveProgress::on_terminal(!json);
             let task = loop {
                 match client
                     .call(
@@ -700,21 +752,15 @@ pub async fn tasks(args: TasksArgs) -> u8 {
                         if matches!(state, "succeeded" | "failed" | "timed_out" | "cancelled") {
                             break t;
                         }
-                        if let Some(b) = &bar {
-                            if let Some(f) = t["progress"].as_f64() {
-                                b.set_position((f * 1000.0) as u64);
-                            }
-                            b.set_message(
-                                t["progress_message"].as_str().unwrap_or(state).to_string(),
-                            );
-                        }
+                        bar.set(
+                            t["progress"].as_f64(),
+                            Some(t["progress_message"].as_str().unwrap_or(state)),
+                        );
                     }
                     Err(e) => return fail(e, json),
                 }
             };
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
+            bar.finish();
             let state = task["state"].as_str().unwrap_or("").to_string();
             if json {
                 outln!("{task}");
