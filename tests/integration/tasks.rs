@@ -385,43 +385,51 @@ async fn a_thousand_tasks_all_finish_once_within_the_concurrency_limit() {
 /// Cancelling a task while it waits on an exec'd program kills the program
 /// (and what it started), then records the task as cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_kills_the_programs_of_a_running_task() {
+async fn cancel_and_timeout_kill_the_programs_of_a_running_task() {
     let (_d, store) = store();
     let w = Worker::start(store.clone(), options());
-    let work = tempfile::tempdir().unwrap();
     let skill = skill_dir(
         "hostile",
         "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
     );
-    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w"});
-    let id = w
-        .host
-        .spawn(SpawnRequest {
-            grants: grants(&[
-                "--allow-exec",
-                "sh -c *",
-                "--allow-write",
-                &format!("{}:/w", work.path().display()),
-            ]),
-            ..SpawnRequest::new(skill.path(), input.to_string())
-        })
-        .unwrap();
-    let pid_file = work.path().join("pid");
-    let pid: i32 = loop {
-        if let Some(p) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            break p;
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w", "timeout_ms": 600000});
+    // (extra grant flags, whether to cancel, the end expected)
+    let cases: [(&[&str], bool, TaskState); 2] = [
+        (&[], true, TaskState::Cancelled),
+        (&["--timeout", "1s"], false, TaskState::TimedOut),
+    ];
+    for (extra, cancel, expected) in cases {
+        let work = tempfile::tempdir().unwrap();
+        let write = format!("{}:/w", work.path().display());
+        let mut flags = vec!["--allow-exec", "sh -c *", "--allow-write", &write];
+        flags.extend_from_slice(extra);
+        let id = w
+            .host
+            .spawn(SpawnRequest {
+                grants: grants(&flags),
+                ..SpawnRequest::new(skill.path(), input.to_string())
+            })
+            .unwrap();
+        let pid_file = work.path().join("pid");
+        let pid: i32 = loop {
+            if let Some(p) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break p;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(alive(pid), "the child runs while the task waits on it");
+        if cancel {
+            w.host.cancel(id, "stop").unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    w.host.cancel(id, "stop").unwrap();
-    let t = w.host.wait(id).await.unwrap();
-    assert_eq!(t.state, TaskState::Cancelled);
-    assert!(
-        wait_gone(pid, Duration::from_secs(5)),
-        "{pid} outlived the cancelled task"
-    );
+        let t = w.host.wait(id).await.unwrap();
+        assert_eq!(t.state, expected, "{:?}", t.outcome);
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "{pid} outlived the task ({expected})"
+        );
+    }
     w.stop().await;
 }
