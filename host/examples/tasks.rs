@@ -121,7 +121,10 @@ async fn throughput(component: &Path, n: usize, concurrency: usize) -> Res<()> {
     );
     let base = in_process(&host, &source, n, concurrency).await?;
 
-    let spawners = 4;
+    let spawners: usize = std::env::var("SPAWNERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
     let spawn_all = |host: Arc<Host>| {
         let component = component.to_owned();
         let handles: Vec<_> = (0..spawners)
@@ -225,6 +228,19 @@ fn store_ops(component: &Path, n: usize) -> Res<()> {
         claims.extend(store.claim("bench", Duration::from_secs(60))?);
     }
     let claim = t.elapsed() / n as u32;
+    // Host::spawn: the checks before the store.
+    let host = Host::new(engine(4, &dir.path().join("cache")))?.with_tasks(
+        Arc::new(SqliteStore::open_dir(&dir.path().join("spawn"))?),
+        TaskOptions::default(),
+    );
+    let mut r = SpawnRequest::new(component, "{}");
+    r.allow_unpinned = true;
+    host.spawn(r.clone())?;
+    let t = Instant::now();
+    for _ in 0..n {
+        host.spawn(r.clone())?;
+    }
+    println!("Host::spawn, one caller: {:.1?}", t.elapsed() / n as u32);
     let t = Instant::now();
     for c in &claims {
         store.finish(
@@ -286,10 +302,13 @@ async fn latency(component: &Path, n: u32) -> Res<()> {
         "input": {},
         "allow_unpinned": true,
     });
+    let posting = std::sync::Mutex::new(Duration::ZERO);
     let once = || async {
+        let t = Instant::now();
         let spawned = client
             .call(hyper::Method::POST, "/v1/tasks", Some(&body))
             .await?;
+        *posting.lock().unwrap() += t.elapsed();
         let id = spawned["id"].as_str().ok_or("no id")?.to_string();
         let done = client
             .call(
@@ -304,11 +323,27 @@ async fn latency(component: &Path, n: u32) -> Res<()> {
         Res::Ok(())
     };
     once().await?;
+    *posting.lock().unwrap() = Duration::ZERO;
     let t = Instant::now();
     for _ in 0..n {
         once().await?;
     }
     let api = t.elapsed() / n;
+    let posting = *posting.lock().unwrap() / n;
+    // The parts: a spawn alone (one commit), and a health request (the
+    // HTTP round trip on a new connection).
+    let t = Instant::now();
+    for _ in 0..n {
+        client
+            .call(hyper::Method::POST, "/v1/tasks", Some(&body))
+            .await?;
+    }
+    let spawn_only = t.elapsed() / n;
+    let t = Instant::now();
+    for _ in 0..n {
+        client.call(hyper::Method::GET, "/v1/health", None).await?;
+    }
+    let round_trip = t.elapsed() / n;
     let prepared = host.prepare(&source)?;
     let t = Instant::now();
     for _ in 0..n {
@@ -321,6 +356,9 @@ async fn latency(component: &Path, n: u32) -> Res<()> {
         api,
         direct,
         api.as_secs_f64() / direct.as_secs_f64()
+    );
+    println!(
+        "  of which: the POST {posting:.2?}; a POST alone (tasks running behind it) {spawn_only:.2?}, an empty API round trip {round_trip:.2?}"
     );
     let _ = stop.send(true);
     worker.await??;

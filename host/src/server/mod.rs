@@ -174,12 +174,11 @@ async fn spawn(
     };
     // Spawning compiles the component (once): keep it off the I/O threads.
     let h = host.clone();
-    let id = tokio::task::spawn_blocking(move || h.spawn(request))
+    let task = tokio::task::spawn_blocking(move || h.spawn_task(request))
         .await
         .map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         })??;
-    let task = host.task(id)?;
     Ok((StatusCode::CREATED, Json(task)).into_response())
 }
 

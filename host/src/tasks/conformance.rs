@@ -43,6 +43,7 @@ pub(crate) fn run_all(make: &dyn Fn() -> Box<dyn TaskStore>) {
     create_get_list(&*make());
     claim_order_and_leases(&*make());
     claim_many_takes_oldest_once(&*make());
+    create_and_claim_never_jumps_the_queue(&*make());
     fencing_rejects_stale_owners(&*make());
     events_page_in_order(&*make());
     checkpoints_save_and_overwrite(&*make());
@@ -133,6 +134,33 @@ fn claim_many_takes_oldest_once(store: &dyn TaskStore) {
     for c in first.iter().chain(&rest) {
         store.heartbeat(c, LEASE).unwrap();
     }
+}
+
+fn create_and_claim_never_jumps_the_queue(store: &dyn TaskStore) {
+    let (t, claim) = store
+        .create_and_claim(spec("a", ResumePolicy::Restart), "w1", LEASE)
+        .unwrap();
+    // A backend may leave it queued; one that claims it does it fully.
+    if let Some(c) = claim {
+        assert_eq!(c.task.id, t.id);
+        assert_eq!(
+            (c.task.state, c.task.attempt, c.lease),
+            (TaskState::Running, 1, 1)
+        );
+        assert_eq!(
+            states(store, t.id),
+            vec![TaskState::Queued, TaskState::Running]
+        );
+        store.heartbeat(&c, LEASE).unwrap();
+        assert!(store.claim("w2", LEASE).unwrap().is_none(), "claimed once");
+    }
+    let older = store.create(spec("older", ResumePolicy::Restart)).unwrap();
+    let (newer, claim) = store
+        .create_and_claim(spec("newer", ResumePolicy::Restart), "w1", LEASE)
+        .unwrap();
+    assert!(claim.is_none(), "an older task waits: the new one queues");
+    assert_eq!(store.get(newer.id).unwrap().state, TaskState::Queued);
+    assert_eq!(store.claim("w1", LEASE).unwrap().unwrap().task.id, older.id);
 }
 
 fn fencing_rejects_stale_owners(store: &dyn TaskStore) {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 
 use super::model::{
     CleanupMode, NotifyMode, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId, TaskSpec,
@@ -120,10 +120,21 @@ pub(crate) struct TaskRuntime {
     cancels: Mutex<HashMap<TaskId, watch::Sender<bool>>>,
     /// Set while no worker runs: an ending task then claims no successor.
     stopping: AtomicBool,
+    /// The concurrency limit: a running task holds one permit.
+    slots: Arc<Semaphore>,
+    /// Tasks claimed by `spawn` itself (a free slot and an empty queue), for
+    /// the worker to run.
+    handoff: mpsc::UnboundedSender<Handoff>,
+    handed: tokio::sync::Mutex<mpsc::UnboundedReceiver<Handoff>>,
 }
+
+/// A claimed task and the slot it runs in.
+type Handoff = (Claim, OwnedSemaphorePermit);
 
 impl TaskRuntime {
     pub(crate) fn new(store: Arc<dyn TaskStore>, options: TaskOptions) -> TaskRuntime {
+        let (handoff, handed) = mpsc::unbounded_channel();
+        let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         TaskRuntime {
             store,
@@ -133,6 +144,9 @@ impl TaskRuntime {
             updates: broadcast::channel(1024).0,
             cancels: Mutex::default(),
             stopping: AtomicBool::new(true),
+            slots,
+            handoff,
+            handed: tokio::sync::Mutex::new(handed),
         }
     }
 }
@@ -156,6 +170,11 @@ impl Host {
     /// Checks `request` (skill, digest, grants, input, component) and stores
     /// it as a queued task; returns at once with its id.
     pub fn spawn(&self, request: SpawnRequest) -> Result<TaskId, Error> {
+        self.spawn_task(request).map(|t| t.id)
+    }
+
+    /// [`spawn`](Self::spawn), returning the task as stored.
+    pub fn spawn_task(&self, request: SpawnRequest) -> Result<Task, Error> {
         let rt = self.tasks()?;
         if request.cleanup == CleanupMode::Delete && rt.options.scratch.is_none() {
             // Refused rather than accepted and ignored.
@@ -212,9 +231,31 @@ impl Host {
                 .unwrap_or(super::ResumePolicy::Fail),
             scratch: rt.options.scratch.clone(),
         };
-        let task = rt.store.create(spec).map_err(store_err)?;
-        rt.wake_worker.notify_one();
-        Ok(task.id)
+        // With a free slot and a running worker, the task is claimed in the
+        // same transaction that stores it (one commit less before it runs).
+        let slot = (!rt.stopping.load(Ordering::SeqCst))
+            .then(|| rt.slots.clone().try_acquire_owned().ok())
+            .flatten();
+        let (task, claim) = match &slot {
+            Some(_) => rt
+                .store
+                .create_and_claim(spec, &rt.owner, rt.options.lease)
+                .map_err(store_err)?,
+            None => (rt.store.create(spec).map_err(store_err)?, None),
+        };
+        match (claim, slot) {
+            (Some(claim), Some(permit)) => {
+                let task = claim.task.clone();
+                // The worker runs it (or its lease expires and it is resumed
+                // if no worker ever does).
+                let _ = rt.handoff.send((claim, permit));
+                Ok(task)
+            }
+            _ => {
+                rt.wake_worker.notify_one();
+                Ok(task)
+            }
+        }
     }
 
     /// One task as stored.
@@ -345,7 +386,8 @@ impl Host {
     /// leases) into interrupted ones, which are resumed or failed by policy.
     pub async fn work(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let rt = self.tasks()?;
-        let slots = Arc::new(Semaphore::new(rt.options.concurrency.max(1)));
+        let slots = rt.slots.clone();
+        let mut handed = rt.handed.lock().await;
         let ids = rt.store.recover(now_ms(), None).map_err(store_err)?;
         kill_leftovers(&ids);
         self.clean_ended(&ids);
@@ -362,9 +404,14 @@ impl Host {
                 return Ok(());
             }
             let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => p.expect("never closed"),
+                biased;
                 // A dropped sender means nobody can stop us any more: stop.
                 r = shutdown.changed() => if r.is_err() { return Ok(()) } else { continue },
+                Some((claim, permit)) = handed.recv() => {
+                    self.start(claim, permit);
+                    continue;
+                }
+                p = slots.clone().acquire_owned() => p.expect("never closed"),
             };
             // Take every free slot at once: one claim transaction for many
             // tasks.
@@ -390,21 +437,17 @@ impl Host {
                     let all = claims.len() == want;
                     for claim in claims {
                         let permit = permits.pop().expect("one permit per claim");
-                        let host = self.clone();
-                        tokio::spawn(async move {
-                            host.execute(claim).await;
-                            drop(permit);
-                        });
+                        self.start(claim, permit);
                     }
                     drop(permits);
                     // A short batch drained the queue: wait for a spawn.
-                    if !all && self.idle(rt, &mut shutdown).await {
+                    if !all && self.idle(rt, &mut shutdown, &mut handed).await {
                         return Ok(());
                     }
                 }
                 Ok(_) => {
                     drop(permits);
-                    if self.idle(rt, &mut shutdown).await {
+                    if self.idle(rt, &mut shutdown, &mut handed).await {
                         return Ok(());
                     }
                 }
@@ -417,10 +460,30 @@ impl Host {
         }
     }
 
+    /// Runs a claimed task in its slot.
+    fn start(self: &Arc<Self>, claim: Claim, permit: OwnedSemaphorePermit) {
+        let host = self.clone();
+        tokio::spawn(async move {
+            host.execute(claim).await;
+            drop(permit);
+        });
+    }
+
     /// Waits for a spawn, a poll interval (then recovers expired leases) or
     /// shutdown; true when the worker must stop.
-    async fn idle(&self, rt: &TaskRuntime, shutdown: &mut watch::Receiver<bool>) -> bool {
+    async fn idle(
+        self: &Arc<Self>,
+        rt: &TaskRuntime,
+        shutdown: &mut watch::Receiver<bool>,
+        handed: &mut mpsc::UnboundedReceiver<Handoff>,
+    ) -> bool {
         tokio::select! {
+            biased;
+            r = shutdown.changed() => r.is_err() || *shutdown.borrow(),
+            Some((claim, permit)) = handed.recv() => {
+                self.start(claim, permit);
+                false
+            }
             () = rt.wake_worker.notified() => false,
             () = tokio::time::sleep(rt.options.poll) => {
                 let store = rt.store.clone();
@@ -434,7 +497,6 @@ impl Host {
                 }
                 false
             }
-            r = shutdown.changed() => r.is_err() || *shutdown.borrow(),
         }
     }
 

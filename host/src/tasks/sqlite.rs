@@ -154,15 +154,16 @@ where
     fn run(&mut self, conn: &Connection) {
         let Some(f) = self.f.take() else { return };
         // A savepoint per write: a failing write undoes only itself.
-        self.out = Some(match conn.execute_batch("SAVEPOINT write") {
-            Ok(()) => {
+        self.out = Some(match conn.exec("SAVEPOINT write", []) {
+            Ok(_) => {
                 let out = f(conn);
-                let end = if out.is_ok() {
-                    "RELEASE write"
-                } else {
-                    "ROLLBACK TO write; RELEASE write"
+                let undo = match out {
+                    Ok(_) => Ok(0),
+                    Err(_) => conn.exec("ROLLBACK TO write", []),
                 };
-                conn.execute_batch(end).map_err(backend).and(out)
+                undo.and_then(|_| conn.exec("RELEASE write", []))
+                    .map_err(backend)
+                    .and(out)
             }
             Err(e) => Err(backend(e)),
         });
@@ -524,13 +525,8 @@ fn append_in(tx: &Connection, id: TaskId, event: &TaskEvent, max: u64) -> Result
         }
         return Ok(0);
     }
-    let seq = tx
-        .row(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE task_id = ?1",
-            params![id.to_string()],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(backend)?;
+    // Every stored event, the marker included, is counted: the next seq.
+    let seq = count + 1;
     insert_event(tx, id, seq, event)?;
     if let TaskEvent::Progress { fraction, message } = event {
         tx.exec(
@@ -569,20 +565,31 @@ fn set_state(
     reason: &str,
     max: u64,
 ) -> Result<(), StoreError> {
+    move_state(tx, task.id, task.state, to, reason, max)
+}
+
+fn move_state(
+    tx: &Connection,
+    id: TaskId,
+    from: TaskState,
+    to: TaskState,
+    reason: &str,
+    max: u64,
+) -> Result<(), StoreError> {
     let ended = to.is_terminal().then(now_ms);
     tx.exec(
         "UPDATE tasks SET state = ?2, ended_ms = COALESCE(?3, ended_ms),
              owner = CASE WHEN ?2 = 'running' THEN owner ELSE NULL END,
              lease_until_ms = CASE WHEN ?2 = 'running' THEN lease_until_ms ELSE NULL END
          WHERE id = ?1",
-        params![task.id.to_string(), to.as_str(), ended],
+        params![id.to_string(), to.as_str(), ended],
     )
     .map_err(backend)?;
     append_in(
         tx,
-        task.id,
+        id,
         &TaskEvent::State {
-            from: Some(task.state),
+            from: Some(from),
             to,
             reason: reason.to_string(),
         },
@@ -615,7 +622,86 @@ fn claim_in(
     };
     let Some(id) = id else { return Ok(None) };
     let id: TaskId = id.parse().map_err(StoreError::Backend)?;
-    let before = load(tx, id)?;
+    claim_id(tx, id, owner, lease_for, max_events).map(Some)
+}
+
+/// Stores a new queued task inside `tx`.
+fn create_in(
+    tx: &Connection,
+    id: TaskId,
+    spec: TaskSpec,
+    body: String,
+    max: u64,
+) -> Result<Task, StoreError> {
+    let created_ms = now_ms();
+    tx.exec(
+        "INSERT INTO tasks (id, spec, state, created_ms, label, parent_session, resume)
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
+        params![
+            id.to_string(),
+            body,
+            created_ms,
+            spec.label,
+            spec.parent_session,
+            spec.resume.as_str()
+        ],
+    )
+    .map_err(backend)?;
+    append_in(
+        tx,
+        id,
+        &TaskEvent::State {
+            from: None,
+            to: TaskState::Queued,
+            reason: "spawned".into(),
+        },
+        max,
+    )?;
+    Ok(Task {
+        id,
+        spec,
+        state: TaskState::Queued,
+        attempt: 0,
+        created_ms,
+        started_ms: None,
+        ended_ms: None,
+        owner: None,
+        lease: 0,
+        lease_until_ms: None,
+        cancel_requested: false,
+        outcome: None,
+        progress: None,
+        progress_message: None,
+        events_dropped: 0,
+    })
+}
+
+/// True when a task is waiting to be claimed.
+fn any_runnable(tx: &Connection) -> Result<bool, StoreError> {
+    tx.row(
+        "SELECT EXISTS(SELECT 1 FROM tasks WHERE state IN ('queued', 'interrupted') AND cancel_requested = 0)",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(backend)
+}
+
+/// Claims task `id` (queued or interrupted) for `owner`.
+fn claim_id(
+    tx: &Connection,
+    id: TaskId,
+    owner: &str,
+    lease_for: Duration,
+    max_events: u64,
+) -> Result<Claim, StoreError> {
+    let (state, attempt): (String, i64) = tx
+        .row(
+            "SELECT state, attempt FROM tasks WHERE id = ?1",
+            params![id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(backend)?;
+    let state: TaskState = state.parse().map_err(StoreError::Backend)?;
     let now = now_ms();
     tx.exec(
         "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = ?2,
@@ -629,8 +715,8 @@ fn claim_in(
         ],
     )
     .map_err(backend)?;
-    let reason = if before.state == TaskState::Interrupted {
-        format!("resumed by {owner} (attempt {})", before.attempt + 1)
+    let reason = if state == TaskState::Interrupted {
+        format!("resumed by {owner} (attempt {})", attempt + 1)
     } else {
         format!("started by {owner}")
     };
@@ -638,18 +724,18 @@ fn claim_in(
         tx,
         id,
         &TaskEvent::State {
-            from: Some(before.state),
+            from: Some(state),
             to: TaskState::Running,
             reason,
         },
         max_events,
     )?;
     let task = load(tx, id)?;
-    Ok(Some(Claim {
+    Ok(Claim {
         lease: task.lease,
         owner: owner.to_string(),
         task,
-    }))
+    })
 }
 
 fn has_checkpoints(tx: &Connection, id: TaskId) -> Result<bool, StoreError> {
@@ -663,34 +749,35 @@ fn has_checkpoints(tx: &Connection, id: TaskId) -> Result<bool, StoreError> {
 
 impl TaskStore for SqliteStore {
     fn create(&self, spec: TaskSpec) -> Result<Task, StoreError> {
-        let id = TaskId::new();
-        let body = serde_json::to_string(&spec).map_err(backend)?;
-        let max = self.max_events;
+        let (id, body, max) = (
+            TaskId::new(),
+            serde_json::to_string(&spec).map_err(backend)?,
+            self.max_events,
+        );
+        self.write(move |tx| create_in(tx, id, spec, body, max))
+    }
+
+    fn create_and_claim(
+        &self,
+        spec: TaskSpec,
+        owner: &str,
+        lease_for: Duration,
+    ) -> Result<(Task, Option<Claim>), StoreError> {
+        let (id, body, max) = (
+            TaskId::new(),
+            serde_json::to_string(&spec).map_err(backend)?,
+            self.max_events,
+        );
+        let owner = owner.to_string();
         self.write(move |tx| {
-            tx.exec(
-                "INSERT INTO tasks (id, spec, state, created_ms, label, parent_session, resume)
-                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
-                params![
-                    id.to_string(),
-                    body,
-                    now_ms(),
-                    spec.label,
-                    spec.parent_session,
-                    spec.resume.as_str()
-                ],
-            )
-            .map_err(backend)?;
-            append_in(
-                tx,
-                id,
-                &TaskEvent::State {
-                    from: None,
-                    to: TaskState::Queued,
-                    reason: "spawned".into(),
-                },
-                max,
-            )?;
-            load(tx, id)
+            // Older tasks go first: then this one only queues.
+            let older = any_runnable(tx)?;
+            let task = create_in(tx, id, spec, body, max)?;
+            if older {
+                return Ok((task, None));
+            }
+            let claim = claim_id(tx, id, &owner, lease_for, max)?;
+            Ok((task, Some(claim)))
         })
     }
 
@@ -856,14 +943,14 @@ impl TaskStore for SqliteStore {
             for e in &events {
                 append_in(tx, held.id, e, max)?;
             }
-            let task = load(tx, held.id)?;
             tx.exec(
                 "UPDATE tasks SET outcome = ?2 WHERE id = ?1",
-                params![task.id.to_string(), outcome],
+                params![held.id.to_string(), outcome],
             )
             .map_err(backend)?;
-            set_state(tx, &task, state, &reason, max)?;
-            let task = load(tx, task.id)?;
+            // The fence showed it running.
+            move_state(tx, held.id, TaskState::Running, state, &reason, max)?;
+            let task = load(tx, held.id)?;
             let next = match next_lease {
                 Some(lease) => claim_in(tx, &held.owner, lease, max)?,
                 None => None,

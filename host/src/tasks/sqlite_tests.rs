@@ -172,3 +172,17 @@ fn unusable_data_dirs_are_clear_errors() {
         .to_string();
     assert!(e.contains("cannot open"), "{e}");
 }
+
+/// SQLite claims a spawned task in the same transaction when nothing older
+/// waits (the optional part of `create_and_claim`).
+#[test]
+fn create_and_claim_claims_on_an_empty_queue() {
+    let (_dir, store) = fresh();
+    let lease = std::time::Duration::from_secs(30);
+    let before = store.stats();
+    let (t, claim) = store
+        .create_and_claim(spec("a", ResumePolicy::Fail), "w1", lease)
+        .unwrap();
+    assert_eq!(claim.unwrap().task.id, t.id);
+    assert_eq!(store.stats().commits - before.commits, 1, "one commit");
+}

@@ -74,6 +74,19 @@ pub struct Ending<'a> {
 pub trait TaskStore: Send + Sync {
     /// Stores a new `queued` task.
     fn create(&self, spec: TaskSpec) -> Result<Task, StoreError>;
+    /// Stores a new task as [`create`](Self::create) does and, when no
+    /// older task is waiting, claims it for `owner` in the same
+    /// transaction (a host with a free slot runs it one commit sooner).
+    /// Backends without this return the task unclaimed.
+    fn create_and_claim(
+        &self,
+        spec: TaskSpec,
+        owner: &str,
+        lease_for: Duration,
+    ) -> Result<(Task, Option<Claim>), StoreError> {
+        let _ = (owner, lease_for);
+        Ok((self.create(spec)?, None))
+    }
     /// One task.
     fn get(&self, id: TaskId) -> Result<Task, StoreError>;
     /// Tasks matching `filter`, newest first.
