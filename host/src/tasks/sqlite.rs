@@ -173,7 +173,9 @@ where
         let out = match (commit, self.out) {
             (Err(e), _) => Err(StoreError::Backend(format!("commit failed: {e}"))),
             (Ok(()), Some(out)) => out,
-            (Ok(()), None) => Err(StoreError::Backend("the write did not run".into())),
+            (Ok(()), None) => Err(StoreError::Backend(
+                "the write did not complete (it panicked)".into(),
+            )),
         };
         let _ = self.reply.send(out);
     }
@@ -201,7 +203,12 @@ fn writer_loop(
             .map_err(|e| e.to_string());
         if commit.is_ok() {
             for job in &mut group {
-                job.run(&conn);
+                // A write that panics fails alone (its answer says so), its
+                // savepoint is undone, and the writer goes on.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&conn)));
+                if ran.is_err() {
+                    let _ = conn.execute_batch("ROLLBACK TO write; RELEASE write");
+                }
             }
         }
         let ran = started.elapsed();
@@ -325,7 +332,7 @@ impl SqliteStore {
     /// Runs `f` as one atomic write on the writer thread and returns once
     /// it is durable (see the module's notes on group commit). `f` failing
     /// undoes only its own changes.
-    fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,

@@ -186,3 +186,21 @@ fn create_and_claim_claims_on_an_empty_queue() {
     assert_eq!(claim.unwrap().task.id, t.id);
     assert_eq!(store.stats().commits - before.commits, 1, "one commit");
 }
+
+/// A write that panics fails alone; the writer keeps serving.
+#[test]
+fn a_panicking_write_fails_alone() {
+    let (_dir, store) = fresh();
+    let e = store
+        .write(|tx| -> Result<(), StoreError> {
+            tx.execute("UPDATE tasks SET label = 'x'", []).unwrap();
+            panic!("a bug in a write");
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("did not complete"), "{e}");
+    let t = store.create(spec("after", ResumePolicy::Fail)).unwrap();
+    assert_eq!(
+        store.get(t.id).unwrap().spec.label.as_deref(),
+        Some("after")
+    );
+}
