@@ -381,9 +381,11 @@ impl Host {
     }
 
     /// Runs background tasks until `shutdown` becomes true (or its sender is
-    /// dropped): claims work up
-    /// to the concurrency limit, and turns tasks whose host died (expired
-    /// leases) into interrupted ones, which are resumed or failed by policy.
+    /// dropped): claims work up to the concurrency limit, runs the tasks
+    /// [`spawn`](Self::spawn) claimed itself, and turns tasks whose host died
+    /// (expired leases) into interrupted ones, which are resumed or failed by
+    /// policy. One worker per host: a second call waits for the first to
+    /// return. Tasks already running when it returns run to their end.
     pub async fn work(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let rt = self.tasks()?;
         let slots = rt.slots.clone();
