@@ -213,6 +213,7 @@ fn store_ops(component: &Path, n: usize) -> Res<()> {
         parent_session: None,
         cleanup: skillbox::tasks::CleanupMode::Keep,
         notify: skillbox::tasks::NotifyMode::DoneOnly,
+        notify_to: Vec::new(),
         resume: skillbox::tasks::ResumePolicy::Restart,
         scratch: None,
     };

@@ -71,6 +71,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The host's configuration file is invalid.
+    #[error("invalid configuration {0}")]
+    Config(String),
     /// The task store failed or refused.
     #[error("{0}")]
     Store(String),

@@ -38,6 +38,7 @@ pub mod engine;
 mod error;
 pub mod events;
 pub mod policy;
+pub mod relay;
 mod runtime;
 pub mod server;
 pub mod skill;

@@ -11,22 +11,29 @@ use serde_json::json;
 
 use crate::harness::*;
 
-/// A daemon process on its own data dir; killed when dropped.
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
+/// A daemon process on its own data dir; killed when dropped. Its stderr
+/// goes to DIR/serve.log.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: PathBuf,
 }
 
 impl Daemon {
-    fn start(dir: &Path, extra: &[&str]) -> Daemon {
+    pub fn start(dir: &Path, extra: &[&str]) -> Daemon {
         let _ = std::fs::remove_file(dir.join("skillbox.sock"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
         let child = Command::new(env!("CARGO_BIN_EXE_skillbox"))
             .args(["serve", "--data-dir"])
             .arg(dir)
             .args(extra)
             .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .unwrap();
         let d = Daemon {
@@ -39,10 +46,15 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("the daemon did not start");
+        panic!("the daemon did not start: {}", d.log());
     }
 
-    fn kill9(mut self) {
+    /// What the daemon wrote to stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(mut self) {
         // SAFETY: signalling our own child.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGKILL);
@@ -51,7 +63,7 @@ impl Daemon {
     }
 
     /// Runs `skillbox ARGS --data-dir DIR`.
-    fn cli(&self, args: &[&str]) -> CliOutput {
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
         let mut all: Vec<&str> = args.to_vec();
         let dir = self.dir.to_str().unwrap().to_string();
         all.extend(["--data-dir", &dir]);
@@ -59,7 +71,7 @@ impl Daemon {
     }
 
     /// A raw HTTP request on the socket: (status, body).
-    fn http(&self, request: &[u8]) -> (u16, String) {
+    pub fn http(&self, request: &[u8]) -> (u16, String) {
         let mut s = UnixStream::connect(self.dir.join("skillbox.sock")).unwrap();
         // The server may answer (413) and close before a huge body is sent.
         let _ = s.write_all(request);
@@ -81,11 +93,11 @@ impl Drop for Daemon {
     }
 }
 
-fn get(path: &str) -> Vec<u8> {
+pub fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
-fn post(path: &str, body: &str) -> Vec<u8> {
+pub fn post(path: &str, body: &str) -> Vec<u8> {
     format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -487,7 +499,7 @@ fn the_openapi_document_matches_the_server() {
         );
     }
     let paths = spec["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 6, "update this test with the spec");
+    assert_eq!(paths.len(), 9, "update this test with the spec");
     for (path, ops) in paths {
         let concrete = path.replace("{id}", &id);
         for (method, op) in ops.as_object().unwrap() {

@@ -10,4 +10,5 @@ mod env_net;
 mod exec;
 mod fs;
 mod limits;
+mod relay;
 mod tasks;

@@ -21,6 +21,7 @@ fn options() -> TaskOptions {
         poll: Duration::from_millis(100),
         flush: Duration::from_millis(20),
         scratch: None,
+        relay: skillbox::relay::Relay::new(),
     }
 }
 

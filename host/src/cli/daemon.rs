@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use hyper::Method;
 use skillbox::prelude::*;
+use skillbox::relay::{HostConfig, Relay};
 use skillbox::server::client::{Client, ClientError, Endpoint};
 use skillbox::tasks::{CleanupMode, NotifyMode, SqliteStore, TaskOptions};
 
@@ -79,6 +80,11 @@ pub struct ServeArgs {
     /// Directory of the compiled-component cache.
     #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Configuration file: relay sinks (webhooks, OpenClaw gateways),
+    /// default sinks, retry policy [default: DATA-DIR/config.toml, if it
+    /// exists]. See README.md, "Relaying summaries".
+    #[arg(long, value_name = "FILE", env = "SKILLBOX_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// `skillbox serve`.
@@ -131,6 +137,18 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         }
         (_, t) => t.clone(),
     };
+    let config = match &args.config {
+        Some(path) => HostConfig::load(path).map_err(|e| e.to_string())?,
+        None => {
+            let default = dir.join("config.toml");
+            if default.exists() {
+                HostConfig::load(&default).map_err(|e| e.to_string())?
+            } else {
+                HostConfig::default()
+            }
+        }
+    };
+    let relay = Relay::from_config(&config.relay).map_err(|e| e.to_string())?;
     let store = SqliteStore::open_dir(&dir).map_err(|e| e.to_string())?;
     let host = Host::new(EngineOptions {
         cache_dir: args
@@ -146,6 +164,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         TaskOptions {
             concurrency: args.concurrency.max(1),
             scratch: Some(dir.join("scratch")),
+            relay,
             ..TaskOptions::default()
         },
     );
@@ -269,6 +288,11 @@ pub struct SpawnArgs {
     /// Which state changes to announce: done-only, state-changes, silent.
     #[arg(long, default_value = "done-only")]
     pub notify: NotifyMode,
+    /// Where to announce them: relay sinks of the daemon's configuration,
+    /// by name (repeat, or separate with commas) [default: the configured
+    /// relay.default].
+    #[arg(long, value_name = "SINK", value_delimiter = ',')]
+    pub notify_to: Vec<String>,
     /// What to do with the task's scratch directory (read-write at
     /// /scratch in the guest; DATA_DIR/scratch/ID on the host) when the
     /// task ends: keep it (until the task is pruned) or delete it.
@@ -345,6 +369,7 @@ pub async fn spawn(args: SpawnArgs) -> u8 {
             "label": args.label,
             "parent_session": args.parent_session,
             "notify": args.notify,
+            "notify_to": args.notify_to,
             "cleanup": args.cleanup,
             "partial": args.partial,
             "allow_unpinned": args.allow_unpinned,
@@ -419,11 +444,12 @@ pub enum TasksCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Wait for a task to end; print its summary; exit like `run` would.
+    /// Wait for a task to end; print the message its parent session gets;
+    /// exit like `run` would.
     Wait {
         /// Task id.
         id: String,
-        /// Print the task as JSON.
+        /// Print the task as JSON (with its final `notification`).
         #[arg(long)]
         json: bool,
     },
@@ -435,6 +461,79 @@ pub enum TasksCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Send a task's failed notifications again (now, with a fresh retry
+    /// deadline).
+    Redeliver {
+        /// Task id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The task with its `deliveries`.
+async fn show_task(client: &Client, id: &str) -> Result<serde_json::Value, ClientError> {
+    let mut task = client
+        .call(Method::GET, &format!("/v1/tasks/{id}"), None)
+        .await?;
+    task["deliveries"] = client
+        .call(Method::GET, &format!("/v1/tasks/{id}/deliveries"), None)
+        .await?;
+    Ok(task)
+}
+
+/// The notify lines of `tasks show`.
+fn print_deliveries(t: &serde_json::Value) {
+    let sinks: Vec<&str> = t["spec"]["notify_to"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
+    outln!(
+        "notify     {}{}",
+        t["spec"]["notify"].as_str().unwrap_or(""),
+        if sinks.is_empty() {
+            " (no sinks)".to_string()
+        } else {
+            format!(" → {}", sinks.join(", "))
+        }
+    );
+    for d in t["deliveries"].as_array().into_iter().flatten() {
+        let attempts = d["attempts"].as_u64().unwrap_or(0);
+        let mut line = format!(
+            "delivery   {} {}: {}, {attempts} attempt{}",
+            d["sink"].as_str().unwrap_or(""),
+            d["to"].as_str().unwrap_or(""),
+            d["state"].as_str().unwrap_or(""),
+            if attempts == 1 { "" } else { "s" }
+        );
+        match d["state"].as_str() {
+            Some("delivered") => {}
+            Some("pending") if attempts == 0 => {}
+            Some("pending") => line.push_str(&format!(", next {}", until(d["next_ms"].as_i64()))),
+            _ => {}
+        }
+        if d["state"] != "delivered"
+            && let Some(e) = d["last_error"].as_str()
+        {
+            line.push_str(&format!("; last error: {e}"));
+        }
+        outln!("{line}");
+    }
+}
+
+/// "in 3s" for a future Unix-ms time.
+fn until(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) => {
+            let d = (ms - skillbox::tasks::now_ms()).max(0) as u64;
+            format!(
+                "in {}",
+                skillbox::units::HumanDuration(Duration::from_secs(d.div_ceil(1000)))
+            )
+        }
+        None => "-".into(),
+    }
 }
 
 fn query(pairs: &[(&str, Option<String>)]) -> String {
@@ -630,10 +729,7 @@ pub async fn tasks(args: TasksArgs) -> u8 {
                 Err(e) => fail(e, json),
             }
         }
-        TasksCommand::Show { id, json } => match client
-            .call(Method::GET, &format!("/v1/tasks/{id}"), None)
-            .await
-        {
+        TasksCommand::Show { id, json } => match show_task(&client, &id).await {
             Ok(v) if json => {
                 outln!("{v}");
                 exit::OK
@@ -671,6 +767,7 @@ pub async fn tasks(args: TasksArgs) -> u8 {
                         outln!("message    {m}");
                     }
                 }
+                print_deliveries(&t);
                 outln!(
                     "\nlogs: skillbox tasks logs {}",
                     t["id"].as_str().unwrap_or("")
@@ -762,19 +859,40 @@ pub async fn tasks(args: TasksArgs) -> u8 {
             };
             bar.finish();
             let state = task["state"].as_str().unwrap_or("").to_string();
+            let notification = match client
+                .call(Method::GET, &format!("/v1/tasks/{id}/notification"), None)
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => return fail(e, json),
+            };
             if json {
+                let mut task = task;
+                task["notification"] = notification;
                 outln!("{task}");
-            } else if let Some(text) = task["outcome"]["text"].as_str() {
-                outln!("{}", text.trim_end());
             } else {
-                eprintln!(
-                    "task {id} {state}: {}",
-                    task["outcome"]["message"]
-                        .as_str()
-                        .unwrap_or(task["outcome"]["outcome"].as_str().unwrap_or(""))
-                );
+                outln!("{}", notification["message"].as_str().unwrap_or_default());
             }
             exit_for_state(&state)
+        }
+        TasksCommand::Redeliver { id, json } => {
+            match client
+                .call(Method::POST, &format!("/v1/tasks/{id}/redeliver"), None)
+                .await
+            {
+                Ok(v) if json => {
+                    outln!("{v}");
+                    exit::OK
+                }
+                Ok(v) => {
+                    match v["requeued"].as_u64().unwrap_or(0) {
+                        0 => outln!("{id}: no failed notifications to send again"),
+                        n => outln!("{id}: {n} notification(s) queued again"),
+                    }
+                    exit::OK
+                }
+                Err(e) => fail(e, json),
+            }
         }
         TasksCommand::Cancel { id, json } => {
             match client

@@ -14,8 +14,9 @@ use super::{EXIT_CODES, exit};
 ///
 /// SKILL is a skill directory (holding skill.toml), a skill.toml, or a bare
 /// .wasm component (a skill or any WASI command), which then gets exactly the
-/// granted capabilities. Progress and logs go to stderr; the summary goes to
-/// stdout (with --json, the whole run report as JSON).
+/// granted capabilities. Progress and logs go to stderr; stdout gets the
+/// message a parent session would (outcome, duration, the skill's summary),
+/// or with --json the whole run report as JSON.
 #[derive(Args, Debug)]
 #[command(after_help = EXIT_CODES)]
 pub struct RunArgs {
@@ -136,13 +137,15 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
         let mut v =
             serde_json::to_value(&run).map_err(|e| skillbox::Error::Engine(e.to_string()))?;
         v["exit_code"] = code.into();
+        v["message"] = skillbox::relay::run_message(&run).into();
         outln!("{v}");
         return Ok(code);
     }
+    // The message a parent session would get, on stdout; the error, with
+    // what to do about it, on stderr.
+    outln!("{}", skillbox::relay::run_message(&run));
     match &run.outcome {
-        Outcome::Succeeded { text, .. } => {
-            outln!("{}", text.trim_end());
-        }
+        Outcome::Succeeded { .. } => {}
         Outcome::Failed { kind, message, .. } => {
             let what = match kind {
                 FailureKind::Failed => "failed",

@@ -122,6 +122,9 @@ pub struct SpawnBody {
     /// `done-only` (default), `state-changes` or `silent`.
     #[serde(default)]
     pub notify: Option<NotifyMode>,
+    /// Relay sinks to notify, by name (default: the daemon's defaults).
+    #[serde(default)]
+    pub notify_to: Vec<String>,
     /// Accept a skill whose requests were not all granted.
     #[serde(default)]
     pub partial: bool,
@@ -168,6 +171,7 @@ async fn spawn(
         parent_session: b.parent_session,
         cleanup: b.cleanup.unwrap_or(CleanupMode::Keep),
         notify: b.notify.unwrap_or(NotifyMode::DoneOnly),
+        notify_to: b.notify_to,
         partial: b.partial,
         allow_unpinned: b.allow_unpinned,
         ..SpawnRequest::new(b.skill, "{}")
@@ -196,6 +200,33 @@ async fn show(State(host): State<Arc<Host>>, Path(id): Path<String>) -> ApiResul
 
 async fn cancel(State(host): State<Arc<Host>>, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(Json(host.cancel(parse_id(&id)?, "cancelled through the API")?).into_response())
+}
+
+async fn deliveries(State(host): State<Arc<Host>>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(host.deliveries(parse_id(&id)?)?).into_response())
+}
+
+async fn redeliver(State(host): State<Arc<Host>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let requeued = host.redeliver(id)?;
+    Ok(
+        Json(serde_json::json!({ "requeued": requeued, "deliveries": host.deliveries(id)? }))
+            .into_response(),
+    )
+}
+
+async fn notification(
+    State(host): State<Arc<Host>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    match host.notification(parse_id(&id)?)? {
+        Some(n) => Ok(Json(n).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not-ended",
+            "the task has not ended; its final notification does not exist yet",
+        )),
+    }
 }
 
 async fn wait(
@@ -278,6 +309,9 @@ pub fn router(host: Arc<Host>, token: Option<String>) -> Router {
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/tasks/{id}/wait", get(wait))
         .route("/v1/tasks/{id}/events", get(events))
+        .route("/v1/tasks/{id}/deliveries", get(deliveries))
+        .route("/v1/tasks/{id}/redeliver", post(redeliver))
+        .route("/v1/tasks/{id}/notification", get(notification))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })

@@ -19,6 +19,7 @@ pub(crate) fn spec(label: &str, resume: ResumePolicy) -> TaskSpec {
         timeout: Duration::from_secs(60),
         cleanup: CleanupMode::Keep,
         notify: NotifyMode::DoneOnly,
+        notify_to: Vec::new(),
         resume,
         scratch: None,
     }
@@ -50,6 +51,8 @@ pub(crate) fn run_all(make: &dyn Fn() -> Box<dyn TaskStore>) {
     cancel_by_state(&*make());
     recover_resumes_or_fails_by_policy(&*make());
     finish_rules_and_prune(&*make());
+    outbox_follows_the_notify_mode(&*make());
+    deliveries_go_in_order_and_settle(&*make());
 }
 
 fn create_get_list(store: &dyn TaskStore) {
@@ -412,4 +415,196 @@ fn finish_rules_and_prune(store: &dyn TaskStore) {
         TaskState::Queued,
         "unfinished tasks are never pruned"
     );
+}
+
+fn notifying(label: &str, mode: NotifyMode, sinks: &[&str]) -> TaskSpec {
+    TaskSpec {
+        notify: mode,
+        notify_to: sinks.iter().map(|s| s.to_string()).collect(),
+        ..spec(label, ResumePolicy::Restart)
+    }
+}
+
+/// Runs a task through claim and a successful end.
+fn run_through(store: &dyn TaskStore, spec: TaskSpec) -> TaskId {
+    let task = store.create(spec).unwrap();
+    let claim = loop {
+        let c = store.claim("h", LEASE).unwrap().expect("queued");
+        if c.task.id == task.id {
+            break c;
+        }
+    };
+    store
+        .finish(
+            &claim,
+            TaskState::Succeeded,
+            serde_json::json!({"outcome": "succeeded"}),
+            "done",
+        )
+        .unwrap();
+    task.id
+}
+
+fn outbox_follows_the_notify_mode(store: &dyn TaskStore) {
+    use crate::relay::DeliveryState;
+    let done = run_through(store, notifying("d", NotifyMode::DoneOnly, &["a", "b"]));
+    let all = run_through(store, notifying("s", NotifyMode::StateChanges, &["a"]));
+    let silent = run_through(store, notifying("q", NotifyMode::Silent, &["a"]));
+    let nowhere = run_through(store, notifying("n", NotifyMode::DoneOnly, &[]));
+
+    let d = store.deliveries(done).unwrap();
+    assert_eq!(
+        d.iter()
+            .map(|d| (d.sink.as_str(), d.to))
+            .collect::<Vec<_>>(),
+        [("a", TaskState::Succeeded), ("b", TaskState::Succeeded)],
+        "done-only: the final state, once per sink"
+    );
+    assert!(
+        d.iter()
+            .all(|d| d.state == DeliveryState::Pending && d.attempts == 0)
+    );
+    assert_eq!(d[0].from, Some(TaskState::Running));
+    // The row points at the stored state event.
+    let event = store.events(done, d[0].seq - 1, 1).unwrap();
+    assert!(matches!(
+        event[0].event,
+        TaskEvent::State {
+            to: TaskState::Succeeded,
+            ..
+        }
+    ));
+    assert_ne!(
+        d[0].idempotency_key(),
+        store.deliveries(all).unwrap()[0].idempotency_key()
+    );
+
+    let s = store.deliveries(all).unwrap();
+    assert_eq!(
+        s.iter().map(|d| (d.from, d.to)).collect::<Vec<_>>(),
+        [
+            (Some(TaskState::Queued), TaskState::Running),
+            (Some(TaskState::Running), TaskState::Succeeded)
+        ],
+        "state-changes: every change after the creation, in order"
+    );
+    assert!(s[0].seq < s[1].seq);
+    assert!(store.deliveries(silent).unwrap().is_empty(), "silent");
+    assert!(store.deliveries(nowhere).unwrap().is_empty(), "no sinks");
+    // A cancel of a queued task and a failure by recovery are state
+    // changes too.
+    let c = store
+        .create(notifying("c", NotifyMode::DoneOnly, &["a"]))
+        .unwrap();
+    store.request_cancel(c.id, "no").unwrap();
+    assert_eq!(store.deliveries(c.id).unwrap()[0].to, TaskState::Cancelled);
+    assert!(matches!(
+        store.deliveries(TaskId::new()),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+fn deliveries_go_in_order_and_settle(store: &dyn TaskStore) {
+    use crate::relay::{Attempt, DeliveryState, Verdict};
+    let id = run_through(store, notifying("o", NotifyMode::StateChanges, &["a"]));
+    let attempt = |ok: bool, status: u16| Attempt {
+        at_ms: now_ms(),
+        duration_ms: 3,
+        status: Some(status),
+        detail: (!ok).then(|| format!("HTTP {status}")),
+        ok,
+    };
+    assert!(
+        store
+            .next_delivery_ms()
+            .unwrap()
+            .is_some_and(|t| t <= now_ms())
+    );
+    // Only the first of the task's changes can go; and only once.
+    let first = store.claim_deliveries("r1", 10, LEASE).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].to, TaskState::Running);
+    assert!(
+        store.claim_deliveries("r2", 10, LEASE).unwrap().is_empty(),
+        "leased, and the second waits"
+    );
+    assert!(
+        store.next_delivery_ms().unwrap().unwrap() > now_ms() + 20_000,
+        "nothing claimable before the lease ends"
+    );
+    // A retry later keeps the second waiting too.
+    let later = now_ms() + 60_000;
+    store
+        .record_attempt(first[0].id, &attempt(false, 500), Verdict::Retry(later))
+        .unwrap();
+    assert!(store.claim_deliveries("r1", 10, LEASE).unwrap().is_empty());
+    assert_eq!(store.next_delivery_ms().unwrap(), Some(later));
+    // Due again (here: a retry due already).
+    store
+        .record_attempt(
+            first[0].id,
+            &attempt(false, 503),
+            Verdict::Retry(now_ms() - 1),
+        )
+        .unwrap();
+    let again = store.claim_deliveries("r1", 10, LEASE).unwrap();
+    assert_eq!(
+        (again.len(), again[0].id, again[0].attempts),
+        (1, first[0].id, 2)
+    );
+    assert_eq!(again[0].last_status, Some(503));
+    store
+        .record_attempt(first[0].id, &attempt(true, 200), Verdict::Delivered)
+        .unwrap();
+    // A late verdict from another owner does not undo a delivery.
+    store
+        .record_attempt(first[0].id, &attempt(false, 500), Verdict::Failed)
+        .unwrap();
+    let second = store.claim_deliveries("r1", 10, LEASE).unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].to, TaskState::Succeeded);
+    store
+        .record_attempt(second[0].id, &attempt(false, 401), Verdict::Failed)
+        .unwrap();
+    assert!(store.claim_deliveries("r1", 10, LEASE).unwrap().is_empty());
+    assert_eq!(store.next_delivery_ms().unwrap(), None);
+
+    let d = store.deliveries(id).unwrap();
+    assert_eq!(d[0].state, DeliveryState::Delivered);
+    assert!(d[0].delivered_ms.is_some());
+    assert_eq!(
+        d[0].history
+            .iter()
+            .map(|a| (a.status, a.ok))
+            .collect::<Vec<_>>(),
+        [
+            (Some(500), false),
+            (Some(503), false),
+            (Some(200), true),
+            (Some(500), false)
+        ]
+    );
+    assert_eq!(d[1].state, DeliveryState::Failed);
+    assert_eq!(d[1].last_error.as_deref(), Some("HTTP 401"));
+    assert_eq!(d[1].attempts, 1);
+
+    // Redeliver: failed ones only, due now, attempts kept.
+    assert_eq!(store.redeliver(id).unwrap(), 1);
+    assert_eq!(store.redeliver(id).unwrap(), 0);
+    let re = store.claim_deliveries("r1", 10, LEASE).unwrap();
+    assert_eq!((re.len(), re[0].id, re[0].attempts), (1, d[1].id, 1));
+    assert!(re[0].window_ms >= d[1].window_ms);
+    // A dead owner's leases are released by recovery.
+    assert!(store.claim_deliveries("r2", 10, LEASE).unwrap().is_empty());
+    store.recover(now_ms(), Some("r1")).unwrap();
+    assert_eq!(store.claim_deliveries("r2", 10, LEASE).unwrap().len(), 1);
+    assert!(matches!(
+        store.redeliver(TaskId::new()),
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Pruning the task takes its notifications with it.
+    store.prune(now_ms() + 1).unwrap();
+    assert!(matches!(store.deliveries(id), Err(StoreError::NotFound(_))));
+    assert_eq!(store.next_delivery_ms().unwrap(), None);
 }

@@ -57,6 +57,7 @@
 mod model;
 pub(crate) mod runner;
 mod sqlite;
+mod sqlite_outbox;
 mod store;
 
 pub use model::{

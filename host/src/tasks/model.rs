@@ -187,6 +187,9 @@ pub struct TaskSpec {
     pub cleanup: CleanupMode,
     /// Notification handling.
     pub notify: NotifyMode,
+    /// The relay sinks its notifications go to, by name.
+    #[serde(default)]
+    pub notify_to: Vec<String>,
     /// Handling after a host crash.
     pub resume: ResumePolicy,
     /// Where the host makes this task's scratch directory: `<scratch>/<id>`,

@@ -55,6 +55,8 @@ pub struct TaskOptions {
     /// at the end with `cleanup = delete` and when the task is pruned);
     /// `None` gives tasks none.
     pub scratch: Option<PathBuf>,
+    /// Where tasks' notifications go (sinks, defaults, retries).
+    pub relay: crate::relay::Relay,
 }
 
 impl Default for TaskOptions {
@@ -66,6 +68,7 @@ impl Default for TaskOptions {
             poll: Duration::from_secs(1),
             flush: Duration::from_millis(50),
             scratch: None,
+            relay: crate::relay::Relay::default(),
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct SpawnRequest {
     pub cleanup: CleanupMode,
     /// Notification handling.
     pub notify: NotifyMode,
+    /// The relay sinks to notify, by name; none means the host's defaults.
+    pub notify_to: Vec<String>,
     /// Accept it even if some requested capabilities were not granted.
     pub partial: bool,
     /// Accept a manifest that pins no digest.
@@ -104,6 +109,7 @@ impl SpawnRequest {
             parent_session: None,
             cleanup: CleanupMode::Keep,
             notify: NotifyMode::DoneOnly,
+            notify_to: Vec::new(),
             partial: false,
             allow_unpinned: false,
         }
@@ -116,6 +122,8 @@ pub(crate) struct TaskRuntime {
     owner: String,
     options: TaskOptions,
     wake_worker: Notify,
+    /// Wakes the delivery worker: notifications may be due.
+    pub(crate) wake_relay: Notify,
     updates: broadcast::Sender<TaskId>,
     cancels: Mutex<HashMap<TaskId, watch::Sender<bool>>>,
     /// Set while no worker runs: an ending task then claims no successor.
@@ -141,6 +149,7 @@ impl TaskRuntime {
             owner: format!("{}:{}:{}", host.trim(), std::process::id(), TaskId::new()),
             options,
             wake_worker: Notify::new(),
+            wake_relay: Notify::new(),
             updates: broadcast::channel(1024).0,
             cancels: Mutex::default(),
             stopping: AtomicBool::new(true),
@@ -148,6 +157,20 @@ impl TaskRuntime {
             handoff,
             handed: tokio::sync::Mutex::new(handed),
         }
+    }
+}
+
+impl TaskRuntime {
+    pub(crate) fn store(&self) -> Arc<dyn TaskStore> {
+        self.store.clone()
+    }
+
+    pub(crate) fn relay(&self) -> &crate::relay::Relay {
+        &self.options.relay
+    }
+
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
     }
 }
 
@@ -203,6 +226,7 @@ impl Host {
         }
         serde_json::from_str::<serde_json::Value>(&request.input)
             .map_err(|e| Error::Input(format!("not JSON: {e}")))?;
+        let notify_to = rt.options.relay.resolve(&request.notify_to)?;
         // Compile and link now, so a broken component is refused here and
         // not discovered by a worker later.
         self.prepare(&source)?;
@@ -224,6 +248,7 @@ impl Host {
             parent_session: request.parent_session,
             cleanup: request.cleanup,
             notify: request.notify,
+            notify_to,
             resume: source
                 .manifest
                 .as_ref()
@@ -275,6 +300,7 @@ impl Host {
         kill_leftovers(&ids);
         self.clean_ended(&ids);
         rt.wake_worker.notify_one();
+        rt.wake_relay.notify_one();
         Ok(ids)
     }
 
@@ -309,6 +335,7 @@ impl Host {
             let _ = tx.send(true);
         }
         let _ = rt.updates.send(id);
+        rt.wake_relay.notify_one();
         Ok(task)
     }
 
@@ -401,6 +428,16 @@ impl Host {
             }
         }
         let _stopping = Stopping(&rt.stopping);
+        // Notifications are delivered while the worker runs; its attempts
+        // in flight finish after.
+        let relay = tokio::spawn(self.clone().relay(shutdown.clone()));
+        struct Abort(tokio::task::JoinHandle<()>);
+        impl Drop for Abort {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _relay = Abort(relay);
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -436,6 +473,7 @@ impl Host {
                     .unwrap_or_else(|e| Err(StoreError::Backend(format!("claiming: {e}"))));
             match claimed {
                 Ok(claims) if !claims.is_empty() => {
+                    rt.wake_relay.notify_one();
                     let all = claims.len() == want;
                     for claim in claims {
                         let permit = permits.pop().expect("one permit per claim");
@@ -493,6 +531,9 @@ impl Host {
                     Ok(Ok(ids)) => {
                         kill_leftovers(&ids);
                         self.clean_ended(&ids);
+                        if !ids.is_empty() {
+                            rt.wake_relay.notify_one();
+                        }
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "recovering expired leases failed"),
                     Err(e) => tracing::warn!(error = %e, "recovering expired leases failed"),
@@ -596,6 +637,7 @@ impl Host {
         })
         .await;
         let _ = rt.updates.send(id);
+        rt.wake_relay.notify_one();
         match ended {
             Ok(Ok(next)) => {
                 if let Some(n) = &next {

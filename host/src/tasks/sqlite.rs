@@ -29,16 +29,18 @@ use sha2::{Digest, Sha256};
 
 use super::model::{ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
 use super::store::{Claim, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
+use crate::relay::{Attempt, Delivery, Verdict};
 
 /// Most events kept per task; past it, non-essential events are dropped and
 /// counted, with one `truncated` marker.
 pub const DEFAULT_MAX_EVENTS: u64 = 10_000;
 
 /// (version, name, SQL). Append only: never edit an applied migration.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "tasks, events, checkpoints",
-    "CREATE TABLE tasks (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "tasks, events, checkpoints",
+        "CREATE TABLE tasks (
         id TEXT PRIMARY KEY,
         spec TEXT NOT NULL,
         state TEXT NOT NULL,
@@ -77,7 +79,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         saved_ms INTEGER NOT NULL,
         PRIMARY KEY (task_id, key)
     ) WITHOUT ROWID;",
-)];
+    ),
+    (2, "notification outbox", super::sqlite_outbox::MIGRATION),
+];
 
 /// Most writes in one group commit.
 const MAX_GROUP: usize = 512;
@@ -95,7 +99,7 @@ pub struct SqliteStore {
 
 /// Statements through the connection's statement cache: parsing and
 /// planning SQL was a large share of a small write.
-trait Cached {
+pub(super) trait Cached {
     fn exec(&self, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize>;
     fn row<T>(
         &self,
@@ -231,7 +235,7 @@ fn writer_loop(
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -535,6 +539,10 @@ fn append_in(tx: &Connection, id: TaskId, event: &TaskEvent, max: u64) -> Result
     // Every stored event, the marker included, is counted: the next seq.
     let seq = count + 1;
     insert_event(tx, id, seq, event)?;
+    // The notifications a state change calls for commit with it.
+    if let TaskEvent::State { from, to, reason } = event {
+        super::sqlite_outbox::enqueue(tx, id, seq, *from, *to, reason)?;
+    }
     if let TaskEvent::Progress { fraction, message } = event {
         tx.exec(
             "UPDATE tasks SET progress = COALESCE(?2, progress), progress_message = ?3 WHERE id = ?1",
@@ -642,15 +650,18 @@ fn create_in(
 ) -> Result<Task, StoreError> {
     let created_ms = now_ms();
     tx.exec(
-        "INSERT INTO tasks (id, spec, state, created_ms, label, parent_session, resume)
-         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
+        "INSERT INTO tasks (id, spec, state, created_ms, label, parent_session, resume,
+                            notify, notify_to)
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             id.to_string(),
             body,
             created_ms,
             spec.label,
             spec.parent_session,
-            spec.resume.as_str()
+            spec.resume.as_str(),
+            spec.notify.as_str(),
+            serde_json::to_string(&spec.notify_to).map_err(backend)?
         ],
     )
     .map_err(backend)?;
@@ -1038,6 +1049,7 @@ impl TaskStore for SqliteStore {
                     .collect::<Result<_, _>>()
                     .map_err(backend)?
             };
+            super::sqlite_outbox::release(tx, now_ms, dead_owner.as_deref())?;
             let mut out = Vec::new();
             for id in ids {
                 let id: TaskId = id.parse().map_err(StoreError::Backend)?;
@@ -1084,6 +1096,7 @@ impl TaskStore for SqliteStore {
                 })
                 .collect::<Result<_, StoreError>>()?
             };
+            super::sqlite_outbox::prune(tx, cond, before_ms)?;
             tx.exec(
                 &format!("DELETE FROM events WHERE task_id IN (SELECT id FROM tasks WHERE {cond})"),
                 params![before_ms],
@@ -1103,5 +1116,42 @@ impl TaskStore for SqliteStore {
             .map_err(backend)?;
             Ok(pruned)
         })
+    }
+
+    fn claim_deliveries(
+        &self,
+        owner: &str,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let owner = owner.to_string();
+        self.write(move |tx| super::sqlite_outbox::claim(tx, &owner, now_ms(), max, lease_for))
+    }
+
+    fn record_attempt(
+        &self,
+        id: i64,
+        attempt: &Attempt,
+        verdict: Verdict,
+    ) -> Result<(), StoreError> {
+        let attempt = attempt.clone();
+        self.write(move |tx| super::sqlite_outbox::record(tx, id, &attempt, verdict))
+    }
+
+    fn deliveries(&self, id: TaskId) -> Result<Vec<Delivery>, StoreError> {
+        let conn = self.lock();
+        load(&conn, id)?;
+        super::sqlite_outbox::list(&conn, id)
+    }
+
+    fn redeliver(&self, id: TaskId) -> Result<usize, StoreError> {
+        self.write(move |tx| {
+            load(tx, id)?;
+            super::sqlite_outbox::redeliver(tx, id)
+        })
+    }
+
+    fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError> {
+        super::sqlite_outbox::next_due(&self.lock())
     }
 }

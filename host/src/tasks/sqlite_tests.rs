@@ -83,7 +83,54 @@ fn survives_reopen() {
     let store = SqliteStore::open_dir(dir.path()).unwrap();
     assert_eq!(store.get(t.id).unwrap().state, TaskState::Running);
     assert_eq!(store.checkpoints(t.id).unwrap()["k"], b"v");
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
+}
+
+#[test]
+fn migrates_a_version_1_database() {
+    // A database as skillbox wrote it before the outbox (migration 1 only),
+    // holding a task spawned with `state-changes`.
+    let (dir, store) = fresh();
+    let t = store
+        .create(TaskSpec {
+            notify: NotifyMode::StateChanges,
+            ..spec("old", ResumePolicy::Restart)
+        })
+        .unwrap();
+    drop(store);
+    let db = dir.path().join("tasks.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "DROP TABLE outbox_attempts; DROP TABLE outbox;
+         ALTER TABLE tasks DROP COLUMN notify; ALTER TABLE tasks DROP COLUMN notify_to;
+         DELETE FROM schema_migrations WHERE version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(
+        store.get(t.id).unwrap().spec.notify,
+        NotifyMode::StateChanges
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (notify, to): (String, String) = conn
+        .query_row(
+            "SELECT notify, notify_to FROM tasks WHERE id = ?1",
+            [t.id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((notify.as_str(), to.as_str()), ("state-changes", "[]"));
+    // It had no sinks then, so it notifies nobody now.
+    let c = store
+        .claim("w", std::time::Duration::from_secs(30))
+        .unwrap()
+        .unwrap();
+    store
+        .finish(&c, TaskState::Succeeded, serde_json::json!({}), "done")
+        .unwrap();
+    assert!(store.deliveries(t.id).unwrap().is_empty());
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
+use crate::relay::{Attempt, Delivery, Verdict};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,35 @@ pub trait TaskStore: Send + Sync {
     /// Deletes terminal tasks that ended before `before_ms`, with their
     /// events and checkpoints; returns their ids and scratch directories.
     fn prune(&self, before_ms: i64) -> Result<Vec<Pruned>, StoreError>;
+
+    // The relay's outbox. A state change stores the notifications its
+    // task's notify mode calls for (one per sink) in its own transaction.
+
+    /// Takes up to `max` due notifications for `owner`, leased for
+    /// `lease_for`: pending, due, not leased by a live owner, and each the
+    /// oldest pending one of its task and sink, so that one task's changes
+    /// reach a sink in order.
+    fn claim_deliveries(
+        &self,
+        owner: &str,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Records an attempt on notification `id` and settles it by `verdict`
+    /// (a notification another owner already settled keeps its state).
+    fn record_attempt(
+        &self,
+        id: i64,
+        attempt: &Attempt,
+        verdict: Verdict,
+    ) -> Result<(), StoreError>;
+    /// The task's notifications with every attempt, in order.
+    fn deliveries(&self, id: TaskId) -> Result<Vec<Delivery>, StoreError>;
+    /// Puts the task's failed notifications back in the queue, due now,
+    /// with a fresh retry window; returns how many.
+    fn redeliver(&self, id: TaskId) -> Result<usize, StoreError>;
+    /// When the earliest pending notification is due (Unix milliseconds).
+    fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError>;
 }
 
 /// A deleted task: its id and the scratch directory it may have left.

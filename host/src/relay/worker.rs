@@ -1,0 +1,253 @@
+//! The delivery worker: claims due notifications, sends them, records each
+//! attempt, and sleeps until the next one is due or a task changes state.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{Attempt, Delivery, DeliveryError, Notification, Relay, Verdict};
+use crate::error::Error;
+use crate::runtime::Host;
+use crate::tasks::{StoreError, TaskStore, now_ms};
+
+/// Most notifications in flight at once.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// Longest sleep of an idle worker: notifications another host queued are
+/// noticed within it.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+impl Host {
+    /// Delivers notifications until `shutdown`; run by [`Host::work`].
+    pub(crate) async fn relay(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let Some(rt) = self.task_runtime() else {
+            return;
+        };
+        let (store, relay, owner) = (rt.store(), rt.relay().clone(), rt.owner().to_string());
+        let lease = relay.retry.timeout * 3 + Duration::from_secs(30);
+        let mut in_flight = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let free = MAX_IN_FLIGHT - in_flight.len();
+            let claimed = if free > 0 {
+                let (store, owner) = (store.clone(), owner.clone());
+                tokio::task::spawn_blocking(move || store.claim_deliveries(&owner, free, lease))
+                    .await
+                    .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())))
+            } else {
+                Ok(Vec::new())
+            };
+            let full = match claimed {
+                Ok(ds) => {
+                    let full = ds.len() == free && free > 0;
+                    for d in ds {
+                        in_flight.spawn(deliver(store.clone(), relay.clone(), d));
+                    }
+                    full
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming notifications failed; retrying");
+                    false
+                }
+            };
+            if full {
+                // More may be due: make room, then claim again.
+                let _ = in_flight.join_next().await;
+                continue;
+            }
+            let wait = {
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.next_delivery_ms()).await {
+                    Ok(Ok(Some(at))) => {
+                        Duration::from_millis((at - now_ms()).max(0) as u64).min(IDLE_POLL)
+                    }
+                    _ => IDLE_POLL,
+                }
+            };
+            tokio::select! {
+                biased;
+                r = shutdown.changed() => if r.is_err() { break },
+                () = rt.wake_relay.notified() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Attempts still running finish (their rows stay leased to us until
+        // they are recorded, or until a next host releases them).
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// The task's notifications and their attempts.
+    pub fn deliveries(&self, id: crate::tasks::TaskId) -> Result<Vec<Delivery>, Error> {
+        let rt = self.task_runtime().ok_or_else(no_store)?;
+        rt.store()
+            .deliveries(id)
+            .map_err(|e| Error::Store(e.to_string()))
+    }
+
+    /// Queues the task's failed notifications again; returns how many.
+    pub fn redeliver(&self, id: crate::tasks::TaskId) -> Result<usize, Error> {
+        let rt = self.task_runtime().ok_or_else(no_store)?;
+        let n = rt
+            .store()
+            .redeliver(id)
+            .map_err(|e| Error::Store(e.to_string()))?;
+        rt.wake_relay.notify_one();
+        Ok(n)
+    }
+}
+
+impl Host {
+    /// The final notification of an ended task, as its sinks get it (`None`
+    /// while it has not ended).
+    pub fn notification(&self, id: crate::tasks::TaskId) -> Result<Option<Notification>, Error> {
+        let rt = self.task_runtime().ok_or_else(no_store)?;
+        let store = rt.store();
+        let err = |e: StoreError| Error::Store(e.to_string());
+        let task = store.get(id).map_err(err)?;
+        if !task.state.is_terminal() {
+            return Ok(None);
+        }
+        let relayed = store
+            .deliveries(id)
+            .map_err(err)?
+            .into_iter()
+            .find(|d| d.to.is_terminal())
+            .map(|d| d.change());
+        let change = match relayed {
+            Some(c) => c,
+            None => {
+                // Not relayed: find its final state event.
+                let mut last = None;
+                let mut after = 0;
+                loop {
+                    let page = store.events(id, after, 500).map_err(err)?;
+                    let Some(end) = page.last() else { break };
+                    after = end.seq;
+                    for e in page {
+                        if let crate::tasks::TaskEvent::State { from, to, reason } = e.event
+                            && to.is_terminal()
+                        {
+                            last = Some(super::Change {
+                                seq: e.seq,
+                                from,
+                                to,
+                                reason,
+                                at_ms: e.at_ms,
+                            });
+                        }
+                    }
+                }
+                last.ok_or_else(|| Error::Store(format!("task {id} ended without a state event")))?
+            }
+        };
+        Ok(Some(Notification::build(
+            &task,
+            &change,
+            rt.relay().secrets(),
+        )))
+    }
+}
+
+fn no_store() -> Error {
+    Error::Store("this host has no task store (see Host::with_tasks)".into())
+}
+
+/// One attempt: build, send, record.
+async fn deliver(store: Arc<dyn TaskStore>, relay: Relay, d: Delivery) {
+    let at_ms = now_ms();
+    let started = Instant::now();
+    let task = {
+        let store = store.clone();
+        let id = d.task_id;
+        tokio::task::spawn_blocking(move || store.get(id))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())))
+    };
+    let result = match (task, relay.sink(&d.sink)) {
+        (Err(e), _) => Err(DeliveryError::transient(format!("reading the task: {e}"))),
+        (Ok(_), None) => Err(DeliveryError::transient(format!(
+            "this host has no sink named {:?} (it was configured when the task was spawned); \
+             it is retried until the deadline",
+            d.sink
+        ))),
+        (Ok(task), Some(sink)) => {
+            let n = Notification::build(&task, &d.change(), relay.secrets());
+            // A sink has its own limit; this one guards against a sink that
+            // never returns.
+            match tokio::time::timeout(
+                relay.retry.timeout + Duration::from_secs(1),
+                sink.deliver(&n),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(DeliveryError::transient("the sink did not return in time")),
+            }
+        }
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let attempts = d.attempts + 1;
+    let (attempt, verdict) = match result {
+        Ok(ok) => {
+            tracing::info!(task = %d.task_id, sink = %d.sink, attempts, "notification delivered");
+            (
+                Attempt {
+                    at_ms,
+                    duration_ms,
+                    status: ok.status,
+                    detail: ok.detail,
+                    ok: true,
+                },
+                Verdict::Delivered,
+            )
+        }
+        Err(e) => {
+            let mut detail = e.message.clone();
+            let verdict = if e.permanent {
+                Verdict::Failed
+            } else {
+                let delay = e
+                    .retry_after
+                    .map(|r| r.min(relay.retry.max))
+                    .unwrap_or_else(|| relay.retry.delay(attempts));
+                let next = now_ms() + delay.as_millis() as i64;
+                if next > d.window_ms + relay.retry.deadline.as_millis() as i64 {
+                    detail.push_str(&format!(
+                        " (gave up after {attempts} attempts: the deadline of {} passed)",
+                        crate::units::HumanDuration(relay.retry.deadline)
+                    ));
+                    Verdict::Failed
+                } else {
+                    Verdict::Retry(next)
+                }
+            };
+            tracing::warn!(task = %d.task_id, sink = %d.sink, attempts, error = %detail,
+                failed = matches!(verdict, Verdict::Failed), "notification not delivered");
+            (
+                Attempt {
+                    at_ms,
+                    duration_ms,
+                    status: e.status,
+                    detail: Some(detail),
+                    ok: false,
+                },
+                verdict,
+            )
+        }
+    };
+    let id = d.id;
+    let recorded =
+        tokio::task::spawn_blocking(move || store.record_attempt(id, &attempt, verdict)).await;
+    match recorded {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed")
+        }
+        Err(e) => tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed"),
+    }
+}

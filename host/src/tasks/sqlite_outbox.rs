@@ -1,0 +1,346 @@
+//! The SQLite store's outbox: notification rows written in the transaction
+//! of the state change they announce, claimed and settled by the relay.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::model::{NotifyMode, TaskId, TaskState};
+use super::sqlite::{Cached, backend};
+use super::store::{StoreError, now_ms};
+use crate::relay::{Attempt, Delivery, DeliveryState, Verdict};
+
+/// Migration 2: the outbox, and the task columns that decide what goes in.
+pub(super) const MIGRATION: &str =
+    "ALTER TABLE tasks ADD COLUMN notify TEXT NOT NULL DEFAULT 'done-only';
+    ALTER TABLE tasks ADD COLUMN notify_to TEXT NOT NULL DEFAULT '[]';
+    UPDATE tasks SET notify = COALESCE(json_extract(spec, '$.notify'), 'done-only');
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        sink TEXT NOT NULL,
+        state TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        window_ms INTEGER NOT NULL,
+        next_ms INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        owner TEXT,
+        lease_until_ms INTEGER,
+        delivered_ms INTEGER,
+        last_status INTEGER,
+        last_error TEXT,
+        UNIQUE (task_id, sink, seq)
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_ms);
+    CREATE TABLE outbox_attempts (
+        outbox_id INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status INTEGER,
+        detail TEXT,
+        ok INTEGER NOT NULL,
+        PRIMARY KEY (outbox_id, n)
+    ) WITHOUT ROWID;";
+
+/// Queues the notifications a state change of task `id` (stored as event
+/// `seq`) calls for, by the task's notify mode and sinks.
+pub(super) fn enqueue(
+    tx: &Connection,
+    id: TaskId,
+    seq: i64,
+    from: Option<TaskState>,
+    to: TaskState,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let (mode, sinks): (String, String) = tx
+        .row(
+            "SELECT notify, notify_to FROM tasks WHERE id = ?1",
+            params![id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(backend)?;
+    if sinks == "[]" {
+        return Ok(());
+    }
+    let wanted = match mode.parse::<NotifyMode>().map_err(StoreError::Backend)? {
+        NotifyMode::Silent => false,
+        NotifyMode::DoneOnly => to.is_terminal(),
+        // Its creation is no change: the spawner knows it.
+        NotifyMode::StateChanges => from.is_some(),
+    };
+    if !wanted {
+        return Ok(());
+    }
+    let sinks: Vec<String> = serde_json::from_str(&sinks).map_err(backend)?;
+    let now = now_ms();
+    for sink in sinks {
+        tx.exec(
+            "INSERT INTO outbox (task_id, seq, sink, state, from_state, to_state, reason,
+                                 created_ms, window_ms, next_ms)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7, ?7)",
+            params![
+                id.to_string(),
+                seq,
+                sink,
+                from.map(TaskState::as_str),
+                to.as_str(),
+                reason,
+                now
+            ],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+const COLUMNS: &str = "id, task_id, seq, sink, state, from_state, to_state, reason, created_ms, \
+     window_ms, next_ms, attempts, delivered_ms, last_status, last_error";
+
+fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Delivery, StoreError>> {
+    let task: String = r.get(1)?;
+    let state: String = r.get(4)?;
+    let from: Option<String> = r.get(5)?;
+    let to: String = r.get(6)?;
+    let parsed = (|| {
+        Ok(Delivery {
+            id: r.get(0).map_err(backend)?,
+            task_id: task.parse().map_err(StoreError::Backend)?,
+            seq: r.get::<_, i64>(2).map_err(backend)? as u64,
+            sink: r.get(3).map_err(backend)?,
+            state: state.parse().map_err(StoreError::Backend)?,
+            from: from
+                .map(|f| f.parse())
+                .transpose()
+                .map_err(StoreError::Backend)?,
+            to: to.parse().map_err(StoreError::Backend)?,
+            reason: r.get(7).map_err(backend)?,
+            created_ms: r.get(8).map_err(backend)?,
+            window_ms: r.get(9).map_err(backend)?,
+            next_ms: r.get(10).map_err(backend)?,
+            attempts: r.get::<_, i64>(11).map_err(backend)? as u32,
+            delivered_ms: r.get(12).map_err(backend)?,
+            last_status: r
+                .get::<_, Option<i64>>(13)
+                .map_err(backend)?
+                .map(|s| s as u16),
+            last_error: r.get(14).map_err(backend)?,
+            history: Vec::new(),
+        })
+    })();
+    Ok(parsed)
+}
+
+fn load(tx: &Connection, id: i64) -> Result<Delivery, StoreError> {
+    tx.row(
+        &format!("SELECT {COLUMNS} FROM outbox WHERE id = ?1"),
+        params![id],
+        row_to_delivery,
+    )
+    .optional()
+    .map_err(backend)?
+    .ok_or_else(|| StoreError::Conflict(format!("no delivery {id}")))?
+}
+
+/// Takes up to `max` due notifications for `owner`: pending, due by `now`,
+/// not leased by a live owner, and the oldest pending one of their task and
+/// sink (so that a task's changes arrive in order).
+pub(super) fn claim(
+    tx: &Connection,
+    owner: &str,
+    now: i64,
+    max: usize,
+    lease_for: Duration,
+) -> Result<Vec<Delivery>, StoreError> {
+    let ids: Vec<i64> = {
+        let mut st = tx
+            .prepare_cached(
+                "SELECT o.id FROM outbox o
+                 WHERE o.state = 'pending' AND o.next_ms <= ?1
+                   AND (o.lease_until_ms IS NULL OR o.lease_until_ms < ?1)
+                   AND NOT EXISTS (SELECT 1 FROM outbox p
+                                   WHERE p.task_id = o.task_id AND p.sink = o.sink
+                                     AND p.seq < o.seq AND p.state = 'pending')
+                 ORDER BY o.next_ms, o.id LIMIT ?2",
+            )
+            .map_err(backend)?;
+        st.query_map(params![now, max as i64], |r| r.get(0))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?
+    };
+    let until = now + lease_for.as_millis() as i64;
+    ids.into_iter()
+        .map(|id| {
+            tx.exec(
+                "UPDATE outbox SET owner = ?2, lease_until_ms = ?3 WHERE id = ?1",
+                params![id, owner, until],
+            )
+            .map_err(backend)?;
+            load(tx, id)
+        })
+        .collect()
+}
+
+/// Records an attempt on row `id` and settles the row by `verdict`; a row
+/// already settled (by another owner) keeps its state.
+pub(super) fn record(
+    tx: &Connection,
+    id: i64,
+    attempt: &Attempt,
+    verdict: Verdict,
+) -> Result<(), StoreError> {
+    let n: i64 = tx
+        .row(
+            "SELECT attempts + 1 FROM outbox WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::Conflict(format!("no delivery {id}")))?;
+    tx.exec(
+        "INSERT INTO outbox_attempts (outbox_id, n, at_ms, duration_ms, status, detail, ok)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            id,
+            n,
+            attempt.at_ms,
+            attempt.duration_ms as i64,
+            attempt.status,
+            attempt.detail,
+            attempt.ok
+        ],
+    )
+    .map_err(backend)?;
+    let (state, next, delivered) = match verdict {
+        Verdict::Delivered => (DeliveryState::Delivered, None, Some(now_ms())),
+        Verdict::Retry(at) => (DeliveryState::Pending, Some(at), None),
+        Verdict::Failed => (DeliveryState::Failed, None, None),
+    };
+    let error = (!attempt.ok).then_some(attempt.detail.as_deref()).flatten();
+    tx.exec(
+        "UPDATE outbox SET attempts = ?2, last_status = ?3, last_error = ?4,
+             owner = NULL, lease_until_ms = NULL,
+             state = CASE WHEN state = 'pending' THEN ?5 ELSE state END,
+             next_ms = CASE WHEN state = 'pending' THEN ?6 ELSE next_ms END,
+             delivered_ms = CASE WHEN state = 'pending' THEN ?7 ELSE delivered_ms END
+         WHERE id = ?1",
+        params![
+            id,
+            n,
+            attempt.status,
+            error,
+            state.as_str(),
+            next,
+            delivered
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Task `task`'s notifications with their attempts, oldest first.
+pub(super) fn list(tx: &Connection, task: TaskId) -> Result<Vec<Delivery>, StoreError> {
+    let mut out: Vec<Delivery> = {
+        let mut st = tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM outbox WHERE task_id = ?1 ORDER BY seq, sink"
+            ))
+            .map_err(backend)?;
+        let rows = st
+            .query_map(params![task.to_string()], row_to_delivery)
+            .map_err(backend)?;
+        rows.map(|r| r.map_err(backend)?)
+            .collect::<Result<_, StoreError>>()?
+    };
+    let mut st = tx
+        .prepare_cached(
+            "SELECT at_ms, duration_ms, status, detail, ok FROM outbox_attempts
+             WHERE outbox_id = ?1 ORDER BY n",
+        )
+        .map_err(backend)?;
+    for d in &mut out {
+        d.history = st
+            .query_map(params![d.id], |r| {
+                Ok(Attempt {
+                    at_ms: r.get(0)?,
+                    duration_ms: r.get::<_, i64>(1)? as u64,
+                    status: r.get::<_, Option<i64>>(2)?.map(|s| s as u16),
+                    detail: r.get(3)?,
+                    ok: r.get(4)?,
+                })
+            })
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+    }
+    Ok(out)
+}
+
+/// Puts task `task`'s failed notifications back in the queue, due now with
+/// a fresh retry window; returns how many.
+pub(super) fn redeliver(tx: &Connection, task: TaskId) -> Result<usize, StoreError> {
+    let now = now_ms();
+    tx.exec(
+        "UPDATE outbox SET state = 'pending', window_ms = ?2, next_ms = ?2
+         WHERE task_id = ?1 AND state = 'failed'",
+        params![task.to_string(), now],
+    )
+    .map_err(backend)
+}
+
+/// When the earliest pending notification can be claimed: due, its lease
+/// (if any) run out, and first in its task's and sink's order.
+pub(super) fn next_due(tx: &Connection) -> Result<Option<i64>, StoreError> {
+    tx.row(
+        "SELECT MIN(MAX(o.next_ms, COALESCE(o.lease_until_ms + 1, 0))) FROM outbox o
+         WHERE o.state = 'pending'
+           AND NOT EXISTS (SELECT 1 FROM outbox p
+                           WHERE p.task_id = o.task_id AND p.sink = o.sink
+                             AND p.seq < o.seq AND p.state = 'pending')",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(backend)
+}
+
+/// Frees the notifications a dead owner (or any owner whose lease ran out
+/// by `now`) was sending.
+pub(super) fn release(
+    tx: &Connection,
+    now: i64,
+    dead_owner: Option<&str>,
+) -> Result<(), StoreError> {
+    tx.exec(
+        "UPDATE outbox SET owner = NULL, lease_until_ms = NULL
+         WHERE state = 'pending' AND owner IS NOT NULL
+           AND (lease_until_ms < ?1 OR (?2 IS NOT NULL AND owner = ?2))",
+        params![now, dead_owner],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Deletes the notifications of the tasks matching `cond` (an SQL
+/// condition on `tasks` taking `?1`).
+pub(super) fn prune(tx: &Connection, cond: &str, before_ms: i64) -> Result<(), StoreError> {
+    tx.exec(
+        &format!(
+            "DELETE FROM outbox_attempts WHERE outbox_id IN
+             (SELECT id FROM outbox WHERE task_id IN (SELECT id FROM tasks WHERE {cond}))"
+        ),
+        params![before_ms],
+    )
+    .map_err(backend)?;
+    tx.exec(
+        &format!("DELETE FROM outbox WHERE task_id IN (SELECT id FROM tasks WHERE {cond})"),
+        params![before_ms],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
