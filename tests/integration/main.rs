@@ -10,5 +10,6 @@ mod env_net;
 mod exec;
 mod fs;
 mod limits;
+mod openclaw;
 mod relay;
 mod tasks;

@@ -554,3 +554,185 @@ fn notify_modes_silent_and_state_changes() {
     assert_eq!(rx.seen().len(), 2);
     assert_eq!(show(&d, &quiet)["deliveries"], serde_json::json!([]));
 }
+
+mod embedded {
+    //! The embedder's side: a callback or a channel as a sink, in process.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use skillbox::relay::{Notification, Relay};
+    use skillbox::tasks::{NotifyMode, SpawnRequest, TaskState};
+
+    use super::*;
+    use crate::tasks::{Worker, options, store};
+
+    async fn settled(w: &Worker, id: skillbox::tasks::TaskId) -> Vec<skillbox::relay::Delivery> {
+        for _ in 0..1200 {
+            let ds = w.host.deliveries(id).unwrap();
+            if !ds.is_empty()
+                && ds
+                    .iter()
+                    .all(|d| d.state != skillbox::relay::DeliveryState::Pending)
+            {
+                return ds;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("notifications of {id} never settled");
+    }
+
+    fn fast(relay: Relay) -> Relay {
+        let mut relay = relay.with_default(vec!["agent".into()]).unwrap();
+        relay.retry.initial = Duration::from_millis(20);
+        relay.retry.max = Duration::from_millis(50);
+        relay
+    }
+
+    #[tokio::test]
+    async fn a_callback_gets_each_summary_and_a_failing_one_is_retried() {
+        let (_d, store) = store();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let got = Arc::new(Mutex::new(Vec::<Notification>::new()));
+        let relay = {
+            let (calls, got) = (calls.clone(), got.clone());
+            fast(Relay::new().callback("agent", move |n| {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err("the agent runtime is busy".into());
+                }
+                got.lock().unwrap().push(n.clone());
+                Ok(())
+            }))
+        };
+        let w = Worker::start(store, skillbox::tasks::TaskOptions { relay, ..options() });
+        let skill = skill_dir("hello", "");
+        let id = w
+            .host
+            .spawn(SpawnRequest {
+                label: Some("cb".into()),
+                ..SpawnRequest::new(skill.path(), r#"{"name": "callback"}"#)
+            })
+            .unwrap();
+        let ds = settled(&w, id).await;
+        assert_eq!(ds.len(), 1);
+        assert_eq!(ds[0].state, skillbox::relay::DeliveryState::Delivered);
+        assert_eq!(ds[0].attempts, 2);
+        assert_eq!(
+            ds[0].history[0].detail.as_deref(),
+            Some("the agent runtime is busy")
+        );
+        let got = got.lock().unwrap().clone();
+        assert_eq!(got.len(), 1);
+        let n = &got[0];
+        assert_eq!(
+            (n.task_id, n.state, n.terminal),
+            (id, TaskState::Succeeded, true)
+        );
+        assert!(
+            n.message.starts_with("**hello** (cb) succeeded in "),
+            "{}",
+            n.message
+        );
+        assert_eq!(n.summary.as_deref(), Some("Hello, callback! 👋"));
+        // What `tasks wait` prints is that same notification.
+        assert_eq!(w.host.notification(id).unwrap().as_ref(), Some(n));
+        w.stop().await;
+    }
+
+    #[tokio::test]
+    async fn what_a_host_could_not_deliver_reaches_the_next_hosts_channel() {
+        let (_d, store) = store();
+        // This host's receiver is gone: every attempt fails.
+        let (relay, rx) = Relay::new().channel("agent");
+        drop(rx);
+        let w = Worker::start(
+            store.clone(),
+            skillbox::tasks::TaskOptions {
+                relay: fast(relay),
+                ..options()
+            },
+        );
+        let skill = skill_dir("hello", "");
+        let id = w
+            .host
+            .spawn(SpawnRequest {
+                notify: NotifyMode::StateChanges,
+                ..SpawnRequest::new(skill.path(), r#"{"name": "later"}"#)
+            })
+            .unwrap();
+        w.host.wait(id).await.unwrap();
+        for _ in 0..1200 {
+            if w.host
+                .deliveries(id)
+                .unwrap()
+                .iter()
+                .all(|d| d.attempts >= 2)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        w.stop().await;
+
+        let (relay, mut rx) = Relay::new().channel("agent");
+        let w = Worker::start(
+            store,
+            skillbox::tasks::TaskOptions {
+                relay: fast(relay),
+                ..options()
+            },
+        );
+        let first = rx.recv().await.unwrap();
+        let second = rx.recv().await.unwrap();
+        assert_eq!(
+            (first.task_id, first.state),
+            (id, TaskState::Running),
+            "in order"
+        );
+        assert_eq!((second.task_id, second.state), (id, TaskState::Succeeded));
+        let ds = settled(&w, id).await;
+        assert!(
+            ds.iter()
+                .all(|d| d.state == skillbox::relay::DeliveryState::Delivered)
+        );
+        assert!(rx.try_recv().is_err(), "each once");
+        w.stop().await;
+    }
+
+    #[tokio::test]
+    async fn granted_environment_values_never_reach_the_parent() {
+        let (_, visible) = test_env();
+        let (_d, store) = store();
+        let (relay, mut rx) = Relay::new().channel("agent");
+        let w = Worker::start(
+            store,
+            skillbox::tasks::TaskOptions {
+                relay: fast(relay),
+                ..options()
+            },
+        );
+        let skill = skill_dir("hostile", "[env]\nallow = [\"SKILLBOX_TEST_VISIBLE\"]\n");
+        let id = w
+            .host
+            .spawn(SpawnRequest {
+                grants: grants(&["--allow-env", "SKILLBOX_TEST_VISIBLE"]),
+                ..SpawnRequest::new(
+                    skill.path(),
+                    r#"{"case": "env-get", "name": "SKILLBOX_TEST_VISIBLE"}"#,
+                )
+            })
+            .unwrap();
+        let task = w.host.wait(id).await.unwrap();
+        assert_eq!(task.state, TaskState::Succeeded, "{:?}", task.outcome);
+        // The skill did read the value and put it in its result…
+        assert_eq!(
+            task.outcome.as_ref().unwrap()["data"]["value"],
+            visible.as_str()
+        );
+        // …but the notification carries none of it.
+        let n = rx.recv().await.unwrap();
+        let all = serde_json::to_string(&n).unwrap();
+        assert!(!all.contains(&visible), "{all}");
+        assert_eq!(n.data.as_ref().unwrap()["value"], "[redacted]");
+        w.stop().await;
+    }
+}

@@ -13,7 +13,7 @@ use skillbox::tasks::{
 
 use crate::harness::*;
 
-fn options() -> TaskOptions {
+pub fn options() -> TaskOptions {
     TaskOptions {
         concurrency: 4,
         lease: Duration::from_secs(30),
@@ -25,14 +25,14 @@ fn options() -> TaskOptions {
     }
 }
 
-struct Worker {
-    host: Arc<Host>,
+pub struct Worker {
+    pub host: Arc<Host>,
     stop: tokio::sync::watch::Sender<bool>,
     handle: tokio::task::JoinHandle<Result<(), skillbox::Error>>,
 }
 
 impl Worker {
-    fn start(store: Arc<dyn TaskStore>, options: TaskOptions) -> Worker {
+    pub fn start(store: Arc<dyn TaskStore>, options: TaskOptions) -> Worker {
         let host = Arc::new(
             Host::new(EngineOptions {
                 cache_dir: Some(
@@ -50,13 +50,13 @@ impl Worker {
         Worker { host, stop, handle }
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.stop.send(true).unwrap();
         self.handle.await.unwrap().unwrap();
     }
 }
 
-fn store() -> (tempfile::TempDir, Arc<dyn TaskStore>) {
+pub fn store() -> (tempfile::TempDir, Arc<dyn TaskStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open_dir(dir.path()).unwrap();
     (dir, Arc::new(store))

@@ -250,9 +250,19 @@ impl Sink for OpenClawSink {
             let answer = post(&target, &headers, body, self.timeout)
                 .await
                 .map_err(DeliveryError::transient)?;
-            let run_id = serde_json::from_slice::<serde_json::Value>(&answer.body)
+            // What identifies the accepted run (agent) or event (wake).
+            let said = serde_json::from_slice::<serde_json::Value>(&answer.body)
                 .ok()
-                .and_then(|v| v["runId"].as_str().map(str::to_string));
+                .and_then(|v| {
+                    v["runId"]
+                        .as_str()
+                        .map(|r| format!("runId={r}"))
+                        .or_else(|| {
+                            v["eventOutcome"]
+                                .as_str()
+                                .map(|o| format!("eventOutcome={o}"))
+                        })
+                });
             let mut done = classify(answer, |status, text| match status {
                 401 | 403 => format!(
                     "the OpenClaw gateway refused the hooks token (HTTP {status}): the sink's token \
@@ -272,7 +282,7 @@ impl Sink for OpenClawSink {
                 ),
                 _ => format!("the OpenClaw gateway answered HTTP {status}{}", tail(text)),
             })?;
-            done.detail = run_id.map(|r| format!("runId={r}"));
+            done.detail = said;
             Ok(done)
         })
     }
