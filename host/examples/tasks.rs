@@ -19,6 +19,10 @@
 //!   time the same daemon takes to start on an empty store.
 //! * `store COMPONENT [N]`: the store alone, one caller: the cost of each
 //!   operation of a task's life with its own commit.
+//! * `relay COMPONENT [N]`: delivery latency, from a task's end (its final
+//!   state committed) to a loopback webhook receiver's 2xx, vs a direct
+//!   signed POST of the same body by a plain HTTP client (request sent →
+//!   receiver's 2xx), one at a time.
 //!
 //! Build the guests and the binary first (`cargo build --release`,
 //! `cargo build --release --target wasm32-wasip2 -p hello -p hostile`),
@@ -61,13 +65,14 @@ async fn main() -> Res<()> {
     let path = |i: usize| -> Res<PathBuf> {
         Ok(args
             .get(i)
-            .ok_or("usage: tasks throughput|store|latency|memory|recovery PATH [...]")?
+            .ok_or("usage: tasks throughput|store|latency|relay|memory|recovery PATH [...]")?
             .into())
     };
     match args.first().map(String::as_str) {
         Some("throughput") => throughput(&path(1)?, arg(&args, 2, 3000), arg(&args, 3, 32)).await,
         Some("store") => store_ops(&path(1)?, arg(&args, 2, 2000)),
         Some("latency") => latency(&path(1)?, arg(&args, 2, 200)).await,
+        Some("relay") => relay(&path(1)?, arg(&args, 2, 200)).await,
         Some("memory") => {
             let bare = args.get(3).is_some_and(|a| a == "bare");
             memory(&path(1)?, arg(&args, 2, 1000), bare).await
@@ -76,7 +81,7 @@ async fn main() -> Res<()> {
             let bin = args.get(3).map(PathBuf::from).unwrap_or_else(default_bin);
             recovery(&path(1)?, arg(&args, 2, 100), &bin).await
         }
-        _ => Err("usage: tasks throughput|store|latency|memory|recovery PATH [...]".into()),
+        _ => Err("usage: tasks throughput|store|latency|relay|memory|recovery PATH [...]".into()),
     }
 }
 
@@ -364,6 +369,148 @@ async fn latency(component: &Path, n: u32) -> Res<()> {
     let _ = stop.send(true);
     worker.await??;
     server.abort();
+    Ok(())
+}
+
+/// A loopback HTTP receiver that answers 200 to everything and reports
+/// when it answered each request, by its `Idempotency-Key`.
+async fn receiver() -> Res<(u16, tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = conn.set_nodelay(true);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .map(|v| v.trim().to_string())
+                    };
+                    let len: usize = header("content-length:")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let key = header("idempotency-key:").unwrap_or_default();
+                    let at = Instant::now();
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    let _ = tx.send((key, at));
+                    return;
+                }
+            });
+        }
+    });
+    Ok((port, rx))
+}
+
+async fn relay(component: &Path, n: u32) -> Res<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir()?;
+    let (port, mut arrivals) = receiver().await?;
+    let key = "bench-signing-key-0123456789abcdef";
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let relay = skillbox::relay::Relay::new()
+        .with_sink(
+            "hook",
+            Arc::new(skillbox::relay::WebhookSink::to(
+                &url,
+                key,
+                Duration::from_secs(10),
+            )?),
+        )
+        .with_default(vec!["hook".into()])?;
+    let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
+    let host = Arc::new(Host::new(engine(8, &dir.path().join("cache")))?.with_tasks(
+        store,
+        TaskOptions {
+            relay,
+            ..TaskOptions::default()
+        },
+    ));
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(host.clone().work(rx));
+    let mut relayed = Vec::new();
+    let mut body = Vec::new();
+    for i in 0..=n {
+        let id = host.spawn(SpawnRequest {
+            allow_unpinned: true,
+            ..SpawnRequest::new(component, "{}")
+        })?;
+        host.wait(id).await?;
+        let ended = Instant::now();
+        let (k, at) = arrivals.recv().await.ok_or("receiver gone")?;
+        if !k.contains(&id.to_string().to_lowercase()) {
+            return Err(format!("unexpected delivery {k}").into());
+        }
+        if i > 0 {
+            relayed.push(at.saturating_duration_since(ended));
+        }
+        if body.is_empty() {
+            let n = host.notification(id)?.ok_or("no notification")?;
+            body = serde_json::to_vec(&n)?;
+        }
+    }
+    // The baseline: the same body, signed, POSTed by a plain client on a
+    // new connection, one at a time.
+    let mut direct = Vec::new();
+    for i in 0..=n {
+        let ts = skillbox::tasks::now_ms() / 1000;
+        let head = format!(
+            "POST /hook HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n\
+             idempotency-key: direct-{i}\r\nskillbox-timestamp: {ts}\r\nskillbox-signature: {}\r\n\
+             content-length: {}\r\n\r\n",
+            skillbox::relay::sign(key.as_bytes(), ts, &body),
+            body.len()
+        );
+        let t = Instant::now();
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        conn.set_nodelay(true)?;
+        conn.write_all(&[head.as_bytes(), &body].concat()).await?;
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await?;
+        let (_, at) = arrivals.recv().await.ok_or("receiver gone")?;
+        if !answer.starts_with(b"HTTP/1.1 200") {
+            return Err("the receiver did not answer 200".into());
+        }
+        if i > 0 {
+            direct.push(at.saturating_duration_since(t));
+        }
+    }
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 9 / 10])
+    };
+    let (r50, r90) = stats(&mut relayed);
+    let (d50, d90) = stats(&mut direct);
+    println!("notification latency to a loopback webhook receiver's 2xx, {n} one at a time");
+    println!(
+        "  relayed (task end → 2xx)   median {r50:>9.2?}  p90 {r90:>9.2?}\n  direct POST (send → 2xx)   median {d50:>9.2?}  p90 {d90:>9.2?}\n  ratio of medians {:.1}",
+        r50.as_secs_f64() / d50.as_secs_f64()
+    );
+    let _ = stop.send(true);
+    worker.await??;
     Ok(())
 }
 
