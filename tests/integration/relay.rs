@@ -735,4 +735,39 @@ mod embedded {
         assert_eq!(n.data.as_ref().unwrap()["value"], "[redacted]");
         w.stop().await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_tasks_each_notify_exactly_once() {
+        const N: usize = 300;
+        let (_d, store) = store();
+        let (relay, mut rx) = Relay::new().channel("agent");
+        let w = Worker::start(
+            store,
+            skillbox::tasks::TaskOptions {
+                relay: fast(relay),
+                ..options()
+            },
+        );
+        let skill = skill_dir("hello", "");
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..N {
+            ids.insert(w.host.spawn(SpawnRequest::new(skill.path(), "{}")).unwrap());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < N {
+            let n = rx.recv().await.unwrap();
+            assert!(ids.contains(&n.task_id), "{}", n.task_id);
+            assert!(seen.insert(n.task_id), "{} notified twice", n.task_id);
+        }
+        for id in &ids {
+            let ds = settled(&w, *id).await;
+            assert_eq!(ds.len(), 1);
+            assert_eq!(
+                (ds[0].state, ds[0].attempts),
+                (skillbox::relay::DeliveryState::Delivered, 1)
+            );
+        }
+        assert!(rx.try_recv().is_err());
+        w.stop().await;
+    }
 }

@@ -330,6 +330,12 @@ impl Relay {
         Ok(())
     }
 
+    /// How long a host holds the notifications it is sending: longer than
+    /// any attempt can take.
+    pub(crate) fn lease(&self) -> Duration {
+        self.retry.timeout * 3 + Duration::from_secs(30)
+    }
+
     /// Values to redact from every notification (besides each task's own
     /// granted environment).
     pub(crate) fn secrets(&self) -> &[String] {

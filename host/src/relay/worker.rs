@@ -15,6 +15,9 @@ use crate::tasks::{StoreError, TaskStore, now_ms};
 /// Most notifications in flight at once.
 const MAX_IN_FLIGHT: usize = 32;
 
+/// Sleep after a claim found nothing that looked due.
+const RECHECK: Duration = Duration::from_millis(250);
+
 /// Longest sleep of an idle worker: notifications another host queued are
 /// noticed within it.
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -26,51 +29,66 @@ impl Host {
             return;
         };
         let (store, relay, owner) = (rt.store(), rt.relay().clone(), rt.owner().to_string());
-        let lease = relay.retry.timeout * 3 + Duration::from_secs(30);
+        let lease = relay.lease();
+        let mut handed = rt.delivering.lock().await;
         let mut in_flight = JoinSet::new();
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let free = MAX_IN_FLIGHT - in_flight.len();
-            let claimed = if free > 0 {
-                let (store, owner) = (store.clone(), owner.clone());
-                tokio::task::spawn_blocking(move || store.claim_deliveries(&owner, free, lease))
-                    .await
-                    .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())))
-            } else {
-                Ok(Vec::new())
-            };
-            let full = match claimed {
-                Ok(ds) => {
-                    let full = ds.len() == free && free > 0;
-                    for d in ds {
-                        in_flight.spawn(deliver(store.clone(), relay.clone(), d));
-                    }
-                    full
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "claiming notifications failed; retrying");
-                    false
-                }
-            };
-            if full {
-                // More may be due: make room, then claim again.
-                let _ = in_flight.join_next().await;
-                continue;
-            }
-            let wait = {
+            // A read first: claiming is a write, and most wake-ups (a task
+            // ended whose notifications came to us leased, or none) find
+            // nothing to claim.
+            let due = {
                 let store = store.clone();
                 match tokio::task::spawn_blocking(move || store.next_delivery_ms()).await {
-                    Ok(Ok(Some(at))) => {
-                        Duration::from_millis((at - now_ms()).max(0) as u64).min(IDLE_POLL)
+                    Ok(Ok(due)) => due,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "reading the outbox failed; retrying");
+                        None
                     }
-                    _ => IDLE_POLL,
+                    Err(_) => None,
                 }
             };
+            let now = now_ms();
+            let free = MAX_IN_FLIGHT - in_flight.len();
+            let mut wait = match due {
+                Some(at) if at > now => Duration::from_millis((at - now) as u64).min(IDLE_POLL),
+                _ => IDLE_POLL,
+            };
+            if free > 0 && due.is_some_and(|at| at <= now) {
+                let (s, owner) = (store.clone(), owner.clone());
+                let claimed =
+                    tokio::task::spawn_blocking(move || s.claim_deliveries(&owner, free, lease))
+                        .await
+                        .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())));
+                match claimed {
+                    Ok(ds) if !ds.is_empty() => {
+                        let full = ds.len() == free;
+                        for d in ds {
+                            in_flight.spawn(deliver(store.clone(), relay.clone(), d));
+                        }
+                        if full {
+                            // More may be due: make room first.
+                            let _ = in_flight.join_next().await;
+                        }
+                        continue;
+                    }
+                    // Due, yet another owner took it first: look again soon.
+                    Ok(_) => wait = RECHECK,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming notifications failed; retrying");
+                        wait = RECHECK;
+                    }
+                }
+            }
             tokio::select! {
                 biased;
                 r = shutdown.changed() => if r.is_err() { break },
+                // Leased to us by a task's end: send it now.
+                Some(d) = handed.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                    in_flight.spawn(deliver(store.clone(), relay.clone(), d));
+                }
                 () = rt.wake_relay.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep(wait) => {}

@@ -53,6 +53,7 @@ pub(crate) fn run_all(make: &dyn Fn() -> Box<dyn TaskStore>) {
     finish_rules_and_prune(&*make());
     outbox_follows_the_notify_mode(&*make());
     deliveries_go_in_order_and_settle(&*make());
+    an_end_hands_its_notifications_to_its_host(&*make());
 }
 
 fn create_get_list(store: &dyn TaskStore) {
@@ -607,4 +608,50 @@ fn deliveries_go_in_order_and_settle(store: &dyn TaskStore) {
     store.prune(now_ms() + 1).unwrap();
     assert!(matches!(store.deliveries(id), Err(StoreError::NotFound(_))));
     assert_eq!(store.next_delivery_ms().unwrap(), None);
+}
+
+fn an_end_hands_its_notifications_to_its_host(store: &dyn TaskStore) {
+    let end = |store: &dyn TaskStore, spec: TaskSpec| {
+        let task = store.create(spec).unwrap();
+        let claim = store.claim("h", LEASE).unwrap().unwrap();
+        assert_eq!(claim.task.id, task.id);
+        let ending = Ending {
+            events: &[],
+            state: TaskState::Succeeded,
+            outcome: serde_json::json!({"outcome": "succeeded"}),
+            reason: "done",
+            deliver: Some(LEASE),
+        };
+        store.finish_and_claim(&claim, ending, None).unwrap()
+    };
+    let ended = end(store, notifying("h", NotifyMode::DoneOnly, &["a", "b"]));
+    let handed: Vec<_> = ended
+        .deliveries
+        .iter()
+        .map(|d| (d.sink.as_str(), d.to))
+        .collect();
+    assert_eq!(
+        handed,
+        [("a", TaskState::Succeeded), ("b", TaskState::Succeeded)]
+    );
+    assert_eq!(ended.task.state, TaskState::Succeeded);
+    // Leased to the ending host: nobody else claims them.
+    assert!(
+        store
+            .claim_deliveries("other", 10, LEASE)
+            .unwrap()
+            .is_empty()
+    );
+
+    // A change waits for the earlier ones of its sink: the host gets the
+    // first still unsent, the rest follow it in order.
+    let ended = end(store, notifying("s", NotifyMode::StateChanges, &["a"]));
+    let handed: Vec<_> = ended.deliveries.iter().map(|d| d.to).collect();
+    assert_eq!(handed, [TaskState::Running]);
+    assert!(
+        store
+            .claim_deliveries("other", 10, LEASE)
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -66,7 +66,7 @@ pub use model::{
 };
 pub use runner::{SpawnRequest, TaskOptions};
 pub use sqlite::{SqliteStore, StoreStats};
-pub use store::{Claim, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
+pub use store::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
 
 #[cfg(test)]
 mod conformance;

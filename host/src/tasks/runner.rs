@@ -134,6 +134,10 @@ pub(crate) struct TaskRuntime {
     /// the worker to run.
     handoff: mpsc::UnboundedSender<Handoff>,
     handed: tokio::sync::Mutex<mpsc::UnboundedReceiver<Handoff>>,
+    /// Notifications a task's end leased to this host, for its delivery
+    /// worker.
+    pub(crate) to_deliver: mpsc::UnboundedSender<crate::relay::Delivery>,
+    pub(crate) delivering: tokio::sync::Mutex<mpsc::UnboundedReceiver<crate::relay::Delivery>>,
 }
 
 /// A claimed task and the slot it runs in.
@@ -142,6 +146,7 @@ type Handoff = (Claim, OwnedSemaphorePermit);
 impl TaskRuntime {
     pub(crate) fn new(store: Arc<dyn TaskStore>, options: TaskOptions) -> TaskRuntime {
         let (handoff, handed) = mpsc::unbounded_channel();
+        let (to_deliver, delivering) = mpsc::unbounded_channel();
         let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         TaskRuntime {
@@ -156,6 +161,8 @@ impl TaskRuntime {
             slots,
             handoff,
             handed: tokio::sync::Mutex::new(handed),
+            to_deliver,
+            delivering: tokio::sync::Mutex::new(delivering),
         }
     }
 }
@@ -616,7 +623,11 @@ impl Host {
         let scratch = (claim.task.spec.cleanup == CleanupMode::Delete)
             .then(|| claim.task.scratch_dir())
             .flatten();
-        let next_lease = (!rt.stopping.load(Ordering::SeqCst)).then_some(rt.options.lease);
+        let running = !rt.stopping.load(Ordering::SeqCst);
+        let next_lease = running.then_some(rt.options.lease);
+        // While the worker (and with it the delivery worker) runs, the end's
+        // notifications come back leased to this host: sent at once.
+        let deliver = running.then(|| rt.options.relay.lease());
         let ended = tokio::task::spawn_blocking(move || {
             let events = sink.take();
             if lost.load(Ordering::SeqCst) {
@@ -628,22 +639,27 @@ impl Host {
                 state,
                 outcome,
                 reason: &reason,
+                deliver,
             };
-            let (_, next) = store.finish_and_claim(&claim, end, next_lease)?;
+            let ended = store.finish_and_claim(&claim, end, next_lease)?;
             // Only once the end is durable: a crash before it resumes the
             // task with its scratch directory intact.
             remove_scratch(scratch.as_deref());
-            Ok(next)
+            Ok(Some(ended))
         })
         .await;
         let _ = rt.updates.send(id);
         rt.wake_relay.notify_one();
         match ended {
-            Ok(Ok(next)) => {
-                if let Some(n) = &next {
+            Ok(Ok(None)) => None,
+            Ok(Ok(Some(ended))) => {
+                for d in ended.deliveries {
+                    let _ = rt.to_deliver.send(d);
+                }
+                if let Some(n) = &ended.next {
                     let _ = rt.updates.send(n.task.id);
                 }
-                next
+                ended.next
             }
             Ok(Err(e)) => {
                 tracing::warn!(task = %id, error = %e, "recording the end of a task failed");

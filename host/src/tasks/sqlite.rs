@@ -28,7 +28,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::model::{ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
-use super::store::{Claim, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
+use super::store::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
 use crate::relay::{Attempt, Delivery, Verdict};
 
 /// Most events kept per task; past it, non-essential events are dropped and
@@ -933,8 +933,9 @@ impl TaskStore for SqliteStore {
             state,
             outcome,
             reason,
+            deliver: None,
         };
-        Ok(self.finish_and_claim(claim, ending, None)?.0)
+        Ok(self.finish_and_claim(claim, ending, None)?.task)
     }
 
     fn finish_and_claim(
@@ -942,7 +943,7 @@ impl TaskStore for SqliteStore {
         claim: &Claim,
         end: Ending<'_>,
         next_lease: Option<Duration>,
-    ) -> Result<(Task, Option<Claim>), StoreError> {
+    ) -> Result<Ended, StoreError> {
         if !end.state.is_terminal() {
             return Err(StoreError::Conflict(format!(
                 "{} is not a terminal state",
@@ -950,11 +951,12 @@ impl TaskStore for SqliteStore {
             )));
         }
         let (held, max) = (Fence::of(claim), self.max_events);
-        let (events, state, outcome, reason) = (
+        let (events, state, outcome, reason, deliver) = (
             end.events.to_vec(),
             end.state,
             end.outcome.to_string(),
             end.reason.to_string(),
+            end.deliver,
         );
         self.write(move |tx| {
             fence(tx, &held)?;
@@ -969,11 +971,21 @@ impl TaskStore for SqliteStore {
             // The fence showed it running.
             move_state(tx, held.id, TaskState::Running, state, &reason, max)?;
             let task = load(tx, held.id)?;
+            let deliveries = match deliver {
+                Some(lease) => {
+                    super::sqlite_outbox::lease_task(tx, held.id, &held.owner, now_ms(), lease)?
+                }
+                None => Vec::new(),
+            };
             let next = match next_lease {
                 Some(lease) => claim_in(tx, &held.owner, lease, max)?,
                 None => None,
             };
-            Ok((task, next))
+            Ok(Ended {
+                task,
+                next,
+                deliveries,
+            })
         })
     }
 

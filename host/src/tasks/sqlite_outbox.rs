@@ -173,6 +173,45 @@ pub(super) fn claim(
             .collect::<Result<_, _>>()
             .map_err(backend)?
     };
+    lease_rows(tx, ids, owner, now, lease_for)
+}
+
+/// Leases task `task`'s claimable notifications (pending, due, unleased,
+/// first in their sink's order) to `owner`: those its end just queued.
+pub(super) fn lease_task(
+    tx: &Connection,
+    task: TaskId,
+    owner: &str,
+    now: i64,
+    lease_for: Duration,
+) -> Result<Vec<Delivery>, StoreError> {
+    let ids: Vec<i64> = {
+        let mut st = tx
+            .prepare_cached(
+                "SELECT o.id FROM outbox o
+                 WHERE o.task_id = ?1 AND o.state = 'pending' AND o.next_ms <= ?2
+                   AND o.lease_until_ms IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM outbox p
+                                   WHERE p.task_id = o.task_id AND p.sink = o.sink
+                                     AND p.seq < o.seq AND p.state = 'pending')
+                 ORDER BY o.id",
+            )
+            .map_err(backend)?;
+        st.query_map(params![task.to_string(), now], |r| r.get(0))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?
+    };
+    lease_rows(tx, ids, owner, now, lease_for)
+}
+
+fn lease_rows(
+    tx: &Connection,
+    ids: Vec<i64>,
+    owner: &str,
+    now: i64,
+    lease_for: Duration,
+) -> Result<Vec<Delivery>, StoreError> {
     let until = now + lease_for.as_millis() as i64;
     ids.into_iter()
         .map(|id| {

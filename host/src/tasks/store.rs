@@ -66,6 +66,22 @@ pub struct Ending<'a> {
     pub outcome: serde_json::Value,
     /// Why it ended, for the state event.
     pub reason: &'a str,
+    /// Lease the notifications this end queues (those first in their
+    /// sink's order) to the claim's owner for this long, in the same
+    /// transaction, and return them: the host sends them at once, without
+    /// claiming them in another.
+    pub deliver: Option<Duration>,
+}
+
+/// What [`TaskStore::finish_and_claim`] did.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    /// The task as it ended.
+    pub task: Task,
+    /// The next task, claimed for the same owner.
+    pub next: Option<Claim>,
+    /// Notifications of the end, leased to the owner (see [`Ending::deliver`]).
+    pub deliveries: Vec<Delivery>,
 }
 
 /// Durable storage of tasks, their events and checkpoints.
@@ -133,20 +149,25 @@ pub trait TaskStore: Send + Sync {
     /// Ends the task as [`finish`](Self::finish) does, after appending
     /// `end.events`, and with `next_lease`, claims the next runnable task
     /// for the same owner (the slot the ended task frees); backends do all
-    /// of it in one transaction.
+    /// of it in one transaction. Backends that cannot lease the end's
+    /// notifications in it return none (they are claimed as usual).
     fn finish_and_claim(
         &self,
         claim: &Claim,
         end: Ending<'_>,
         next_lease: Option<Duration>,
-    ) -> Result<(Task, Option<Claim>), StoreError> {
+    ) -> Result<Ended, StoreError> {
         self.append_many(claim, end.events)?;
         let task = self.finish(claim, end.state, end.outcome, end.reason)?;
         let next = match next_lease {
             Some(lease) => self.claim(&claim.owner, lease)?,
             None => None,
         };
-        Ok((task, next))
+        Ok(Ended {
+            task,
+            next,
+            deliveries: Vec::new(),
+        })
     }
     /// Events after `after` (exclusive), at most `limit`.
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
