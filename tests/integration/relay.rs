@@ -555,6 +555,76 @@ fn notify_modes_silent_and_state_changes() {
     assert_eq!(show(&d, &quiet)["deliveries"], serde_json::json!([]));
 }
 
+#[test]
+fn a_bad_config_stops_serve_with_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = |cfg: &str, env: &[(&str, &str)]| {
+        let path = data.path().join("bad.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skillbox"))
+            .args(["serve", "--data-dir"])
+            .arg(data.path())
+            .arg("--config")
+            .arg(&path)
+            .env_remove("SKILLBOX_WEBHOOK_SECRET")
+            .env_remove("OPENCLAW_HOOKS_TOKEN")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = serve("[relay]\nretries = 3\n", &[]);
+    assert!(
+        e.contains("unknown field `retries`") && e.contains("bad.toml"),
+        "{e}"
+    );
+    let e = serve(
+        "[relay.sink.ops]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n",
+        &[],
+    );
+    assert!(
+        e.contains("[relay.sink.ops]") && e.contains("SKILLBOX_WEBHOOK_SECRET is not set"),
+        "{e}"
+    );
+    let e = serve(
+        "[relay.sink.claw]\ntype = \"openclaw\"\nurl = \"http://127.0.0.1:9\"\n",
+        &[("OPENCLAW_HOOKS_TOKEN", "short")],
+    );
+    assert!(
+        e.contains("the gateway's hooks token is shorter than 16 bytes"),
+        "{e}"
+    );
+    // With the token in the environment it starts, and says where
+    // notifications go.
+    let path = data.path().join("good.toml");
+    std::fs::write(
+        &path,
+        "[relay]\ndefault = [\"claw\"]\n[relay.sink.claw]\ntype = \"openclaw\"\nurl = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skillbox"))
+        .args(["serve", "--data-dir"])
+        .arg(data.path())
+        .arg("--config")
+        .arg(&path)
+        .env("OPENCLAW_HOOKS_TOKEN", "a-hooks-token-long-enough")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut banner = String::new();
+    for _ in 0..2 {
+        std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        banner.contains("notifications go to claw (openclaw http://127.0.0.1:9, default)"),
+        "{banner}"
+    );
+}
+
 mod embedded {
     //! The embedder's side: a callback or a channel as a sink, in process.
 

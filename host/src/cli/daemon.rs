@@ -149,6 +149,26 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         }
     };
     let relay = Relay::from_config(&config.relay).map_err(|e| e.to_string())?;
+    let sinks: Vec<String> = config
+        .relay
+        .sink
+        .iter()
+        .map(|(name, sink)| {
+            let default = if config.relay.default.contains(name) {
+                ", default"
+            } else {
+                ""
+            };
+            match sink {
+                skillbox::relay::SinkConfig::Webhook { url, .. } => {
+                    format!("{name} (webhook {url}{default})")
+                }
+                skillbox::relay::SinkConfig::Openclaw { url, .. } => {
+                    format!("{name} (openclaw {url}{default})")
+                }
+            }
+        })
+        .collect();
     let store = SqliteStore::open_dir(&dir).map_err(|e| e.to_string())?;
     let host = Host::new(EngineOptions {
         cache_dir: args
@@ -245,6 +265,9 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
             .unwrap_or_default(),
         dir.display()
     );
+    if !sinks.is_empty() {
+        eprintln!("skillbox serve: notifications go to {}", sinks.join(", "));
+    }
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal");

@@ -418,8 +418,10 @@ impl Host {
     /// dropped): claims work up to the concurrency limit, runs the tasks
     /// [`spawn`](Self::spawn) claimed itself, and turns tasks whose host died
     /// (expired leases) into interrupted ones, which are resumed or failed by
-    /// policy. One worker per host: a second call waits for the first to
-    /// return. Tasks already running when it returns run to their end.
+    /// policy. Meanwhile it delivers tasks' notifications to their relay
+    /// sinks (see [`crate::relay`]). One worker per host: a second call
+    /// waits for the first to return. Tasks already running when it returns
+    /// run to their end.
     pub async fn work(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let rt = self.tasks()?;
         let slots = rt.slots.clone();
