@@ -651,6 +651,18 @@ mod embedded {
         panic!("notifications of {id} never settled");
     }
 
+    /// A worker whose relay is `relay`, with `agent` as the default sink and
+    /// quick retries.
+    fn worker(store: Arc<dyn skillbox::tasks::TaskStore>, relay: Relay) -> Worker {
+        Worker::start(
+            store,
+            skillbox::tasks::TaskOptions {
+                relay: fast(relay),
+                ..options()
+            },
+        )
+    }
+
     fn fast(relay: Relay) -> Relay {
         let mut relay = relay.with_default(vec!["agent".into()]).unwrap();
         relay.retry.initial = Duration::from_millis(20);
@@ -665,15 +677,15 @@ mod embedded {
         let got = Arc::new(Mutex::new(Vec::<Notification>::new()));
         let relay = {
             let (calls, got) = (calls.clone(), got.clone());
-            fast(Relay::new().callback("agent", move |n| {
+            Relay::new().callback("agent", move |n| {
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                     return Err("the agent runtime is busy".into());
                 }
                 got.lock().unwrap().push(n.clone());
                 Ok(())
-            }))
+            })
         };
-        let w = Worker::start(store, skillbox::tasks::TaskOptions { relay, ..options() });
+        let w = worker(store, relay);
         let skill = skill_dir("hello", "");
         let id = w
             .host
@@ -714,13 +726,7 @@ mod embedded {
         // This host's receiver is gone: every attempt fails.
         let (relay, rx) = Relay::new().channel("agent");
         drop(rx);
-        let w = Worker::start(
-            store.clone(),
-            skillbox::tasks::TaskOptions {
-                relay: fast(relay),
-                ..options()
-            },
-        );
+        let w = worker(store.clone(), relay);
         let skill = skill_dir("hello", "");
         let id = w
             .host
@@ -744,13 +750,7 @@ mod embedded {
         w.stop().await;
 
         let (relay, mut rx) = Relay::new().channel("agent");
-        let w = Worker::start(
-            store,
-            skillbox::tasks::TaskOptions {
-                relay: fast(relay),
-                ..options()
-            },
-        );
+        let w = worker(store, relay);
         let first = rx.recv().await.unwrap();
         let second = rx.recv().await.unwrap();
         assert_eq!(
@@ -773,13 +773,7 @@ mod embedded {
         let (_, visible) = test_env();
         let (_d, store) = store();
         let (relay, mut rx) = Relay::new().channel("agent");
-        let w = Worker::start(
-            store,
-            skillbox::tasks::TaskOptions {
-                relay: fast(relay),
-                ..options()
-            },
-        );
+        let w = worker(store, relay);
         let skill = skill_dir("hostile", "[env]\nallow = [\"SKILLBOX_TEST_VISIBLE\"]\n");
         let id = w
             .host
@@ -811,13 +805,7 @@ mod embedded {
         const N: usize = 300;
         let (_d, store) = store();
         let (relay, mut rx) = Relay::new().channel("agent");
-        let w = Worker::start(
-            store,
-            skillbox::tasks::TaskOptions {
-                relay: fast(relay),
-                ..options()
-            },
-        );
+        let w = worker(store, relay);
         let skill = skill_dir("hello", "");
         let mut ids = std::collections::BTreeSet::new();
         for _ in 0..N {

@@ -98,6 +98,11 @@ pub(super) fn enqueue(
     Ok(())
 }
 
+/// A notification `o` is the first pending one of its task and sink: a
+/// task's changes reach each sink in order.
+const FIRST_OF_ITS_SINK: &str = "NOT EXISTS (SELECT 1 FROM outbox p
+    WHERE p.task_id = o.task_id AND p.sink = o.sink AND p.seq < o.seq AND p.state = 'pending')";
+
 const COLUMNS: &str = "id, task_id, seq, sink, state, from_state, to_state, reason, created_ms, \
      window_ms, next_ms, attempts, delivered_ms, last_status, last_error";
 
@@ -158,15 +163,13 @@ pub(super) fn claim(
 ) -> Result<Vec<Delivery>, StoreError> {
     let ids: Vec<i64> = {
         let mut st = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT o.id FROM outbox o
                  WHERE o.state = 'pending' AND o.next_ms <= ?1
                    AND (o.lease_until_ms IS NULL OR o.lease_until_ms < ?1)
-                   AND NOT EXISTS (SELECT 1 FROM outbox p
-                                   WHERE p.task_id = o.task_id AND p.sink = o.sink
-                                     AND p.seq < o.seq AND p.state = 'pending')
-                 ORDER BY o.next_ms, o.id LIMIT ?2",
-            )
+                   AND {FIRST_OF_ITS_SINK}
+                 ORDER BY o.next_ms, o.id LIMIT ?2"
+            ))
             .map_err(backend)?;
         st.query_map(params![now, max as i64], |r| r.get(0))
             .map_err(backend)?
@@ -187,15 +190,12 @@ pub(super) fn lease_task(
 ) -> Result<Vec<Delivery>, StoreError> {
     let ids: Vec<i64> = {
         let mut st = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT o.id FROM outbox o
                  WHERE o.task_id = ?1 AND o.state = 'pending' AND o.next_ms <= ?2
-                   AND o.lease_until_ms IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM outbox p
-                                   WHERE p.task_id = o.task_id AND p.sink = o.sink
-                                     AND p.seq < o.seq AND p.state = 'pending')
-                 ORDER BY o.id",
-            )
+                   AND o.lease_until_ms IS NULL AND {FIRST_OF_ITS_SINK}
+                 ORDER BY o.id"
+            ))
             .map_err(backend)?;
         st.query_map(params![task.to_string(), now], |r| r.get(0))
             .map_err(backend)?
@@ -337,11 +337,10 @@ pub(super) fn redeliver(tx: &Connection, task: TaskId) -> Result<usize, StoreErr
 /// (if any) run out, and first in its task's and sink's order.
 pub(super) fn next_due(tx: &Connection) -> Result<Option<i64>, StoreError> {
     tx.row(
-        "SELECT MIN(MAX(o.next_ms, COALESCE(o.lease_until_ms + 1, 0))) FROM outbox o
-         WHERE o.state = 'pending'
-           AND NOT EXISTS (SELECT 1 FROM outbox p
-                           WHERE p.task_id = o.task_id AND p.sink = o.sink
-                             AND p.seq < o.seq AND p.state = 'pending')",
+        &format!(
+            "SELECT MIN(MAX(o.next_ms, COALESCE(o.lease_until_ms + 1, 0))) FROM outbox o
+             WHERE o.state = 'pending' AND {FIRST_OF_ITS_SINK}"
+        ),
         [],
         |r| r.get(0),
     )
