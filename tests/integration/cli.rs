@@ -16,7 +16,13 @@ fn hello_runs_end_to_end_and_is_cached() {
         &[],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("Hello, agent"), "{}", out.stdout);
+    // The message a parent session would get.
+    assert!(
+        out.stdout.starts_with("**hello** succeeded in ")
+            && out.stdout.contains("\n\nHello, agent! 👋"),
+        "{}",
+        out.stdout
+    );
 
     let out = cli(
         &[

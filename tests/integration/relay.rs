@@ -721,6 +721,35 @@ mod embedded {
     }
 
     #[tokio::test]
+    async fn a_notification_not_accepted_by_the_deadline_fails() {
+        let (_d, store) = store();
+        let mut relay = Relay::new().callback("agent", |_| Err("the agent runtime is down".into()));
+        relay.retry.deadline = Duration::from_millis(300);
+        let w = worker(store, relay);
+        let skill = skill_dir("hello", "");
+        let id = w.host.spawn(SpawnRequest::new(skill.path(), "{}")).unwrap();
+        let ds = settled(&w, id).await;
+        assert_eq!(ds[0].state, skillbox::relay::DeliveryState::Failed);
+        assert!(
+            ds[0].attempts >= 2,
+            "retried until the deadline: {:?}",
+            ds[0]
+        );
+        let last = ds[0].last_error.as_deref().unwrap();
+        assert!(
+            last.starts_with("the agent runtime is down (gave up after ")
+                && last.ends_with("attempts: the deadline of 300ms passed)"),
+            "{last}"
+        );
+        // Redelivery opens a new window.
+        assert_eq!(w.host.redeliver(id).unwrap(), 1);
+        let ds = settled(&w, id).await;
+        assert_eq!(ds[0].state, skillbox::relay::DeliveryState::Failed);
+        assert!(ds[0].window_ms > ds[0].created_ms);
+        w.stop().await;
+    }
+
+    #[tokio::test]
     async fn what_a_host_could_not_deliver_reaches_the_next_hosts_channel() {
         let (_d, store) = store();
         // This host's receiver is gone: every attempt fails.
