@@ -175,6 +175,36 @@ fn no_store() -> Error {
     Error::Store("this host has no task store (see Host::with_tasks)".into())
 }
 
+/// What a failed attempt (the `attempts`th) decides, at `now`: give up
+/// when the failure is permanent or the next try would fall past the
+/// deadline of the window opened at `window_ms`, else retry after the
+/// receiver's `Retry-After` (at most `retry.max`) or the backoff.
+fn settle(
+    retry: &super::RetryPolicy,
+    attempts: u32,
+    window_ms: i64,
+    e: &DeliveryError,
+    now: i64,
+) -> (Verdict, String) {
+    let mut detail = e.message.clone();
+    if e.permanent {
+        return (Verdict::Failed, detail);
+    }
+    let delay = e
+        .retry_after
+        .map(|r| r.min(retry.max))
+        .unwrap_or_else(|| retry.delay(attempts));
+    let next = now + delay.as_millis() as i64;
+    if next > window_ms + retry.deadline.as_millis() as i64 {
+        detail.push_str(&format!(
+            " (gave up after {attempts} attempts: the deadline of {} passed)",
+            crate::units::HumanDuration(retry.deadline)
+        ));
+        return (Verdict::Failed, detail);
+    }
+    (Verdict::Retry(next), detail)
+}
+
 /// One attempt: build, send, record.
 async fn deliver(store: Arc<dyn TaskStore>, relay: Relay, d: Delivery) {
     let at_ms = now_ms();
@@ -225,25 +255,7 @@ async fn deliver(store: Arc<dyn TaskStore>, relay: Relay, d: Delivery) {
             )
         }
         Err(e) => {
-            let mut detail = e.message.clone();
-            let verdict = if e.permanent {
-                Verdict::Failed
-            } else {
-                let delay = e
-                    .retry_after
-                    .map(|r| r.min(relay.retry.max))
-                    .unwrap_or_else(|| relay.retry.delay(attempts));
-                let next = now_ms() + delay.as_millis() as i64;
-                if next > d.window_ms + relay.retry.deadline.as_millis() as i64 {
-                    detail.push_str(&format!(
-                        " (gave up after {attempts} attempts: the deadline of {} passed)",
-                        crate::units::HumanDuration(relay.retry.deadline)
-                    ));
-                    Verdict::Failed
-                } else {
-                    Verdict::Retry(next)
-                }
-            };
+            let (verdict, detail) = settle(&relay.retry, attempts, d.window_ms, &e, now_ms());
             tracing::warn!(task = %d.task_id, sink = %d.sink, attempts, error = %detail,
                 failed = matches!(verdict, Verdict::Failed), "notification not delivered");
             (
@@ -267,5 +279,53 @@ async fn deliver(store: Arc<dyn TaskStore>, relay: Relay, d: Delivery) {
             tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed")
         }
         Err(e) => tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::RetryPolicy;
+
+    #[test]
+    fn failures_settle_by_kind_backoff_retry_after_and_deadline() {
+        let retry = RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            deadline: Duration::from_secs(600),
+            ..RetryPolicy::default()
+        };
+        let e = |permanent, retry_after: Option<u64>| DeliveryError {
+            permanent,
+            status: Some(503),
+            message: "HTTP 503".into(),
+            retry_after: retry_after.map(Duration::from_secs),
+        };
+        let now = 1_000_000;
+        assert_eq!(
+            settle(&retry, 1, now, &e(true, None), now),
+            (Verdict::Failed, "HTTP 503".into())
+        );
+        // Backoff: the third failure waits 2–4 s.
+        match settle(&retry, 3, now, &e(false, None), now).0 {
+            Verdict::Retry(at) => assert!((now + 2000..=now + 4000).contains(&at), "{at}"),
+            v => panic!("{v:?}"),
+        }
+        // Retry-After is honoured, up to retry.max.
+        assert_eq!(
+            settle(&retry, 1, now, &e(false, Some(30)), now).0,
+            Verdict::Retry(now + 30_000)
+        );
+        assert_eq!(
+            settle(&retry, 1, now, &e(false, Some(3600)), now).0,
+            Verdict::Retry(now + 60_000)
+        );
+        // Past the deadline: given up, and said why.
+        let (v, detail) = settle(&retry, 9, now - 599_000, &e(false, Some(30)), now);
+        assert_eq!(v, Verdict::Failed);
+        assert_eq!(
+            detail,
+            "HTTP 503 (gave up after 9 attempts: the deadline of 10m passed)"
+        );
     }
 }
