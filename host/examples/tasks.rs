@@ -19,10 +19,12 @@
 //!   time the same daemon takes to start on an empty store.
 //! * `store COMPONENT [N]`: the store alone, one caller: the cost of each
 //!   operation of a task's life with its own commit.
-//! * `relay COMPONENT [N]`: delivery latency, from a task's end (its final
-//!   state committed) to a loopback webhook receiver's 2xx, vs a direct
-//!   signed POST of the same body by a plain HTTP client (request sent →
-//!   receiver's 2xx), one at a time.
+//! * `relay COMPONENT [N] [BURST]`: delivery latency, from a task's end (its
+//!   final state committed) to a loopback webhook receiver's 2xx, vs a
+//!   direct signed POST of the same body by a plain HTTP client (request
+//!   sent → receiver's 2xx), one at a time; then BURST queued tasks run to
+//!   the end with a webhook notification each (until the receiver has all)
+//!   vs the same without notifications.
 //!
 //! Build the guests and the binary first (`cargo build --release`,
 //! `cargo build --release --target wasm32-wasip2 -p hello -p hostile`),
@@ -72,7 +74,7 @@ async fn main() -> Res<()> {
         Some("throughput") => throughput(&path(1)?, arg(&args, 2, 3000), arg(&args, 3, 32)).await,
         Some("store") => store_ops(&path(1)?, arg(&args, 2, 2000)),
         Some("latency") => latency(&path(1)?, arg(&args, 2, 200)).await,
-        Some("relay") => relay(&path(1)?, arg(&args, 2, 200)).await,
+        Some("relay") => relay(&path(1)?, arg(&args, 2, 200), arg(&args, 3, 2000)).await,
         Some("memory") => {
             let bare = args.get(3).is_some_and(|a| a == "bare");
             memory(&path(1)?, arg(&args, 2, 1000), bare).await
@@ -425,7 +427,7 @@ async fn receiver() -> Res<(u16, tokio::sync::mpsc::UnboundedReceiver<(String, I
     Ok((port, rx))
 }
 
-async fn relay(component: &Path, n: u32) -> Res<()> {
+async fn relay(component: &Path, n: u32, burst: usize) -> Res<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir()?;
     let (port, mut arrivals) = receiver().await?;
@@ -511,6 +513,69 @@ async fn relay(component: &Path, n: u32) -> Res<()> {
     );
     let _ = stop.send(true);
     worker.await??;
+
+    // A burst, with and without a notification per task.
+    let mut timed = Vec::new();
+    for notify in [false, true] {
+        let dir = tempfile::tempdir()?;
+        let mut relay = skillbox::relay::Relay::new();
+        if notify {
+            relay = relay
+                .with_sink(
+                    "hook",
+                    Arc::new(skillbox::relay::WebhookSink::to(
+                        &url,
+                        key,
+                        Duration::from_secs(10),
+                    )?),
+                )
+                .with_default(vec!["hook".into()])?;
+        }
+        let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
+        let host = Arc::new(
+            Host::new(engine(128, &dir.path().join("cache")))?.with_tasks(
+                store.clone(),
+                TaskOptions {
+                    concurrency: 64,
+                    relay,
+                    ..TaskOptions::default()
+                },
+            ),
+        );
+        let ids = (0..burst)
+            .map(|_| {
+                host.spawn(SpawnRequest {
+                    allow_unpinned: true,
+                    ..SpawnRequest::new(component, "{}")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let t = Instant::now();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(host.clone().work(rx));
+        wait_all(&host, &ids).await?;
+        if notify {
+            for _ in 0..burst {
+                arrivals.recv().await.ok_or("receiver gone")?;
+            }
+        }
+        timed.push(t.elapsed());
+        let _ = stop.send(true);
+        worker.await??;
+        let st = store.stats();
+        eprintln!(
+            "  (notify {notify}: {} writes, {} commits, {:.0?} running writes, {:.0?} committing)",
+            st.writes, st.commits, st.write_time, st.commit_time
+        );
+    }
+    let rate = |d: Duration| burst as f64 / d.as_secs_f64();
+    println!("{burst} queued no-op tasks run to the end, concurrency 64");
+    println!(
+        "  without notifications {:>7.0} tasks/s | each notifying a webhook (all received) {:>7.0} tasks/s | ratio {:.2}",
+        rate(timed[0]),
+        rate(timed[1]),
+        timed[0].as_secs_f64() / timed[1].as_secs_f64()
+    );
     Ok(())
 }
 

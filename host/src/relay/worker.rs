@@ -32,71 +32,100 @@ impl Host {
         let lease = relay.lease();
         let mut handed = rt.delivering.lock().await;
         let mut in_flight = JoinSet::new();
+        // Whether to look in the store for due notifications: not for those
+        // a task's end handed us, which need no look.
+        let mut look = true;
+        let mut wait = IDLE_POLL;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            // A read first: claiming is a write, and most wake-ups (a task
-            // ended whose notifications came to us leased, or none) find
-            // nothing to claim.
-            let due = {
-                let store = store.clone();
-                match tokio::task::spawn_blocking(move || store.next_delivery_ms()).await {
-                    Ok(Ok(due)) => due,
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "reading the outbox failed; retrying");
-                        None
-                    }
-                    Err(_) => None,
-                }
-            };
-            let now = now_ms();
-            let free = MAX_IN_FLIGHT - in_flight.len();
-            let mut wait = match due {
-                Some(at) if at > now => Duration::from_millis((at - now) as u64).min(IDLE_POLL),
-                _ => IDLE_POLL,
-            };
-            if free > 0 && due.is_some_and(|at| at <= now) {
-                let (s, owner) = (store.clone(), owner.clone());
-                let claimed =
-                    tokio::task::spawn_blocking(move || s.claim_deliveries(&owner, free, lease))
-                        .await
-                        .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())));
-                match claimed {
-                    Ok(ds) if !ds.is_empty() => {
-                        let full = ds.len() == free;
-                        for d in ds {
-                            in_flight.spawn(deliver(store.clone(), relay.clone(), d));
-                        }
-                        if full {
-                            // More may be due: make room first.
-                            let _ = in_flight.join_next().await;
-                        }
-                        continue;
-                    }
-                    // Due, yet another owner took it first: look again soon.
-                    Ok(_) => wait = RECHECK,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming notifications failed; retrying");
-                        wait = RECHECK;
-                    }
+            if look {
+                look = false;
+                wait = self
+                    .look(&store, &relay, &owner, lease, &mut in_flight)
+                    .await;
+                if wait.is_zero() {
+                    look = true;
+                    continue;
                 }
             }
             tokio::select! {
                 biased;
                 r = shutdown.changed() => if r.is_err() { break },
                 // Leased to us by a task's end: send it now.
-                Some(d) = handed.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
-                    in_flight.spawn(deliver(store.clone(), relay.clone(), d));
+                Some((d, task)) = handed.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                    in_flight.spawn(deliver(store.clone(), relay.clone(), d, Some(task)));
                 }
-                () = rt.wake_relay.notified() => {}
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = rt.wake_relay.notified() => look = true,
+                // A finished attempt may unblock the next change of its
+                // sink, or free room for a full claim.
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => look = true,
+                () = tokio::time::sleep(wait) => look = true,
             }
         }
         // Attempts still running finish (their rows stay leased to us until
         // they are recorded, or until a next host releases them).
         while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Claims what is due and starts sending it; returns how long to wait
+    /// before looking again (zero: look again now).
+    async fn look(
+        &self,
+        store: &Arc<dyn TaskStore>,
+        relay: &Relay,
+        owner: &str,
+        lease: Duration,
+        in_flight: &mut JoinSet<()>,
+    ) -> Duration {
+        // A read first: claiming is a write, and most looks find
+        // nothing due.
+        let due = {
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.next_delivery_ms()).await {
+                Ok(Ok(due)) => due,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reading the outbox failed; retrying");
+                    None
+                }
+                Err(_) => None,
+            }
+        };
+        let now = now_ms();
+        let free = MAX_IN_FLIGHT - in_flight.len();
+        let wait = match due {
+            Some(at) if at > now => Duration::from_millis((at - now) as u64).min(IDLE_POLL),
+            _ => IDLE_POLL,
+        };
+        if free == 0 || !due.is_some_and(|at| at <= now) {
+            return wait;
+        }
+        let (s, owner) = (store.clone(), owner.to_string());
+        let claimed = tokio::task::spawn_blocking(move || s.claim_deliveries(&owner, free, lease))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())));
+        match claimed {
+            Ok(ds) if !ds.is_empty() => {
+                let full = ds.len() == free;
+                for d in ds {
+                    in_flight.spawn(deliver(store.clone(), relay.clone(), d, None));
+                }
+                // A full claim may have left more: look again at once
+                // (after a finished attempt frees room).
+                if full {
+                    RECHECK.min(wait)
+                } else {
+                    Duration::ZERO
+                }
+            }
+            // Due, yet another owner took it first: look again soon.
+            Ok(_) => RECHECK,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming notifications failed; retrying");
+                RECHECK
+            }
+        }
     }
 
     /// The task's notifications and their attempts.
@@ -205,16 +234,24 @@ fn settle(
     (Verdict::Retry(next), detail)
 }
 
-/// One attempt: build, send, record.
-async fn deliver(store: Arc<dyn TaskStore>, relay: Relay, d: Delivery) {
+/// One attempt: build (from `task` when the caller has it), send, record.
+async fn deliver(
+    store: Arc<dyn TaskStore>,
+    relay: Relay,
+    d: Delivery,
+    task: Option<Arc<crate::tasks::Task>>,
+) {
     let at_ms = now_ms();
     let started = Instant::now();
-    let task = {
-        let store = store.clone();
-        let id = d.task_id;
-        tokio::task::spawn_blocking(move || store.get(id))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())))
+    let task = match task {
+        Some(t) => Ok(t),
+        None => {
+            let store = store.clone();
+            let id = d.task_id;
+            tokio::task::spawn_blocking(move || store.get(id).map(Arc::new))
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())))
+        }
     };
     let result = match (task, relay.sink(&d.sink)) {
         (Err(e), _) => Err(DeliveryError::transient(format!("reading the task: {e}"))),

@@ -136,12 +136,16 @@ pub(crate) struct TaskRuntime {
     handed: tokio::sync::Mutex<mpsc::UnboundedReceiver<Handoff>>,
     /// Notifications a task's end leased to this host, for its delivery
     /// worker.
-    pub(crate) to_deliver: mpsc::UnboundedSender<crate::relay::Delivery>,
-    pub(crate) delivering: tokio::sync::Mutex<mpsc::UnboundedReceiver<crate::relay::Delivery>>,
+    pub(crate) to_deliver: mpsc::UnboundedSender<Handed>,
+    pub(crate) delivering: tokio::sync::Mutex<mpsc::UnboundedReceiver<Handed>>,
 }
 
 /// A claimed task and the slot it runs in.
 type Handoff = (Claim, OwnedSemaphorePermit);
+
+/// A notification leased to this host by its task's end, with the task as
+/// it ended.
+pub(crate) type Handed = (crate::relay::Delivery, Arc<Task>);
 
 impl TaskRuntime {
     pub(crate) fn new(store: Arc<dyn TaskStore>, options: TaskOptions) -> TaskRuntime {
@@ -655,8 +659,9 @@ impl Host {
         match ended {
             Ok(Ok(None)) => None,
             Ok(Ok(Some(ended))) => {
+                let task = Arc::new(ended.task);
                 for d in ended.deliveries {
-                    let _ = rt.to_deliver.send(d);
+                    let _ = rt.to_deliver.send((d, task.clone()));
                 }
                 if let Some(n) = &ended.next {
                     let _ = rt.updates.send(n.task.id);

@@ -35,7 +35,10 @@ pub(super) const MIGRATION: &str =
         last_error TEXT,
         UNIQUE (task_id, sink, seq)
     );
-    CREATE INDEX outbox_due ON outbox(state, next_ms);
+    CREATE INDEX outbox_free ON outbox(next_ms)
+        WHERE state = 'pending' AND lease_until_ms IS NULL;
+    CREATE INDEX outbox_leased ON outbox(lease_until_ms)
+        WHERE state = 'pending' AND lease_until_ms IS NOT NULL;
     CREATE TABLE outbox_attempts (
         outbox_id INTEGER NOT NULL,
         n INTEGER NOT NULL,
@@ -161,21 +164,35 @@ pub(super) fn claim(
     max: usize,
     lease_for: Duration,
 ) -> Result<Vec<Delivery>, StoreError> {
-    let ids: Vec<i64> = {
-        let mut st = tx
-            .prepare_cached(&format!(
-                "SELECT o.id FROM outbox o
-                 WHERE o.state = 'pending' AND o.next_ms <= ?1
-                   AND (o.lease_until_ms IS NULL OR o.lease_until_ms < ?1)
-                   AND {FIRST_OF_ITS_SINK}
-                 ORDER BY o.next_ms, o.id LIMIT ?2"
-            ))
-            .map_err(backend)?;
-        st.query_map(params![now, max as i64], |r| r.get(0))
+    // Two index ranges: unleased rows by due time, and rows whose lease
+    // ran out (their owner died or hung).
+    let mut ids = Vec::new();
+    for sql in [
+        format!(
+            "SELECT o.id FROM outbox o
+             WHERE o.state = 'pending' AND o.lease_until_ms IS NULL AND o.next_ms <= ?1
+               AND {FIRST_OF_ITS_SINK}
+             ORDER BY o.next_ms LIMIT ?2"
+        ),
+        format!(
+            "SELECT o.id FROM outbox o
+             WHERE o.state = 'pending' AND o.lease_until_ms IS NOT NULL AND o.lease_until_ms < ?1
+               AND o.next_ms <= ?1 AND {FIRST_OF_ITS_SINK}
+             ORDER BY o.lease_until_ms LIMIT ?2"
+        ),
+    ] {
+        let want = max - ids.len();
+        if want == 0 {
+            break;
+        }
+        let mut st = tx.prepare_cached(&sql).map_err(backend)?;
+        let found: Vec<i64> = st
+            .query_map(params![now, want as i64], |r| r.get(0))
             .map_err(backend)?
             .collect::<Result<_, _>>()
-            .map_err(backend)?
-    };
+            .map_err(backend)?;
+        ids.extend(found);
+    }
     lease_rows(tx, ids, owner, now, lease_for)
 }
 
@@ -336,10 +353,18 @@ pub(super) fn redeliver(tx: &Connection, task: TaskId) -> Result<usize, StoreErr
 /// When the earliest pending notification can be claimed: due, its lease
 /// (if any) run out, and first in its task's and sink's order.
 pub(super) fn next_due(tx: &Connection) -> Result<Option<i64>, StoreError> {
+    // Index lookups, not a scan: the earliest unleased row that is first
+    // of its sink, and the earliest lease to run out.
     tx.row(
         &format!(
-            "SELECT MIN(MAX(o.next_ms, COALESCE(o.lease_until_ms + 1, 0))) FROM outbox o
-             WHERE o.state = 'pending' AND {FIRST_OF_ITS_SINK}"
+            "SELECT MIN(t) FROM (
+                 SELECT * FROM (SELECT o.next_ms AS t FROM outbox o
+                                WHERE o.state = 'pending' AND o.lease_until_ms IS NULL
+                                  AND {FIRST_OF_ITS_SINK}
+                                ORDER BY o.next_ms LIMIT 1)
+                 UNION ALL
+                 SELECT MIN(lease_until_ms) + 1 FROM outbox
+                 WHERE state = 'pending' AND lease_until_ms IS NOT NULL)"
         ),
         [],
         |r| r.get(0),
