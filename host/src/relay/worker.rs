@@ -98,7 +98,7 @@ impl Host {
             Some(at) if at > now => Duration::from_millis((at - now) as u64).min(IDLE_POLL),
             _ => IDLE_POLL,
         };
-        if free == 0 || !due.is_some_and(|at| at <= now) {
+        if free == 0 || due.is_none_or(|at| at > now) {
             return wait;
         }
         let (s, owner) = (store.clone(), owner.to_string());
