@@ -441,8 +441,7 @@ impl Host {
             }
         }
         let _stopping = Stopping(&rt.stopping);
-        // Notifications are delivered while the worker runs; its attempts
-        // in flight finish after.
+        // Notifications are delivered while the worker runs.
         let relay = tokio::spawn(self.clone().relay(shutdown.clone()));
         struct Abort(tokio::task::JoinHandle<()>);
         impl Drop for Abort {
@@ -450,67 +449,75 @@ impl Host {
                 self.0.abort();
             }
         }
-        let _relay = Abort(relay);
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            let permit = tokio::select! {
-                biased;
-                // A dropped sender means nobody can stop us any more: stop.
-                r = shutdown.changed() => if r.is_err() { return Ok(()) } else { continue },
-                Some((claim, permit)) = handed.recv() => {
-                    self.start(claim, permit);
-                    continue;
+        let mut relay = Abort(relay);
+        // `return` leaves this block: the loop ends, the delivery worker
+        // finishes its attempts in flight (each within its time limit).
+        let result: Result<(), Error> = async {
+            loop {
+                if *shutdown.borrow() {
+                    return Ok(());
                 }
-                p = slots.clone().acquire_owned() => p.expect("never closed"),
-            };
-            // Take every free slot at once: one claim transaction for many
-            // tasks.
-            let mut permits = vec![permit];
-            while permits.len() < MAX_CLAIM_BATCH {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
-            let (store, owner, lease, want) = (
-                rt.store.clone(),
-                rt.owner.clone(),
-                rt.options.lease,
-                permits.len(),
-            );
-            let claimed =
-                tokio::task::spawn_blocking(move || store.claim_many(&owner, want, lease))
-                    .await
-                    .unwrap_or_else(|e| Err(StoreError::Backend(format!("claiming: {e}"))));
-            match claimed {
-                Ok(claims) if !claims.is_empty() => {
-                    rt.wake_relay.notify_one();
-                    let all = claims.len() == want;
-                    for claim in claims {
-                        let permit = permits.pop().expect("one permit per claim");
+                let permit = tokio::select! {
+                    biased;
+                    // A dropped sender means nobody can stop us any more: stop.
+                    r = shutdown.changed() => if r.is_err() { return Ok(()) } else { continue },
+                    Some((claim, permit)) = handed.recv() => {
                         self.start(claim, permit);
+                        continue;
                     }
-                    drop(permits);
-                    // A short batch drained the queue: wait for a spawn.
-                    if !all && self.idle(rt, &mut shutdown, &mut handed).await {
-                        return Ok(());
+                    p = slots.clone().acquire_owned() => p.expect("never closed"),
+                };
+                // Take every free slot at once: one claim transaction for many
+                // tasks.
+                let mut permits = vec![permit];
+                while permits.len() < MAX_CLAIM_BATCH {
+                    match slots.clone().try_acquire_owned() {
+                        Ok(p) => permits.push(p),
+                        Err(_) => break,
                     }
                 }
-                Ok(_) => {
-                    drop(permits);
-                    if self.idle(rt, &mut shutdown, &mut handed).await {
-                        return Ok(());
+                let (store, owner, lease, want) = (
+                    rt.store.clone(),
+                    rt.owner.clone(),
+                    rt.options.lease,
+                    permits.len(),
+                );
+                let claimed =
+                    tokio::task::spawn_blocking(move || store.claim_many(&owner, want, lease))
+                        .await
+                        .unwrap_or_else(|e| Err(StoreError::Backend(format!("claiming: {e}"))));
+                match claimed {
+                    Ok(claims) if !claims.is_empty() => {
+                        rt.wake_relay.notify_one();
+                        let all = claims.len() == want;
+                        for claim in claims {
+                            let permit = permits.pop().expect("one permit per claim");
+                            self.start(claim, permit);
+                        }
+                        drop(permits);
+                        // A short batch drained the queue: wait for a spawn.
+                        if !all && self.idle(rt, &mut shutdown, &mut handed).await {
+                            return Ok(());
+                        }
                     }
-                }
-                Err(e) => {
-                    drop(permits);
-                    tracing::warn!(error = %e, "claiming tasks failed; retrying");
-                    tokio::time::sleep(rt.options.poll).await;
+                    Ok(_) => {
+                        drop(permits);
+                        if self.idle(rt, &mut shutdown, &mut handed).await {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => {
+                        drop(permits);
+                        tracing::warn!(error = %e, "claiming tasks failed; retrying");
+                        tokio::time::sleep(rt.options.poll).await;
+                    }
                 }
             }
         }
+        .await;
+        let limit = rt.options.relay.retry.timeout + Duration::from_secs(1);
+        let _ = tokio::time::timeout(limit, &mut relay.0).await;
+        result
     }
 
     /// Runs a claimed task in its slot.
@@ -655,7 +662,6 @@ impl Host {
         })
         .await;
         let _ = rt.updates.send(id);
-        rt.wake_relay.notify_one();
         match ended {
             Ok(Ok(None)) => None,
             Ok(Ok(Some(ended))) => {
@@ -663,6 +669,9 @@ impl Host {
                 for d in ended.deliveries {
                     let _ = rt.to_deliver.send((d, task.clone()));
                 }
+                // Notifications it queued but could not hand over (one of
+                // the task's earlier ones is still on its way) go later.
+                rt.wake_relay.notify_one();
                 if let Some(n) = &ended.next {
                     let _ = rt.updates.send(n.task.id);
                 }
