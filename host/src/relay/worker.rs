@@ -35,16 +35,22 @@ impl Host {
         // Whether to look in the store for due notifications: not for those
         // a task's end handed us, which need no look.
         let mut look = true;
-        let mut wait = IDLE_POLL;
+        // When to look again at the latest (a retry falls due, a lease runs
+        // out, or another host's notifications appear).
+        let mut next_look = tokio::time::Instant::now();
+        // Whether the last claim took all it could (more may be due).
+        let mut full = false;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             if look {
                 look = false;
-                wait = self
+                let wait;
+                (wait, full) = self
                     .look(&store, &relay, &owner, lease, &mut in_flight)
                     .await;
+                next_look = tokio::time::Instant::now() + wait;
                 if wait.is_zero() {
                     look = true;
                     continue;
@@ -58,10 +64,12 @@ impl Host {
                     in_flight.spawn(deliver(store.clone(), relay.clone(), d, Some(task)));
                 }
                 () = rt.wake_relay.notified() => look = true,
-                // A finished attempt may unblock the next change of its
-                // sink, or free room for a full claim.
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => look = true,
-                () = tokio::time::sleep(wait) => look = true,
+                // A finished attempt may free room for a full claim, unblock
+                // the next change of its sink, or schedule a retry.
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    look = done.unwrap_or(true) || full;
+                }
+                () = tokio::time::sleep_until(next_look) => look = true,
             }
         }
         // Attempts still running finish (their rows stay leased to us until
@@ -70,15 +78,16 @@ impl Host {
     }
 
     /// Claims what is due and starts sending it; returns how long to wait
-    /// before looking again (zero: look again now).
+    /// before looking again (zero: look again now), and whether the claim
+    /// was full.
     async fn look(
         &self,
         store: &Arc<dyn TaskStore>,
         relay: &Relay,
         owner: &str,
         lease: Duration,
-        in_flight: &mut JoinSet<()>,
-    ) -> Duration {
+        in_flight: &mut JoinSet<bool>,
+    ) -> (Duration, bool) {
         // A read first: claiming is a write, and most looks find
         // nothing due.
         let due = {
@@ -99,7 +108,7 @@ impl Host {
             _ => IDLE_POLL,
         };
         if free == 0 || due.is_none_or(|at| at > now) {
-            return wait;
+            return (wait, free == 0);
         }
         let (s, owner) = (store.clone(), owner.to_string());
         let claimed = tokio::task::spawn_blocking(move || s.claim_deliveries(&owner, free, lease))
@@ -111,19 +120,19 @@ impl Host {
                 for d in ds {
                     in_flight.spawn(deliver(store.clone(), relay.clone(), d, None));
                 }
-                // A full claim may have left more: look again at once
-                // (after a finished attempt frees room).
+                // A full claim may have left more: look again once a
+                // finished attempt frees room; else look again now.
                 if full {
-                    RECHECK.min(wait)
+                    (RECHECK, true)
                 } else {
-                    Duration::ZERO
+                    (Duration::ZERO, false)
                 }
             }
             // Due, yet another owner took it first: look again soon.
-            Ok(_) => RECHECK,
+            Ok(_) => (RECHECK, false),
             Err(e) => {
                 tracing::warn!(error = %e, "claiming notifications failed; retrying");
-                RECHECK
+                (RECHECK, false)
             }
         }
     }
@@ -235,12 +244,15 @@ fn settle(
 }
 
 /// One attempt: build (from `task` when the caller has it), send, record.
+/// Returns whether the worker should look in the store after it: not when
+/// a task's final notification was delivered (nothing of its sink waits
+/// for it, and nothing is to be retried).
 async fn deliver(
     store: Arc<dyn TaskStore>,
     relay: Relay,
     d: Delivery,
     task: Option<Arc<crate::tasks::Task>>,
-) {
+) -> bool {
     let at_ms = now_ms();
     let started = Instant::now();
     let task = match task {
@@ -308,14 +320,19 @@ async fn deliver(
         }
     };
     let id = d.id;
+    let quiet = verdict == Verdict::Delivered && d.to.is_terminal();
     let recorded =
         tokio::task::spawn_blocking(move || store.record_attempt(id, &attempt, verdict)).await;
     match recorded {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => !quiet,
         Ok(Err(e)) => {
-            tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed")
+            tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed");
+            true
         }
-        Err(e) => tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed"),
+        Err(e) => {
+            tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed");
+            true
+        }
     }
 }
 

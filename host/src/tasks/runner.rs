@@ -285,6 +285,9 @@ impl Host {
                 // The worker runs it (or its lease expires and it is resumed
                 // if no worker ever does).
                 let _ = rt.handoff.send((claim, permit));
+                if announces_changes(&task.spec) {
+                    rt.wake_relay.notify_one();
+                }
                 Ok(task)
             }
             _ => {
@@ -488,7 +491,9 @@ impl Host {
                         .unwrap_or_else(|e| Err(StoreError::Backend(format!("claiming: {e}"))));
                 match claimed {
                     Ok(claims) if !claims.is_empty() => {
-                        rt.wake_relay.notify_one();
+                        if claims.iter().any(|c| announces_changes(&c.task.spec)) {
+                            rt.wake_relay.notify_one();
+                        }
                         let all = claims.len() == want;
                         for claim in claims {
                             let permit = permits.pop().expect("one permit per claim");
@@ -671,7 +676,9 @@ impl Host {
                 }
                 // Notifications it queued but could not hand over (one of
                 // the task's earlier ones is still on its way) go later.
-                rt.wake_relay.notify_one();
+                if announces_changes(&task.spec) {
+                    rt.wake_relay.notify_one();
+                }
                 if let Some(n) = &ended.next {
                     let _ = rt.updates.send(n.task.id);
                 }
@@ -751,6 +758,12 @@ impl Host {
             }
         }
     }
+}
+
+/// Whether the task's state changes before its end are notified (then a
+/// claim queues a notification, and its end's may wait for it).
+fn announces_changes(spec: &TaskSpec) -> bool {
+    spec.notify == NotifyMode::StateChanges && !spec.notify_to.is_empty()
 }
 
 /// Creates a task's scratch directory, private to this user.
