@@ -433,16 +433,14 @@ async fn relay(component: &Path, n: u32, burst: usize) -> Res<()> {
     let (port, mut arrivals) = receiver().await?;
     let key = "bench-signing-key-0123456789abcdef";
     let url = format!("http://127.0.0.1:{port}/hook");
-    let relay = skillbox::relay::Relay::new()
-        .with_sink(
-            "hook",
-            Arc::new(skillbox::relay::WebhookSink::to(
-                &url,
-                key,
-                Duration::from_secs(10),
-            )?),
-        )
-        .with_default(vec!["hook".into()])?;
+    // Every task notifies the receiver.
+    let webhook = || -> Res<skillbox::relay::Relay> {
+        let sink = skillbox::relay::WebhookSink::to(&url, key, Duration::from_secs(10))?;
+        Ok(skillbox::relay::Relay::new()
+            .with_sink("hook", Arc::new(sink))
+            .with_default(vec!["hook".into()])?)
+    };
+    let relay = webhook()?;
     let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
     let host = Arc::new(Host::new(engine(8, &dir.path().join("cache")))?.with_tasks(
         store,
@@ -518,19 +516,11 @@ async fn relay(component: &Path, n: u32, burst: usize) -> Res<()> {
     let mut timed = Vec::new();
     for notify in [false, true] {
         let dir = tempfile::tempdir()?;
-        let mut relay = skillbox::relay::Relay::new();
-        if notify {
-            relay = relay
-                .with_sink(
-                    "hook",
-                    Arc::new(skillbox::relay::WebhookSink::to(
-                        &url,
-                        key,
-                        Duration::from_secs(10),
-                    )?),
-                )
-                .with_default(vec!["hook".into()])?;
-        }
+        let relay = if notify {
+            webhook()?
+        } else {
+            skillbox::relay::Relay::new()
+        };
         let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
         let host = Arc::new(
             Host::new(engine(128, &dir.path().join("cache")))?.with_tasks(
