@@ -4,7 +4,7 @@
 //! and the relayed text is read back from the gateway's own log and chat
 //! history. The gateway's model is a loopback stub (no real model can run
 //! here); everything else is the gateway as users run it. A wrong hooks
-//! token is a permanent 401 failure.
+//! token is a permanent 401 failure, a request it rejects a permanent 400.
 
 use std::path::Path;
 use std::process::Command;
@@ -144,6 +144,12 @@ endpoint = "wake"
 type = "openclaw"
 url = "http://127.0.0.1:{port}"
 token-file = "{d}/wrong.token"
+
+[relay.sink.claw-nobody]
+type = "openclaw"
+url = "http://127.0.0.1:{port}"
+token-file = "{d}/hooks.token"
+agent-id = "nobody"
 "#
         ),
     )
@@ -169,7 +175,7 @@ fn summaries_reach_a_real_openclaw_gateway() {
         "--parent-session",
         &session,
         "--notify-to",
-        "claw,claw-wake,claw-bad",
+        "claw,claw-wake,claw-bad,claw-nobody",
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let id = out.stdout.trim().to_string();
@@ -179,10 +185,10 @@ fn summaries_reach_a_real_openclaw_gateway() {
         assert_eq!(out.code, 0, "{}", out.stderr);
         out.json()
     };
-    let t = until("the three notifications to settle", || {
+    let t = until("the four notifications to settle", || {
         let t = show();
         let ds = t["deliveries"].as_array()?.clone();
-        (ds.len() == 3 && ds.iter().all(|x| x["state"] != "pending")).then_some(t)
+        (ds.len() == 4 && ds.iter().all(|x| x["state"] != "pending")).then_some(t)
     });
     let by_sink = |name: &str| {
         t["deliveries"]
@@ -206,6 +212,21 @@ fn summaries_reach_a_real_openclaw_gateway() {
         human.stdout.contains("claw-bad succeeded: failed, 1 attempt; last error: the OpenClaw gateway refused the hooks token (HTTP 401)"),
         "{}",
         human.stdout
+    );
+
+    // A request the gateway rejects (an agent it does not have): refused
+    // for good, with the gateway's reason.
+    let nobody = by_sink("claw-nobody");
+    assert_eq!(nobody["state"], "failed", "{nobody}");
+    assert_eq!(
+        (nobody["attempts"].as_u64(), nobody["last_status"].as_u64()),
+        (Some(1), Some(400))
+    );
+    let e = nobody["last_error"].as_str().unwrap();
+    assert!(
+        e.starts_with("the OpenClaw gateway rejected the request (HTTP 400)")
+            && e.contains("unknown agentId"),
+        "{e}"
     );
 
     // /hooks/agent took it and ran the agent turn in the parent's session.
