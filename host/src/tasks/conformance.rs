@@ -561,6 +561,12 @@ fn deliveries_go_in_order_and_settle(store: &dyn TaskStore) {
     store
         .record_attempt(first[0].id, &attempt(false, 500), Verdict::Failed)
         .unwrap();
+    let settled = &store.deliveries(id).unwrap()[0];
+    assert_eq!(
+        (settled.last_status, settled.last_error.as_deref()),
+        (Some(200), None),
+        "nor its last status"
+    );
     let second = store.claim_deliveries("r1", 10, LEASE).unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].to, TaskState::Succeeded);

@@ -280,8 +280,9 @@ pub(super) fn record(
     };
     let error = (!attempt.ok).then_some(attempt.detail.as_deref()).flatten();
     tx.exec(
-        "UPDATE outbox SET attempts = ?2, last_status = ?3, last_error = ?4,
-             owner = NULL, lease_until_ms = NULL,
+        "UPDATE outbox SET attempts = ?2, owner = NULL, lease_until_ms = NULL,
+             last_status = CASE WHEN state = 'pending' THEN ?3 ELSE last_status END,
+             last_error = CASE WHEN state = 'pending' THEN ?4 ELSE last_error END,
              state = CASE WHEN state = 'pending' THEN ?5 ELSE state END,
              next_ms = CASE WHEN state = 'pending' THEN ?6 ELSE next_ms END,
              delivered_ms = CASE WHEN state = 'pending' THEN ?7 ELSE delivered_ms END
