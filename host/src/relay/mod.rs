@@ -32,6 +32,7 @@ pub use sinks::{
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,47 +40,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::tasks::{TaskId, TaskState};
 
-/// Where a notification stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeliveryState {
-    /// Not delivered yet; it will be tried (again).
-    Pending,
-    /// A sink accepted it.
-    Delivered,
-    /// Refused for good, or not accepted before the deadline.
-    Failed,
-}
-
-impl DeliveryState {
-    /// The name used in the store, the API and the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
-        }
+crate::tasks::string_enum!(
+    /// Where a notification stands.
+    DeliveryState {
+        /// Not delivered yet; it will be tried (again).
+        Pending = "pending",
+        /// A sink accepted it.
+        Delivered = "delivered",
+        /// Refused for good, or not accepted before the deadline.
+        Failed = "failed",
     }
-}
-
-impl std::str::FromStr for DeliveryState {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "pending" => Ok(DeliveryState::Pending),
-            "delivered" => Ok(DeliveryState::Delivered),
-            "failed" => Ok(DeliveryState::Failed),
-            _ => Err(format!("{s:?} is not a delivery state")),
-        }
-    }
-}
-
-impl fmt::Display for DeliveryState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+);
 
 /// One notification of one task to one sink, as the store keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -60,6 +60,7 @@ mod sqlite;
 mod sqlite_outbox;
 mod store;
 
+pub(crate) use model::string_enum;
 pub use model::{
     CleanupMode, NotifyMode, ResumePolicy, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId,
     TaskSpec, TaskState,

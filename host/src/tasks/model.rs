@@ -100,6 +100,8 @@ macro_rules! string_enum {
     };
 }
 
+pub(crate) use string_enum;
+
 string_enum!(
     /// Where a task stands.
     TaskState {
