@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::exec;
+use crate::{docker, exec};
 
 /// `Result` with [`Error`] as the default error type.
 ///
@@ -178,6 +178,18 @@ impl From<exec::Error> for Error {
     fn from(err: exec::Error) -> Self {
         let kind = match err {
             exec::Error::Denied(_) => ErrorKind::Denied,
+            _ => ErrorKind::Failed,
+        };
+        Error::new(kind, err.to_string())
+    }
+}
+
+/// [`docker::Error::Denied`] becomes [`ErrorKind::Denied`], anything else
+/// [`ErrorKind::Failed`]; the message keeps the host's reason.
+impl From<docker::Error> for Error {
+    fn from(err: docker::Error) -> Self {
+        let kind = match err {
+            docker::Error::Denied(_) => ErrorKind::Denied,
             _ => ErrorKind::Failed,
         };
         Error::new(kind, err.to_string())

@@ -185,6 +185,7 @@
 extern crate self as skillbox_sdk;
 
 pub mod checkpoint;
+pub mod docker;
 mod error;
 pub mod exec;
 pub mod net;

@@ -38,6 +38,7 @@ pub struct RunState {
     pub(crate) checkpoints: BTreeMap<String, Vec<u8>>,
     pub(crate) persist_checkpoint: Option<CheckpointSink>,
     pub(crate) tag: Option<String>,
+    pub(crate) docker: Arc<caps::docker::DockerEngine>,
 }
 
 impl WasiView for RunState {
@@ -207,6 +208,7 @@ pub struct Host {
     options: EngineOptions,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     tasks: Option<crate::tasks::runner::TaskRuntime>,
+    docker: Arc<caps::docker::DockerEngine>,
     _ticker: EpochTicker,
 }
 
@@ -224,6 +226,7 @@ impl Host {
             options,
             prepared: Mutex::default(),
             tasks: None,
+            docker: Arc::new(caps::docker::DockerEngine::from_env()),
             _ticker: ticker,
         })
     }
@@ -241,6 +244,18 @@ impl Host {
 
     pub(crate) fn task_runtime(&self) -> Option<&crate::tasks::runner::TaskRuntime> {
         self.tasks.as_ref()
+    }
+
+    /// Uses this Docker engine for the `docker` capability instead of the
+    /// one in `DOCKER_HOST` (or the default socket).
+    pub fn with_docker(mut self, engine: caps::docker::DockerEngine) -> Host {
+        self.docker = Arc::new(engine);
+        self
+    }
+
+    /// The Docker engine the `docker` capability talks to.
+    pub fn docker(&self) -> &caps::docker::DockerEngine {
+        &self.docker
     }
 
     /// The underlying wasmtime engine.
@@ -365,6 +380,7 @@ impl Host {
             checkpoints,
             persist_checkpoint,
             tag,
+            docker: self.docker.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

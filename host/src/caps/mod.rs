@@ -9,6 +9,7 @@
 //! [`EffectivePolicy`]: crate::policy::EffectivePolicy
 
 pub mod checkpoint;
+pub mod docker;
 pub mod env;
 pub mod exec;
 pub mod fs;

@@ -39,6 +39,43 @@ pub struct GrantArgs {
     /// Allow connecting to this endpoint. Repeatable.
     #[arg(long = "allow-net", value_name = "HOST:PORT", help_heading = "Grants")]
     pub net: Vec<String>,
+    /// Allow building, tagging and running Docker images whose tag matches
+    /// the pattern (e.g. 'myapp:*'), and managing the containers the skill
+    /// starts. Repeatable.
+    #[arg(
+        long = "allow-docker",
+        value_name = "IMAGE-PATTERN",
+        help_heading = "Docker grants"
+    )]
+    pub docker: Vec<String>,
+    /// Allow building images (from granted directories only).
+    #[arg(long = "allow-docker-build", help_heading = "Docker grants")]
+    pub docker_build: bool,
+    /// Allow passing this build argument. Repeatable.
+    #[arg(
+        long = "allow-docker-build-arg",
+        value_name = "NAME",
+        help_heading = "Docker grants"
+    )]
+    pub docker_build_args: Vec<String>,
+    /// Let containers (and build steps) join this network besides `none`,
+    /// e.g. `host`. Repeatable.
+    #[arg(
+        long = "allow-docker-network",
+        value_name = "NAME",
+        help_heading = "Docker grants"
+    )]
+    pub docker_networks: Vec<String>,
+    /// Memory ceiling of each container [default: 512MiB].
+    #[arg(long, value_name = "SIZE", help_heading = "Docker grants")]
+    pub docker_memory: Option<ByteSize>,
+    /// Process ceiling of each container [default: 256].
+    #[arg(long, value_name = "N", help_heading = "Docker grants")]
+    pub docker_pids: Option<u32>,
+    /// Owner label of the skill's containers: it may only touch containers
+    /// with this owner [default: the skill's name].
+    #[arg(long, value_name = "NAME", help_heading = "Docker grants")]
+    pub docker_owner: Option<String>,
     /// Cap on linear memory [default: 256MiB].
     #[arg(long, value_name = "SIZE", help_heading = "Limits")]
     pub memory: Option<ByteSize>,
@@ -81,6 +118,15 @@ impl GrantArgs {
         }
         flags.env.allow = self.env.clone();
         flags.net.allow = self.net.clone();
+        flags.docker = skillbox::policy::DockerGrant {
+            images: self.docker.clone(),
+            build: self.docker_build,
+            build_args: self.docker_build_args.clone(),
+            networks: self.docker_networks.clone(),
+            memory: self.docker_memory,
+            pids: self.docker_pids,
+            owner: self.docker_owner.clone(),
+        };
         flags.limits.memory = self.memory;
         flags.limits.timeout = self.timeout;
         flags.limits.output = self.output;

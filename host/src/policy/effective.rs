@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::pattern::args_cover;
-use super::{Access, ExecRule, Grants, Limits, Manifest, split_host_port};
+use super::{
+    Access, DockerPolicy, ExecRule, Grants, Limits, Manifest, net_covers, split_host_port,
+};
 use crate::units::{ByteSize, HumanDuration};
 
 /// Host defaults, used when neither the skill nor the operator set a limit.
@@ -78,6 +80,9 @@ pub struct EffectivePolicy {
     pub env: Vec<String>,
     /// Reachable endpoints.
     pub net: Vec<NetRule>,
+    /// Docker access; `None` when nothing is granted.
+    #[serde(default)]
+    pub docker: Option<DockerPolicy>,
     /// Resource limits.
     pub limits: ResolvedLimits,
 }
@@ -129,7 +134,7 @@ impl PolicyReport {
             .filter(|i| matches!(i.status, ReportStatus::NotGranted { .. }))
     }
 
-    fn push(&mut self, capability: &'static str, item: String, status: ReportStatus) {
+    pub(crate) fn push(&mut self, capability: &'static str, item: String, status: ReportStatus) {
         self.items.push(ReportItem {
             capability,
             item,
@@ -292,17 +297,22 @@ impl EffectivePolicy {
             &grants.env.allow,
             |n| format!("--allow-env {n}"),
         );
-        let net = intersect(
+        let net = intersect_net(
             &mut report,
-            "net",
             manifest.map(|m| &m.net.allow),
             &grants.net.allow,
-            |a| format!("--allow-net {a}"),
         )
         .iter()
         .filter_map(|s| split_host_port(s).ok())
         .map(|(host, port)| NetRule { host, port })
         .collect();
+
+        let docker = super::docker::compute(
+            manifest.map(|m| m.docker.as_ref()),
+            &grants.docker,
+            manifest.map_or("skillbox", |m| m.skill.name.as_str()),
+            &mut report,
+        );
 
         let limits = resolve_limits(
             manifest.map(|m| m.limits).unwrap_or_default(),
@@ -317,6 +327,7 @@ impl EffectivePolicy {
                 exec_granted: grants.exec.allow.clone(),
                 env,
                 net,
+                docker,
                 limits,
             },
             report,
@@ -356,6 +367,52 @@ fn intersect(
         }
     }
     out.dedup();
+    out
+}
+
+/// Like [`intersect`], with `host:*` requests covering granted ports.
+fn intersect_net(
+    report: &mut PolicyReport,
+    requested: Option<&Vec<String>>,
+    granted: &[String],
+) -> Vec<String> {
+    let Some(reqs) = requested else {
+        return intersect(report, "net", None, granted, |_| String::new());
+    };
+    let mut out: Vec<String> = Vec::new();
+    for r in reqs {
+        let got: Vec<&String> = granted.iter().filter(|g| net_covers(r, g)).collect();
+        let status = match got.as_slice() {
+            [] => ReportStatus::NotGranted {
+                hint: format!(
+                    "--allow-net {}",
+                    r.strip_suffix(":*")
+                        .map_or(r.clone(), |h| format!("{h}:PORT"))
+                ),
+            },
+            [g] if *g == r => ReportStatus::Granted,
+            _ => ReportStatus::Narrowed {
+                reason: format!(
+                    "granted {} only",
+                    got.iter()
+                        .map(|g| g.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        };
+        report.push("net", r.clone(), status);
+        for g in got {
+            if !out.contains(g) {
+                out.push(g.clone());
+            }
+        }
+    }
+    for g in granted {
+        if !reqs.iter().any(|r| net_covers(r, g)) {
+            report.push("net", g.clone(), ReportStatus::Unrequested);
+        }
+    }
     out
 }
 
@@ -465,6 +522,7 @@ timeout = "10s"
                 allow: vec!["APP_ENV".into(), "SECRET".into()],
             },
             net: Default::default(),
+            docker: Default::default(),
             limits: Limits {
                 memory: Some(ByteSize(64 << 20)),
                 ..Limits::default()
@@ -487,6 +545,35 @@ timeout = "10s"
         assert!(text.contains("granted read only"), "{text}");
         assert!(text.contains("capped at 64MiB"), "{text}");
         assert!(text.contains("unused"), "{text}");
+    }
+
+    #[test]
+    fn a_port_wildcard_request_covers_the_granted_ports_of_its_host() {
+        let m = Manifest::parse(
+            "[skill]\nname = \"t\"\nversion = \"0\"\ncomponent = \"t.wasm\"\n[net]\nallow = [\"127.0.0.1:*\"]\n",
+            Path::new("skill.toml"),
+        )
+        .unwrap();
+        let grants = Grants {
+            net: super::super::grants::GrantList {
+                allow: vec!["127.0.0.1:18080".into(), "10.0.0.1:80".into()],
+            },
+            ..Grants::default()
+        };
+        let (p, report) = EffectivePolicy::compute(Some(&m), &grants);
+        assert_eq!(p.net.len(), 1);
+        assert_eq!(p.net[0].port, 18080);
+        let text = report.to_string();
+        assert!(text.contains("granted 127.0.0.1:18080 only"), "{text}");
+        assert!(text.contains("unused"), "10.0.0.1:80 is not requested: {text}");
+        let (p, report) = EffectivePolicy::compute(Some(&m), &Grants::default());
+        assert!(p.net.is_empty());
+        assert!(report.to_string().contains("--allow-net 127.0.0.1:PORT"));
+        let bad = Manifest::parse(
+            "[skill]\nname = \"t\"\nversion = \"0\"\ncomponent = \"t.wasm\"\n[net]\nallow = [\"*:*\"]\n",
+            Path::new("skill.toml"),
+        );
+        assert!(bad.is_err(), "a wildcard host is not a request");
     }
 
     #[test]

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, ExecRule, Limits, validate_env_name, validate_guest_path, validate_net};
+use super::{
+    Access, DockerGrant, ExecRule, Limits, validate_env_name, validate_guest_path, validate_net,
+};
 use crate::error::Error;
 
 /// A granted directory: host path bound to a guest path.
@@ -70,6 +72,9 @@ pub struct Grants {
     /// Granted `host:port` endpoints.
     #[serde(default)]
     pub net: GrantList<String>,
+    /// Docker images and container limits.
+    #[serde(default, skip_serializing_if = "DockerGrant::is_empty")]
+    pub docker: DockerGrant,
     /// Limits; each caps what the skill may request.
     #[serde(default)]
     pub limits: Limits,
@@ -108,6 +113,14 @@ impl Grants {
     /// [net]
     /// allow = ["127.0.0.1:8080"]
     ///
+    /// [docker]
+    /// images = ["myapp:*"]
+    /// build = true
+    /// build-args = ["APP_VERSION"]
+    /// networks = ["host"]
+    /// memory = "256MiB"
+    /// pids = 128
+    ///
     /// [limits]
     /// memory = "256MiB"
     /// timeout = "15m"
@@ -142,6 +155,9 @@ impl Grants {
         for a in &self.net.allow {
             validate_net(a).map_err(|e| format!("[net] {e}"))?;
         }
+        self.docker
+            .validate()
+            .map_err(|e| format!("[docker] {e}"))?;
         Ok(())
     }
 
@@ -151,6 +167,7 @@ impl Grants {
         self.exec.allow.extend(other.exec.allow);
         self.env.allow.extend(other.env.allow);
         self.net.allow.extend(other.net.allow);
+        self.docker.merge(other.docker);
         let l = &mut self.limits;
         let o = other.limits;
         l.memory = o.memory.or(l.memory);

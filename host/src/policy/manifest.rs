@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, ExecRule, Limits, validate_guest_path, validate_net};
+use super::{Access, DockerRequest, ExecRule, Limits, validate_guest_path};
 use crate::error::Error;
 
 /// The parsed `skill.toml` of one skill.
@@ -29,6 +29,9 @@ pub struct Manifest {
     /// Network endpoints the skill wants to reach.
     #[serde(default)]
     pub net: NetRequest,
+    /// Docker images the skill wants to build, tag and run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerRequest>,
     /// Resource limits the skill asks for (the operator's limits cap them).
     #[serde(default)]
     pub limits: Limits,
@@ -154,7 +157,10 @@ impl Manifest {
             super::validate_env_name(name).map_err(|e| format!("[env] {e}"))?;
         }
         for addr in &self.net.allow {
-            validate_net(addr).map_err(|e| format!("[net] {e}"))?;
+            super::validate_net_request(addr).map_err(|e| format!("[net] {e}"))?;
+        }
+        if let Some(d) = &self.docker {
+            d.validate().map_err(|e| format!("[docker] {e}"))?;
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 //!
 //! This module never touches the host; it only computes.
 
+mod docker;
 mod effective;
 mod grants;
 mod manifest;
@@ -17,6 +18,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use docker::{
+    DEFAULT_CONTAINER_MEMORY, DEFAULT_CONTAINER_PIDS, DockerGrant, DockerPolicy, DockerRequest,
+    normalize_tag,
+};
 pub use effective::{
     EffectivePolicy, NetRule, PolicyReport, Preopen, ReportItem, ReportStatus, ResolvedLimits,
 };
@@ -137,7 +142,7 @@ pub(crate) fn split_host_port(s: &str) -> Result<(String, u16), String> {
     let (host, port) = s.rsplit_once(':').ok_or_else(err)?;
     let port: u16 = port.parse().map_err(|_| err())?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
+    if host.is_empty() || port == 0 || host.contains('*') {
         return Err(err());
     }
     Ok((host.to_string(), port))
@@ -145,4 +150,25 @@ pub(crate) fn split_host_port(s: &str) -> Result<(String, u16), String> {
 
 pub(crate) fn validate_net(s: &str) -> Result<(), String> {
     split_host_port(s).map(|_| ())
+}
+
+/// A skill's `[net]` request may leave the port open (`127.0.0.1:*`): a
+/// generic skill (a health check of whatever app it upgrades) cannot know
+/// it; the operator grants the exact `host:port`.
+pub(crate) fn validate_net_request(s: &str) -> Result<(), String> {
+    match s.strip_suffix(":*") {
+        Some(host) => validate_net(&format!("{host}:1"))
+            .map_err(|_| format!("{s:?} must be host:port or host:*, e.g. 127.0.0.1:*")),
+        None => validate_net(s),
+    }
+}
+
+/// Whether the request `req` (`host:port` or `host:*`) covers the grant
+/// `grant` (`host:port`).
+pub(crate) fn net_covers(req: &str, grant: &str) -> bool {
+    req == grant
+        || req
+            .strip_suffix(":*")
+            .zip(grant.rsplit_once(':').map(|(h, _)| h))
+            .is_some_and(|(a, b)| a == b)
 }

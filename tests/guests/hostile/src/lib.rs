@@ -41,6 +41,7 @@
 //! | `checkpoint-load` | `key`                                                | `{"loaded": value or null}`                    |
 //! | `progress`        | `steps`                                              | `{"steps"}`                                    |
 //! | `panic`           |                                                      | never returns                                  |
+//! | `docker`          | `ops`: list of `{"op", ...}` (see [`docker_ops`])     | `{"results": [{"ok"} or {"err", "kind"}]}`     |
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -86,6 +87,7 @@ fn hostile(input: Value) -> Result<Summary> {
         "checkpoint-load" => checkpoint_load(params(input)?),
         "progress" => progress_steps(params(input)?),
         "steps" => journaled_steps(params(input)?),
+        "docker" => docker_ops(params(input)?),
         "panic" => panic!("hostile panic"),
         other => Err(Error::invalid_input(format!("unknown case {other:?}"))),
     }
@@ -474,4 +476,145 @@ fn progress_steps(StepsParams { steps }: StepsParams) -> Result<Summary> {
         info!("step {i} of {steps}");
     }
     done(format!("{steps} steps"), json!({ "steps": steps }))
+}
+
+// --- docker -----------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct DockerOps {
+    ops: Vec<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DockerOp {
+    op: String,
+    context: String,
+    dockerfile: Option<String>,
+    tag: String,
+    args: BTreeMap<String, String>,
+    network: Option<String>,
+    no_cache: bool,
+    image: String,
+    name: Option<String>,
+    cmd: Option<Vec<String>>,
+    env: BTreeMap<String, String>,
+    /// `[[source, target, "ro"|"rw"]]`
+    mounts: Vec<(String, String, String)>,
+    memory: Option<u64>,
+    pids: Option<u32>,
+    privileged: bool,
+    cap_add: Vec<String>,
+    container: String,
+    timeout: Option<u32>,
+    force: bool,
+    tail: Option<u32>,
+    source: String,
+    target: String,
+    all: bool,
+}
+
+/// Runs docker operations in order and records each result, so one run can
+/// probe many allowed and refused calls. Ops: `build` (`context`, `tag`,
+/// `dockerfile?`, `args?`, `network?`, `no_cache?`), `run` (`image`,
+/// `name?`, `cmd?`, `env?`, `mounts?`, `network?`, `memory?`, `pids?`,
+/// `privileged?`, `cap_add?`), `stop` (`container`, `timeout?`), `remove`
+/// (`container`, `force?`), `inspect` (`container`), `logs` (`container`,
+/// `tail?`), `image` (`tag`), `tag` (`source`, `target`), `ps` (`all?`).
+fn docker_ops(DockerOps { ops }: DockerOps) -> Result<Summary> {
+    use skillbox_sdk::docker::{self, Build, Run};
+    let mut results = Vec::new();
+    for raw in ops {
+        let o: DockerOp = params(raw)?;
+        let r: std::result::Result<Value, docker::Error> = match o.op.as_str() {
+            "build" => {
+                let mut b = Build::new(&o.context, &o.tag);
+                if let Some(d) = &o.dockerfile {
+                    b = b.dockerfile(d);
+                }
+                for (k, v) in &o.args {
+                    b = b.arg(k, v);
+                }
+                if let Some(n) = &o.network {
+                    b = b.network(n);
+                }
+                if o.no_cache {
+                    b = b.no_cache();
+                }
+                b.run()
+                    .map(|b| json!({ "image_id": b.image_id, "log": b.log }))
+            }
+            "run" => {
+                let mut r = Run::new(&o.image);
+                if let Some(n) = &o.name {
+                    r = r.name(n);
+                }
+                if let Some(c) = &o.cmd {
+                    r = r.cmd(c);
+                }
+                for (k, v) in &o.env {
+                    r = r.env(k, v);
+                }
+                for (s, t, mode) in &o.mounts {
+                    r = if mode == "ro" {
+                        r.mount_read_only(s, t)
+                    } else {
+                        r.mount(s, t)
+                    };
+                }
+                if let Some(n) = &o.network {
+                    r = r.network(n);
+                }
+                if let Some(m) = o.memory {
+                    r = r.memory(m);
+                }
+                if let Some(p) = o.pids {
+                    r = r.pids(p);
+                }
+                if o.privileged {
+                    r = r.privileged();
+                }
+                for c in &o.cap_add {
+                    r = r.cap_add(c);
+                }
+                r.start().map(|c| container_json(&c))
+            }
+            "stop" => docker::stop(&o.container, o.timeout).map(|()| Value::Null),
+            "remove" => docker::remove(&o.container, o.force).map(|()| Value::Null),
+            "inspect" => docker::inspect(&o.container)
+                .map(|c| c.as_ref().map_or(Value::Null, container_json)),
+            "logs" => docker::logs(&o.container, o.tail).map(Value::from),
+            "image" => docker::image(&o.tag).map(|i| {
+                i.map_or(
+                    Value::Null,
+                    |i| json!({ "id": i.id, "tags": i.tags, "size": i.size }),
+                )
+            }),
+            "tag" => {
+                docker::tag(&o.source, &o.target).map(|i| json!({ "id": i.id, "tags": i.tags }))
+            }
+            "ps" => docker::ps(o.all).map(|l| l.iter().map(container_json).collect()),
+            other => return Err(Error::invalid_input(format!("unknown docker op {other:?}"))),
+        };
+        results.push(match r {
+            Ok(v) => json!({ "ok": v }),
+            Err(e) => {
+                let kind = match &e {
+                    docker::Error::Denied(_) => "denied",
+                    docker::Error::NotFound(_) => "not-found",
+                    docker::Error::Failed(_) => "failed",
+                    docker::Error::Unavailable(_) => "unavailable",
+                };
+                json!({ "err": e.to_string(), "kind": kind })
+            }
+        });
+    }
+    done("docker ops done", json!({ "results": results }))
+}
+
+fn container_json(c: &skillbox_sdk::docker::Container) -> Value {
+    json!({
+        "id": c.id, "name": c.name, "image": c.image, "image_id": c.image_id,
+        "state": c.state, "exit_code": c.exit_code, "task": c.task,
+    })
 }

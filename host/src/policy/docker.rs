@@ -1,0 +1,601 @@
+//! The `[docker]` table: which images a skill may build, tag and run, and
+//! the limits of the containers it starts.
+//!
+//! The skill requests, the operator grants, and a call must match both: an
+//! image tag must match a pattern the skill requested *and* one the operator
+//! granted (so a skill may request `"*"` — "the app's image, whichever it
+//! is" — and the operator narrows it to `myapp:*`). Building, build
+//! arguments and networks are granted by name; container memory and process
+//! limits are the lower of both sides, with host defaults.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::effective::{PolicyReport, ReportStatus};
+use super::pattern::glob_match;
+use crate::units::ByteSize;
+
+/// Default memory ceiling of a container a skill starts.
+pub const DEFAULT_CONTAINER_MEMORY: ByteSize = ByteSize(512 << 20);
+/// Default process ceiling of a container a skill starts.
+pub const DEFAULT_CONTAINER_PIDS: u32 = 256;
+
+/// What a skill asks for under `[docker]` in `skill.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DockerRequest {
+    /// Image tag patterns (`myapp:*`, or `*` for whatever the operator grants).
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Whether the skill builds images.
+    #[serde(default)]
+    pub build: bool,
+    /// Names of build arguments it passes; `*` for whatever the operator
+    /// grants.
+    #[serde(default)]
+    pub build_args: Vec<String>,
+    /// Networks its containers (and build steps) join besides `none`;
+    /// `*` for whatever the operator grants.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Memory ceiling it wants for a container.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Process ceiling it wants for a container.
+    #[serde(default)]
+    pub pids: Option<u32>,
+}
+
+/// What the operator grants under `[docker]` (policy file) or with the
+/// `--allow-docker*` flags.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DockerGrant {
+    /// Image tag patterns the skill may build, tag and run.
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Whether the skill may build images (contexts are granted directories).
+    #[serde(default)]
+    pub build: bool,
+    /// Build argument names it may pass.
+    #[serde(default)]
+    pub build_args: Vec<String>,
+    /// Networks besides `none` its containers may join, e.g. `host`.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Memory ceiling of each container [default: 512MiB].
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Process ceiling of each container [default: 256].
+    #[serde(default)]
+    pub pids: Option<u32>,
+    /// The owner label of the containers it starts, and the only owner
+    /// whose containers it may see, stop or remove [default: the skill's
+    /// name]. Tasks of the same skill share an owner, so an upgrade can
+    /// replace the container an earlier upgrade started.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+impl DockerGrant {
+    /// Whether anything is granted at all.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// Adds `other`'s grants; its scalars win where set.
+    pub fn merge(&mut self, other: DockerGrant) {
+        self.images.extend(other.images);
+        self.build |= other.build;
+        self.build_args.extend(other.build_args);
+        self.networks.extend(other.networks);
+        self.memory = other.memory.or(self.memory);
+        self.pids = other.pids.or(self.pids);
+        self.owner = other.owner.or(self.owner.take());
+    }
+
+    /// Checks the syntax of every field.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_common(&self.images, &self.build_args, &self.networks, self.pids)?;
+        if let Some(o) = &self.owner {
+            validate_owner(o)?;
+        }
+        Ok(())
+    }
+}
+
+impl DockerRequest {
+    /// Checks the syntax of every field.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_common(&self.images, &self.build_args, &self.networks, self.pids)?;
+        if self.images.is_empty() {
+            return Err("images: name at least one image pattern, e.g. [\"myapp:*\"]".into());
+        }
+        Ok(())
+    }
+}
+
+fn validate_common(
+    images: &[String],
+    args: &[String],
+    networks: &[String],
+    pids: Option<u32>,
+) -> Result<(), String> {
+    for p in images {
+        validate_image_pattern(p)?;
+    }
+    for a in args.iter().filter(|a| *a != "*") {
+        super::validate_env_name(a).map_err(|e| format!("build-args: {e}"))?;
+    }
+    for n in networks {
+        if n.is_empty() || n == "none" || n.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(format!(
+                "networks: {n:?} is not a network name (`none` is always allowed and need not be listed)"
+            ));
+        }
+    }
+    if pids == Some(0) {
+        return Err("pids must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// An image pattern is `*` or `REPO:TAG` with optional globs in either part.
+pub fn validate_image_pattern(p: &str) -> Result<(), String> {
+    if p == "*" {
+        return Ok(());
+    }
+    let last = p.rsplit('/').next().unwrap_or(p);
+    if p.is_empty() || p.chars().any(char::is_whitespace) || p.contains('@') || !last.contains(':')
+    {
+        return Err(format!(
+            "image pattern {p:?} must be \"*\" or name a tag, e.g. \"myapp:*\" or \"registry.local/myapp:v*\""
+        ));
+    }
+    Ok(())
+}
+
+fn validate_owner(o: &str) -> Result<(), String> {
+    if o.is_empty()
+        || o.len() > 128
+        || !o
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "owner {o:?} must be 1-128 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// Normalises an image reference given by a guest to `repo:tag` (a bare
+/// `repo` means `repo:latest`). Ids and digests are refused: images are
+/// named by tag so that the grant's patterns mean something.
+pub fn normalize_tag(reference: &str) -> Result<String, String> {
+    let r = reference.trim();
+    if r.is_empty() {
+        return Err("the image tag is empty".into());
+    }
+    let hexish = r.len() >= 12 && r.chars().all(|c| c.is_ascii_hexdigit());
+    if r.starts_with("sha256:") || r.contains('@') || hexish {
+        return Err(format!(
+            "{reference:?}: images are named by tag (e.g. \"myapp:v2\"), not by id or digest"
+        ));
+    }
+    if r.chars().any(|c| c.is_whitespace() || c.is_control()) || r.ends_with(':') {
+        return Err(format!("{reference:?} is not an image tag"));
+    }
+    let last = r.rsplit('/').next().unwrap_or(r);
+    Ok(if last.contains(':') {
+        r.to_string()
+    } else {
+        format!("{r}:latest")
+    })
+}
+
+/// The docker part of one run's effective policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerPolicy {
+    /// The skill's image patterns (`None` for a bare component: the grants
+    /// alone decide).
+    pub images_requested: Option<Vec<String>>,
+    /// The operator's image patterns.
+    pub images_granted: Vec<String>,
+    /// Whether `build` is allowed.
+    pub build: bool,
+    /// Build arguments that may be passed.
+    pub build_args: Vec<String>,
+    /// Networks besides `none`.
+    pub networks: Vec<String>,
+    /// Memory ceiling of a container, in bytes.
+    pub memory: u64,
+    /// Process ceiling of a container.
+    pub pids: u32,
+    /// Owner label of the run's containers.
+    pub owner: String,
+}
+
+impl DockerPolicy {
+    /// Whether `tag` (normalised) may be used; the error names the rules.
+    pub fn check_image(&self, tag: &str) -> Result<(), String> {
+        let granted = self.images_granted.iter().any(|p| glob_match(p, tag));
+        let requested = self
+            .images_requested
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|p| glob_match(p, tag)));
+        match (requested, granted) {
+            (true, true) => Ok(()),
+            (false, _) => Err(format!(
+                "image {tag:?} does not match the skill's [docker] images {:?}",
+                self.images_requested.as_deref().unwrap_or_default()
+            )),
+            (true, false) => Err(format!(
+                "image {tag:?} does not match a granted image pattern (granted: {}; grant with --allow-docker {})",
+                list(&self.images_granted),
+                suggest_pattern(tag)
+            )),
+        }
+    }
+
+    /// Whether a container or build step may join `network`.
+    pub fn check_network(&self, network: &str) -> Result<(), String> {
+        if network == "none" || self.networks.iter().any(|n| n == network) {
+            Ok(())
+        } else {
+            Err(format!(
+                "network {network:?} is not granted (granted: none{}; grant with --allow-docker-network {network})",
+                self.networks
+                    .iter()
+                    .map(|n| format!(", {n}"))
+                    .collect::<String>()
+            ))
+        }
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "nothing".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn suggest_pattern(tag: &str) -> String {
+    match tag.rsplit_once(':') {
+        Some((repo, _)) if !repo.is_empty() => format!("'{repo}:*'"),
+        _ => format!("'{tag}'"),
+    }
+}
+
+impl fmt::Display for DockerPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "images {} build {} networks none{} owner {}",
+            list(&self.images_granted),
+            if self.build { "yes" } else { "no" },
+            self.networks
+                .iter()
+                .map(|n| format!(",{n}"))
+                .collect::<String>(),
+            self.owner
+        )
+    }
+}
+
+/// Intersects a skill's `[docker]` request with the operator's grant.
+/// `skill` names the default owner. Returns `None` when the run gets no
+/// docker access at all.
+pub(crate) fn compute(
+    request: Option<Option<&DockerRequest>>,
+    grant: &DockerGrant,
+    skill: &str,
+    report: &mut PolicyReport,
+) -> Option<DockerPolicy> {
+    let owner = grant.owner.clone().unwrap_or_else(|| skill.to_string());
+    let memory_cap = grant.memory.unwrap_or(DEFAULT_CONTAINER_MEMORY);
+    let pids_cap = grant.pids.unwrap_or(DEFAULT_CONTAINER_PIDS);
+    let req = match request {
+        // A bare component: the grant is the request.
+        None => {
+            if grant.is_empty() {
+                return None;
+            }
+            for p in &grant.images {
+                report.push("docker", format!("image {p}"), ReportStatus::Granted);
+            }
+            return Some(DockerPolicy {
+                images_requested: None,
+                images_granted: grant.images.clone(),
+                build: grant.build,
+                build_args: grant.build_args.clone(),
+                networks: grant.networks.clone(),
+                memory: memory_cap.bytes(),
+                pids: pids_cap,
+                owner,
+            });
+        }
+        Some(None) => {
+            for p in &grant.images {
+                report.push("docker", format!("image {p}"), ReportStatus::Unrequested);
+            }
+            return None;
+        }
+        Some(Some(r)) => r,
+    };
+
+    let mut any_image = false;
+    for p in &req.images {
+        let status = if grant.images.iter().any(|g| g == p || g == "*") {
+            any_image = true;
+            ReportStatus::Granted
+        } else if grant.images.iter().any(|g| glob_match(p, g)) {
+            any_image = true;
+            let narrower: Vec<&str> = grant
+                .images
+                .iter()
+                .filter(|g| glob_match(p, g))
+                .map(String::as_str)
+                .collect();
+            ReportStatus::Narrowed {
+                reason: format!("granted {} only", narrower.join(", ")),
+            }
+        } else {
+            ReportStatus::NotGranted {
+                hint: if p == "*" {
+                    "--allow-docker 'IMAGE:*'".into()
+                } else {
+                    format!("--allow-docker '{p}'")
+                },
+            }
+        };
+        report.push("docker", format!("image {p}"), status);
+    }
+    if !any_image {
+        return None;
+    }
+    let build = req.build && grant.build;
+    if req.build {
+        report.push(
+            "docker",
+            "build".into(),
+            if grant.build {
+                ReportStatus::Granted
+            } else {
+                ReportStatus::NotGranted {
+                    hint: "--allow-docker-build".into(),
+                }
+            },
+        );
+    }
+    let mut build_args: Vec<String> = Vec::new();
+    for a in &req.build_args {
+        let got: Vec<&String> = grant
+            .build_args
+            .iter()
+            .filter(|g| build && (a == "*" || *g == a))
+            .collect();
+        let status = match (got.is_empty(), a == "*") {
+            (true, _) => ReportStatus::NotGranted {
+                hint: format!(
+                    "--allow-docker-build-arg {}",
+                    if a == "*" { "NAME" } else { a }
+                ),
+            },
+            (false, true) => ReportStatus::Narrowed {
+                reason: format!(
+                    "granted {} only",
+                    got.iter()
+                        .map(|g| g.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+            (false, false) => ReportStatus::Granted,
+        };
+        report.push("docker", format!("build-arg {a}"), status);
+        for g in got {
+            if !build_args.contains(g) {
+                build_args.push(g.clone());
+            }
+        }
+    }
+    let mut networks = Vec::new();
+    for n in &req.networks {
+        let got: Vec<String> = grant
+            .networks
+            .iter()
+            .filter(|g| n == "*" || *g == n)
+            .cloned()
+            .collect();
+        let status = if got.is_empty() {
+            ReportStatus::NotGranted {
+                hint: format!(
+                    "--allow-docker-network {}",
+                    if n == "*" { "NAME" } else { n }
+                ),
+            }
+        } else if n == "*" {
+            ReportStatus::Narrowed {
+                reason: format!("granted {} only", got.join(", ")),
+            }
+        } else {
+            ReportStatus::Granted
+        };
+        report.push("docker", format!("network {n}"), status);
+        for g in got {
+            if !networks.contains(&g) {
+                networks.push(g);
+            }
+        }
+    }
+    let memory = cap_report(report, "container memory", req.memory, memory_cap, "memory");
+    let pids = cap_report(report, "container pids", req.pids, pids_cap, "pids");
+    Some(DockerPolicy {
+        images_requested: Some(req.images.clone()),
+        images_granted: grant.images.clone(),
+        build,
+        build_args,
+        networks,
+        memory: memory.bytes(),
+        pids,
+        owner,
+    })
+}
+
+fn cap_report<T: Copy + Ord + fmt::Display>(
+    report: &mut PolicyReport,
+    name: &str,
+    req: Option<T>,
+    cap: T,
+    key: &str,
+) -> T {
+    match req {
+        Some(r) if r > cap => {
+            report.push(
+                "docker",
+                format!("{name} {r}"),
+                ReportStatus::Narrowed {
+                    reason: format!(
+                        "capped at {cap}; raise with `{key}` under [docker] in the policy"
+                    ),
+                },
+            );
+            cap
+        }
+        Some(r) => {
+            report.push("docker", format!("{name} {r}"), ReportStatus::Granted);
+            r
+        }
+        None => cap,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_normalised_and_ids_refused() {
+        assert_eq!(normalize_tag("myapp").unwrap(), "myapp:latest");
+        assert_eq!(normalize_tag("myapp:v2").unwrap(), "myapp:v2");
+        assert_eq!(
+            normalize_tag("reg.local:5000/myapp").unwrap(),
+            "reg.local:5000/myapp:latest"
+        );
+        for bad in [
+            "",
+            "sha256:0123456789abcdef",
+            "0123456789abcdef",
+            "myapp@sha256:00",
+            "my app:1",
+            "myapp:",
+        ] {
+            assert!(normalize_tag(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn policy(req: Option<&[&str]>, granted: &[&str]) -> DockerPolicy {
+        DockerPolicy {
+            images_requested: req.map(|r| r.iter().map(|s| s.to_string()).collect()),
+            images_granted: granted.iter().map(|s| s.to_string()).collect(),
+            build: true,
+            build_args: vec![],
+            networks: vec!["host".into()],
+            memory: 1 << 20,
+            pids: 10,
+            owner: "t".into(),
+        }
+    }
+
+    #[test]
+    fn an_image_must_match_both_sides() {
+        let p = policy(Some(&["*"]), &["myapp:*"]);
+        assert!(p.check_image("myapp:v2").is_ok());
+        let e = p.check_image("other:v2").unwrap_err();
+        assert!(e.contains("--allow-docker 'other:*'"), "{e}");
+        let p = policy(Some(&["myapp:v*"]), &["*"]);
+        assert!(p.check_image("myapp:v2").is_ok());
+        assert!(
+            p.check_image("myapp:previous")
+                .unwrap_err()
+                .contains("skill's [docker] images")
+        );
+        assert!(policy(None, &["myapp:*"]).check_image("myapp:x").is_ok());
+        assert!(policy(None, &[]).check_image("myapp:x").is_err());
+        assert!(p.check_network("none").is_ok());
+        assert!(p.check_network("host").is_ok());
+        assert!(
+            p.check_network("bridge")
+                .unwrap_err()
+                .contains("--allow-docker-network bridge")
+        );
+    }
+
+    #[test]
+    fn compute_intersects_and_reports() {
+        let req = DockerRequest {
+            images: vec!["*".into()],
+            build: true,
+            build_args: vec!["V".into(), "W".into()],
+            networks: vec!["*".into()],
+            memory: Some(ByteSize(1 << 30)),
+            pids: Some(50),
+        };
+        let grant = DockerGrant {
+            images: vec!["myapp:*".into()],
+            build: true,
+            build_args: vec!["V".into()],
+            networks: vec!["host".into()],
+            memory: Some(ByteSize(64 << 20)),
+            ..DockerGrant::default()
+        };
+        let mut report = PolicyReport::default();
+        let p = compute(Some(Some(&req)), &grant, "upgrade", &mut report).unwrap();
+        assert_eq!(p.owner, "upgrade");
+        assert_eq!(p.build_args, vec!["V"]);
+        assert_eq!(p.networks, vec!["host"]);
+        assert_eq!(p.memory, 64 << 20);
+        assert_eq!(p.pids, 50);
+        let text = report.to_string();
+        assert!(text.contains("granted myapp:* only"), "{text}");
+        assert!(text.contains("--allow-docker-build-arg W"), "{text}");
+        assert!(text.contains("capped at 64MiB"), "{text}");
+
+        // Nothing granted: no docker at all, and the report says how.
+        let mut report = PolicyReport::default();
+        assert!(compute(Some(Some(&req)), &DockerGrant::default(), "u", &mut report).is_none());
+        assert!(report.to_string().contains("--allow-docker 'IMAGE:*'"));
+        // Granted but not requested: not given.
+        let mut report = PolicyReport::default();
+        assert!(compute(Some(None), &grant, "u", &mut report).is_none());
+        assert!(report.to_string().contains("unused"));
+        // Build requested, not granted.
+        let mut report = PolicyReport::default();
+        let g = DockerGrant {
+            build: false,
+            ..grant.clone()
+        };
+        let p = compute(Some(Some(&req)), &g, "u", &mut report).unwrap();
+        assert!(!p.build && p.build_args.is_empty());
+        assert!(report.to_string().contains("--allow-docker-build"));
+    }
+
+    #[test]
+    fn patterns_and_owners_are_validated() {
+        assert!(validate_image_pattern("myapp").is_err());
+        assert!(validate_image_pattern("myapp:*").is_ok());
+        assert!(validate_image_pattern("reg:5000/myapp").is_err());
+        let g = DockerGrant {
+            images: vec!["a:*".into()],
+            owner: Some("bad owner".into()),
+            ..DockerGrant::default()
+        };
+        assert!(g.validate().unwrap_err().contains("owner"));
+        let r = DockerRequest::default();
+        assert!(r.validate().unwrap_err().contains("at least one image"));
+    }
+}
