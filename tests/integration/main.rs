@@ -6,6 +6,7 @@ mod harness;
 
 mod cli;
 mod daemon;
+mod docker;
 mod env_net;
 mod exec;
 mod fs;

@@ -354,9 +354,6 @@ pub(crate) fn compute(
         };
         report.push("docker", format!("image {p}"), status);
     }
-    if !any_image {
-        return None;
-    }
     let build = req.build && grant.build;
     if req.build {
         report.push(
@@ -434,6 +431,9 @@ pub(crate) fn compute(
     }
     let memory = cap_report(report, "container memory", req.memory, memory_cap, "memory");
     let pids = cap_report(report, "container pids", req.pids, pids_cap, "pids");
+    if !any_image {
+        return None;
+    }
     Some(DockerPolicy {
         images_requested: Some(req.images.clone()),
         images_granted: grant.images.clone(),

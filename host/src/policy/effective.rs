@@ -565,7 +565,10 @@ timeout = "10s"
         assert_eq!(p.net[0].port, 18080);
         let text = report.to_string();
         assert!(text.contains("granted 127.0.0.1:18080 only"), "{text}");
-        assert!(text.contains("unused"), "10.0.0.1:80 is not requested: {text}");
+        assert!(
+            text.contains("unused"),
+            "10.0.0.1:80 is not requested: {text}"
+        );
         let (p, report) = EffectivePolicy::compute(Some(&m), &Grants::default());
         assert!(p.net.is_empty());
         assert!(report.to_string().contains("--allow-net 127.0.0.1:PORT"));
