@@ -1,10 +1,30 @@
 #!/usr/bin/env bash
 # The README's second command: the whole test suite. Test guests and skills
-# are built from source by the suite itself; the relay tests' OpenClaw
-# gateway (Node 24 and the npm package `openclaw`, ~0.8 GB, cached under
-# ~/.cache/skillbox-test) is installed here first.
+# are built from source by the suite itself. Real components the tests use
+# are set up here first and torn down at the end:
+# * the relay tests' OpenClaw gateway (Node 24 and the npm package
+#   `openclaw`, ~0.8 GB, cached under ~/.cache/skillbox-test);
+# * the docker tests' private Docker engine (Debian's docker.io and
+#   busybox-static, installed with apt-get if missing), on its own socket,
+#   passed to the tests as SKILLBOX_TEST_DOCKER_HOST. Outside CI, an engine
+#   that cannot start only skips those tests, loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash tests/openclaw/gateway.sh install
+
+engine_dir=/tmp/sbxd-test-$$
+stop_engine() { bash tests/docker/dockerd.sh stop "$engine_dir" >/dev/null 2>&1 || true; }
+trap stop_engine EXIT
+if bash tests/docker/dockerd.sh install &&
+    endpoint=$(bash tests/docker/dockerd.sh start "$engine_dir"); then
+    export SKILLBOX_TEST_DOCKER_HOST=$endpoint
+    echo "==> private Docker engine at $endpoint" >&2
+elif [[ ${CI:-} == true ]]; then
+    echo "error: the Docker engine the tests need did not start (see above)" >&2
+    exit 1
+else
+    echo "!!! no Docker engine: the docker tests will be SKIPPED" >&2
+fi
+
 cargo test -p skillbox -p skillbox-sdk

@@ -36,9 +36,10 @@
 # `stop` can find and kill every process a container left behind.
 #
 # Known traces outside DIR that cannot be avoided (all harmless, shared with
-# any other Docker on the machine): dockerd 20.10 creates /etc/docker/key.json
-# if missing; containerd's runc-v2 shims put their sockets in
-# /run/containerd/s/ (`stop` removes ours, leaves the directory).
+# any other Docker on the machine, and left in place): dockerd 20.10 creates
+# /etc/docker/key.json and the empty directory /run/docker/plugins if missing;
+# containerd's runc-v2 shims put their sockets in /run/containerd/s/ (`stop`
+# removes ours, not the directory).
 
 set -euo pipefail
 

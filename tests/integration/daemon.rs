@@ -20,6 +20,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_env(dir, extra, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let _ = std::fs::remove_file(dir.join("skillbox.sock"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -32,6 +37,7 @@ impl Daemon {
             .arg(dir)
             .args(extra)
             .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
