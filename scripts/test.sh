@@ -27,4 +27,4 @@ else
     echo "!!! no Docker engine: the docker tests will be SKIPPED" >&2
 fi
 
-cargo test -p skillbox -p skillbox-sdk
+cargo test -p skillbox -p skillbox-sdk -p upgrade

@@ -232,6 +232,7 @@ impl Run {
                 network: None,
                 memory: None,
                 pids: None,
+                init: false,
                 privileged: false,
                 cap_add: Vec::new(),
             },
@@ -296,6 +297,14 @@ impl Run {
     /// Process limit (default: the grant's ceiling).
     pub fn pids(mut self, pids: u32) -> Self {
         self.req.pids = Some(pids);
+        self
+    }
+
+    /// Runs an init process as PID 1 (the engine's `docker-init`), which
+    /// forwards signals and reaps zombies: an app that ignores SIGTERM as
+    /// PID 1 then stops at once.
+    pub fn init(mut self) -> Self {
+        self.req.init = true;
         self
     }
 

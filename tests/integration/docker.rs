@@ -247,7 +247,7 @@ async fn a_granted_skill_builds_tags_runs_and_manages_its_own_container() {
             { "op": "tag", "source": "sbx-allow:v1", "target": "sbx-allow:previous" },
             { "op": "run", "image": "sbx-allow:v1", "name": name, "network": "host",
               "env": { "PORT": port.to_string() },
-              "mounts": [["/state", "/www/state", "rw"]], "memory": 64 << 20, "pids": 32 },
+              "mounts": [["/state", "/www/state", "rw"]], "memory": 64 << 20, "pids": 32, "init": true },
             { "op": "inspect", "container": name },
             { "op": "ps" },
         ]),
@@ -288,6 +288,7 @@ async fn a_granted_skill_builds_tags_runs_and_manages_its_own_container() {
     assert_eq!(hc["Memory"], 64 << 20);
     assert_eq!(hc["MemorySwap"], 64 << 20, "no swap beyond the limit");
     assert_eq!(hc["PidsLimit"], 32);
+    assert_eq!(hc["Init"], true);
     assert!(hc["PortBindings"].as_object().is_none_or(|m| m.is_empty()));
     let mounts = info[0]["Mounts"].as_array().unwrap();
     assert_eq!(mounts.len(), 1);
@@ -458,11 +459,11 @@ async fn everything_outside_the_grant_is_refused_and_audited() {
     denied(&r[12], "outside this skill's container range 1..=32");
     denied(&r[13], "does not match a granted image pattern");
     denied(&r[14], "not by id or digest");
-    for i in 15..=17 {
-        denied(&r[i], "its owner label is missing");
+    for res in &r[15..=17] {
+        denied(res, "its owner label is missing");
     }
-    for i in 18..=19 {
-        denied(&r[i], "its owner label is \"someone-else\"");
+    for res in &r[18..=19] {
+        denied(res, "its owner label is \"someone-else\"");
     }
     denied(
         &r[20],

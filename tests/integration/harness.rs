@@ -15,6 +15,7 @@ use skillbox::prelude::*;
 pub const GUESTS: &[&str] = &[
     "hello",
     "disk-report",
+    "upgrade",
     "hostile",
     "wasi-command",
     "unknown-import",

@@ -14,3 +14,4 @@ mod limits;
 mod openclaw;
 mod relay;
 mod tasks;
+mod upgrade;

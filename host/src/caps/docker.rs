@@ -210,6 +210,9 @@ pub struct RunRequest {
     pub memory: Option<u64>,
     /// Process limit.
     pub pids: Option<u32>,
+    /// Run an init process (the engine's `docker-init`) as PID 1, which
+    /// forwards signals and reaps zombies.
+    pub init: bool,
     /// Always refused.
     pub privileged: bool,
     /// Always refused when non-empty.
@@ -417,9 +420,11 @@ impl Ctx<'_> {
             docker.build_image(options, None, Some(bollard::body_full(context.into())));
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| match DockerError::from(e) {
-                DockerError::Failed(m) => {
-                    DockerError::Failed(format!("build of {tag} failed: {m}"))
-                }
+                DockerError::Failed(m) => DockerError::Failed(format!(
+                    "build of {tag} failed: {}{}",
+                    m.trim(),
+                    last_lines(&log, 5)
+                )),
                 other => other,
             })?;
             if let Some(s) = info.stream.as_deref().or(info.status.as_deref()) {
@@ -450,7 +455,7 @@ impl Ctx<'_> {
     /// `run`.
     pub async fn run(&self, req: RunRequest) -> Result<Container> {
         let detail = format!(
-            "run image={} name={} cmd={:?} env=[{}] mounts=[{}] network={} memory={} pids={}{}{}",
+            "run image={} name={} cmd={:?} env=[{}] mounts=[{}] network={} memory={} pids={}{}{}{}",
             req.image,
             req.name.as_deref().unwrap_or("-"),
             req.cmd,
@@ -472,6 +477,7 @@ impl Ctx<'_> {
             req.network.as_deref().unwrap_or("none"),
             req.memory.map_or("default".into(), |m| m.to_string()),
             req.pids.map_or("default".into(), |p| p.to_string()),
+            if req.init { " init" } else { "" },
             if req.privileged { " privileged" } else { "" },
             if req.cap_add.is_empty() {
                 String::new()
@@ -580,6 +586,7 @@ impl Ctx<'_> {
             cap_add: Some(Vec::new()),
             security_opt: Some(vec!["no-new-privileges".into()]),
             publish_all_ports: Some(false),
+            init: Some(req.init),
             ..HostConfig::default()
         };
         let body = ContainerCreateBody {
@@ -978,6 +985,7 @@ mod host_impl {
                 network: req.network,
                 memory: req.memory,
                 pids: req.pids,
+                init: req.init,
                 privileged: req.privileged,
                 cap_add: req.cap_add,
             };

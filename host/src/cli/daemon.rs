@@ -268,6 +268,10 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     if !sinks.is_empty() {
         eprintln!("skillbox serve: notifications go to {}", sinks.join(", "));
     }
+    eprintln!(
+        "skillbox serve: skills granted docker use the engine at {} (DOCKER_HOST)",
+        host.docker().endpoint()
+    );
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal");

@@ -503,6 +503,7 @@ struct DockerOp {
     mounts: Vec<(String, String, String)>,
     memory: Option<u64>,
     pids: Option<u32>,
+    init: bool,
     privileged: bool,
     cap_add: Vec<String>,
     container: String,
@@ -570,6 +571,9 @@ fn docker_ops(DockerOps { ops }: DockerOps) -> Result<Summary> {
                 }
                 if let Some(p) = o.pids {
                     r = r.pids(p);
+                }
+                if o.init {
+                    r = r.init();
                 }
                 if o.privileged {
                     r = r.privileged();

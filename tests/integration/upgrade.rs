@@ -1,0 +1,366 @@
+//! The flagship `upgrade` skill against a real Docker engine: install, a
+//! health-checked upgrade, a broken image rolled back, and a host crash in
+//! the middle of the build resumed without redoing the backup.
+//!
+//! Each test deploys its own app (its own image name, container name, port
+//! and owner), built from `skills/upgrade/example/app` with
+//! `/bin/busybox` copied in, so the tests can run in parallel on one engine.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::daemon::Daemon;
+use crate::docker::{self, endpoint, free_port, http_get, wait_http};
+use crate::harness::{self, CliOutput};
+
+struct App {
+    _tmp: tempfile::TempDir,
+    skill: tempfile::TempDir,
+    src: PathBuf,
+    state: PathBuf,
+    backup: PathBuf,
+    port: u16,
+    name: String,
+    endpoint: String,
+}
+
+impl App {
+    fn new() -> Option<App> {
+        let endpoint = endpoint()?;
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let state = tmp.path().join("state");
+        let backup = tmp.path().join("backup");
+        copy_dir(&harness::root().join("skills/upgrade/example/app"), &src);
+        std::fs::copy("/bin/busybox", src.join("busybox")).unwrap();
+        std::fs::create_dir_all(state.join("uploads")).unwrap();
+        std::fs::write(state.join("app.db"), "accounts: 3\n").unwrap();
+        std::fs::write(state.join("uploads/logo.txt"), "a logo\n").unwrap();
+        std::fs::create_dir_all(&backup).unwrap();
+        let port = free_port();
+        Some(App {
+            _tmp: tmp,
+            skill: harness::real_skill("upgrade"),
+            src,
+            state,
+            backup,
+            port,
+            name: format!("sbx-up-{port}"),
+            endpoint,
+        })
+    }
+
+    /// The operator's grants, as `skillbox run`/`spawn` flags.
+    fn grants(&self) -> Vec<String> {
+        let mut g: Vec<String> = vec![
+            "--allow-read".into(),
+            format!("{}:/src", self.src.display()),
+            "--allow-read".into(),
+            format!("{}:/state", self.state.display()),
+            "--allow-write".into(),
+            format!("{}:/backup", self.backup.display()),
+            "--allow-exec".into(),
+            "uname -a".into(),
+            "--allow-exec".into(),
+            "df -hP .".into(),
+            "--allow-net".into(),
+            format!("127.0.0.1:{}", self.port),
+            "--allow-docker".into(),
+            format!("{}:*", self.name),
+            "--allow-docker-build".into(),
+            "--allow-docker-build-arg".into(),
+            "APP_VERSION".into(),
+            "--allow-docker-network".into(),
+            "host".into(),
+            "--docker-owner".into(),
+            self.name.clone(),
+        ];
+        g.extend(["--docker-memory".into(), "64MiB".into()]);
+        g
+    }
+
+    fn input(&self, version: &str) -> Value {
+        json!({
+            "app": self.name,
+            "image": self.name,
+            "version": version,
+            "context": "/src",
+            "build_args": { "APP_VERSION": version },
+            "state_dir": "/state",
+            "backup_dir": "/backup",
+            "health_url": format!("http://127.0.0.1:{}/health", self.port),
+            "retries": 20,
+            "retry_interval_ms": 100,
+            "container": {
+                "network": "host",
+                "env": { "PORT": self.port.to_string() },
+                "mounts": [{ "source": "/state", "target": "/www/state", "read_only": true }],
+                "init": true,
+            },
+        })
+    }
+
+    fn run(&self, version: &str) -> CliOutput {
+        let input = self.input(version).to_string();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            self.skill.path().to_str().unwrap().into(),
+            "--json".into(),
+            "--input".into(),
+            input,
+        ];
+        args.extend(self.grants());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        harness::cli(&args, &[("DOCKER_HOST", &self.endpoint)])
+    }
+
+    fn version(&self) -> String {
+        wait_http(self.port, "/version").1
+    }
+
+    fn backups(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.backup)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tar.gz"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn cleanup(&self) {
+        docker::cli(&["rm", "-f", &self.name]);
+        let (_, images) =
+            docker::cli(&["images", "--format", "{{.Repository}}:{{.Tag}}", &self.name]);
+        for i in images.lines().filter(|l| !l.is_empty()) {
+            docker::cli(&["rmi", "-f", i]);
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else if e.file_name() != "busybox" {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id.trim_start_matches("sha256:")[..12]
+}
+
+#[test]
+fn upgrade_installs_then_upgrades_and_the_new_container_serves() {
+    let Some(app) = App::new() else { return };
+
+    // First run: nothing is deployed yet, so it installs v1.
+    let out = app.run("v1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let r = out.json();
+    assert_eq!(r["data"]["outcome"], "installed", "{r}");
+    assert_eq!(app.version(), "v1");
+    let v1 = r["data"]["new_image"].as_str().unwrap().to_string();
+
+    // Second run: v1 -> v2.
+    let out = app.run("v2");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let r = out.json();
+    let data = &r["data"];
+    assert_eq!(data["outcome"], "upgraded", "{r}");
+    assert_eq!(data["old_image"], v1.as_str());
+    let v2 = data["new_image"].as_str().unwrap();
+    assert_ne!(v1, v2);
+    assert_eq!(data["health"]["healthy"], true);
+    assert_eq!(data["health"]["status"], 200);
+    assert_eq!(app.version(), "v2", "the new container serves");
+    assert_eq!(
+        http_get(app.port, "/state/app.db").unwrap(),
+        (200, "accounts: 3\n".into()),
+        "with the state mounted"
+    );
+    // The summary a parent session reads.
+    let text = r["text"].as_str().unwrap();
+    for needle in [
+        short(&v1),
+        short(v2),
+        data["backup"]["sha256"].as_str().unwrap(),
+        "previous",
+    ] {
+        assert!(
+            text.contains(needle),
+            "summary should mention {needle}: {text}"
+        );
+    }
+
+    // The rollback tag names the old image.
+    let (_, prev) = docker::cli(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        &format!("{}:previous", app.name),
+    ]);
+    assert_eq!(prev.trim(), v1);
+
+    // One verified backup per run, checkable with the host's own tools.
+    let backups = app.backups();
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    let last = data["backup"]["path"].as_str().unwrap();
+    let name = Path::new(last).file_name().unwrap().to_str().unwrap();
+    assert_eq!(name, backups[1]);
+    let stem = name.trim_end_matches(".tar.gz");
+    for manifest in [format!("{stem}.sha256"), format!("{stem}.files.sha256")] {
+        let (dir, check) = if manifest.ends_with(".files.sha256") {
+            (app.state.clone(), app.backup.join(&manifest))
+        } else {
+            (app.backup.clone(), app.backup.join(&manifest))
+        };
+        let out = std::process::Command::new("sha256sum")
+            .arg("-c")
+            .arg(&check)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sha256sum -c {manifest}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let listing = std::process::Command::new("tar")
+        .arg("tzf")
+        .arg(app.backup.join(name))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("app.db") && listing.contains("uploads/logo.txt"),
+        "{listing}"
+    );
+
+    // The diagnostic snapshot describes what ran before the upgrade.
+    let diag: Value = serde_json::from_slice(
+        &std::fs::read(data["diagnostics"].as_str().map_or_else(
+            || panic!("no diagnostics path: {data}"),
+            |p| app.backup.join(Path::new(p).file_name().unwrap()),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let dump = diag.to_string();
+    assert!(dump.contains("Linux"), "uname -a: {dump}");
+    assert!(dump.contains(&v1), "the running image before: {dump}");
+}
+
+#[test]
+fn a_broken_image_is_rolled_back_and_the_old_container_serves_again() {
+    let Some(app) = App::new() else { return };
+    let out = app.run("v1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let v1 = out.json()["data"]["new_image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // v2 has no health page: its container answers 404.
+    std::fs::remove_file(app.src.join("www/health")).unwrap();
+    let out = app.run("v2");
+    assert_eq!(
+        out.code, 1,
+        "the upgrade failed: {}\n{}",
+        out.stdout, out.stderr
+    );
+    let r = out.json();
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("rolled back"), "{message}");
+    assert!(message.contains("404"), "says why: {message}");
+    assert_eq!(r["data"]["outcome"], "rolled-back", "{r}");
+    assert_eq!(app.version(), "v1", "the old version serves again");
+    assert_eq!(wait_http(app.port, "/health").0, 200);
+    let (_, running) = docker::cli(&["inspect", "-f", "{{.Image}}", &app.name]);
+    assert_eq!(running.trim(), v1);
+    assert_eq!(app.backups().len(), 2, "a backup was taken before trying");
+}
+
+#[test]
+fn a_host_crash_during_the_build_resumes_without_redoing_the_backup() {
+    let Some(app) = App::new() else { return };
+    let out = app.run("v1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    // Make v2's build take a while, so the crash lands inside it.
+    let dockerfile = app.src.join("Dockerfile");
+    let mut text = std::fs::read_to_string(&dockerfile).unwrap();
+    text.push_str("\nRUN [\"/bin/busybox\", \"sleep\", \"3\"]\n");
+    std::fs::write(&dockerfile, text).unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let env = [("DOCKER_HOST", app.endpoint.as_str())];
+    let d = Daemon::start_env(data.path(), &[], &env);
+    let input = app.input("v2").to_string();
+    let mut args: Vec<String> = vec![
+        "spawn".into(),
+        app.skill.path().to_str().unwrap().into(),
+        "--input".into(),
+        input,
+    ];
+    args.extend(app.grants());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = d.cli(&args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.stdout.trim().to_string();
+
+    // Wait until the build is under way, then kill the host.
+    let mut building = false;
+    for _ in 0..3000 {
+        let (_, processes) = docker::cli(&["ps", "--format", "{{.Command}}"]);
+        if processes.contains("sleep") {
+            building = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(building, "the build's RUN step never started: {}", d.log());
+    assert_eq!(
+        app.backups().len(),
+        2,
+        "the backup was taken before the build"
+    );
+    d.kill9();
+    assert_eq!(
+        app.version(),
+        "v1",
+        "v1 still serves while the host is down"
+    );
+
+    // The restarted host resumes the task from its checkpoints.
+    let d = Daemon::start_env(data.path(), &[], &env);
+    let out = d.cli(&["tasks", "wait", &id, "--json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stderr, d.log());
+    let t = out.json();
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(t["attempt"], 2);
+    let resumed = &t["outcome"]["data"]["resumed_steps"];
+    assert!(
+        resumed.as_array().unwrap().contains(&json!("backup")),
+        "{resumed}"
+    );
+    assert_eq!(app.backups().len(), 2, "the backup was not taken again");
+    assert_eq!(app.version(), "v2");
+    let logs = d.cli(&["tasks", "logs", &id]).stdout;
+    assert!(logs.contains("interrupted -> running"), "{logs}");
+}
