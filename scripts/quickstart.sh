@@ -28,3 +28,7 @@ echo "==> skillbox run disk-report over this repository's skills/ (read-only), d
     --allow-exec 'du -k -d 1 .' \
     --allow-exec "stat -f -c '%b %f %S' ." \
     --input '{"path": "/data", "top": 5}'
+
+echo >&2
+echo "==> the flagship: skills/upgrade upgrades a sample app in Docker (skills/upgrade/example/demo.sh)" >&2
+SKILLBOX="$sb" bash skills/upgrade/example/demo.sh
