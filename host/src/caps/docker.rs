@@ -851,32 +851,54 @@ fn container(c: ContainerInspectResponse) -> Container {
     }
 }
 
-/// Packs a context directory into a tar archive, never following symlinks
-/// (a link is sent as a link; the engine keeps it inside the image).
+/// Packs a context directory into a tar archive. The walk goes through
+/// `cap-std` handles opened beneath the context, so nothing outside it can
+/// be read even if the tree changes during the walk; a symlink is sent as a
+/// link (never followed), sockets, fifos and devices are not sent.
 fn tar_context(dir: &Path) -> Result<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.follow_symlinks(false);
-    let mut total = 0u64;
-    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    use cap_std::fs::Dir;
     let fail = |e: std::io::Error, p: &Path| {
         DockerError::Failed(format!("packing the build context at {}: {e}", p.display()))
     };
-    while let Some(rel) = stack.pop() {
-        let abs = dir.join(&rel);
-        let mut entries: Vec<_> = std::fs::read_dir(&abs)
-            .map_err(|e| fail(e, &abs))?
+    let root =
+        Dir::open_ambient_dir(dir, cap_std::ambient_authority()).map_err(|e| fail(e, dir))?;
+    let mut b = tar::Builder::new(Vec::new());
+    let mut total = 0u64;
+    let mut stack: Vec<(PathBuf, Dir)> = vec![(PathBuf::new(), root)];
+    while let Some((rel, d)) = stack.pop() {
+        let mut entries: Vec<_> = d
+            .entries()
+            .map_err(|e| fail(e, &dir.join(&rel)))?
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| fail(e, &abs))?;
+            .map_err(|e| fail(e, &dir.join(&rel)))?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
-            let path = e.path();
-            let name = rel.join(e.file_name());
-            let meta = std::fs::symlink_metadata(&path).map_err(|e| fail(e, &path))?;
-            let ft = meta.file_type();
+            let file_name = e.file_name();
+            let name = rel.join(&file_name);
+            let at = dir.join(&name);
+            let ft = e.file_type().map_err(|err| fail(err, &at))?;
+            let mut header = tar::Header::new_gnu();
             if ft.is_dir() {
-                b.append_dir(&name, &path).map_err(|e| fail(e, &path))?;
-                stack.push(name);
-            } else if ft.is_file() || ft.is_symlink() {
+                let sub = d.open_dir(&file_name).map_err(|err| fail(err, &at))?;
+                let meta = sub.dir_metadata().map_err(|err| fail(err, &at))?;
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(meta_mode(&meta, 0o755));
+                header.set_size(0);
+                b.append_data(&mut header, &name, std::io::empty())
+                    .map_err(|err| fail(err, &at))?;
+                stack.push((name, sub));
+            } else if ft.is_symlink() {
+                let target = d
+                    .read_link_contents(&file_name)
+                    .map_err(|err| fail(err, &at))?;
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                b.append_link(&mut header, &name, &target)
+                    .map_err(|err| fail(err, &at))?;
+            } else if ft.is_file() {
+                let f = d.open(&file_name).map_err(|err| fail(err, &at))?;
+                let meta = f.metadata().map_err(|err| fail(err, &at))?;
                 total += meta.len();
                 if total > MAX_CONTEXT {
                     return Err(denied(format!(
@@ -884,14 +906,29 @@ fn tar_context(dir: &Path) -> Result<Vec<u8>> {
                         MAX_CONTEXT >> 20
                     )));
                 }
-                b.append_path_with_name(&path, &name)
-                    .map_err(|e| fail(e, &path))?;
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(meta_mode(&meta, 0o644));
+                header.set_size(meta.len());
+                b.append_data(
+                    &mut header,
+                    &name,
+                    std::io::Read::take(f.into_std(), meta.len()),
+                )
+                .map_err(|err| fail(err, &at))?;
             }
-            // Sockets, fifos and devices are not sent.
         }
     }
     b.into_inner()
         .map_err(|e| DockerError::Failed(format!("packing the build context: {e}")))
+}
+
+/// The permission bits of a file (`fallback` when unknown).
+fn meta_mode(meta: &cap_std::fs::Metadata, fallback: u32) -> u32 {
+    use cap_std::fs::PermissionsExt;
+    match meta.permissions().mode() & 0o7777 {
+        0 => fallback,
+        m => m,
+    }
 }
 
 mod host_impl {
