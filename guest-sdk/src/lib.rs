@@ -193,7 +193,7 @@ pub mod progress;
 mod summary;
 
 pub use error::{Context, Error, ErrorKind, Result};
-pub use summary::Summary;
+pub use summary::{Summary, human_bytes};
 
 /// Re-exported so skills can use serde without depending on it themselves.
 /// (Deriving through the re-export needs `#[serde(crate = "skillbox_sdk::serde")]`;

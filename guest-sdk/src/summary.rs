@@ -68,3 +68,27 @@ impl From<&str> for Summary {
         Summary::new(text)
     }
 }
+
+/// A byte count for a summary: `12 B`, `1.5 KiB`, `3.0 GiB` (powers of
+/// 1024, one decimal).
+///
+/// ```
+/// use skillbox_sdk::human_bytes;
+///
+/// assert_eq!(human_bytes(12), "12 B");
+/// assert_eq!(human_bytes(1536), "1.5 KiB");
+/// assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+/// ```
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}

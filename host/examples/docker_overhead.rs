@@ -104,15 +104,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // Warm both paths (and the layer cache).
-    docker_cli(&[
-        "build",
-        "-q",
-        "--network",
-        "none",
-        "-t",
-        "sbx-overhead:cli",
-        ctx,
-    ]);
+    let cli_build = |no_cache: bool| {
+        let mut args = vec![
+            "build",
+            "-q",
+            "--network",
+            "none",
+            "-t",
+            "sbx-overhead:cli",
+            ctx,
+        ];
+        if no_cache {
+            args.insert(1, "--no-cache");
+        }
+        docker_cli(&args)
+    };
+    cli_build(false);
     guest(json!([{ "op": "build", "context": "/src", "tag": "sbx-overhead:cap" }])).await;
 
     let mut rows: Vec<(&str, Vec<Duration>, Vec<Duration>)> = vec![
@@ -123,30 +130,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..n {
         let cap = guest(json!([{ "op": "build", "context": "/src", "tag": "sbx-overhead:cap" }]));
         rows[0].1.push(cap.await);
-        rows[0].2.push(docker_cli(&[
-            "build",
-            "-q",
-            "--network",
-            "none",
-            "-t",
-            "sbx-overhead:cli",
-            ctx,
-        ]));
+        rows[0].2.push(cli_build(false));
 
         let cap = guest(
             json!([{ "op": "build", "context": "/src", "tag": "sbx-overhead:cap", "no_cache": true }]),
         );
         rows[1].1.push(cap.await);
-        rows[1].2.push(docker_cli(&[
-            "build",
-            "-q",
-            "--no-cache",
-            "--network",
-            "none",
-            "-t",
-            "sbx-overhead:cli",
-            ctx,
-        ]));
+        rows[1].2.push(cli_build(true));
 
         let name = format!("sbx-overhead-{i}");
         let cap = guest(json!([

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::effective::{PolicyReport, ReportStatus};
+use super::effective::{PolicyReport, ReportStatus, capped};
 use super::pattern::glob_match;
 use crate::units::ByteSize;
 
@@ -429,8 +429,22 @@ pub(crate) fn compute(
             }
         }
     }
-    let memory = cap_report(report, "container memory", req.memory, memory_cap, "memory");
-    let pids = cap_report(report, "container pids", req.pids, pids_cap, "pids");
+    let memory = capped(
+        report,
+        "docker",
+        "container memory",
+        "--docker-memory",
+        req.memory,
+        memory_cap,
+    );
+    let pids = capped(
+        report,
+        "docker",
+        "container pids",
+        "--docker-pids",
+        req.pids,
+        pids_cap,
+    );
     if !any_image {
         return None;
     }
@@ -444,34 +458,6 @@ pub(crate) fn compute(
         pids,
         owner,
     })
-}
-
-fn cap_report<T: Copy + Ord + fmt::Display>(
-    report: &mut PolicyReport,
-    name: &str,
-    req: Option<T>,
-    cap: T,
-    key: &str,
-) -> T {
-    match req {
-        Some(r) if r > cap => {
-            report.push(
-                "docker",
-                format!("{name} {r}"),
-                ReportStatus::Narrowed {
-                    reason: format!(
-                        "capped at {cap}; raise with `{key}` under [docker] in the policy"
-                    ),
-                },
-            );
-            cap
-        }
-        Some(r) => {
-            report.push("docker", format!("{name} {r}"), ReportStatus::Granted);
-            r
-        }
-        None => cap,
-    }
 }
 
 #[cfg(test)]

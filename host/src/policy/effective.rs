@@ -416,55 +416,62 @@ fn intersect_net(
     out
 }
 
-fn resolve_limits(req: Limits, grant: Limits, report: &mut PolicyReport) -> ResolvedLimits {
-    fn pick<T: Copy + Ord + fmt::Display>(
-        report: &mut PolicyReport,
-        name: &str,
-        flag: &str,
-        req: Option<T>,
-        cap: T,
-    ) -> T {
-        match req {
-            Some(r) if r > cap => {
-                report.push(
-                    "limits",
-                    format!("{name} {r}"),
-                    ReportStatus::Narrowed {
-                        reason: format!("capped at {cap}; raise with {flag}"),
-                    },
-                );
-                cap
-            }
-            Some(r) => {
-                report.push("limits", format!("{name} {r}"), ReportStatus::Granted);
-                r
-            }
-            None => cap,
+/// The lower of a request and its cap; a request above the cap is reported
+/// as narrowed, with the flag that raises the cap.
+pub(crate) fn capped<T: Copy + Ord + fmt::Display>(
+    report: &mut PolicyReport,
+    capability: &'static str,
+    name: &str,
+    flag: &str,
+    req: Option<T>,
+    cap: T,
+) -> T {
+    match req {
+        Some(r) if r > cap => {
+            report.push(
+                capability,
+                format!("{name} {r}"),
+                ReportStatus::Narrowed {
+                    reason: format!("capped at {cap}; raise with {flag}"),
+                },
+            );
+            cap
         }
+        Some(r) => {
+            report.push(capability, format!("{name} {r}"), ReportStatus::Granted);
+            r
+        }
+        None => cap,
     }
-    let memory = pick(
+}
+
+fn resolve_limits(req: Limits, grant: Limits, report: &mut PolicyReport) -> ResolvedLimits {
+    let memory = capped(
         report,
+        "limits",
         "memory",
         "--memory",
         req.memory,
         grant.memory.unwrap_or(DEFAULT_MEMORY),
     );
-    let timeout = pick(
+    let timeout = capped(
         report,
+        "limits",
         "timeout",
         "--timeout",
         req.timeout,
         grant.timeout.unwrap_or(HumanDuration(DEFAULT_TIMEOUT)),
     );
-    let output = pick(
+    let output = capped(
         report,
+        "limits",
         "output",
         "--output",
         req.output,
         grant.output.unwrap_or(DEFAULT_OUTPUT),
     );
     let fuel = match (req.fuel, grant.fuel) {
-        (Some(r), Some(g)) => Some(pick(report, "fuel", "--fuel", Some(r), g)),
+        (Some(r), Some(g)) => Some(capped(report, "limits", "fuel", "--fuel", Some(r), g)),
         (r, g) => r.or(g),
     };
     ResolvedLimits {

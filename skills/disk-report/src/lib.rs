@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use skillbox_sdk::exec::{self, Command};
-use skillbox_sdk::{Context, Error, Summary, bail, info, progress, warn};
+use skillbox_sdk::{Context, Error, Summary, bail, human_bytes, info, progress, warn};
 
 /// The most files `top` may ask for.
 const MAX_TOP: usize = 1000;
@@ -442,9 +442,13 @@ fn markdown(report: &Report) -> String {
     if report.symlinks > 0 {
         let _ = writeln!(md, "| symlinks (not followed) | {} |", report.symlinks);
     }
-    let _ = writeln!(md, "| total size of files | {} |", human(report.bytes));
+    let _ = writeln!(
+        md,
+        "| total size of files | {} |",
+        human_bytes(report.bytes)
+    );
     if let Some(total) = report.subdirs.iter().flatten().find(|d| d.path == ".") {
-        let _ = writeln!(md, "| size on disk (du) | {} |", human(total.bytes));
+        let _ = writeln!(md, "| size on disk (du) | {} |", human_bytes(total.bytes));
     }
     if report.skipped > 0 {
         let _ = writeln!(md, "| unreadable, skipped | {} |", report.skipped);
@@ -458,15 +462,15 @@ fn markdown(report: &Report) -> String {
         let _ = writeln!(
             md,
             "| filesystem | {} total, {} free ({percent:.0}%) |",
-            human(fs.total_bytes),
-            human(fs.free_bytes)
+            human_bytes(fs.total_bytes),
+            human_bytes(fs.free_bytes)
         );
     }
 
     if !report.largest.is_empty() {
         let _ = writeln!(md, "\n### Largest files\n\n| file | size |\n|---|---:|");
         for file in &report.largest {
-            let _ = writeln!(md, "| {} | {} |", code(&file.path), human(file.bytes));
+            let _ = writeln!(md, "| {} | {} |", code(&file.path), human_bytes(file.bytes));
         }
     }
 
@@ -478,7 +482,7 @@ fn markdown(report: &Report) -> String {
                 "\n### Subdirectories (du)\n\n| directory | size on disk |\n|---|---:|"
             );
             for dir in subdirs {
-                let _ = writeln!(md, "| {} | {} |", code(&dir.path), human(dir.bytes));
+                let _ = writeln!(md, "| {} | {} |", code(&dir.path), human_bytes(dir.bytes));
             }
         }
     }
@@ -512,21 +516,6 @@ fn code(text: &str) -> String {
     }
 }
 
-/// Bytes in binary units with one decimal, e.g. `1.5 MiB`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,12 +532,5 @@ mod tests {
         let fs = parse_stat("100 25 4096\n").unwrap();
         assert_eq!((fs.total_bytes, fs.free_bytes), (409_600, 102_400));
         assert!(parse_stat("100 25").is_none());
-    }
-
-    #[test]
-    fn formats_sizes() {
-        assert_eq!(human(12), "12 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(5 * 1024 * 1024 * 1024), "5.0 GiB");
     }
 }

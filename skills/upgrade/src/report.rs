@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use skillbox_sdk::{Error, Summary};
+use skillbox_sdk::{Error, Summary, human_bytes};
 
 use crate::deploy::{RolledBack, short_id};
 use crate::steps::{BackupDone, BuildDone, DeployDone, Health, OldContainer, Unhealthy};
@@ -224,7 +224,7 @@ fn backup_lines(md: &mut String, f: &Facts<'_>) {
         f.backup.path,
         f.backup.files,
         if f.backup.files == 1 { "" } else { "s" },
-        human(f.backup.bytes),
+        human_bytes(f.backup.bytes),
         f.backup.sha256
     );
     let _ = writeln!(md, "- **Diagnostics:** `{}`", f.diagnostics);
@@ -241,21 +241,6 @@ fn duration_line(md: &mut String, f: &Facts<'_>) {
             f.resumed.join(", ")
         );
     }
-}
-
-/// Bytes in binary units with one decimal, e.g. `1.5 MiB`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -431,12 +416,5 @@ mod tests {
         assert!(e.to_string().contains("nothing to roll back to"), "{e}");
         let data: serde_json::Value = serde_json::from_str(e.data_json().unwrap()).unwrap();
         assert_eq!(data["outcome"], "install-failed");
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(human(12), "12 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(3 << 30), "3.0 GiB");
     }
 }
