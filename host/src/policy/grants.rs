@@ -210,5 +210,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("host:port"), "{e}");
+        let g = Grants::parse(
+            "[docker]\nimages = [\"myapp:*\"]\nbuild = true\nbuild-args = [\"V\"]\nnetworks = [\"host\"]\nmemory = \"128MiB\"\npids = 64\nowner = \"prod\"\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(g.docker.images, ["myapp:*"]);
+        assert_eq!(g.docker.memory.unwrap().bytes(), 128 << 20);
+        assert_eq!(g.docker.owner.as_deref(), Some("prod"));
+        for (bad, needle) in [
+            (
+                "[docker]\nprivileged = true\n",
+                "unknown field `privileged`",
+            ),
+            ("[docker]\nimages = [\"myapp\"]\n", "name a tag"),
+            ("[docker]\nnetworks = [\"none\"]\n", "always allowed"),
+            ("[docker]\nimages = [\"a:*\"]\nowner = \"a b\"\n", "owner"),
+        ] {
+            let e = Grants::parse(bad, Path::new("p.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
     }
 }

@@ -220,6 +220,9 @@ timeout = "30s"
         let bad = GOOD.replace("[env]", "[env]\ninherit_all = true");
         let e = parse(&bad).unwrap_err().to_string();
         assert!(e.contains("unknown field `inherit_all`"), "{e}");
+        let bad = format!("{GOOD}\n[docker]\nimages = [\"*\"]\nprivileged = true\n");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("unknown field `privileged`"), "{e}");
         let bad = format!("{GOOD}\n[gpu]\nallow = true\n");
         let e = parse(&bad).unwrap_err().to_string();
         assert!(e.contains("unknown field `gpu`"), "{e}");
