@@ -41,7 +41,8 @@ pub struct GrantArgs {
     pub net: Vec<String>,
     /// Allow building, tagging and running Docker images whose tag matches
     /// the pattern (e.g. 'myapp:*'), and managing the containers the skill
-    /// starts. Repeatable.
+    /// starts. The engine is this process's DOCKER_HOST (default
+    /// unix:///var/run/docker.sock), never the skill's choice. Repeatable.
     #[arg(
         long = "allow-docker",
         value_name = "IMAGE-PATTERN",
