@@ -296,6 +296,49 @@ fn a_broken_image_is_rolled_back_and_the_old_container_serves_again() {
     assert_eq!(app.backups().len(), 2, "a backup was taken before trying");
 }
 
+impl App {
+    /// Starts a daemon with the engine, spawns the upgrade with `input` on
+    /// it, waits until `ready` says the crash point is reached, kills the
+    /// daemon with SIGKILL, restarts it and waits for the task. Returns the
+    /// ended task as JSON, and the restarted daemon with its data dir.
+    fn crash_and_resume(
+        &self,
+        input: Value,
+        ready: impl Fn() -> bool,
+    ) -> (Value, Daemon, tempfile::TempDir) {
+        let data = tempfile::tempdir().unwrap();
+        let env = [("DOCKER_HOST", self.endpoint.as_str())];
+        let d = Daemon::start_env(data.path(), &[], &env);
+        let mut args: Vec<String> = vec![
+            "spawn".into(),
+            self.skill.path().to_str().unwrap().into(),
+            "--input".into(),
+            input.to_string(),
+        ];
+        args.extend(self.grants());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = d.cli(&args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let id = out.stdout.trim().to_string();
+        let mut reached = false;
+        for _ in 0..3000 {
+            if ready() {
+                reached = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(reached, "the crash point was never reached: {}", d.log());
+        d.kill9();
+        let d = Daemon::start_env(data.path(), &[], &env);
+        let out = d.cli(&["tasks", "wait", &id, "--json"]);
+        let logs = d.cli(&["tasks", "logs", &id]).stdout;
+        assert!(logs.contains("interrupted -> running"), "{logs}");
+        assert_eq!(out.code, 0, "{}\n{logs}", out.stdout);
+        (out.json(), d, data)
+    }
+}
+
 #[test]
 fn a_host_crash_during_the_build_resumes_without_redoing_the_backup() {
     let Some(app) = App::new() else { return };
@@ -308,50 +351,10 @@ fn a_host_crash_during_the_build_resumes_without_redoing_the_backup() {
     text.push_str("\nRUN [\"/bin/busybox\", \"sleep\", \"3\"]\n");
     std::fs::write(&dockerfile, text).unwrap();
 
-    let data = tempfile::tempdir().unwrap();
-    let env = [("DOCKER_HOST", app.endpoint.as_str())];
-    let d = Daemon::start_env(data.path(), &[], &env);
-    let input = app.input("v2").to_string();
-    let mut args: Vec<String> = vec![
-        "spawn".into(),
-        app.skill.path().to_str().unwrap().into(),
-        "--input".into(),
-        input,
-    ];
-    args.extend(app.grants());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = d.cli(&args);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let id = out.stdout.trim().to_string();
-
-    // Wait until the build is under way, then kill the host.
-    let mut building = false;
-    for _ in 0..3000 {
+    let (t, _d, _data) = app.crash_and_resume(app.input("v2"), || {
         let (_, processes) = docker::cli(&["ps", "--format", "{{.Command}}"]);
-        if processes.contains("sleep") {
-            building = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(building, "the build's RUN step never started: {}", d.log());
-    assert_eq!(
-        app.backups().len(),
-        2,
-        "the backup was taken before the build"
-    );
-    d.kill9();
-    assert_eq!(
-        app.version(),
-        "v1",
-        "v1 still serves while the host is down"
-    );
-
-    // The restarted host resumes the task from its checkpoints.
-    let d = Daemon::start_env(data.path(), &[], &env);
-    let out = d.cli(&["tasks", "wait", &id, "--json"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stderr, d.log());
-    let t = out.json();
+        processes.contains("sleep")
+    });
     assert_eq!(t["state"], "succeeded", "{t}");
     assert_eq!(t["attempt"], 2);
     let resumed = &t["outcome"]["data"]["resumed_steps"];
@@ -361,6 +364,52 @@ fn a_host_crash_during_the_build_resumes_without_redoing_the_backup() {
     );
     assert_eq!(app.backups().len(), 2, "the backup was not taken again");
     assert_eq!(app.version(), "v2");
-    let logs = d.cli(&["tasks", "logs", &id]).stdout;
-    assert!(logs.contains("interrupted -> running"), "{logs}");
+}
+
+#[test]
+fn a_host_crash_during_the_health_check_resumes_with_the_new_container() {
+    let Some(app) = App::new() else { return };
+    let out = app.run("v1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    // v2 takes a few seconds to answer, so the crash lands in its health
+    // check, after the old container is gone and the new one runs.
+    let dockerfile = app.src.join("Dockerfile");
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    let slow = text.replace(
+        "\"exec /bin/busybox httpd",
+        "\"sleep 3; exec /bin/busybox httpd",
+    );
+    assert_ne!(slow, text, "the sample app's ENTRYPOINT changed");
+    std::fs::write(&dockerfile, slow).unwrap();
+
+    let new_container = std::cell::RefCell::new(String::new());
+    // Enough attempts to outlast the slow start after the restart.
+    let mut input = app.input("v2");
+    input["retries"] = json!(100);
+    let (t, _d, _data) = app.crash_and_resume(input, || {
+        let (_, image) = docker::cli(&["inspect", "-f", "{{.Config.Image}} {{.Id}}", &app.name]);
+        match image.trim().split_once(' ') {
+            Some((tag, id)) if tag.ends_with(":v2") => {
+                *new_container.borrow_mut() = id.to_string();
+                true
+            }
+            _ => false,
+        }
+    });
+    assert_eq!(t["state"], "succeeded", "{t}");
+    let data = &t["outcome"]["data"];
+    assert_eq!(data["outcome"], "upgraded", "{data}");
+    let resumed = data["resumed_steps"].as_array().unwrap();
+    for step in ["backup", "diagnostics", "build"] {
+        assert!(resumed.contains(&json!(step)), "{step}: {resumed:?}");
+    }
+    assert_eq!(app.backups().len(), 2, "the backup was not taken again");
+    let (_, id) = docker::cli(&["inspect", "-f", "{{.Id}}", &app.name]);
+    assert_eq!(
+        id.trim(),
+        new_container.borrow().as_str(),
+        "the container started before the crash was checked, not replaced"
+    );
+    assert_eq!(app.version(), "v2");
 }
