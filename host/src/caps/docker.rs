@@ -883,6 +883,7 @@ fn tar_context(dir: &Path) -> Result<Vec<u8>> {
                 let meta = sub.dir_metadata().map_err(|err| fail(err, &at))?;
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_mode(meta_mode(&meta, 0o755));
+                header.set_mtime(mtime(&meta));
                 header.set_size(0);
                 b.append_data(&mut header, &name, std::io::empty())
                     .map_err(|err| fail(err, &at))?;
@@ -891,6 +892,9 @@ fn tar_context(dir: &Path) -> Result<Vec<u8>> {
                 let target = d
                     .read_link_contents(&file_name)
                     .map_err(|err| fail(err, &at))?;
+                if let Ok(meta) = d.symlink_metadata(&file_name) {
+                    header.set_mtime(mtime(&meta));
+                }
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
                 header.set_size(0);
@@ -908,6 +912,7 @@ fn tar_context(dir: &Path) -> Result<Vec<u8>> {
                 }
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(meta_mode(&meta, 0o644));
+                header.set_mtime(mtime(&meta));
                 header.set_size(meta.len());
                 b.append_data(
                     &mut header,
@@ -920,6 +925,16 @@ fn tar_context(dir: &Path) -> Result<Vec<u8>> {
     }
     b.into_inner()
         .map_err(|e| DockerError::Failed(format!("packing the build context: {e}")))
+}
+
+/// A file's modification time in seconds. The engine's build cache keys
+/// `COPY` on the files' headers too: with the same times as the `docker`
+/// CLI sends, builds through skillbox and by hand share the cache.
+fn mtime(meta: &cap_std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The permission bits of a file (`fallback` when unknown).
