@@ -438,9 +438,15 @@ async fn everything_outside_the_grant_is_refused_and_audited() {
             { "op": "tag", "source": "sbx-deny:stolen", "target": "sbx-foreign:v2" },
             { "op": "image", "tag": "sbx-foreign:v1" },
             { "op": "ps", "all": true },
+            { "op": "run", "image": "sbx-deny:not-built-yet", "network": "host" },
+            { "op": "run", "image": "sbx-deny:not-built-yet" },
         ]),
     )
     .await;
+    // The policy is checked before the engine: a skill can check its
+    // options with a tag it has not built yet.
+    denied(&r[24], "--allow-docker-network host");
+    assert_eq!(r[25]["kind"], "not-found", "{}", r[25]);
     denied(&r[0], "outside every granted directory");
     denied(&r[1], "outside its granted directory");
     denied(&r[2], "--allow-docker 'sbx-other:*'");
@@ -481,7 +487,7 @@ async fn everything_outside_the_grant_is_refused_and_audited() {
     );
     assert_eq!(
         rec.denials().len(),
-        23,
+        24,
         "every refusal is audited: {:?}",
         rec.denials()
     );
