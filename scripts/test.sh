@@ -4,6 +4,8 @@
 # are set up here first and torn down at the end:
 # * the relay tests' OpenClaw gateway (Node 24 and the npm package
 #   `openclaw`, ~0.8 GB, cached under ~/.cache/skillbox-test);
+# * the MCP tests' client, the official Python SDK (PyPI `mcp`, in a
+#   virtualenv cached under ~/.cache/skillbox-test);
 # * the docker tests' private Docker engine (Debian's docker.io and
 #   busybox-static, installed with apt-get if missing), on its own socket,
 #   passed to the tests as SKILLBOX_TEST_DOCKER_HOST. Outside CI, an engine
@@ -12,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash tests/openclaw/gateway.sh install
+SKILLBOX_TEST_MCP_PYTHON=$(bash tests/mcp/client.sh install)
+export SKILLBOX_TEST_MCP_PYTHON
 
 engine_dir=/tmp/sbxd-test-$$
 stop_engine() { bash tests/docker/dockerd.sh stop "$engine_dir" >/dev/null 2>&1 || true; }
@@ -27,4 +31,4 @@ else
     echo "!!! no Docker engine: the docker tests will be SKIPPED" >&2
 fi
 
-cargo test -p skillbox -p skillbox-sdk -p upgrade
+cargo test -p skillbox -p skillbox-sdk -p upgrade -p hello

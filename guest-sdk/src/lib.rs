@@ -190,6 +190,8 @@ mod error;
 pub mod exec;
 pub mod net;
 pub mod progress;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod summary;
 
 pub use error::{Context, Error, ErrorKind, Result};

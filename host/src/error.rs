@@ -74,6 +74,9 @@ pub enum Error {
     /// The host's configuration file is invalid.
     #[error("invalid configuration {0}")]
     Config(String),
+    /// An MCP transport failed.
+    #[error("MCP: {0}")]
+    Mcp(String),
     /// The task store failed or refused.
     #[error("{0}")]
     Store(String),

@@ -34,6 +34,7 @@
 
 mod bindings;
 pub mod caps;
+pub mod catalog;
 pub mod engine;
 mod error;
 pub mod events;

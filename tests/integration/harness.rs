@@ -276,6 +276,10 @@ pub fn real_skill(name: &str) -> tempfile::TempDir {
     let text =
         std::fs::read_to_string(root().join("skills").join(name).join("skill.toml")).unwrap();
     let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
+    if let Some(schema) = doc["skill"].get("input-schema").and_then(|s| s.as_str()) {
+        let from = root().join("skills").join(name).join(schema);
+        std::fs::copy(&from, dir.path().join(schema)).unwrap();
+    }
     doc["skill"]["component"] = toml_edit::value("skill.wasm");
     doc["skill"]["sha256"] = toml_edit::value(skillbox::skill::sha256_hex(&bytes));
     std::fs::write(dir.path().join("skill.toml"), doc.to_string()).unwrap();

@@ -11,7 +11,8 @@ use super::exit;
 
 /// Build a skill crate for wasm32-wasip2, copy the component next to
 /// skill.toml (as its `component` field names it) and write its sha256 into
-/// skill.toml.
+/// skill.toml. With --component, pin a component built by other means
+/// (any language) instead.
 #[derive(Args, Debug)]
 pub struct BuildArgs {
     /// The skill's directory (holding Cargo.toml and skill.toml).
@@ -24,6 +25,11 @@ pub struct BuildArgs {
     /// Build with the dev profile instead of release.
     #[arg(long)]
     pub debug: bool,
+    /// Pin this already-built component instead of running cargo: for a
+    /// skill written in another language (e.g. Python with componentize-py,
+    /// see skills/hello-py).
+    #[arg(long, value_name = "WASM", conflicts_with = "debug")]
+    pub component: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -31,7 +37,11 @@ pub struct BuildArgs {
 
 /// `skillbox build`.
 pub fn build(args: BuildArgs) -> u8 {
-    match build_skill(&args.dir, args.out.as_deref(), !args.debug) {
+    let built = match &args.component {
+        Some(wasm) => pin_skill(&args.dir, wasm, args.out.as_deref()),
+        None => build_skill(&args.dir, args.out.as_deref(), !args.debug),
+    };
+    match built {
         Ok(b) => {
             if args.json {
                 outln!(
@@ -74,8 +84,8 @@ pub struct Built {
 
 /// Builds the skill crate in `dir` and pins the result, in `dir` or in `out`.
 pub fn build_skill(dir: &Path, out_dir: Option<&Path>, release: bool) -> Result<Built, String> {
-    let manifest_path = dir.join("skill.toml");
-    let manifest = Manifest::load(&manifest_path).map_err(|e| e.to_string())?;
+    // A bad manifest fails before the build, not after.
+    Manifest::load(&dir.join("skill.toml")).map_err(|e| e.to_string())?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
@@ -122,12 +132,29 @@ pub fn build_skill(dir: &Path, out_dir: Option<&Path>, release: bool) -> Result<
     }
     let artifact =
         artifact.ok_or("cargo produced no .wasm artifact: is the crate a cdylib or bin?")?;
-    let bytes = std::fs::read(&artifact).map_err(|e| format!("{}: {e}", artifact.display()))?;
-    check_component_header(&bytes, &artifact).map_err(|e| e.to_string())?;
+    pin_skill(dir, &artifact, out_dir)
+}
+
+/// Copies the component `artifact` as the skill in `dir` names it (into
+/// `dir` or `out_dir`, with its input schema) and pins its digest.
+pub fn pin_skill(dir: &Path, artifact: &Path, out_dir: Option<&Path>) -> Result<Built, String> {
+    let manifest_path = dir.join("skill.toml");
+    let manifest = Manifest::load(&manifest_path).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(artifact).map_err(|e| format!("{}: {e}", artifact.display()))?;
+    check_component_header(&bytes, artifact).map_err(|e| e.to_string())?;
     let dest = out_dir.unwrap_or(dir);
     std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     let component = dest.join(&manifest.skill.component);
-    std::fs::write(&component, &bytes).map_err(|e| format!("{}: {e}", component.display()))?;
+    if component != artifact {
+        std::fs::write(&component, &bytes).map_err(|e| format!("{}: {e}", component.display()))?;
+    }
+    if let (Some(out), Some(schema)) = (out_dir, &manifest.skill.input_schema) {
+        let (from, to) = (dir.join(schema), out.join(schema));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
     let sha256 = sha256_hex(&bytes);
     let pinned = dest.join("skill.toml");
     pin_digest(&manifest_path, &pinned, &sha256)?;

@@ -99,7 +99,7 @@ pub async fn serve(args: ServeArgs) -> u8 {
 }
 
 /// Holds an exclusive lock on the data dir for the daemon's lifetime.
-struct DirLock(#[allow(dead_code)] std::fs::File);
+pub struct DirLock(#[allow(dead_code)] std::fs::File);
 
 fn lock_data_dir(dir: &std::path::Path) -> Result<DirLock, String> {
     use std::os::fd::AsRawFd;
@@ -121,33 +121,47 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<DirLock, String> {
     Ok(DirLock(f))
 }
 
-async fn serve_inner(args: ServeArgs) -> Result<(), String> {
-    let dir = args.at.data_dir();
+/// A host with its task store on a data dir, locked for this process.
+pub struct Daemon {
+    /// The host, running tasks from the store.
+    pub host: Arc<Host>,
+    /// The data dir.
+    pub dir: PathBuf,
+    /// The installed skills of the configuration.
+    pub catalog: Arc<skillbox::catalog::Catalog>,
+    /// The relay sinks, for the start-up message.
+    pub sinks: Vec<String>,
+    _lock: DirLock,
+}
+
+/// Locks the data dir, reads the configuration and the installed skills,
+/// opens the store and interrupts what a previous process on this data dir
+/// left running.
+pub fn open_daemon(
+    at: &DaemonAddr,
+    concurrency: usize,
+    cache_dir: Option<PathBuf>,
+    config: Option<&std::path::Path>,
+) -> Result<Daemon, String> {
+    let dir = at.data_dir();
     std::fs::create_dir_all(&dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
-    let _lock = lock_data_dir(&dir)?;
-    if let Some(l) = args.listen
-        && !l.ip().is_loopback()
-    {
-        return Err(format!("--listen {l}: only loopback addresses are allowed"));
-    }
-    let token = match (args.listen, &args.at.token) {
-        (Some(_), None) => {
-            return Err("--listen needs a bearer token: pass --token or set SKILLBOX_TOKEN".into());
-        }
-        (_, t) => t.clone(),
-    };
-    let config = match &args.config {
+    let lock = lock_data_dir(&dir)?;
+    let default = dir.join("config.toml");
+    let config_path = config
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| default.exists().then_some(default));
+    let config = match &config_path {
         Some(path) => HostConfig::load(path).map_err(|e| e.to_string())?,
-        None => {
-            let default = dir.join("config.toml");
-            if default.exists() {
-                HostConfig::load(&default).map_err(|e| e.to_string())?
-            } else {
-                HostConfig::default()
-            }
-        }
+        None => HostConfig::default(),
     };
+    let base = config_path
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let catalog =
+        skillbox::catalog::Catalog::load(&config.skills, &base).map_err(|e| e.to_string())?;
     let relay = Relay::from_config(&config.relay).map_err(|e| e.to_string())?;
     let sinks: Vec<String> = config
         .relay
@@ -171,18 +185,15 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         .collect();
     let store = SqliteStore::open_dir(&dir).map_err(|e| e.to_string())?;
     let host = Host::new(EngineOptions {
-        cache_dir: args
-            .cache_dir
-            .clone()
-            .or_else(skillbox::engine::default_cache_dir),
-        max_instances: (args.concurrency as u32).max(1) * 2,
+        cache_dir: cache_dir.or_else(skillbox::engine::default_cache_dir),
+        max_instances: (concurrency as u32).max(1) * 2,
         ..EngineOptions::default()
     })
     .map_err(|e| e.to_string())?
     .with_tasks(
         Arc::new(store),
         TaskOptions {
-            concurrency: args.concurrency.max(1),
+            concurrency: concurrency.max(1),
             scratch: Some(dir.join("scratch")),
             relay,
             ..TaskOptions::default()
@@ -190,20 +201,53 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     );
     let host = Arc::new(host);
 
-    // The previous daemon on this data dir is gone (we hold the lock):
+    // The previous process on this data dir is gone (we hold the lock):
     // whatever it left running is interrupted now, not when its lease ends.
     let owner_file = dir.join("serve.owner");
     if let Ok(prev) = std::fs::read_to_string(&owner_file) {
         let ids = host.recover_owner(prev.trim()).map_err(|e| e.to_string())?;
         if !ids.is_empty() {
             eprintln!(
-                "skillbox serve: {} task(s) left running by the previous daemon were interrupted",
-                ids.len()
+                "skillbox: {} task(s) left running by the previous process on {} were interrupted",
+                ids.len(),
+                dir.display()
             );
         }
     }
     std::fs::write(&owner_file, host.owner_id().unwrap_or_default())
         .map_err(|e| format!("{}: {e}", owner_file.display()))?;
+    Ok(Daemon {
+        host,
+        dir,
+        catalog: Arc::new(catalog),
+        sinks,
+        _lock: lock,
+    })
+}
+
+async fn serve_inner(args: ServeArgs) -> Result<(), String> {
+    if let Some(l) = args.listen
+        && !l.ip().is_loopback()
+    {
+        return Err(format!("--listen {l}: only loopback addresses are allowed"));
+    }
+    let token = match (args.listen, &args.at.token) {
+        (Some(_), None) => {
+            return Err("--listen needs a bearer token: pass --token or set SKILLBOX_TOKEN".into());
+        }
+        (_, t) => t.clone(),
+    };
+    let daemon = open_daemon(
+        &args.at,
+        args.concurrency,
+        args.cache_dir.clone(),
+        args.config.as_deref(),
+    )?;
+    let (host, dir, sinks) = (
+        daemon.host.clone(),
+        daemon.dir.clone(),
+        daemon.sinks.clone(),
+    );
 
     let socket = args.at.socket();
     let _ = std::fs::remove_file(&socket);
@@ -247,8 +291,21 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("{addr}: {e}"))?;
             let mut rx = stop_rx.clone();
+            let stop = tokio_util::sync::CancellationToken::new();
+            {
+                let (stop, mut rx) = (stop.clone(), stop_rx.clone());
+                tokio::spawn(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                    stop.cancel();
+                });
+            }
+            let api = skillbox::server::router_with_mcp(
+                host.clone(),
+                token,
+                Some((daemon.catalog.clone(), stop)),
+            );
             Some(tokio::spawn(
-                axum::serve(l, skillbox::server::router(host.clone(), token))
+                axum::serve(l, api)
                     .with_graceful_shutdown(async move {
                         let _ = rx.wait_for(|s| *s).await;
                     })
@@ -261,10 +318,14 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         "skillbox serve: listening on {}{}; tasks in {}",
         socket.display(),
         args.listen
-            .map(|a| format!(" and http://{a}"))
+            .map(|a| format!(" and http://{a} (MCP at http://{a}/mcp)"))
             .unwrap_or_default(),
         dir.display()
     );
+    if !daemon.catalog.is_empty() {
+        let names: Vec<&str> = daemon.catalog.tools().map(|t| t.name.as_str()).collect();
+        eprintln!("skillbox serve: MCP tools: {}", names.join(", "));
+    }
     if !sinks.is_empty() {
         eprintln!("skillbox serve: notifications go to {}", sinks.join(", "));
     }

@@ -19,6 +19,7 @@ mod build;
 mod daemon;
 mod grants;
 mod inspect;
+mod mcp;
 mod new;
 mod output;
 mod run;
@@ -78,6 +79,7 @@ enum Command {
     Serve(daemon::ServeArgs),
     Spawn(daemon::SpawnArgs),
     Tasks(daemon::TasksArgs),
+    Mcp(mcp::McpArgs),
 }
 
 /// Parses arguments, runs the command, maps the result to an exit code.
@@ -109,6 +111,7 @@ pub fn main() -> ExitCode {
             Command::Serve(a) => daemon::serve(a).await,
             Command::Spawn(a) => daemon::spawn(a).await,
             Command::Tasks(a) => daemon::tasks(a).await,
+            Command::Mcp(a) => mcp::mcp(a).await,
         }
     });
     ExitCode::from(code)

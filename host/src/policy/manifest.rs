@@ -59,6 +59,15 @@ pub struct SkillInfo {
     /// not, so the task fails unless it saved checkpoints to resume from.
     #[serde(default = "default_resume")]
     pub resume: crate::tasks::ResumePolicy,
+    /// Path of a JSON Schema of the skill's input, relative to
+    /// `skill.toml`: MCP clients see it as the tool's `inputSchema`, and
+    /// the MCP server refuses arguments that do not match it.
+    #[serde(
+        default,
+        rename = "input-schema",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub input_schema: Option<PathBuf>,
 }
 
 fn default_resume() -> crate::tasks::ResumePolicy {
@@ -141,10 +150,18 @@ impl Manifest {
                 s.sha256
             ));
         }
-        if s.component.is_absolute() || s.component.components().any(|c| c.as_os_str() == "..") {
+        let inside = |p: &Path| !p.is_absolute() && !p.components().any(|c| c.as_os_str() == "..");
+        if !inside(&s.component) {
             return Err(format!(
                 "[skill] component {:?} must be a relative path inside the skill's directory",
                 s.component
+            ));
+        }
+        if let Some(schema) = &s.input_schema
+            && !inside(schema)
+        {
+            return Err(format!(
+                "[skill] input-schema {schema:?} must be a relative path inside the skill's directory"
             ));
         }
         for guest in self.fs.keys() {

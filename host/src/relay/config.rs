@@ -1,4 +1,5 @@
-//! The host's configuration file: today its `[relay]` table.
+//! The host's configuration file: its `[relay]` table, and the installed
+//! skills (`[skills.NAME]`, see [`crate::catalog`]).
 //!
 //! ```toml
 //! [relay]
@@ -39,6 +40,10 @@ pub struct HostConfig {
     /// Where task notifications go.
     #[serde(default)]
     pub relay: RelayConfig,
+    /// Installed skills, offered to agents as MCP tools (see
+    /// [`crate::catalog`]).
+    #[serde(default)]
+    pub skills: BTreeMap<String, crate::catalog::InstalledSkill>,
 }
 
 impl HostConfig {

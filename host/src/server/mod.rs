@@ -7,6 +7,7 @@
 //! them.
 
 pub mod client;
+pub mod mcp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -302,7 +303,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The API's routes over `host`; with `token`, every request must carry it.
 pub fn router(host: Arc<Host>, token: Option<String>) -> Router {
-    let r = Router::new()
+    router_with_mcp(host, token, None)
+}
+
+/// [`router`], plus the MCP endpoint `/mcp` (streamable HTTP) offering
+/// `mcp`'s skills when it is given; `stop` ends its open streams.
+pub fn router_with_mcp(
+    host: Arc<Host>,
+    token: Option<String>,
+    mcp: Option<(
+        Arc<crate::catalog::Catalog>,
+        tokio_util::sync::CancellationToken,
+    )>,
+) -> Router {
+    let mut r = Router::new();
+    if let Some((catalog, stop)) = mcp {
+        r = r.nest_service(
+            "/mcp",
+            mcp::http_service(mcp::McpServer::new(host.clone(), catalog), stop),
+        );
+    }
+    let r = r
         .route("/v1/health", get(health))
         .route("/v1/tasks", post(spawn).get(list))
         .route("/v1/tasks/{id}", get(show))

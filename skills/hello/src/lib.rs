@@ -6,8 +6,10 @@
 use serde::{Deserialize, Serialize};
 use skillbox_sdk::{Error, Summary, info, progress};
 
-/// The skill's input.
+/// Input of the hello skill.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 struct Input {
     /// Who to greet.
     #[serde(default = "default_name")]
@@ -33,3 +35,14 @@ fn hello(input: Input) -> Result<Summary, Error> {
 }
 
 skillbox_sdk::export!(hello);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn input_schema_is_current() {
+        skillbox_sdk::schema::check::<super::Input>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/input.schema.json"
+        ));
+    }
+}

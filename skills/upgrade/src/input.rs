@@ -12,6 +12,7 @@ pub const PREVIOUS: &str = "previous";
 
 /// What to upgrade and how (see the crate docs for an example).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// Container name of the deployment.
@@ -57,6 +58,7 @@ pub struct Input {
 
 /// How the app's container runs; the same for the new and the rollback one.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
     /// Network to join (`none` when absent), e.g. `host`.
@@ -85,6 +87,7 @@ pub struct ContainerSpec {
 
 /// One bind mount.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MountSpec {
     /// Guest path inside a granted directory.
@@ -378,6 +381,14 @@ fn check_guest_path(field: &str, path: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_schema_is_current() {
+        skillbox_sdk::schema::check::<Input>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/input.schema.json"
+        ));
+    }
 
     fn good() -> serde_json::Value {
         serde_json::json!({

@@ -1,0 +1,106 @@
+//! `skillbox mcp`: the installed skills as MCP tools, over stdio.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use skillbox::server::mcp::{McpServer, serve_stdio};
+
+use super::daemon::{DaemonAddr, open_daemon};
+use super::exit;
+
+/// Serve the installed skills to an MCP client (an agent) over stdio.
+///
+/// Each `[skills.NAME]` table of the configuration file is a tool, with the
+/// skill's input schema and a description of what it is granted; the
+/// grants are the configuration's, never the client's. A call is a durable
+/// task in DATA-DIR, run by this process: a client that speaks the MCP
+/// tasks extension gets the task at once (tasks/get, tasks/cancel), any
+/// other a blocking call with progress notifications. Tasks this process
+/// leaves running when it stops are resumed by the next `skillbox mcp` or
+/// `skillbox serve` on the same data dir. Stdout is the protocol; messages
+/// go to stderr.
+///
+/// While `skillbox serve` runs on the data dir, point the client at the
+/// daemon's endpoint instead (`serve --listen 127.0.0.1:PORT`, URL
+/// http://127.0.0.1:PORT/mcp, bearer token), or give this command its own
+/// --data-dir.
+#[derive(Args, Debug)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub at: DaemonAddr,
+    /// Most tasks running at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Directory of the compiled-component cache.
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Configuration file with the installed skills ([skills.NAME]) and
+    /// the relay [default: DATA-DIR/config.toml, if it exists].
+    #[arg(long, value_name = "FILE", env = "SKILLBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `skillbox mcp`.
+pub async fn mcp(args: McpArgs) -> u8 {
+    match mcp_inner(args).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+async fn mcp_inner(args: McpArgs) -> Result<(), String> {
+    let daemon = open_daemon(
+        &args.at,
+        args.concurrency,
+        args.cache_dir.clone(),
+        args.config.as_deref(),
+    )
+    .map_err(|e| {
+        if e.contains("already serves") {
+            format!(
+                "{e}\nhint: connect the MCP client to that daemon's endpoint \
+                 (serve --listen 127.0.0.1:PORT serves MCP at /mcp), or pass another --data-dir"
+            )
+        } else {
+            e
+        }
+    })?;
+    if daemon.catalog.is_empty() {
+        eprintln!(
+            "skillbox mcp: no skills are installed: add [skills.NAME] tables to the configuration file (--config)"
+        );
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(daemon.host.clone().work(stop_rx));
+    let stop = tokio_util::sync::CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            stop.cancel();
+        });
+    }
+    let served = serve_stdio(
+        McpServer::new(daemon.host.clone(), daemon.catalog.clone()),
+        stop,
+    )
+    .await
+    .map_err(|e| e.to_string());
+    let _ = stop_tx.send(true);
+    worker
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    served
+}

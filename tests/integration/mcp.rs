@@ -1,0 +1,293 @@
+//! The MCP server against a real MCP client not written here: the official
+//! Python SDK (`mcp` 2.3.0 from PyPI, installed by `tests/mcp/client.sh`),
+//! over stdio (`skillbox mcp`) and streamable HTTP (`skillbox serve
+//! --listen`, `/mcp`). The client (tests/mcp/scenarios.py) reports what it
+//! saw as JSON; the checks are here. The tasks extension's client side is
+//! the SDK's extension hooks plus tests/mcp/tasks_ext.py, as any
+//! application using the SDK would write it (the SDK ships none).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::daemon::Daemon;
+use crate::harness::{cli, cli_cache_dir, guest, real_skill, root};
+
+/// The SDK's python: from `SKILLBOX_TEST_MCP_PYTHON` (scripts/test.sh sets
+/// it) or installed now; `None` only when it cannot be had, outside CI.
+fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("SKILLBOX_TEST_MCP_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let out = Command::new("bash")
+        .arg(root().join("tests/mcp/client.sh"))
+        .arg("install")
+        .stderr(Stdio::inherit())
+        .output()
+        .ok()?;
+    if out.status.success() {
+        Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("the MCP test client could not be installed (tests/mcp/client.sh install)");
+    } else {
+        eprintln!("!!! SKIPPED: the Python MCP SDK could not be installed (tests/mcp/client.sh)");
+        None
+    }
+}
+
+/// A data dir whose configuration installs `hello` (its own manifest and
+/// input schema) and the `hostile` test guest, which asks for nothing.
+struct Setup {
+    dir: tempfile::TempDir,
+    _hello: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let hello = real_skill("hello");
+        let config = format!(
+            "[skills.hello]\npath = {:?}\n\n[skills.hostile]\npath = {:?}\n",
+            hello.path().to_str().unwrap(),
+            guest("hostile").to_str().unwrap(),
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        Setup { dir, _hello: hello }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn stdio_command(&self) -> String {
+        shell_words::join([
+            env!("CARGO_BIN_EXE_skillbox"),
+            "mcp",
+            "--data-dir",
+            self.path().to_str().unwrap(),
+            "--cache-dir",
+            cli_cache_dir().to_str().unwrap(),
+        ])
+    }
+}
+
+/// Runs the client with `target` (`--stdio CMD` or `--url U --token T`)
+/// through `scenarios`; its JSON report.
+fn client(python: &Path, target: &[&str], scenarios: &[&str]) -> Value {
+    let out = Command::new(python)
+        .arg(root().join("tests/mcp/scenarios.py"))
+        .args(target)
+        .args(scenarios)
+        .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "MCP client failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("client report is not JSON ({e}): {stdout}"))
+}
+
+/// Every check, against one transport's report.
+fn check(report: &Value, tasks_cli: impl Fn(&str) -> Value) {
+    let tools = &report["tools"];
+    assert_eq!(tools["protocol"], "2026-07-28", "{tools}");
+    assert_eq!(tools["server_tasks"], true, "{tools}");
+    let hello = &tools["tools"]["hello"];
+    assert_eq!(
+        hello["input_schema"]["properties"]["name"]["type"], "string",
+        "hello's schema comes from its manifest: {hello}"
+    );
+    let described = hello["description"].as_str().unwrap();
+    assert!(described.contains("Greets someone"), "{described}");
+    assert!(
+        described.contains("Runs in the skillbox sandbox"),
+        "{described}"
+    );
+    assert!(tools["tools"]["hostile"].is_object(), "{tools}");
+
+    // A task: handle at once, polled to its result; the id is the
+    // skillbox task's, which the store knows as succeeded.
+    let task = &report["task"];
+    assert_eq!(task["handle"], "task", "{task}");
+    assert_eq!(task["first_status"], "working");
+    assert_eq!(
+        task["seen"].as_array().unwrap().last().unwrap(),
+        "completed"
+    );
+    assert_eq!(task["again"], "completed", "a finished task stays readable");
+    let result = &task["result"];
+    assert_eq!(result["is_error"], false, "{result}");
+    assert!(
+        result["text"].as_str().unwrap().contains("Hello, MCP!"),
+        "{result}"
+    );
+    assert_eq!(result["structured"]["data"]["greeting"], "Hello, MCP! 👋");
+    assert_eq!(result["structured"]["state"], "succeeded");
+    let id = task["task_id"].as_str().unwrap();
+    let stored = tasks_cli(id);
+    assert_eq!(stored["state"], "succeeded", "{stored}");
+    assert_eq!(stored["spec"]["label"], "mcp/hello", "{stored}");
+
+    let auto = &report["auto"];
+    assert!(
+        auto["result"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Hello, polling!"),
+        "{auto}"
+    );
+    assert_eq!(auto["statuses"][0], "working", "{auto}");
+
+    // A skill's failure is the tool's error result, not a protocol error.
+    let fails = &report["fails"];
+    assert_eq!(fails["status"], "completed", "{fails}");
+    assert_eq!(fails["result"]["is_error"], true, "{fails}");
+    assert_eq!(fails["result"]["structured"]["state"], "failed", "{fails}");
+
+    let cancel = &report["cancel"];
+    assert_eq!(cancel["ack"], "complete", "{cancel}");
+    assert_eq!(cancel["status"], "cancelled", "{cancel}");
+    let stored = tasks_cli(cancel["task_id"].as_str().unwrap());
+    assert_eq!(stored["state"], "cancelled", "{stored}");
+
+    // Without the extension: one blocking call, progress on the way.
+    let legacy = &report["legacy"];
+    assert_eq!(legacy["protocol"], "2025-11-25", "{legacy}");
+    assert_eq!(legacy["result"]["is_error"], false, "{legacy}");
+    assert_eq!(legacy["result"]["structured"]["data"]["steps"], 4);
+    let progress = legacy["progress"].as_array().unwrap();
+    assert_eq!(progress.len(), 4, "{legacy}");
+    assert_eq!(progress[3]["progress"], 100.0, "{legacy}");
+    assert_eq!(progress[3]["total"], 100.0, "{legacy}");
+    assert_eq!(progress[0]["message"], "step 1/4", "{legacy}");
+
+    let errors = &report["errors"];
+    let code = |k: &str| {
+        errors[k]["error"]["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{k}: {errors}"))
+    };
+    let message = |k: &str| errors[k]["error"]["message"].as_str().unwrap().to_string();
+    assert_eq!(code("unknown_tool"), -32602);
+    assert!(
+        message("unknown_tool").contains("hello, hostile"),
+        "{errors}"
+    );
+    assert_eq!(code("wrong_type"), -32602);
+    assert!(message("wrong_type").contains("/name"), "{errors}");
+    assert_eq!(code("unknown_field"), -32602);
+    assert!(message("unknown_field").contains("nom"), "{errors}");
+    assert_eq!(code("huge"), -32602);
+    assert!(message("huge").contains("limit"), "{errors}");
+    assert_eq!(code("unknown_task"), -32602);
+    assert_eq!(code("not_an_id"), -32602);
+    assert_eq!(code("update"), -32602);
+    assert!(message("update").contains("waits for no input"), "{errors}");
+    assert_eq!(code("cancel_ended"), -32602);
+    assert!(
+        message("cancel_ended").contains("already ended"),
+        "{errors}"
+    );
+    assert!(
+        errors["after"]["result"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Hello, still serving!"),
+        "the server kept serving: {errors}"
+    );
+}
+
+const ALL: &[&str] = &[
+    "tools", "task", "auto", "fails", "cancel", "legacy", "errors",
+];
+
+#[test]
+fn an_mcp_client_over_stdio_lists_calls_polls_and_cancels_skills() {
+    let Some(python) = python() else { return };
+    let setup = Setup::new();
+    let report = client(&python, &["--stdio", &setup.stdio_command()], ALL);
+    // The server has exited: read its store directly.
+    use skillbox::tasks::TaskStore;
+    let store = skillbox::tasks::SqliteStore::open_dir(setup.path()).unwrap();
+    check(&report, |id| {
+        serde_json::to_value(store.get(id.parse().unwrap()).unwrap()).unwrap()
+    });
+}
+
+#[test]
+fn an_mcp_client_over_http_lists_calls_polls_and_cancels_skills() {
+    let Some(python) = python() else { return };
+    let setup = Setup::new();
+    let port = crate::docker::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let daemon = Daemon::start_env(
+        setup.path(),
+        &["--listen", &listen],
+        &[("SKILLBOX_TOKEN", "mcp-test-token")],
+    );
+    let url = format!("http://{listen}/mcp");
+    let report = client(&python, &["--url", &url, "--token", "mcp-test-token"], ALL);
+    check(&report, |id| {
+        daemon.cli(&["tasks", "show", id, "--json"]).json()
+    });
+
+    // Without the bearer token the endpoint answers nothing but 401.
+    let out = Command::new(&python)
+        .arg(root().join("tests/mcp/scenarios.py"))
+        .args(["--url", &url, "--token", "wrong", "tools"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a wrong token was accepted");
+}
+
+#[test]
+fn a_catalog_that_grants_less_than_a_skill_requests_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let skill = real_skill("disk-report");
+    let config = format!(
+        "[skills.disk]\npath = {:?}\n",
+        skill.path().to_str().unwrap()
+    );
+    std::fs::write(dir.path().join("config.toml"), &config).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = cli(&["mcp", "--data-dir", d], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("[skills.disk]"), "{}", out.stderr);
+    assert!(out.stderr.contains("not granted"), "{}", out.stderr);
+    assert!(out.stderr.contains("partial = true"), "{}", out.stderr);
+
+    // An unknown key is an error, not ignored.
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("{config}grant = {{}}\n"),
+    )
+    .unwrap();
+    let out = cli(&["mcp", "--data-dir", d], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("unknown field `grant`"),
+        "{}",
+        out.stderr
+    );
+
+    // Granted with `partial`, it is offered.
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("{config}partial = true\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_skillbox"))
+        .args(["mcp", "--data-dir", d, "--cache-dir"])
+        .arg(cli_cache_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
