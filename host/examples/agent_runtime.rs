@@ -27,8 +27,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use skillbox::prelude::*;
-use skillbox::relay::Relay;
-use skillbox::tasks::{SpawnRequest, SqliteStore, TaskEvent, TaskOptions};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 

@@ -154,7 +154,11 @@ fn check_name(name: &str) -> Result<(), String> {
 
 fn load_tool(name: &str, config: &InstalledSkill, base: &Path) -> Result<Tool, String> {
     check_name(name)?;
-    let skill = base.join(&config.path);
+    // Absolute: the task records it, and a worker opens it again later.
+    let skill = base
+        .join(&config.path)
+        .canonicalize()
+        .map_err(|e| format!("skill {}: {e}", config.path.display()))?;
     let source = SkillSource::open(&skill, false).map_err(|e| e.to_string())?;
     let mut grants = match &config.policy {
         Some(p) => Grants::load(&base.join(p)).map_err(|e| e.to_string())?,

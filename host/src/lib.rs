@@ -54,14 +54,20 @@ pub use runtime::{
 
 /// The names an embedder needs, kept stable.
 pub mod prelude {
+    pub use crate::catalog::Catalog;
     pub use crate::engine::{CacheOutcome, EngineOptions};
     pub use crate::error::Error;
     pub use crate::events::{Event, EventSink, Level};
     pub use crate::policy::{
         Access, EffectivePolicy, ExecRule, FsGrant, Grants, Limits, Manifest, PolicyReport,
     };
+    pub use crate::relay::{Notification, Relay};
     pub use crate::runtime::{
         FailureKind, Host, Outcome, Prepared, RunReport, RunRequest, SkillKind,
     };
+    pub use crate::server::mcp::McpServer;
     pub use crate::skill::SkillSource;
+    pub use crate::tasks::{
+        SpawnRequest, SqliteStore, Task, TaskEvent, TaskId, TaskOptions, TaskState,
+    };
 }

@@ -48,7 +48,8 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let hello = real_skill("hello");
         let config = format!(
-            "[skills.hello]\npath = {:?}\n\n[skills.hostile]\npath = {:?}\n",
+            "[skills.hello]\npath = {:?}\n\n[skills.hostile]\npath = {:?}\n\
+             grants = {{ env = {{ allow = [\"SKILLBOX_MCP_GRANTED\"] }} }}\n",
             hello.path().to_str().unwrap(),
             guest("hostile").to_str().unwrap(),
         );
@@ -80,6 +81,7 @@ fn client(python: &Path, target: &[&str], scenarios: &[&str]) -> Value {
         .args(target)
         .args(scenarios)
         .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+        .envs(SERVER_ENV.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -93,6 +95,12 @@ fn client(python: &Path, target: &[&str], scenarios: &[&str]) -> Value {
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("client report is not JSON ({e}): {stdout}"))
 }
+
+/// The server's environment: one variable granted to `hostile`, one not.
+const SERVER_ENV: &[(&str, &str)] = &[
+    ("SKILLBOX_MCP_GRANTED", "granted-value"),
+    ("SKILLBOX_MCP_SECRET", "secret-value"),
+];
 
 /// Every check, against one transport's report.
 fn check(report: &Value, tasks_cli: impl Fn(&str) -> Value) {
@@ -168,6 +176,13 @@ fn check(report: &Value, tasks_cli: impl Fn(&str) -> Value) {
     assert_eq!(progress[3]["total"], 100.0, "{legacy}");
     assert_eq!(progress[0]["message"], "step 1/4", "{legacy}");
 
+    // The operator's grants apply, and only they: "grants" in the
+    // arguments is just input.
+    let vars = &report["grants"]["result"]["structured"]["data"]["vars"];
+    assert!(vars.is_object(), "{}", report["grants"]);
+    assert!(vars.get("SKILLBOX_MCP_SECRET").is_none(), "{vars}");
+    assert!(vars.get("SKILLBOX_MCP_GRANTED").is_some(), "{vars}");
+
     let errors = &report["errors"];
     let code = |k: &str| {
         errors[k]["error"]["code"]
@@ -205,7 +220,7 @@ fn check(report: &Value, tasks_cli: impl Fn(&str) -> Value) {
 }
 
 const ALL: &[&str] = &[
-    "tools", "task", "auto", "fails", "cancel", "legacy", "errors",
+    "tools", "task", "auto", "fails", "cancel", "legacy", "errors", "grants",
 ];
 
 #[test]
@@ -227,11 +242,9 @@ fn an_mcp_client_over_http_lists_calls_polls_and_cancels_skills() {
     let setup = Setup::new();
     let port = crate::docker::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let daemon = Daemon::start_env(
-        setup.path(),
-        &["--listen", &listen],
-        &[("SKILLBOX_TOKEN", "mcp-test-token")],
-    );
+    let mut env = SERVER_ENV.to_vec();
+    env.push(("SKILLBOX_TOKEN", "mcp-test-token"));
+    let daemon = Daemon::start_env(setup.path(), &["--listen", &listen], &env);
     let url = format!("http://{listen}/mcp");
     let report = client(&python, &["--url", &url, "--token", "mcp-test-token"], ALL);
     check(&report, |id| {

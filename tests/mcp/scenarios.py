@@ -16,12 +16,14 @@ Scenarios:
   legacy   a client without the extension (mode="legacy"): a blocking call with progress
   errors   unknown tool, wrong types, huge arguments, unknown task id, tasks/update;
            then a good call on the same connection
+  grants   call `hostile` listing its environment, with "grants" in the arguments
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from typing import Any
@@ -48,7 +50,11 @@ from tasks_ext import (
 def client(ns: argparse.Namespace, mode: str, extensions: list[Any] | None = None) -> Client:
     if ns.stdio:
         argv = shlex.split(ns.stdio)
-        server: Any = StdioServerParameters(command=argv[0], args=argv[1:])
+        # The SDK gives a server only a few variables of its own; pass the
+        # test's SKILLBOX_MCP_* ones too.
+        env = {k: v for k, v in os.environ.items() if k.startswith("SKILLBOX_MCP_")}
+        env["PATH"] = os.environ.get("PATH", "")
+        server: Any = StdioServerParameters(command=argv[0], args=argv[1:], env=env)
     else:
         http = httpx2.AsyncClient(
             headers={"Authorization": f"Bearer {ns.token}"},
@@ -183,7 +189,15 @@ async def errors(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-SCENARIOS = {f.__name__: f for f in (tools, task, auto, fails, cancel, legacy, errors)}
+async def grants(ns: argparse.Namespace) -> dict[str, Any]:
+    """The skill sees what the operator granted, whatever the call asks for."""
+    async with client(ns, "auto", [TasksExtension()]) as c:
+        asked = {"case": "env", "grants": {"env": {"allow": ["SKILLBOX_MCP_SECRET"]}}}
+        r = await c.call_tool("hostile", asked)
+        return {"result": result_json(r)}
+
+
+SCENARIOS = {f.__name__: f for f in (tools, task, auto, fails, cancel, legacy, errors, grants)}
 
 
 async def main() -> None:
