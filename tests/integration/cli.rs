@@ -484,16 +484,7 @@ fn a_closed_stdout_is_not_a_crash() {
 /// The measurement example runs (with tiny sizes), so it cannot rot.
 #[test]
 fn ratios_example_runs() {
-    // cargo builds examples beside the test binaries' `deps` directory.
-    let exe = std::env::current_exe().unwrap();
-    let example = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("ratios");
-    assert!(example.is_file(), "{} not built", example.display());
+    let example = crate::harness::example("ratios");
     let skill = real_skill("hello");
     let out = std::process::Command::new(&example)
         .args([p(skill.path()), "3"])

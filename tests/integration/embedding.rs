@@ -3,18 +3,11 @@
 
 use std::process::Command;
 
-use crate::harness::{cli_cache_dir, real_skill};
+use crate::harness::{cli_cache_dir, example, real_skill};
 
 #[test]
 fn the_agent_runtime_example_spawns_streams_relays_and_handles_a_denial() {
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("examples")
-        .join("agent_runtime");
-    assert!(exe.is_file(), "{} was not built", exe.display());
+    let exe = example("agent_runtime");
     let hello = real_skill("hello");
     let disk = real_skill("disk-report");
     let work = tempfile::tempdir().unwrap();

@@ -286,6 +286,19 @@ pub fn real_skill(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Path of an example binary of the host crate (`cargo test` builds them).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(exe.is_file(), "{} was not built", exe.display());
+    exe
+}
+
 /// Whether `pid` runs (a zombie does not: it is dead, waiting to be reaped).
 pub fn alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

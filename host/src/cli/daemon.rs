@@ -70,19 +70,27 @@ pub struct ServeArgs {
     /// Also listen on this loopback TCP address (requires --token).
     #[arg(long, value_name = "127.0.0.1:PORT")]
     pub listen: Option<std::net::SocketAddr>,
-    /// Most tasks running at once.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
     /// Delete finished tasks (with their events and checkpoints) this long
     /// after they ended; checked at start and hourly.
     #[arg(long, value_name = "DURATION", default_value = "7d")]
     pub retain: skillbox::units::HumanDuration,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// How a process that runs tasks (`serve`, `mcp`) sets up its host.
+#[derive(Args, Debug)]
+pub struct HostArgs {
+    /// Most tasks running at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
     /// Directory of the compiled-component cache.
     #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Configuration file: relay sinks (webhooks, OpenClaw gateways),
-    /// default sinks, retry policy [default: DATA-DIR/config.toml, if it
-    /// exists]. See README.md, "Relaying summaries".
+    /// Configuration file: installed skills ([skills.NAME], the MCP tools),
+    /// relay sinks (webhooks, OpenClaw gateways), default sinks, retry
+    /// policy [default: DATA-DIR/config.toml, if it exists]. See README.md,
+    /// "Relaying summaries" and "Agents".
     #[arg(long, value_name = "FILE", env = "SKILLBOX_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -137,19 +145,16 @@ pub struct Daemon {
 /// Locks the data dir, reads the configuration and the installed skills,
 /// opens the store and interrupts what a previous process on this data dir
 /// left running.
-pub fn open_daemon(
-    at: &DaemonAddr,
-    concurrency: usize,
-    cache_dir: Option<PathBuf>,
-    config: Option<&std::path::Path>,
-) -> Result<Daemon, String> {
+pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
+    let concurrency = args.concurrency;
     let dir = at.data_dir();
     std::fs::create_dir_all(&dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
     let lock = lock_data_dir(&dir)?;
     let default = dir.join("config.toml");
-    let config_path = config
-        .map(std::path::Path::to_path_buf)
+    let config_path = args
+        .config
+        .clone()
         .or_else(|| default.exists().then_some(default));
     let config = match &config_path {
         Some(path) => HostConfig::load(path).map_err(|e| e.to_string())?,
@@ -185,7 +190,10 @@ pub fn open_daemon(
         .collect();
     let store = SqliteStore::open_dir(&dir).map_err(|e| e.to_string())?;
     let host = Host::new(EngineOptions {
-        cache_dir: cache_dir.or_else(skillbox::engine::default_cache_dir),
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .or_else(skillbox::engine::default_cache_dir),
         max_instances: (concurrency as u32).max(1) * 2,
         ..EngineOptions::default()
     })
@@ -237,12 +245,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         }
         (_, t) => t.clone(),
     };
-    let daemon = open_daemon(
-        &args.at,
-        args.concurrency,
-        args.cache_dir.clone(),
-        args.config.as_deref(),
-    )?;
+    let daemon = open_daemon(&args.at, &args.host)?;
     let (host, dir, sinks) = (
         daemon.host.clone(),
         daemon.dir.clone(),

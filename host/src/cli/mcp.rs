@@ -1,11 +1,9 @@
 //! `skillbox mcp`: the installed skills as MCP tools, over stdio.
 
-use std::path::PathBuf;
-
 use clap::Args;
 use skillbox::server::mcp::{McpServer, serve_stdio};
 
-use super::daemon::{DaemonAddr, open_daemon};
+use super::daemon::{DaemonAddr, HostArgs, open_daemon};
 use super::exit;
 
 /// Serve the installed skills to an MCP client (an agent) over stdio.
@@ -28,16 +26,8 @@ use super::exit;
 pub struct McpArgs {
     #[command(flatten)]
     pub at: DaemonAddr,
-    /// Most tasks running at once.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
-    /// Directory of the compiled-component cache.
-    #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Configuration file with the installed skills ([skills.NAME]) and
-    /// the relay [default: DATA-DIR/config.toml, if it exists].
-    #[arg(long, value_name = "FILE", env = "SKILLBOX_CONFIG")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 /// `skillbox mcp`.
@@ -52,13 +42,7 @@ pub async fn mcp(args: McpArgs) -> u8 {
 }
 
 async fn mcp_inner(args: McpArgs) -> Result<(), String> {
-    let daemon = open_daemon(
-        &args.at,
-        args.concurrency,
-        args.cache_dir.clone(),
-        args.config.as_deref(),
-    )
-    .map_err(|e| {
+    let daemon = open_daemon(&args.at, &args.host).map_err(|e| {
         if e.contains("already serves") {
             format!(
                 "{e}\nhint: connect the MCP client to that daemon's endpoint \
