@@ -31,4 +31,4 @@ else
     echo "!!! no Docker engine: the docker tests will be SKIPPED" >&2
 fi
 
-cargo test -p skillbox -p skillbox-sdk -p upgrade -p hello
+cargo test -p skillbox -p skillbox-sdk -p upgrade -p hello -p bench-work

@@ -480,21 +480,3 @@ fn a_closed_stdout_is_not_a_crash() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
-
-/// The measurement example runs (with tiny sizes), so it cannot rot.
-#[test]
-fn ratios_example_runs() {
-    let example = crate::harness::example("ratios");
-    let skill = real_skill("hello");
-    let out = std::process::Command::new(&example)
-        .args([p(skill.path()), "3"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout.matches("| ratio").count(), 3, "{stdout}");
-}

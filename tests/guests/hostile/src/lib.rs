@@ -42,6 +42,9 @@
 //! | `progress`        | `steps`                                              | `{"steps"}`                                    |
 //! | `panic`           |                                                      | never returns                                  |
 //! | `docker`          | `ops`: list of `{"op", ...}` (see [`docker_ops`])     | `{"results": [{"ok"} or {"err", "kind"}]}`     |
+//! | `sha256`          | `mib` (benchmarks: `bench_work::sha256`)             | `{"sha256"}`                                   |
+//! | `gzip`            | `mib` (`bench_work::gzip`)                           | `{"bytes"}` compressed                         |
+//! | `file-io`         | `dir`, `mib` (`bench_work::file_io`)                 | `{"bytes"}` read back                          |
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -88,6 +91,9 @@ fn hostile(input: Value) -> Result<Summary> {
         "progress" => progress_steps(params(input)?),
         "steps" => journaled_steps(params(input)?),
         "docker" => docker_ops(params(input)?),
+        "sha256" => bench_sha256(params(input)?),
+        "gzip" => bench_gzip(params(input)?),
+        "file-io" => bench_file_io(params(input)?),
         "panic" => panic!("hostile panic"),
         other => Err(Error::invalid_input(format!("unknown case {other:?}"))),
     }
@@ -476,6 +482,42 @@ fn progress_steps(StepsParams { steps }: StepsParams) -> Result<Summary> {
         info!("step {i} of {steps}");
     }
     done(format!("{steps} steps"), json!({ "steps": steps }))
+}
+
+// --- benchmark workloads (the same code runs natively in the benchmarks) ---
+
+#[derive(Deserialize)]
+struct MibParams {
+    mib: usize,
+}
+
+fn bench_sha256(MibParams { mib }: MibParams) -> Result<Summary> {
+    done(
+        format!("sha256 of {mib} MiB"),
+        json!({ "sha256": bench_work::sha256(mib) }),
+    )
+}
+
+fn bench_gzip(MibParams { mib }: MibParams) -> Result<Summary> {
+    done(
+        format!("gzip of {mib} MiB"),
+        json!({ "bytes": bench_work::gzip(mib) }),
+    )
+}
+
+#[derive(Deserialize)]
+struct FileIoParams {
+    dir: String,
+    mib: usize,
+}
+
+fn bench_file_io(FileIoParams { dir, mib }: FileIoParams) -> Result<Summary> {
+    let bytes =
+        bench_work::file_io(dir.as_ref(), mib).with_context(|| format!("file-io in {dir}"))?;
+    done(
+        format!("wrote and read {mib} MiB"),
+        json!({ "bytes": bytes }),
+    )
 }
 
 // --- docker -----------------------------------------------------------------

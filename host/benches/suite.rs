@@ -1,0 +1,439 @@
+//! skillbox's benchmark suite: each case against a baseline measured in
+//! the same run (these machines are noisy: only ratios mean something),
+//! printed as a table beside the goal it is held to.
+//!
+//! `cargo bench -p skillbox --bench suite` runs it at full size (see
+//! BENCHMARKS.md); under `cargo test` (no `--bench` argument) it runs every
+//! case at a tiny size and checks only that each produced a figure, so the
+//! suite cannot rot. `SKILLBOX_BENCH_JSON=FILE` also writes the rows as
+//! JSON.
+//!
+//! The guests (`hello`, `hostile`) are built from source first, into
+//! `target/wasm` like the test suite's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use skillbox::caps::exec::{self, Request};
+use skillbox::caps::sandbox::Sandbox;
+use skillbox::policy::{Access, FsGrant};
+use skillbox::prelude::*;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Sizes of one run of the suite.
+struct Sizes {
+    iterations: u32,
+    loads: u32,
+    cpu_mib: usize,
+    io_mib: usize,
+    repeats: u32,
+}
+
+const FULL: Sizes = Sizes {
+    iterations: 300,
+    loads: 20,
+    cpu_mib: 64,
+    io_mib: 256,
+    repeats: 3,
+};
+
+const SMOKE: Sizes = Sizes {
+    iterations: 3,
+    loads: 2,
+    cpu_mib: 1,
+    io_mib: 2,
+    repeats: 1,
+};
+
+/// A goal on a ratio: at most or at least the bound.
+#[derive(Clone, Copy)]
+enum Goal {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Goal {
+    fn holds(self, ratio: f64) -> bool {
+        match self {
+            Goal::AtMost(b) => ratio <= b,
+            Goal::AtLeast(b) => ratio >= b,
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Goal::AtMost(b) => format!("≤ {b}×"),
+            Goal::AtLeast(b) => format!("≥ {b}×"),
+        }
+    }
+}
+
+struct Row {
+    case: &'static str,
+    ours: Duration,
+    baseline_name: &'static str,
+    baseline: Duration,
+    /// `ours / baseline`, or its inverse for throughput cases.
+    ratio: f64,
+    goal: Goal,
+}
+
+fn time_ratio(
+    case: &'static str,
+    ours: Duration,
+    baseline_name: &'static str,
+    baseline: Duration,
+    goal: Goal,
+) -> Row {
+    Row {
+        case,
+        ours,
+        baseline_name,
+        baseline,
+        ratio: ours.as_secs_f64() / baseline.as_secs_f64(),
+        goal,
+    }
+}
+
+/// Throughput relative to the baseline: `baseline / ours`.
+fn speed_ratio(
+    case: &'static str,
+    ours: Duration,
+    baseline_name: &'static str,
+    baseline: Duration,
+    goal: Goal,
+) -> Row {
+    Row {
+        ratio: baseline.as_secs_f64() / ours.as_secs_f64(),
+        ..time_ratio(case, ours, baseline_name, baseline, goal)
+    }
+}
+
+fn mean<F: FnMut()>(n: u32, mut f: F) -> Duration {
+    f();
+    let t = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    t.elapsed() / n
+}
+
+/// The fastest of `n` timings of `f` (after one warm-up): for long cases,
+/// where the minimum is the least disturbed figure.
+fn best<F: FnMut()>(n: u32, mut f: F) -> Duration {
+    f();
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds the guests the suite runs; the directory of their components.
+fn build_guests() -> Res<PathBuf> {
+    let target = root().join("target").join("wasm");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "hello",
+        ])
+        .args(["-p", "hostile", "--target-dir"])
+        .arg(&target)
+        .status()?;
+    if !status.success() {
+        return Err("building the guests failed (rustup target add wasm32-wasip2?)".into());
+    }
+    Ok(target.join("wasm32-wasip2").join("release"))
+}
+
+struct Bench {
+    host: Host,
+    opts: EngineOptions,
+}
+
+impl Bench {
+    async fn run(&self, prepared: &Prepared, policy: &EffectivePolicy, input: &Value) -> Value {
+        let r = self
+            .host
+            .run(
+                prepared,
+                RunRequest {
+                    input: input.to_string(),
+                    policy: policy.clone(),
+                    events: Arc::new(skillbox::events::Discard),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("run");
+        match r.outcome {
+            Outcome::Succeeded { data, .. } => data,
+            other => panic!("{input}: {other:?}"),
+        }
+    }
+}
+
+/// 1 and 2: first compile vs cached load; spawn-to-summary vs fork+exec.
+async fn startup(b: &Bench, hello: &SkillSource, s: &Sizes, rows: &mut Vec<Row>) -> Res<()> {
+    let t = Instant::now();
+    let first = Host::new(b.opts.clone())?.prepare(hello)?;
+    let compile = t.elapsed();
+    assert_eq!(
+        first.cache,
+        CacheOutcome::Compiled,
+        "a fresh cache compiles"
+    );
+    let mut cached = Duration::ZERO;
+    for _ in 0..s.loads {
+        let host = Host::new(b.opts.clone())?;
+        let t = Instant::now();
+        let p = host.prepare(hello)?;
+        cached += t.elapsed();
+        assert_eq!(p.cache, CacheOutcome::Hit);
+    }
+    let cached = cached / s.loads;
+    rows.push(time_ratio(
+        "cached component load",
+        cached,
+        "first compile",
+        compile,
+        Goal::AtMost(0.01),
+    ));
+
+    let prepared = b.host.prepare(hello)?;
+    let (policy, _) = EffectivePolicy::compute(hello.manifest.as_ref(), &Grants::default());
+    let input = json!({});
+    b.run(&prepared, &policy, &input).await;
+    let t = Instant::now();
+    for _ in 0..s.iterations {
+        b.run(&prepared, &policy, &input).await;
+    }
+    let run = t.elapsed() / s.iterations;
+    let native = mean(s.iterations, || {
+        assert!(Command::new("/bin/true").status().expect("spawn").success());
+    });
+    rows.push(time_ratio(
+        "spawn-to-summary, no-op skill (prepared)",
+        run,
+        "fork+exec+wait /bin/true",
+        native,
+        Goal::AtMost(0.2),
+    ));
+    Ok(())
+}
+
+/// 4: host-mediated exec of /bin/true vs a native spawn of it.
+async fn mediated_exec(s: &Sizes, rows: &mut Vec<Row>) -> Res<()> {
+    let mut grants = Grants::default();
+    grants.exec.allow.push(ExecRule::parse_cli("/bin/true")?);
+    let (policy, _) = EffectivePolicy::compute(None, &grants);
+    let sandbox = Sandbox::for_policy(&policy);
+    let once = || async {
+        let req = Request {
+            program: "/bin/true".into(),
+            ..Request::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let r = exec::run(&policy, &sandbox, req, deadline, &skillbox::events::Discard)
+            .await
+            .expect("exec");
+        assert_eq!(r.status, 0);
+    };
+    once().await;
+    let t = Instant::now();
+    for _ in 0..s.iterations {
+        once().await;
+    }
+    let ours = t.elapsed() / s.iterations;
+    let native = mean(s.iterations, || {
+        assert!(Command::new("/bin/true").status().expect("spawn").success());
+    });
+    rows.push(time_ratio(
+        "host-mediated exec of /bin/true",
+        ours,
+        "native spawn+wait",
+        native,
+        Goal::AtMost(1.1),
+    ));
+    Ok(())
+}
+
+/// 5 and 6: the same Rust code (tests/bench-work) in the guest and native.
+async fn workloads(b: &Bench, hostile: &SkillSource, s: &Sizes, rows: &mut Vec<Row>) -> Res<()> {
+    let prepared = b.host.prepare(hostile)?;
+    let (none, _) = EffectivePolicy::compute(None, &Grants::default());
+    let mib = s.cpu_mib;
+
+    let input = json!({ "case": "sha256", "mib": mib });
+    let mut digest = Value::Null;
+    let guest = {
+        let mut times = Vec::new();
+        for _ in 0..=s.repeats {
+            let t = Instant::now();
+            digest = b.run(&prepared, &none, &input).await;
+            times.push(t.elapsed());
+        }
+        times.into_iter().skip(1).min().unwrap_or_default()
+    };
+    let native = best(s.repeats, || {
+        std::hint::black_box(bench_work::sha256(mib));
+    });
+    assert_eq!(
+        digest["sha256"],
+        bench_work::sha256(mib),
+        "same code, same digest"
+    );
+    rows.push(speed_ratio(
+        "sha256 in the guest (throughput)",
+        guest,
+        "the same Rust, native",
+        native,
+        Goal::AtLeast(0.9),
+    ));
+
+    let input = json!({ "case": "gzip", "mib": mib });
+    let compressed = bench_work::gzip(mib);
+    let guest = {
+        let mut times = Vec::new();
+        for _ in 0..=s.repeats {
+            let t = Instant::now();
+            let out = b.run(&prepared, &none, &input).await;
+            assert_eq!(out["bytes"], compressed, "same code, same output");
+            times.push(t.elapsed());
+        }
+        times.into_iter().skip(1).min().unwrap_or_default()
+    };
+    let native = best(s.repeats, || {
+        std::hint::black_box(bench_work::gzip(mib));
+    });
+    rows.push(speed_ratio(
+        "gzip in the guest (throughput)",
+        guest,
+        "the same Rust, native",
+        native,
+        Goal::AtLeast(0.9),
+    ));
+
+    // File I/O through a read-write preopen vs the same calls on the host.
+    let dir = tempfile::tempdir_in(std::env::temp_dir())?;
+    let grants = Grants {
+        fs: vec![FsGrant {
+            host: dir.path().to_owned(),
+            guest: Some("/work".into()),
+            access: Access::ReadWrite,
+        }],
+        ..Grants::default()
+    };
+    let (rw, _) = EffectivePolicy::compute(None, &grants);
+    let input = json!({ "case": "file-io", "dir": "/work", "mib": s.io_mib });
+    let guest = {
+        let mut times = Vec::new();
+        for _ in 0..=s.repeats {
+            let t = Instant::now();
+            let out = b.run(&prepared, &rw, &input).await;
+            assert_eq!(out["bytes"], (s.io_mib * bench_work::MIB) as u64);
+            times.push(t.elapsed());
+        }
+        times.into_iter().skip(1).min().unwrap_or_default()
+    };
+    let native = best(s.repeats, || {
+        bench_work::file_io(dir.path(), s.io_mib).expect("native file io");
+    });
+    rows.push(speed_ratio(
+        "file write+read through a preopen (throughput)",
+        guest,
+        "the same Rust, native",
+        native,
+        Goal::AtLeast(0.5),
+    ));
+    Ok(())
+}
+
+fn print(rows: &[Row], sizes: &Sizes, smoke: bool) {
+    println!(
+        "skillbox benchmark suite{} ({} iterations, {} MiB CPU, {} MiB I/O)",
+        if smoke {
+            " — smoke run, figures meaningless"
+        } else {
+            ""
+        },
+        sizes.iterations,
+        sizes.cpu_mib,
+        sizes.io_mib
+    );
+    println!(
+        "{:<48} {:>11} | {:<26} {:>11} | {:>8} | {:>7} | holds",
+        "case", "skillbox", "baseline", "time", "ratio", "goal"
+    );
+    for r in rows {
+        println!(
+            "{:<48} {:>11.1?} | {:<26} {:>11.1?} | {:>8.3} | {:>7} | {}",
+            r.case,
+            r.ours,
+            r.baseline_name,
+            r.baseline,
+            r.ratio,
+            r.goal.text(),
+            if r.goal.holds(r.ratio) { "yes" } else { "NO" }
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    // `cargo bench` passes --bench; `cargo test` runs the smoke size.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let sizes = if smoke { SMOKE } else { FULL };
+    let guests = build_guests()?;
+    let hello = SkillSource::open(&guests.join("hello.wasm"), true)?;
+    let hostile = SkillSource::open(&guests.join("hostile.wasm"), true)?;
+    let cache = tempfile::tempdir()?;
+    let opts = EngineOptions {
+        cache_dir: Some(cache.path().to_owned()),
+        max_instances: 4,
+        ..EngineOptions::default()
+    };
+    let bench = Bench {
+        host: Host::new(opts.clone())?,
+        opts,
+    };
+    let mut rows = Vec::new();
+    startup(&bench, &hello, &sizes, &mut rows).await?;
+    mediated_exec(&sizes, &mut rows).await?;
+    workloads(&bench, &hostile, &sizes, &mut rows).await?;
+    print(&rows, &sizes, smoke);
+    if let Some(path) = std::env::var_os("SKILLBOX_BENCH_JSON") {
+        let json: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "case": r.case, "skillbox_ns": r.ours.as_nanos() as u64,
+                    "baseline": r.baseline_name, "baseline_ns": r.baseline.as_nanos() as u64,
+                    "ratio": r.ratio, "goal": r.goal.text(), "holds": r.goal.holds(r.ratio),
+                })
+            })
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    assert!(
+        rows.iter().all(|r| r.ratio.is_finite() && r.ratio > 0.0),
+        "every case produced a figure"
+    );
+    Ok(())
+}
