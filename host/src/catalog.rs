@@ -262,3 +262,115 @@ fn sandbox_text(report: &PolicyReport) -> String {
     }
     lines.join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A skill directory whose manifest pins a stand-in component (only
+    /// its header is read here) and requests one variable.
+    fn skill(dir: &Path) {
+        let bytes = b"\0asm\x0d\x00\x01\x00stand-in";
+        std::fs::write(dir.join("s.wasm"), bytes).unwrap();
+        std::fs::write(
+            dir.join("skill.toml"),
+            format!(
+                "[skill]\nname = \"s\"\nversion = \"1\"\ndescription = \"From the manifest\"\n\
+                 component = \"s.wasm\"\nsha256 = \"{}\"\n[env]\nallow = [\"WANTED\"]\n",
+                crate::skill::sha256_hex(bytes)
+            ),
+        )
+        .unwrap();
+    }
+
+    fn load(dir: &Path, table: &str) -> Result<Catalog, String> {
+        let config: crate::relay::HostConfig =
+            toml::from_str(&format!("[skills.s]\npath = \"skill\"\n{table}"))
+                .map_err(|e| e.to_string())?;
+        Catalog::load(&config.skills, dir).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn grants_come_from_the_policy_file_and_the_inline_table() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("skill")).unwrap();
+        skill(&dir.path().join("skill"));
+
+        // Nothing granted: refused, naming the request; `partial` offers it.
+        let e = load(dir.path(), "").err().unwrap();
+        assert!(
+            e.contains("env WANTED") && e.contains("partial = true"),
+            "{e}"
+        );
+        let c = load(dir.path(), "partial = true\n").unwrap();
+        let t = c.get("s").unwrap();
+        assert!(
+            t.description.contains("WANTED — NOT granted"),
+            "{}",
+            t.description
+        );
+
+        // From a policy file (relative to the configuration's directory).
+        std::fs::write(dir.path().join("p.toml"), "[env]\nallow = [\"WANTED\"]\n").unwrap();
+        let c = load(dir.path(), "policy = \"p.toml\"\n").unwrap();
+        let t = c.get("s").unwrap();
+        assert_eq!(t.grants.env.allow, ["WANTED"]);
+        assert!(
+            t.description.starts_with("From the manifest"),
+            "{}",
+            t.description
+        );
+        assert!(t.description.contains("- env: WANTED"), "{}", t.description);
+        assert!(t.skill.is_absolute());
+
+        // Inline, with a description of the operator's.
+        let c = load(
+            dir.path(),
+            "description = \"Ours\"\ngrants = { env = { allow = [\"WANTED\"] } }\n",
+        )
+        .unwrap();
+        assert!(c.get("s").unwrap().description.starts_with("Ours\n"));
+
+        // A missing policy file or skill is an error, not an empty grant.
+        let e = load(dir.path(), "policy = \"missing.toml\"\n")
+            .err()
+            .unwrap();
+        assert!(e.contains("missing.toml"), "{e}");
+        let config: crate::relay::HostConfig =
+            toml::from_str("[skills.s]\npath = \"elsewhere\"\n").unwrap();
+        let e = Catalog::load(&config.skills, dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("[skills.s]") && e.contains("elsewhere"), "{e}");
+    }
+
+    #[test]
+    fn an_input_schema_must_be_an_object_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let sdir = dir.path().join("skill");
+        std::fs::create_dir(&sdir).unwrap();
+        skill(&sdir);
+        let manifest = std::fs::read_to_string(sdir.join("skill.toml")).unwrap();
+        std::fs::write(
+            sdir.join("skill.toml"),
+            manifest.replace("component =", "input-schema = \"in.json\"\ncomponent ="),
+        )
+        .unwrap();
+        let table = "partial = true\n";
+        std::fs::write(sdir.join("in.json"), r#"{"type": "array"}"#).unwrap();
+        let e = load(dir.path(), table).err().unwrap();
+        assert!(e.contains("\"type\": \"object\""), "{e}");
+        std::fs::write(
+            sdir.join("in.json"),
+            r#"{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}"#,
+        )
+        .unwrap();
+        let c = load(dir.path(), table).unwrap();
+        let t = c.get("s").unwrap();
+        assert!(t.check_input(&serde_json::json!({"n": 1})).is_ok());
+        let e = t.check_input(&serde_json::json!({"n": "x"})).unwrap_err();
+        assert!(e.contains("/n"), "{e}");
+        assert!(t.check_input(&serde_json::json!({})).is_err());
+    }
+}

@@ -290,6 +290,21 @@ fn a_catalog_that_grants_less_than_a_skill_requests_stops_the_server() {
         out.stderr
     );
 
+    // Notifications to a sink the relay does not have: refused at start.
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("{config}partial = true\nnotify-to = [\"nowhere\"]\n"),
+    )
+    .unwrap();
+    let out = cli(&["mcp", "--data-dir", d], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("[skills.disk] notify-to"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("nowhere"), "{}", out.stderr);
+
     // Granted with `partial`, it is offered.
     std::fs::write(
         dir.path().join("config.toml"),

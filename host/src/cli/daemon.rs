@@ -168,6 +168,11 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
     let catalog =
         skillbox::catalog::Catalog::load(&config.skills, &base).map_err(|e| e.to_string())?;
     let relay = Relay::from_config(&config.relay).map_err(|e| e.to_string())?;
+    for tool in catalog.tools() {
+        relay
+            .resolve(&tool.config.notify_to)
+            .map_err(|e| format!("[skills.{}] notify-to: {e}", tool.name))?;
+    }
     let sinks: Vec<String> = config
         .relay
         .sink
