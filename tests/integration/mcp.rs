@@ -268,42 +268,28 @@ fn a_catalog_that_grants_less_than_a_skill_requests_stops_the_server() {
         "[skills.disk]\npath = {:?}\n",
         skill.path().to_str().unwrap()
     );
-    std::fs::write(dir.path().join("config.toml"), &config).unwrap();
     let d = dir.path().to_str().unwrap();
-    let out = cli(&["mcp", "--data-dir", d], &[]);
-    assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("[skills.disk]"), "{}", out.stderr);
-    assert!(out.stderr.contains("not granted"), "{}", out.stderr);
-    assert!(out.stderr.contains("partial = true"), "{}", out.stderr);
+    // `skillbox mcp` with the configuration plus `extra` refuses to start;
+    // its stderr.
+    let refused = |extra: &str| {
+        std::fs::write(dir.path().join("config.toml"), format!("{config}{extra}")).unwrap();
+        let out = cli(&["mcp", "--data-dir", d], &[]);
+        assert_eq!(out.code, 1, "{out:?}");
+        out.stderr
+    };
+    let stderr = refused("");
+    assert!(stderr.contains("[skills.disk]"), "{stderr}");
+    assert!(stderr.contains("not granted"), "{stderr}");
+    assert!(stderr.contains("partial = true"), "{stderr}");
 
     // An unknown key is an error, not ignored.
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!("{config}grant = {{}}\n"),
-    )
-    .unwrap();
-    let out = cli(&["mcp", "--data-dir", d], &[]);
-    assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains("unknown field `grant`"),
-        "{}",
-        out.stderr
-    );
+    let stderr = refused("grant = {}\n");
+    assert!(stderr.contains("unknown field `grant`"), "{stderr}");
 
     // Notifications to a sink the relay does not have: refused at start.
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!("{config}partial = true\nnotify-to = [\"nowhere\"]\n"),
-    )
-    .unwrap();
-    let out = cli(&["mcp", "--data-dir", d], &[]);
-    assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains("[skills.disk] notify-to"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("nowhere"), "{}", out.stderr);
+    let stderr = refused("partial = true\nnotify-to = [\"nowhere\"]\n");
+    assert!(stderr.contains("[skills.disk] notify-to"), "{stderr}");
+    assert!(stderr.contains("nowhere"), "{stderr}");
 
     // Granted with `partial`, it is offered.
     std::fs::write(
