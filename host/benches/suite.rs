@@ -21,6 +21,7 @@ use skillbox::caps::exec::{self, Request};
 use skillbox::caps::sandbox::Sandbox;
 use skillbox::policy::{Access, FsGrant};
 use skillbox::prelude::*;
+use skillbox::tasks::TaskFilter;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -31,6 +32,10 @@ struct Sizes {
     cpu_mib: usize,
     io_mib: usize,
     repeats: u32,
+    /// Tasks asleep at once (case 7).
+    sleepers: usize,
+    /// Tasks spawned and run to the end per store (case 8).
+    tasks: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -39,6 +44,8 @@ const FULL: Sizes = Sizes {
     cpu_mib: 64,
     io_mib: 256,
     repeats: 3,
+    sleepers: 10_000,
+    tasks: 3_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -47,20 +54,25 @@ const SMOKE: Sizes = Sizes {
     cpu_mib: 1,
     io_mib: 2,
     repeats: 1,
+    sleepers: 20,
+    tasks: 20,
 };
 
-/// A goal on a ratio: at most or at least the bound.
+/// A goal on a ratio (at most or at least the bound), or on the case's own
+/// figure in KiB.
 #[derive(Clone, Copy)]
 enum Goal {
     AtMost(f64),
     AtLeast(f64),
+    KibAtMost(f64),
 }
 
 impl Goal {
-    fn holds(self, ratio: f64) -> bool {
+    fn holds(self, row: &Row) -> bool {
         match self {
-            Goal::AtMost(b) => ratio <= b,
-            Goal::AtLeast(b) => ratio >= b,
+            Goal::AtMost(b) => row.ratio <= b,
+            Goal::AtLeast(b) => row.ratio >= b,
+            Goal::KibAtMost(b) => matches!(row.ours, Figure::Kib(k) if k <= b),
         }
     }
 
@@ -68,15 +80,49 @@ impl Goal {
         match self {
             Goal::AtMost(b) => format!("≤ {b}×"),
             Goal::AtLeast(b) => format!("≥ {b}×"),
+            Goal::KibAtMost(b) => format!("≤ {b} KiB"),
         }
+    }
+}
+
+/// What a case measured.
+#[derive(Clone, Copy)]
+enum Figure {
+    Time(Duration),
+    Kib(f64),
+}
+
+impl Figure {
+    fn value(self) -> f64 {
+        match self {
+            Figure::Time(d) => d.as_secs_f64(),
+            Figure::Kib(k) => k,
+        }
+    }
+
+    fn json(self) -> Value {
+        match self {
+            Figure::Time(d) => json!({ "ns": d.as_nanos() as u64 }),
+            Figure::Kib(k) => json!({ "kib": k }),
+        }
+    }
+}
+
+impl std::fmt::Display for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            Figure::Time(d) => format!("{d:.1?}"),
+            Figure::Kib(k) => format!("{k:.1} KiB"),
+        };
+        f.pad(&text)
     }
 }
 
 struct Row {
     case: &'static str,
-    ours: Duration,
+    ours: Figure,
     baseline_name: &'static str,
-    baseline: Duration,
+    baseline: Figure,
     /// `ours / baseline`, or its inverse for throughput cases.
     ratio: f64,
     goal: Goal,
@@ -91,9 +137,9 @@ fn time_ratio(
 ) -> Row {
     Row {
         case,
-        ours,
+        ours: Figure::Time(ours),
         baseline_name,
-        baseline,
+        baseline: Figure::Time(baseline),
         ratio: ours.as_secs_f64() / baseline.as_secs_f64(),
         goal,
     }
@@ -468,6 +514,279 @@ fn whole_process(guests: &Path, cache: &Path, s: &Sizes, rows: &mut Vec<Row>) ->
     Ok(skipped)
 }
 
+/// Case 7's measurements run in a child process each (`SUITE --sleepers
+/// tasks|runs K SLEEPER CACHE`): instance slots an earlier case touched
+/// stay resident and would hide the tasks' own memory.
+const SLEEPERS: &str = "--sleepers";
+
+/// A figure of `/proc/self/FILE` in KiB (`VmRSS` of `status`, `Pss` of
+/// `smaps_rollup`).
+fn proc_kib(file: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/self/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Resident (every mapping of a shared page counted) and proportional
+/// (each physical page counted once) memory of this process, in KiB.
+fn memory_kib() -> (f64, f64) {
+    (proc_kib("status", "VmRSS"), proc_kib("smaps_rollup", "Pss"))
+}
+
+/// Memory once it stops growing (each instance is set up after its start).
+async fn settled_memory() -> (f64, f64) {
+    let mut last = memory_kib();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = memory_kib();
+        if (now.0 - last.0).abs() < now.0 / 200.0 {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// The child of case 7: K tasks (or, for the baseline, K plain in-process
+/// runs) asleep in the guest at once, all to a successful end; prints the
+/// memory each added, as JSON.
+async fn sleepers_child(args: &[String]) -> Res<()> {
+    let [mode, k, sleeper, cache] = args else {
+        return Err(format!("usage: {SLEEPERS} tasks|runs K SLEEPER CACHE").into());
+    };
+    let k: usize = k.parse()?;
+    let data = tempfile::tempdir()?;
+    let store = Arc::new(SqliteStore::open_dir(data.path())?);
+    let opts = EngineOptions {
+        cache_dir: Some(cache.into()),
+        max_instances: k as u32 + 1,
+        ..EngineOptions::default()
+    };
+    let host = Arc::new(Host::new(opts)?.with_tasks(
+        store,
+        TaskOptions {
+            concurrency: k,
+            ..Default::default()
+        },
+    ));
+    // Load and run the guest once so that its code, the caches and the
+    // runtime's threads are in the "before" figure, not in the tasks'.
+    let source = SkillSource::open(Path::new(sleeper), true)?;
+    let prepared = host.prepare(&source)?;
+    let nap = |ms: u64| json!({ "case": "sleep", "ms": ms }).to_string();
+    host.run(
+        &prepared,
+        RunRequest {
+            input: nap(1),
+            ..RunRequest::default()
+        },
+    )
+    .await?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(host.clone().work(shutdown));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = memory_kib();
+    // Long enough for all K to be asleep together, then measured.
+    let ms = (k as u64 * 2).max(3000);
+    let asleep = match mode.as_str() {
+        "tasks" => {
+            let mut ids = Vec::with_capacity(k);
+            for _ in 0..k {
+                let mut r = SpawnRequest::new(sleeper, nap(ms));
+                r.allow_unpinned = true;
+                ids.push(host.spawn(r)?);
+            }
+            let filter = |state| TaskFilter {
+                state: Some(state),
+                limit: Some(k as u32 + 1),
+                ..Default::default()
+            };
+            while host.list_tasks(&filter(TaskState::Running))?.len() < k {
+                if !host.list_tasks(&filter(TaskState::Succeeded))?.is_empty() {
+                    return Err("a task woke before all were asleep".into());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let asleep = settled_memory().await;
+            for id in ids {
+                let task = host.wait(id).await?;
+                if task.state != TaskState::Succeeded {
+                    return Err(format!("task {id} ended {}", task.state).into());
+                }
+            }
+            asleep
+        }
+        "runs" => {
+            let mut runs = tokio::task::JoinSet::new();
+            for _ in 0..k {
+                let (host, prepared, input) = (host.clone(), prepared.clone(), nap(ms));
+                runs.spawn(async move {
+                    let request = RunRequest {
+                        input,
+                        ..RunRequest::default()
+                    };
+                    host.run(&prepared, request).await.map(|r| r.outcome)
+                });
+            }
+            let asleep = settled_memory().await;
+            while let Some(r) = runs.join_next().await {
+                let outcome = r??;
+                if !matches!(outcome, Outcome::Succeeded { .. }) {
+                    return Err(format!("a run ended {outcome:?}").into());
+                }
+            }
+            asleep
+        }
+        other => return Err(format!("{SLEEPERS}: no mode {other}").into()),
+    };
+    let _ = stop.send(true);
+    worker.await??;
+    let per = |i: usize| {
+        let (b, a) = if i == 0 {
+            (before.0, asleep.0)
+        } else {
+            (before.1, asleep.1)
+        };
+        (a - b).max(0.0) / k as f64
+    };
+    println!("{}", json!({ "rss_kib": per(0), "pss_kib": per(1) }));
+    Ok(())
+}
+
+/// 7: memory per task with K tasks asleep in one host, against K plain
+/// in-process runs of the same guest.
+fn sleeping_tasks(
+    guests: &Path,
+    cache: &Path,
+    s: &Sizes,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Res<()> {
+    let k = s.sleepers;
+    let child = |mode: &str| -> Res<(f64, f64)> {
+        let out = Command::new(std::env::current_exe()?)
+            .args([SLEEPERS, mode, &k.to_string()])
+            .arg(guests.join("hostile.wasm"))
+            .arg(cache)
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("{SLEEPERS} {mode} {k} failed ({})", out.status).into());
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        let kib = |f: &str| v[f].as_f64().ok_or(format!("{SLEEPERS} printed {v}"));
+        Ok((kib("rss_kib")?, kib("pss_kib")?))
+    };
+    let (tasks_rss, tasks_pss) = child("tasks")?;
+    let (runs_rss, runs_pss) = child("runs")?;
+    rows.push(Row {
+        case: "sleeping tasks at once: memory per task",
+        ours: Figure::Kib(tasks_pss),
+        baseline_name: "in-process runs, no store",
+        baseline: Figure::Kib(runs_pss),
+        ratio: tasks_pss / runs_pss,
+        goal: Goal::KibAtMost(100.0),
+    });
+    notes.push(format!(
+        "case 7: {k} tasks asleep at once, all then succeeded; memory is PSS (each physical \
+         page once); RSS, which counts the component's shared read-only memory image again \
+         in every instance, is {tasks_rss:.1} KiB per task ({runs_rss:.1} per plain run)"
+    ));
+    Ok(())
+}
+
+/// Spawns `n` no-op tasks from 16 threads while a worker (32 slots) runs
+/// them, on a SQLite store in `dir`; the time until all succeeded.
+async fn spawn_and_run(component: &Path, dir: &Path, cache: &Path, n: usize) -> Res<Duration> {
+    let store = Arc::new(SqliteStore::open_dir(dir)?);
+    let opts = EngineOptions {
+        cache_dir: Some(cache.into()),
+        max_instances: 64,
+        ..EngineOptions::default()
+    };
+    let host = Arc::new(Host::new(opts)?.with_tasks(
+        store,
+        TaskOptions {
+            concurrency: 32,
+            ..Default::default()
+        },
+    ));
+    host.prepare(&SkillSource::open(component, true)?)?;
+    let t = Instant::now();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(host.clone().work(shutdown));
+    let spawners: Vec<_> = (0..16)
+        .map(|i| {
+            let (host, component) = (host.clone(), component.to_owned());
+            std::thread::spawn(move || {
+                (0..n / 16 + usize::from(i < n % 16))
+                    .map(|_| {
+                        let mut r = SpawnRequest::new(&component, "{}");
+                        r.allow_unpinned = true;
+                        host.spawn(r)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(n);
+    for s in spawners {
+        ids.extend(s.join().map_err(|_| "a spawning thread panicked")??);
+    }
+    for id in ids {
+        let task = host.wait(id).await?;
+        if task.state != TaskState::Succeeded {
+            return Err(format!("task {id} ended {}", task.state).into());
+        }
+    }
+    let took = t.elapsed();
+    let _ = stop.send(true);
+    worker.await??;
+    Ok(took)
+}
+
+/// 8: durable spawn-and-run throughput on a store on disk against the same
+/// store in memory (tmpfs: no disk, fsync returns at once), interleaved,
+/// the best of each.
+async fn durable_throughput(
+    guests: &Path,
+    cache: &Path,
+    s: &Sizes,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Res<()> {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        notes.push("not measured: case 8 needs a tmpfs at /dev/shm for its baseline".into());
+        return Ok(());
+    }
+    let hello = guests.join("hello.wasm");
+    let (mut disk, mut memory) = (Duration::MAX, Duration::MAX);
+    for _ in 0..s.repeats {
+        let on_disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+        disk = disk.min(spawn_and_run(&hello, on_disk.path(), cache, s.tasks).await?);
+        let in_memory = tempfile::tempdir_in(shm)?;
+        memory = memory.min(spawn_and_run(&hello, in_memory.path(), cache, s.tasks).await?);
+    }
+    rows.push(speed_ratio(
+        "durable spawn + run of no-op tasks, SQLite",
+        disk,
+        "the same store in memory",
+        memory,
+        Goal::AtLeast(0.5),
+    ));
+    let rate = |d: Duration| s.tasks as f64 / d.as_secs_f64();
+    notes.push(format!(
+        "case 8: {} tasks, 16 spawning threads, 32 slots: {:.0} tasks/s on disk, {:.0} in memory",
+        s.tasks,
+        rate(disk),
+        rate(memory)
+    ));
+    Ok(())
+}
+
 fn print(rows: &[Row], sizes: &Sizes, smoke: bool) {
     println!(
         "skillbox benchmark suite{} ({} iterations, {} MiB CPU, {} MiB I/O)",
@@ -481,27 +800,34 @@ fn print(rows: &[Row], sizes: &Sizes, smoke: bool) {
         sizes.io_mib
     );
     println!(
-        "{:<48} {:>11} | {:<26} {:>11} | {:>8} | {:>7} | holds",
+        "{:<48} {:>11} | {:<26} {:>11} | {:>8} | {:>9} | holds",
         "case", "skillbox", "baseline", "time", "ratio", "goal"
     );
     for r in rows {
         println!(
-            "{:<48} {:>11.1?} | {:<26} {:>11.1?} | {:>8.3} | {:>7} | {}",
+            "{:<48} {:>11} | {:<26} {:>11} | {:>8.3} | {:>9} | {}",
             r.case,
             r.ours,
             r.baseline_name,
             r.baseline,
             r.ratio,
             r.goal.text(),
-            if r.goal.holds(r.ratio) { "yes" } else { "NO" }
+            if r.goal.holds(r) { "yes" } else { "NO" }
         );
     }
 }
 
 #[tokio::main]
 async fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(SLEEPERS) {
+        return sleepers_child(&args[2..]).await;
+    }
     // `cargo bench` passes --bench; `cargo test` runs the smoke size.
-    let smoke = !std::env::args().any(|a| a == "--bench");
+    let smoke = !args.iter().any(|a| a == "--bench");
+    // `cargo bench -p skillbox --bench suite -- 7 8` runs cases 7 and 8.
+    let only: Vec<u32> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();
+    let case = |n: &[u32]| only.is_empty() || n.iter().any(|n| only.contains(n));
     let sizes = if smoke { SMOKE } else { FULL };
     let guests = build_guests()?;
     let hello = SkillSource::open(&guests.join("hello.wasm"), true)?;
@@ -517,29 +843,48 @@ async fn main() -> Res<()> {
         opts,
     };
     let mut rows = Vec::new();
-    startup(&bench, &hello, &sizes, &mut rows).await?;
-    mediated_exec(&sizes, &mut rows).await?;
-    workloads(&bench, &hostile, &sizes, &mut rows).await?;
-    let skipped = whole_process(&guests, cache.path(), &sizes, &mut rows)?;
+    let (mut notes, mut skipped) = (Vec::new(), Vec::new());
+    if case(&[1, 2]) {
+        startup(&bench, &hello, &sizes, &mut rows).await?;
+    }
+    if case(&[4]) {
+        mediated_exec(&sizes, &mut rows).await?;
+    }
+    if case(&[5, 6]) {
+        workloads(&bench, &hostile, &sizes, &mut rows).await?;
+    }
+    if case(&[7]) {
+        sleeping_tasks(&guests, cache.path(), &sizes, &mut rows, &mut notes)?;
+    }
+    if case(&[8]) {
+        durable_throughput(&guests, cache.path(), &sizes, &mut rows, &mut notes).await?;
+    }
+    if case(&[3]) {
+        skipped = whole_process(&guests, cache.path(), &sizes, &mut rows)?;
+    }
     print(&rows, &sizes, smoke);
     for s in &skipped {
         println!("not measured: {s}");
+    }
+    for n in &notes {
+        println!("{n}");
     }
     if let Some(path) = std::env::var_os("SKILLBOX_BENCH_JSON") {
         let json: Vec<Value> = rows
             .iter()
             .map(|r| {
                 json!({
-                    "case": r.case, "skillbox_ns": r.ours.as_nanos() as u64,
-                    "baseline": r.baseline_name, "baseline_ns": r.baseline.as_nanos() as u64,
-                    "ratio": r.ratio, "goal": r.goal.text(), "holds": r.goal.holds(r.ratio),
+                    "case": r.case, "skillbox": r.ours.json(),
+                    "baseline": r.baseline_name, "baseline_figure": r.baseline.json(),
+                    "ratio": r.ratio, "goal": r.goal.text(), "holds": r.goal.holds(r),
                 })
             })
             .collect();
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
     assert!(
-        rows.iter().all(|r| r.ratio.is_finite() && r.ratio > 0.0),
+        rows.iter()
+            .all(|r| r.ratio.is_finite() && r.ratio > 0.0 && r.ours.value() > 0.0),
         "every case produced a figure"
     );
     Ok(())

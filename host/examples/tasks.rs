@@ -9,10 +9,6 @@
 //! * `latency COMPONENT [N]`: spawn → summary of one no-op task through the
 //!   local HTTP API on a Unix socket (spawn, then `wait`) vs one in-process
 //!   run without a store.
-//! * `memory SLEEPER [K] [bare]`: resident memory per task with K tasks
-//!   asleep inside the guest (`SLEEPER` is the `hostile` test guest, run
-//!   with `{"case": "sleep"}`); with `bare`, K in-process runs without tasks
-//!   or a store instead (the baseline; run each in its own process).
 //! * `recovery SLEEPER [N] [SKILLBOX]`: N running tasks of a skill that
 //!   sleeps and says a restart is safe, under `skillbox serve`; `kill -9`
 //!   of the daemon, restart, and the time until all N run again, vs the
@@ -36,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use skillbox::prelude::*;
 use skillbox::server::client::Client;
-use skillbox::tasks::{SpawnRequest, SqliteStore, TaskFilter, TaskOptions, TaskState};
+use skillbox::tasks::{SpawnRequest, SqliteStore, TaskOptions, TaskState};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -46,15 +42,6 @@ fn engine(max_instances: u32, cache: &Path) -> EngineOptions {
         max_instances,
         ..EngineOptions::default()
     }
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
@@ -67,7 +54,7 @@ async fn main() -> Res<()> {
     let path = |i: usize| -> Res<PathBuf> {
         Ok(args
             .get(i)
-            .ok_or("usage: tasks throughput|store|latency|relay|memory|recovery PATH [...]")?
+            .ok_or("usage: tasks throughput|store|latency|relay|recovery PATH [...]")?
             .into())
     };
     match args.first().map(String::as_str) {
@@ -75,15 +62,11 @@ async fn main() -> Res<()> {
         Some("store") => store_ops(&path(1)?, arg(&args, 2, 2000)),
         Some("latency") => latency(&path(1)?, arg(&args, 2, 200)).await,
         Some("relay") => relay(&path(1)?, arg(&args, 2, 200), arg(&args, 3, 2000)).await,
-        Some("memory") => {
-            let bare = args.get(3).is_some_and(|a| a == "bare");
-            memory(&path(1)?, arg(&args, 2, 1000), bare).await
-        }
         Some("recovery") => {
             let bin = args.get(3).map(PathBuf::from).unwrap_or_else(default_bin);
             recovery(&path(1)?, arg(&args, 2, 100), &bin).await
         }
-        _ => Err("usage: tasks throughput|store|latency|relay|memory|recovery PATH [...]".into()),
+        _ => Err("usage: tasks throughput|store|latency|relay|recovery PATH [...]".into()),
     }
 }
 
@@ -567,116 +550,6 @@ async fn relay(component: &Path, n: u32, burst: usize) -> Res<()> {
         timed[0].as_secs_f64() / timed[1].as_secs_f64()
     );
     Ok(())
-}
-
-async fn memory(sleeper: &Path, k: usize, bare: bool) -> Res<()> {
-    let dir = tempfile::tempdir()?;
-    let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
-    let host = Arc::new(
-        Host::new(engine(k as u32, &dir.path().join("cache")))?.with_tasks(
-            store,
-            TaskOptions {
-                concurrency: k,
-                ..TaskOptions::default()
-            },
-        ),
-    );
-    // Compile, load and run the guest once so that code, caches and the
-    // runtime's threads are counted in the baseline, not per task.
-    let source = SkillSource::open(sleeper, true)?;
-    let prepared = host.prepare(&source)?;
-    let input = r#"{"case": "sleep", "ms": 1}"#;
-    host.run(
-        &prepared,
-        RunRequest {
-            input: input.into(),
-            ..RunRequest::default()
-        },
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let base = rss_kib();
-    if !bare {
-        return memory_of_tasks(host, sleeper, k).await;
-    }
-    // Baseline: the same K runs in-process, without tasks or a store.
-    let (cancel, cancelled) = tokio::sync::watch::channel(false);
-    let mut runs = tokio::task::JoinSet::new();
-    for _ in 0..k {
-        let (host, prepared, cancelled) = (host.clone(), prepared.clone(), cancelled.clone());
-        runs.spawn(async move {
-            let request = RunRequest {
-                input: r#"{"case": "sleep", "ms": 600000}"#.into(),
-                cancel: Some(cancelled),
-                ..RunRequest::default()
-            };
-            host.run(&prepared, request).await.map(drop)
-        });
-    }
-    let bare = settled_rss().await;
-    let _ = cancel.send(true);
-    while let Some(r) = runs.join_next().await {
-        r??;
-    }
-    println!(
-        "{k} in-process runs asleep in the guest (baseline): {:.1} KiB per run",
-        bare.saturating_sub(base) as f64 / k as f64
-    );
-    Ok(())
-}
-
-/// K tasks asleep; run in a fresh process (slots a baseline touched stay
-/// resident and would hide the tasks' own memory).
-async fn memory_of_tasks(host: Arc<Host>, sleeper: &Path, k: usize) -> Res<()> {
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(host.clone().work(rx));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib();
-    let mut ids = Vec::with_capacity(k);
-    for _ in 0..k {
-        let mut r = SpawnRequest::new(sleeper, r#"{"case": "sleep", "ms": 600000}"#);
-        r.allow_unpinned = true;
-        ids.push(host.spawn(r)?);
-    }
-    // Wait until all run, then until memory stops growing (each instance
-    // is set up after its claim).
-    loop {
-        let running = host.list_tasks(&TaskFilter {
-            state: Some(TaskState::Running),
-            limit: Some(k as u32 + 1),
-            ..TaskFilter::default()
-        })?;
-        if running.len() == k {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let after = settled_rss().await;
-    println!(
-        "{k} tasks asleep in the guest: RSS {} MiB → {} MiB, {:.1} KiB per task (aim ≤ 100)",
-        before / 1024,
-        after / 1024,
-        (after.saturating_sub(before)) as f64 / k as f64
-    );
-    for id in ids {
-        host.cancel(id, "benchmark over")?;
-    }
-    let _ = stop.send(true);
-    worker.await??;
-    Ok(())
-}
-
-/// RSS once it stops growing (each instance is set up after its start).
-async fn settled_rss() -> u64 {
-    let mut last = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = rss_kib();
-        if now.abs_diff(last) < now / 200 {
-            return now;
-        }
-        last = now;
-    }
 }
 
 fn default_bin() -> PathBuf {

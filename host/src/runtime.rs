@@ -218,6 +218,7 @@ impl Host {
         let engine = build_engine(&options)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::engine)?;
+        caps::fs::add_inline_writes(&mut linker).map_err(Error::engine)?;
         Skill::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s).map_err(Error::engine)?;
         let ticker = EpochTicker::start(&engine);
         Ok(Host {

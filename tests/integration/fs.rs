@@ -200,3 +200,52 @@ async fn unrequested_grant_is_not_given() {
     .await;
     failed(&r);
 }
+
+/// File writes go through skillbox's own output stream (written on the
+/// guest's thread): large writes arrive whole and in order, a write at an
+/// offset lands there, and a handle opened for reading cannot write even in
+/// a writable directory.
+#[tokio::test]
+async fn file_streams_write_in_place_and_refuse_read_handles() {
+    let d = dirs();
+    let src = source_with_manifest("hostile", TABLES);
+    // Several of the stream's 64 KiB writes, none of them aligned.
+    let big: String = (0..300_001u32)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    let (r, _) = run(
+        &src,
+        &fs_grants(&d),
+        json!({"case": "write", "path": "/out/big.txt", "content": big}),
+    )
+    .await;
+    succeeded(&r);
+    assert_eq!(std::fs::read_to_string(d.out.join("big.txt")).unwrap(), big);
+
+    std::fs::write(d.out.join("digits.txt"), "0123456789").unwrap();
+    let (r, _) = run(
+        &src,
+        &fs_grants(&d),
+        json!({"case": "write", "path": "/out/digits.txt", "content": "ab", "offset": 3}),
+    )
+    .await;
+    succeeded(&r);
+    assert_eq!(
+        std::fs::read_to_string(d.out.join("digits.txt")).unwrap(),
+        "012ab56789"
+    );
+
+    let (r, _) = run(
+        &src,
+        &fs_grants(&d),
+        json!({"case": "write-read-only", "path": "/out/digits.txt", "content": "zz"}),
+    )
+    .await;
+    let (_, message) = failed(&r);
+    assert!(message.contains("write /out/digits.txt"), "{message}");
+    assert_eq!(
+        std::fs::read_to_string(d.out.join("digits.txt")).unwrap(),
+        "012ab56789",
+        "nothing written through a read-only handle"
+    );
+}

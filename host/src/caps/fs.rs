@@ -89,6 +89,109 @@ pub fn guest_to_host<'p>(
     Ok((host, best))
 }
 
+/// Most bytes a guest may hand an inline file stream per `write`, as
+/// wasmtime-wasi's own file streams allow.
+const FILE_WRITE_CAPACITY: usize = 64 * 1024;
+
+/// Replaces wasmtime-wasi's `descriptor.write-via-stream` with one whose
+/// stream writes on the guest's thread.
+///
+/// wasmtime-wasi's file output stream runs every non-blocking `write` (what
+/// wasi-libc's `write(2)` uses, 64 KiB at a time) on tokio's blocking pool
+/// even when the context allows blocking the current thread: a thread hop
+/// per 64 KiB. A regular file's `pwrite` is one bounded system call, the
+/// same as the reads and the other file operations that already run
+/// inline here. The checks are wasmtime-wasi's: the descriptor must be a
+/// file opened beneath a preopen with write permission.
+pub(crate) fn add_inline_writes<T: wasmtime_wasi::WasiView + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::filesystem::Descriptor;
+    use wasmtime_wasi::p2::DynOutputStream;
+    use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
+
+    linker.allow_shadowing(true);
+    linker.instance("wasi:filesystem/types@0.2.12")?.func_wrap(
+        "[method]descriptor.write-via-stream",
+        |mut store, (fd, offset): (Resource<Descriptor>, u64)| {
+            let table = store.data_mut().ctx().table;
+            let file = match table.get(&fd)? {
+                Descriptor::File(f) if !f.perms.write_not_permitted() => f.file.clone(),
+                Descriptor::File(_) => return Ok((Err(ErrorCode::NotPermitted),)),
+                Descriptor::Dir(_) => return Ok((Err(ErrorCode::BadDescriptor),)),
+            };
+            let stream: DynOutputStream = Box::new(InlineFileOutput {
+                file,
+                position: offset,
+                failed: None,
+                closed: false,
+            });
+            let stream: Result<Resource<DynOutputStream>, ErrorCode> = Ok(table.push(stream)?);
+            Ok((stream,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A positioned output stream over a regular file, written inline.
+struct InlineFileOutput {
+    file: std::sync::Arc<std::fs::File>,
+    position: u64,
+    /// A failed write, reported by the next call (as the stream contract
+    /// has it), after which the stream is closed.
+    failed: Option<std::io::Error>,
+    closed: bool,
+}
+
+impl InlineFileOutput {
+    fn status(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        use wasmtime_wasi::p2::StreamError;
+        if let Some(e) = self.failed.take() {
+            self.closed = true;
+            return Err(StreamError::LastOperationFailed(e.into()));
+        }
+        if self.closed {
+            return Err(StreamError::Closed);
+        }
+        Ok(())
+    }
+}
+
+impl wasmtime_wasi::p2::OutputStream for InlineFileOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        use std::os::unix::fs::FileExt;
+        self.status()?;
+        if bytes.len() > FILE_WRITE_CAPACITY {
+            return Err(wasmtime_wasi::p2::StreamError::Trap(wasmtime::format_err!(
+                "write of {} bytes exceeds the permitted {FILE_WRITE_CAPACITY}",
+                bytes.len()
+            )));
+        }
+        match self.file.write_all_at(&bytes, self.position) {
+            Ok(()) => self.position += bytes.len() as u64,
+            Err(e) => self.failed = Some(e),
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        // Nothing is buffered here: every write reached the file already.
+        self.status()
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        self.status()?;
+        Ok(FILE_WRITE_CAPACITY)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for InlineFileOutput {
+    async fn ready(&mut self) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,8 @@
 //! | case              | params                                               | `Ok` data                                      |
 //! |-------------------|------------------------------------------------------|------------------------------------------------|
 //! | `read`            | `path`                                               | `{"content"}`                                  |
-//! | `write`           | `path`, `content`                                    | `{"written": bytes}`                           |
+//! | `write`           | `path`, `content`, `offset?` (then into the file as it is) | `{"written": bytes}`                     |
+//! | `write-read-only` | `path`, `content`: opens `path` for reading, writes  | `{"written": bytes}`                           |
 //! | `list`            | `path`                                               | `{"entries": [names, sorted]}`                 |
 //! | `symlink`         | `target`, `link` (wasi-libc `symlink`)               | `null`                                         |
 //! | `hardlink`        | `target`, `link`                                     | `null`                                         |
@@ -68,6 +69,7 @@ fn hostile(input: Value) -> Result<Summary> {
     match case.as_str() {
         "read" => read(params(input)?),
         "write" => write(params(input)?),
+        "write-read-only" => write_read_only(params(input)?),
         "list" => list(params(input)?),
         "symlink" => symlink(params(input)?),
         "hardlink" => hardlink(params(input)?),
@@ -126,10 +128,40 @@ fn read(PathParams { path }: PathParams) -> Result<Summary> {
 struct WriteParams {
     path: String,
     content: String,
+    #[serde(default)]
+    offset: Option<u64>,
 }
 
-fn write(WriteParams { path, content }: WriteParams) -> Result<Summary> {
-    std::fs::write(&path, &content).with_context(|| format!("write {path}"))?;
+fn write(
+    WriteParams {
+        path,
+        content,
+        offset,
+    }: WriteParams,
+) -> Result<Summary> {
+    match offset {
+        None => std::fs::write(&path, &content).with_context(|| format!("write {path}"))?,
+        Some(at) => {
+            use std::io::{Seek, SeekFrom};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("open {path}"))?;
+            f.seek(SeekFrom::Start(at))
+                .with_context(|| format!("seek {path}"))?;
+            f.write_all(content.as_bytes())
+                .with_context(|| format!("write {path}"))?;
+        }
+    }
+    done(format!("wrote {path}"), json!({ "written": content.len() }))
+}
+
+/// Writes through a handle opened for reading only: the write must fail.
+fn write_read_only(WriteParams { path, content, .. }: WriteParams) -> Result<Summary> {
+    let mut f = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+    f.write_all(content.as_bytes())
+        .and_then(|()| f.flush())
+        .with_context(|| format!("write {path}"))?;
     done(format!("wrote {path}"), json!({ "written": content.len() }))
 }
 
