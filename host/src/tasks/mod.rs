@@ -55,6 +55,9 @@
 //! ```
 
 mod model;
+mod postgres;
+mod postgres_listen;
+mod postgres_outbox;
 pub(crate) mod runner;
 mod sqlite;
 mod sqlite_outbox;
@@ -65,6 +68,7 @@ pub use model::{
     CleanupMode, NotifyMode, ResumePolicy, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId,
     TaskSpec, TaskState,
 };
+pub use postgres::{OUTBOX_CHANNEL, PgOptions, PgStore, TASKS_CHANNEL};
 pub use runner::{SpawnRequest, TaskOptions};
 pub use sqlite::{SqliteStore, StoreStats};
 pub use store::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
