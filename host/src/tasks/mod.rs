@@ -62,6 +62,8 @@ pub(crate) mod runner;
 mod sqlite;
 mod sqlite_outbox;
 mod store;
+#[doc(hidden)]
+pub mod testing;
 
 pub(crate) use model::string_enum;
 pub use model::{
@@ -75,5 +77,7 @@ pub use store::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod postgres_tests;
 #[cfg(test)]
 mod sqlite_tests;

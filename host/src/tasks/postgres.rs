@@ -484,6 +484,22 @@ impl PgStore {
             .map_err(|_| backend("the task store's runtime stopped"))?
     }
 
+    /// Runs `sql` (several statements, no results) in one transaction.
+    #[cfg(test)]
+    pub(super) fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        let sql = sql.to_string();
+        self.write(move |tx| {
+            async move { tx.conn.client.batch_execute(&sql).await.map_err(pg) }.boxed()
+        })
+    }
+
+    /// The one `BIGINT` that `sql` returns.
+    #[cfg(test)]
+    pub(super) fn scalar(&self, sql: &str) -> Result<i64, StoreError> {
+        let sql = sql.to_string();
+        self.read(move |tx| async move { tx.one(&sql, &[]).await?.try_get(0).map_err(pg) }.boxed())
+    }
+
     fn write<T, F>(&self, body: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
