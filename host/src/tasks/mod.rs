@@ -55,6 +55,7 @@
 //! ```
 
 mod model;
+mod open;
 mod postgres;
 mod postgres_listen;
 mod postgres_outbox;
@@ -70,6 +71,7 @@ pub use model::{
     CleanupMode, NotifyMode, ResumePolicy, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId,
     TaskSpec, TaskState,
 };
+pub use open::open_store;
 pub use postgres::{OUTBOX_CHANNEL, PgOptions, PgStore, TASKS_CHANNEL};
 pub use runner::{SpawnRequest, TaskOptions};
 pub use sqlite::{SqliteStore, StoreStats};

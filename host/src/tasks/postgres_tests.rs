@@ -281,8 +281,17 @@ fn survives_a_server_restart() {
     let store = PgStore::connect(&url).unwrap();
     store.create(spec("a", ResumePolicy::Restart)).unwrap();
     let c = store.claim("w1", LEASE).unwrap().unwrap();
-    // Every pooled connection is in use, then idle: all of them break.
+    // A call in flight when the server goes down fails with `Backend`.
+    let store = Arc::new(store);
+    let in_flight = {
+        let store = store.clone();
+        std::thread::spawn(move || store.batch("SELECT pg_sleep(30)"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
     server.restart().unwrap();
+    let e = in_flight.join().unwrap().unwrap_err();
+    assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
+    // The pooled connections broke too; the next calls replace them.
     eventually("heartbeat after restart", || store.heartbeat(&c, LEASE));
     store.append(&c, log("after the restart")).unwrap();
     assert_eq!(store.get(c.task.id).unwrap().state, TaskState::Running);
