@@ -139,8 +139,6 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<DirLock, String> {
 pub struct Daemon {
     /// The host, running tasks from the store.
     pub host: Arc<Host>,
-    /// The data dir.
-    pub dir: PathBuf,
     /// The installed skills of the configuration.
     pub catalog: Arc<skillbox::catalog::Catalog>,
     /// The relay sinks, for the start-up message.
@@ -247,7 +245,6 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
         .map_err(|e| format!("{}: {e}", owner_file.display()))?;
     Ok(Daemon {
         host,
-        dir,
         catalog: Arc::new(catalog),
         sinks,
         store: store_name,

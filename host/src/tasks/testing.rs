@@ -296,22 +296,26 @@ impl PgServer {
         let pid = std::fs::read_to_string(self.data().join("postmaster.pid"))
             .ok()
             .and_then(|s| s.lines().next()?.trim().parse::<i32>().ok());
-        if pid.is_some() {
+        if let Some(pid) = pid {
+            // The postmaster and its backends: `pg_ctl stop` returns when
+            // the postmaster is gone, a moment before the last backend.
+            let mut pids = children_of(pid);
+            pids.push(pid);
             let _ = run(self
                 .server_command("pg_ctl")
                 .arg("-D")
                 .arg(self.data())
                 .args(["-m", "immediate", "-w", "-t", "10", "stop"]));
-        }
-        if let Some(pid) = pid {
+            let alive = |p: &i32| Path::new(&format!("/proc/{p}")).exists();
             let deadline = Instant::now() + Duration::from_secs(5);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            while pids.iter().any(alive) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            // SAFETY: signals the postmaster this server started (its pid
-            // file names it), only if it survived `pg_ctl stop`.
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+            for p in pids.iter().filter(|p| alive(p)) {
+                // SAFETY: signals a process of the server we started (its
+                // pid file names the postmaster; the rest are its children),
+                // only if it survived `pg_ctl stop`.
+                unsafe { libc::kill(*p, libc::SIGKILL) };
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -333,6 +337,23 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The pids whose parent is `pid`.
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| {
+            let child: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // Field 4, after the parenthesised command name, is the parent.
+            let ppid: i32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            (ppid == pid).then_some(child)
+        })
+        .collect()
 }
 
 fn free_port() -> Result<u16, String> {
