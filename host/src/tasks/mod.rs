@@ -8,6 +8,10 @@
 //!
 //! The events are the source of truth; the task row is their summary.
 //!
+//! Backends: [`SqliteStore`] (one host, one file) and [`PgStore`] (hosts
+//! sharing one PostgreSQL database and its queue); [`open_store`] picks one
+//! by its address.
+//!
 //! An agent runtime embedding skillbox:
 //!
 //! ```no_run

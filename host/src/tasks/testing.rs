@@ -18,6 +18,18 @@
 //!
 //! No PostgreSQL installed: with `CI=true` the tests fail, saying so;
 //! otherwise they are skipped with a message on stderr.
+//!
+//! An integration test in `tests/` uses it the same way:
+//!
+//! ```no_run
+//! use skillbox::tasks::{PgStore, testing};
+//!
+//! let Some(server) = testing::shared("my test") else { return };
+//! let store = PgStore::connect(&server.create_database().unwrap()).unwrap();
+//! ```
+//!
+//! (`testing::server_or_skip` gives a server of its own, for tests that
+//! restart or stop it.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -114,7 +126,11 @@ fn skip_unless_installed(test: &str) -> Option<PathBuf> {
             panic!("{test}: PostgreSQL is required when CI=true: {why}")
         }
         Err(why) => {
-            eprintln!(
+            // Past the test harness's capture of `eprintln!`: a skip is
+            // shown even when the test "passes".
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED {test}: {why}; install postgresql (or set SKILLBOX_PG_BINDIR) to run it"
             );
             None
