@@ -131,7 +131,7 @@ pub struct PgOptions {
     /// Most connections the store holds (one call uses one at a time; the
     /// wake-up listener has its own).
     pub pool_size: usize,
-    /// Most events kept per task (see [`DEFAULT_MAX_EVENTS`]).
+    /// Most events kept per task (default 10,000, as in SQLite).
     pub max_events: u64,
 }
 
