@@ -298,9 +298,10 @@ impl Pool {
         let conn = match self.idle() {
             Some(conn) => match conn.client.batch_execute(begin).await {
                 Ok(()) => conn,
-                // The server went away since the connection was last used;
-                // nothing ran, so a fresh connection may try again.
-                Err(e) if e.as_db_error().is_none() => {
+                // The server went away since the connection was last used
+                // (or is telling us so now); nothing ran, so a fresh
+                // connection may try again.
+                Err(e) if e.as_db_error().is_none() || conn.client.is_closed() => {
                     let conn = self.connect().await?;
                     conn.client.batch_execute(begin).await.map_err(pg)?;
                     conn
