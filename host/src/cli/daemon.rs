@@ -11,7 +11,7 @@ use hyper::Method;
 use skillbox::prelude::*;
 use skillbox::relay::{HostConfig, Relay};
 use skillbox::server::client::{Client, ClientError, Endpoint};
-use skillbox::tasks::{CleanupMode, NotifyMode, SqliteStore, TaskOptions};
+use skillbox::tasks::{CleanupMode, NotifyMode, SqliteStore, TaskOptions, TaskStore, open_store};
 
 use super::exit;
 use super::grants::GrantArgs;
@@ -57,7 +57,8 @@ impl DaemonAddr {
 
 /// Run the skillbox daemon: a durable task queue with a local HTTP API.
 ///
-/// It keeps tasks in DATA-DIR/tasks.db (SQLite), listens on
+/// It keeps tasks in DATA-DIR/tasks.db (SQLite; or in the database of
+/// --store, e.g. a PostgreSQL shared with other daemons), listens on
 /// DATA-DIR/skillbox.sock (mode 0600), runs queued tasks up to
 /// --concurrency at a time, and on start resumes (or fails, by each
 /// skill's policy) the tasks a previous daemon left running. Stop it with
@@ -93,6 +94,11 @@ pub struct HostArgs {
     /// "Relaying summaries" and "Agents".
     #[arg(long, value_name = "FILE", env = "SKILLBOX_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Task store: `postgres://USER@HOST:PORT/DB` (hosts naming one
+    /// database share its queue) or a SQLite file [default: the
+    /// configuration's `store`, else DATA-DIR/tasks.db].
+    #[arg(long, value_name = "URL", env = "SKILLBOX_STORE")]
+    pub store: Option<String>,
 }
 
 /// `skillbox serve`.
@@ -133,12 +139,12 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<DirLock, String> {
 pub struct Daemon {
     /// The host, running tasks from the store.
     pub host: Arc<Host>,
-    /// The data dir.
-    pub dir: PathBuf,
     /// The installed skills of the configuration.
     pub catalog: Arc<skillbox::catalog::Catalog>,
     /// The relay sinks, for the start-up message.
     pub sinks: Vec<String>,
+    /// Where the tasks are kept, for the start-up message (no password).
+    pub store: String,
     _lock: DirLock,
 }
 
@@ -193,7 +199,15 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
             }
         })
         .collect();
-    let store = SqliteStore::open_dir(&dir).map_err(|e| e.to_string())?;
+    let spec = args.store.as_ref().or(config.store.as_ref());
+    let store: Arc<dyn TaskStore> = match spec {
+        Some(spec) => open_store(spec).map_err(|e| e.to_string())?,
+        None => Arc::new(SqliteStore::open_dir(&dir).map_err(|e| e.to_string())?),
+    };
+    let store_name = match spec {
+        Some(spec) => without_password(spec),
+        None => dir.join("tasks.db").display().to_string(),
+    };
     let host = Host::new(EngineOptions {
         cache_dir: args
             .cache_dir
@@ -204,7 +218,7 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
     })
     .map_err(|e| e.to_string())?
     .with_tasks(
-        Arc::new(store),
+        store,
         TaskOptions {
             concurrency: concurrency.max(1),
             scratch: Some(dir.join("scratch")),
@@ -231,11 +245,26 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
         .map_err(|e| format!("{}: {e}", owner_file.display()))?;
     Ok(Daemon {
         host,
-        dir,
         catalog: Arc::new(catalog),
         sinks,
+        store: store_name,
         _lock: lock,
     })
+}
+
+/// `spec` with the password of a `scheme://user:password@host…` URL
+/// replaced by `***`.
+fn without_password(spec: &str) -> String {
+    let Some((scheme, rest)) = spec.split_once("://") else {
+        return spec.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') && !user.contains('/') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => spec.to_string(),
+    }
 }
 
 async fn serve_inner(args: ServeArgs) -> Result<(), String> {
@@ -251,11 +280,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         (_, t) => t.clone(),
     };
     let daemon = open_daemon(&args.at, &args.host)?;
-    let (host, dir, sinks) = (
-        daemon.host.clone(),
-        daemon.dir.clone(),
-        daemon.sinks.clone(),
-    );
+    let (host, sinks) = (daemon.host.clone(), daemon.sinks.clone());
 
     let socket = args.at.socket();
     let _ = std::fs::remove_file(&socket);
@@ -328,7 +353,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         args.listen
             .map(|a| format!(" and http://{a} (MCP at http://{a}/mcp)"))
             .unwrap_or_default(),
-        dir.display()
+        daemon.store
     );
     if !daemon.catalog.is_empty() {
         let names: Vec<&str> = daemon.catalog.tools().map(|t| t.name.as_str()).collect();
@@ -1014,5 +1039,22 @@ pub async fn tasks(args: TasksArgs) -> u8 {
                 Err(e) => fail(e, json),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_urls_are_shown_without_their_password() {
+        use super::without_password as w;
+        assert_eq!(
+            w("postgres://sbx:secret@db:5432/tasks"),
+            "postgres://sbx:***@db:5432/tasks"
+        );
+        assert_eq!(w("postgres://sbx@db/tasks"), "postgres://sbx@db/tasks");
+        assert_eq!(
+            w("/var/lib/skillbox/tasks.db"),
+            "/var/lib/skillbox/tasks.db"
+        );
     }
 }

@@ -44,6 +44,11 @@ pub struct HostConfig {
     /// [`crate::catalog`]).
     #[serde(default)]
     pub skills: BTreeMap<String, crate::catalog::InstalledSkill>,
+    /// The task store (see [`crate::tasks::open_store`]), e.g.
+    /// `"postgres://skillbox@db:5432/skillbox"`; by default SQLite in the
+    /// data dir.
+    #[serde(default)]
+    pub store: Option<String>,
 }
 
 impl HostConfig {

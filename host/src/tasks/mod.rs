@@ -8,6 +8,10 @@
 //!
 //! The events are the source of truth; the task row is their summary.
 //!
+//! Backends: [`SqliteStore`] (one host, one file) and [`PgStore`] (hosts
+//! sharing one PostgreSQL database and its queue); [`open_store`] picks one
+//! by its address.
+//!
 //! An agent runtime embedding skillbox:
 //!
 //! ```no_run
@@ -55,21 +59,31 @@
 //! ```
 
 mod model;
+mod open;
+mod postgres;
+mod postgres_listen;
+mod postgres_outbox;
 pub(crate) mod runner;
 mod sqlite;
 mod sqlite_outbox;
 mod store;
+#[doc(hidden)]
+pub mod testing;
 
 pub(crate) use model::string_enum;
 pub use model::{
     CleanupMode, NotifyMode, ResumePolicy, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId,
     TaskSpec, TaskState,
 };
+pub use open::open_store;
+pub use postgres::{OUTBOX_CHANNEL, PgOptions, PgStore, TASKS_CHANNEL};
 pub use runner::{SpawnRequest, TaskOptions};
 pub use sqlite::{SqliteStore, StoreStats};
 pub use store::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod postgres_tests;
 #[cfg(test)]
 mod sqlite_tests;

@@ -1,5 +1,5 @@
-//! The store trait: every backend (SQLite now, PostgreSQL later) gives the
-//! same semantics, checked by one conformance suite.
+//! The store trait: every backend (SQLite, PostgreSQL) gives the same
+//! semantics, checked by one conformance suite.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

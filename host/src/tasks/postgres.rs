@@ -1,0 +1,1406 @@
+//! The PostgreSQL task store: several hosts (processes, machines) share one
+//! queue.
+//!
+//! Same semantics as the SQLite store, checked by the same conformance
+//! suite: the events are the source of truth, writes on behalf of a claim
+//! are fenced by owner and lease generation in their own transaction, the
+//! event bound drops non-essential events with one marker, and the outbox
+//! rows of a state change commit with it.
+//!
+//! What PostgreSQL adds:
+//!
+//! - **Claims across processes.** `claim`, `claim_many`, `finish_and_claim`
+//!   and `claim_deliveries` pick rows with `FOR UPDATE SKIP LOCKED`: hosts
+//!   claiming at once get different tasks and never wait for each other.
+//!   Every write on behalf of a claim locks the task row (`FOR UPDATE`)
+//!   before it checks the fence, so a stale owner's write and a new
+//!   owner's claim are serialised, never interleaved.
+//! - **Clock.** Lease deadlines are the *caller's* clock ([`now_ms`]), as
+//!   in SQLite: `recover(now_ms, …)` takes the caller's time and the suite
+//!   relies on it. Hosts sharing a database must keep their clocks in sync
+//!   (NTP); a skew shortens or lengthens leases by that much.
+//! - **Wake-ups.** A transaction that makes a task runnable (a create, a
+//!   recovery to `interrupted`) runs `pg_notify('skillbox_tasks', '')`; one
+//!   that makes a notification claimable (outbox rows queued, redelivered,
+//!   released, settled) runs `pg_notify('skillbox_outbox', '')`. They are
+//!   sent at commit. [`PgStore::subscribe`] and
+//!   [`PgStore::subscribe_outbox`] turn them into a counter (see there).
+//! - **Migrations** are the SQLite store's rules (append-only, checksummed,
+//!   newer databases refused) under `pg_advisory_xact_lock`, so workers
+//!   starting together apply each migration exactly once.
+//!
+//! Mechanics: the [`TaskStore`] trait is synchronous and is called from
+//! plain threads, `spawn_blocking` threads and async tasks alike, so the
+//! store owns a private single-threaded tokio runtime on a thread of its
+//! own. Each call runs there as one transaction on a pooled connection and
+//! the caller waits on a std channel, which works from any thread (the
+//! sync `postgres` crate's `block_on` panics inside a runtime). A
+//! connection that breaks (the server restarted) fails the calls in flight
+//! with [`StoreError::Backend`] and is replaced on the next call; a call
+//! whose pooled connection turns out dead at its very first statement
+//! (`BEGIN`, which changes nothing) retries once on a fresh connection.
+//!
+//! No TLS: connect over loopback, a unix socket (`host=/run/postgresql`)
+//! or a tunnel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, watch};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use super::model::{ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
+use super::sqlite::DEFAULT_MAX_EVENTS;
+use super::store::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
+use crate::relay::{Attempt, Delivery, Verdict};
+
+/// (version, name, SQL). Append only: never edit an applied migration.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "tasks, events, checkpoints",
+        r#"CREATE TABLE tasks (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        spec JSONB NOT NULL,
+        state TEXT NOT NULL,
+        attempt BIGINT NOT NULL DEFAULT 0,
+        created_ms BIGINT NOT NULL,
+        started_ms BIGINT,
+        ended_ms BIGINT,
+        owner TEXT,
+        lease BIGINT NOT NULL DEFAULT 0,
+        lease_until_ms BIGINT,
+        cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+        outcome JSONB,
+        progress DOUBLE PRECISION,
+        progress_message TEXT,
+        label TEXT,
+        parent_session TEXT,
+        resume TEXT NOT NULL,
+        notify TEXT NOT NULL,
+        notify_to TEXT[] NOT NULL,
+        event_count BIGINT NOT NULL DEFAULT 0,
+        events_dropped BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX tasks_runnable ON tasks (id)
+        WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested;
+    CREATE INDEX tasks_running ON tasks (lease_until_ms) WHERE state = 'running';
+    CREATE INDEX tasks_by_state ON tasks (state, id);
+    CREATE INDEX tasks_by_label ON tasks (label, id);
+    CREATE INDEX tasks_by_parent ON tasks (parent_session, id);
+    CREATE INDEX tasks_ended ON tasks (ended_ms) WHERE ended_ms IS NOT NULL;
+    CREATE TABLE events (
+        task_id TEXT COLLATE "C" NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        body JSONB NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    );
+    CREATE TABLE checkpoints (
+        task_id TEXT COLLATE "C" NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        key TEXT COLLATE "C" NOT NULL,
+        value BYTEA NOT NULL,
+        saved_ms BIGINT NOT NULL,
+        PRIMARY KEY (task_id, key)
+    );"#,
+    ),
+    (2, "notification outbox", super::postgres_outbox::MIGRATION),
+];
+
+/// The key of the advisory lock migrations run under ("skillbox").
+const MIGRATION_LOCK: i64 = 0x736b_696c_6c62_6f78;
+
+/// Channel notified when a task may have become claimable.
+pub const TASKS_CHANNEL: &str = "skillbox_tasks";
+/// Channel notified when a notification may have become claimable.
+pub const OUTBOX_CHANNEL: &str = "skillbox_outbox";
+
+/// How long one store call may take (waiting for locks included) before
+/// it fails and its connection is dropped.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Settings of a [`PgStore`].
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// Most connections the store holds (one call uses one at a time; the
+    /// wake-up listener has its own).
+    pub pool_size: usize,
+    /// Most events kept per task (default 10,000, as in SQLite).
+    pub max_events: u64,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            pool_size: 8,
+            max_events: DEFAULT_MAX_EVENTS,
+        }
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Arc<Pool>,
+    runtime: tokio::runtime::Handle,
+    /// Ends the runtime's thread when dropped (sent or not).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    wakeups: Arc<Wakeups>,
+    max_events: u64,
+}
+
+/// The counters behind [`PgStore::subscribe`], and whether their listener
+/// runs.
+pub(super) struct Wakeups {
+    tasks: watch::Sender<u64>,
+    outbox: watch::Sender<u64>,
+    started: OnceLock<()>,
+}
+
+/// One pooled connection and its prepared statements.
+struct Conn {
+    client: Client,
+    statements: Mutex<HashMap<String, Statement>>,
+}
+
+/// The connections, used by the runtime's tasks only.
+struct Pool {
+    config: tokio_postgres::Config,
+    slots: Semaphore,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// A transaction on one connection, as the store's queries see it.
+pub(super) struct Tx<'a> {
+    conn: &'a Conn,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+pub(super) fn pg(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Backend(format!(
+            "postgres: {} ({}){}",
+            db.message(),
+            db.code().code(),
+            db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+        )),
+        None => StoreError::Backend(format!("postgres: {e}")),
+    }
+}
+
+pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl Tx<'_> {
+    async fn statement(&self, sql: &str) -> Result<Statement, StoreError> {
+        let cached = self.conn.lock().get(sql).cloned();
+        if let Some(st) = cached {
+            return Ok(st);
+        }
+        let st = self.conn.client.prepare(sql).await.map_err(pg)?;
+        self.conn.lock().insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// Every row of `sql`.
+    pub(super) async fn rows(&self, sql: &str, p: Params<'_>) -> Result<Vec<Row>, StoreError> {
+        let st = self.statement(sql).await?;
+        self.conn.client.query(&st, p).await.map_err(pg)
+    }
+
+    /// The one row of `sql`.
+    pub(super) async fn one(&self, sql: &str, p: Params<'_>) -> Result<Row, StoreError> {
+        let st = self.statement(sql).await?;
+        self.conn.client.query_one(&st, p).await.map_err(pg)
+    }
+
+    /// The row of `sql`, if any.
+    pub(super) async fn opt(&self, sql: &str, p: Params<'_>) -> Result<Option<Row>, StoreError> {
+        let st = self.statement(sql).await?;
+        self.conn.client.query_opt(&st, p).await.map_err(pg)
+    }
+
+    /// Runs `sql`; the number of rows it changed.
+    pub(super) async fn exec(&self, sql: &str, p: Params<'_>) -> Result<u64, StoreError> {
+        let st = self.statement(sql).await?;
+        self.conn.client.execute(&st, p).await.map_err(pg)
+    }
+
+    /// Wakes the listeners of `channel` when the transaction commits.
+    pub(super) async fn notify(&self, channel: &str) -> Result<(), StoreError> {
+        self.exec("SELECT pg_notify($1, '')", &[&channel])
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Conn {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
+        self.statements.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A store call: the body of one transaction.
+trait Body<T>: for<'a> FnOnce(&'a Tx<'a>) -> BoxFuture<'a, Result<T, StoreError>> + Send {}
+impl<T, F> Body<T> for F where
+    F: for<'a> FnOnce(&'a Tx<'a>) -> BoxFuture<'a, Result<T, StoreError>> + Send
+{
+}
+
+impl Pool {
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("task store connection ended: {e}");
+            }
+        });
+        Ok(Conn {
+            client,
+            statements: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(c) = idle.pop() {
+            if !c.client.is_closed() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Runs `body` as one transaction on a pooled connection.
+    async fn transact<T>(&self, read_only: bool, body: impl Body<T>) -> Result<T, StoreError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| backend("the task store is closed"))?;
+        let begin = if read_only {
+            "BEGIN READ ONLY"
+        } else {
+            "BEGIN"
+        };
+        let conn = match self.idle() {
+            Some(conn) => match conn.client.batch_execute(begin).await {
+                Ok(()) => conn,
+                // The server went away since the connection was last used
+                // (or is telling us so now); nothing ran, so a fresh
+                // connection may try again.
+                Err(e) if e.as_db_error().is_none() || conn.client.is_closed() => {
+                    let conn = self.connect().await?;
+                    conn.client.batch_execute(begin).await.map_err(pg)?;
+                    conn
+                }
+                Err(e) => return Err(pg(e)),
+            },
+            None => {
+                let conn = self.connect().await?;
+                conn.client.batch_execute(begin).await.map_err(pg)?;
+                conn
+            }
+        };
+        let out = body(&Tx { conn: &conn }).await;
+        let end = match &out {
+            Ok(_) => conn
+                .client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| StoreError::Backend(format!("commit failed: {}", pg(e)))),
+            Err(_) => conn.client.batch_execute("ROLLBACK").await.map_err(pg),
+        };
+        let reusable = end.is_ok() && !conn.client.is_closed();
+        if reusable {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+        }
+        match (out, end) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => Err(e),
+            // The body's error explains the rollback.
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`,
+    /// `postgresql://…`, or libpq's `key=value` form) and brings its schema
+    /// up to date.
+    pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+        PgStore::open(url, PgOptions::default())
+    }
+
+    /// [`connect`](Self::connect) with settings.
+    pub fn open(url: &str, options: PgOptions) -> Result<PgStore, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("task store URL {url:?}: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("skillbox");
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| backend(format!("cannot start the task store's runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("skillbox-pg".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                // Dropped here, outside any async context: its tasks (the
+                // connections, the listener) end with it.
+                drop(runtime);
+            })
+            .map_err(|e| backend(format!("cannot start the task store's thread: {e}")))?;
+        let store = PgStore {
+            pool: Arc::new(Pool {
+                config,
+                slots: Semaphore::new(options.pool_size.max(1)),
+                idle: Mutex::new(Vec::new()),
+            }),
+            runtime: handle,
+            stop: Some(stop),
+            thread: Some(thread),
+            wakeups: Arc::new(Wakeups {
+                tasks: watch::channel(0).0,
+                outbox: watch::channel(0).0,
+                started: OnceLock::new(),
+            }),
+            max_events: options.max_events.max(1),
+        };
+        store.call(false, |tx| migrate(tx).boxed())?;
+        Ok(store)
+    }
+
+    /// Sets the per-task event bound.
+    pub fn with_max_events(mut self, max: u64) -> Self {
+        self.max_events = max.max(1);
+        self
+    }
+
+    /// The schema version now in force.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.call(true, |tx| {
+            async move {
+                let r = tx
+                    .one(
+                        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                        &[],
+                    )
+                    .await?;
+                r.try_get(0).map_err(pg)
+            }
+            .boxed()
+        })
+    }
+
+    /// A counter that changes when a task may have become claimable: a
+    /// create or a recovery committed by any store on this database (a
+    /// `NOTIFY` on [`TASKS_CHANNEL`]), and each time the listener
+    /// (re)connects, since notifications sent while it was away are lost.
+    ///
+    /// It is a hint, never a claim: wake up on `changed()`, then claim as
+    /// usual; changes may be spurious and several are merged into one. Any
+    /// create committed after this call returns changes it (if the listener
+    /// is not connected yet, its connecting does). The first call starts the
+    /// listener: one connection of its own, reconnecting with backoff
+    /// (50 ms doubling to 5 s) while the server is away.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.listen();
+        self.wakeups.tasks.subscribe()
+    }
+
+    /// As [`subscribe`](Self::subscribe), for the outbox: notifications
+    /// queued, redelivered, released by recovery or settled (the next one
+    /// of its sink may go) ([`OUTBOX_CHANNEL`]).
+    pub fn subscribe_outbox(&self) -> watch::Receiver<u64> {
+        self.listen();
+        self.wakeups.outbox.subscribe()
+    }
+
+    fn listen(&self) {
+        self.wakeups.started.get_or_init(|| {
+            let mut config = self.pool.config.clone();
+            // A server that vanishes without closing the socket is noticed.
+            config
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(30))
+                .keepalives_interval(Duration::from_secs(5))
+                .keepalives_retries(3);
+            self.runtime
+                .spawn(super::postgres_listen::run(config, self.wakeups.clone()));
+        });
+    }
+
+    /// Runs `body` as one transaction on the store's runtime and waits for
+    /// its outcome; from any thread, in a runtime or not.
+    fn call<T, F>(&self, read_only: bool, body: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a Tx<'a>) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let pool = self.pool.clone();
+        self.runtime.spawn(async move {
+            let out = match tokio::time::timeout(CALL_TIMEOUT, pool.transact(read_only, body)).await
+            {
+                Ok(out) => out,
+                Err(_) => Err(StoreError::Backend(format!(
+                    "the task store did not answer within {}s (the change may or may not \
+                     have been made)",
+                    CALL_TIMEOUT.as_secs()
+                ))),
+            };
+            let _ = reply.send(out);
+        });
+        answer
+            .recv()
+            .map_err(|_| backend("the task store's runtime stopped"))?
+    }
+
+    /// Runs `sql` (several statements, no results) in one transaction.
+    #[cfg(test)]
+    pub(super) fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        let sql = sql.to_string();
+        self.write(move |tx| {
+            async move { tx.conn.client.batch_execute(&sql).await.map_err(pg) }.boxed()
+        })
+    }
+
+    /// The one `BIGINT` that `sql` returns.
+    #[cfg(test)]
+    pub(super) fn scalar(&self, sql: &str) -> Result<i64, StoreError> {
+        let sql = sql.to_string();
+        self.read(move |tx| async move { tx.one(&sql, &[]).await?.try_get(0).map_err(pg) }.boxed())
+    }
+
+    fn write<T, F>(&self, body: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a Tx<'a>) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,
+    {
+        self.call(false, body)
+    }
+
+    fn read<T, F>(&self, body: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a Tx<'a>) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,
+    {
+        self.call(true, body)
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Ends the runtime thread, which closes every connection.
+        self.stop = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Wakeups {
+    pub(super) fn bump_tasks(&self) {
+        self.tasks.send_modify(|n| *n += 1);
+    }
+
+    pub(super) fn bump_outbox(&self) {
+        self.outbox.send_modify(|n| *n += 1);
+    }
+}
+
+async fn migrate(tx: &Tx<'_>) -> Result<(), StoreError> {
+    // Workers starting together take turns: the second sees the first's
+    // schema once the lock is granted (each statement reads committed data).
+    tx.exec("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.conn
+        .client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY,
+                name TEXT NOT NULL,
+                checksum TEXT NOT NULL,
+                applied_ms BIGINT NOT NULL
+            )",
+        )
+        .await
+        .map_err(pg)?;
+    let applied: Vec<(i64, String)> = tx
+        .rows(
+            "SELECT version, checksum FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(pg)?;
+    for (version, sum) in &applied {
+        match MIGRATIONS.iter().find(|(v, _, _)| v == version) {
+            None => {
+                return Err(StoreError::Schema(format!(
+                    "the database has migration {version}, which this skillbox does not know: \
+                     it was written by a newer version"
+                )));
+            }
+            Some((_, name, sql)) if checksum(sql) != *sum => {
+                return Err(StoreError::Schema(format!(
+                    "applied migration {version} ({name}) differs from this skillbox's; \
+                     migrations must never be edited"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    for (version, name, sql) in MIGRATIONS {
+        if applied.iter().any(|(v, _)| v == version) {
+            continue;
+        }
+        tx.conn
+            .client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| StoreError::Schema(format!("migration {version} ({name}): {}", pg(e))))?;
+        tx.exec(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_ms)
+             VALUES ($1, $2, $3, $4)",
+            &[version, name, &checksum(sql), &now_ms()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+const TASK_COLUMNS: &str = "id, spec, state, attempt, created_ms, started_ms, ended_ms, owner, lease, \
+     lease_until_ms, cancel_requested, outcome, progress, progress_message, events_dropped";
+
+fn row_to_task(r: &Row) -> Result<Task, StoreError> {
+    let id: String = r.try_get(0).map_err(pg)?;
+    let spec: serde_json::Value = r.try_get(1).map_err(pg)?;
+    let state: String = r.try_get(2).map_err(pg)?;
+    let progress: Option<f64> = r.try_get(12).map_err(pg)?;
+    Ok(Task {
+        id: id.parse().map_err(StoreError::Backend)?,
+        spec: serde_json::from_value(spec).map_err(|e| backend(format!("task {id}: spec: {e}")))?,
+        state: state.parse().map_err(StoreError::Backend)?,
+        attempt: r.try_get::<_, i64>(3).map_err(pg)? as u32,
+        created_ms: r.try_get(4).map_err(pg)?,
+        started_ms: r.try_get(5).map_err(pg)?,
+        ended_ms: r.try_get(6).map_err(pg)?,
+        owner: r.try_get(7).map_err(pg)?,
+        lease: r.try_get(8).map_err(pg)?,
+        lease_until_ms: r.try_get(9).map_err(pg)?,
+        cancel_requested: r.try_get(10).map_err(pg)?,
+        outcome: r.try_get(11).map_err(pg)?,
+        progress: progress.map(|p| p as f32),
+        progress_message: r.try_get(13).map_err(pg)?,
+        events_dropped: r.try_get::<_, i64>(14).map_err(pg)? as u64,
+    })
+}
+
+async fn load(tx: &Tx<'_>, id: TaskId) -> Result<Task, StoreError> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+    match tx.opt(&sql, &[&id.to_string()]).await? {
+        Some(r) => row_to_task(&r),
+        None => Err(StoreError::NotFound(id)),
+    }
+}
+
+/// [`load`], locking the row until the transaction ends.
+async fn load_locked(tx: &Tx<'_>, id: TaskId) -> Result<Task, StoreError> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 FOR UPDATE");
+    match tx.opt(&sql, &[&id.to_string()]).await? {
+        Some(r) => row_to_task(&r),
+        None => Err(StoreError::NotFound(id)),
+    }
+}
+
+/// What a write on behalf of a claim checks, owned so that the write can
+/// run on the store's runtime.
+struct Fence {
+    id: TaskId,
+    lease: i64,
+    owner: String,
+}
+
+impl Fence {
+    fn of(claim: &Claim) -> Fence {
+        Fence {
+            id: claim.task.id,
+            lease: claim.lease,
+            owner: claim.owner.clone(),
+        }
+    }
+}
+
+/// Checks that `claim` still holds the task's lease, and locks the task
+/// row for the rest of the transaction (no other owner can take it
+/// between the check and the write).
+async fn fence(tx: &Tx<'_>, claim: &Fence) -> Result<(), StoreError> {
+    let held = tx
+        .opt(
+            "SELECT state, lease, owner FROM tasks WHERE id = $1 FOR UPDATE",
+            &[&claim.id.to_string()],
+        )
+        .await?;
+    let Some(r) = held else {
+        return Err(StoreError::NotFound(claim.id));
+    };
+    let (state, lease, owner): (String, i64, Option<String>) = (
+        r.try_get(0).map_err(pg)?,
+        r.try_get(1).map_err(pg)?,
+        r.try_get(2).map_err(pg)?,
+    );
+    if state == TaskState::Running.as_str()
+        && lease == claim.lease
+        && owner.as_deref() == Some(&claim.owner)
+    {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost(claim.id))
+    }
+}
+
+/// Appends an event inside `tx`, honouring the bound. The caller holds the
+/// task row's lock (a fence, a claim, a create, or [`load_locked`]), so
+/// seqs are dense.
+async fn append_in(
+    tx: &Tx<'_>,
+    id: TaskId,
+    event: &TaskEvent,
+    max: u64,
+) -> Result<u64, StoreError> {
+    let r = tx
+        .opt(
+            "SELECT event_count, events_dropped FROM tasks WHERE id = $1",
+            &[&id.to_string()],
+        )
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+    let (count, dropped): (i64, i64) = (r.try_get(0).map_err(pg)?, r.try_get(1).map_err(pg)?);
+    if count as u64 >= max && !event.is_essential() {
+        tx.exec(
+            "UPDATE tasks SET events_dropped = events_dropped + 1 WHERE id = $1",
+            &[&id.to_string()],
+        )
+        .await?;
+        if dropped == 0 {
+            let marker = TaskEvent::Truncated {
+                what: format!(
+                    "the task reached its bound of {max} events; later progress, logs and output are counted, not kept"
+                ),
+            };
+            insert_event(tx, id, count + 1, &marker).await?;
+        }
+        return Ok(0);
+    }
+    // Every stored event, the marker included, is counted: the next seq.
+    let seq = count + 1;
+    insert_event(tx, id, seq, event).await?;
+    // The notifications a state change calls for commit with it.
+    if let TaskEvent::State { from, to, reason } = event {
+        super::postgres_outbox::enqueue(tx, id, seq, *from, *to, reason).await?;
+    }
+    if let TaskEvent::Progress { fraction, message } = event {
+        tx.exec(
+            "UPDATE tasks SET progress = COALESCE($2, progress), progress_message = $3
+                 WHERE id = $1",
+            &[&id.to_string(), &fraction.map(f64::from), message],
+        )
+        .await?;
+    }
+    Ok(seq as u64)
+}
+
+async fn insert_event(
+    tx: &Tx<'_>,
+    id: TaskId,
+    seq: i64,
+    event: &TaskEvent,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_value(event).map_err(backend)?;
+    tx.exec(
+        "INSERT INTO events (task_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
+        &[&id.to_string(), &seq, &now_ms(), &event.kind(), &body],
+    )
+    .await?;
+    tx.exec(
+        "UPDATE tasks SET event_count = event_count + 1 WHERE id = $1",
+        &[&id.to_string()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn set_state(
+    tx: &Tx<'_>,
+    task: &Task,
+    to: TaskState,
+    reason: &str,
+    max: u64,
+) -> Result<(), StoreError> {
+    move_state(tx, task.id, task.state, to, reason, max).await
+}
+
+async fn move_state(
+    tx: &Tx<'_>,
+    id: TaskId,
+    from: TaskState,
+    to: TaskState,
+    reason: &str,
+    max: u64,
+) -> Result<(), StoreError> {
+    let ended = to.is_terminal().then(now_ms);
+    tx.exec(
+        "UPDATE tasks SET state = $2, ended_ms = COALESCE($3, ended_ms),
+             owner = CASE WHEN $2 = 'running' THEN owner ELSE NULL END,
+             lease_until_ms = CASE WHEN $2 = 'running' THEN lease_until_ms ELSE NULL END
+         WHERE id = $1",
+        &[&id.to_string(), &to.as_str(), &ended],
+    )
+    .await?;
+    let event = TaskEvent::State {
+        from: Some(from),
+        to,
+        reason: reason.to_string(),
+    };
+    append_in(tx, id, &event, max).await?;
+    Ok(())
+}
+
+/// Claims up to `max` of the oldest runnable tasks inside `tx`, skipping
+/// those another transaction is claiming.
+async fn claim_in(
+    tx: &Tx<'_>,
+    owner: &str,
+    max: usize,
+    lease_for: Duration,
+    max_events: u64,
+) -> Result<Vec<Claim>, StoreError> {
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let ids = tx
+        .rows(
+            "SELECT id FROM tasks
+             WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&(max as i64)],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for r in ids {
+        let id: String = r.try_get(0).map_err(pg)?;
+        let id: TaskId = id.parse().map_err(StoreError::Backend)?;
+        out.push(claim_id(tx, id, owner, lease_for, max_events).await?);
+    }
+    Ok(out)
+}
+
+/// Stores a new queued task inside `tx`.
+async fn create_in(tx: &Tx<'_>, id: TaskId, spec: TaskSpec, max: u64) -> Result<Task, StoreError> {
+    let created_ms = now_ms();
+    let body = serde_json::to_value(&spec).map_err(backend)?;
+    tx.exec(
+        "INSERT INTO tasks (id, spec, state, created_ms, label, parent_session, resume,
+                            notify, notify_to)
+         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8)",
+        &[
+            &id.to_string(),
+            &body,
+            &created_ms,
+            &spec.label,
+            &spec.parent_session,
+            &spec.resume.as_str(),
+            &spec.notify.as_str(),
+            &spec.notify_to,
+        ],
+    )
+    .await?;
+    let event = TaskEvent::State {
+        from: None,
+        to: TaskState::Queued,
+        reason: "spawned".into(),
+    };
+    append_in(tx, id, &event, max).await?;
+    Ok(Task {
+        id,
+        spec,
+        state: TaskState::Queued,
+        attempt: 0,
+        created_ms,
+        started_ms: None,
+        ended_ms: None,
+        owner: None,
+        lease: 0,
+        lease_until_ms: None,
+        cancel_requested: false,
+        outcome: None,
+        progress: None,
+        progress_message: None,
+        events_dropped: 0,
+    })
+}
+
+/// True when a task is waiting to be claimed (or being claimed).
+async fn any_runnable(tx: &Tx<'_>) -> Result<bool, StoreError> {
+    tx.one(
+        "SELECT EXISTS(SELECT 1 FROM tasks
+                       WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested)",
+        &[],
+    )
+    .await?
+    .try_get(0)
+    .map_err(pg)
+}
+
+/// Claims task `id` (queued or interrupted, its row locked by the caller)
+/// for `owner`.
+async fn claim_id(
+    tx: &Tx<'_>,
+    id: TaskId,
+    owner: &str,
+    lease_for: Duration,
+    max_events: u64,
+) -> Result<Claim, StoreError> {
+    let state: String = tx
+        .one("SELECT state FROM tasks WHERE id = $1", &[&id.to_string()])
+        .await?
+        .try_get(0)
+        .map_err(pg)?;
+    let state: TaskState = state.parse().map_err(StoreError::Backend)?;
+    let now = now_ms();
+    let attempt: i64 = tx
+        .one(
+            "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $2,
+                 owner = $3, lease = lease + 1, lease_until_ms = $4
+             WHERE id = $1 RETURNING attempt",
+            &[
+                &id.to_string(),
+                &now,
+                &owner,
+                &(now + lease_for.as_millis() as i64),
+            ],
+        )
+        .await?
+        .try_get(0)
+        .map_err(pg)?;
+    let reason = if state == TaskState::Interrupted {
+        format!("resumed by {owner} (attempt {attempt})")
+    } else {
+        format!("started by {owner}")
+    };
+    let event = TaskEvent::State {
+        from: Some(state),
+        to: TaskState::Running,
+        reason,
+    };
+    append_in(tx, id, &event, max_events).await?;
+    let task = load(tx, id).await?;
+    Ok(Claim {
+        lease: task.lease,
+        owner: owner.to_string(),
+        task,
+    })
+}
+
+async fn has_checkpoints(tx: &Tx<'_>, id: TaskId) -> Result<bool, StoreError> {
+    tx.one(
+        "SELECT EXISTS(SELECT 1 FROM checkpoints WHERE task_id = $1)",
+        &[&id.to_string()],
+    )
+    .await?
+    .try_get(0)
+    .map_err(pg)
+}
+
+impl TaskStore for PgStore {
+    fn create(&self, spec: TaskSpec) -> Result<Task, StoreError> {
+        let (id, max) = (TaskId::new(), self.max_events);
+        self.write(move |tx| {
+            async move {
+                let task = create_in(tx, id, spec, max).await?;
+                tx.notify(TASKS_CHANNEL).await?;
+                Ok(task)
+            }
+            .boxed()
+        })
+    }
+
+    fn create_and_claim(
+        &self,
+        spec: TaskSpec,
+        owner: &str,
+        lease_for: Duration,
+    ) -> Result<(Task, Option<Claim>), StoreError> {
+        let (id, max, owner) = (TaskId::new(), self.max_events, owner.to_string());
+        self.write(move |tx| {
+            async move {
+                // Older tasks go first: then this one only queues.
+                let older = any_runnable(tx).await?;
+                let task = create_in(tx, id, spec, max).await?;
+                if older {
+                    tx.notify(TASKS_CHANNEL).await?;
+                    return Ok((task, None));
+                }
+                // Nobody else sees the row before the commit: no lock needed.
+                let claim = claim_id(tx, id, &owner, lease_for, max).await?;
+                Ok((task, Some(claim)))
+            }
+            .boxed()
+        })
+    }
+
+    fn get(&self, id: TaskId) -> Result<Task, StoreError> {
+        self.read(move |tx| load(tx, id).boxed())
+    }
+
+    fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |tx| {
+            async move {
+                let sql = format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks
+                     WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR label = $2)
+                       AND ($3::text IS NULL OR parent_session = $3)
+                     ORDER BY id DESC LIMIT $4"
+                );
+                let rows = tx
+                    .rows(
+                        &sql,
+                        &[
+                            &filter.state.map(|s| s.as_str()),
+                            &filter.label,
+                            &filter.parent_session,
+                            &i64::from(filter.limit.unwrap_or(100)),
+                        ],
+                    )
+                    .await?;
+                rows.iter().map(row_to_task).collect()
+            }
+            .boxed()
+        })
+    }
+
+    fn claim(&self, owner: &str, lease_for: Duration) -> Result<Option<Claim>, StoreError> {
+        Ok(self.claim_many(owner, 1, lease_for)?.pop())
+    }
+
+    fn claim_many(
+        &self,
+        owner: &str,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let (owner, max_events) = (owner.to_string(), self.max_events);
+        self.write(move |tx| {
+            async move { claim_in(tx, &owner, max, lease_for, max_events).await }.boxed()
+        })
+    }
+
+    fn heartbeat(&self, claim: &Claim, lease_for: Duration) -> Result<(), StoreError> {
+        let held = Fence::of(claim);
+        self.write(move |tx| {
+            async move {
+                fence(tx, &held).await?;
+                tx.exec(
+                    "UPDATE tasks SET lease_until_ms = $2 WHERE id = $1",
+                    &[
+                        &held.id.to_string(),
+                        &(now_ms() + lease_for.as_millis() as i64),
+                    ],
+                )
+                .await?;
+                Ok(())
+            }
+            .boxed()
+        })
+    }
+
+    fn append(&self, claim: &Claim, event: TaskEvent) -> Result<u64, StoreError> {
+        let (held, max) = (Fence::of(claim), self.max_events);
+        self.write(move |tx| {
+            async move {
+                fence(tx, &held).await?;
+                append_in(tx, held.id, &event, max).await
+            }
+            .boxed()
+        })
+    }
+
+    fn append_many(&self, claim: &Claim, events: &[TaskEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (held, max, events) = (Fence::of(claim), self.max_events, events.to_vec());
+        self.write(move |tx| {
+            async move {
+                fence(tx, &held).await?;
+                for e in &events {
+                    append_in(tx, held.id, e, max).await?;
+                }
+                Ok(())
+            }
+            .boxed()
+        })
+    }
+
+    fn save_checkpoint(&self, claim: &Claim, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (held, max) = (Fence::of(claim), self.max_events);
+        let (key, value) = (key.to_string(), value.to_vec());
+        self.write(move |tx| {
+            async move {
+                fence(tx, &held).await?;
+                tx.exec(
+                    "INSERT INTO checkpoints (task_id, key, value, saved_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (task_id, key)
+                     DO UPDATE SET value = excluded.value, saved_ms = excluded.saved_ms",
+                    &[&held.id.to_string(), &key, &value, &now_ms()],
+                )
+                .await?;
+                let event = TaskEvent::Checkpoint {
+                    bytes: value.len(),
+                    key,
+                };
+                append_in(tx, held.id, &event, max).await?;
+                Ok(())
+            }
+            .boxed()
+        })
+    }
+
+    fn checkpoints(&self, id: TaskId) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
+        self.read(move |tx| {
+            async move {
+                tx.rows(
+                    "SELECT key, value FROM checkpoints WHERE task_id = $1",
+                    &[&id.to_string()],
+                )
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, tokio_postgres::Error>>()
+                .map_err(pg)
+            }
+            .boxed()
+        })
+    }
+
+    fn finish(
+        &self,
+        claim: &Claim,
+        state: TaskState,
+        outcome: serde_json::Value,
+        reason: &str,
+    ) -> Result<Task, StoreError> {
+        let ending = Ending {
+            events: &[],
+            state,
+            outcome,
+            reason,
+            deliver: None,
+        };
+        Ok(self.finish_and_claim(claim, ending, None)?.task)
+    }
+
+    fn finish_and_claim(
+        &self,
+        claim: &Claim,
+        end: Ending<'_>,
+        next_lease: Option<Duration>,
+    ) -> Result<Ended, StoreError> {
+        if !end.state.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "{} is not a terminal state",
+                end.state
+            )));
+        }
+        let (held, max) = (Fence::of(claim), self.max_events);
+        let (events, state, outcome, reason, deliver) = (
+            end.events.to_vec(),
+            end.state,
+            end.outcome,
+            end.reason.to_string(),
+            end.deliver,
+        );
+        self.write(move |tx| {
+            async move {
+                fence(tx, &held).await?;
+                for e in &events {
+                    append_in(tx, held.id, e, max).await?;
+                }
+                tx.exec(
+                    "UPDATE tasks SET outcome = $2 WHERE id = $1",
+                    &[&held.id.to_string(), &outcome],
+                )
+                .await?;
+                // The fence showed it running.
+                move_state(tx, held.id, TaskState::Running, state, &reason, max).await?;
+                let task = load(tx, held.id).await?;
+                let deliveries = match deliver {
+                    Some(lease) => {
+                        super::postgres_outbox::lease_task(
+                            tx,
+                            held.id,
+                            &held.owner,
+                            now_ms(),
+                            lease,
+                        )
+                        .await?
+                    }
+                    None => Vec::new(),
+                };
+                let next = match next_lease {
+                    Some(lease) => claim_in(tx, &held.owner, 1, lease, max).await?.pop(),
+                    None => None,
+                };
+                Ok(Ended {
+                    task,
+                    next,
+                    deliveries,
+                })
+            }
+            .boxed()
+        })
+    }
+
+    fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        self.read(move |tx| {
+            async move {
+                load(tx, id).await?;
+                let rows = tx
+                    .rows(
+                        "SELECT seq, at_ms, body FROM events
+                         WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                        &[&id.to_string(), &(after as i64), &i64::from(limit)],
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let seq: i64 = r.try_get(0).map_err(pg)?;
+                        let body: serde_json::Value = r.try_get(2).map_err(pg)?;
+                        Ok(EventRecord {
+                            seq: seq as u64,
+                            at_ms: r.try_get(1).map_err(pg)?,
+                            event: serde_json::from_value(body)
+                                .map_err(|e| backend(format!("task {id} event {seq}: {e}")))?,
+                        })
+                    })
+                    .collect()
+            }
+            .boxed()
+        })
+    }
+
+    fn request_cancel(&self, id: TaskId, reason: &str) -> Result<Task, StoreError> {
+        let (reason, max) = (reason.to_string(), self.max_events);
+        self.write(move |tx| {
+            async move {
+                let task = load_locked(tx, id).await?;
+                match task.state {
+                    s if s.is_terminal() => {}
+                    TaskState::Queued | TaskState::Interrupted => {
+                        let outcome = serde_json::json!({"outcome": "cancelled", "reason": reason});
+                        tx.exec(
+                            "UPDATE tasks SET cancel_requested = TRUE, outcome = $2 WHERE id = $1",
+                            &[&id.to_string(), &outcome],
+                        )
+                        .await?;
+                        set_state(tx, &task, TaskState::Cancelled, &reason, max).await?;
+                    }
+                    _ => {
+                        tx.exec(
+                            "UPDATE tasks SET cancel_requested = TRUE WHERE id = $1",
+                            &[&id.to_string()],
+                        )
+                        .await?;
+                    }
+                }
+                load(tx, id).await
+            }
+            .boxed()
+        })
+    }
+
+    fn recover(&self, now_ms: i64, dead_owner: Option<&str>) -> Result<Vec<TaskId>, StoreError> {
+        let (dead_owner, max) = (dead_owner.map(str::to_string), self.max_events);
+        self.write(move |tx| {
+            async move {
+                // Waits for (rather than skips) a row a live owner is writing:
+                // once its heartbeat commits, the row no longer qualifies.
+                let ids = tx
+                    .rows(
+                        "SELECT id FROM tasks WHERE state = 'running'
+                         AND (lease_until_ms < $1 OR ($2::text IS NOT NULL AND owner = $2))
+                         ORDER BY id FOR UPDATE",
+                        &[&now_ms, &dead_owner],
+                    )
+                    .await?;
+                super::postgres_outbox::release(tx, now_ms, dead_owner.as_deref()).await?;
+                let mut out = Vec::new();
+                let mut runnable = false;
+                for r in ids {
+                    let id: String = r.try_get(0).map_err(pg)?;
+                    let id: TaskId = id.parse().map_err(StoreError::Backend)?;
+                    let task = load(tx, id).await?;
+                    let owner = task.owner.clone().unwrap_or_default();
+                    set_state(
+                        tx,
+                        &task,
+                        TaskState::Interrupted,
+                        &format!("host {owner} stopped while running it"),
+                        max,
+                    )
+                    .await?;
+                    out.push(id);
+                    let task = load(tx, id).await?;
+                    if task.cancel_requested {
+                        set_state(
+                            tx,
+                            &task,
+                            TaskState::Cancelled,
+                            "cancelled while its host was down",
+                            max,
+                        )
+                        .await?;
+                    } else if task.spec.resume == ResumePolicy::Fail
+                        && !has_checkpoints(tx, id).await?
+                    {
+                        let outcome = serde_json::json!({
+                            "outcome": "failed",
+                            "kind": "failed",
+                            "message": "interrupted; the skill has no checkpoints and says a restart is not safe"
+                        });
+                        tx.exec(
+                            "UPDATE tasks SET outcome = $2 WHERE id = $1",
+                            &[&id.to_string(), &outcome],
+                        )
+                        .await?;
+                        set_state(
+                            tx,
+                            &task,
+                            TaskState::Failed,
+                            "interrupted with no checkpoints, and the skill's resume policy is `fail`",
+                            max,
+                        )
+                        .await?;
+                    } else {
+                        runnable = true;
+                    }
+                }
+                if runnable {
+                    tx.notify(TASKS_CHANNEL).await?;
+                }
+                Ok(out)
+            }
+            .boxed()
+        })
+    }
+
+    fn prune(&self, before_ms: i64) -> Result<Vec<Pruned>, StoreError> {
+        self.write(move |tx| {
+            async move {
+                // Events, checkpoints and notifications go by ON DELETE CASCADE.
+                let rows = tx
+                    .rows(
+                        &format!(
+                            "DELETE FROM tasks
+                             WHERE state IN ('succeeded', 'failed', 'timed_out', 'cancelled')
+                               AND ended_ms < $1
+                             RETURNING {TASK_COLUMNS}"
+                        ),
+                        &[&before_ms],
+                    )
+                    .await?;
+                let mut pruned = rows
+                    .iter()
+                    .map(|r| {
+                        let task = row_to_task(r)?;
+                        Ok((task.id, task.scratch_dir()))
+                    })
+                    .collect::<Result<Vec<Pruned>, StoreError>>()?;
+                pruned.sort_by_key(|(id, _)| *id);
+                Ok(pruned)
+            }
+            .boxed()
+        })
+    }
+
+    fn claim_deliveries(
+        &self,
+        owner: &str,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let owner = owner.to_string();
+        self.write(move |tx| {
+            super::postgres_outbox::claim(tx, owner, now_ms(), max, lease_for).boxed()
+        })
+    }
+
+    fn record_attempt(
+        &self,
+        id: i64,
+        attempt: &Attempt,
+        verdict: Verdict,
+    ) -> Result<(), StoreError> {
+        let attempt = attempt.clone();
+        self.write(move |tx| {
+            async move { super::postgres_outbox::record(tx, id, &attempt, verdict).await }.boxed()
+        })
+    }
+
+    fn deliveries(&self, id: TaskId) -> Result<Vec<Delivery>, StoreError> {
+        self.read(move |tx| {
+            async move {
+                load(tx, id).await?;
+                super::postgres_outbox::list(tx, id).await
+            }
+            .boxed()
+        })
+    }
+
+    fn redeliver(&self, id: TaskId) -> Result<usize, StoreError> {
+        self.write(move |tx| {
+            async move {
+                load(tx, id).await?;
+                super::postgres_outbox::redeliver(tx, id).await
+            }
+            .boxed()
+        })
+    }
+
+    fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|tx| super::postgres_outbox::next_due(tx).boxed())
+    }
+}

@@ -1,0 +1,375 @@
+//! PostgreSQL-specific checks, plus the conformance suite on PostgreSQL.
+//! Each test takes a database of its own on a throw-away server (see
+//! [`super::testing`]); tests that restart the server take their own.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use super::conformance::{run_all, spec};
+use super::testing;
+use super::*;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A fresh database on the shared server, or `None` when the test is
+/// skipped.
+fn fresh_db(test: &str) -> Option<String> {
+    let server = testing::shared(test)?;
+    Some(server.create_database().unwrap())
+}
+
+fn log(message: &str) -> TaskEvent {
+    TaskEvent::Log {
+        level: crate::events::Level::Info,
+        message: message.into(),
+    }
+}
+
+/// Waits (up to `within`) for `rx` to change; true if it did.
+fn changed(rx: &mut tokio::sync::watch::Receiver<u64>, within: Duration) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async { tokio::time::timeout(within, rx.changed()).await })
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// Retries `f` until it succeeds (for calls right after a server
+/// restart): only `Backend` errors are allowed on the way.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<T, StoreError>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(StoreError::Backend(e)) if Instant::now() < deadline => {
+                eprintln!("{what}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn conformance() {
+    let Some(server) = testing::shared("postgres conformance") else {
+        return;
+    };
+    run_all(&|| {
+        let url = server.create_database().unwrap();
+        Box::new(PgStore::connect(&url).unwrap())
+    });
+}
+
+#[test]
+fn migrations_run_once_when_workers_start_together() {
+    let Some(url) = fresh_db("postgres migrations_run_once") else {
+        return;
+    };
+    let start = Arc::new(Barrier::new(8));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, start) = (url.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                PgStore::connect(&url).map(|s| s.schema_version())
+            })
+        })
+        .collect();
+    for w in workers {
+        assert_eq!(w.join().unwrap().unwrap().unwrap(), 2);
+    }
+    let store = PgStore::connect(&url).unwrap();
+    assert_eq!(
+        store
+            .scalar("SELECT COUNT(*) FROM schema_migrations")
+            .unwrap(),
+        2,
+        "each migration applied once"
+    );
+    // Still usable: the schema is whole.
+    let t = store.create(spec("a", ResumePolicy::Fail)).unwrap();
+    assert_eq!(store.get(t.id).unwrap(), t);
+}
+
+#[test]
+fn refuses_edited_or_newer_schemas() {
+    let Some(url) = fresh_db("postgres refuses_edited_or_newer_schemas") else {
+        return;
+    };
+    let store = PgStore::connect(&url).unwrap();
+    store
+        .batch("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
+        .unwrap();
+    drop(store);
+    let e = PgStore::connect(&url).err().unwrap();
+    assert!(matches!(e, StoreError::Schema(_)), "{e:?}");
+    assert!(e.to_string().contains("must never be edited"), "{e}");
+
+    let url = fresh_db("postgres refuses_edited_or_newer_schemas").unwrap();
+    let store = PgStore::connect(&url).unwrap();
+    store
+        .batch("INSERT INTO schema_migrations VALUES (99, 'future', 'x', 0)")
+        .unwrap();
+    drop(store);
+    let e = PgStore::connect(&url).err().unwrap();
+    assert!(matches!(e, StoreError::Schema(_)), "{e:?}");
+    assert!(e.to_string().contains("newer version"), "{e}");
+}
+
+#[test]
+fn unreachable_servers_and_bad_urls_are_clear_errors() {
+    let e = PgStore::connect("postgres://nobody@127.0.0.1:1/none")
+        .err()
+        .unwrap();
+    assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
+    assert!(e.to_string().contains("cannot connect"), "{e}");
+    let e = PgStore::connect("postgres://[::1").err().unwrap();
+    assert!(e.to_string().contains("task store URL"), "{e}");
+}
+
+/// Four hosts, each with its own store, drain one queue: every task is
+/// claimed exactly once.
+#[test]
+fn hosts_claiming_together_take_each_task_once() {
+    let Some(url) = fresh_db("postgres hosts_claiming_together") else {
+        return;
+    };
+    let store = PgStore::connect(&url).unwrap();
+    let created: HashSet<TaskId> = (0..500)
+        .map(|i| {
+            store
+                .create(spec(&format!("t{i}"), ResumePolicy::Fail))
+                .unwrap()
+                .id
+        })
+        .collect();
+    let start = Arc::new(Barrier::new(4));
+    let hosts: Vec<_> = (0..4)
+        .map(|h| {
+            let (url, start) = (url.clone(), start.clone());
+            std::thread::spawn(move || {
+                let store = PgStore::connect(&url).unwrap();
+                let owner = format!("host-{h}");
+                start.wait();
+                let mut got = Vec::new();
+                loop {
+                    // Half the hosts claim one at a time, half in batches.
+                    let claims = if h % 2 == 0 {
+                        store.claim(&owner, LEASE).unwrap().into_iter().collect()
+                    } else {
+                        store.claim_many(&owner, 7, LEASE).unwrap()
+                    };
+                    if claims.is_empty() {
+                        return got;
+                    }
+                    for c in claims {
+                        assert_eq!((c.lease, c.task.attempt), (1, 1));
+                        assert_eq!(c.task.owner.as_deref(), Some(owner.as_str()));
+                        got.push(c.task.id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let claimed: Vec<TaskId> = hosts.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert_eq!(claimed.len(), 500, "no task claimed twice");
+    assert_eq!(claimed.into_iter().collect::<HashSet<_>>(), created);
+    assert!(store.claim("late", LEASE).unwrap().is_none());
+}
+
+/// Host A's lease runs out, host B recovers and claims the task: A's
+/// writes are refused, B's go through.
+#[test]
+fn fencing_holds_across_stores() {
+    let Some(url) = fresh_db("postgres fencing_holds_across_stores") else {
+        return;
+    };
+    let (a, b) = (
+        PgStore::connect(&url).unwrap(),
+        PgStore::connect(&url).unwrap(),
+    );
+    let t = a.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let old = a.claim("host-a", Duration::ZERO).unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(b.recover(now_ms(), None).unwrap(), vec![t.id]);
+    let new = b.claim("host-b", LEASE).unwrap().unwrap();
+    assert_eq!((new.task.id, new.lease), (t.id, 2));
+    for result in [
+        a.append(&old, log("late")).map(|_| ()),
+        a.heartbeat(&old, LEASE),
+        a.save_checkpoint(&old, "k", b"late"),
+        a.finish(&old, TaskState::Succeeded, serde_json::json!({}), "late")
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(StoreError::LeaseLost(_))),
+            "{result:?}"
+        );
+    }
+    b.append(&new, log("mine")).unwrap();
+    let done = b
+        .finish(&new, TaskState::Succeeded, serde_json::json!({}), "done")
+        .unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert!(a.checkpoints(t.id).unwrap().is_empty());
+}
+
+#[test]
+fn events_are_bounded_with_one_marker() {
+    let Some(url) = fresh_db("postgres events_are_bounded") else {
+        return;
+    };
+    let store = PgStore::connect(&url).unwrap().with_max_events(5);
+    store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let c = store.claim("w1", LEASE).unwrap().unwrap();
+    for i in 0..20 {
+        store.append(&c, log(&format!("line {i}"))).unwrap();
+    }
+    let t = store
+        .finish(&c, TaskState::Succeeded, serde_json::json!({}), "done")
+        .unwrap();
+    let events = store.events(t.id, 0, 1000).unwrap();
+    let markers = events
+        .iter()
+        .filter(|e| e.event.kind() == "truncated")
+        .count();
+    assert_eq!(markers, 1);
+    assert!(
+        matches!(
+            events.last().unwrap().event,
+            TaskEvent::State {
+                to: TaskState::Succeeded,
+                ..
+            }
+        ),
+        "state changes are always kept"
+    );
+    assert_eq!(t.events_dropped, 17);
+}
+
+/// The store is synchronous but works from inside an async runtime (and
+/// is dropped there) as well as from plain threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_from_async_contexts() {
+    let Some(url) = fresh_db("postgres works_from_async_contexts") else {
+        return;
+    };
+    let store = PgStore::connect(&url).unwrap();
+    let t = store.create(spec("a", ResumePolicy::Fail)).unwrap();
+    let store = Arc::new(store);
+    let on_blocking = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.claim("w", LEASE))
+    };
+    let c = on_blocking.await.unwrap().unwrap().unwrap();
+    assert_eq!(c.task.id, t.id);
+    store.append(&c, log("from a task")).unwrap();
+    drop(store);
+}
+
+/// A restart of the server: calls in flight may fail with `Backend`; later
+/// calls succeed on fresh connections, with the same store.
+#[test]
+fn survives_a_server_restart() {
+    let Some(server) = testing::server_or_skip("postgres survives_a_server_restart") else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let store = PgStore::connect(&url).unwrap();
+    store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let c = store.claim("w1", LEASE).unwrap().unwrap();
+    // A call in flight when the server goes down fails with `Backend`.
+    let store = Arc::new(store);
+    let in_flight = {
+        let store = store.clone();
+        std::thread::spawn(move || store.batch("SELECT pg_sleep(30)"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    server.restart().unwrap();
+    let e = in_flight.join().unwrap().unwrap_err();
+    assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
+    // The pooled connections broke too; the next calls replace them.
+    eventually("heartbeat after restart", || store.heartbeat(&c, LEASE));
+    store.append(&c, log("after the restart")).unwrap();
+    assert_eq!(store.get(c.task.id).unwrap().state, TaskState::Running);
+
+    // While the server is down, calls fail with `Backend` (they do not
+    // hang); once it is back, they succeed again.
+    server.stop().unwrap();
+    let e = store.get(c.task.id).unwrap_err();
+    assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
+    server.resume().unwrap();
+    eventually("get after stop and start", || store.get(c.task.id));
+    store
+        .finish(&c, TaskState::Succeeded, serde_json::json!({}), "done")
+        .unwrap();
+}
+
+/// A create in one store wakes a subscriber of another store on the same
+/// database; so does an outbox row; and after a server restart the
+/// listener reconnects (and says so), then wakes on creates again.
+#[test]
+fn creates_wake_subscribers_of_other_stores() {
+    let Some(server) = testing::server_or_skip("postgres creates_wake_subscribers") else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let (worker, spawner) = (
+        PgStore::connect(&url).unwrap(),
+        PgStore::connect(&url).unwrap(),
+    );
+    let mut tasks = worker.subscribe();
+    let mut outbox = worker.subscribe_outbox();
+    assert!(
+        changed(&mut tasks, Duration::from_secs(10))
+            && changed(&mut outbox, Duration::from_secs(1)),
+        "the listener connects"
+    );
+
+    spawner.create(spec("a", ResumePolicy::Fail)).unwrap();
+    assert!(
+        changed(&mut tasks, Duration::from_secs(5)),
+        "a create wakes"
+    );
+    // A claim makes nothing claimable: no wake-up for it.
+    let c = spawner.claim("w", LEASE).unwrap().unwrap();
+    assert!(!changed(&mut tasks, Duration::from_millis(300)));
+    assert!(!outbox.has_changed().unwrap());
+
+    // A notification queued by an end wakes the relays.
+    spawner
+        .create(TaskSpec {
+            notify_to: vec!["hook".into()],
+            ..spec("n", ResumePolicy::Fail)
+        })
+        .unwrap();
+    tasks.borrow_and_update();
+    spawner
+        .finish(&c, TaskState::Succeeded, serde_json::json!({}), "done")
+        .unwrap();
+    let n = spawner.claim("w", LEASE).unwrap().unwrap();
+    spawner
+        .finish(&n, TaskState::Succeeded, serde_json::json!({}), "done")
+        .unwrap();
+    assert!(changed(&mut outbox, Duration::from_secs(5)), "outbox wakes");
+
+    // The listener comes back after a restart, and says so: wake-ups sent
+    // while it was away are lost, so waiters must look again.
+    tasks.borrow_and_update();
+    server.restart().unwrap();
+    assert!(
+        changed(&mut tasks, Duration::from_secs(20)),
+        "the listener reconnects"
+    );
+    tasks.borrow_and_update();
+    eventually("create after restart", || {
+        spawner.create(spec("b", ResumePolicy::Fail))
+    });
+    assert!(
+        changed(&mut tasks, Duration::from_secs(5)),
+        "a create wakes after the restart"
+    );
+}
