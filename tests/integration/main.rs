@@ -18,3 +18,4 @@ mod python;
 mod relay;
 mod tasks;
 mod upgrade;
+mod workers;

@@ -209,7 +209,7 @@ fn closed_port() -> u16 {
 const SECRET: &str = "whsec-0123456789abcdef-test-key";
 
 /// Writes the daemon's config with `sinks` (TOML tables) and fast retries.
-fn config(dir: &Path, sinks: &str, default: &str) -> PathBuf {
+pub fn config(dir: &Path, sinks: &str, default: &str) -> PathBuf {
     let key = dir.join("webhook.key");
     std::fs::write(&key, SECRET).unwrap();
     let path = dir.join("skillbox.toml");
@@ -224,7 +224,7 @@ fn config(dir: &Path, sinks: &str, default: &str) -> PathBuf {
     path
 }
 
-fn webhook(name: &str, url: &str) -> String {
+pub fn webhook(name: &str, url: &str) -> String {
     format!("[relay.sink.{name}]\ntype = \"webhook\"\nurl = \"{url}\"\nsecret-file = \"KEYFILE\"\n")
 }
 

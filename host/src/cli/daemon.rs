@@ -99,6 +99,12 @@ pub struct HostArgs {
     /// configuration's `store`, else DATA-DIR/tasks.db].
     #[arg(long, value_name = "URL", env = "SKILLBOX_STORE")]
     pub store: Option<String>,
+    /// How long a running task's claim lasts without renewal (renewed every
+    /// sixth of it, at most every 5 s). A host that dies loses its tasks to
+    /// another host sharing the store after this long; a host cut off from
+    /// the store this long stops its tasks.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub lease: skillbox::units::HumanDuration,
 }
 
 /// `skillbox serve`.
@@ -110,6 +116,69 @@ pub async fn serve(args: ServeArgs) -> u8 {
             exit::FAILED
         }
     }
+}
+
+/// Run queued tasks from a task store shared with other hosts, without an API.
+///
+/// Workers on one or more machines that name the same PostgreSQL database
+/// (--store postgres://…) share its queue: each claims queued tasks with
+/// `FOR UPDATE SKIP LOCKED`, holds a lease renewed while the task runs, and
+/// wakes on PostgreSQL's `LISTEN/NOTIFY` when another host queues work. A
+/// worker that dies loses its tasks after --lease; another resumes them
+/// from their checkpoints (or fails them, by each skill's policy). Every
+/// worker must see each skill at the path it was spawned with (a shared,
+/// read-only skills directory); a worker whose file differs from the pinned
+/// digest fails the task instead of running another component. Tasks are
+/// spawned through any `skillbox serve` (or embedding host) on the same
+/// store. DATA-DIR holds this worker's scratch directories and lock (one
+/// worker per data dir). Stop it with SIGTERM or Ctrl-C.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub at: DaemonAddr,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// `skillbox worker`.
+pub async fn worker(args: WorkerArgs) -> u8 {
+    match worker_inner(args).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+async fn worker_inner(args: WorkerArgs) -> Result<(), String> {
+    let daemon = open_daemon(&args.at, &args.host)?;
+    let host = daemon.host.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(host.clone().work(stop_rx));
+    eprintln!(
+        "skillbox worker {}: running up to {} task(s) at once from {}",
+        host.owner_id().unwrap_or_default(),
+        args.host.concurrency.max(1),
+        daemon.store
+    );
+    if !daemon.sinks.is_empty() {
+        eprintln!(
+            "skillbox worker: notifications go to {}",
+            daemon.sinks.join(", ")
+        );
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let _ = stop_tx.send(true);
+    worker
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Holds an exclusive lock on the data dir for the daemon's lifetime.
@@ -223,6 +292,9 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
             concurrency: concurrency.max(1),
             scratch: Some(dir.join("scratch")),
             relay,
+            lease: args.lease.get(),
+            heartbeat: (args.lease.get() / 6)
+                .clamp(Duration::from_millis(50), Duration::from_secs(5)),
             ..TaskOptions::default()
         },
     );

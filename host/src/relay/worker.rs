@@ -32,6 +32,8 @@ impl Host {
         let lease = relay.lease();
         let mut handed = rt.delivering.lock().await;
         let mut in_flight = JoinSet::new();
+        // Another host sharing the store may queue or release notifications.
+        let mut outbox_wake = store.outbox_wake_ups();
         // Whether to look in the store for due notifications: not for those
         // a task's end handed us, which need no look.
         let mut look = true;
@@ -64,6 +66,7 @@ impl Host {
                     in_flight.spawn(deliver(store.clone(), relay.clone(), d, Some(task)));
                 }
                 () = rt.wake_relay.notified() => look = true,
+                () = crate::tasks::runner::changed(&mut outbox_wake) => look = true,
                 // A finished attempt may free room for a full claim, unblock
                 // the next change of its sink, or schedule a retry.
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {

@@ -945,6 +945,14 @@ async fn has_checkpoints(tx: &Tx<'_>, id: TaskId) -> Result<bool, StoreError> {
 }
 
 impl TaskStore for PgStore {
+    fn task_wake_ups(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.subscribe())
+    }
+
+    fn outbox_wake_ups(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.subscribe_outbox())
+    }
+
     fn create(&self, spec: TaskSpec) -> Result<Task, StoreError> {
         let (id, max) = (TaskId::new(), self.max_events);
         self.write(move |tx| {

@@ -433,6 +433,8 @@ impl Host {
         let rt = self.tasks()?;
         let slots = rt.slots.clone();
         let mut handed = rt.handed.lock().await;
+        // Another host sharing the store may queue work: it wakes us.
+        let mut store_wake = rt.store.task_wake_ups();
         let ids = rt.store.recover(now_ms(), None).map_err(store_err)?;
         kill_leftovers(&ids);
         self.clean_ended(&ids);
@@ -453,6 +455,7 @@ impl Host {
             }
         }
         let mut relay = Abort(relay);
+        let _recovery = Abort(tokio::spawn(self.clone().recover_expired(shutdown.clone())));
         // `return` leaves this block: the loop ends, the delivery worker
         // finishes its attempts in flight (each within its time limit).
         let result: Result<(), Error> = async {
@@ -501,13 +504,20 @@ impl Host {
                         }
                         drop(permits);
                         // A short batch drained the queue: wait for a spawn.
-                        if !all && self.idle(rt, &mut shutdown, &mut handed).await {
+                        if !all
+                            && self
+                                .idle(rt, &mut shutdown, &mut handed, &mut store_wake)
+                                .await
+                        {
                             return Ok(());
                         }
                     }
                     Ok(_) => {
                         drop(permits);
-                        if self.idle(rt, &mut shutdown, &mut handed).await {
+                        if self
+                            .idle(rt, &mut shutdown, &mut handed, &mut store_wake)
+                            .await
+                        {
                             return Ok(());
                         }
                     }
@@ -541,6 +551,7 @@ impl Host {
         rt: &TaskRuntime,
         shutdown: &mut watch::Receiver<bool>,
         handed: &mut mpsc::UnboundedReceiver<Handoff>,
+        store_wake: &mut Option<watch::Receiver<u64>>,
     ) -> bool {
         tokio::select! {
             biased;
@@ -550,20 +561,33 @@ impl Host {
                 false
             }
             () = rt.wake_worker.notified() => false,
-            () = tokio::time::sleep(rt.options.poll) => {
-                let store = rt.store.clone();
-                match tokio::task::spawn_blocking(move || store.recover(now_ms(), None)).await {
-                    Ok(Ok(ids)) => {
-                        kill_leftovers(&ids);
-                        self.clean_ended(&ids);
-                        if !ids.is_empty() {
-                            rt.wake_relay.notify_one();
-                        }
-                    }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "recovering expired leases failed"),
-                    Err(e) => tracing::warn!(error = %e, "recovering expired leases failed"),
+            () = changed(store_wake) => false,
+            // Look again: another process may have queued work.
+            () = tokio::time::sleep(rt.options.poll) => false,
+        }
+    }
+
+    /// Every poll interval, busy or not, turns tasks whose lease expired
+    /// (their host died or was cut off) into interrupted ones, to be
+    /// resumed by the next claim here or on another host sharing the store.
+    async fn recover_expired(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let rt = self.tasks().expect("only called by work");
+        loop {
+            tokio::select! {
+                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
+                () = tokio::time::sleep(rt.options.poll) => {}
+            }
+            let store = rt.store.clone();
+            match tokio::task::spawn_blocking(move || store.recover(now_ms(), None)).await {
+                Ok(Ok(ids)) if !ids.is_empty() => {
+                    kill_leftovers(&ids);
+                    self.clean_ended(&ids);
+                    rt.wake_relay.notify_one();
+                    rt.wake_worker.notify_one();
                 }
-                false
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "recovering expired leases failed"),
+                Err(e) => tracing::warn!(error = %e, "recovering expired leases failed"),
             }
         }
     }
@@ -804,6 +828,16 @@ fn remove_scratch(dir: Option<&std::path::Path>) {
 }
 
 /// Kills what interrupted tasks' programs left running on this machine.
+/// Resolves when `wake` changes; never for `None` or a closed channel.
+pub(crate) async fn changed(wake: &mut Option<watch::Receiver<u64>>) {
+    if let Some(w) = wake
+        && w.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
 fn kill_leftovers(ids: &[TaskId]) {
     for id in ids {
         let n = crate::caps::exec::kill_tagged(&id.to_string());
@@ -842,16 +876,32 @@ async fn keep_alive(
         options.heartbeat,
     );
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the lease was last known to be ours until (claimed, or renewed).
+    let renewed = Arc::new(Mutex::new(std::time::Instant::now()));
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                let (store, claim, sink, lease) =
-                    (store.clone(), claim.clone(), sink.clone(), options.lease);
+                let (store, claim, sink, lease, renewed) =
+                    (store.clone(), claim.clone(), sink.clone(), options.lease, renewed.clone());
                 let _ = tokio::task::spawn_blocking(move || {
+                    let asked = std::time::Instant::now();
                     match store.heartbeat(&claim, lease) {
-                        Ok(()) => {}
+                        Ok(()) => *renewed.lock().unwrap_or_else(|e| e.into_inner()) = asked,
                         Err(StoreError::LeaseLost(_)) => sink.lose(),
-                        Err(e) => tracing::warn!(task = %claim.task.id, error = %e, "heartbeat failed"),
+                        Err(e) => {
+                            // Cut off from the store: once the lease may
+                            // have run out, another host may be running the
+                            // task, so this one stops (and kills what it
+                            // started) rather than race it.
+                            let since = renewed.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                            if since >= lease {
+                                tracing::warn!(task = %claim.task.id, error = %e,
+                                    "lease not renewed for {since:.1?}; stopping the task");
+                                sink.lose();
+                            } else {
+                                tracing::warn!(task = %claim.task.id, error = %e, "heartbeat failed");
+                            }
+                        }
                     }
                     if store.get(claim.task.id).is_ok_and(|t| t.cancel_requested) {
                         let _ = sink.cancel.send(true);

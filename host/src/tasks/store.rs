@@ -211,6 +211,21 @@ pub trait TaskStore: Send + Sync {
     fn redeliver(&self, id: TaskId) -> Result<usize, StoreError>;
     /// When the earliest pending notification is due (Unix milliseconds).
     fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError>;
+
+    /// A counter that changes when another host may have made a task
+    /// runnable (a backend shared by several hosts, e.g. PostgreSQL's
+    /// `LISTEN/NOTIFY`), so that an idle worker claims at once instead of
+    /// at its next poll. A hint: changes may be spurious or merged. `None`
+    /// (the default) for a store only this host writes.
+    fn task_wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// As [`task_wake_ups`](Self::task_wake_ups), for notifications in the
+    /// outbox that another host queued or released.
+    fn outbox_wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// A deleted task: its id and the scratch directory it may have left.

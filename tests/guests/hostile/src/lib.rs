@@ -368,7 +368,9 @@ fn journaled_steps(p: JournalParams) -> Result<Summary> {
                 .append(true)
                 .open(&p.journal)
                 .with_context(|| format!("open {}", p.journal))?;
-            writeln!(f, "step {i}").with_context(|| format!("write {}", p.journal))?;
+            // One write: a kill cannot leave half a line.
+            f.write_all(format!("step {i}\n").as_bytes())
+                .with_context(|| format!("write {}", p.journal))?;
             skillbox_sdk::checkpoint::save(&key, b"done")?;
             did.push(i);
         }
