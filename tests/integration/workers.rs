@@ -487,3 +487,50 @@ fn notifications_are_delivered_once_across_workers() {
         .collect();
     assert_eq!(tasks, ids);
 }
+
+/// `serve --concurrency 0` on a shared store is an API server only: a task
+/// spawned through it runs on a worker. On its own SQLite store it would
+/// run nothing, so it refuses to start.
+#[test]
+fn an_api_server_with_no_slots_leaves_tasks_to_workers() {
+    let lonely = tempfile::tempdir().unwrap();
+    let out = crate::harness::cli(
+        &[
+            "serve",
+            "--data-dir",
+            lonely.path().to_str().unwrap(),
+            "--concurrency",
+            "0",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("needs a store shared with workers"),
+        "{}",
+        out.stderr
+    );
+
+    let Some(server) = testing::server_or_skip("api-server") else {
+        return;
+    };
+    let (url, _store) = database(&server);
+    let api_dir = tempfile::tempdir().unwrap();
+    let api =
+        crate::daemon::Daemon::start(api_dir.path(), &["--store", &url, "--concurrency", "0"]);
+    let worker = Worker::start(&url, 2, &[]);
+    worker.ready();
+    let skill = skill_dir("hello", "");
+    let out = api.cli(&[
+        "spawn",
+        skill.path().to_str().unwrap(),
+        "-i",
+        r#"{"name": "w"}"#,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.stdout.trim().to_string();
+    let out = api.cli(&["tasks", "wait", &id]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("Hello, w"), "{}", out.stdout);
+    assert!(api.log().contains("postgres://"), "{}", api.log());
+}

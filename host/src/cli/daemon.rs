@@ -82,7 +82,8 @@ pub struct ServeArgs {
 /// How a process that runs tasks (`serve`, `mcp`) sets up its host.
 #[derive(Args, Debug)]
 pub struct HostArgs {
-    /// Most tasks running at once.
+    /// Most tasks running at once. `serve --concurrency 0` runs none: an
+    /// API server for workers sharing its --store.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
     /// Directory of the compiled-component cache.
@@ -214,6 +215,8 @@ pub struct Daemon {
     pub sinks: Vec<String>,
     /// Where the tasks are kept, for the start-up message (no password).
     pub store: String,
+    /// Whether other hosts can share the store (PostgreSQL).
+    pub shared: bool,
     _lock: DirLock,
 }
 
@@ -273,6 +276,8 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
         Some(spec) => open_store(spec).map_err(|e| e.to_string())?,
         None => Arc::new(SqliteStore::open_dir(&dir).map_err(|e| e.to_string())?),
     };
+    let shared =
+        spec.is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"));
     let store_name = match spec {
         Some(spec) => without_password(spec),
         None => dir.join("tasks.db").display().to_string(),
@@ -320,6 +325,7 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
         catalog: Arc::new(catalog),
         sinks,
         store: store_name,
+        shared,
         _lock: lock,
     })
 }
@@ -352,6 +358,13 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         (_, t) => t.clone(),
     };
     let daemon = open_daemon(&args.at, &args.host)?;
+    if args.host.concurrency == 0 && !daemon.shared {
+        return Err(
+            "--concurrency 0 runs no tasks here: it needs a store shared with workers \
+             (--store postgres://…)"
+                .into(),
+        );
+    }
     let (host, sinks) = (daemon.host.clone(), daemon.sinks.clone());
 
     let socket = args.at.socket();
@@ -364,7 +377,10 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", socket.display()))?;
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(host.clone().work(stop_rx.clone()));
+    // With --concurrency 0 the workers sharing the store run the tasks
+    // (and deliver their notifications).
+    let worker =
+        (args.host.concurrency > 0).then(|| tokio::spawn(host.clone().work(stop_rx.clone())));
     {
         let (host, retain) = (host.clone(), args.retain.get());
         tokio::spawn(async move {
@@ -451,10 +467,12 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     if let Some(t) = tcp_server {
         let _ = t.await;
     }
-    worker
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    if let Some(worker) = worker {
+        worker
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

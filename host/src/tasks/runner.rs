@@ -619,6 +619,7 @@ impl Host {
             lost: lost.clone(),
             cancel: cancel_tx.clone(),
             updates: rt.updates.clone(),
+            retry_for: rt.options.lease,
         });
         let background = tokio::spawn(keep_alive(
             rt.store.clone(),
@@ -670,6 +671,7 @@ impl Host {
         // While the worker (and with it the delivery worker) runs, the end's
         // notifications come back leased to this host: sent at once.
         let deliver = running.then(|| rt.options.relay.lease());
+        let lease = rt.options.lease;
         let ended = tokio::task::spawn_blocking(move || {
             let events = sink.take();
             if lost.load(Ordering::SeqCst) {
@@ -683,7 +685,21 @@ impl Host {
                 reason: &reason,
                 deliver,
             };
-            let ended = store.finish_and_claim(&claim, end, next_lease)?;
+            let mut tries = 0;
+            let ended = retrying(lease, || {
+                tries += 1;
+                store.finish_and_claim(&claim, end.clone(), next_lease)
+            });
+            let ended = match ended {
+                // An earlier try's commit may have gone through before the
+                // connection broke: then the end is recorded.
+                Err(StoreError::LeaseLost(_))
+                    if tries > 1 && store.get(id).is_ok_and(|t| t.state.is_terminal()) =>
+                {
+                    return Ok(None);
+                }
+                other => other?,
+            };
             // Only once the end is durable: a crash before it resumes the
             // task with its scratch directory intact.
             remove_scratch(scratch.as_deref());
@@ -744,8 +760,15 @@ impl Host {
                 access: crate::policy::Access::ReadWrite,
             });
         }
-        let store = self.tasks()?.store.clone();
-        let checkpoints = store.checkpoints(claim.task.id).map_err(store_err)?;
+        let rt = self.tasks()?;
+        let store = rt.store.clone();
+        let checkpoints = {
+            let (store, id, lease) = (store.clone(), claim.task.id, rt.options.lease);
+            tokio::task::spawn_blocking(move || retrying(lease, || store.checkpoints(id)))
+                .await
+                .map_err(|e| Error::Engine(format!("loading checkpoints: {e}")))?
+                .map_err(store_err)?
+        };
         let persist = {
             let sink = sink.clone();
             Arc::new(move |key: &str, value: &[u8]| sink.save_checkpoint(key, value))
@@ -836,6 +859,27 @@ pub(crate) async fn changed(wake: &mut Option<watch::Receiver<u64>>) {
         return;
     }
     std::future::pending().await
+}
+
+/// Runs `write` until the store takes it or refuses it for a reason other
+/// than a backend failure (the database restarting, a broken connection),
+/// for at most `within`; backs off between tries.
+fn retrying<T>(
+    within: Duration,
+    mut write: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match write() {
+            Err(StoreError::Backend(e)) if start.elapsed() + pause < within => {
+                tracing::warn!(error = %e, "the task store failed a write; retrying in {pause:?}");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn kill_leftovers(ids: &[TaskId]) {
@@ -930,6 +974,9 @@ struct TaskSink {
     lost: Arc<AtomicBool>,
     cancel: watch::Sender<bool>,
     updates: broadcast::Sender<TaskId>,
+    /// How long a write the store failed to take is retried (the lease: past
+    /// it, another host may own the task).
+    retry_for: Duration,
 }
 
 impl TaskSink {
@@ -944,9 +991,14 @@ impl TaskSink {
             return Ok(());
         }
         let result = self.store.append_many(&self.claim, pending);
-        pending.clear();
-        if let Err(StoreError::LeaseLost(_)) = &result {
-            self.lose();
+        match &result {
+            // Kept for the next commit: the store may be back by then.
+            Err(StoreError::Backend(_)) => {}
+            Err(StoreError::LeaseLost(_)) => {
+                pending.clear();
+                self.lose();
+            }
+            _ => pending.clear(),
         }
         let _ = self.updates.send(self.claim.task.id);
         result
@@ -966,11 +1018,13 @@ impl TaskSink {
 
     fn save_checkpoint(&self, key: &str, value: &[u8]) -> Result<(), String> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        self.commit(&mut pending).map_err(|e| e.to_string())?;
+        retrying(self.retry_for, || self.commit(&mut pending)).map_err(|e| e.to_string())?;
         if self.lost.load(Ordering::SeqCst) {
             return Err("this host no longer owns the task".into());
         }
-        let result = self.store.save_checkpoint(&self.claim, key, value);
+        let result = retrying(self.retry_for, || {
+            self.store.save_checkpoint(&self.claim, key, value)
+        });
         if let Err(StoreError::LeaseLost(_)) = &result {
             self.lose();
         }
