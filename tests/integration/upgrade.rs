@@ -15,6 +15,11 @@ use crate::daemon::Daemon;
 use crate::docker::{self, endpoint, free_port, http_get, wait_http};
 use crate::harness::{self, CliOutput};
 
+/// One upgrade test at a time on the engine: the tests build the same
+/// context, so they share cached layers, and one test's clean-up (removing
+/// its images) would delete a layer another's build is about to reuse.
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct App {
     _tmp: tempfile::TempDir,
     skill: tempfile::TempDir,
@@ -24,11 +29,13 @@ struct App {
     port: u16,
     name: String,
     endpoint: String,
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl App {
     fn new() -> Option<App> {
         let endpoint = endpoint()?;
+        let serial = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         let state = tmp.path().join("state");
@@ -49,6 +56,7 @@ impl App {
             port,
             name: format!("sbx-up-{port}"),
             endpoint,
+            _serial: serial,
         })
     }
 

@@ -221,28 +221,37 @@ fn three_workers_share_the_queue_and_a_killed_one_is_taken_over() {
 
     // Kill worker 0 while it holds tasks that checkpointed step 1.
     let victim = &owners[0];
-    let checkpointed: BTreeSet<TaskId> = wait_for(
+    let held_checkpointed = || {
+        store
+            .list(&TaskFilter {
+                state: Some(TaskState::Running),
+                limit: Some(1000),
+                ..TaskFilter::default()
+            })
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.owner.as_deref() == Some(victim.as_str()))
+            .filter(|t| !store.checkpoints(t.id).unwrap().is_empty())
+            .map(|t| t.id)
+            .collect::<BTreeSet<TaskId>>()
+    };
+    wait_for(
         "the victim to hold checkpointed tasks",
         Duration::from_secs(300),
         || {
-            let running = store
-                .list(&TaskFilter {
-                    state: Some(TaskState::Running),
-                    limit: Some(1000),
-                    ..TaskFilter::default()
-                })
-                .unwrap();
-            let held: BTreeSet<TaskId> = running
-                .iter()
-                .filter(|t| t.owner.as_deref() == Some(victim.as_str()))
-                .filter(|t| !store.checkpoints(t.id).unwrap().is_empty())
-                .map(|t| t.id)
-                .collect();
-            (count(&*store, TaskState::Succeeded) >= N / 5 && !held.is_empty()).then_some(held)
+            (count(&*store, TaskState::Succeeded) >= N / 5 && !held_checkpointed().is_empty())
+                .then_some(())
         },
     );
     let killed_at = skillbox::tasks::now_ms();
     workers[0].kill();
+    // What the dead worker held, checkpointed, when it died (its lease has
+    // not run out yet, so nothing was taken over).
+    let checkpointed = held_checkpointed();
+    assert!(
+        !checkpointed.is_empty(),
+        "the killed worker held checkpointed tasks"
+    );
 
     wait_for("every task to end", Duration::from_secs(600), || {
         let ended = all_tasks(&*store)
@@ -290,12 +299,12 @@ fn three_workers_share_the_queue_and_a_killed_one_is_taken_over() {
             assert_eq!(data["skipped"][0], 1, "{label}: {data}");
         }
     }
-    // (A task checkpointed when we looked may have ended on the victim
-    // before the kill; not all of them.)
-    assert!(
-        resumed.iter().any(|t| checkpointed.contains(&t.id)),
-        "tasks checkpointed on the killed worker resumed elsewhere"
-    );
+    for id in &checkpointed {
+        assert!(
+            resumed.iter().any(|t| t.id == *id),
+            "{id} was running on the killed worker, checkpointed, and resumed elsewhere"
+        );
+    }
     // Fail-over: from the kill to the first of its tasks running again.
     let failover_ms = resumed
         .iter()
@@ -533,4 +542,34 @@ fn an_api_server_with_no_slots_leaves_tasks_to_workers() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("Hello, w"), "{}", out.stdout);
     assert!(api.log().contains("postgres://"), "{}", api.log());
+}
+
+/// A task runs the component it was spawned with, or nothing: a worker that
+/// finds another file at the skill's path fails the task with a digest
+/// mismatch.
+#[test]
+fn a_worker_refuses_a_component_other_than_the_spawned_one() {
+    let Some(server) = testing::server_or_skip("worker-digest") else {
+        return;
+    };
+    let (url, store) = database(&server);
+    let skill = skill_dir("hello", "");
+    let host = spawner(store.clone(), None);
+    let id = host
+        .spawn(SpawnRequest::new(skill.path(), r#"{"name": "pinned"}"#))
+        .unwrap();
+    // The skill directory this worker sees holds another component, with a
+    // manifest that pins it.
+    let other = skill_dir("hostile", "");
+    for file in ["skill.wasm", "skill.toml"] {
+        std::fs::copy(other.path().join(file), skill.path().join(file)).unwrap();
+    }
+    let worker = Worker::start(&url, 1, &[]);
+    worker.ready();
+    let t = wait_for("the task to end", Duration::from_secs(60), || {
+        Some(store.get(id).unwrap()).filter(|t| t.state.is_terminal())
+    });
+    assert_eq!(t.state, TaskState::Failed);
+    let message = t.outcome.unwrap()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("sha256"), "{message}");
 }
