@@ -573,3 +573,40 @@ fn a_worker_refuses_a_component_other_than_the_spawned_one() {
     let message = t.outcome.unwrap()["message"].as_str().unwrap().to_string();
     assert!(message.contains("sha256"), "{message}");
 }
+
+/// A worker cut off from the database longer than its lease stops its
+/// task by itself (another host may be running it by then); once the
+/// database is back, the task is taken over and ends once.
+#[test]
+fn a_worker_cut_off_past_its_lease_stops_its_task() {
+    let Some(server) = testing::server_or_skip("cut-off") else {
+        return;
+    };
+    let (url, store) = database(&server);
+    let skill = skill_dir("hostile", "resume = \"restart\"\n");
+    let worker = Worker::start(&url, 2, &[]);
+    worker.ready();
+    let host = spawner(store.clone(), None);
+    let id = host
+        .spawn(SpawnRequest::new(
+            skill.path(),
+            json!({"case": "sleep", "ms": 6000}).to_string(),
+        ))
+        .unwrap();
+    wait_for("the task to run", Duration::from_secs(60), || {
+        (store.get(id).unwrap().state == TaskState::Running).then_some(())
+    });
+    server.stop().unwrap();
+    wait_for(
+        "the worker to stop its task",
+        Duration::from_secs(60),
+        || worker.log().contains("stopping the task").then_some(()),
+    );
+    server.resume().unwrap();
+    let t = wait_for("the task to end", Duration::from_secs(120), || {
+        store.get(id).ok().filter(|t| t.state.is_terminal())
+    });
+    assert_eq!(t.state, TaskState::Succeeded, "{:?}", t.outcome);
+    assert_eq!(t.attempt, 2, "run again after the cut");
+    assert_eq!(endings(&*store, id), vec![TaskState::Succeeded]);
+}
