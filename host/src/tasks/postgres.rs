@@ -1124,23 +1124,6 @@ impl TaskStore for PgStore {
         })
     }
 
-    fn finish(
-        &self,
-        claim: &Claim,
-        state: TaskState,
-        outcome: serde_json::Value,
-        reason: &str,
-    ) -> Result<Task, StoreError> {
-        let ending = Ending {
-            events: &[],
-            state,
-            outcome,
-            reason,
-            deliver: None,
-        };
-        Ok(self.finish_and_claim(claim, ending, None)?.task)
-    }
-
     fn finish_and_claim(
         &self,
         claim: &Claim,

@@ -145,30 +145,27 @@ pub trait TaskStore: Send + Sync {
         state: TaskState,
         outcome: serde_json::Value,
         reason: &str,
-    ) -> Result<Task, StoreError>;
-    /// Ends the task as [`finish`](Self::finish) does, after appending
+    ) -> Result<Task, StoreError> {
+        let end = Ending {
+            events: &[],
+            state,
+            outcome,
+            reason,
+            deliver: None,
+        };
+        Ok(self.finish_and_claim(claim, end, None)?.task)
+    }
+    /// Ends the task in `end.state` with its outcome, after appending
     /// `end.events`, and with `next_lease`, claims the next runnable task
-    /// for the same owner (the slot the ended task frees); backends do all
-    /// of it in one transaction. Backends that cannot lease the end's
-    /// notifications in it return none (they are claimed as usual).
+    /// for the same owner (the slot the ended task frees), all in one
+    /// transaction; the end's notifications come back leased when
+    /// `end.deliver` asks for it.
     fn finish_and_claim(
         &self,
         claim: &Claim,
         end: Ending<'_>,
         next_lease: Option<Duration>,
-    ) -> Result<Ended, StoreError> {
-        self.append_many(claim, end.events)?;
-        let task = self.finish(claim, end.state, end.outcome, end.reason)?;
-        let next = match next_lease {
-            Some(lease) => self.claim(&claim.owner, lease)?,
-            None => None,
-        };
-        Ok(Ended {
-            task,
-            next,
-            deliveries: Vec::new(),
-        })
-    }
+    ) -> Result<Ended, StoreError>;
     /// Events after `after` (exclusive), at most `limit`.
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
     /// Cancels a queued or interrupted task at once; flags a running one for
