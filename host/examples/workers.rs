@@ -7,7 +7,7 @@
 //! the first task's start to the last one's end, by the tasks' own
 //! timestamps (process start-up is not counted). PostgreSQL is a
 //! throw-away server on a loopback port (`skillbox::tasks::testing`, as the
-//! tests use; `fsync` stays on here).
+//! tests use it: `fsync` off, so the figures are PostgreSQL's best case).
 //!
 //! ```sh
 //! cargo build --release && cargo build --release --target wasm32-wasip2 -p hello -p hostile
