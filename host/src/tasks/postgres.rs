@@ -742,6 +742,95 @@ async fn append_in(
     Ok(seq as u64)
 }
 
+/// Appends `events` in order as [`append_in`] does each, in four
+/// statements whatever their number (a count, one multi-row insert, one
+/// update of the task row; outbox rows for state changes): what a running
+/// task's buffered events cost in one round of the group commit.
+async fn append_batch(
+    tx: &Tx<'_>,
+    id: TaskId,
+    events: &[TaskEvent],
+    max: u64,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let r = tx
+        .opt(
+            "SELECT event_count, events_dropped FROM tasks WHERE id = $1",
+            &[&id.to_string()],
+        )
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+    let (mut count, dropped): (i64, i64) = (r.try_get(0).map_err(pg)?, r.try_get(1).map_err(pg)?);
+    let (mut seqs, mut kinds, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+    let mut states = Vec::new();
+    let mut newly_dropped = 0i64;
+    let (mut fraction, mut message, mut progressed): (Option<f64>, Option<String>, bool) =
+        (None, None, false);
+    let mut keep = |count: &mut i64, e: &TaskEvent| -> Result<i64, StoreError> {
+        *count += 1;
+        seqs.push(*count);
+        kinds.push(e.kind().to_string());
+        bodies.push(serde_json::to_value(e).map_err(backend)?);
+        Ok(*count)
+    };
+    for e in events {
+        if count as u64 >= max && !e.is_essential() {
+            if dropped + newly_dropped == 0 {
+                let marker = TaskEvent::Truncated {
+                    what: format!(
+                        "the task reached its bound of {max} events; later progress, logs and output are counted, not kept"
+                    ),
+                };
+                keep(&mut count, &marker)?;
+            }
+            newly_dropped += 1;
+            continue;
+        }
+        let seq = keep(&mut count, e)?;
+        match e {
+            TaskEvent::State { from, to, reason } => states.push((seq, *from, *to, reason)),
+            TaskEvent::Progress {
+                fraction: f,
+                message: m,
+            } => {
+                fraction = f.map(f64::from).or(fraction);
+                message = Some(m.clone());
+                progressed = true;
+            }
+            _ => {}
+        }
+    }
+    tx.exec(
+        "INSERT INTO events (task_id, seq, at_ms, kind, body)
+         SELECT $1, e.seq, $2, e.kind, e.body
+         FROM unnest($3::bigint[], $4::text[], $5::jsonb[]) AS e(seq, kind, body)",
+        &[&id.to_string(), &now_ms(), &seqs, &kinds, &bodies],
+    )
+    .await?;
+    tx.exec(
+        "UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
+             progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
+             progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END
+         WHERE id = $1",
+        &[
+            &id.to_string(),
+            &count,
+            &newly_dropped,
+            &progressed,
+            &fraction,
+            &message,
+        ],
+    )
+    .await?;
+    // The notifications a state change calls for commit with it.
+    for (seq, from, to, reason) in states {
+        super::postgres_outbox::enqueue(tx, id, seq, from, to, reason).await?;
+    }
+    Ok(())
+}
+
 async fn insert_event(
     tx: &Tx<'_>,
     id: TaskId,
@@ -1074,10 +1163,7 @@ impl TaskStore for PgStore {
         self.write(move |tx| {
             async move {
                 fence(tx, &held).await?;
-                for e in &events {
-                    append_in(tx, held.id, e, max).await?;
-                }
-                Ok(())
+                append_batch(tx, held.id, &events, max).await
             }
             .boxed()
         })
@@ -1147,9 +1233,7 @@ impl TaskStore for PgStore {
         self.write(move |tx| {
             async move {
                 fence(tx, &held).await?;
-                for e in &events {
-                    append_in(tx, held.id, e, max).await?;
-                }
+                append_batch(tx, held.id, &events, max).await?;
                 tx.exec(
                     "UPDATE tasks SET outcome = $2 WHERE id = $1",
                     &[&held.id.to_string(), &outcome],

@@ -250,6 +250,85 @@ fn events_are_bounded_with_one_marker() {
     assert_eq!(t.events_dropped, 17);
 }
 
+/// A group of events in one `append_many` (one multi-row insert) keeps the
+/// same rules as one at a time: order, the bound with one marker, and the
+/// task's latest progress.
+#[test]
+fn a_batch_of_events_keeps_order_bound_and_progress() {
+    let Some(url) = fresh_db("postgres a_batch_of_events") else {
+        return;
+    };
+    let store = PgStore::connect(&url).unwrap().with_max_events(6);
+    store.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let c = store.claim("w1", LEASE).unwrap().unwrap();
+    let progress = |f: Option<f32>, m: &str| TaskEvent::Progress {
+        fraction: f,
+        message: m.into(),
+    };
+    store
+        .append_many(
+            &c,
+            &[
+                progress(Some(0.5), "half"),
+                log("a"),
+                progress(None, "still"),
+            ],
+        )
+        .unwrap();
+    let t = store.get(c.task.id).unwrap();
+    assert_eq!(
+        (t.progress, t.progress_message.as_deref()),
+        (Some(0.5), Some("still"))
+    );
+    let batch: Vec<TaskEvent> = (0..10).map(|i| log(&format!("line {i}"))).collect();
+    store.append_many(&c, &batch).unwrap();
+    let t = store
+        .finish(&c, TaskState::Succeeded, serde_json::json!({}), "done")
+        .unwrap();
+    let events = store.events(t.id, 0, 1000).unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "dense, in order"
+    );
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.kind()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "truncated").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(*kinds.last().unwrap(), "state", "{kinds:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = crate::tasks::SqliteStore::open(&dir.path().join("t.db"))
+        .unwrap()
+        .with_max_events(6);
+    sqlite.create(spec("a", ResumePolicy::Restart)).unwrap();
+    let c = sqlite.claim("w1", LEASE).unwrap().unwrap();
+    sqlite
+        .append_many(
+            &c,
+            &[
+                progress(Some(0.5), "half"),
+                log("a"),
+                progress(None, "still"),
+            ],
+        )
+        .unwrap();
+    sqlite.append_many(&c, &batch).unwrap();
+    let s = sqlite
+        .finish(&c, TaskState::Succeeded, serde_json::json!({}), "done")
+        .unwrap();
+    let same: Vec<&str> = sqlite
+        .events(s.id, 0, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.event.kind())
+        .collect();
+    assert_eq!(kinds, same, "as the SQLite store keeps them");
+    assert_eq!(t.events_dropped, s.events_dropped);
+}
+
 /// The store is synchronous but works from inside an async runtime (and
 /// is dropped there) as well as from plain threads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
