@@ -156,7 +156,7 @@ async fn worker_inner(args: WorkerArgs) -> Result<(), String> {
     let daemon = open_daemon(&args.at, &args.host)?;
     let host = daemon.host.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(host.clone().work(stop_rx));
+    let mut worker = tokio::spawn(host.clone().work(stop_rx));
     eprintln!(
         "skillbox worker {}: running up to {} task(s) at once from {}",
         host.owner_id().unwrap_or_default(),
@@ -174,6 +174,8 @@ async fn worker_inner(args: WorkerArgs) -> Result<(), String> {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        // It stopped by itself: the store failed for good.
+        r = &mut worker => return r.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
     }
     let _ = stop_tx.send(true);
     worker

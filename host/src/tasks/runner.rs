@@ -850,7 +850,6 @@ fn remove_scratch(dir: Option<&std::path::Path>) {
     }
 }
 
-/// Kills what interrupted tasks' programs left running on this machine.
 /// Resolves when `wake` changes; never for `None` or a closed channel.
 pub(crate) async fn changed(wake: &mut Option<watch::Receiver<u64>>) {
     if let Some(w) = wake
@@ -882,6 +881,7 @@ fn retrying<T>(
     }
 }
 
+/// Kills what interrupted tasks' programs left running on this machine.
 fn kill_leftovers(ids: &[TaskId]) {
     for id in ids {
         let n = crate::caps::exec::kill_tagged(&id.to_string());
