@@ -610,3 +610,38 @@ fn a_worker_cut_off_past_its_lease_stops_its_task() {
     assert_eq!(t.attempt, 2, "run again after the cut");
     assert_eq!(endings(&*store, id), vec![TaskState::Succeeded]);
 }
+
+/// A worker whose store cannot be reached says so and exits, rather than
+/// wait for work that cannot come.
+#[test]
+fn a_worker_without_its_store_exits_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::harness::cli(
+        &[
+            "worker",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--store",
+            "postgres://nobody@127.0.0.1:1/none",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+    let out = crate::harness::cli(
+        &[
+            "worker",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--store",
+            "mysql://x/y",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("expected postgres://"),
+        "{}",
+        out.stderr
+    );
+}
