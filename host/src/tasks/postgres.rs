@@ -49,14 +49,16 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::model::{ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
 use super::sqlite::DEFAULT_MAX_EVENTS;
-use super::store::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
+use super::store::{
+    Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
+    pending_migrations,
+};
 use crate::relay::{Attempt, Delivery, Verdict};
 
 /// (version, name, SQL). Append only: never edit an applied migration.
@@ -339,10 +341,6 @@ impl Pool {
     }
 }
 
-fn checksum(sql: &str) -> String {
-    hex::encode(Sha256::digest(sql.as_bytes()))
-}
-
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`,
     /// `postgresql://…`, or libpq's `key=value` form) and brings its schema
@@ -565,27 +563,7 @@ async fn migrate(tx: &Tx<'_>) -> Result<(), StoreError> {
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(pg)?;
-    for (version, sum) in &applied {
-        match MIGRATIONS.iter().find(|(v, _, _)| v == version) {
-            None => {
-                return Err(StoreError::Schema(format!(
-                    "the database has migration {version}, which this skillbox does not know: \
-                     it was written by a newer version"
-                )));
-            }
-            Some((_, name, sql)) if checksum(sql) != *sum => {
-                return Err(StoreError::Schema(format!(
-                    "applied migration {version} ({name}) differs from this skillbox's; \
-                     migrations must never be edited"
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    for (version, name, sql) in MIGRATIONS {
-        if applied.iter().any(|(v, _)| v == version) {
-            continue;
-        }
+    for (version, name, sql) in pending_migrations(MIGRATIONS, &applied)? {
         tx.conn
             .client
             .batch_execute(sql)
@@ -594,7 +572,7 @@ async fn migrate(tx: &Tx<'_>) -> Result<(), StoreError> {
         tx.exec(
             "INSERT INTO schema_migrations (version, name, checksum, applied_ms)
              VALUES ($1, $2, $3, $4)",
-            &[version, name, &checksum(sql), &now_ms()],
+            &[version, name, &migration_checksum(sql), &now_ms()],
         )
         .await?;
     }

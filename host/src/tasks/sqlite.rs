@@ -25,10 +25,12 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use sha2::{Digest, Sha256};
 
 use super::model::{ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
-use super::store::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
+use super::store::{
+    Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
+    pending_migrations,
+};
 use crate::relay::{Attempt, Delivery, Verdict};
 
 /// Most events kept per task; past it, non-essential events are dropped and
@@ -239,10 +241,6 @@ pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn checksum(sql: &str) -> String {
-    hex::encode(Sha256::digest(sql.as_bytes()))
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) `dir/tasks.db` and brings its schema up
     /// to date.
@@ -390,32 +388,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .collect::<Result<_, _>>()
             .map_err(backend)?
     };
-    for (version, sum) in &applied {
-        match MIGRATIONS.iter().find(|(v, _, _)| v == version) {
-            None => {
-                return Err(StoreError::Schema(format!(
-                    "the database has migration {version}, which this skillbox does not know: \
-                     it was written by a newer version"
-                )));
-            }
-            Some((_, name, sql)) if checksum(sql) != *sum => {
-                return Err(StoreError::Schema(format!(
-                    "applied migration {version} ({name}) differs from this skillbox's; \
-                     migrations must never be edited"
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    for (version, name, sql) in MIGRATIONS {
-        if applied.iter().any(|(v, _)| v == version) {
-            continue;
-        }
+    for (version, name, sql) in pending_migrations(MIGRATIONS, &applied)? {
         tx.execute_batch(sql)
             .map_err(|e| StoreError::Schema(format!("migration {version} ({name}): {e}")))?;
         tx.exec(
             "INSERT INTO schema_migrations (version, name, checksum, applied_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![version, name, checksum(sql), now_ms()],
+            params![version, name, migration_checksum(sql), now_ms()],
         )
         .map_err(backend)?;
     }

@@ -225,6 +225,46 @@ pub trait TaskStore: Send + Sync {
     }
 }
 
+/// A backend's migrations: (version, name, SQL), append only.
+pub(crate) type Migrations = [(i64, &'static str, &'static str)];
+
+/// The checksum recorded for an applied migration.
+pub(crate) fn migration_checksum(sql: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(sql.as_bytes()))
+}
+
+/// Checks the migrations a database records as applied (version,
+/// checksum) against the code's: one it does not know means a newer
+/// skillbox wrote it, a changed checksum an edited migration; both are
+/// refused, not "fixed". Returns the migrations still to apply, in order.
+pub(crate) fn pending_migrations<'m>(
+    migrations: &'m Migrations,
+    applied: &[(i64, String)],
+) -> Result<Vec<&'m (i64, &'static str, &'static str)>, StoreError> {
+    for (version, sum) in applied {
+        match migrations.iter().find(|(v, _, _)| v == version) {
+            None => {
+                return Err(StoreError::Schema(format!(
+                    "the database has migration {version}, which this skillbox does not know: \
+                     it was written by a newer version"
+                )));
+            }
+            Some((_, name, sql)) if migration_checksum(sql) != *sum => {
+                return Err(StoreError::Schema(format!(
+                    "applied migration {version} ({name}) differs from this skillbox's; \
+                     migrations must never be edited"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(migrations
+        .iter()
+        .filter(|(version, _, _)| !applied.iter().any(|(v, _)| v == version))
+        .collect())
+}
+
 /// A deleted task: its id and the scratch directory it may have left.
 pub type Pruned = (TaskId, Option<std::path::PathBuf>);
 
