@@ -149,8 +149,9 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Whether the compiled component came from the cache.
     pub cache: CacheOutcome,
-    /// How far exec'd programs were confined.
-    pub sandbox: SandboxStatus,
+    /// How the run's exec'd programs were confined; `None` when it
+    /// started none.
+    pub sandbox: Option<SandboxStatus>,
     /// The guest's stdout (capped; for a command this is also the summary).
     pub stdout: String,
     /// The guest's stderr (capped).
@@ -514,7 +515,7 @@ impl Host {
             outcome,
             duration_ms: started.elapsed().as_millis() as u64,
             cache: prepared.cache,
-            sandbox: sandbox.status.clone(),
+            sandbox: sandbox.status(),
             stdout: stdout_text,
             stderr: stderr_text,
             output_truncated: out_trunc || err_trunc,

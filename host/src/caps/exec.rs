@@ -6,26 +6,23 @@
 //! * a clean environment: `PATH` and the granted variables only;
 //! * a working directory inside a granted directory (guest path mapped to
 //!   the host); arguments are passed verbatim, never translated or expanded;
-//! * a process group of its own, killed as a whole on timeout, when the
-//!   program exits (background children die with it) and if the run is
-//!   dropped;
-//! * capped stdout/stderr, and the Landlock [`Sandbox`] of the run (it is
-//!   started from the run's confined spawner thread);
+//! * the run's [`Sandbox`]: it starts from the run's jail, confined on the
+//!   assumption that the program itself is hostile (no network or sockets,
+//!   only the granted directories, no capabilities, the run's memory and
+//!   process ceilings); whatever it leaves behind is killed when it
+//!   returns, on timeout and when the run ends, even after `setsid`;
+//! * capped stdout/stderr;
 //! * a timeout: the call's own, capped by the host's per-call limit and by
 //!   what is left of the run.
-//!
-//! A process that calls `setsid` leaves the group and escapes `killpg`; the
-//! Landlock sandbox still confines what it can touch.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::sandbox::Sandbox;
+use super::sandbox::wire::{Call, Done};
 use crate::events::{Event, EventSink};
 use crate::policy::pattern::args_match;
 use crate::policy::{EffectivePolicy, ExecRule};
@@ -282,24 +279,6 @@ fn environment(
     Ok(env)
 }
 
-/// Kills a whole process group when dropped.
-struct GroupGuard(i32);
-
-impl GroupGuard {
-    fn kill(&self) {
-        // SAFETY: killpg on a group this module created; ESRCH is harmless.
-        unsafe {
-            libc::killpg(self.0, libc::SIGKILL);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut truncated = false;
@@ -357,83 +336,82 @@ async fn run_checked(
         .min(policy.limits.exec_timeout)
         .min(left);
     let cap = policy.limits.output;
+    let failed = |what: &str, e: std::io::Error| {
+        ExecError::Failed(format!("{what} for {}: {e}", program.display()))
+    };
 
-    let mut cmd = std::process::Command::new(&program);
-    cmd.args(&req.args)
-        .env_clear()
-        .envs(env)
-        .current_dir(&cwd)
-        .stdin(if req.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = sandbox.spawn(cmd).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ExecError::NotFound(req.program.clone()),
-        _ => ExecError::Failed(format!("cannot start {}: {e}", program.display())),
-    })?;
-    let group = GroupGuard(child.id() as i32);
-    let pipe =
-        |e: std::io::Error| ExecError::Failed(format!("pipes of {}: {e}", program.display()));
-
-    if let (Some(w), Some(data)) = (child.stdin.take(), req.stdin.clone()) {
-        let mut w = tokio::process::ChildStdin::from_std(w).map_err(pipe)?;
+    let pipe = || {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| failed("pipes", e.into()))
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (in_r, in_w) = match &req.stdin {
+        Some(_) => {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        }
+        None => (
+            std::fs::File::open("/dev/null")
+                .map_err(|e| failed("stdin", e))?
+                .into(),
+            None,
+        ),
+    };
+    let receiver = |fd| {
+        tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map_err(|e| failed("pipes", e))
+    };
+    let out = tokio::spawn(read_capped(receiver(out_r)?, cap));
+    let err = tokio::spawn(read_capped(receiver(err_r)?, cap));
+    if let (Some(w), Some(data)) = (in_w, req.stdin.clone()) {
+        let mut w =
+            tokio::net::unix::pipe::Sender::from_owned_fd(w).map_err(|e| failed("pipes", e))?;
         tokio::spawn(async move {
             // A program that does not read its stdin is not an error.
             let _ = w.write_all(&data).await;
         });
     }
-    let stdout =
-        tokio::process::ChildStdout::from_std(child.stdout.take().expect("piped")).map_err(pipe)?;
-    let stderr =
-        tokio::process::ChildStderr::from_std(child.stderr.take().expect("piped")).map_err(pipe)?;
-    let out = tokio::spawn(read_capped(stdout, cap));
-    let err = tokio::spawn(read_capped(stderr, cap));
-
-    // Waiting blocks a pool thread; the group guard makes sure the child
-    // dies (and the wait returns) however this future ends.
-    let mut waiter = tokio::task::spawn_blocking(move || child.wait());
-    let status = match tokio::time::timeout(timeout, &mut waiter).await {
-        Ok(Ok(Ok(s))) => s,
-        Ok(Ok(Err(e))) => {
-            return Err(ExecError::Failed(format!(
-                "waiting for {}: {e}",
-                program.display()
-            )));
-        }
-        Ok(Err(e)) => {
-            return Err(ExecError::Failed(format!(
-                "waiting for {}: {e}",
-                program.display()
-            )));
-        }
-        Err(_) => {
-            group.kill();
-            let _ = waiter.await;
-            out.abort();
-            err.abort();
-            return Err(ExecError::TimedOut);
-        }
+    let call = Call {
+        program: program.clone(),
+        args: req.args.clone(),
+        env,
+        cwd,
     };
-    // The leader is done: anything it left in the background goes too, so
-    // it cannot hold the pipes open or outlive the call.
-    group.kill();
-    let rest = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(100));
-    let collected = tokio::time::timeout(rest, async { (out.await, err.await) }).await;
-    let ((stdout, t1), (stderr, t2)) = match collected {
-        Ok((Ok(o), Ok(e))) => (o, e),
-        _ => return Err(ExecError::TimedOut),
+    let whole = async {
+        let finished = sandbox.run(call, [in_r, out_w, err_w]).await;
+        // The jail killed whatever the program left behind before it
+        // answered, so the pipes are at their end or about to be.
+        let ((stdout, t1), (stderr, t2)) = match (out.await, err.await) {
+            (Ok(o), Ok(e)) => (o, e),
+            _ => ((Vec::new(), false), (Vec::new(), false)),
+        };
+        (finished, stdout, stderr, t1 || t2)
+    };
+    // On timeout the future is dropped, which kills the jail and every
+    // process in it.
+    let (finished, stdout, stderr, truncated) = tokio::time::timeout(timeout, whole)
+        .await
+        .map_err(|_| ExecError::TimedOut)?;
+    let finished = finished.map_err(|e| failed("the sandbox", e))?;
+    let status = match finished.done {
+        Done::Exited(code) => code,
+        Done::Signaled(_) if finished.out_of_memory => {
+            return Err(ExecError::Failed(format!(
+                "{} was killed: the run's programs went over the memory limit of {} \
+                 (raise it with --memory)",
+                program.display(),
+                crate::units::ByteSize(policy.limits.memory)
+            )));
+        }
+        Done::Signaled(_) => -1,
+        Done::NotFound(_) => return Err(ExecError::NotFound(req.program.clone())),
+        Done::Failed(m) => return Err(ExecError::Failed(m)),
     };
     Ok(Response {
-        status: status.code().unwrap_or(-1),
+        status,
         stdout,
         stderr,
-        truncated: t1 || t2,
+        truncated,
     })
 }
 
