@@ -413,11 +413,12 @@ fn kill_9_then_restart_resumes_from_the_checkpoint() {
 }
 
 /// `kill -9` of the daemon while a task waits on an exec'd program: the
-/// program outlives the daemon (nothing else would stop it), and the next
-/// daemon kills it before deciding the task's fate (here: failed, since the
+/// program dies with the daemon (its jail has a parent-death signal, and
+/// the jail's PID namespace dies with it), even one that left its process
+/// group; the next daemon decides the task's fate (here: failed, since the
 /// skill has no checkpoints and does not allow a restart).
 #[test]
-fn a_restarted_daemon_kills_what_an_interrupted_task_left_running() {
+fn an_exec_d_program_dies_with_a_killed_daemon() {
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let skill = skill_dir(
@@ -425,7 +426,9 @@ fn a_restarted_daemon_kills_what_an_interrupted_task_left_running() {
         "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
     );
     let d = Daemon::start(data.path(), &[]);
-    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w"});
+    let sleep = format!("{}", 400_000 + std::process::id() % 100_000);
+    let script = format!("setsid sleep {sleep} & touch started; wait");
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", script], "cwd": "/w"});
     let out = d.cli(&[
         "spawn",
         skill.path().to_str().unwrap(),
@@ -438,31 +441,21 @@ fn a_restarted_daemon_kills_what_an_interrupted_task_left_running() {
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let id = out.stdout.trim().to_string();
-    let pid_file = work.path().join("pid");
-    let mut pid = None;
+    let marker = format!("sleep {sleep}");
     for _ in 0..2000 {
-        if let Some(p) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        {
-            pid = Some(p);
+        if work.path().join("started").exists() && !running_with(&marker).is_empty() {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let pid = pid.expect("the program started");
+    assert!(!running_with(&marker).is_empty(), "the program started");
     d.kill9();
-    std::thread::sleep(Duration::from_millis(200));
     assert!(
-        alive(pid),
-        "the orphan should outlive a kill -9 of its daemon"
+        wait_none_with(&marker, Duration::from_secs(10)),
+        "the program outlived its daemon"
     );
 
     let d = Daemon::start(data.path(), &[]);
-    assert!(
-        wait_gone(pid, Duration::from_secs(10)),
-        "leftover {pid} was not killed on restart"
-    );
     let out = d.cli(&["tasks", "wait", &id, "--json"]);
     let t = out.json();
     assert_eq!(t["state"], "failed", "{t}");

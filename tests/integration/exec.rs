@@ -2,7 +2,6 @@
 //! groups and the Landlock sandbox around exec'd programs.
 
 use serde_json::json;
-use skillbox::caps::sandbox::SandboxStatus;
 use skillbox::prelude::*;
 
 use crate::harness::*;
@@ -21,13 +20,10 @@ fn sh_in_writable_dir(extra: &[&str]) -> (tempfile::TempDir, SkillSource, Grants
     (dir, src, g)
 }
 
-/// The pid a test script wrote to `pid` in `dir`.
-fn read_pid(dir: &tempfile::TempDir) -> i32 {
-    std::fs::read_to_string(dir.path().join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+/// A `sleep` length no other test uses, to find the process by its
+/// command line (pids inside a run's namespace mean nothing outside it).
+fn unique_sleep(test: u32) -> String {
+    format!("{}", 300_000 + (std::process::id() % 1000) * 100 + test)
 }
 
 fn exec(program: &str, args: &[&str]) -> serde_json::Value {
@@ -207,15 +203,8 @@ async fn working_directory_must_be_granted() {
 /// Landlock: a granted program still cannot read outside the granted dirs.
 #[tokio::test]
 async fn exec_children_are_confined_by_landlock() {
-    if !matches!(
-        skillbox::caps::sandbox::status(),
-        SandboxStatus::Enforced { .. } | SandboxStatus::FilesystemOnly { .. }
-    ) {
-        panic!(
-            "this kernel has no Landlock: {}",
-            skillbox::caps::sandbox::status()
-        );
-    }
+    let status = skillbox::caps::sandbox::status();
+    assert!(status.landlock.is_some(), "no Landlock here: {status}");
     let top = tempfile::tempdir().unwrap();
     let data = top.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -280,8 +269,9 @@ async fn exec_children_are_confined_by_landlock() {
 /// including a background grandchild.
 #[tokio::test]
 async fn timeouts_kill_the_process_group() {
-    let (dir, src, g) = sh_in_writable_dir(&[]);
-    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w", "timeout_ms": 300});
+    let (_dir, src, g) = sh_in_writable_dir(&[]);
+    let sleep = unique_sleep(1);
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", format!("sleep {sleep} & wait")], "cwd": "/w", "timeout_ms": 300});
     let (r, rec) = run(&src, &g, input).await;
     let (_, message) = failed(&r);
     assert!(message.contains("timed out"), "{message}");
@@ -290,25 +280,30 @@ async fn timeouts_kill_the_process_group() {
             .iter()
             .any(|e| matches!(e, Event::Audit { reason, .. } if reason.contains("timed out")))
     );
-    let pid = read_pid(&dir);
     // Killed with SIGKILL; it may linger briefly as a zombie until reaped.
     assert!(
-        wait_gone(pid, std::time::Duration::from_secs(10)),
-        "grandchild {pid} survived the timeout"
+        wait_none_with(
+            &format!("sleep {sleep}"),
+            std::time::Duration::from_secs(10)
+        ),
+        "the grandchild survived the timeout"
     );
 }
 
 /// When the program exits, what it left in the background is killed too.
 #[tokio::test]
 async fn background_children_die_with_the_call() {
-    let (dir, src, g) = sh_in_writable_dir(&[]);
-    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 > /dev/null 2>&1 & echo $! > pid"], "cwd": "/w"});
+    let (_dir, src, g) = sh_in_writable_dir(&[]);
+    let sleep = unique_sleep(2);
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", format!("sleep {sleep} > /dev/null 2>&1 &")], "cwd": "/w"});
     let (r, _) = run(&src, &g, input).await;
     assert_eq!(succeeded(&r).1["status"], 0);
-    let pid = read_pid(&dir);
     assert!(
-        wait_gone(pid, std::time::Duration::from_secs(10)),
-        "background child {pid} outlived the call"
+        wait_none_with(
+            &format!("sleep {sleep}"),
+            std::time::Duration::from_secs(10)
+        ),
+        "a background child outlived the call"
     );
 }
 
@@ -343,17 +338,20 @@ async fn stdin_reaches_the_program() {
 /// program's process group dies with the run.
 #[tokio::test]
 async fn run_timeout_kills_a_running_program() {
-    let (dir, src, g) = sh_in_writable_dir(&["--timeout", "700ms"]);
-    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w"});
+    let (_dir, src, g) = sh_in_writable_dir(&["--timeout", "700ms"]);
+    let sleep = unique_sleep(3);
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", format!("sleep {sleep} & wait")], "cwd": "/w"});
     let (r, _) = run(&src, &g, input).await;
     assert!(
         matches!(r.outcome, Outcome::TimedOut { .. }),
         "{:?}",
         r.outcome
     );
-    let pid = read_pid(&dir);
     assert!(
-        wait_gone(pid, std::time::Duration::from_secs(10)),
-        "{pid} outlived the run"
+        wait_none_with(
+            &format!("sleep {sleep}"),
+            std::time::Duration::from_secs(10)
+        ),
+        "a program outlived the run"
     );
 }

@@ -317,3 +317,31 @@ pub fn wait_gone(pid: i32, within: std::time::Duration) -> bool {
     }
     false
 }
+
+/// Running processes (zombies aside) whose command line contains `marker`.
+pub fn running_with(marker: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me && alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Waits up to `within` until no process carries `marker`.
+pub fn wait_none_with(marker: &str, within: std::time::Duration) -> bool {
+    let step = std::time::Duration::from_millis(25);
+    for _ in 0..(within.as_millis() / step.as_millis()).max(1) {
+        if running_with(marker).is_empty() {
+            return true;
+        }
+        std::thread::sleep(step);
+    }
+    false
+}

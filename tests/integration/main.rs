@@ -5,6 +5,7 @@
 mod harness;
 
 mod cli;
+mod confinement;
 mod daemon;
 mod docker;
 mod embedding;

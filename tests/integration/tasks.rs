@@ -393,7 +393,9 @@ async fn cancel_and_timeout_kill_the_programs_of_a_running_task() {
         "hostile",
         "[fs]\n\"/w\" = { access = \"read-write\" }\n[exec]\nallow = [ { program = \"sh\", args = [\"-c\", \"*\"] } ]\n",
     );
-    let input = json!({"case": "exec", "program": "sh", "args": ["-c", "sleep 300 & echo $! > pid; wait"], "cwd": "/w", "timeout_ms": 600000});
+    let sleep = format!("{}", 500_000 + std::process::id() % 100_000);
+    let marker = format!("sleep {sleep}");
+    let input = json!({"case": "exec", "program": "sh", "args": ["-c", format!("sleep {sleep} & touch started; wait")], "cwd": "/w", "timeout_ms": 600000});
     // (extra grant flags, whether to cancel, the end expected)
     let cases: [(&[&str], bool, TaskState); 2] = [
         (&[], true, TaskState::Cancelled),
@@ -411,25 +413,17 @@ async fn cancel_and_timeout_kill_the_programs_of_a_running_task() {
                 ..SpawnRequest::new(skill.path(), input.to_string())
             })
             .unwrap();
-        let pid_file = work.path().join("pid");
-        let pid: i32 = loop {
-            if let Some(p) = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                break p;
-            }
+        while !work.path().join("started").exists() || running_with(&marker).is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        assert!(alive(pid), "the child runs while the task waits on it");
+        }
         if cancel {
             w.host.cancel(id, "stop").unwrap();
         }
         let t = w.host.wait(id).await.unwrap();
         assert_eq!(t.state, expected, "{:?}", t.outcome);
         assert!(
-            wait_gone(pid, Duration::from_secs(5)),
-            "{pid} outlived the task ({expected})"
+            wait_none_with(&marker, Duration::from_secs(5)),
+            "the program outlived the task ({expected})"
         );
     }
     w.stop().await;

@@ -82,6 +82,7 @@ pub fn print_plan(
             "sha256": source.digest,
             "pinned": pinned.is_some(),
             "report": report.items,
+            "warnings": report.warnings,
             "effective": policy,
             "exec_sandbox": sandbox,
             "will_run": report.not_granted().count() == 0,

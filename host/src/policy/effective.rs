@@ -124,6 +124,9 @@ pub struct ReportItem {
 pub struct PolicyReport {
     /// One item per request and per unrequested grant.
     pub items: Vec<ReportItem>,
+    /// Grants that give more than they seem to (an exec rule through which
+    /// the skill can run code of its choosing).
+    pub warnings: Vec<String>,
 }
 
 impl PolicyReport {
@@ -158,6 +161,9 @@ impl fmt::Display for PolicyReport {
                 ),
             };
             writeln!(f, "  {mark}  {:<6} {}{note}", i.capability, i.item)?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  WARNING      {w}")?;
         }
         Ok(())
     }
@@ -287,6 +293,14 @@ impl EffectivePolicy {
                 for g in &grants.exec.allow {
                     report.push("exec", g.to_string(), ReportStatus::Granted);
                 }
+            }
+        }
+        for g in &grants.exec.allow {
+            let usable = exec_requested
+                .as_ref()
+                .is_none_or(|reqs| reqs.iter().any(|r| same_program(&g.program, &r.program)));
+            if usable && let Some(w) = super::exec_risk::runs_code_of_choice(g) {
+                report.warnings.push(w);
             }
         }
 

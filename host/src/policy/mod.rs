@@ -10,6 +10,7 @@
 
 mod docker;
 mod effective;
+pub mod exec_risk;
 mod grants;
 mod manifest;
 pub mod pattern;

@@ -75,8 +75,13 @@ fn parents() -> Option<(Layout, PathBuf, Option<PathBuf>)> {
     }
     let memory = Path::new(ROOT).join("memory").join(own_group("memory")?);
     let pids = Path::new(ROOT).join("pids").join(own_group("pids")?);
-    (memory.join("memory.limit_in_bytes").exists() && pids.join("pids.max").exists())
-        .then_some((Layout::V1, memory, Some(pids)))
+    // A hierarchy's root group has no limit files of its own, but takes
+    // children all the same.
+    (memory.join("cgroup.procs").exists() && pids.join("cgroup.procs").exists()).then_some((
+        Layout::V1,
+        memory,
+        Some(pids),
+    ))
 }
 
 /// The layout this host gives runs, checked by making (and removing) a
@@ -206,5 +211,34 @@ fn sweep(parent: &Path) {
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where runs get a cgroup (root on this machine kind, with v1 memory
+    /// and pids controllers), one is made with the ceilings and removed.
+    #[test]
+    fn a_run_group_is_made_and_removed() {
+        // SAFETY: geteuid cannot fail.
+        if parents().is_none() && unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root and no delegated cgroup: nothing to test");
+            return;
+        }
+        let g = RunGroup::create(32 << 20, 7).unwrap();
+        let dirs = g.dirs.clone();
+        assert!(dirs.iter().all(|d| d.is_dir()));
+        let pids = dirs.iter().find(|d| d.join("pids.max").exists()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(pids.join("pids.max"))
+                .unwrap()
+                .trim(),
+            "7"
+        );
+        assert_eq!(g.oom_kills(), 0);
+        drop(g);
+        assert!(dirs.iter().all(|d| !d.exists()));
     }
 }

@@ -69,8 +69,8 @@ fn serve() -> Result<(), String> {
     let pid_namespace = enter_pid_namespace();
     // The inner process cannot see the outer one from its namespace: this
     // pipe's write end closes when the outer one dies.
-    let (alive_r, alive_w) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| refuse(e.to_string()))?;
+    let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| refuse(e.to_string()))?;
     // SAFETY: the jail is single-threaded, so the child may do anything.
     match unsafe { libc::fork() } {
         -1 => Err(refuse(os_err("fork"))),
@@ -148,7 +148,10 @@ fn inner(sock: UnixStream, setup: Setup, outer_alive: OwnedFd, pid_namespace: bo
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // Armed; but the outer process may have died before that.
-    let mut fds = [rustix::event::PollFd::new(&outer_alive, rustix::event::PollFlags::IN)];
+    let mut fds = [rustix::event::PollFd::new(
+        &outer_alive,
+        rustix::event::PollFlags::IN,
+    )];
     if rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())).is_ok()
         && fds[0].revents().contains(rustix::event::PollFlags::HUP)
     {

@@ -100,9 +100,7 @@ pub fn restrict_self(dirs: &[(PathBuf, bool)]) -> Result<Enforced, String> {
             } else {
                 access & AccessFs::from_file(TARGET_ABI)
             };
-            created = created
-                .add_rule(PathBeneath::new(fd, access))
-                .map_err(e)?;
+            created = created.add_rule(PathBeneath::new(fd, access)).map_err(e)?;
         }
     }
     let status = created.restrict_self().map_err(e)?;

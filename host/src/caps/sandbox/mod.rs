@@ -75,6 +75,9 @@ pub struct SandboxStatus {
     /// The cgroup layout runs get; `None`: each program's address space is
     /// capped instead, and the number of processes is not.
     pub cgroup: Option<CgroupLayout>,
+    /// Why there is no cgroup, when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_error: Option<String>,
     /// Why programs cannot run at all here (no jail binary, a jail that
     /// cannot confine itself); exec calls fail with this.
     pub unavailable: Option<String>,
@@ -92,7 +95,11 @@ impl SandboxStatus {
             && self.cgroup.is_some()
     }
 
-    fn from_applied(a: &Applied, cgroup: Option<CgroupLayout>) -> SandboxStatus {
+    fn from_applied(a: &Applied, cgroup: Result<CgroupLayout, String>) -> SandboxStatus {
+        let (cgroup, cgroup_error) = match cgroup {
+            Ok(l) => (Some(l), None),
+            Err(e) => (None, Some(e)),
+        };
         SandboxStatus {
             landlock: a.landlock,
             landlock_scoped: a.landlock_scoped,
@@ -100,6 +107,7 @@ impl SandboxStatus {
             capabilities_dropped: a.capabilities_dropped,
             pid_namespace: a.pid_namespace,
             cgroup,
+            cgroup_error,
             unavailable: None,
         }
     }
@@ -142,7 +150,10 @@ impl std::fmt::Display for SandboxStatus {
             Some(CgroupLayout::V1) => {
                 format!("cgroup v1 memory+pids (run's memory limit, {DEFAULT_PROCESSES} processes)")
             }
-            None => "NO cgroup (memory capped per program, processes not capped)".into(),
+            None => format!(
+                "NO cgroup (memory capped per program, processes not capped: {})",
+                self.cgroup_error.as_deref().unwrap_or("unavailable")
+            ),
         });
         parts.push("descriptors above 2 closed".into());
         write!(f, "{}", parts.join("; "))
@@ -201,16 +212,20 @@ pub fn jail_binary() -> io::Result<PathBuf> {
         Some(dir.join(JAIL_BINARY)),
         dir.parent().map(|d| d.join(JAIL_BINARY)),
     ];
-    candidates.into_iter().flatten().find(|p| p.is_file()).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!(
-                "the sandbox helper {JAIL_BINARY} is not installed beside {} \
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the sandbox helper {JAIL_BINARY} is not installed beside {} \
                  (install it there, or name it with {JAIL_ENV})",
-                exe.display()
-            ),
-        )
-    })
+                    exe.display()
+                ),
+            )
+        })
 }
 
 /// What a run's jail is made with.
@@ -261,11 +276,11 @@ fn launch(cmd: Command) -> io::Result<Child> {
 impl Jail {
     fn start(plan: &Plan) -> io::Result<Jail> {
         let binary = jail_binary()?;
-        let cgroup = match RunGroup::create(plan.memory, plan.processes) {
-            Ok(g) => Some(g),
+        let (cgroup, cgroup_error) = match RunGroup::create(plan.memory, plan.processes) {
+            Ok(g) => (Some(g), None),
             Err(e) => {
                 tracing::debug!("no cgroup for this run's programs: {e}");
-                None
+                (None, Some(e.to_string()))
             }
         };
         let (host, jail) = UnixStream::pair()?;
@@ -275,9 +290,8 @@ impl Jail {
             .stdin(Stdio::from(OwnedFd::from(jail)))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let outer = launch(cmd).map_err(|e| {
-            io::Error::new(e.kind(), format!("starting {}: {e}", binary.display()))
-        })?;
+        let outer = launch(cmd)
+            .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", binary.display())))?;
         let pidfd = rustix::process::pidfd_open(
             rustix::process::Pid::from_child(&outer),
             rustix::process::PidfdFlags::empty(),
@@ -292,7 +306,10 @@ impl Jail {
         let setup = Setup {
             host_pid: std::process::id(),
             dirs: plan.dirs.clone(),
-            cgroups: cgroup.as_ref().map(RunGroup::procs_files).unwrap_or_default(),
+            cgroups: cgroup
+                .as_ref()
+                .map(RunGroup::procs_files)
+                .unwrap_or_default(),
             memory_rlimit: cgroup.is_none().then_some(plan.memory),
         };
         wire::send(&jail.sock, &setup, &[])?;
@@ -312,7 +329,13 @@ impl Jail {
                 ));
             }
         };
-        jail.status = SandboxStatus::from_applied(&applied, cgroup.as_ref().map(RunGroup::layout));
+        jail.status = SandboxStatus::from_applied(
+            &applied,
+            cgroup
+                .as_ref()
+                .map(RunGroup::layout)
+                .ok_or_else(|| cgroup_error.unwrap_or_default()),
+        );
         jail.cgroup = cgroup;
         Ok(jail)
     }
@@ -396,7 +419,10 @@ impl Sandbox {
     /// The confinement the run's programs got; `None` until the first call
     /// started the jail.
     pub fn status(&self) -> Option<SandboxStatus> {
-        self.started.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Runs `call` in the jail with `stdio` as its stdin, stdout and
@@ -410,8 +436,11 @@ impl Sandbox {
                 "this run may not exec",
             ));
         };
-        let (jail, current, started) =
-            (self.jail.clone(), self.current.clone(), self.started.clone());
+        let (jail, current, started) = (
+            self.jail.clone(),
+            self.current.clone(),
+            self.started.clone(),
+        );
         let mut guard = KillOnDrop(Some(self.current.clone()));
         let result = tokio::task::spawn_blocking(move || {
             let mut slot = jail.lock().unwrap_or_else(|e| e.into_inner());

@@ -131,13 +131,10 @@ fn eperm_filter(arch: TargetArch) -> Result<BpfProgram, String> {
         TERMINAL_INJECTION
             .iter()
             .map(|r| {
-                SeccompRule::new(vec![SeccompCondition::new(
-                    1,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::Eq,
-                    *r,
-                )
-                .unwrap()])
+                SeccompRule::new(vec![
+                    SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *r)
+                        .unwrap(),
+                ])
                 .unwrap()
             })
             .collect(),
