@@ -358,9 +358,8 @@ async fn run_checked(
             None,
         ),
     };
-    let receiver = |fd| {
-        tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map_err(|e| failed("pipes", e))
-    };
+    let receiver =
+        |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map_err(|e| failed("pipes", e));
     let out = tokio::spawn(read_capped(receiver(out_r)?, cap));
     let err = tokio::spawn(read_capped(receiver(err_r)?, cap));
     if let (Some(w), Some(data)) = (in_w, req.stdin.clone()) {
