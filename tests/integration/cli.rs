@@ -480,3 +480,48 @@ fn a_closed_stdout_is_not_a_crash() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `inspect` warns of exec rules through which the skill can run code of
+/// its choosing, and says what confinement exec'd programs get here.
+#[test]
+fn inspect_warns_of_exec_rules_that_run_code() {
+    let skill = skill_dir(
+        "hostile",
+        "[exec]\nallow = [ { program = \"git\", args = [\"**\"] }, { program = \"uname\", args = [\"-a\"] } ]\n",
+    );
+    let dir = skill.path().to_str().unwrap();
+    let flags = ["--allow-exec", "git **", "--allow-exec", "uname -a"];
+    let mut args = vec!["inspect", dir];
+    args.extend(flags);
+    let out = cli(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("WARNING") && out.stdout.contains("alias"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("PID namespace"), "{}", out.stdout);
+    args.push("--json");
+    let v = cli(&args, &[]).json();
+    let warnings = v["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{v}");
+    assert!(warnings[0].as_str().unwrap().contains("git '**'"), "{v}");
+    assert_eq!(v["exec_sandbox"]["pid_namespace"], true, "{v}");
+    // Exact arguments: no warning.
+    let skill = skill_dir(
+        "hostile",
+        "[exec]\nallow = [ { program = \"git\", args = [\"rev-parse\", \"HEAD\"] } ]\n",
+    );
+    let v = cli(
+        &[
+            "inspect",
+            skill.path().to_str().unwrap(),
+            "--allow-exec",
+            "git rev-parse HEAD",
+            "--json",
+        ],
+        &[],
+    )
+    .json();
+    assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+}
