@@ -68,6 +68,14 @@ pub enum Event {
     },
 }
 
+/// A store whose host functions report to its run's [`EventSink`]. Host
+/// code that is generic over the store asks through this, never naming the
+/// runtime's store type.
+pub(crate) trait HasEvents {
+    /// The run's sink.
+    fn events(&self) -> &dyn EventSink;
+}
+
 /// Receives the events of a run. Must be cheap: it is called from the run's
 /// task.
 pub trait EventSink: Send + Sync {

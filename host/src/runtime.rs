@@ -50,6 +50,12 @@ impl WasiView for RunState {
     }
 }
 
+impl crate::events::HasEvents for RunState {
+    fn events(&self) -> &dyn EventSink {
+        &*self.events
+    }
+}
+
 impl crate::bindings::skillbox::skill::types::Host for RunState {}
 
 /// What kind of component a skill is.
@@ -219,7 +225,7 @@ impl Host {
         let engine = build_engine(&options)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::engine)?;
-        caps::fs::add_inline_writes(&mut linker).map_err(Error::engine)?;
+        caps::fs::add_to_linker(&mut linker).map_err(Error::engine)?;
         Skill::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s).map_err(Error::engine)?;
         let ticker = EpochTicker::start(&engine);
         Ok(Host {

@@ -249,3 +249,138 @@ async fn file_streams_write_in_place_and_refuse_read_handles() {
         "nothing written through a read-only handle"
     );
 }
+
+/// `top/data` holding a regular file, a FIFO, a character device (the
+/// null device's numbers, made with mknod as root) and a listening Unix
+/// socket (returned, to keep it open).
+fn special_files() -> (tempfile::TempDir, std::os::unix::net::UnixListener) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let top = tempfile::tempdir().unwrap();
+    let data = top.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("plain.txt"), "plain").unwrap();
+    let c = |name: &str| CString::new(data.join(name).as_os_str().as_bytes()).unwrap();
+    // SAFETY: plain system calls on paths we own.
+    unsafe {
+        assert_eq!(libc::mkfifo(c("fifo").as_ptr(), 0o644), 0, "mkfifo");
+        assert_eq!(
+            libc::mknod(
+                c("null").as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(1, 3)
+            ),
+            0,
+            "mknod needs root (as CI runs): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let sock = std::os::unix::net::UnixListener::bind(data.join("sock")).unwrap();
+    (top, sock)
+}
+
+/// Runs the hostile guest on its own thread and runtime with `/data`
+/// granted read from `top/data`, waiting at most 20 s: a run stuck in the
+/// host fails the test instead of hanging it.
+fn run_with_special(top: &std::path::Path, input: serde_json::Value) -> (RunReport, Recorder) {
+    let flags = [
+        "--allow-read".to_string(),
+        format!("{}:/data", top.join("data").display()),
+        "--timeout".into(),
+        "3s".into(),
+    ];
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let src = source_with_manifest("hostile", "[fs]\n\"/data\" = { access = \"read\" }\n");
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let out = rt.block_on(run(&src, &grants(&flags), input));
+        let _ = tx.send(out);
+        // A thread stuck in the host must not keep this one (and the test
+        // process) waiting.
+        rt.shutdown_background();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the run did not end within 20 s of a 3 s timeout")
+}
+
+/// A FIFO, a device node or a socket inside a grant is not opened for the
+/// guest: a FIFO's open waits for a writer that never comes (the run's
+/// thread stuck for good), a device node reaches the host's hardware. The
+/// open is refused at once and audited; regular files and directories
+/// beside them open as before.
+#[test]
+fn non_regular_files_are_not_opened() {
+    let (top, _sock) = special_files();
+    for name in ["fifo", "null", "sock"] {
+        let path = format!("/data/{name}");
+        let started = std::time::Instant::now();
+        let (r, rec) = run_with_special(top.path(), json!({"case": "read", "path": path}));
+        let (kind, message) = failed(&r);
+        assert_eq!(kind, FailureKind::Denied, "{name}: {message}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{name}: refused only after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            rec.denials()
+                .iter()
+                .any(|d| d.contains(name) && d.contains("regular files and directories")),
+            "{name}: {:?}",
+            rec.denials()
+        );
+    }
+    let (r, _) = run_with_special(
+        top.path(),
+        json!({"case": "read", "path": "/data/plain.txt"}),
+    );
+    assert_eq!(succeeded(&r).1["content"], "plain");
+    let (r, _) = run_with_special(top.path(), json!({"case": "list", "path": "/data"}));
+    let entries = succeeded(&r).1["entries"].to_string();
+    assert!(
+        entries.contains("fifo") && entries.contains("plain.txt"),
+        "{entries}"
+    );
+}
+
+/// `skillbox run` on a guest that opens a FIFO ends (before, it printed
+/// the timeout and then never exited: its runtime waited on the thread
+/// stuck in the open).
+#[test]
+fn skillbox_run_on_a_fifo_exits() {
+    let (top, _sock) = special_files();
+    let skill = skill_dir("hostile", "[fs]\n\"/data\" = { access = \"read\" }\n");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skillbox"))
+        .arg("run")
+        .arg(skill.path())
+        .arg("--allow-read")
+        .arg(format!("{}:/data", top.path().join("data").display()))
+        .args([
+            "--timeout",
+            "3s",
+            "--input",
+            r#"{"case": "read", "path": "/data/fifo"}"#,
+        ])
+        .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("skillbox run did not exit within 20 s of a 3 s timeout");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success(), "{status}");
+}

@@ -116,5 +116,10 @@ pub fn main() -> ExitCode {
             Command::Mcp(a) => mcp::mcp(a).await,
         }
     });
+    // A thread still blocked in the host (a system call on a file system
+    // that hangs, past the run's timeout, which has already been reported)
+    // must not keep the process alive: dropping the runtime would wait for
+    // it without end.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     ExitCode::from(code)
 }
