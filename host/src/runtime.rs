@@ -39,6 +39,7 @@ pub struct RunState {
     pub(crate) persist_checkpoint: Option<CheckpointSink>,
     pub(crate) tag: Option<String>,
     pub(crate) docker: Arc<caps::docker::DockerEngine>,
+    net: caps::net::NetCtx,
 }
 
 impl WasiView for RunState {
@@ -53,6 +54,12 @@ impl WasiView for RunState {
 impl crate::events::HasEvents for RunState {
     fn events(&self) -> &dyn EventSink {
         &*self.events
+    }
+}
+
+impl caps::net::NetView for RunState {
+    fn net(&self) -> &caps::net::NetCtx {
+        &self.net
     }
 }
 
@@ -226,6 +233,7 @@ impl Host {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::engine)?;
         caps::fs::add_to_linker(&mut linker).map_err(Error::engine)?;
+        caps::net::add_to_linker(&mut linker).map_err(Error::engine)?;
         Skill::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s).map_err(Error::engine)?;
         let ticker = EpochTicker::start(&engine);
         Ok(Host {
@@ -358,7 +366,7 @@ impl Host {
         let mut wasi = WasiCtxBuilder::new();
         caps::fs::configure(&mut wasi, &policy)?;
         caps::env::configure(&mut wasi, &policy);
-        caps::net::configure(&mut wasi, &policy, events.clone())?;
+        let net = caps::net::configure(&mut wasi, &policy, events.clone())?;
         // A command's stdout is its summary, so it is not streamed.
         let stream_stdout = (prepared.kind == SkillKind::Skill).then(|| events.clone());
         let stdout = CappedOutput::new("stdout", limits.output, stream_stdout);
@@ -389,6 +397,7 @@ impl Host {
             persist_checkpoint,
             tag,
             docker: self.docker.clone(),
+            net,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -239,3 +239,45 @@ async fn endpoints_granted_by_name_resolve_at_start() {
     assert_eq!(failed(&r).0, FailureKind::Denied);
     assert_eq!(other_hits.load(Ordering::SeqCst), 0);
 }
+
+/// A name lookup is a channel out (the name itself carries the data to
+/// whoever answers for its domain), so the guest may look up only the
+/// names it was granted, and gets the addresses resolved when the run
+/// started. `vm` is in this machine's /etc/hosts (as `localhost` is): it
+/// would resolve without leaving the host, and is refused all the same.
+#[tokio::test]
+async fn only_granted_names_can_be_looked_up() {
+    let (addr, hits) = server();
+    let port = addr.rsplit_once(':').unwrap().1;
+    let by_name = format!("localhost:{port}");
+    let src = source_with_manifest("hostile", &format!("[net]\nallow = [\"{by_name}\"]\n"));
+    let g = grants(&["--allow-net", &by_name]);
+
+    let (r, _) = run(&src, &g, json!({"case": "resolve", "name": "localhost"})).await;
+    let addresses = succeeded(&r).1["addresses"].clone();
+    assert!(
+        addresses
+            .as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|ip| ip == "127.0.0.1" || ip == "::1")),
+        "{addresses}"
+    );
+    let (r, _) = run(&src, &g, json!({"case": "connect", "addr": by_name})).await;
+    assert_eq!(succeeded(&r).1["reply"], "pong");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    for name in ["vm", "VM", "runsc"] {
+        let (r, rec) = run(&src, &g, json!({"case": "resolve", "name": name})).await;
+        let (_, message) = failed(&r);
+        assert!(message.contains(&format!("resolve {name}")), "{message}");
+        assert!(
+            rec.denials()
+                .iter()
+                .any(|d| d.contains(name) && d.contains("not a granted name")),
+            "{name}: {:?}",
+            rec.denials()
+        );
+    }
+    // IP literals are not lookups: they answer as themselves.
+    let (r, _) = run(&src, &g, json!({"case": "resolve", "name": "127.0.0.1"})).await;
+    assert_eq!(succeeded(&r).1["addresses"], json!(["127.0.0.1"]));
+}

@@ -28,6 +28,7 @@
 //! | `env-get`         | `name`                                               | `{"value"}`                                    |
 //! | `connect`         | `addr`                                               | `{"reply"}`                                    |
 //! | `listen`          | `addr`                                               | `{"listening"}`                                |
+//! | `resolve`         | `name` (a name lookup, as `connect` to a name does)  | `{"addresses": [ip, …]}`                       |
 //! | `steps`           | `journal`, `steps`, `pause_after?`, `pause_ms?`       | `{"done", "skipped"}`                          |
 //! | `http-get`        | `url`                                                | `{"status", "body"}`                           |
 //! | `loop`            |                                                      | never returns                                  |
@@ -80,6 +81,7 @@ fn hostile(input: Value) -> Result<Summary> {
         "connect" => connect(params(input)?),
         "http-get" => http_get(params(input)?),
         "listen" => listen(params(input)?),
+        "resolve" => resolve(params(input)?),
         "loop" => spin(),
         "memory-bomb" => memory_bomb(),
         "stdout-flood" => flood(std::io::stdout(), params(input)?),
@@ -322,6 +324,27 @@ fn listen(ConnectParams { addr }: ConnectParams) -> Result<Summary> {
     done(
         format!("listening on {local}"),
         json!({ "listening": local }),
+    )
+}
+
+#[derive(Deserialize)]
+struct NameParams {
+    name: String,
+}
+
+/// Looks a name up (`wasi:sockets/ip-name-lookup`, through wasi-libc's
+/// `getaddrinfo`): a DNS query is a channel out even when no connection
+/// follows.
+fn resolve(NameParams { name }: NameParams) -> Result<Summary> {
+    use std::net::ToSocketAddrs;
+    let addresses: Vec<String> = (name.as_str(), 0)
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {name}"))?
+        .map(|a| a.ip().to_string())
+        .collect();
+    done(
+        format!("{name} resolved"),
+        json!({ "addresses": addresses }),
     )
 }
 
