@@ -11,7 +11,8 @@
 //! recompiled and replaced.
 //!
 //! Loading a cached artifact runs native code from the cache directory:
-//! keep it private to the user running skillbox (it is created `0700`).
+//! keep it private to the user running skillbox (it is created `0700`, its
+//! files `0600`, and tightened if found wider; see [`crate::private`]).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -165,14 +166,10 @@ pub(crate) fn load_component(
 }
 
 fn store(dir: &Path, path: &Path, component: &Component) -> Result<(), Box<dyn std::error::Error>> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    crate::private::private_dir(dir)?;
     let bytes = component.serialize()?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
+    crate::private::write_private(&tmp, &bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }

@@ -39,6 +39,7 @@ pub mod engine;
 mod error;
 pub mod events;
 pub mod policy;
+pub mod private;
 pub mod relay;
 mod runtime;
 pub mod server;

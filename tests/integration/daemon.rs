@@ -621,3 +621,91 @@ fn event_streams_resume_after_last_event_id() {
         "the stream ends after the final state: {body}"
     );
 }
+
+/// `skillbox serve` under umask 022 in `dir`, its stderr in `log`; killed
+/// when dropped.
+fn serve_under_umask_022(dir: &Path, log: &Path) -> Daemon {
+    let child = Command::new("sh")
+        .args(["-c", "umask 022; exec \"$0\" serve --data-dir \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_skillbox"))
+        .arg(dir)
+        .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child,
+        dir: dir.to_owned(),
+    };
+    for _ in 0..600 {
+        if UnixStream::connect(dir.join("skillbox.sock")).is_ok() {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!(
+        "the daemon did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Every entry under `dir` (and `dir` itself) whose mode lets anyone but
+/// the owner in: `path mode` lines.
+fn open_to_others(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut wide = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            wide.push(format!("{} {mode:o}", p.display()));
+        }
+        if meta.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    wide
+}
+
+/// The data dir holds every task's input, summary and events: it is 0700
+/// and everything in it (the store, its WAL and shared-memory files, the
+/// socket, the lock, scratch directories) 0600 or 0700 from the first
+/// write, whatever the umask; a data dir left wider by an older version is
+/// tightened when the daemon starts, and the log says so.
+#[test]
+fn the_data_dir_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("data");
+    let log = top.path().join("serve.log");
+    let d = serve_under_umask_022(&dir, &log);
+    let skill = real_skill("hello");
+    let out = d.cli(&["spawn", skill.path().to_str().unwrap(), "--input", "{}"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = d.cli(&["tasks", "wait", out.stdout.trim()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for f in ["tasks.db", "tasks.db-wal", "tasks.db-shm", "skillbox.sock"] {
+        assert!(dir.join(f).exists(), "{f} is missing");
+    }
+    assert_eq!(open_to_others(&dir), Vec::<String>::new());
+    drop(d);
+
+    // As an older skillbox left it.
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    chmod(&dir, 0o755);
+    for f in ["tasks.db", "tasks.db-wal", "tasks.db-shm"] {
+        if dir.join(f).exists() {
+            chmod(&dir.join(f), 0o644);
+        }
+    }
+    let d = serve_under_umask_022(&dir, &log);
+    let out = d.cli(&["tasks", "list"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(open_to_others(&dir), Vec::<String>::new());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("tightened"), "{text}");
+}

@@ -190,9 +190,8 @@ pub struct DirLock(#[allow(dead_code)] std::fs::File);
 fn lock_data_dir(dir: &std::path::Path) -> Result<DirLock, String> {
     use std::os::fd::AsRawFd;
     let path = dir.join("serve.lock");
+    skillbox::private::private_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
         .write(true)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -228,7 +227,9 @@ pub struct Daemon {
 pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
     let concurrency = args.concurrency;
     let dir = at.data_dir();
-    std::fs::create_dir_all(&dir)
+    // Private before anything is written into it: the store keeps every
+    // task's input, summary and events here.
+    skillbox::private::private_dir(&dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
     let lock = lock_data_dir(&dir)?;
     let default = dir.join("config.toml");
@@ -320,7 +321,7 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
             );
         }
     }
-    std::fs::write(&owner_file, host.owner_id().unwrap_or_default())
+    skillbox::private::write_private(&owner_file, host.owner_id().unwrap_or_default().as_bytes())
         .map_err(|e| format!("{}: {e}", owner_file.display()))?;
     Ok(Daemon {
         host,

@@ -243,16 +243,29 @@ pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/tasks.db` and brings its schema up
-    /// to date.
+    /// to date. `dir` is made (or tightened to) `0700`: the store holds
+    /// every task's input, summary and events.
     pub fn open_dir(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        crate::private::private_dir(dir).map_err(|e| {
             StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         SqliteStore::open(&dir.join("tasks.db"))
     }
 
     /// Opens (creating if needed) the database file at `path`.
+    ///
+    /// The file is created `0600` before SQLite opens it (SQLite gives its
+    /// `-wal` and `-shm` files the database's mode), and an existing one
+    /// that lets others in is tightened, with its `-wal` and `-shm`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let cannot_open =
+            |e: std::io::Error| StoreError::Backend(format!("cannot open {}: {e}", path.display()));
+        crate::private::private_file(path).map_err(cannot_open)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            crate::private::tighten_if_present(Path::new(&side)).map_err(cannot_open)?;
+        }
         let connect = || -> Result<Connection, StoreError> {
             let conn = Connection::open(path)
                 .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
