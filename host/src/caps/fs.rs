@@ -9,7 +9,7 @@
 //! Only regular files and directories are opened for the guest: a FIFO's
 //! open waits for a writer that may never come (a thread stuck for good,
 //! past every limit of the run), and a device node reaches the host's
-//! hardware or kernel (`/dev/kmsg`, a disk). [`add_to_linker`] replaces
+//! hardware or kernel (`/dev/kmsg`, a disk). `add_to_linker` replaces
 //! wasmtime-wasi's `open-at` with one that looks before it opens, opens
 //! without blocking, and refuses anything else, audited. This module never
 //! resolves a guest path on the host itself: every lookup goes through

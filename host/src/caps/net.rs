@@ -12,7 +12,7 @@
 //! resolves elsewhere (DNS rebinding) gains nothing. The guest's own name
 //! lookups never reach a resolver: a lookup is a channel out even when no
 //! connection follows (the name carries the data to whoever answers for its
-//! domain). [`add_to_linker`] replaces wasmtime-wasi's
+//! domain). `add_to_linker` replaces wasmtime-wasi's
 //! `wasi:sockets/ip-name-lookup` with one that answers a granted name with
 //! the addresses it resolved to at the start, an IP literal with itself,
 //! and refuses every other name, audited.
@@ -127,7 +127,7 @@ pub(crate) trait NetView: wasmtime_wasi::WasiView + HasEvents {
 }
 
 /// Wires sockets into a WASI context according to the policy; returns the
-/// run's [`NetCtx`] for [`add_to_linker`]'s name lookups.
+/// run's [`NetCtx`] for `add_to_linker`'s name lookups.
 pub fn configure(
     builder: &mut WasiCtxBuilder,
     policy: &EffectivePolicy,
