@@ -5,22 +5,36 @@
 //! or `/var/run/docker.sock`), never the guest's. The client negotiates the
 //! API version with the engine (Debian's dockerd 20.10 speaks 1.41).
 //!
+//! The engine acts with its own authority (root, its own network), so
+//! every container and every build is treated as the attacker: what the
+//! guest asks is checked, and what the engine would otherwise decide on
+//! its own is fixed by the host.
+//!
 //! What a guest can do, and what it cannot:
 //! * **build**: the context is a guest directory inside a granted directory,
-//!   resolved on the host and sent as a tar stream in which symlinks stay
-//!   links (nothing outside the directory is read); the tag must match the
-//!   image patterns; build arguments must be granted by name; `RUN` steps
-//!   get network `none` unless a granted network is asked for, and the
-//!   container memory ceiling.
+//!   opened beneath the grant and sent as a tar stream in which symlinks
+//!   stay links (nothing outside the directory is read); the tag must match
+//!   the image patterns; build arguments must be granted by name; `RUN`
+//!   steps get network `none` unless a granted network is asked for, and the
+//!   container memory ceiling. The Dockerfile read from that tar stream, the
+//!   bytes the engine gets, is parsed: its base images, `COPY --from` and
+//!   `RUN --mount from` sources (and the `ONBUILD` triggers of its base
+//!   images) must match the image patterns too and already be on the engine
+//!   (nothing is pulled); remote `ADD` sources and `# syntax=` frontends are
+//!   refused (see [`crate::policy::docker::dockerfile`]). The classic
+//!   builder is asked for, the one that parser follows.
 //! * **run**: the image must be a granted tag; the container gets the host's
 //!   safety defaults, none of which the guest can change: never privileged,
-//!   no added capabilities, `no-new-privileges`, network `none` unless a
-//!   granted network is asked for, memory (swap included) and process limits
-//!   no higher than the grant's, bind mounts only of granted directories
-//!   (read-only when the grant is), no published ports, no devices. It is
+//!   every capability dropped but [`CONTAINER_CAPABILITIES`],
+//!   `no-new-privileges`, network `none` unless a granted network is asked
+//!   for, memory (swap included) and process limits no higher than the
+//!   grant's, no published ports, no devices. Bind mounts are granted
+//!   directories themselves, never paths inside them, and not one that lies
+//!   beneath a read-write grant (either could be swapped for a symlink while
+//!   the engine resolves the path); read-only when the grant is. It is
 //!   labelled with its owner and task.
 //! * **stop / remove / inspect / logs / ps**: only containers carrying the
-//!   owner's label.
+//!   owner's label (see [`DockerPolicy::owner`]).
 //! * **tag / inspect-image**: both tags granted; an image's other tags are
 //!   not shown.
 //!
@@ -36,15 +50,15 @@ use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, HostConfig, Mount, MountType,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    TagImageOptionsBuilder,
+    BuildImageOptionsBuilder, BuilderVersion, CreateContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::events::{Event, EventSink};
-use crate::policy::{Access, DockerPolicy, EffectivePolicy, normalize_tag};
+use crate::policy::{Access, DockerPolicy, EffectivePolicy, Preopen, normalize_tag};
 
 /// Label naming the owner of a container (see [`DockerPolicy::owner`]).
 pub const OWNER_LABEL: &str = "skillbox.owner";
@@ -52,6 +66,24 @@ pub const OWNER_LABEL: &str = "skillbox.owner";
 pub const TASK_LABEL: &str = "skillbox.task";
 /// Largest build context sent to the engine.
 pub const MAX_CONTEXT: u64 = 1 << 30;
+/// The capabilities a container keeps; every other one is dropped. Docker's
+/// default set minus `MKNOD` (device nodes on a bind mount, which the
+/// guest could then open), `NET_RAW` (raw sockets: spoofing and sniffing,
+/// on the host's interfaces with network `host`), `SETFCAP`, `SETPCAP`,
+/// `SYS_CHROOT` and `AUDIT_WRITE`. What is left is what ordinary services
+/// need to start as root and step down: own and chmod their files, switch
+/// users, bind ports below 1024 and signal their own processes (in the
+/// container's PID namespace only).
+pub const CONTAINER_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "NET_BIND_SERVICE",
+    "SETGID",
+    "SETUID",
+];
 
 /// Why a docker call did not succeed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -316,7 +348,8 @@ impl Ctx<'_> {
 
     /// Looks up a container and checks that it carries the owner's label.
     async fn own_container(&self, docker: &Docker, name: &str) -> Result<ContainerInspectResponse> {
-        let owner = &self.docker()?.owner;
+        let owner = self.docker()?.owner().map_err(denied)?.to_string();
+        let owner = &owner;
         if name.is_empty() || name.contains('/') {
             return Err(denied(format!("{name:?} is not a container name or id")));
         }
@@ -376,7 +409,9 @@ impl Ctx<'_> {
         }
         let network = req.network.clone().unwrap_or_else(|| "none".into());
         pol.check_network(&network).map_err(denied)?;
-        let (dir, _) = super::fs::guest_to_host(&self.policy.preopens, &req.context)
+        // Checked for the error message; the walk below opens the directory
+        // beneath its grant again, so a swap in between cannot widen it.
+        let (dir, preopen) = super::fs::guest_to_host(&self.policy.preopens, &req.context)
             .map_err(|e| denied(format!("build context {e}")))?;
         if !dir.is_dir() {
             return Err(denied(format!(
@@ -394,14 +429,49 @@ impl Ctx<'_> {
                 "dockerfile {dockerfile:?} must be a path relative to the context, without '..'"
             )));
         }
-        let docker = self.engine.client().await?;
-        let context = tokio::task::spawn_blocking(move || tar_context(&dir))
+        let root = preopen.host.clone();
+        let rest = Path::new(&req.context)
+            .strip_prefix(&preopen.guest)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let context = tokio::task::spawn_blocking(move || tar_context(&root, &rest))
             .await
             .map_err(|e| DockerError::Failed(format!("packing the build context: {e}")))??;
+        // The Dockerfile the engine will read: the bytes in the stream.
+        let text = dockerfile_in(&context, df)?;
+        let uses = pol.check_dockerfile(&text, &req.args).map_err(denied)?;
 
-        let mut labels = self.labels(&pol.owner);
-        labels.remove(TASK_LABEL);
+        let docker = self.engine.client().await?;
+        // Every image it reads must be here already (the engine would pull
+        // a missing one from a registry), and a base image's ONBUILD
+        // triggers run in this build, so they are held to the grant too.
+        for u in &uses {
+            let tag = normalize_tag(&u.reference).map_err(denied)?;
+            let image = docker
+                .inspect_image(&tag)
+                .await
+                .map_err(|e| match e.into() {
+                    DockerError::NotFound(_) => DockerError::NotFound(format!(
+                        "Dockerfile line {}: {} {}: no image {tag} on the engine (nothing is \
+                         pulled for a skill)",
+                        u.line, u.how, u.reference
+                    )),
+                    other => other,
+                })?;
+            if u.is_base() {
+                let triggers = image.config.and_then(|c| c.on_build).unwrap_or_default();
+                pol.check_triggers(&tag, &triggers).map_err(denied)?;
+            }
+        }
+
+        let mut labels = HashMap::new();
+        if let Some(owner) = &pol.owner {
+            labels.insert(OWNER_LABEL.to_string(), owner.clone());
+        }
         let options = BuildImageOptionsBuilder::default()
+            // The builder whose Dockerfile reading `check_dockerfile`
+            // follows (BuildKit would also run `# syntax=` frontends).
+            .version(BuilderVersion::BuilderV1)
             .dockerfile(&dockerfile)
             .t(&tag)
             .rm(true)
@@ -506,6 +576,7 @@ impl Ctx<'_> {
         }
         let tag = normalize_tag(&req.image).map_err(denied)?;
         pol.check_image(&tag).map_err(denied)?;
+        let owner = pol.owner().map_err(denied)?;
         if let Some(n) = &req.name {
             let ok = n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
                 && n.len() <= 128
@@ -540,8 +611,7 @@ impl Ctx<'_> {
         }
         let mut mounts = Vec::new();
         for m in &req.mounts {
-            let (host, preopen) = super::fs::guest_to_host(&self.policy.preopens, &m.source)
-                .map_err(|e| denied(format!("bind mount source {e}")))?;
+            let (host, preopen) = mount_source(&self.policy.preopens, &m.source).map_err(denied)?;
             let t = Path::new(&m.target);
             if !t.is_absolute()
                 || t == Path::new("/")
@@ -583,7 +653,13 @@ impl Ctx<'_> {
             memory_swap: Some(memory as i64),
             pids_limit: Some(i64::from(pids)),
             privileged: Some(false),
-            cap_add: Some(Vec::new()),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(
+                CONTAINER_CAPABILITIES
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
+            ),
             security_opt: Some(vec!["no-new-privileges".into()]),
             publish_all_ports: Some(false),
             init: Some(req.init),
@@ -593,7 +669,7 @@ impl Ctx<'_> {
             image: Some(tag.clone()),
             cmd: req.cmd.clone(),
             env: Some(req.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(self.labels(&pol.owner)),
+            labels: Some(self.labels(owner)),
             host_config: Some(host_config),
             ..ContainerCreateBody::default()
         };
@@ -770,12 +846,10 @@ impl Ctx<'_> {
     /// `ps`.
     pub async fn ps(&self, all: bool) -> Result<Vec<Container>> {
         let op = async {
-            let pol = self.docker()?;
+            let owner = self.docker()?.owner().map_err(denied)?;
             let docker = self.engine.client().await?;
-            let filters = HashMap::from([(
-                "label".to_string(),
-                vec![format!("{OWNER_LABEL}={}", pol.owner)],
-            )]);
+            let filters =
+                HashMap::from([("label".to_string(), vec![format!("{OWNER_LABEL}={owner}")])]);
             let list = docker
                 .list_containers(Some(
                     ListContainersOptionsBuilder::default()
@@ -851,17 +925,25 @@ fn container(c: ContainerInspectResponse) -> Container {
     }
 }
 
-/// Packs a context directory into a tar archive. The walk goes through
-/// `cap-std` handles opened beneath the context, so nothing outside it can
-/// be read even if the tree changes during the walk; a symlink is sent as a
-/// link (never followed), sockets, fifos and devices are not sent.
-fn tar_context(dir: &Path) -> Result<Vec<u8>> {
+/// Packs the context directory `rest` of the granted directory `grant`
+/// into a tar archive. The context and the walk go through `cap-std`
+/// handles opened beneath the grant, so nothing outside it can be read even
+/// if the tree changes meanwhile (a directory swapped for a symlink is not
+/// followed out); a symlink is sent as a link (never followed), sockets,
+/// fifos and devices are not sent.
+fn tar_context(grant: &Path, rest: &Path) -> Result<Vec<u8>> {
     use cap_std::fs::Dir;
+    let dir = &grant.join(rest);
     let fail = |e: std::io::Error, p: &Path| {
         DockerError::Failed(format!("packing the build context at {}: {e}", p.display()))
     };
-    let root =
-        Dir::open_ambient_dir(dir, cap_std::ambient_authority()).map_err(|e| fail(e, dir))?;
+    let granted =
+        Dir::open_ambient_dir(grant, cap_std::ambient_authority()).map_err(|e| fail(e, grant))?;
+    let root = if rest.as_os_str().is_empty() {
+        granted
+    } else {
+        granted.open_dir(rest).map_err(|e| fail(e, dir))?
+    };
     let mut b = tar::Builder::new(Vec::new());
     let mut total = 0u64;
     let mut stack: Vec<(PathBuf, Dir)> = vec![(PathBuf::new(), root)];
@@ -925,6 +1007,109 @@ fn tar_context(dir: &Path) -> Result<Vec<u8>> {
     }
     b.into_inner()
         .map_err(|e| DockerError::Failed(format!("packing the build context: {e}")))
+}
+
+/// The Dockerfile at `path` in the context archive: a regular file whose
+/// parents are directories, so the engine reads these very bytes (it would
+/// follow a symlink inside the context, and falls back to `dockerfile` when
+/// `Dockerfile` is missing).
+fn dockerfile_in(context: &[u8], path: &Path) -> Result<Vec<u8>> {
+    let fail = |e: std::io::Error| DockerError::Failed(format!("reading the build context: {e}"));
+    let mut kinds: HashMap<PathBuf, tar::EntryType> = HashMap::new();
+    let mut text = None;
+    let mut archive = tar::Archive::new(context);
+    for e in archive.entries().map_err(fail)? {
+        let mut e = e.map_err(fail)?;
+        let p = e.path().map_err(fail)?.into_owned();
+        let kind = e.header().entry_type();
+        if p == path && kind == tar::EntryType::Regular {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut bytes).map_err(fail)?;
+            text = Some(bytes);
+        }
+        kinds.insert(p, kind);
+    }
+    let shown = path.display();
+    let parents_are_dirs = path
+        .ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .all(|a| kinds.get(a) == Some(&tar::EntryType::Directory));
+    match text {
+        Some(t) if parents_are_dirs => Ok(t),
+        _ if kinds.contains_key(path) || !parents_are_dirs => Err(denied(format!(
+            "dockerfile {shown:?} must be a regular file in the context, not a symlink or \
+             beneath one"
+        ))),
+        _ => Err(denied(format!(
+            "the build context has no {shown:?} (name the Dockerfile with its exact path)"
+        ))),
+    }
+}
+
+/// The host directory to mount for the guest path `source`: a granted
+/// directory itself, never a path inside one, and not one beneath another
+/// read-write grant. The engine resolves the path it is given again, later:
+/// a path inside a grant, or a grant inside a writable one, could meanwhile
+/// be swapped for a symlink (to `/`) by the guest or a container.
+fn mount_source<'p>(
+    preopens: &'p [Preopen],
+    source: &str,
+) -> std::result::Result<(PathBuf, &'p Preopen), String> {
+    let wanted: Vec<Component<'_>> = Path::new(source).components().collect();
+    let Some(preopen) = preopens
+        .iter()
+        .find(|p| Path::new(&p.guest).components().eq(wanted.iter().copied()))
+    else {
+        let flag = |p: &Preopen| match p.access {
+            Access::Read => "--allow-read",
+            Access::ReadWrite => "--allow-write",
+        };
+        let inside = preopens
+            .iter()
+            .filter(|p| Path::new(source).starts_with(&p.guest))
+            .max_by_key(|p| p.guest.len());
+        return Err(match inside {
+            Some(p) => {
+                let rest = Path::new(source)
+                    .strip_prefix(&p.guest)
+                    .unwrap_or(Path::new(""));
+                format!(
+                    "bind mount source {source:?} is inside the granted directory {:?}, not one \
+                     itself: only granted directories are mounted (a path inside one could be \
+                     swapped for a symlink while the engine resolves it); grant it as a directory \
+                     of its own, e.g. {} {}:{source}",
+                    p.guest,
+                    flag(p),
+                    p.host.join(rest).display()
+                )
+            }
+            None => {
+                let granted: Vec<&str> = preopens.iter().map(|p| p.guest.as_str()).collect();
+                format!(
+                    "bind mount source {source:?} is not a granted directory (granted: {granted:?})"
+                )
+            }
+        });
+    };
+    let host = super::fs::canonical_dir(&preopen.host)
+        .map_err(|e| format!("bind mount source {source:?}: {e}"))?;
+    for other in preopens.iter().filter(|p| p.access == Access::ReadWrite) {
+        let Ok(outer) = super::fs::canonical_dir(&other.host) else {
+            continue;
+        };
+        if host != outer && host.starts_with(&outer) {
+            return Err(format!(
+                "bind mount source {source:?} ({}) lies beneath the read-write grant {:?} ({}), \
+                 through which it could be swapped for a symlink while the engine resolves it; \
+                 grant it from a directory outside every read-write grant",
+                host.display(),
+                other.guest,
+                outer.display()
+            ));
+        }
+    }
+    Ok((host, preopen))
 }
 
 /// A file's modification time in seconds. The engine's build cache keys
@@ -1085,7 +1270,7 @@ mod tests {
         std::fs::create_dir(d.path().join("www")).unwrap();
         std::fs::write(d.path().join("www/index.html"), "hi").unwrap();
         std::os::unix::fs::symlink("/etc/shadow", d.path().join("www/leak")).unwrap();
-        let bytes = tar_context(d.path()).unwrap();
+        let bytes = tar_context(d.path(), Path::new("")).unwrap();
         let mut a = tar::Archive::new(&bytes[..]);
         let mut seen = Vec::new();
         for e in a.entries().unwrap() {

@@ -324,7 +324,9 @@ impl EffectivePolicy {
         let docker = super::docker::compute(
             manifest.map(|m| m.docker.as_ref()),
             &grants.docker,
-            manifest.map_or("skillbox", |m| m.skill.name.as_str()),
+            // The pin was checked against the component when the skill was
+            // opened: unlike its name, another component cannot claim it.
+            manifest.map(|m| m.skill.sha256.as_str()),
             &mut report,
         );
 

@@ -8,7 +8,7 @@
 //!
 //! This module never touches the host; it only computes.
 
-mod docker;
+pub mod docker;
 mod effective;
 pub mod exec_risk;
 mod grants;
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use docker::{
     DEFAULT_CONTAINER_MEMORY, DEFAULT_CONTAINER_PIDS, DockerGrant, DockerPolicy, DockerRequest,
-    normalize_tag,
+    ImageUse, normalize_tag,
 };
 pub use effective::{
     EffectivePolicy, NetRule, PolicyReport, Preopen, ReportItem, ReportStatus, ResolvedLimits,

@@ -1,20 +1,34 @@
 //! The `[docker]` table: which images a skill may build, tag and run, and
-//! the limits of the containers it starts.
+//! the limits and owner of the containers it starts.
 //!
 //! The skill requests, the operator grants, and a call must match both: an
 //! image tag must match a pattern the skill requested *and* one the operator
 //! granted (so a skill may request `"*"` — "the app's image, whichever it
-//! is" — and the operator narrows it to `myapp:*`). Building, build
-//! arguments and networks are granted by name; container memory and process
-//! limits are the lower of both sides, with host defaults.
+//! is" — and the operator narrows it to `myapp:*`). Patterns are matched
+//! part by part ([`image`]): a `*` never crosses the registry, repository
+//! or tag separators. A build's Dockerfile is held to the same patterns:
+//! every base image and `COPY --from` source must match both sides
+//! ([`dockerfile`]). Building, build arguments and networks are granted by
+//! name; container memory and process limits are the lower of both sides,
+//! with host defaults.
+//!
+//! The owner label of a skill's containers is the only key to them, so it
+//! is never the skill's own word (its manifest name): the operator assigns
+//! it, or it is the component's pinned sha256, which another component
+//! cannot have.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::effective::{PolicyReport, ReportStatus, capped};
-use super::pattern::glob_match;
 use crate::units::ByteSize;
+
+pub mod dockerfile;
+pub mod image;
+
+pub use dockerfile::ImageUse;
+pub use image::normalize_tag;
 
 /// Default memory ceiling of a container a skill starts.
 pub const DEFAULT_CONTAINER_MEMORY: ByteSize = ByteSize(512 << 20);
@@ -71,9 +85,11 @@ pub struct DockerGrant {
     #[serde(default)]
     pub pids: Option<u32>,
     /// The owner label of the containers it starts, and the only owner
-    /// whose containers it may see, stop or remove [default: the skill's
-    /// name]. Tasks of the same skill share an owner, so an upgrade can
-    /// replace the container an earlier upgrade started.
+    /// whose containers it may see, stop or remove [default: `sha256-` and
+    /// the component's pinned digest; a skill that is not pinned has no
+    /// default]. Tasks of the same component share an owner, so an upgrade
+    /// task can replace the container an earlier one started; assign an
+    /// owner to keep it across new versions of the skill.
     #[serde(default)]
     pub owner: Option<String>,
 }
@@ -141,19 +157,10 @@ fn validate_common(
     Ok(())
 }
 
-/// An image pattern is `*` or `REPO:TAG` with optional globs in either part.
+/// An image pattern is `*` or `[REGISTRY/]REPOSITORY:TAG` with globs
+/// inside the parts (see [`image`]).
 pub fn validate_image_pattern(p: &str) -> Result<(), String> {
-    if p == "*" {
-        return Ok(());
-    }
-    let last = p.rsplit('/').next().unwrap_or(p);
-    if p.is_empty() || p.chars().any(char::is_whitespace) || p.contains('@') || !last.contains(':')
-    {
-        return Err(format!(
-            "image pattern {p:?} must be \"*\" or name a tag, e.g. \"myapp:*\" or \"registry.local/myapp:v*\""
-        ));
-    }
-    Ok(())
+    image::validate_pattern(p)
 }
 
 fn validate_owner(o: &str) -> Result<(), String> {
@@ -168,31 +175,6 @@ fn validate_owner(o: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Normalises an image reference given by a guest to `repo:tag` (a bare
-/// `repo` means `repo:latest`). Ids and digests are refused: images are
-/// named by tag so that the grant's patterns mean something.
-pub fn normalize_tag(reference: &str) -> Result<String, String> {
-    let r = reference.trim();
-    if r.is_empty() {
-        return Err("the image tag is empty".into());
-    }
-    let hexish = r.len() >= 12 && r.chars().all(|c| c.is_ascii_hexdigit());
-    if r.starts_with("sha256:") || r.contains('@') || hexish {
-        return Err(format!(
-            "{reference:?}: images are named by tag (e.g. \"myapp:v2\"), not by id or digest"
-        ));
-    }
-    if r.chars().any(|c| c.is_whitespace() || c.is_control()) || r.ends_with(':') {
-        return Err(format!("{reference:?} is not an image tag"));
-    }
-    let last = r.rsplit('/').next().unwrap_or(r);
-    Ok(if last.contains(':') {
-        r.to_string()
-    } else {
-        format!("{r}:latest")
-    })
 }
 
 /// The docker part of one run's effective policy.
@@ -213,18 +195,23 @@ pub struct DockerPolicy {
     pub memory: u64,
     /// Process ceiling of a container.
     pub pids: u32,
-    /// Owner label of the run's containers.
-    pub owner: String,
+    /// Owner label of the run's containers; `None` when the operator
+    /// assigned none and the skill is not pinned by digest (then it cannot
+    /// start or touch containers).
+    pub owner: Option<String>,
 }
 
 impl DockerPolicy {
     /// Whether `tag` (normalised) may be used; the error names the rules.
     pub fn check_image(&self, tag: &str) -> Result<(), String> {
-        let granted = self.images_granted.iter().any(|p| glob_match(p, tag));
+        let granted = self
+            .images_granted
+            .iter()
+            .any(|p| image::pattern_covers(p, tag));
         let requested = self
             .images_requested
             .as_ref()
-            .is_none_or(|r| r.iter().any(|p| glob_match(p, tag)));
+            .is_none_or(|r| r.iter().any(|p| image::pattern_covers(p, tag)));
         match (requested, granted) {
             (true, true) => Ok(()),
             (false, _) => Err(format!(
@@ -237,6 +224,50 @@ impl DockerPolicy {
                 suggest_pattern(tag)
             )),
         }
+    }
+
+    /// The owner whose containers this run may start and touch.
+    pub fn owner(&self) -> Result<&str, String> {
+        self.owner.as_deref().ok_or_else(|| NO_OWNER.to_string())
+    }
+
+    /// The images `dockerfile` (the exact bytes sent to the engine) makes
+    /// the engine read, each checked like a `run` of it; refuses remote
+    /// `ADD` sources and `# syntax=` frontends. The error names the line,
+    /// the rule and the flag that would allow it.
+    pub fn check_dockerfile(
+        &self,
+        dockerfile: &[u8],
+        build_args: &[(String, String)],
+    ) -> Result<Vec<ImageUse>, String> {
+        let uses = dockerfile::images(dockerfile, build_args)?;
+        for u in &uses {
+            self.check_use(u)?;
+        }
+        Ok(uses)
+    }
+
+    /// Checks the `ONBUILD` triggers of the base image `base`: they run in
+    /// the build that starts from it.
+    pub fn check_triggers(&self, base: &str, triggers: &[String]) -> Result<(), String> {
+        for t in triggers {
+            for u in dockerfile::trigger_images(t).map_err(|e| format!("base image {base}: {e}"))? {
+                self.check_use(&u)
+                    .map_err(|e| format!("base image {base}'s {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_use(&self, u: &ImageUse) -> Result<(), String> {
+        let at = if u.line == 0 {
+            "ONBUILD trigger".to_string()
+        } else {
+            format!("Dockerfile line {}", u.line)
+        };
+        let tag = normalize_tag(&u.reference).map_err(|e| format!("{at}: {} {e}", u.how))?;
+        self.check_image(&tag)
+            .map_err(|e| format!("{at}: {} {}: {e}", u.how, u.reference))
     }
 
     /// Whether a container or build step may join `network`.
@@ -265,10 +296,14 @@ fn list(items: &[String]) -> String {
 
 fn suggest_pattern(tag: &str) -> String {
     match tag.rsplit_once(':') {
-        Some((repo, _)) if !repo.is_empty() => format!("'{repo}:*'"),
+        Some((repo, t)) if !repo.is_empty() && !t.contains('/') => format!("'{repo}:*'"),
         _ => format!("'{tag}'"),
     }
 }
+
+const NO_OWNER: &str = "containers need an owner, and this skill has none: it is not pinned \
+     by sha256 (run `skillbox build` to pin it), so nothing it cannot forge names it; \
+     assign one with --docker-owner NAME";
 
 impl fmt::Display for DockerPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -281,21 +316,39 @@ impl fmt::Display for DockerPolicy {
                 .iter()
                 .map(|n| format!(",{n}"))
                 .collect::<String>(),
-            self.owner
+            self.owner.as_deref().unwrap_or("none")
         )
     }
 }
 
 /// Intersects a skill's `[docker]` request with the operator's grant.
-/// `skill` names the default owner. Returns `None` when the run gets no
-/// docker access at all.
+/// `digest` is the component's pinned sha256 (verified against the
+/// component when the skill was opened), which names the default owner.
+/// Returns `None` when the run gets no docker access at all.
 pub(crate) fn compute(
     request: Option<Option<&DockerRequest>>,
     grant: &DockerGrant,
-    skill: &str,
+    digest: Option<&str>,
     report: &mut PolicyReport,
 ) -> Option<DockerPolicy> {
-    let owner = grant.owner.clone().unwrap_or_else(|| skill.to_string());
+    let owner = grant.owner.clone().or_else(|| {
+        digest
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("sha256-{}", d.to_ascii_lowercase()))
+    });
+    let policy = intersect(request, grant, owner, report);
+    if policy.as_ref().is_some_and(|p| p.owner.is_none()) {
+        report.warnings.push(format!("docker: {NO_OWNER}"));
+    }
+    policy
+}
+
+fn intersect(
+    request: Option<Option<&DockerRequest>>,
+    grant: &DockerGrant,
+    owner: Option<String>,
+    report: &mut PolicyReport,
+) -> Option<DockerPolicy> {
     let memory_cap = grant.memory.unwrap_or(DEFAULT_CONTAINER_MEMORY);
     let pids_cap = grant.pids.unwrap_or(DEFAULT_CONTAINER_PIDS);
     let req = match request {
@@ -332,12 +385,12 @@ pub(crate) fn compute(
         let status = if grant.images.iter().any(|g| g == p || g == "*") {
             any_image = true;
             ReportStatus::Granted
-        } else if grant.images.iter().any(|g| glob_match(p, g)) {
+        } else if grant.images.iter().any(|g| image::pattern_covers(p, g)) {
             any_image = true;
             let narrower: Vec<&str> = grant
                 .images
                 .iter()
-                .filter(|g| glob_match(p, g))
+                .filter(|g| image::pattern_covers(p, g))
                 .map(String::as_str)
                 .collect();
             ReportStatus::Narrowed {
@@ -493,7 +546,7 @@ mod tests {
             networks: vec!["host".into()],
             memory: 1 << 20,
             pids: 10,
-            owner: "t".into(),
+            owner: Some("t".into()),
         }
     }
 
@@ -540,8 +593,13 @@ mod tests {
             ..DockerGrant::default()
         };
         let mut report = PolicyReport::default();
-        let p = compute(Some(Some(&req)), &grant, "upgrade", &mut report).unwrap();
-        assert_eq!(p.owner, "upgrade");
+        let p = compute(Some(Some(&req)), &grant, Some("ABC123"), &mut report).unwrap();
+        assert_eq!(
+            p.owner.as_deref(),
+            Some("sha256-abc123"),
+            "the pinned digest"
+        );
+        assert!(report.warnings.is_empty(), "{report}");
         assert_eq!(p.build_args, vec!["V"]);
         assert_eq!(p.networks, vec!["host"]);
         assert_eq!(p.memory, 64 << 20);
@@ -553,11 +611,19 @@ mod tests {
 
         // Nothing granted: no docker at all, and the report says how.
         let mut report = PolicyReport::default();
-        assert!(compute(Some(Some(&req)), &DockerGrant::default(), "u", &mut report).is_none());
+        assert!(
+            compute(
+                Some(Some(&req)),
+                &DockerGrant::default(),
+                Some("d"),
+                &mut report
+            )
+            .is_none()
+        );
         assert!(report.to_string().contains("--allow-docker 'IMAGE:*'"));
         // Granted but not requested: not given.
         let mut report = PolicyReport::default();
-        assert!(compute(Some(None), &grant, "u", &mut report).is_none());
+        assert!(compute(Some(None), &grant, Some("d"), &mut report).is_none());
         assert!(report.to_string().contains("unused"));
         // Build requested, not granted.
         let mut report = PolicyReport::default();
@@ -565,9 +631,78 @@ mod tests {
             build: false,
             ..grant.clone()
         };
-        let p = compute(Some(Some(&req)), &g, "u", &mut report).unwrap();
+        let p = compute(Some(Some(&req)), &g, Some("d"), &mut report).unwrap();
         assert!(!p.build && p.build_args.is_empty());
         assert!(report.to_string().contains("--allow-docker-build"));
+    }
+
+    #[test]
+    fn the_owner_is_assigned_or_the_pinned_digest_never_the_name() {
+        let req = DockerRequest {
+            images: vec!["*".into()],
+            ..DockerRequest::default()
+        };
+        let mut grant = DockerGrant {
+            images: vec!["myapp:*".into()],
+            ..DockerGrant::default()
+        };
+        let mut report = PolicyReport::default();
+        let p = compute(Some(Some(&req)), &grant, Some("d1"), &mut report).unwrap();
+        assert_eq!(p.owner().unwrap(), "sha256-d1");
+        // Unpinned, or a bare component: no owner, and the report says how.
+        for request in [Some(Some(&req)), None] {
+            let mut report = PolicyReport::default();
+            let p = compute(request, &grant, None, &mut report).unwrap();
+            let e = p.owner().unwrap_err();
+            assert!(e.contains("--docker-owner NAME"), "{e}");
+            assert!(
+                report.to_string().contains("--docker-owner NAME"),
+                "{report}"
+            );
+        }
+        // The operator's owner wins.
+        grant.owner = Some("app".into());
+        let p = compute(Some(Some(&req)), &grant, Some("d1"), &mut report).unwrap();
+        assert_eq!(p.owner().unwrap(), "app");
+    }
+
+    #[test]
+    fn a_dockerfile_is_held_to_the_image_patterns() {
+        let p = policy(Some(&["*"]), &["myapp:*"]);
+        let ok = p
+            .check_dockerfile(
+                b"FROM myapp:base AS b\nFROM scratch\nCOPY --from=b /a /a\n",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(ok.len(), 1);
+        assert!(ok[0].is_base());
+        for (df, needle) in [
+            (
+                &b"FROM foreign:v1\n"[..],
+                "Dockerfile line 1: FROM foreign:v1: image \"foreign:v1\" does not match a granted image pattern (granted: myapp:*; grant with --allow-docker 'foreign:*')",
+            ),
+            (
+                b"FROM scratch\nCOPY --from=foreign /s /s\n",
+                "line 2: COPY --from foreign: image \"foreign:latest\"",
+            ),
+            (b"FROM myapp:5000/x:y\n", "myapp:5000/x:y"),
+            (
+                b"FROM scratch\nCOPY --from=sha256:0123456789abcdef /s /s\n",
+                "not by id or digest",
+            ),
+        ] {
+            let e = p.check_dockerfile(df, &[]).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+        let e = p
+            .check_triggers("myapp:base", &["COPY --from=foreign /s /s".into()])
+            .unwrap_err();
+        assert!(
+            e.contains("base image myapp:base") && e.contains("--allow-docker 'foreign:*'"),
+            "{e}"
+        );
+        assert!(p.check_triggers("myapp:base", &["RUN true".into()]).is_ok());
     }
 
     #[test]
