@@ -3,16 +3,19 @@
 //! The host talks to its own Docker engine on the skill's behalf. A skill
 //! names images by tag (`myapp:v2`; a bare `myapp` means `myapp:latest`),
 //! and each tag must match an image pattern under `[docker]` in
-//! `skill.toml` that the operator also granted. A build context is a
-//! directory the skill was granted (a guest path); bind mounts are granted
-//! directories too. Containers a skill starts carry its owner's label, and
-//! it can see, stop and remove only those. Anything else fails with
-//! [`Error::Denied`] naming the rule.
+//! `skill.toml` that the operator also granted; so must every image a
+//! build's Dockerfile reads (`FROM`, `COPY --from`), and those must already
+//! be on the engine. A build context is a directory the skill was granted
+//! (a guest path); a remote `ADD` source and a `# syntax=` line are
+//! refused. A bind mount is a granted directory itself, not a path inside
+//! one. Containers a skill starts carry its owner's label (assigned by the
+//! operator, or the skill's pinned digest), and it can see, stop and remove
+//! only those. Anything else fails with [`Error::Denied`] naming the rule.
 //!
 //! Containers get the host's safety defaults whatever the skill asks:
-//! never privileged, no added capabilities, network `none` unless a
-//! granted network is named, memory and process limits no higher than the
-//! grant's.
+//! never privileged, a minimal capability set (no device nodes, no raw
+//! sockets), `no-new-privileges`, network `none` unless a granted network
+//! is named, memory and process limits no higher than the grant's.
 //!
 //! ```no_run
 //! use skillbox_sdk::docker::{self, Build, Run};
@@ -261,8 +264,9 @@ impl Run {
         self
     }
 
-    /// Binds the granted directory at guest path `source` to `target` in the
-    /// container, writable if the grant is.
+    /// Binds the granted directory at guest path `source` (the directory
+    /// itself, not a path inside it) to `target` in the container, writable
+    /// if the grant is.
     pub fn mount(mut self, source: impl Into<String>, target: impl Into<String>) -> Self {
         self.req.mounts.push(wit::Mount {
             source: source.into(),

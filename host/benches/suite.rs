@@ -514,6 +514,149 @@ fn whole_process(guests: &Path, cache: &Path, s: &Sizes, rows: &mut Vec<Row>) ->
     Ok(skipped)
 }
 
+/// 9: a container started and removed through the `docker` capability
+/// (one guest run: `run` with the host's checks and safety settings, then
+/// `remove`) vs the `docker` CLI doing the same with the same settings
+/// (`run -d` + `rm -f`), interleaved, as medians. Needs an engine
+/// (`DOCKER_HOST`, or the test suite's `SKILLBOX_TEST_DOCKER_HOST`), the
+/// `docker` CLI and `/bin/busybox`; without them it is reported, not
+/// measured.
+async fn docker_run(
+    b: &Bench,
+    hostile: &SkillSource,
+    s: &Sizes,
+    rows: &mut Vec<Row>,
+) -> Res<Option<String>> {
+    let endpoint = std::env::var("DOCKER_HOST")
+        .or_else(|_| std::env::var("SKILLBOX_TEST_DOCKER_HOST"))
+        .ok()
+        .filter(|e| !e.is_empty());
+    let cli_found = Command::new("docker").arg("--version").output().is_ok();
+    let (Some(endpoint), true, true) = (endpoint, cli_found, Path::new("/bin/busybox").is_file())
+    else {
+        return Ok(Some(
+            "docker run through the capability: no engine (DOCKER_HOST), docker CLI or \
+             /bin/busybox"
+                .into(),
+        ));
+    };
+    const IMAGE: &str = "skillbox-bench:run";
+    let docker = |args: &[&str]| {
+        let mut c = Command::new("docker");
+        c.args(args)
+            .env("DOCKER_HOST", &endpoint)
+            .env("DOCKER_BUILDKIT", "0");
+        c
+    };
+    let ctx = tempfile::tempdir()?;
+    std::fs::copy("/bin/busybox", ctx.path().join("busybox"))?;
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\", \"sleep\", \"600\"]\n",
+    )?;
+    let ctx_path = ctx.path().to_str().ok_or("temp dir is not UTF-8")?;
+    command_time(0, || docker(&["build", "-q", "-t", IMAGE, ctx_path]))?;
+
+    let host = Host::new(b.opts.clone())?
+        .with_docker(skillbox::caps::docker::DockerEngine::new(endpoint.clone()));
+    let prepared = host.prepare(hostile)?;
+    let grants = Grants {
+        docker: skillbox::policy::DockerGrant {
+            images: vec!["skillbox-bench:*".into()],
+            memory: Some("64MiB".parse()?),
+            pids: Some(64),
+            owner: Some("skillbox-bench".into()),
+            ..Default::default()
+        },
+        ..Grants::default()
+    };
+    let (policy, _) = EffectivePolicy::compute(None, &grants);
+    let capability = |name: String| {
+        let input = json!({ "case": "docker", "ops": [
+            { "op": "run", "image": IMAGE, "name": name, "memory": 64 << 20, "pids": 64 },
+            { "op": "remove", "container": name, "force": true },
+        ]});
+        let (host, prepared, policy) = (&host, &prepared, policy.clone());
+        async move {
+            let t = Instant::now();
+            let r = host
+                .run(
+                    prepared,
+                    RunRequest {
+                        input: input.to_string(),
+                        policy,
+                        events: Arc::new(skillbox::events::Discard),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let took = t.elapsed();
+            match &r.outcome {
+                Outcome::Succeeded { data, .. }
+                    if data["results"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().all(|x| x.get("err").is_none())) =>
+                {
+                    Ok::<_, Box<dyn std::error::Error>>(took)
+                }
+                other => Err(format!("docker run through the capability: {other:?}").into()),
+            }
+        }
+    };
+    let cli = |name: &str| -> Res<Duration> {
+        let mut run = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "64m",
+            "--pids-limit",
+            "64",
+            "--security-opt",
+            "no-new-privileges",
+            "--cap-drop",
+            "ALL",
+        ];
+        for c in skillbox::caps::docker::CONTAINER_CAPABILITIES {
+            run.extend(["--cap-add", c]);
+        }
+        run.push(IMAGE);
+        let t = Instant::now();
+        command_time(0, || docker(&run))?;
+        command_time(0, || docker(&["rm", "-f", name]))?;
+        Ok(t.elapsed())
+    };
+    let n = s.iterations.clamp(1, 20);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    // The first round warms both paths (and the engine) and is not counted.
+    for i in 0..=n {
+        let o = capability(format!("skillbox-bench-cap-{i}")).await?;
+        let t = cli(&format!("skillbox-bench-cli-{i}"))?;
+        if i > 0 {
+            ours.push(o);
+            theirs.push(t);
+        }
+    }
+    let _ = docker(&["rmi", "-f", IMAGE]).output();
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    rows.push(time_ratio(
+        "docker run -d + rm -f through the capability",
+        median(ours),
+        "docker CLI, same settings",
+        median(theirs),
+        Goal::AtMost(1.2),
+    ));
+    Ok(None)
+}
+
 /// Case 7's measurements run in a child process each (`SUITE --sleepers
 /// tasks|runs K SLEEPER CACHE`): instance slots an earlier case touched
 /// stay resident and would hide the tasks' own memory.
@@ -861,6 +1004,9 @@ async fn main() -> Res<()> {
     }
     if case(&[3]) {
         skipped = whole_process(&guests, cache.path(), &sizes, &mut rows)?;
+    }
+    if case(&[9]) {
+        skipped.extend(docker_run(&bench, &hostile, &sizes, &mut rows).await?);
     }
     print(&rows, &sizes, smoke);
     for s in &skipped {

@@ -74,7 +74,8 @@ pub struct GrantArgs {
     #[arg(long, value_name = "N", help_heading = "Docker grants")]
     pub docker_pids: Option<u32>,
     /// Owner label of the skill's containers: it may only touch containers
-    /// with this owner [default: the skill's name].
+    /// with this owner [default: sha256-DIGEST of the skill's pinned
+    /// component; an unpinned skill has none].
     #[arg(long, value_name = "NAME", help_heading = "Docker grants")]
     pub docker_owner: Option<String>,
     /// Cap on linear memory [default: 256MiB].
