@@ -80,7 +80,8 @@ fn disk_report_uses_fs_and_exec() {
     let v = out.json();
     let text = v["text"].as_str().unwrap();
     assert!(text.contains("app.log"), "{text}");
-    assert_eq!(v["sandbox"]["state"], "enforced", "{v}");
+    assert_eq!(v["sandbox"]["pid_namespace"], true, "{v}");
+    assert_eq!(v["sandbox"]["seccomp"], true, "{v}");
 
     // Only the directory (--partial): the walk still works, exec is refused
     // and the summary says so.

@@ -305,19 +305,6 @@ pub fn alive(pid: i32) -> bool {
     !stat.is_empty() && !stat.contains(") Z")
 }
 
-/// Waits up to `within` for `pid` to stop running: killed processes may
-/// linger briefly until their new parent reaps them.
-pub fn wait_gone(pid: i32, within: std::time::Duration) -> bool {
-    let step = std::time::Duration::from_millis(25);
-    for _ in 0..(within.as_millis() / step.as_millis()).max(1) {
-        if !alive(pid) {
-            return true;
-        }
-        std::thread::sleep(step);
-    }
-    false
-}
-
 /// Running processes (zombies aside) whose command line contains `marker`.
 pub fn running_with(marker: &str) -> Vec<i32> {
     let me = std::process::id() as i32;

@@ -65,7 +65,12 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
 /// The parent directories a run's groups go in, per layout, if usable.
 fn parents() -> Option<(Layout, PathBuf, Option<PathBuf>)> {
     let v2_mounted = rustix::fs::statfs(ROOT)
-        .map(|s| s.f_type as i64 == libc::CGROUP2_SUPER_MAGIC as i64)
+        // The field's and the constant's types differ between architectures.
+        .map(|s| {
+            #[allow(clippy::unnecessary_cast)]
+            let same = s.f_type as i64 == libc::CGROUP2_SUPER_MAGIC as i64;
+            same
+        })
         .unwrap_or(false);
     if v2_mounted {
         let own = Path::new(ROOT).join(own_group("")?);

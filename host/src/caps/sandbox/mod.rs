@@ -29,8 +29,8 @@
 
 pub mod cgroup;
 pub mod jail;
-mod landlock;
-mod seccomp;
+pub mod landlock;
+pub mod seccomp;
 pub mod wire;
 
 use std::io;

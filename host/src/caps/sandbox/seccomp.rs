@@ -92,6 +92,8 @@ const NAMESPACE_FLAGS: &[u64] = &[
     libc::CLONE_NEWCGROUP as u64,
 ];
 
+// `c_ulong` is `u64` only on 64-bit targets.
+#[allow(clippy::unnecessary_cast)]
 const TERMINAL_INJECTION: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
 
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
