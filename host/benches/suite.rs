@@ -21,7 +21,7 @@ use skillbox::caps::exec::{self, Request};
 use skillbox::caps::sandbox::Sandbox;
 use skillbox::policy::{Access, FsGrant};
 use skillbox::prelude::*;
-use skillbox::tasks::TaskFilter;
+use skillbox::store::TaskFilter;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -719,7 +719,8 @@ async fn sleepers_child(args: &[String]) -> Res<()> {
         max_instances: k as u32 + 1,
         ..EngineOptions::default()
     };
-    let host = Arc::new(Host::new(opts)?.with_tasks(
+    let host = Arc::new(TaskService::new(
+        Arc::new(Host::new(opts)?),
         store,
         TaskOptions {
             concurrency: k,
@@ -729,9 +730,9 @@ async fn sleepers_child(args: &[String]) -> Res<()> {
     // Load and run the guest once so that its code, the caches and the
     // runtime's threads are in the "before" figure, not in the tasks'.
     let source = SkillSource::open(Path::new(sleeper), true)?;
-    let prepared = host.prepare(&source)?;
+    let prepared = host.host().prepare(&source)?;
     let nap = |ms: u64| json!({ "case": "sleep", "ms": ms }).to_string();
-    host.run(
+    host.host().run(
         &prepared,
         RunRequest {
             input: nap(1),
@@ -751,15 +752,15 @@ async fn sleepers_child(args: &[String]) -> Res<()> {
             for _ in 0..k {
                 let mut r = SpawnRequest::new(sleeper, nap(ms));
                 r.allow_unpinned = true;
-                ids.push(host.spawn(r)?);
+                ids.push(host.spawn(r)?.id);
             }
             let filter = |state| TaskFilter {
                 state: Some(state),
                 limit: Some(k as u32 + 1),
                 ..Default::default()
             };
-            while host.list_tasks(&filter(TaskState::Running))?.len() < k {
-                if !host.list_tasks(&filter(TaskState::Succeeded))?.is_empty() {
+            while host.list(&filter(TaskState::Running))?.len() < k {
+                if !host.list(&filter(TaskState::Succeeded))?.is_empty() {
                     return Err("a task woke before all were asleep".into());
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -782,7 +783,7 @@ async fn sleepers_child(args: &[String]) -> Res<()> {
                         input,
                         ..RunRequest::default()
                     };
-                    host.run(&prepared, request).await.map(|r| r.outcome)
+                    host.host().run(&prepared, request).await.map(|r| r.outcome)
                 });
             }
             let asleep = settled_memory().await;
@@ -861,14 +862,15 @@ async fn spawn_and_run(component: &Path, dir: &Path, cache: &Path, n: usize) -> 
         max_instances: 64,
         ..EngineOptions::default()
     };
-    let host = Arc::new(Host::new(opts)?.with_tasks(
+    let host = Arc::new(TaskService::new(
+        Arc::new(Host::new(opts)?),
         store,
         TaskOptions {
             concurrency: 32,
             ..Default::default()
         },
     ));
-    host.prepare(&SkillSource::open(component, true)?)?;
+    host.host().prepare(&SkillSource::open(component, true)?)?;
     let t = Instant::now();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(host.clone().work(shutdown));
@@ -880,7 +882,7 @@ async fn spawn_and_run(component: &Path, dir: &Path, cache: &Path, n: usize) -> 
                     .map(|_| {
                         let mut r = SpawnRequest::new(&component, "{}");
                         r.allow_unpinned = true;
-                        host.spawn(r)
+                        host.spawn(r).map(|t| t.id)
                     })
                     .collect::<Result<Vec<_>, _>>()
             })

@@ -46,7 +46,8 @@ async fn main() -> Res<()> {
     // The host: an engine, a durable store, and a relay whose default sink
     // is a channel this runtime reads.
     let (relay, mut summaries) = Relay::new().channel("session");
-    let host = Host::new(EngineOptions::default())?.with_tasks(
+    let host = TaskService::new(
+        Arc::new(Host::new(EngineOptions::default())?),
         Arc::new(SqliteStore::open_dir(&data_dir)?),
         TaskOptions {
             relay: relay.with_default(vec!["session".into()])?,
@@ -62,21 +63,23 @@ async fn main() -> Res<()> {
     match host.spawn(SpawnRequest::new(&disk_report, r#"{"path": "/data"}"#)) {
         Err(Error::NotGranted(why)) => println!("[denied] disk-report without grants: {why}"),
         Err(e) => return Err(e.into()),
-        Ok(id) => return Err(format!("task {id} was spawned with nothing granted").into()),
+        Ok(t) => return Err(format!("task {} was spawned with nothing granted", t.id).into()),
     }
 
     // Two skills at once; the operator's policy is the only source of grants.
     let tasks = [
         (
             "hello",
-            host.spawn(SpawnRequest::new(&hello, r#"{"name": "agent"}"#))?,
+            host.spawn(SpawnRequest::new(&hello, r#"{"name": "agent"}"#))?
+                .id,
         ),
         (
             "disk-report",
             host.spawn(SpawnRequest {
                 grants: policy,
                 ..SpawnRequest::new(&disk_report, r#"{"path": "/data", "top": 3}"#)
-            })?,
+            })?
+            .id,
         ),
     ];
     let mut followers = Vec::new();

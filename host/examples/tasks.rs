@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use skillbox::prelude::*;
 use skillbox::server::client::Client;
-use skillbox::tasks::{SpawnRequest, SqliteStore, TaskOptions, TaskState};
+use skillbox::store::{SqliteStore, TaskState};
+use skillbox::tasks::{SpawnRequest, TaskOptions, TaskService};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -100,22 +101,24 @@ async fn throughput(component: &Path, n: usize, concurrency: usize) -> Res<()> {
     }
     let source = SkillSource::open(component, true)?;
     let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
-    let host = Arc::new(
-        Host::new(engine(concurrency as u32 * 2, &dir.path().join("cache")))?.with_tasks(
-            store.clone(),
-            TaskOptions {
-                concurrency,
-                ..TaskOptions::default()
-            },
-        ),
-    );
-    let base = in_process(&host, &source, n, concurrency).await?;
+    let host = Arc::new(TaskService::new(
+        Arc::new(Host::new(engine(
+            concurrency as u32 * 2,
+            &dir.path().join("cache"),
+        ))?),
+        store.clone(),
+        TaskOptions {
+            concurrency,
+            ..TaskOptions::default()
+        },
+    ));
+    let base = in_process(host.host(), &source, n, concurrency).await?;
 
     let spawners: usize = std::env::var("SPAWNERS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
-    let spawn_all = |host: Arc<Host>| {
+    let spawn_all = |host: Arc<TaskService>| {
         let component = component.to_owned();
         let handles: Vec<_> = (0..spawners)
             .map(|s| {
@@ -125,7 +128,7 @@ async fn throughput(component: &Path, n: usize, concurrency: usize) -> Res<()> {
                         .map(|_| {
                             let mut r = SpawnRequest::new(&component, "{}");
                             r.allow_unpinned = true;
-                            host.spawn(r)
+                            host.spawn(r).map(|t| t.id)
                         })
                         .collect()
                 })
@@ -192,7 +195,7 @@ fn store_ops(component: &Path, n: usize) -> Res<()> {
     let store = SqliteStore::open_dir(dir.path())?;
     let source = SkillSource::open(component, true)?;
     let (policy, _) = EffectivePolicy::compute(None, &Grants::default());
-    let spec = skillbox::tasks::TaskSpec {
+    let spec = skillbox::store::TaskSpec {
         skill: component.display().to_string(),
         skill_name: source.name.clone(),
         digest: source.digest.clone(),
@@ -201,13 +204,13 @@ fn store_ops(component: &Path, n: usize) -> Res<()> {
         policy,
         label: None,
         parent_session: None,
-        cleanup: skillbox::tasks::CleanupMode::Keep,
-        notify: skillbox::tasks::NotifyMode::DoneOnly,
+        cleanup: skillbox::store::CleanupMode::Keep,
+        notify: skillbox::store::NotifyMode::DoneOnly,
         notify_to: Vec::new(),
-        resume: skillbox::tasks::ResumePolicy::Restart,
+        resume: skillbox::store::ResumePolicy::Restart,
         scratch: None,
     };
-    use skillbox::tasks::TaskStore;
+    use skillbox::store::TaskStore;
     let t = Instant::now();
     for _ in 0..n {
         store.create(spec.clone())?;
@@ -220,7 +223,8 @@ fn store_ops(component: &Path, n: usize) -> Res<()> {
     }
     let claim = t.elapsed() / n as u32;
     // Host::spawn: the checks before the store.
-    let host = Host::new(engine(4, &dir.path().join("cache")))?.with_tasks(
+    let host = TaskService::new(
+        Arc::new(Host::new(engine(4, &dir.path().join("cache")))?),
         Arc::new(SqliteStore::open_dir(&dir.path().join("spawn"))?),
         TaskOptions::default(),
     );
@@ -252,7 +256,7 @@ fn store_ops(component: &Path, n: usize) -> Res<()> {
     Ok(())
 }
 
-async fn run_to_end(host: &Arc<Host>, ids: &[skillbox::tasks::TaskId]) -> Res<Duration> {
+async fn run_to_end(host: &Arc<TaskService>, ids: &[skillbox::store::TaskId]) -> Res<Duration> {
     let t = Instant::now();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(host.clone().work(rx));
@@ -263,7 +267,7 @@ async fn run_to_end(host: &Arc<Host>, ids: &[skillbox::tasks::TaskId]) -> Res<Du
     Ok(d)
 }
 
-async fn wait_all(host: &Arc<Host>, ids: &[skillbox::tasks::TaskId]) -> Res<()> {
+async fn wait_all(host: &Arc<TaskService>, ids: &[skillbox::store::TaskId]) -> Res<()> {
     for id in ids {
         let task = host.wait(*id).await?;
         if task.state != TaskState::Succeeded {
@@ -277,9 +281,11 @@ async fn latency(component: &Path, n: u32) -> Res<()> {
     let dir = tempfile::tempdir()?;
     let source = SkillSource::open(component, true)?;
     let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
-    let host = Arc::new(
-        Host::new(engine(8, &dir.path().join("cache")))?.with_tasks(store, TaskOptions::default()),
-    );
+    let host = Arc::new(TaskService::new(
+        Arc::new(Host::new(engine(8, &dir.path().join("cache")))?),
+        store,
+        TaskOptions::default(),
+    ));
     let (stop, rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(host.clone().work(rx));
     let socket = dir.path().join("api.sock");
@@ -335,10 +341,10 @@ async fn latency(component: &Path, n: u32) -> Res<()> {
         client.call(hyper::Method::GET, "/v1/health", None).await?;
     }
     let round_trip = t.elapsed() / n;
-    let prepared = host.prepare(&source)?;
+    let prepared = host.host().prepare(&source)?;
     let t = Instant::now();
     for _ in 0..n {
-        host.run(&prepared, RunRequest::default()).await?;
+        host.host().run(&prepared, RunRequest::default()).await?;
     }
     let direct = t.elapsed() / n;
     println!("spawn → summary of a no-op task, mean of {n}");
@@ -425,7 +431,8 @@ async fn relay(component: &Path, n: u32, burst: usize) -> Res<()> {
     };
     let relay = webhook()?;
     let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
-    let host = Arc::new(Host::new(engine(8, &dir.path().join("cache")))?.with_tasks(
+    let host = Arc::new(TaskService::new(
+        Arc::new(Host::new(engine(8, &dir.path().join("cache")))?),
         store,
         TaskOptions {
             relay,
@@ -437,10 +444,12 @@ async fn relay(component: &Path, n: u32, burst: usize) -> Res<()> {
     let mut relayed = Vec::new();
     let mut body = Vec::new();
     for i in 0..=n {
-        let id = host.spawn(SpawnRequest {
-            allow_unpinned: true,
-            ..SpawnRequest::new(component, "{}")
-        })?;
+        let id = host
+            .spawn(SpawnRequest {
+                allow_unpinned: true,
+                ..SpawnRequest::new(component, "{}")
+            })?
+            .id;
         host.wait(id).await?;
         let ended = Instant::now();
         let (k, at) = arrivals.recv().await.ok_or("receiver gone")?;
@@ -459,7 +468,7 @@ async fn relay(component: &Path, n: u32, burst: usize) -> Res<()> {
     // new connection, one at a time.
     let mut direct = Vec::new();
     for i in 0..=n {
-        let ts = skillbox::tasks::now_ms() / 1000;
+        let ts = skillbox::store::now_ms() / 1000;
         let head = format!(
             "POST /hook HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n\
              idempotency-key: direct-{i}\r\nskillbox-timestamp: {ts}\r\nskillbox-signature: {}\r\n\
@@ -505,22 +514,22 @@ async fn relay(component: &Path, n: u32, burst: usize) -> Res<()> {
             skillbox::relay::Relay::new()
         };
         let store = Arc::new(SqliteStore::open_dir(&dir.path().join("data"))?);
-        let host = Arc::new(
-            Host::new(engine(128, &dir.path().join("cache")))?.with_tasks(
-                store.clone(),
-                TaskOptions {
-                    concurrency: 64,
-                    relay,
-                    ..TaskOptions::default()
-                },
-            ),
-        );
+        let host = Arc::new(TaskService::new(
+            Arc::new(Host::new(engine(128, &dir.path().join("cache")))?),
+            store.clone(),
+            TaskOptions {
+                concurrency: 64,
+                relay,
+                ..TaskOptions::default()
+            },
+        ));
         let ids = (0..burst)
             .map(|_| {
                 host.spawn(SpawnRequest {
                     allow_unpinned: true,
                     ..SpawnRequest::new(component, "{}")
                 })
+                .map(|t| t.id)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let t = Instant::now();

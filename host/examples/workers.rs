@@ -6,7 +6,7 @@
 //! first; then the workers start, and throughput is N over the span from
 //! the first task's start to the last one's end, by the tasks' own
 //! timestamps (process start-up is not counted). PostgreSQL is a
-//! throw-away server on a loopback port (`skillbox::tasks::testing`, as the
+//! throw-away server on a loopback port (`skillbox::store::testing`, as the
 //! tests use it: `fsync` off, so the figures are PostgreSQL's best case).
 //!
 //! ```sh
@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skillbox::prelude::*;
-use skillbox::tasks::testing::PgServer;
-use skillbox::tasks::{PgStore, TaskEvent, TaskFilter, TaskStore, now_ms};
+use skillbox::store::testing::PgServer;
+use skillbox::store::{PgStore, TaskEvent, TaskFilter, TaskStore, now_ms};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -73,12 +73,15 @@ fn tasks(store: &dyn TaskStore) -> Res<Vec<Task>> {
 
 /// Queues `n` tasks of `skill` with `input` through a host that runs none.
 fn queue(store: Arc<dyn TaskStore>, skill: &Path, input: &str, n: usize, cache: &Path) -> Res<()> {
-    let host = Host::new(EngineOptions {
-        cache_dir: Some(cache.into()),
-        max_instances: 2,
-        ..EngineOptions::default()
-    })?
-    .with_tasks(store, TaskOptions::default());
+    let host = TaskService::new(
+        Arc::new(Host::new(EngineOptions {
+            cache_dir: Some(cache.into()),
+            max_instances: 2,
+            ..EngineOptions::default()
+        })?),
+        store,
+        TaskOptions::default(),
+    );
     for _ in 0..n {
         let mut r = SpawnRequest::new(skill, input);
         r.allow_unpinned = true;

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use crate::error::Error;
 use crate::policy::{EffectivePolicy, Grants, PolicyReport, ReportStatus};
 use crate::skill::SkillSource;
-use crate::tasks::NotifyMode;
+use crate::store::NotifyMode;
 
 /// One `[skills.NAME]` table of the configuration file.
 #[derive(Clone, Debug, Deserialize)]

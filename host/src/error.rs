@@ -78,8 +78,8 @@ pub enum Error {
     #[error("MCP: {0}")]
     Mcp(String),
     /// The task store failed or refused.
-    #[error("{0}")]
-    Store(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The WebAssembly engine failed in a way not covered above.
     #[error("engine: {0}")]
     Engine(String),
@@ -96,4 +96,27 @@ impl Error {
     pub(crate) fn engine(e: impl std::fmt::Display) -> Error {
         Error::Engine(format!("{e:#}"))
     }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such task.
+    #[error("no task {0}")]
+    NotFound(crate::units::TaskId),
+    /// The caller's lease on the task is gone (it expired and another host
+    /// took the task, or the task ended): it must stop writing.
+    #[error("lease on task {0} was lost; another owner holds it or it ended")]
+    LeaseLost(crate::units::TaskId),
+    /// The request makes no sense for the task's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database was written by a newer skillbox, or an applied migration
+    /// was changed.
+    #[error("task store schema: {0}")]
+    Schema(String),
+    /// The backend failed (disk full, read-only, corrupt, …).
+    #[error("task store: {0}")]
+    Backend(String),
 }

@@ -44,6 +44,7 @@ pub mod relay;
 mod runtime;
 pub mod server;
 pub mod skill;
+pub mod store;
 pub mod tasks;
 pub mod units;
 
@@ -68,7 +69,6 @@ pub mod prelude {
     };
     pub use crate::server::mcp::McpServer;
     pub use crate::skill::SkillSource;
-    pub use crate::tasks::{
-        SpawnRequest, SqliteStore, Task, TaskEvent, TaskId, TaskOptions, TaskState,
-    };
+    pub use crate::store::{SqliteStore, Task, TaskEvent, TaskId, TaskState, TaskStore};
+    pub use crate::tasks::{SpawnRequest, TaskOptions, TaskService};
 }

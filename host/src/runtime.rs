@@ -221,7 +221,6 @@ pub struct Host {
     linker: Linker<RunState>,
     options: EngineOptions,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
-    tasks: Option<crate::tasks::runner::TaskRuntime>,
     docker: Arc<caps::docker::DockerEngine>,
     _ticker: EpochTicker,
 }
@@ -241,25 +240,9 @@ impl Host {
             linker,
             options,
             prepared: Mutex::default(),
-            tasks: None,
             docker: Arc::new(caps::docker::DockerEngine::from_env()),
             _ticker: ticker,
         })
-    }
-
-    /// Attaches a task store: the host can then [`spawn`](Host::spawn)
-    /// background tasks and, with [`work`](Host::work), run them.
-    pub fn with_tasks(
-        mut self,
-        store: Arc<dyn crate::tasks::TaskStore>,
-        options: crate::tasks::TaskOptions,
-    ) -> Host {
-        self.tasks = Some(crate::tasks::runner::TaskRuntime::new(store, options));
-        self
-    }
-
-    pub(crate) fn task_runtime(&self) -> Option<&crate::tasks::runner::TaskRuntime> {
-        self.tasks.as_ref()
     }
 
     /// Uses this Docker engine for the `docker` capability instead of the

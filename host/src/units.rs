@@ -1,5 +1,6 @@
-//! Human-friendly sizes (`256MiB`) and durations (`15m`) used in manifests,
-//! policy files and CLI flags.
+//! The small shared values: human-friendly sizes (`256MiB`) and durations
+//! (`15m`) used in manifests, policy files and CLI flags, task ids, and the
+//! closed sets of names written as text.
 
 use std::fmt;
 use std::str::FromStr;
@@ -179,6 +180,101 @@ serde_via_str!(
     "a duration such as \"30s\" or \"15m\", or a number of seconds",
     |v| HumanDuration(Duration::from_secs(v))
 );
+
+/// A task's id: a ULID, so ids sort by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(ulid::Ulid);
+
+impl TaskId {
+    /// A fresh id, greater than every id this process made before (ids made
+    /// within one millisecond are ordered too, so "oldest first" is exact).
+    pub fn new() -> TaskId {
+        static GENERATOR: std::sync::Mutex<ulid::Generator> =
+            std::sync::Mutex::new(ulid::Generator::new());
+        let id = GENERATOR
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .generate();
+        // Past 2^80 ids in one millisecond, fall back to a random one.
+        TaskId(id.unwrap_or_else(|_| ulid::Ulid::new()))
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        TaskId::new()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ulid::Ulid::from_string(s)
+            .map(TaskId)
+            .map_err(|e| format!("{s:?} is not a task id: {e}"))
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Declares a closed set of names written as text (in the store, the API and
+/// the CLI): the enum, `as_str`, `Display`, `FromStr` and serde.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// The name used in the store, the API and the CLI.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "{s:?} is not one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use string_enum;
 
 #[cfg(test)]
 mod tests {

@@ -229,8 +229,8 @@ fn an_mcp_client_over_stdio_lists_calls_polls_and_cancels_skills() {
     let setup = Setup::new();
     let report = client(&python, &["--stdio", &setup.stdio_command()], ALL);
     // The server has exited: read its store directly.
-    use skillbox::tasks::TaskStore;
-    let store = skillbox::tasks::SqliteStore::open_dir(setup.path()).unwrap();
+    use skillbox::store::TaskStore;
+    let store = skillbox::store::SqliteStore::open_dir(setup.path()).unwrap();
     check(&report, |id| {
         serde_json::to_value(store.get(id.parse().unwrap()).unwrap()).unwrap()
     });

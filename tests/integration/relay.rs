@@ -357,7 +357,7 @@ fn webhook_retries_through_an_outage_and_is_accepted_once() {
             &r.headers["skillbox-timestamp"],
             &r.headers["skillbox-signature"],
             &r.body,
-            skillbox::tasks::now_ms() / 1000,
+            skillbox::store::now_ms() / 1000,
             Duration::from_secs(300),
         )
         .unwrap();
@@ -631,14 +631,15 @@ mod embedded {
     use std::sync::atomic::AtomicUsize;
 
     use skillbox::relay::{Notification, Relay};
-    use skillbox::tasks::{NotifyMode, SpawnRequest, TaskState};
+    use skillbox::store::{NotifyMode, TaskState};
+    use skillbox::tasks::SpawnRequest;
 
     use super::*;
     use crate::tasks::{Worker, options, store};
 
-    async fn settled(w: &Worker, id: skillbox::tasks::TaskId) -> Vec<skillbox::relay::Delivery> {
+    async fn settled(w: &Worker, id: skillbox::store::TaskId) -> Vec<skillbox::relay::Delivery> {
         for _ in 0..1200 {
-            let ds = w.host.deliveries(id).unwrap();
+            let ds = w.tasks.deliveries(id).unwrap();
             if !ds.is_empty()
                 && ds
                     .iter()
@@ -653,7 +654,7 @@ mod embedded {
 
     /// A worker whose relay is `relay`, with `agent` as the default sink and
     /// quick retries.
-    fn worker(store: Arc<dyn skillbox::tasks::TaskStore>, relay: Relay) -> Worker {
+    fn worker(store: Arc<dyn skillbox::store::TaskStore>, relay: Relay) -> Worker {
         Worker::start(
             store,
             skillbox::tasks::TaskOptions {
@@ -688,12 +689,13 @@ mod embedded {
         let w = worker(store, relay);
         let skill = skill_dir("hello", "");
         let id = w
-            .host
+            .tasks
             .spawn(SpawnRequest {
                 label: Some("cb".into()),
                 ..SpawnRequest::new(skill.path(), r#"{"name": "callback"}"#)
             })
-            .unwrap();
+            .unwrap()
+            .id;
         let ds = settled(&w, id).await;
         assert_eq!(ds.len(), 1);
         assert_eq!(ds[0].state, skillbox::relay::DeliveryState::Delivered);
@@ -716,7 +718,7 @@ mod embedded {
         );
         assert_eq!(n.summary.as_deref(), Some("Hello, callback! 👋"));
         // What `tasks wait` prints is that same notification.
-        assert_eq!(w.host.notification(id).unwrap().as_ref(), Some(n));
+        assert_eq!(w.tasks.notification(id).unwrap().as_ref(), Some(n));
         w.stop().await;
     }
 
@@ -727,7 +729,11 @@ mod embedded {
         relay.retry.deadline = Duration::from_millis(300);
         let w = worker(store, relay);
         let skill = skill_dir("hello", "");
-        let id = w.host.spawn(SpawnRequest::new(skill.path(), "{}")).unwrap();
+        let id = w
+            .tasks
+            .spawn(SpawnRequest::new(skill.path(), "{}"))
+            .unwrap()
+            .id;
         let ds = settled(&w, id).await;
         assert_eq!(ds[0].state, skillbox::relay::DeliveryState::Failed);
         assert!(
@@ -742,7 +748,7 @@ mod embedded {
             "{last}"
         );
         // Redelivery opens a new window.
-        assert_eq!(w.host.redeliver(id).unwrap(), 1);
+        assert_eq!(w.tasks.redeliver(id).unwrap(), 1);
         let ds = settled(&w, id).await;
         assert_eq!(ds[0].state, skillbox::relay::DeliveryState::Failed);
         assert!(ds[0].window_ms > ds[0].created_ms);
@@ -758,15 +764,16 @@ mod embedded {
         let w = worker(store.clone(), relay);
         let skill = skill_dir("hello", "");
         let id = w
-            .host
+            .tasks
             .spawn(SpawnRequest {
                 notify: NotifyMode::StateChanges,
                 ..SpawnRequest::new(skill.path(), r#"{"name": "later"}"#)
             })
-            .unwrap();
-        w.host.wait(id).await.unwrap();
+            .unwrap()
+            .id;
+        w.tasks.wait(id).await.unwrap();
         for _ in 0..1200 {
-            if w.host
+            if w.tasks
                 .deliveries(id)
                 .unwrap()
                 .iter()
@@ -805,7 +812,7 @@ mod embedded {
         let w = worker(store, relay);
         let skill = skill_dir("hostile", "[env]\nallow = [\"SKILLBOX_TEST_VISIBLE\"]\n");
         let id = w
-            .host
+            .tasks
             .spawn(SpawnRequest {
                 grants: grants(&["--allow-env", "SKILLBOX_TEST_VISIBLE"]),
                 ..SpawnRequest::new(
@@ -813,8 +820,9 @@ mod embedded {
                     r#"{"case": "env-get", "name": "SKILLBOX_TEST_VISIBLE"}"#,
                 )
             })
-            .unwrap();
-        let task = w.host.wait(id).await.unwrap();
+            .unwrap()
+            .id;
+        let task = w.tasks.wait(id).await.unwrap();
         assert_eq!(task.state, TaskState::Succeeded, "{:?}", task.outcome);
         // The skill did read the value and put it in its result…
         assert_eq!(
@@ -838,7 +846,12 @@ mod embedded {
         let skill = skill_dir("hello", "");
         let mut ids = std::collections::BTreeSet::new();
         for _ in 0..N {
-            ids.insert(w.host.spawn(SpawnRequest::new(skill.path(), "{}")).unwrap());
+            ids.insert(
+                w.tasks
+                    .spawn(SpawnRequest::new(skill.path(), "{}"))
+                    .unwrap()
+                    .id,
+            );
         }
         let mut seen = std::collections::BTreeSet::new();
         while seen.len() < N {

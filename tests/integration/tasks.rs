@@ -7,9 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 use skillbox::policy::{Access, FsGrant};
 use skillbox::prelude::*;
-use skillbox::tasks::{
-    CleanupMode, SpawnRequest, SqliteStore, TaskEvent, TaskOptions, TaskState, TaskStore,
-};
+use skillbox::store::{CleanupMode, SqliteStore, TaskEvent, TaskState, TaskStore};
+use skillbox::tasks::{SpawnRequest, TaskOptions, TaskService};
 
 use crate::harness::*;
 
@@ -26,7 +25,7 @@ pub fn options() -> TaskOptions {
 }
 
 pub struct Worker {
-    pub host: Arc<Host>,
+    pub tasks: Arc<TaskService>,
     stop: tokio::sync::watch::Sender<bool>,
     handle: tokio::task::JoinHandle<Result<(), skillbox::Error>>,
 }
@@ -42,12 +41,16 @@ impl Worker {
                 max_instances: 16,
                 ..EngineOptions::default()
             })
-            .unwrap()
-            .with_tasks(store, options),
+            .unwrap(),
         );
+        let tasks = Arc::new(TaskService::new(host, store, options));
         let (stop, rx) = tokio::sync::watch::channel(false);
-        let handle = tokio::spawn(host.clone().work(rx));
-        Worker { host, stop, handle }
+        let handle = tokio::spawn(tasks.clone().work(rx));
+        Worker {
+            tasks,
+            stop,
+            handle,
+        }
     }
 
     pub async fn stop(self) {
@@ -62,7 +65,7 @@ pub fn store() -> (tempfile::TempDir, Arc<dyn TaskStore>) {
     (dir, Arc::new(store))
 }
 
-fn outcome_text(task: &skillbox::tasks::Task) -> String {
+fn outcome_text(task: &skillbox::store::Task) -> String {
     task.outcome.as_ref().unwrap()["text"]
         .as_str()
         .unwrap_or_default()
@@ -75,20 +78,21 @@ async fn spawn_returns_at_once_and_the_task_succeeds() {
     let w = Worker::start(store.clone(), options());
     let skill = skill_dir("hello", "");
     let id = w
-        .host
+        .tasks
         .spawn(SpawnRequest {
             label: Some("greeting".into()),
             parent_session: Some("agent:main".into()),
             ..SpawnRequest::new(skill.path(), r#"{"name": "task"}"#)
         })
-        .unwrap();
-    let task = w.host.wait(id).await.unwrap();
+        .unwrap()
+        .id;
+    let task = w.tasks.wait(id).await.unwrap();
     assert_eq!(task.state, TaskState::Succeeded, "{:?}", task.outcome);
     assert!(outcome_text(&task).contains("Hello, task"));
     assert_eq!(task.attempt, 1);
     assert_eq!(task.spec.label.as_deref(), Some("greeting"));
 
-    let events = w.host.events(id, 0).await.unwrap();
+    let events = w.tasks.next_events(id, 0).await.unwrap();
     let states: Vec<TaskState> = events
         .iter()
         .filter_map(|e| match &e.event {
@@ -111,8 +115,8 @@ async fn spawn_returns_at_once_and_the_task_succeeds() {
             .any(|e| matches!(e.event, TaskEvent::Progress { .. }))
     );
     assert!(
-        w.host
-            .events(id, events.last().unwrap().seq)
+        w.tasks
+            .next_events(id, events.last().unwrap().seq)
             .await
             .unwrap()
             .is_empty(),
@@ -127,18 +131,18 @@ async fn spawn_refuses_what_would_fail() {
     let w = Worker::start(store.clone(), options());
     let report = real_skill("disk-report");
     let e = w
-        .host
+        .tasks
         .spawn(SpawnRequest::new(report.path(), "{}"))
         .unwrap_err();
     assert!(matches!(e, skillbox::Error::NotGranted(_)), "{e}");
     let hello = skill_dir("hello", "");
     let e = w
-        .host
+        .tasks
         .spawn(SpawnRequest::new(hello.path(), "{nope"))
         .unwrap_err();
     assert!(matches!(e, skillbox::Error::Input(_)), "{e}");
     let e = w
-        .host
+        .tasks
         .spawn(SpawnRequest::new(guest("unknown-import"), "null"))
         .unwrap_err();
     assert!(e.to_string().contains("test:elsewhere/backdoor"), "{e}");
@@ -166,18 +170,18 @@ async fn scratch_directories_are_private_kept_or_deleted() {
     let hostile = skill_dir("hostile", "");
     let write = json!({"case": "write", "path": "/scratch/note.txt", "content": "kept"});
     let spawn = |cleanup| {
-        w.host.spawn(SpawnRequest {
+        w.tasks.spawn(SpawnRequest {
             cleanup,
             ..SpawnRequest::new(hostile.path(), write.to_string())
         })
     };
-    let keep = spawn(CleanupMode::Keep).unwrap();
-    let delete = spawn(CleanupMode::Delete).unwrap();
+    let keep = spawn(CleanupMode::Keep).unwrap().id;
+    let delete = spawn(CleanupMode::Delete).unwrap().id;
     for id in [keep, delete] {
-        let t = w.host.wait(id).await.unwrap();
+        let t = w.tasks.wait(id).await.unwrap();
         assert_eq!(t.state, TaskState::Succeeded, "{:?}", t.outcome);
     }
-    let kept = w.host.task(keep).unwrap().scratch_dir().unwrap();
+    let kept = w.tasks.task(keep).unwrap().scratch_dir().unwrap();
     assert_eq!(kept, root.path().join("scratch").join(keep.to_string()));
     assert_eq!(
         std::fs::read_to_string(kept.join("note.txt")).unwrap(),
@@ -188,23 +192,24 @@ async fn scratch_directories_are_private_kept_or_deleted() {
         let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700, "private to the daemon's user");
     }
-    let deleted = w.host.task(delete).unwrap().scratch_dir().unwrap();
+    let deleted = w.tasks.task(delete).unwrap().scratch_dir().unwrap();
     assert!(!deleted.exists(), "cleanup = delete removes it at the end");
 
     // A task sees only its own directory: the kept one is not reachable.
     let peek = w
-        .host
+        .tasks
         .spawn(SpawnRequest::new(
             hostile.path(),
             json!({"case": "read", "path": format!("/scratch/../{keep}/note.txt")}).to_string(),
         ))
-        .unwrap();
-    let t = w.host.wait(peek).await.unwrap();
+        .unwrap()
+        .id;
+    let t = w.tasks.wait(peek).await.unwrap();
     assert_eq!(t.state, TaskState::Failed, "{:?}", t.outcome);
 
     // Pruning a finished task deletes its kept directory too.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert!(w.host.prune_tasks(Duration::ZERO).unwrap() >= 2);
+    assert!(w.tasks.prune(Duration::ZERO).unwrap() >= 2);
     assert!(!kept.exists());
 
     // /scratch cannot be granted over (a bare component gets exactly the
@@ -217,7 +222,7 @@ async fn scratch_directories_are_private_kept_or_deleted() {
         access: Access::Read,
     });
     let e = w
-        .host
+        .tasks
         .spawn(SpawnRequest {
             grants,
             ..SpawnRequest::new(guest("hostile"), "{}")
@@ -230,16 +235,17 @@ async fn scratch_directories_are_private_kept_or_deleted() {
     // ignore it, and gives tasks no /scratch.
     let (_d2, store2) = store();
     let w = Worker::start(store2, options());
-    let e = w.host.spawn(SpawnRequest {
+    let e = w.tasks.spawn(SpawnRequest {
         cleanup: CleanupMode::Delete,
         ..SpawnRequest::new(hostile.path(), "{}")
     });
     assert!(matches!(e, Err(skillbox::Error::Input(_))), "{e:?}");
     let id = w
-        .host
+        .tasks
         .spawn(SpawnRequest::new(hostile.path(), write.to_string()))
-        .unwrap();
-    let t = w.host.wait(id).await.unwrap();
+        .unwrap()
+        .id;
+    let t = w.tasks.wait(id).await.unwrap();
     assert_eq!(t.state, TaskState::Failed, "no /scratch: {:?}", t.outcome);
     assert_eq!(t.scratch_dir(), None);
     w.stop().await;
@@ -259,17 +265,18 @@ fn an_interrupted_task_resumes_from_its_checkpoints() {
     let (id, dead_owner) = first.block_on(async {
         let w = Worker::start(store.clone(), options());
         let id = w
-            .host
+            .tasks
             .spawn(SpawnRequest {
                 grants: grants.clone(),
                 ..SpawnRequest::new(skill.path(), input.to_string())
             })
-            .unwrap();
+            .unwrap()
+            .id;
         // Wait until step 1 is checkpointed, then "die".
         while store.checkpoints(id).unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        (id, w.host.owner_id().unwrap().to_string())
+        (id, w.tasks.owner_id().to_string())
     });
     first.shutdown_background();
     assert_eq!(
@@ -282,11 +289,11 @@ fn an_interrupted_task_resumes_from_its_checkpoints() {
     second.block_on(async {
         // A restarted host knows the old owner is gone and recovers at once.
         let interrupted = store
-            .recover(skillbox::tasks::now_ms(), Some(&dead_owner))
+            .recover(skillbox::store::now_ms(), Some(&dead_owner))
             .unwrap();
         assert_eq!(interrupted, vec![id]);
         let w = Worker::start(store.clone(), options());
-        let task = w.host.wait(id).await.unwrap();
+        let task = w.tasks.wait(id).await.unwrap();
         assert_eq!(task.state, TaskState::Succeeded, "{:?}", task.outcome);
         assert_eq!(task.attempt, 2);
         let data = &task.outcome.as_ref().unwrap()["data"];
@@ -304,39 +311,41 @@ async fn cancel_and_timeout_stop_running_tasks() {
     let w = Worker::start(store.clone(), options());
     let skill = skill_dir("hostile", "");
     let id = w
-        .host
+        .tasks
         .spawn(SpawnRequest::new(
             skill.path(),
             r#"{"case": "sleep", "ms": 600000}"#,
         ))
-        .unwrap();
-    while w.host.task(id).unwrap().state != TaskState::Running {
+        .unwrap()
+        .id;
+    while w.tasks.task(id).unwrap().state != TaskState::Running {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    w.host.cancel(id, "no longer needed").unwrap();
-    let t = w.host.wait(id).await.unwrap();
+    w.tasks.cancel(id, "no longer needed").unwrap();
+    let t = w.tasks.wait(id).await.unwrap();
     assert_eq!(t.state, TaskState::Cancelled);
 
     let id = w
-        .host
+        .tasks
         .spawn(SpawnRequest {
             grants: grants(&["--timeout", "300ms"]),
             ..SpawnRequest::new(skill.path(), r#"{"case": "loop"}"#)
         })
-        .unwrap();
-    let t = w.host.wait(id).await.unwrap();
+        .unwrap()
+        .id;
+    let t = w.tasks.wait(id).await.unwrap();
     assert_eq!(t.state, TaskState::TimedOut);
 
     w.stop().await;
 
     // Cancelling a queued task (no worker runs here) means it never runs.
-    let host = Host::new(EngineOptions::default())
-        .unwrap()
-        .with_tasks(store.clone(), options());
-    let id = host
+    let host = Arc::new(Host::new(EngineOptions::default()).unwrap());
+    let tasks = TaskService::new(host, store.clone(), options());
+    let id = tasks
         .spawn(SpawnRequest::new(skill.path(), r#"{"case": "loop"}"#))
-        .unwrap();
-    let t = host.cancel(id, "changed my mind").unwrap();
+        .unwrap()
+        .id;
+    let t = tasks.cancel(id, "changed my mind").unwrap();
     assert_eq!(t.state, TaskState::Cancelled);
     assert_eq!(t.attempt, 0, "never started");
 }
@@ -354,17 +363,18 @@ async fn a_thousand_tasks_all_finish_once_within_the_concurrency_limit() {
     let skill = skill_dir("hello", "");
     let ids: Vec<_> = (0..1000)
         .map(|i| {
-            w.host
+            w.tasks
                 .spawn(SpawnRequest::new(
                     skill.path(),
                     format!(r#"{{"name": "n{i}"}}"#),
                 ))
                 .unwrap()
+                .id
         })
         .collect();
     let mut spans = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let t = w.host.wait(*id).await.unwrap();
+        let t = w.tasks.wait(*id).await.unwrap();
         assert_eq!(t.state, TaskState::Succeeded);
         assert_eq!(t.attempt, 1, "ran once");
         assert!(outcome_text(&t).contains(&format!("n{i}")));
@@ -407,19 +417,20 @@ async fn cancel_and_timeout_kill_the_programs_of_a_running_task() {
         let mut flags = vec!["--allow-exec", "sh -c *", "--allow-write", &write];
         flags.extend_from_slice(extra);
         let id = w
-            .host
+            .tasks
             .spawn(SpawnRequest {
                 grants: grants(&flags),
                 ..SpawnRequest::new(skill.path(), input.to_string())
             })
-            .unwrap();
+            .unwrap()
+            .id;
         while !work.path().join("started").exists() || running_with(&marker).is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if cancel {
-            w.host.cancel(id, "stop").unwrap();
+            w.tasks.cancel(id, "stop").unwrap();
         }
-        let t = w.host.wait(id).await.unwrap();
+        let t = w.tasks.wait(id).await.unwrap();
         assert_eq!(t.state, expected, "{:?}", t.outcome);
         assert!(
             wait_none_with(&marker, Duration::from_secs(5)),

@@ -1,5 +1,5 @@
 //! Several `skillbox worker` processes sharing one PostgreSQL queue: a
-//! throw-away PostgreSQL server (`skillbox::tasks::testing`) on a loopback
+//! throw-away PostgreSQL server (`skillbox::store::testing`) on a loopback
 //! port, real worker processes, real kills.
 //!
 //! Tasks are spawned by an embedding host on the same database that runs no
@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use skillbox::prelude::*;
-use skillbox::tasks::testing::{self, PgServer};
-use skillbox::tasks::{PgStore, TaskFilter, TaskStore};
+use skillbox::store::testing::{self, PgServer};
+use skillbox::store::{PgStore, TaskFilter, TaskStore};
+use skillbox::tasks::TaskService;
 
 use crate::harness::{cli_cache_dir, grants, skill_dir};
 use crate::relay::{Receiver, Reply, config, webhook};
@@ -99,7 +100,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
 }
 
 /// A host on the store that spawns tasks and runs none.
-fn spawner(store: Arc<dyn TaskStore>, relay: Option<&Path>) -> Arc<Host> {
+fn spawner(store: Arc<dyn TaskStore>, relay: Option<&Path>) -> Arc<TaskService> {
     let relay = match relay {
         Some(path) => {
             let config = skillbox::relay::HostConfig::load(path).unwrap();
@@ -116,7 +117,11 @@ fn spawner(store: Arc<dyn TaskStore>, relay: Option<&Path>) -> Arc<Host> {
         max_instances: 4,
         ..EngineOptions::default()
     };
-    Arc::new(Host::new(engine).unwrap().with_tasks(store, options))
+    Arc::new(TaskService::new(
+        Arc::new(Host::new(engine).unwrap()),
+        store,
+        options,
+    ))
 }
 
 fn all_tasks(store: &dyn TaskStore) -> Vec<Task> {
@@ -216,6 +221,7 @@ fn three_workers_share_the_queue_and_a_killed_one_is_taken_over() {
                 ..SpawnRequest::new(skill.path(), input.to_string())
             })
             .unwrap()
+            .id
         })
         .collect();
 
@@ -243,7 +249,7 @@ fn three_workers_share_the_queue_and_a_killed_one_is_taken_over() {
                 .then_some(())
         },
     );
-    let killed_at = skillbox::tasks::now_ms();
+    let killed_at = skillbox::store::now_ms();
     workers[0].kill();
     // What the dead worker held, checkpointed, when it died (its lease has
     // not run out yet, so nothing was taken over).
@@ -339,7 +345,8 @@ fn a_stale_worker_cannot_write_after_its_lease_was_taken() {
             skill.path(),
             json!({"case": "sleep", "ms": 4000}).to_string(),
         ))
-        .unwrap();
+        .unwrap()
+        .id;
     let first = wait_for("the task to run", Duration::from_secs(60), || {
         store
             .get(id)
@@ -461,6 +468,7 @@ fn notifications_are_delivered_once_across_workers() {
         .map(|_| {
             host.spawn(SpawnRequest::new(skill.path(), "{}"))
                 .unwrap()
+                .id
                 .to_string()
         })
         .collect();
@@ -557,7 +565,8 @@ fn a_worker_refuses_a_component_other_than_the_spawned_one() {
     let host = spawner(store.clone(), None);
     let id = host
         .spawn(SpawnRequest::new(skill.path(), r#"{"name": "pinned"}"#))
-        .unwrap();
+        .unwrap()
+        .id;
     // The skill directory this worker sees holds another component, with a
     // manifest that pins it.
     let other = skill_dir("hostile", "");
@@ -592,7 +601,8 @@ fn a_worker_cut_off_past_its_lease_stops_its_task() {
             skill.path(),
             json!({"case": "sleep", "ms": 6000}).to_string(),
         ))
-        .unwrap();
+        .unwrap()
+        .id;
     wait_for("the task to run", Duration::from_secs(60), || {
         (store.get(id).unwrap().state == TaskState::Running).then_some(())
     });

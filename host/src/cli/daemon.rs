@@ -11,7 +11,8 @@ use hyper::Method;
 use skillbox::prelude::*;
 use skillbox::relay::{HostConfig, Relay};
 use skillbox::server::client::{Client, ClientError, Endpoint};
-use skillbox::tasks::{CleanupMode, NotifyMode, SqliteStore, TaskOptions, TaskStore, open_store};
+use skillbox::store::{CleanupMode, NotifyMode, SqliteStore, TaskStore, open_store};
+use skillbox::tasks::{TaskOptions, TaskService};
 
 use super::exit;
 use super::grants::GrantArgs;
@@ -154,12 +155,12 @@ pub async fn worker(args: WorkerArgs) -> u8 {
 
 async fn worker_inner(args: WorkerArgs) -> Result<(), String> {
     let daemon = open_daemon(&args.at, &args.host)?;
-    let host = daemon.host.clone();
+    let tasks = daemon.tasks.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut worker = tokio::spawn(host.clone().work(stop_rx));
+    let mut worker = tokio::spawn(tasks.clone().work(stop_rx));
     eprintln!(
         "skillbox worker {}: running up to {} task(s) at once from {}",
-        host.owner_id().unwrap_or_default(),
+        tasks.owner_id(),
         args.host.concurrency.max(1),
         daemon.store
     );
@@ -209,7 +210,7 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<DirLock, String> {
 /// A host with its task store on a data dir, locked for this process.
 pub struct Daemon {
     /// The host, running tasks from the store.
-    pub host: Arc<Host>,
+    pub tasks: Arc<TaskService>,
     /// The installed skills of the configuration.
     pub catalog: Arc<skillbox::catalog::Catalog>,
     /// The relay sinks, for the start-up message.
@@ -293,8 +294,9 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
         max_instances: (concurrency as u32).max(1) * 2,
         ..EngineOptions::default()
     })
-    .map_err(|e| e.to_string())?
-    .with_tasks(
+    .map_err(|e| e.to_string())?;
+    let tasks = TaskService::new(
+        Arc::new(host),
         store,
         TaskOptions {
             concurrency: concurrency.max(1),
@@ -306,13 +308,15 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
             ..TaskOptions::default()
         },
     );
-    let host = Arc::new(host);
+    let tasks = Arc::new(tasks);
 
     // The previous process on this data dir is gone (we hold the lock):
     // whatever it left running is interrupted now, not when its lease ends.
     let owner_file = dir.join("serve.owner");
     if let Ok(prev) = std::fs::read_to_string(&owner_file) {
-        let ids = host.recover_owner(prev.trim()).map_err(|e| e.to_string())?;
+        let ids = tasks
+            .recover_owner(prev.trim())
+            .map_err(|e| e.to_string())?;
         if !ids.is_empty() {
             eprintln!(
                 "skillbox: {} task(s) left running by the previous process on {} were interrupted",
@@ -321,10 +325,10 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
             );
         }
     }
-    skillbox::private::write_private(&owner_file, host.owner_id().unwrap_or_default().as_bytes())
+    skillbox::private::write_private(&owner_file, tasks.owner_id().as_bytes())
         .map_err(|e| format!("{}: {e}", owner_file.display()))?;
     Ok(Daemon {
-        host,
+        tasks,
         catalog: Arc::new(catalog),
         sinks,
         store: store_name,
@@ -368,7 +372,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
                 .into(),
         );
     }
-    let (host, sinks) = (daemon.host.clone(), daemon.sinks.clone());
+    let (tasks, sinks) = (daemon.tasks.clone(), daemon.sinks.clone());
 
     let socket = args.at.socket();
     let _ = std::fs::remove_file(&socket);
@@ -383,14 +387,14 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     // With --concurrency 0 the workers sharing the store run the tasks
     // (and deliver their notifications).
     let worker =
-        (args.host.concurrency > 0).then(|| tokio::spawn(host.clone().work(stop_rx.clone())));
+        (args.host.concurrency > 0).then(|| tokio::spawn(tasks.clone().work(stop_rx.clone())));
     {
-        let (host, retain) = (host.clone(), args.retain.get());
+        let (tasks, retain) = (tasks.clone(), args.retain.get());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 every.tick().await;
-                match host.prune_tasks(retain) {
+                match tasks.prune(retain) {
                     Ok(0) => {}
                     Ok(n) => eprintln!(
                         "skillbox serve: deleted {n} task(s) that ended over {} ago",
@@ -407,7 +411,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let unix_server = axum::serve(unix, skillbox::server::router(host.clone(), None))
+    let unix_server = axum::serve(unix, skillbox::server::router(tasks.clone(), None))
         .with_graceful_shutdown(shutdown);
     let tcp_server = match args.listen {
         Some(addr) => {
@@ -424,7 +428,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
                 });
             }
             let api = skillbox::server::router_with_mcp(
-                host.clone(),
+                tasks.clone(),
                 token,
                 Some((daemon.catalog.clone(), stop)),
             );
@@ -455,7 +459,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     }
     eprintln!(
         "skillbox serve: skills granted docker use the engine at {} (DOCKER_HOST)",
-        host.docker().endpoint()
+        tasks.host().docker().endpoint()
     );
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -740,7 +744,7 @@ fn print_deliveries(t: &serde_json::Value) {
 fn until(ms: Option<i64>) -> String {
     match ms {
         Some(ms) => {
-            let d = (ms - skillbox::tasks::now_ms()).max(0) as u64;
+            let d = (ms - skillbox::store::now_ms()).max(0) as u64;
             format!(
                 "in {}",
                 skillbox::units::HumanDuration(Duration::from_secs(d.div_ceil(1000)))
@@ -775,7 +779,7 @@ fn urlencode(s: &str) -> String {
 
 fn age(ms: Option<i64>) -> String {
     let Some(ms) = ms else { return "-".into() };
-    let secs = (skillbox::tasks::now_ms() - ms).max(0) / 1000;
+    let secs = (skillbox::store::now_ms() - ms).max(0) / 1000;
     match secs {
         s if s < 60 => format!("{s}s ago"),
         s if s < 3600 => format!("{}m ago", s / 60),

@@ -58,7 +58,7 @@ async fn mcp_inner(args: McpArgs) -> Result<(), String> {
         );
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(daemon.host.clone().work(stop_rx));
+    let worker = tokio::spawn(daemon.tasks.clone().work(stop_rx));
     let stop = tokio_util::sync::CancellationToken::new();
     {
         let stop = stop.clone();
@@ -76,7 +76,7 @@ async fn mcp_inner(args: McpArgs) -> Result<(), String> {
         });
     }
     let served = serve_stdio(
-        McpServer::new(daemon.host.clone(), daemon.catalog.clone()),
+        McpServer::new(daemon.tasks.clone(), daemon.catalog.clone()),
         stop,
     )
     .await

@@ -10,6 +10,18 @@ use serde::{Deserialize, Serialize};
 
 use super::{Access, DockerRequest, ExecRule, Limits, validate_guest_path};
 use crate::error::Error;
+use crate::units::string_enum;
+
+string_enum!(
+    /// What to do with a task whose host died.
+    ResumePolicy {
+        /// Run it again: with its saved checkpoints if it has any, else from
+        /// the start (the skill says a restart is safe).
+        Restart = "restart",
+        /// Fail it, unless it saved checkpoints to resume from.
+        Fail = "fail",
+    }
+);
 
 /// The parsed `skill.toml` of one skill.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -58,7 +70,7 @@ pub struct SkillInfo {
     /// skill again from the start is safe; `fail` (the default) says it is
     /// not, so the task fails unless it saved checkpoints to resume from.
     #[serde(default = "default_resume")]
-    pub resume: crate::tasks::ResumePolicy,
+    pub resume: ResumePolicy,
     /// Path of a JSON Schema of the skill's input, relative to
     /// `skill.toml`: MCP clients see it as the tool's `inputSchema`, and
     /// the MCP server refuses arguments that do not match it.
@@ -70,8 +82,8 @@ pub struct SkillInfo {
     pub input_schema: Option<PathBuf>,
 }
 
-fn default_resume() -> crate::tasks::ResumePolicy {
-    crate::tasks::ResumePolicy::Fail
+fn default_resume() -> ResumePolicy {
+    ResumePolicy::Fail
 }
 
 /// One requested directory.
@@ -224,12 +236,12 @@ timeout = "30s"
         assert_eq!(m.limits.memory.unwrap().bytes(), 64 << 20);
         assert_eq!(
             m.skill.resume,
-            crate::tasks::ResumePolicy::Fail,
+            ResumePolicy::Fail,
             "unsafe to restart unless said"
         );
         let m =
             parse(&GOOD.replace("sha256 = \"\"", "sha256 = \"\"\nresume = \"restart\"")).unwrap();
-        assert_eq!(m.skill.resume, crate::tasks::ResumePolicy::Restart);
+        assert_eq!(m.skill.resume, ResumePolicy::Restart);
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub use effective::{
     EffectivePolicy, NetRule, PolicyReport, Preopen, ReportItem, ReportStatus, ResolvedLimits,
 };
 pub use grants::{FsGrant, Grants};
-pub use manifest::{EnvRequest, ExecRequest, FsRequest, Manifest, NetRequest, SkillInfo};
+pub use manifest::{
+    EnvRequest, ExecRequest, FsRequest, Manifest, NetRequest, ResumePolicy, SkillInfo,
+};
 
 use crate::units::{ByteSize, HumanDuration};
 

@@ -44,7 +44,7 @@ pub struct HostConfig {
     /// [`crate::catalog`]).
     #[serde(default)]
     pub skills: BTreeMap<String, crate::catalog::InstalledSkill>,
-    /// The task store (see [`crate::tasks::open_store`]), e.g.
+    /// The task store (see [`crate::store::open_store`]), e.g.
     /// `"postgres://skillbox@db:5432/skillbox"`; by default SQLite in the
     /// data dir.
     #[serde(default)]

@@ -3,44 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Delivery;
+use super::Change;
 use crate::runtime::{Outcome, RunReport};
-use crate::tasks::{Task, TaskId, TaskState};
-
-/// The state change a notification announces.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Change {
-    /// The seq of its state event: with the task id, the idempotency key.
-    pub seq: u64,
-    /// The state the task left.
-    pub from: Option<TaskState>,
-    /// The state it entered.
-    pub to: TaskState,
-    /// Why.
-    pub reason: String,
-    /// When, Unix milliseconds.
-    pub at_ms: i64,
-}
-
-impl Change {
-    /// The key a receiver drops duplicates by.
-    pub fn idempotency_key(&self, task: TaskId) -> String {
-        format!("skillbox-{task}-{}", self.seq)
-    }
-}
-
-impl Delivery {
-    /// The change this delivery announces.
-    pub fn change(&self) -> Change {
-        Change {
-            seq: self.seq,
-            from: self.from,
-            to: self.to,
-            reason: self.reason.clone(),
-            at_ms: self.created_ms,
-        }
-    }
-}
+use crate::store::{Task, TaskId, TaskState};
 
 /// Longest skill summary quoted in a message; the whole one stays in
 /// `summary` and in `skillbox tasks show`.

@@ -4,7 +4,7 @@
 //!
 //! The store writes a task's state change and its notification rows (its
 //! *outbox*) in one transaction, so a crash can lose neither without the
-//! other. A delivery worker, run by [`Host::work`](crate::Host::work),
+//! other. A delivery worker, run by [`TaskService::work`](crate::tasks::TaskService::work),
 //! claims due rows, builds each [`Notification`] from the stored task, hands
 //! it to its [`Sink`], and records the attempt: delivered, retried later
 //! with exponential backoff and jitter, or failed for good (a permanent
@@ -24,105 +24,17 @@ mod message;
 mod sinks;
 pub(crate) mod worker;
 
+pub use crate::store::outbox::{Attempt, Change, Delivery, DeliveryState, Verdict};
 pub use config::{HostConfig, OpenClawEndpoint, RelayConfig, SinkConfig};
-pub use message::{Change, Notification, Timings, run_message};
+pub use message::{Notification, Timings, run_message};
 pub use sinks::{
     CallbackSink, Delivered, DeliveryError, OpenClawSink, Sink, WebhookSink, sign, verify,
 };
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
-
-use crate::tasks::{TaskId, TaskState};
-
-crate::tasks::string_enum!(
-    /// Where a notification stands.
-    DeliveryState {
-        /// Not delivered yet; it will be tried (again).
-        Pending = "pending",
-        /// A sink accepted it.
-        Delivered = "delivered",
-        /// Refused for good, or not accepted before the deadline.
-        Failed = "failed",
-    }
-);
-
-/// One notification of one task to one sink, as the store keeps it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Delivery {
-    /// The outbox row.
-    pub id: i64,
-    /// The task.
-    pub task_id: TaskId,
-    /// The seq of the state event it announces.
-    pub seq: u64,
-    /// The sink's name.
-    pub sink: String,
-    /// Where it stands.
-    pub state: DeliveryState,
-    /// The state the task left (`None` for its creation).
-    pub from: Option<TaskState>,
-    /// The state the task entered.
-    pub to: TaskState,
-    /// Why it changed.
-    pub reason: String,
-    /// When the change was stored, Unix milliseconds.
-    pub created_ms: i64,
-    /// Start of the current retry window (creation, or the last redeliver).
-    pub window_ms: i64,
-    /// Attempts made.
-    pub attempts: u32,
-    /// When the next attempt is due, while pending.
-    pub next_ms: Option<i64>,
-    /// When a sink accepted it.
-    pub delivered_ms: Option<i64>,
-    /// The last attempt's HTTP status, if it got one.
-    pub last_status: Option<u16>,
-    /// The last attempt's error, if it failed.
-    pub last_error: Option<String>,
-    /// Every attempt, oldest first (filled by [`TaskStore::deliveries`](crate::tasks::TaskStore::deliveries)).
-    #[serde(default)]
-    pub history: Vec<Attempt>,
-}
-
-impl Delivery {
-    /// The key a receiver drops duplicates by: the same for every attempt
-    /// (and every sink) of one notification.
-    pub fn idempotency_key(&self) -> String {
-        self.change().idempotency_key(self.task_id)
-    }
-}
-
-/// One delivery attempt.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Attempt {
-    /// When it started, Unix milliseconds.
-    pub at_ms: i64,
-    /// How long it took.
-    pub duration_ms: u64,
-    /// The HTTP status, if the receiver answered.
-    pub status: Option<u16>,
-    /// What went wrong, or what the receiver said.
-    pub detail: Option<String>,
-    /// Whether it was accepted.
-    pub ok: bool,
-}
-
-/// What an attempt decides for its row.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Verdict {
-    /// Accepted: done.
-    Delivered,
-    /// Try again at this time (Unix milliseconds).
-    Retry(i64),
-    /// Give up.
-    Failed,
-}
 
 /// When to retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

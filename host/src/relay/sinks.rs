@@ -129,7 +129,7 @@ fn classify(
 }
 
 fn unix_now() -> i64 {
-    crate::tasks::now_ms() / 1000
+    crate::store::now_ms() / 1000
 }
 
 /// `POST`s each notification as JSON, signed.

@@ -4,13 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::{Attempt, Delivery, DeliveryError, Notification, Relay, Verdict};
-use crate::error::Error;
-use crate::runtime::Host;
-use crate::tasks::{StoreError, TaskStore, now_ms};
+use super::{Attempt, Change, Delivery, DeliveryError, Notification, Relay, Verdict};
+use crate::store::{StoreError, Task, TaskEvent, TaskId, TaskStore, now_ms};
 
 /// Most notifications in flight at once.
 const MAX_IN_FLIGHT: usize = 32;
@@ -22,15 +20,34 @@ const RECHECK: Duration = Duration::from_millis(250);
 /// noticed within it.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
-impl Host {
-    /// Delivers notifications until `shutdown`; run by [`Host::work`].
-    pub(crate) async fn relay(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let Some(rt) = self.task_runtime() else {
-            return;
-        };
-        let (store, relay, owner) = (rt.store(), rt.relay().clone(), rt.owner().to_string());
+/// A notification leased to this host by its task's end, with the task as
+/// it ended: sent at once, without a claim of its own.
+pub(crate) type LeasedDelivery = (Delivery, Arc<Task>);
+
+/// The delivery worker of one host: claims due notifications from the
+/// store's outbox, sends them through the relay's sinks and records each
+/// attempt.
+pub(crate) struct DeliveryWorker {
+    /// The store whose outbox it serves.
+    pub(crate) store: Arc<dyn TaskStore>,
+    /// The sinks, defaults and retry policy.
+    pub(crate) relay: Relay,
+    /// The lease owner it claims as.
+    pub(crate) owner: String,
+    /// Signalled when notifications may be due (a task changed state).
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl DeliveryWorker {
+    /// Delivers notifications until `shutdown`: those `leased` hands over
+    /// and those due in the store.
+    pub(crate) async fn run(
+        &self,
+        leased: &mut mpsc::UnboundedReceiver<LeasedDelivery>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let (store, relay) = (&self.store, &self.relay);
         let lease = relay.lease();
-        let mut handed = rt.delivering.lock().await;
         let mut in_flight = JoinSet::new();
         // Another host sharing the store may queue or release notifications.
         let mut outbox_wake = store.outbox_wake_ups();
@@ -49,9 +66,7 @@ impl Host {
             if look {
                 look = false;
                 let wait;
-                (wait, full) = self
-                    .look(&store, &relay, &owner, lease, &mut in_flight)
-                    .await;
+                (wait, full) = self.claim_due(lease, &mut in_flight).await;
                 next_look = tokio::time::Instant::now() + wait;
                 if wait.is_zero() {
                     look = true;
@@ -62,11 +77,11 @@ impl Host {
                 biased;
                 r = shutdown.changed() => if r.is_err() { break },
                 // Leased to us by a task's end: send it now.
-                Some((d, task)) = handed.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                Some((d, task)) = leased.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                     in_flight.spawn(deliver(store.clone(), relay.clone(), d, Some(task)));
                 }
-                () = rt.wake_relay.notified() => look = true,
-                () = crate::tasks::runner::changed(&mut outbox_wake) => look = true,
+                () = self.wake.notified() => look = true,
+                () = crate::store::changed(&mut outbox_wake) => look = true,
                 // A finished attempt may free room for a full claim, unblock
                 // the next change of its sink, or schedule a retry.
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
@@ -83,14 +98,8 @@ impl Host {
     /// Claims what is due and starts sending it; returns how long to wait
     /// before looking again (zero: look again now), and whether the claim
     /// was full.
-    async fn look(
-        &self,
-        store: &Arc<dyn TaskStore>,
-        relay: &Relay,
-        owner: &str,
-        lease: Duration,
-        in_flight: &mut JoinSet<bool>,
-    ) -> (Duration, bool) {
+    async fn claim_due(&self, lease: Duration, in_flight: &mut JoinSet<bool>) -> (Duration, bool) {
+        let (store, relay) = (&self.store, &self.relay);
         // A read first: claiming is a write, and most looks find
         // nothing due.
         let due = {
@@ -113,7 +122,7 @@ impl Host {
         if free == 0 || due.is_none_or(|at| at > now) {
             return (wait, free == 0);
         }
-        let (s, owner) = (store.clone(), owner.to_string());
+        let (s, owner) = (store.clone(), self.owner.clone());
         let claimed = tokio::task::spawn_blocking(move || s.claim_deliveries(&owner, free, lease))
             .await
             .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())));
@@ -139,81 +148,55 @@ impl Host {
             }
         }
     }
-
-    /// The task's notifications and their attempts.
-    pub fn deliveries(&self, id: crate::tasks::TaskId) -> Result<Vec<Delivery>, Error> {
-        let rt = self.task_runtime().ok_or_else(no_store)?;
-        rt.store()
-            .deliveries(id)
-            .map_err(|e| Error::Store(e.to_string()))
-    }
-
-    /// Queues the task's failed notifications again; returns how many.
-    pub fn redeliver(&self, id: crate::tasks::TaskId) -> Result<usize, Error> {
-        let rt = self.task_runtime().ok_or_else(no_store)?;
-        let n = rt
-            .store()
-            .redeliver(id)
-            .map_err(|e| Error::Store(e.to_string()))?;
-        rt.wake_relay.notify_one();
-        Ok(n)
-    }
 }
 
-impl Host {
-    /// The final notification of an ended task, as its sinks get it (`None`
-    /// while it has not ended).
-    pub fn notification(&self, id: crate::tasks::TaskId) -> Result<Option<Notification>, Error> {
-        let rt = self.task_runtime().ok_or_else(no_store)?;
-        let store = rt.store();
-        let err = |e: StoreError| Error::Store(e.to_string());
-        let task = store.get(id).map_err(err)?;
-        if !task.state.is_terminal() {
-            return Ok(None);
-        }
-        let relayed = store
-            .deliveries(id)
-            .map_err(err)?
-            .into_iter()
-            .find(|d| d.to.is_terminal())
-            .map(|d| d.change());
-        let change = match relayed {
-            Some(c) => c,
-            None => {
-                // Not relayed: find its final state event.
-                let mut last = None;
-                let mut after = 0;
-                loop {
-                    let page = store.events(id, after, 500).map_err(err)?;
-                    let Some(end) = page.last() else { break };
-                    after = end.seq;
-                    for e in page {
-                        if let crate::tasks::TaskEvent::State { from, to, reason } = e.event
-                            && to.is_terminal()
-                        {
-                            last = Some(super::Change {
-                                seq: e.seq,
-                                from,
-                                to,
-                                reason,
-                                at_ms: e.at_ms,
-                            });
-                        }
-                    }
-                }
-                last.ok_or_else(|| Error::Store(format!("task {id} ended without a state event")))?
+/// The final notification of an ended task, as its sinks get it (`None`
+/// while it has not ended).
+pub(crate) fn final_notification(
+    store: &dyn TaskStore,
+    relay: &Relay,
+    id: TaskId,
+) -> Result<Option<Notification>, StoreError> {
+    let task = store.get(id)?;
+    if !task.state.is_terminal() {
+        return Ok(None);
+    }
+    let relayed = store
+        .deliveries(id)?
+        .into_iter()
+        .find(|d| d.to.is_terminal())
+        .map(|d| d.change());
+    let change = match relayed {
+        Some(c) => c,
+        None => final_change(store, id)?,
+    };
+    Ok(Some(Notification::build(&task, &change, relay.secrets())))
+}
+
+/// The terminal state change of a task that was not relayed, from its
+/// events.
+fn final_change(store: &dyn TaskStore, id: TaskId) -> Result<Change, StoreError> {
+    let mut last = None;
+    let mut after = 0;
+    loop {
+        let page = store.events(id, after, 500)?;
+        let Some(end) = page.last() else { break };
+        after = end.seq;
+        for e in page {
+            if let TaskEvent::State { from, to, reason } = e.event
+                && to.is_terminal()
+            {
+                last = Some(Change {
+                    seq: e.seq,
+                    from,
+                    to,
+                    reason,
+                    at_ms: e.at_ms,
+                });
             }
-        };
-        Ok(Some(Notification::build(
-            &task,
-            &change,
-            rt.relay().secrets(),
-        )))
+        }
     }
-}
-
-fn no_store() -> Error {
-    Error::Store("this host has no task store (see Host::with_tasks)".into())
+    last.ok_or_else(|| StoreError::Conflict(format!("task {id} ended without a state event")))
 }
 
 /// What a failed attempt (the `attempts`th) decides, at `now`: give up
@@ -254,7 +237,7 @@ async fn deliver(
     store: Arc<dyn TaskStore>,
     relay: Relay,
     d: Delivery,
-    task: Option<Arc<crate::tasks::Task>>,
+    task: Option<Arc<Task>>,
 ) -> bool {
     let at_ms = now_ms();
     let started = Instant::now();

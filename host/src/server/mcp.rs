@@ -35,8 +35,8 @@ use serde_json::{Value, json};
 
 use crate::catalog::{Catalog, Tool};
 use crate::error::Error;
-use crate::runtime::Host;
-use crate::tasks::{NotifyMode, SpawnRequest, Task, TaskEvent, TaskId, TaskState};
+use crate::store::{NotifyMode, StoreError, Task, TaskEvent, TaskId, TaskState};
+use crate::tasks::{SpawnRequest, TaskService};
 
 /// Largest `arguments` object of a `tools/call`, serialized.
 pub const MAX_ARGUMENTS: usize = 256 * 1024;
@@ -47,19 +47,18 @@ const POLL_INTERVAL_MS: u64 = 500;
 /// Label prefix of the tasks spawned through MCP.
 pub const LABEL_PREFIX: &str = "mcp/";
 
-/// One MCP server over a host with tasks. Cheap to clone: every
+/// One MCP server over a task service. Cheap to clone: every
 /// transport session (or stateless HTTP request) gets its own clone.
 #[derive(Clone)]
 pub struct McpServer {
-    host: Arc<Host>,
+    tasks: Arc<TaskService>,
     catalog: Arc<Catalog>,
 }
 
 impl McpServer {
-    /// A server offering `catalog`'s skills, run as tasks of `host` (which
-    /// must have a task store: see [`Host::with_tasks`]).
-    pub fn new(host: Arc<Host>, catalog: Arc<Catalog>) -> McpServer {
-        McpServer { host, catalog }
+    /// A server offering `catalog`'s skills, run as tasks of `tasks`.
+    pub fn new(tasks: Arc<TaskService>, catalog: Arc<Catalog>) -> McpServer {
+        McpServer { tasks, catalog }
     }
 
     fn tool(&self, name: &str) -> Result<&Tool, ErrorData> {
@@ -79,8 +78,8 @@ impl McpServer {
     fn our_task(&self, id: &str) -> Result<Task, ErrorData> {
         let unknown = || ErrorData::invalid_params(format!("unknown task: {id}"), None);
         let id: TaskId = id.parse().map_err(|_| unknown())?;
-        let task = self.host.task(id).map_err(|e| match e {
-            Error::Store(m) if m.starts_with("no task") => unknown(),
+        let task = self.tasks.task(id).map_err(|e| match e {
+            Error::Store(StoreError::NotFound(_)) => unknown(),
             e => internal(e),
         })?;
         let ours = task
@@ -111,8 +110,8 @@ impl McpServer {
             ..SpawnRequest::new(&tool.skill, input.to_string())
         };
         // Spawning may compile the component (once): not on an I/O thread.
-        let host = self.host.clone();
-        tokio::task::spawn_blocking(move || host.spawn_task(request))
+        let tasks = self.tasks.clone();
+        tokio::task::spawn_blocking(move || tasks.spawn(request))
             .await
             .map_err(internal)?
             .map_err(internal)
@@ -121,7 +120,7 @@ impl McpServer {
     /// The tool result of an ended task.
     fn result(&self, task: &Task) -> Result<CallToolResult, ErrorData> {
         let n = self
-            .host
+            .tasks
             .notification(task.id)
             .map_err(internal)?
             .ok_or_else(|| internal(format!("task {} has not ended", task.id)))?;
@@ -162,13 +161,13 @@ impl McpServer {
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let token = context.meta.get_progress_token();
-        let mut events = std::pin::pin!(self.host.subscribe(task.id, 0));
+        let mut events = std::pin::pin!(self.tasks.subscribe(task.id, 0));
         let mut last = 0.0f64;
         let mut reports = 0u32;
         loop {
             tokio::select! {
                 _ = context.ct.cancelled() => {
-                    self.host
+                    self.tasks
                         .cancel(task.id, "the MCP client cancelled the call")
                         .map_err(internal)?;
                     return Err(ErrorData::internal_error("the call was cancelled", None));
@@ -200,7 +199,7 @@ impl McpServer {
                 }
             }
         }
-        let task = self.host.task(task.id).map_err(internal)?;
+        let task = self.tasks.task(task.id).map_err(internal)?;
         self.result(&task)
     }
 }
@@ -338,7 +337,7 @@ impl ServerHandler for McpServer {
                 None,
             ));
         }
-        self.host
+        self.tasks
             .cancel(task.id, "cancelled through MCP tasks/cancel")
             .map_err(internal)?;
         Ok(())

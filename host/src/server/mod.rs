@@ -3,8 +3,7 @@
 //! It listens on a Unix socket (created `0600`: whoever can open it is the
 //! operator) and, when asked, on a loopback TCP port where every request
 //! must carry `Authorization: Bearer <token>`. Every endpoint is a few lines
-//! over the [`Host`] task API; `host/openapi.json` documents
-//! them.
+//! over the [`TaskService`] API; `host/openapi.json` documents them.
 
 pub mod client;
 pub mod mcp;
@@ -25,8 +24,8 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::policy::Grants;
-use crate::runtime::Host;
-use crate::tasks::{CleanupMode, NotifyMode, SpawnRequest, TaskFilter, TaskId};
+use crate::store::{CleanupMode, NotifyMode, StoreError, TaskFilter, TaskId};
+use crate::tasks::{SpawnRequest, TaskService};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
@@ -68,7 +67,7 @@ impl From<Error> for ApiError {
             | Error::Component { .. }
             | Error::Input(_)
             | Error::Io { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-            Error::Store(m) if m.starts_with("no task") => (StatusCode::NOT_FOUND, "not-found"),
+            Error::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not-found"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
@@ -154,7 +153,7 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn spawn(
-    State(host): State<Arc<Host>>,
+    State(tasks): State<Arc<TaskService>>,
     body: Result<Json<SpawnBody>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(b) = body?;
@@ -178,8 +177,8 @@ async fn spawn(
         ..SpawnRequest::new(b.skill, "{}")
     };
     // Spawning compiles the component (once): keep it off the I/O threads.
-    let h = host.clone();
-    let task = tokio::task::spawn_blocking(move || h.spawn_task(request))
+    let t = tasks.clone();
+    let task = tokio::task::spawn_blocking(move || t.spawn(request))
         .await
         .map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -188,39 +187,51 @@ async fn spawn(
 }
 
 async fn list(
-    State(host): State<Arc<Host>>,
+    State(tasks): State<Arc<TaskService>>,
     q: Result<Query<TaskFilter>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(filter) = q?;
-    Ok(Json(host.list_tasks(&filter)?).into_response())
+    Ok(Json(tasks.list(&filter)?).into_response())
 }
 
-async fn show(State(host): State<Arc<Host>>, Path(id): Path<String>) -> ApiResult<Response> {
-    Ok(Json(host.task(parse_id(&id)?)?).into_response())
+async fn show(
+    State(tasks): State<Arc<TaskService>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(tasks.task(parse_id(&id)?)?).into_response())
 }
 
-async fn cancel(State(host): State<Arc<Host>>, Path(id): Path<String>) -> ApiResult<Response> {
-    Ok(Json(host.cancel(parse_id(&id)?, "cancelled through the API")?).into_response())
+async fn cancel(
+    State(tasks): State<Arc<TaskService>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(tasks.cancel(parse_id(&id)?, "cancelled through the API")?).into_response())
 }
 
-async fn deliveries(State(host): State<Arc<Host>>, Path(id): Path<String>) -> ApiResult<Response> {
-    Ok(Json(host.deliveries(parse_id(&id)?)?).into_response())
+async fn deliveries(
+    State(tasks): State<Arc<TaskService>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(tasks.deliveries(parse_id(&id)?)?).into_response())
 }
 
-async fn redeliver(State(host): State<Arc<Host>>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn redeliver(
+    State(tasks): State<Arc<TaskService>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let requeued = host.redeliver(id)?;
+    let requeued = tasks.redeliver(id)?;
     Ok(
-        Json(serde_json::json!({ "requeued": requeued, "deliveries": host.deliveries(id)? }))
+        Json(serde_json::json!({ "requeued": requeued, "deliveries": tasks.deliveries(id)? }))
             .into_response(),
     )
 }
 
 async fn notification(
-    State(host): State<Arc<Host>>,
+    State(tasks): State<Arc<TaskService>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    match host.notification(parse_id(&id)?)? {
+    match tasks.notification(parse_id(&id)?)? {
         Some(n) => Ok(Json(n).into_response()),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -231,40 +242,40 @@ async fn notification(
 }
 
 async fn wait(
-    State(host): State<Arc<Host>>,
+    State(tasks): State<Arc<TaskService>>,
     Path(id): Path<String>,
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
     let id = parse_id(&id)?;
     let limit = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(300_000));
-    let task = match tokio::time::timeout(limit, host.wait(id)).await {
+    let task = match tokio::time::timeout(limit, tasks.wait(id)).await {
         Ok(t) => t?,
-        Err(_) => host.task(id)?,
+        Err(_) => tasks.task(id)?,
     };
     Ok(Json(task).into_response())
 }
 
 async fn events(
-    State(host): State<Arc<Host>>,
+    State(tasks): State<Arc<TaskService>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
     let id = parse_id(&id)?;
-    host.task(id)?;
+    tasks.task(id)?;
     let resume_from = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let after = resume_from.or(q.after).unwrap_or(0);
     if !q.follow.unwrap_or(true) {
-        let events = host.events_now(id, after)?;
+        let events = tasks.events(id, after)?;
         return Ok(Json(events).into_response());
     }
     use futures::StreamExt;
-    let stream = host.subscribe(id, after).map(|item| {
+    let stream = tasks.subscribe(id, after).map(|item| {
         Ok::<_, std::convert::Infallible>(match item {
             Ok(e) => SseEvent::default()
                 .id(e.seq.to_string())
@@ -301,15 +312,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The API's routes over `host`; with `token`, every request must carry it.
-pub fn router(host: Arc<Host>, token: Option<String>) -> Router {
-    router_with_mcp(host, token, None)
+/// The API's routes over `tasks`; with `token`, every request must carry it.
+pub fn router(tasks: Arc<TaskService>, token: Option<String>) -> Router {
+    router_with_mcp(tasks, token, None)
 }
 
 /// [`router`], plus the MCP endpoint `/mcp` (streamable HTTP) offering
 /// `mcp`'s skills when it is given; `stop` ends its open streams.
 pub fn router_with_mcp(
-    host: Arc<Host>,
+    tasks: Arc<TaskService>,
     token: Option<String>,
     mcp: Option<(
         Arc<crate::catalog::Catalog>,
@@ -320,7 +331,7 @@ pub fn router_with_mcp(
     if let Some((catalog, stop)) = mcp {
         r = r.nest_service(
             "/mcp",
-            mcp::http_service(mcp::McpServer::new(host.clone(), catalog), stop),
+            mcp::http_service(mcp::McpServer::new(tasks.clone(), catalog), stop),
         );
     }
     let r = r
@@ -337,7 +348,7 @@ pub fn router_with_mcp(
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(host);
+        .with_state(tasks);
     match token {
         Some(t) => r.layer(axum::middleware::from_fn_with_state(
             Arc::new(t),

@@ -300,7 +300,7 @@ fn a_batch_of_events_keeps_order_bound_and_progress() {
     );
     assert_eq!(*kinds.last().unwrap(), "state", "{kinds:?}");
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = crate::tasks::SqliteStore::open(&dir.path().join("t.db"))
+    let sqlite = crate::store::SqliteStore::open(&dir.path().join("t.db"))
         .unwrap()
         .with_max_events(6);
     sqlite.create(spec("a", ResumePolicy::Restart)).unwrap();

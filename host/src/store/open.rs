@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::backend::{StoreError, TaskStore};
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
-use super::store::{StoreError, TaskStore};
 
 /// Opens the task store `spec` names:
 ///

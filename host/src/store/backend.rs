@@ -6,31 +6,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
-use crate::relay::{Attempt, Delivery, Verdict};
+pub use crate::error::StoreError;
 
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// No such task.
-    #[error("no task {0}")]
-    NotFound(TaskId),
-    /// The caller's lease on the task is gone (it expired and another host
-    /// took the task, or the task ended): it must stop writing.
-    #[error("lease on task {0} was lost; another owner holds it or it ended")]
-    LeaseLost(TaskId),
-    /// The request makes no sense for the task's state.
-    #[error("{0}")]
-    Conflict(String),
-    /// The database was written by a newer skillbox, or an applied migration
-    /// was changed.
-    #[error("task store schema: {0}")]
-    Schema(String),
-    /// The backend failed (disk full, read-only, corrupt, …).
-    #[error("task store: {0}")]
-    Backend(String),
-}
+use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
+use super::outbox::{Attempt, Delivery, Verdict};
 
 /// A task claimed by a host: the lease generation fences every later write.
 #[derive(Clone, Debug, PartialEq)]
@@ -263,6 +242,16 @@ pub(crate) fn pending_migrations<'m>(
         .iter()
         .filter(|(version, _, _)| !applied.iter().any(|(v, _)| v == version))
         .collect())
+}
+
+/// Resolves when `wake` changes; never for `None` or a closed channel.
+pub(crate) async fn changed(wake: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(w) = wake
+        && w.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// A deleted task: its id and the scratch directory it may have left.

@@ -1,106 +1,14 @@
 //! What a task is: identity, what it runs, where it stands.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::events::Level;
-use crate::policy::EffectivePolicy;
+use crate::policy::{EffectivePolicy, ResumePolicy};
 
-/// A task's id: a ULID, so ids sort by creation time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TaskId(ulid::Ulid);
-
-impl TaskId {
-    /// A fresh id, greater than every id this process made before (ids made
-    /// within one millisecond are ordered too, so "oldest first" is exact).
-    pub fn new() -> TaskId {
-        static GENERATOR: std::sync::Mutex<ulid::Generator> =
-            std::sync::Mutex::new(ulid::Generator::new());
-        let id = GENERATOR
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .generate();
-        // Past 2^80 ids in one millisecond, fall back to a random one.
-        TaskId(id.unwrap_or_else(|_| ulid::Ulid::new()))
-    }
-}
-
-impl Default for TaskId {
-    fn default() -> Self {
-        TaskId::new()
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for TaskId {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        ulid::Ulid::from_string(s)
-            .map(TaskId)
-            .map_err(|e| format!("{s:?} is not a task id: {e}"))
-    }
-}
-
-impl Serialize for TaskId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for TaskId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
-        }
-
-        impl $name {
-            /// The name used in the store, the API and the CLI.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(format!(
-                        "{s:?} is not one of: {}",
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
-
-pub(crate) use string_enum;
+pub use crate::units::TaskId;
+use crate::units::string_enum;
 
 string_enum!(
     /// Where a task stands.
@@ -151,17 +59,6 @@ string_enum!(
         Keep = "keep",
         /// Delete it.
         Delete = "delete",
-    }
-);
-
-string_enum!(
-    /// What to do with a task whose host died.
-    ResumePolicy {
-        /// Run it again: with its saved checkpoints if it has any, else from
-        /// the start (the skill says a restart is safe).
-        Restart = "restart",
-        /// Fail it, unless it saved checkpoints to resume from.
-        Fail = "fail",
     }
 );
 

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::backend::{StoreError, now_ms};
 use super::model::{NotifyMode, TaskId, TaskState};
+use super::outbox::{Attempt, Delivery, DeliveryState, Verdict};
 use super::sqlite::{Cached, backend};
-use super::store::{StoreError, now_ms};
-use crate::relay::{Attempt, Delivery, DeliveryState, Verdict};
 
 /// Migration 2: the outbox, and the task columns that decide what goes in.
 pub(super) const MIGRATION: &str =

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
+use super::backend::{StoreError, now_ms};
 use super::model::{NotifyMode, TaskId, TaskState};
+use super::outbox::{Attempt, Delivery, DeliveryState, Verdict};
 use super::postgres::{OUTBOX_CHANNEL, Tx, pg};
-use super::store::{StoreError, now_ms};
-use crate::relay::{Attempt, Delivery, DeliveryState, Verdict};
 
 /// Migration 2: the outbox.
 pub(super) const MIGRATION: &str = r#"CREATE TABLE outbox (

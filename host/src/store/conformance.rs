@@ -171,7 +171,7 @@ fn fencing_rejects_stale_owners(store: &dyn TaskStore) {
     store.create(spec("a", ResumePolicy::Restart)).unwrap();
     let old = store.claim("w1", Duration::ZERO).unwrap().unwrap();
     std::thread::sleep(Duration::from_millis(5));
-    let interrupted = store.recover(store::now_ms(), None).unwrap();
+    let interrupted = store.recover(now_ms(), None).unwrap();
     assert_eq!(interrupted, vec![old.task.id]);
     let new = store.claim("w2", LEASE).unwrap().unwrap();
     assert_eq!(new.task.id, old.task.id);
@@ -347,7 +347,7 @@ fn recover_resumes_or_fails_by_policy(store: &dyn TaskStore) {
     );
 
     // The dead host's tasks are interrupted at once, not after their lease.
-    let mut got = store.recover(store::now_ms(), Some("dead")).unwrap();
+    let mut got = store.recover(now_ms(), Some("dead")).unwrap();
     got.sort();
     assert_eq!(
         got,
@@ -447,7 +447,7 @@ fn run_through(store: &dyn TaskStore, spec: TaskSpec) -> TaskId {
 }
 
 fn outbox_follows_the_notify_mode(store: &dyn TaskStore) {
-    use crate::relay::DeliveryState;
+    use super::outbox::DeliveryState;
     let done = run_through(store, notifying("d", NotifyMode::DoneOnly, &["a", "b"]));
     let all = run_through(store, notifying("s", NotifyMode::StateChanges, &["a"]));
     let silent = run_through(store, notifying("q", NotifyMode::Silent, &["a"]));
@@ -506,7 +506,7 @@ fn outbox_follows_the_notify_mode(store: &dyn TaskStore) {
 }
 
 fn deliveries_go_in_order_and_settle(store: &dyn TaskStore) {
-    use crate::relay::{Attempt, DeliveryState, Verdict};
+    use super::outbox::{Attempt, DeliveryState, Verdict};
     let id = run_through(store, notifying("o", NotifyMode::StateChanges, &["a"]));
     let attempt = |ok: bool, status: u16| Attempt {
         at_ms: now_ms(),

@@ -26,12 +26,13 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::model::{ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
-use super::store::{
+use super::backend::{
     Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
     pending_migrations,
 };
-use crate::relay::{Attempt, Delivery, Verdict};
+use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
+use super::outbox::{Attempt, Delivery, Verdict};
+use crate::policy::ResumePolicy;
 
 /// Most events kept per task; past it, non-essential events are dropped and
 /// counted, with one `truncated` marker.

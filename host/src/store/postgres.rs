@@ -53,13 +53,14 @@ use tokio::sync::{Semaphore, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
-use super::model::{ResumePolicy, Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
-use super::sqlite::DEFAULT_MAX_EVENTS;
-use super::store::{
+use super::backend::{
     Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
     pending_migrations,
 };
-use crate::relay::{Attempt, Delivery, Verdict};
+use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
+use super::outbox::{Attempt, Delivery, Verdict};
+use super::sqlite::DEFAULT_MAX_EVENTS;
+use crate::policy::ResumePolicy;
 
 /// (version, name, SQL). Append only: never edit an applied migration.
 const MIGRATIONS: &[(i64, &str, &str)] = &[

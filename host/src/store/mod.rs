@@ -1,0 +1,47 @@
+//! The task store: tasks, their events, checkpoints and the relay's outbox,
+//! kept durably by one of two backends with the same semantics.
+//!
+//! A task is written to a [`TaskStore`] before anything runs; its progress,
+//! logs, state changes and checkpoints are durable events, and a host that
+//! dies leaves it `interrupted`, to be resumed from its checkpoints or
+//! failed by policy when a host next starts. The events are the source of
+//! truth; the task row is their summary.
+//!
+//! Backends: [`SqliteStore`] (one host, one file) and [`PgStore`] (hosts
+//! sharing one PostgreSQL database and its queue); [`open_store`] picks one
+//! by its address. Both pass one conformance suite.
+//!
+//! This module knows nothing of the runtime or of how tasks are run: the
+//! task service ([`crate::tasks`]) sits above it.
+
+mod backend;
+mod model;
+mod open;
+pub mod outbox;
+mod postgres;
+mod postgres_listen;
+mod postgres_outbox;
+mod sqlite;
+mod sqlite_outbox;
+#[doc(hidden)]
+pub mod testing;
+
+pub use crate::policy::ResumePolicy;
+pub(crate) use crate::units::string_enum;
+pub(crate) use backend::changed;
+pub use backend::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
+pub use model::{
+    CleanupMode, NotifyMode, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId, TaskSpec,
+    TaskState,
+};
+pub use open::open_store;
+pub use outbox::{Attempt, Change, Delivery, DeliveryState, Verdict};
+pub use postgres::{OUTBOX_CHANNEL, PgOptions, PgStore, TASKS_CHANNEL};
+pub use sqlite::{SqliteStore, StoreStats};
+
+#[cfg(test)]
+mod conformance;
+#[cfg(test)]
+mod postgres_tests;
+#[cfg(test)]
+mod sqlite_tests;
