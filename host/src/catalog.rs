@@ -284,7 +284,7 @@ mod tests {
     }
 
     fn load(dir: &Path, table: &str) -> Result<Catalog, String> {
-        let config: crate::relay::HostConfig =
+        let config: crate::config::HostConfig =
             toml::from_str(&format!("[skills.s]\npath = \"skill\"\n{table}"))
                 .map_err(|e| e.to_string())?;
         Catalog::load(&config.skills, dir).map_err(|e| e.to_string())
@@ -336,7 +336,7 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("missing.toml"), "{e}");
-        let config: crate::relay::HostConfig =
+        let config: crate::config::HostConfig =
             toml::from_str("[skills.s]\npath = \"elsewhere\"\n").unwrap();
         let e = Catalog::load(&config.skills, dir.path())
             .err()

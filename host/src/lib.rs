@@ -35,6 +35,7 @@
 mod bindings;
 pub mod caps;
 pub mod catalog;
+pub mod config;
 pub mod engine;
 mod error;
 pub mod events;
@@ -56,6 +57,7 @@ pub use runtime::{
 
 /// The names an embedder needs, kept stable.
 pub mod prelude {
+    pub use crate::caps::limits::Limit;
     pub use crate::catalog::Catalog;
     pub use crate::engine::{CacheOutcome, EngineOptions};
     pub use crate::error::Error;

@@ -13,11 +13,16 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::skillbox::skill::types::FailureKind as WitFailureKind;
-use crate::bindings::{Skill, SkillPre};
+use crate::bindings::skillbox::skill as wit;
+use crate::bindings::SkillPre;
 use crate::caps;
-use crate::caps::limits::Limiter;
+use crate::caps::checkpoint::{CheckpointCtx, PersistCheckpoint};
+use crate::caps::docker::DockerCtx;
+use crate::caps::exec::ExecCtx;
+use crate::caps::limits::{Limit, Limiter};
+use crate::caps::net::NetCtx;
 use crate::caps::output::CappedOutput;
-use crate::caps::progress::LogBudget;
+use crate::caps::progress::{LogBudget, ProgressCtx};
 use crate::caps::sandbox::{Sandbox, SandboxStatus};
 use crate::engine::{CacheOutcome, EngineOptions, EpochTicker, build_engine, load_component};
 use crate::error::Error;
@@ -25,21 +30,19 @@ use crate::events::EventSink;
 use crate::policy::EffectivePolicy;
 use crate::skill::SkillSource;
 
-/// The data of one run's `Store`: WASI state plus skillbox's capabilities.
+/// The data of one run's `Store`: WASI state plus one context per
+/// skillbox capability. Each capability's host code sees only its own
+/// context (see [`Host::new`] for the wiring).
 pub struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limiter: Limiter,
-    pub(crate) policy: Arc<EffectivePolicy>,
-    pub(crate) events: Arc<dyn EventSink>,
-    pub(crate) sandbox: Arc<Sandbox>,
-    pub(crate) deadline: Instant,
-    pub(crate) log: LogBudget,
-    pub(crate) checkpoints: BTreeMap<String, Vec<u8>>,
-    pub(crate) persist_checkpoint: Option<CheckpointSink>,
-    pub(crate) tag: Option<String>,
-    pub(crate) docker: Arc<caps::docker::DockerEngine>,
-    net: caps::net::NetCtx,
+    limiter: Limiter,
+    events: Arc<dyn EventSink>,
+    net: NetCtx,
+    exec: ExecCtx,
+    docker: DockerCtx,
+    progress: ProgressCtx,
+    checkpoint: CheckpointCtx,
 }
 
 impl WasiView for RunState {
@@ -58,7 +61,7 @@ impl crate::events::HasEvents for RunState {
 }
 
 impl caps::net::NetView for RunState {
-    fn net(&self) -> &caps::net::NetCtx {
+    fn net(&self) -> &NetCtx {
         &self.net
     }
 }
@@ -132,8 +135,8 @@ pub enum Outcome {
     },
     /// A resource limit stopped the run.
     LimitExceeded {
-        /// `memory`, `fuel`, `stack` or `output`.
-        limit: &'static str,
+        /// Which limit.
+        limit: Limit,
         /// What happened.
         message: String,
     },
@@ -176,10 +179,6 @@ pub struct RunReport {
     pub checkpoints: BTreeMap<String, Vec<u8>>,
 }
 
-/// Persists one checkpoint as the guest saves it; an error is returned to
-/// the guest's `save` call.
-pub type CheckpointSink = Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
-
 /// One run's input, policy and observers.
 pub struct RunRequest {
     /// JSON text; for a command, `{"args": [...], "stdin": "..."}` or `null`.
@@ -192,7 +191,7 @@ pub struct RunRequest {
     pub checkpoints: BTreeMap<String, Vec<u8>>,
     /// Where each saved checkpoint is persisted before `save` returns to the
     /// guest (a task store); `None` keeps them in memory only.
-    pub persist_checkpoint: Option<CheckpointSink>,
+    pub persist_checkpoint: Option<PersistCheckpoint>,
     /// Set to `true` to stop the run (it ends as [`Outcome::Cancelled`]).
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
     /// A tag for the programs this run starts (`SKILLBOX_RUN`), to find
@@ -233,7 +232,18 @@ impl Host {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::engine)?;
         caps::fs::add_to_linker(&mut linker).map_err(Error::engine)?;
         caps::net::add_to_linker(&mut linker).map_err(Error::engine)?;
-        Skill::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s).map_err(Error::engine)?;
+        wit::types::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)
+            .map_err(Error::engine)?;
+        wit::exec::add_to_linker::<_, HasSelf<ExecCtx>>(&mut linker, |s| &mut s.exec)
+            .map_err(Error::engine)?;
+        wit::docker::add_to_linker::<_, HasSelf<DockerCtx>>(&mut linker, |s| &mut s.docker)
+            .map_err(Error::engine)?;
+        wit::progress::add_to_linker::<_, HasSelf<ProgressCtx>>(&mut linker, |s| &mut s.progress)
+            .map_err(Error::engine)?;
+        wit::checkpoint::add_to_linker::<_, HasSelf<CheckpointCtx>>(&mut linker, |s| {
+            &mut s.checkpoint
+        })
+        .map_err(Error::engine)?;
         let ticker = EpochTicker::start(&engine);
         Ok(Host {
             engine,
@@ -367,20 +377,35 @@ impl Host {
         } else {
             Sandbox::for_policy(&policy)
         });
+        let policy = Arc::new(policy);
         let state = RunState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limiter: Limiter::new(limits.memory),
-            policy: Arc::new(policy),
-            events,
-            sandbox: sandbox.clone(),
-            deadline,
-            log: LogBudget::new(limits.output),
-            checkpoints,
-            persist_checkpoint,
-            tag,
-            docker: self.docker.clone(),
+            events: events.clone(),
             net,
+            exec: ExecCtx {
+                policy: policy.clone(),
+                sandbox: sandbox.clone(),
+                events: events.clone(),
+                deadline,
+                tag: tag.clone(),
+            },
+            docker: DockerCtx {
+                engine: self.docker.clone(),
+                policy,
+                events: events.clone(),
+                deadline,
+                task: tag,
+            },
+            progress: ProgressCtx {
+                events,
+                log: LogBudget::new(limits.output),
+            },
+            checkpoint: CheckpointCtx {
+                saved: checkpoints,
+                persist: persist_checkpoint,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -457,7 +482,7 @@ impl Host {
                 let size = summary.text.len() + summary.data.len();
                 if size > limits.output {
                     Outcome::LimitExceeded {
-                        limit: "output",
+                        limit: Limit::Output,
                         message: format!(
                             "the summary is {size} bytes; the output cap is {} (raise it with --output)",
                             limits.output
@@ -517,7 +542,7 @@ impl Host {
             stdout: stdout_text,
             stderr: stderr_text,
             output_truncated: out_trunc || err_trunc,
-            checkpoints: std::mem::take(&mut store.data_mut().checkpoints),
+            checkpoints: std::mem::take(&mut store.data_mut().checkpoint.saved),
         })
     }
 }
@@ -586,30 +611,22 @@ fn last_words(stderr: &str) -> String {
 
 fn classify_trap(
     e: &wasmtime::Error,
-    limit: Option<String>,
+    limit: Option<(Limit, String)>,
     stderr: &str,
     timed_out: Outcome,
 ) -> Outcome {
-    if let Some(message) = limit {
-        let which = if message.starts_with("memory") {
-            "memory"
-        } else {
-            "table"
-        };
-        return Outcome::LimitExceeded {
-            limit: which,
-            message,
-        };
+    if let Some((limit, message)) = limit {
+        return Outcome::LimitExceeded { limit, message };
     }
     let last_line = last_words(stderr);
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => timed_out,
         Some(Trap::OutOfFuel) => Outcome::LimitExceeded {
-            limit: "fuel",
+            limit: Limit::Fuel,
             message: "fuel exhausted (raise it with --fuel)".into(),
         },
         Some(Trap::StackOverflow) => Outcome::LimitExceeded {
-            limit: "stack",
+            limit: Limit::Stack,
             message: "stack overflow: the guest recursed too deeply; it was stopped cleanly".into(),
         },
         Some(trap) => Outcome::Crashed {

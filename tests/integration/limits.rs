@@ -42,7 +42,7 @@ async fn a_memory_bomb_hits_the_memory_limit() {
     .await;
     match &r.outcome {
         Outcome::LimitExceeded {
-            limit: "memory",
+            limit: Limit::Memory,
             message,
         } => assert!(message.contains("--memory"), "{message}"),
         other => panic!("{other:?}"),
@@ -110,7 +110,7 @@ async fn an_oversized_summary_is_refused() {
     .await;
     match &r.outcome {
         Outcome::LimitExceeded {
-            limit: "output",
+            limit: Limit::Output,
             message,
         } => assert!(message.contains("summary"), "{message}"),
         other => panic!("{other:?}"),
@@ -128,7 +128,7 @@ async fn an_oversized_summary_is_refused() {
 async fn unbounded_recursion_is_stopped_cleanly() {
     let (r, _) = run(&src(), &Grants::default(), json!({"case": "recurse"})).await;
     match &r.outcome {
-        Outcome::LimitExceeded { limit: "stack", .. } => {}
+        Outcome::LimitExceeded { limit: Limit::Stack, .. } => {}
         Outcome::Crashed { message } if message.contains("out of bounds") => {}
         other => panic!("{other:?}"),
     }
@@ -161,7 +161,7 @@ async fn fuel_stops_a_loop() {
     )
     .await;
     match &r.outcome {
-        Outcome::LimitExceeded { limit: "fuel", .. } => {}
+        Outcome::LimitExceeded { limit: Limit::Fuel, .. } => {}
         other => panic!("{other:?}"),
     }
     let (r, _) = run_on(

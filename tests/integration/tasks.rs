@@ -193,6 +193,15 @@ async fn scratch_directories_are_private_kept_or_deleted() {
         assert_eq!(mode & 0o777, 0o700, "private to the daemon's user");
     }
     let deleted = w.tasks.task(delete).unwrap().scratch_dir().unwrap();
+    // The end is stored first (a crash before it resumes the task with its
+    // directory intact), then the directory is deleted: a waiter may see
+    // the end a moment before the deletion.
+    for _ in 0..200 {
+        if !deleted.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(!deleted.exists(), "cleanup = delete removes it at the end");
 
     // A task sees only its own directory: the kept one is not reachable.

@@ -103,7 +103,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
 fn spawner(store: Arc<dyn TaskStore>, relay: Option<&Path>) -> Arc<TaskService> {
     let relay = match relay {
         Some(path) => {
-            let config = skillbox::relay::HostConfig::load(path).unwrap();
+            let config = skillbox::config::HostConfig::load(path).unwrap();
             skillbox::relay::Relay::from_config(&config.relay).unwrap()
         }
         None => Default::default(),

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use crate::bindings::skillbox::skill::checkpoint::Host;
-use crate::runtime::RunState;
 
 /// Longest key.
 pub const MAX_KEY: usize = 256;
@@ -42,21 +41,35 @@ pub fn save(
     Ok(())
 }
 
-impl Host for RunState {
+/// Persists one checkpoint as the guest saves it; an error is returned to
+/// the guest's `save` call.
+pub type PersistCheckpoint = std::sync::Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
+
+/// The `checkpoint` capability's part of one run.
+#[derive(Default)]
+pub struct CheckpointCtx {
+    /// The run's checkpoints, as the guest last saved them.
+    pub saved: BTreeMap<String, Vec<u8>>,
+    /// Where each one is made durable before `save` returns (a task
+    /// store); `None` keeps them in memory only.
+    pub persist: Option<PersistCheckpoint>,
+}
+
+impl Host for CheckpointCtx {
     async fn save(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
         // Validate first, persist second, remember last: a checkpoint the
         // guest was told is saved is durable.
-        let mut next = self.checkpoints.clone();
+        let mut next = self.saved.clone();
         save(&mut next, key.clone(), value.clone())?;
-        if let Some(persist) = &self.persist_checkpoint {
+        if let Some(persist) = &self.persist {
             persist(&key, &value).map_err(|e| format!("checkpoint {key:?} was not saved: {e}"))?;
         }
-        self.checkpoints.insert(key, value);
+        self.saved.insert(key, value);
         Ok(())
     }
 
     async fn load(&mut self, key: String) -> Option<Vec<u8>> {
-        self.checkpoints.get(&key).cloned()
+        self.saved.get(&key).cloned()
     }
 }
 

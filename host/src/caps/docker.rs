@@ -43,6 +43,7 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bollard::Docker;
@@ -225,7 +226,7 @@ pub struct MountRequest {
 
 /// A container to start, as the guest asked for it.
 #[derive(Clone, Debug, Default)]
-pub struct RunRequest {
+pub struct ContainerRequest {
     /// Image tag.
     pub image: String,
     /// Container name.
@@ -285,21 +286,22 @@ pub struct Image {
     pub size: u64,
 }
 
-/// Everything a docker call needs from its run.
-pub struct Ctx<'a> {
+/// The `docker` capability's part of one run: everything a docker call
+/// needs from its run.
+pub struct DockerCtx {
     /// The engine.
-    pub engine: &'a DockerEngine,
+    pub engine: Arc<DockerEngine>,
     /// The run's policy.
-    pub policy: &'a EffectivePolicy,
+    pub policy: Arc<EffectivePolicy>,
     /// Audit and log events.
-    pub events: &'a dyn EventSink,
+    pub events: Arc<dyn EventSink>,
     /// End of the run.
     pub deadline: Instant,
     /// Task (or run) label for new containers.
-    pub task: Option<&'a str>,
+    pub task: Option<String>,
 }
 
-impl Ctx<'_> {
+impl DockerCtx {
     fn docker(&self) -> Result<&DockerPolicy> {
         self.policy.docker.as_ref().ok_or_else(|| {
             denied(
@@ -340,7 +342,7 @@ impl Ctx<'_> {
 
     fn labels(&self, owner: &str) -> HashMap<String, String> {
         let mut l = HashMap::from([(OWNER_LABEL.to_string(), owner.to_string())]);
-        if let Some(t) = self.task {
+        if let Some(t) = self.task.as_deref() {
             l.insert(TASK_LABEL.to_string(), t.to_string());
         }
         l
@@ -523,7 +525,7 @@ impl Ctx<'_> {
     }
 
     /// `run`.
-    pub async fn run(&self, req: RunRequest) -> Result<Container> {
+    pub async fn run(&self, req: ContainerRequest) -> Result<Container> {
         let detail = format!(
             "run image={} name={} cmd={:?} env=[{}] mounts=[{}] network={} memory={} pids={}{}{}{}",
             req.image,
@@ -561,7 +563,7 @@ impl Ctx<'_> {
         .await
     }
 
-    async fn run_checked(&self, req: RunRequest) -> Result<Container> {
+    async fn run_checked(&self, req: ContainerRequest) -> Result<Container> {
         let pol = self.docker()?;
         if req.privileged {
             return Err(denied(
@@ -1132,11 +1134,10 @@ fn meta_mode(meta: &cap_std::fs::Metadata, fallback: u32) -> u32 {
 }
 
 mod host_impl {
-    use super::{Ctx, DockerError};
+    use super::{DockerCtx, DockerError};
     use crate::bindings::skillbox::skill::docker::{
         BuildRequest, Built, Container, DockerError as WitError, Host, Image, RunRequest,
     };
-    use crate::runtime::RunState;
 
     fn wit_err(e: DockerError) -> WitError {
         match e {
@@ -1169,26 +1170,7 @@ mod host_impl {
         }
     }
 
-    /// Runs one call with a [`Ctx`] borrowed from the run's state.
-    macro_rules! with_ctx {
-        ($state:expr, |$ctx:ident| $body:expr) => {{
-            let (policy, events, engine) = (
-                $state.policy.clone(),
-                $state.events.clone(),
-                $state.docker.clone(),
-            );
-            let $ctx = Ctx {
-                engine: &engine,
-                policy: &policy,
-                events: &*events,
-                deadline: $state.deadline,
-                task: $state.tag.as_deref(),
-            };
-            $body.await.map_err(wit_err)
-        }};
-    }
-
-    impl Host for RunState {
+    impl Host for DockerCtx {
         async fn build(&mut self, req: BuildRequest) -> Result<Built, WitError> {
             let req = super::BuildRequest {
                 context: req.context,
@@ -1198,14 +1180,14 @@ mod host_impl {
                 network: req.network,
                 no_cache: req.no_cache,
             };
-            with_ctx!(self, |ctx| ctx.build(req)).map(|b| Built {
+            DockerCtx::build(self, req).await.map_err(wit_err).map(|b| Built {
                 image_id: b.image_id,
                 log: b.log,
             })
         }
 
         async fn run(&mut self, req: RunRequest) -> Result<Container, WitError> {
-            let req = super::RunRequest {
+            let req = super::ContainerRequest {
                 image: req.image,
                 name: req.name,
                 cmd: req.cmd,
@@ -1226,35 +1208,35 @@ mod host_impl {
                 privileged: req.privileged,
                 cap_add: req.cap_add,
             };
-            with_ctx!(self, |ctx| ctx.run(req)).map(wit_container)
+            DockerCtx::run(self, req).await.map_err(wit_err).map(wit_container)
         }
 
         async fn stop(&mut self, name: String, timeout: Option<u32>) -> Result<(), WitError> {
-            with_ctx!(self, |ctx| ctx.stop(&name, timeout))
+            DockerCtx::stop(self, &name, timeout).await.map_err(wit_err)
         }
 
         async fn remove(&mut self, name: String, force: bool) -> Result<(), WitError> {
-            with_ctx!(self, |ctx| ctx.remove(&name, force))
+            DockerCtx::remove(self, &name, force).await.map_err(wit_err)
         }
 
         async fn inspect(&mut self, name: String) -> Result<Container, WitError> {
-            with_ctx!(self, |ctx| ctx.inspect(&name)).map(wit_container)
+            DockerCtx::inspect(self, &name).await.map_err(wit_err).map(wit_container)
         }
 
         async fn logs(&mut self, name: String, tail: Option<u32>) -> Result<String, WitError> {
-            with_ctx!(self, |ctx| ctx.logs(&name, tail))
+            DockerCtx::logs(self, &name, tail).await.map_err(wit_err)
         }
 
         async fn inspect_image(&mut self, tag: String) -> Result<Image, WitError> {
-            with_ctx!(self, |ctx| ctx.inspect_image(&tag)).map(wit_image)
+            DockerCtx::inspect_image(self, &tag).await.map_err(wit_err).map(wit_image)
         }
 
         async fn tag(&mut self, source: String, target: String) -> Result<Image, WitError> {
-            with_ctx!(self, |ctx| ctx.tag(&source, &target)).map(wit_image)
+            DockerCtx::tag(self, &source, &target).await.map_err(wit_err).map(wit_image)
         }
 
         async fn ps(&mut self, all: bool) -> Result<Vec<Container>, WitError> {
-            with_ctx!(self, |ctx| ctx.ps(all)).map(|l| l.into_iter().map(wit_container).collect())
+            DockerCtx::ps(self, all).await.map_err(wit_err).map(|l| l.into_iter().map(wit_container).collect())
         }
     }
 }

@@ -17,6 +17,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -414,13 +415,27 @@ async fn run_checked(
     })
 }
 
+/// The `exec` capability's part of one run.
+pub struct ExecCtx {
+    /// The run's policy: exec rules, directories, variables, limits.
+    pub policy: Arc<EffectivePolicy>,
+    /// The jail the run's programs start from.
+    pub sandbox: Arc<Sandbox>,
+    /// Audit events.
+    pub events: Arc<dyn EventSink>,
+    /// End of the run.
+    pub deadline: Instant,
+    /// The run's tag, exported to its programs (see [`Request::tag`]).
+    pub tag: Option<String>,
+}
+
 mod host_impl {
     use std::time::Duration;
 
+    use super::ExecCtx;
     use crate::bindings::skillbox::skill::exec::{Command, ExecError as WitError, Host, Output};
-    use crate::runtime::RunState;
 
-    impl Host for RunState {
+    impl Host for ExecCtx {
         async fn run(&mut self, cmd: Command) -> Result<Output, WitError> {
             let req = super::Request {
                 program: cmd.program,
@@ -431,12 +446,8 @@ mod host_impl {
                 timeout: cmd.timeout_ms.map(Duration::from_millis),
                 tag: self.tag.clone(),
             };
-            let (policy, sandbox, events) = (
-                self.policy.clone(),
-                self.sandbox.clone(),
-                self.events.clone(),
-            );
-            match super::run(&policy, &sandbox, req, self.deadline, &*events).await {
+            let ctx = &*self;
+            match super::run(&ctx.policy, &ctx.sandbox, req, ctx.deadline, &*ctx.events).await {
                 Ok(r) => Ok(Output {
                     status: r.status,
                     stdout: r.stdout,

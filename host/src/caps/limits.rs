@@ -9,13 +9,29 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Most instances, tables and memories per store.
 const MAX_OBJECTS: usize = 1000;
 
+crate::units::string_enum!(
+    /// Which resource limit stopped a run.
+    Limit {
+        /// Linear memory (all memories together).
+        Memory = "memory",
+        /// Table elements.
+        Table = "table",
+        /// Fuel (wasm instructions), when metered.
+        Fuel = "fuel",
+        /// The guest's stack.
+        Stack = "stack",
+        /// The output cap (here: the summary).
+        Output = "output",
+    }
+);
+
 /// The store's limiter.
 #[derive(Debug)]
 pub struct Limiter {
     memory_cap: usize,
     memory_used: usize,
-    /// Set when a limit refused growth.
-    pub exceeded: Option<String>,
+    /// Set when a limit refused growth: which, and what happened.
+    pub exceeded: Option<(Limit, String)>,
 }
 
 impl Limiter {
@@ -43,7 +59,7 @@ impl ResourceLimiter for Limiter {
                  (raise it with --memory)",
                 total, self.memory_cap
             );
-            self.exceeded = Some(msg.clone());
+            self.exceeded = Some((Limit::Memory, msg.clone()));
             return Err(wasmtime::format_err!(msg));
         }
         self.memory_used = total;
@@ -59,7 +75,7 @@ impl ResourceLimiter for Limiter {
         if desired > MAX_TABLE_ELEMENTS {
             let msg =
                 format!("table limit reached: {desired} elements (limit {MAX_TABLE_ELEMENTS})");
-            self.exceeded = Some(msg.clone());
+            self.exceeded = Some((Limit::Table, msg.clone()));
             return Err(wasmtime::format_err!(msg));
         }
         Ok(true)

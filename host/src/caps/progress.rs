@@ -3,8 +3,9 @@
 //! and one [`Event::Truncated`] says so.
 
 use crate::bindings::skillbox::skill::progress::{Host, Level as WitLevel};
-use crate::events::{Event, Level};
-use crate::runtime::RunState;
+use std::sync::Arc;
+
+use crate::events::{Event, EventSink, Level};
 
 /// Longest progress message kept; longer ones are cut.
 const MAX_MESSAGE: usize = 4096;
@@ -44,20 +45,28 @@ fn cut(s: String) -> String {
     crate::units::truncate_with_marker(s, MAX_MESSAGE, "…")
 }
 
-impl RunState {
+/// The `progress` capability's part of one run.
+pub struct ProgressCtx {
+    /// Where reports and log lines go.
+    pub events: Arc<dyn EventSink>,
+    /// What is left of the run's output cap for log text.
+    pub log: LogBudget,
+}
+
+impl ProgressCtx {
     fn emit_counted(&mut self, event: Event, bytes: usize) {
         match self.log.admit(bytes) {
             Ok(()) => self.events.event(event),
             Err(true) => self.events.event(Event::Truncated {
                 stream: "log",
-                cap: self.policy.limits.output,
+                cap: self.log.cap,
             }),
             Err(false) => {}
         }
     }
 }
 
-impl Host for RunState {
+impl Host for ProgressCtx {
     async fn report(&mut self, fraction: Option<f32>, message: String) {
         let fraction = fraction
             .filter(|f| f.is_finite())

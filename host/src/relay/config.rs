@@ -1,5 +1,5 @@
-//! The host's configuration file: its `[relay]` table, and the installed
-//! skills (`[skills.NAME]`, see [`crate::catalog`]).
+//! The `[relay]` table of the host's configuration file
+//! ([`crate::config::HostConfig`]): sinks, defaults and retries.
 //!
 //! ```toml
 //! [relay]
@@ -32,40 +32,6 @@ use serde::Deserialize;
 
 use super::sinks::{OpenClawSink, Sink, WebhookSink};
 use crate::units::HumanDuration;
-
-/// The whole configuration file.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostConfig {
-    /// Where task notifications go.
-    #[serde(default)]
-    pub relay: RelayConfig,
-    /// Installed skills, offered to agents as MCP tools (see
-    /// [`crate::catalog`]).
-    #[serde(default)]
-    pub skills: BTreeMap<String, crate::catalog::InstalledSkill>,
-    /// The task store (see [`crate::store::open_store`]), e.g.
-    /// `"postgres://skillbox@db:5432/skillbox"`; by default SQLite in the
-    /// data dir.
-    #[serde(default)]
-    pub store: Option<String>,
-}
-
-impl HostConfig {
-    /// Reads and checks a configuration file.
-    pub fn load(path: &Path) -> Result<HostConfig, crate::Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
-        HostConfig::parse(&text)
-            .map_err(|m| crate::Error::Config(format!("{}: {m}", path.display())))
-    }
-
-    /// Parses configuration text.
-    pub fn parse(text: &str) -> Result<HostConfig, String> {
-        let config: HostConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.relay.check()?;
-        Ok(config)
-    }
-}
 
 /// The `[relay]` table.
 #[derive(Clone, Debug, Deserialize)]
@@ -118,7 +84,7 @@ fn default_timeout() -> HumanDuration {
 }
 
 impl RelayConfig {
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         for d in &self.default {
             if !self.sink.contains_key(d) {
                 return Err(format!(
@@ -315,6 +281,7 @@ fn read_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::HostConfig;
 
     #[test]
     fn parses_sinks_and_refuses_mistakes() {

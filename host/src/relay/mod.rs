@@ -25,7 +25,7 @@ mod sinks;
 pub(crate) mod worker;
 
 pub use crate::store::outbox::{Attempt, Change, Delivery, DeliveryState, Verdict};
-pub use config::{HostConfig, OpenClawEndpoint, RelayConfig, SinkConfig};
+pub use config::{OpenClawEndpoint, RelayConfig, SinkConfig};
 pub use message::{Notification, Timings, run_message};
 pub use sinks::{
     CallbackSink, Delivered, DeliveryError, OpenClawSink, Sink, WebhookSink, sign, verify,
