@@ -12,9 +12,9 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::skillbox::skill::types::FailureKind as WitFailureKind;
-use crate::bindings::skillbox::skill as wit;
 use crate::bindings::SkillPre;
+use crate::bindings::skillbox::skill as wit;
+use crate::bindings::skillbox::skill::types::FailureKind as WitFailureKind;
 use crate::caps;
 use crate::caps::checkpoint::{CheckpointCtx, PersistCheckpoint};
 use crate::caps::docker::DockerCtx;
@@ -372,7 +372,7 @@ impl Host {
             wasi.args(&argv);
             wasi.stdin(MemoryInputPipe::new(stdin));
         }
-        let sandbox = Arc::new(if policy.exec_granted.is_empty() {
+        let sandbox = Arc::new(if policy.exec.is_empty() {
             Sandbox::none()
         } else {
             Sandbox::for_policy(&policy)

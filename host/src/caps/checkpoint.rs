@@ -43,7 +43,8 @@ pub fn save(
 
 /// Persists one checkpoint as the guest saves it; an error is returned to
 /// the guest's `save` call.
-pub type PersistCheckpoint = std::sync::Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
+pub type PersistCheckpoint =
+    std::sync::Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
 
 /// The `checkpoint` capability's part of one run.
 #[derive(Default)]

@@ -1180,10 +1180,13 @@ mod host_impl {
                 network: req.network,
                 no_cache: req.no_cache,
             };
-            DockerCtx::build(self, req).await.map_err(wit_err).map(|b| Built {
-                image_id: b.image_id,
-                log: b.log,
-            })
+            DockerCtx::build(self, req)
+                .await
+                .map_err(wit_err)
+                .map(|b| Built {
+                    image_id: b.image_id,
+                    log: b.log,
+                })
         }
 
         async fn run(&mut self, req: RunRequest) -> Result<Container, WitError> {
@@ -1208,7 +1211,10 @@ mod host_impl {
                 privileged: req.privileged,
                 cap_add: req.cap_add,
             };
-            DockerCtx::run(self, req).await.map_err(wit_err).map(wit_container)
+            DockerCtx::run(self, req)
+                .await
+                .map_err(wit_err)
+                .map(wit_container)
         }
 
         async fn stop(&mut self, name: String, timeout: Option<u32>) -> Result<(), WitError> {
@@ -1220,7 +1226,10 @@ mod host_impl {
         }
 
         async fn inspect(&mut self, name: String) -> Result<Container, WitError> {
-            DockerCtx::inspect(self, &name).await.map_err(wit_err).map(wit_container)
+            DockerCtx::inspect(self, &name)
+                .await
+                .map_err(wit_err)
+                .map(wit_container)
         }
 
         async fn logs(&mut self, name: String, tail: Option<u32>) -> Result<String, WitError> {
@@ -1228,15 +1237,24 @@ mod host_impl {
         }
 
         async fn inspect_image(&mut self, tag: String) -> Result<Image, WitError> {
-            DockerCtx::inspect_image(self, &tag).await.map_err(wit_err).map(wit_image)
+            DockerCtx::inspect_image(self, &tag)
+                .await
+                .map_err(wit_err)
+                .map(wit_image)
         }
 
         async fn tag(&mut self, source: String, target: String) -> Result<Image, WitError> {
-            DockerCtx::tag(self, &source, &target).await.map_err(wit_err).map(wit_image)
+            DockerCtx::tag(self, &source, &target)
+                .await
+                .map_err(wit_err)
+                .map(wit_image)
         }
 
         async fn ps(&mut self, all: bool) -> Result<Vec<Container>, WitError> {
-            DockerCtx::ps(self, all).await.map_err(wit_err).map(|l| l.into_iter().map(wit_container).collect())
+            DockerCtx::ps(self, all)
+                .await
+                .map_err(wit_err)
+                .map(|l| l.into_iter().map(wit_container).collect())
         }
     }
 }

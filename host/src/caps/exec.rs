@@ -25,11 +25,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use super::sandbox::Sandbox;
 use super::sandbox::wire::{Call, Done};
 use crate::events::{Event, EventSink};
-use crate::policy::pattern::args_match;
-use crate::policy::{EffectivePolicy, ExecRule};
+use crate::policy::EffectivePolicy;
+use crate::policy::exec::{Refusal, describe};
 
-/// The fixed search path for bare program names; the guest cannot change it.
-pub const SEARCH_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
+pub use crate::policy::exec::SEARCH_PATH;
 
 /// One exec call, as the guest asked for it.
 #[derive(Clone, Debug, Default)]
@@ -149,97 +148,15 @@ pub fn resolve_program(program: &str) -> Option<PathBuf> {
     found.and_then(|p| p.canonicalize().ok())
 }
 
-fn describe(req: &Request) -> String {
-    let mut words = vec![req.program.clone()];
-    words.extend(req.args.iter().cloned());
-    shell_words::join(words)
-}
-
-fn list(rules: &[ExecRule]) -> String {
-    if rules.is_empty() {
-        "none".into()
-    } else {
-        rules
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-/// Finds the rule in `rules` that allows `req`, or says why none does.
-fn find_rule<'r>(
-    rules: &'r [ExecRule],
-    resolved: &Path,
-    req: &Request,
-) -> Result<&'r ExecRule, bool> {
-    let mut program_known = false;
-    for r in rules {
-        if resolve_program(&r.program).as_deref() == Some(resolved) {
-            program_known = true;
-            if args_match(&r.args, &req.args) {
-                return Ok(r);
-            }
-        }
-    }
-    Err(program_known)
-}
-
 /// Checks `req` against the policy; returns the resolved program path.
 pub fn check(policy: &EffectivePolicy, req: &Request) -> Result<PathBuf, ExecError> {
-    let call = describe(req);
-    let base = req.program.rsplit('/').next().unwrap_or(&req.program);
-    let named = |rules: &[ExecRule]| {
-        rules
-            .iter()
-            .any(|r| r.program == req.program || r.program.rsplit('/').next() == Some(base))
-    };
-    let requested = policy.exec_requested.as_deref();
-    if req.program.contains('/') && !req.program.starts_with('/') {
-        return Err(ExecError::Denied(format!(
-            "`{call}`: a program must be a bare name (looked up in {}) or an absolute path",
-            SEARCH_PATH.join(":")
-        )));
-    }
-    // Refuse before touching the host's filesystem when no rule even names
-    // the program, so a guest cannot probe which programs exist.
-    if !named(&policy.exec_granted) && !requested.is_some_and(named) {
-        return Err(ExecError::Denied(format!(
-            "`{call}`: no exec rule names program {:?} (granted: {}); there is no shell, \
-             so `sh -c` and the like are refused unless granted explicitly",
-            req.program,
-            list(&policy.exec_granted)
-        )));
-    }
-    let resolved =
-        resolve_program(&req.program).ok_or_else(|| ExecError::NotFound(req.program.clone()))?;
-    if let Some(reqs) = requested
-        && let Err(program_known) = find_rule(reqs, &resolved, req)
-    {
-        return Err(ExecError::Denied(if program_known {
-            format!(
-                "`{call}`: the arguments match none of the skill's requested rules ({})",
-                list(reqs)
-            )
-        } else {
-            format!("`{call}`: the skill's manifest does not request this program")
-        }));
-    }
-    match find_rule(&policy.exec_granted, &resolved, req) {
-        Ok(_) => Ok(resolved),
-        Err(program_known) => Err(ExecError::Denied(if program_known {
-            format!(
-                "`{call}`: the arguments match no granted rule for this program (granted: {})",
-                list(&policy.exec_granted)
-            )
-        } else {
-            format!(
-                "`{call}`: requested by the skill but not granted by the operator \
-                 (grant with --allow-exec {})",
-                shell_words::quote(&call)
-            )
-        })),
-    }
+    policy
+        .exec
+        .check(&req.program, &req.args, resolve_program)
+        .map_err(|r| match r {
+            Refusal::Denied(m) => ExecError::Denied(m),
+            Refusal::NotFound(m) => ExecError::NotFound(m),
+        })
 }
 
 fn working_dir(policy: &EffectivePolicy, req: &Request) -> Result<PathBuf, ExecError> {
@@ -305,7 +222,7 @@ pub async fn run(
     deadline: Instant,
     events: &dyn EventSink,
 ) -> Result<Response, ExecError> {
-    let call = describe(&req);
+    let call = describe(&req.program, &req.args);
     let result = run_checked(policy, sandbox, &req, deadline).await;
     let (allowed, reason) = match &result {
         Ok(r) => (true, format!("exit status {}", r.status)),

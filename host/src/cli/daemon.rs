@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use hyper::Method;
-use skillbox::prelude::*;
 use skillbox::config::HostConfig;
+use skillbox::prelude::*;
 use skillbox::relay::Relay;
 use skillbox::server::client::{Client, ClientError, Endpoint};
 use skillbox::store::{CleanupMode, NotifyMode, SqliteStore, TaskStore, open_store};

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::pattern::args_cover;
 use super::{
-    Access, DockerPolicy, ExecRule, Grants, Limits, Manifest, net_covers, split_host_port,
+    Access, DockerPolicy, ExecPolicy, ExecRule, Grants, Limits, Manifest, net_covers,
+    split_host_port,
 };
 use crate::units::{ByteSize, HumanDuration};
 
@@ -68,14 +68,12 @@ pub struct ResolvedLimits {
 
 /// The policy of one run: the only thing the capability modules consult.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredPolicy")]
 pub struct EffectivePolicy {
     /// Directories, in the order the guest sees them.
     pub preopens: Vec<Preopen>,
-    /// Exec rules the skill requested (`None` for a component without a
-    /// manifest: then the operator's grants alone decide).
-    pub exec_requested: Option<Vec<ExecRule>>,
-    /// Exec rules the operator granted.
-    pub exec_granted: Vec<ExecRule>,
+    /// Programs the run may start.
+    pub exec: ExecPolicy,
     /// Visible environment variable names.
     pub env: Vec<String>,
     /// Reachable endpoints.
@@ -85,6 +83,45 @@ pub struct EffectivePolicy {
     pub docker: Option<DockerPolicy>,
     /// Resource limits.
     pub limits: ResolvedLimits,
+}
+
+/// An [`EffectivePolicy`] as stored with a task. Tasks spawned before the
+/// exec policy was one intersected rule set carry the skill's requests and
+/// the operator's grants side by side; they are intersected when read.
+#[derive(Deserialize)]
+struct StoredPolicy {
+    preopens: Vec<Preopen>,
+    #[serde(default)]
+    exec: Option<ExecPolicy>,
+    #[serde(default)]
+    exec_requested: Option<Vec<ExecRule>>,
+    #[serde(default)]
+    exec_granted: Vec<ExecRule>,
+    env: Vec<String>,
+    net: Vec<NetRule>,
+    #[serde(default)]
+    docker: Option<DockerPolicy>,
+    limits: ResolvedLimits,
+}
+
+impl From<StoredPolicy> for EffectivePolicy {
+    fn from(s: StoredPolicy) -> EffectivePolicy {
+        let exec = s.exec.unwrap_or_else(|| {
+            ExecPolicy::compute(
+                s.exec_requested.as_deref(),
+                &s.exec_granted,
+                &mut PolicyReport::default(),
+            )
+        });
+        EffectivePolicy {
+            preopens: s.preopens,
+            exec,
+            env: s.env,
+            net: s.net,
+            docker: s.docker,
+            limits: s.limits,
+        }
+    }
 }
 
 /// How one request fared against the grants.
@@ -169,11 +206,6 @@ impl fmt::Display for PolicyReport {
     }
 }
 
-fn same_program(a: &str, b: &str) -> bool {
-    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
-    a == b || (!a.contains('/') || !b.contains('/')) && base(a) == base(b)
-}
-
 impl EffectivePolicy {
     /// Intersects `manifest`'s requests with `grants`. Without a manifest
     /// (a bare component), the grants are taken as the requests.
@@ -253,56 +285,11 @@ impl EffectivePolicy {
             }
         }
 
-        // Exec rules: a call must match a requested rule and a granted rule.
-        let exec_requested = manifest.map(|m| m.exec.allow.clone());
-        let covered = |r: &ExecRule| {
-            grants
-                .exec
-                .allow
-                .iter()
-                .any(|g| same_program(&g.program, &r.program) && args_cover(&g.args, &r.args))
-        };
-        match &exec_requested {
-            Some(reqs) => {
-                for r in reqs {
-                    let status = if covered(r) {
-                        ReportStatus::Granted
-                    } else if grants
-                        .exec
-                        .allow
-                        .iter()
-                        .any(|g| same_program(&g.program, &r.program))
-                    {
-                        ReportStatus::Narrowed {
-                            reason: "only some argument patterns are granted".into(),
-                        }
-                    } else {
-                        ReportStatus::NotGranted {
-                            hint: format!("--allow-exec {}", shell_words::quote(&r.to_string())),
-                        }
-                    };
-                    report.push("exec", r.to_string(), status);
-                }
-                for g in &grants.exec.allow {
-                    if !reqs.iter().any(|r| same_program(&g.program, &r.program)) {
-                        report.push("exec", g.to_string(), ReportStatus::Unrequested);
-                    }
-                }
-            }
-            None => {
-                for g in &grants.exec.allow {
-                    report.push("exec", g.to_string(), ReportStatus::Granted);
-                }
-            }
-        }
-        for g in &grants.exec.allow {
-            let usable = exec_requested
-                .as_ref()
-                .is_none_or(|reqs| reqs.iter().any(|r| same_program(&g.program, &r.program)));
-            if usable && let Some(w) = super::exec_risk::runs_code_of_choice(g) {
-                report.warnings.push(w);
-            }
-        }
+        let exec = ExecPolicy::compute(
+            manifest.map(|m| m.exec.allow.as_slice()),
+            &grants.exec.allow,
+            &mut report,
+        );
 
         let env = intersect(
             &mut report,
@@ -339,8 +326,7 @@ impl EffectivePolicy {
         (
             EffectivePolicy {
                 preopens,
-                exec_requested,
-                exec_granted: grants.exec.allow.clone(),
+                exec,
                 env,
                 net,
                 docker,
@@ -612,8 +598,30 @@ timeout = "10s"
         };
         let (p, report) = EffectivePolicy::compute(None, &grants);
         assert_eq!(p.env, vec!["A"]);
-        assert!(p.exec_requested.is_none());
+        assert!(p.exec.bare);
         assert_eq!(report.not_granted().count(), 0);
         assert_eq!(p.limits.memory, DEFAULT_MEMORY.bytes());
+    }
+
+    #[test]
+    fn a_policy_stored_with_requests_and_grants_apart_reads_as_one_rule_set() {
+        let (p, _) = EffectivePolicy::compute(Some(&manifest()), &Grants::default());
+        let mut stored = serde_json::to_value(&p).unwrap();
+        let obj = stored.as_object_mut().unwrap();
+        obj.remove("exec");
+        obj.insert(
+            "exec_requested".into(),
+            serde_json::json!([{ "program": "du", "args": ["-k", "."] }]),
+        );
+        obj.insert(
+            "exec_granted".into(),
+            serde_json::json!([{ "program": "du", "args": ["**"] }, { "program": "ls" }]),
+        );
+        let read: EffectivePolicy = serde_json::from_value(stored).unwrap();
+        assert_eq!(read.exec.permits.len(), 1);
+        assert_eq!(read.exec.unrequested.len(), 1);
+        let again: EffectivePolicy =
+            serde_json::from_value(serde_json::to_value(&read).unwrap()).unwrap();
+        assert_eq!(again, read, "the current form reads back as written");
     }
 }

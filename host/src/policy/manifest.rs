@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, DockerRequest, ExecRule, Limits, validate_guest_path};
+use super::{Access, DockerRequest, ExecRequest, Limits, validate_guest_path};
 use crate::error::Error;
 use crate::units::string_enum;
 
@@ -92,15 +92,6 @@ fn default_resume() -> ResumePolicy {
 pub struct FsRequest {
     /// `read` or `read-write`.
     pub access: Access,
-}
-
-/// The `[exec]` table.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecRequest {
-    /// Program and argument patterns the skill wants to run.
-    #[serde(default)]
-    pub allow: Vec<ExecRule>,
 }
 
 /// The `[env]` table.

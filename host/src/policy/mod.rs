@@ -10,7 +10,7 @@
 
 pub mod docker;
 mod effective;
-pub mod exec_risk;
+pub mod exec;
 mod grants;
 mod manifest;
 pub mod pattern;
@@ -26,10 +26,9 @@ pub use docker::{
 pub use effective::{
     EffectivePolicy, NetRule, PolicyReport, Preopen, ReportItem, ReportStatus, ResolvedLimits,
 };
+pub use exec::{ExecPermit, ExecPolicy, ExecRequest, ExecRule};
 pub use grants::{FsGrant, Grants};
-pub use manifest::{
-    EnvRequest, ExecRequest, FsRequest, Manifest, NetRequest, ResumePolicy, SkillInfo,
-};
+pub use manifest::{EnvRequest, FsRequest, Manifest, NetRequest, ResumePolicy, SkillInfo};
 
 use crate::units::{ByteSize, HumanDuration};
 
@@ -49,60 +48,6 @@ impl fmt::Display for Access {
             Access::Read => "read",
             Access::ReadWrite => "read-write",
         })
-    }
-}
-
-/// One exec allow rule: a program and its argument patterns.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecRule {
-    /// A bare name, resolved against the host's fixed search path
-    /// (`/usr/local/bin:/usr/bin:/bin`), or an absolute path.
-    pub program: String,
-    /// One pattern per argument (see [`pattern`]); empty means "no arguments".
-    #[serde(default)]
-    pub args: Vec<String>,
-}
-
-impl ExecRule {
-    /// Parses the CLI form `PROGRAM [ARG-PATTERN…]` (shell-like quoting, no
-    /// shell semantics).
-    pub fn parse_cli(s: &str) -> Result<ExecRule, String> {
-        let words = shell_words::split(s).map_err(|e| format!("--allow-exec {s:?}: {e}"))?;
-        let (program, args) = words
-            .split_first()
-            .ok_or_else(|| "--allow-exec needs a program".to_string())?;
-        let rule = ExecRule {
-            program: program.clone(),
-            args: args.to_vec(),
-        };
-        rule.validate()?;
-        Ok(rule)
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        let p = &self.program;
-        if p.is_empty() || (p.contains('/') && !p.starts_with('/')) {
-            return Err(format!(
-                "program {p:?} must be an absolute path or a bare name"
-            ));
-        }
-        if let Some(i) = self.args.iter().position(|a| a == "**")
-            && i + 1 != self.args.len()
-        {
-            return Err(format!(
-                "program {p:?}: \"**\" may only be the last argument pattern"
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for ExecRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut words = vec![self.program.clone()];
-        words.extend(self.args.iter().cloned());
-        f.write_str(&shell_words::join(words))
     }
 }
 
