@@ -15,14 +15,17 @@
 //! task service ([`crate::tasks`]) sits above it.
 
 mod backend;
+mod machine;
 mod model;
 mod open;
 pub mod outbox;
 mod postgres;
 mod postgres_listen;
 mod postgres_outbox;
+mod postgres_tx;
 mod sqlite;
 mod sqlite_outbox;
+mod sqlite_tx;
 #[doc(hidden)]
 pub mod testing;
 

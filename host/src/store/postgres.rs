@@ -57,10 +57,10 @@ use super::backend::{
     Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
     pending_migrations,
 };
-use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
+use super::machine::{self, Fence, Finish, TASK_COLUMNS, Transaction};
+use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec};
 use super::outbox::{Attempt, Delivery, Verdict};
 use super::sqlite::DEFAULT_MAX_EVENTS;
-use crate::policy::ResumePolicy;
 
 /// (version, name, SQL). Append only: never edit an applied migration.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -580,10 +580,7 @@ async fn migrate(tx: &Tx<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-const TASK_COLUMNS: &str = "id, spec, state, attempt, created_ms, started_ms, ended_ms, owner, lease, \
-     lease_until_ms, cancel_requested, outcome, progress, progress_message, events_dropped";
-
-fn row_to_task(r: &Row) -> Result<Task, StoreError> {
+pub(super) fn row_to_task(r: &Row) -> Result<Task, StoreError> {
     let id: String = r.try_get(0).map_err(pg)?;
     let spec: serde_json::Value = r.try_get(1).map_err(pg)?;
     let state: String = r.try_get(2).map_err(pg)?;
@@ -607,411 +604,6 @@ fn row_to_task(r: &Row) -> Result<Task, StoreError> {
     })
 }
 
-async fn load(tx: &Tx<'_>, id: TaskId) -> Result<Task, StoreError> {
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
-    match tx.opt(&sql, &[&id.to_string()]).await? {
-        Some(r) => row_to_task(&r),
-        None => Err(StoreError::NotFound(id)),
-    }
-}
-
-/// [`load`], locking the row until the transaction ends.
-async fn load_locked(tx: &Tx<'_>, id: TaskId) -> Result<Task, StoreError> {
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 FOR UPDATE");
-    match tx.opt(&sql, &[&id.to_string()]).await? {
-        Some(r) => row_to_task(&r),
-        None => Err(StoreError::NotFound(id)),
-    }
-}
-
-/// What a write on behalf of a claim checks, owned so that the write can
-/// run on the store's runtime.
-struct Fence {
-    id: TaskId,
-    lease: i64,
-    owner: String,
-}
-
-impl Fence {
-    fn of(claim: &Claim) -> Fence {
-        Fence {
-            id: claim.task.id,
-            lease: claim.lease,
-            owner: claim.owner.clone(),
-        }
-    }
-}
-
-/// Checks that `claim` still holds the task's lease, and locks the task
-/// row for the rest of the transaction (no other owner can take it
-/// between the check and the write).
-async fn fence(tx: &Tx<'_>, claim: &Fence) -> Result<(), StoreError> {
-    let held = tx
-        .opt(
-            "SELECT state, lease, owner FROM tasks WHERE id = $1 FOR UPDATE",
-            &[&claim.id.to_string()],
-        )
-        .await?;
-    let Some(r) = held else {
-        return Err(StoreError::NotFound(claim.id));
-    };
-    let (state, lease, owner): (String, i64, Option<String>) = (
-        r.try_get(0).map_err(pg)?,
-        r.try_get(1).map_err(pg)?,
-        r.try_get(2).map_err(pg)?,
-    );
-    if state == TaskState::Running.as_str()
-        && lease == claim.lease
-        && owner.as_deref() == Some(&claim.owner)
-    {
-        Ok(())
-    } else {
-        Err(StoreError::LeaseLost(claim.id))
-    }
-}
-
-/// Appends an event inside `tx`, honouring the bound. The caller holds the
-/// task row's lock (a fence, a claim, a create, or [`load_locked`]), so
-/// seqs are dense.
-async fn append_in(
-    tx: &Tx<'_>,
-    id: TaskId,
-    event: &TaskEvent,
-    max: u64,
-) -> Result<u64, StoreError> {
-    let r = tx
-        .opt(
-            "SELECT event_count, events_dropped FROM tasks WHERE id = $1",
-            &[&id.to_string()],
-        )
-        .await?
-        .ok_or(StoreError::NotFound(id))?;
-    let (count, dropped): (i64, i64) = (r.try_get(0).map_err(pg)?, r.try_get(1).map_err(pg)?);
-    if count as u64 >= max && !event.is_essential() {
-        tx.exec(
-            "UPDATE tasks SET events_dropped = events_dropped + 1 WHERE id = $1",
-            &[&id.to_string()],
-        )
-        .await?;
-        if dropped == 0 {
-            let marker = TaskEvent::Truncated {
-                what: format!(
-                    "the task reached its bound of {max} events; later progress, logs and output are counted, not kept"
-                ),
-            };
-            insert_event(tx, id, count + 1, &marker).await?;
-        }
-        return Ok(0);
-    }
-    // Every stored event, the marker included, is counted: the next seq.
-    let seq = count + 1;
-    insert_event(tx, id, seq, event).await?;
-    // The notifications a state change calls for commit with it.
-    if let TaskEvent::State { from, to, reason } = event {
-        super::postgres_outbox::enqueue(tx, id, seq, *from, *to, reason).await?;
-    }
-    if let TaskEvent::Progress { fraction, message } = event {
-        tx.exec(
-            "UPDATE tasks SET progress = COALESCE($2, progress), progress_message = $3
-                 WHERE id = $1",
-            &[&id.to_string(), &fraction.map(f64::from), message],
-        )
-        .await?;
-    }
-    Ok(seq as u64)
-}
-
-/// Appends `events` in order as [`append_in`] does each, in four
-/// statements whatever their number (a count, one multi-row insert, one
-/// update of the task row; outbox rows for state changes): what a running
-/// task's buffered events cost in one round of the group commit.
-async fn append_batch(
-    tx: &Tx<'_>,
-    id: TaskId,
-    events: &[TaskEvent],
-    max: u64,
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let r = tx
-        .opt(
-            "SELECT event_count, events_dropped FROM tasks WHERE id = $1",
-            &[&id.to_string()],
-        )
-        .await?
-        .ok_or(StoreError::NotFound(id))?;
-    let (mut count, dropped): (i64, i64) = (r.try_get(0).map_err(pg)?, r.try_get(1).map_err(pg)?);
-    let (mut seqs, mut kinds, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
-    let mut states = Vec::new();
-    let mut newly_dropped = 0i64;
-    let (mut fraction, mut message, mut progressed): (Option<f64>, Option<String>, bool) =
-        (None, None, false);
-    let mut keep = |count: &mut i64, e: &TaskEvent| -> Result<i64, StoreError> {
-        *count += 1;
-        seqs.push(*count);
-        kinds.push(e.kind().to_string());
-        bodies.push(serde_json::to_value(e).map_err(backend)?);
-        Ok(*count)
-    };
-    for e in events {
-        if count as u64 >= max && !e.is_essential() {
-            if dropped + newly_dropped == 0 {
-                let marker = TaskEvent::Truncated {
-                    what: format!(
-                        "the task reached its bound of {max} events; later progress, logs and output are counted, not kept"
-                    ),
-                };
-                keep(&mut count, &marker)?;
-            }
-            newly_dropped += 1;
-            continue;
-        }
-        let seq = keep(&mut count, e)?;
-        match e {
-            TaskEvent::State { from, to, reason } => states.push((seq, *from, *to, reason)),
-            TaskEvent::Progress {
-                fraction: f,
-                message: m,
-            } => {
-                fraction = f.map(f64::from).or(fraction);
-                message = Some(m.clone());
-                progressed = true;
-            }
-            _ => {}
-        }
-    }
-    tx.exec(
-        "INSERT INTO events (task_id, seq, at_ms, kind, body)
-         SELECT $1, e.seq, $2, e.kind, e.body
-         FROM unnest($3::bigint[], $4::text[], $5::jsonb[]) AS e(seq, kind, body)",
-        &[&id.to_string(), &now_ms(), &seqs, &kinds, &bodies],
-    )
-    .await?;
-    tx.exec(
-        "UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
-             progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
-             progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END
-         WHERE id = $1",
-        &[
-            &id.to_string(),
-            &count,
-            &newly_dropped,
-            &progressed,
-            &fraction,
-            &message,
-        ],
-    )
-    .await?;
-    // The notifications a state change calls for commit with it.
-    for (seq, from, to, reason) in states {
-        super::postgres_outbox::enqueue(tx, id, seq, from, to, reason).await?;
-    }
-    Ok(())
-}
-
-async fn insert_event(
-    tx: &Tx<'_>,
-    id: TaskId,
-    seq: i64,
-    event: &TaskEvent,
-) -> Result<(), StoreError> {
-    let body = serde_json::to_value(event).map_err(backend)?;
-    tx.exec(
-        "INSERT INTO events (task_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
-        &[&id.to_string(), &seq, &now_ms(), &event.kind(), &body],
-    )
-    .await?;
-    tx.exec(
-        "UPDATE tasks SET event_count = event_count + 1 WHERE id = $1",
-        &[&id.to_string()],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn set_state(
-    tx: &Tx<'_>,
-    task: &Task,
-    to: TaskState,
-    reason: &str,
-    max: u64,
-) -> Result<(), StoreError> {
-    move_state(tx, task.id, task.state, to, reason, max).await
-}
-
-async fn move_state(
-    tx: &Tx<'_>,
-    id: TaskId,
-    from: TaskState,
-    to: TaskState,
-    reason: &str,
-    max: u64,
-) -> Result<(), StoreError> {
-    let ended = to.is_terminal().then(now_ms);
-    tx.exec(
-        "UPDATE tasks SET state = $2, ended_ms = COALESCE($3, ended_ms),
-             owner = CASE WHEN $2 = 'running' THEN owner ELSE NULL END,
-             lease_until_ms = CASE WHEN $2 = 'running' THEN lease_until_ms ELSE NULL END
-         WHERE id = $1",
-        &[&id.to_string(), &to.as_str(), &ended],
-    )
-    .await?;
-    let event = TaskEvent::State {
-        from: Some(from),
-        to,
-        reason: reason.to_string(),
-    };
-    append_in(tx, id, &event, max).await?;
-    Ok(())
-}
-
-/// Claims up to `max` of the oldest runnable tasks inside `tx`, skipping
-/// those another transaction is claiming.
-async fn claim_in(
-    tx: &Tx<'_>,
-    owner: &str,
-    max: usize,
-    lease_for: Duration,
-    max_events: u64,
-) -> Result<Vec<Claim>, StoreError> {
-    if max == 0 {
-        return Ok(Vec::new());
-    }
-    let ids = tx
-        .rows(
-            "SELECT id FROM tasks
-             WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested
-             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            &[&(max as i64)],
-        )
-        .await?;
-    let mut out = Vec::with_capacity(ids.len());
-    for r in ids {
-        let id: String = r.try_get(0).map_err(pg)?;
-        let id: TaskId = id.parse().map_err(StoreError::Backend)?;
-        out.push(claim_id(tx, id, owner, lease_for, max_events).await?);
-    }
-    Ok(out)
-}
-
-/// Stores a new queued task inside `tx`.
-async fn create_in(tx: &Tx<'_>, id: TaskId, spec: TaskSpec, max: u64) -> Result<Task, StoreError> {
-    let created_ms = now_ms();
-    let body = serde_json::to_value(&spec).map_err(backend)?;
-    tx.exec(
-        "INSERT INTO tasks (id, spec, state, created_ms, label, parent_session, resume,
-                            notify, notify_to)
-         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8)",
-        &[
-            &id.to_string(),
-            &body,
-            &created_ms,
-            &spec.label,
-            &spec.parent_session,
-            &spec.resume.as_str(),
-            &spec.notify.as_str(),
-            &spec.notify_to,
-        ],
-    )
-    .await?;
-    let event = TaskEvent::State {
-        from: None,
-        to: TaskState::Queued,
-        reason: "spawned".into(),
-    };
-    append_in(tx, id, &event, max).await?;
-    Ok(Task {
-        id,
-        spec,
-        state: TaskState::Queued,
-        attempt: 0,
-        created_ms,
-        started_ms: None,
-        ended_ms: None,
-        owner: None,
-        lease: 0,
-        lease_until_ms: None,
-        cancel_requested: false,
-        outcome: None,
-        progress: None,
-        progress_message: None,
-        events_dropped: 0,
-    })
-}
-
-/// True when a task is waiting to be claimed (or being claimed).
-async fn any_runnable(tx: &Tx<'_>) -> Result<bool, StoreError> {
-    tx.one(
-        "SELECT EXISTS(SELECT 1 FROM tasks
-                       WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested)",
-        &[],
-    )
-    .await?
-    .try_get(0)
-    .map_err(pg)
-}
-
-/// Claims task `id` (queued or interrupted, its row locked by the caller)
-/// for `owner`.
-async fn claim_id(
-    tx: &Tx<'_>,
-    id: TaskId,
-    owner: &str,
-    lease_for: Duration,
-    max_events: u64,
-) -> Result<Claim, StoreError> {
-    let state: String = tx
-        .one("SELECT state FROM tasks WHERE id = $1", &[&id.to_string()])
-        .await?
-        .try_get(0)
-        .map_err(pg)?;
-    let state: TaskState = state.parse().map_err(StoreError::Backend)?;
-    let now = now_ms();
-    let attempt: i64 = tx
-        .one(
-            "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $2,
-                 owner = $3, lease = lease + 1, lease_until_ms = $4
-             WHERE id = $1 RETURNING attempt",
-            &[
-                &id.to_string(),
-                &now,
-                &owner,
-                &(now + lease_for.as_millis() as i64),
-            ],
-        )
-        .await?
-        .try_get(0)
-        .map_err(pg)?;
-    let reason = if state == TaskState::Interrupted {
-        format!("resumed by {owner} (attempt {attempt})")
-    } else {
-        format!("started by {owner}")
-    };
-    let event = TaskEvent::State {
-        from: Some(state),
-        to: TaskState::Running,
-        reason,
-    };
-    append_in(tx, id, &event, max_events).await?;
-    let task = load(tx, id).await?;
-    Ok(Claim {
-        lease: task.lease,
-        owner: owner.to_string(),
-        task,
-    })
-}
-
-async fn has_checkpoints(tx: &Tx<'_>, id: TaskId) -> Result<bool, StoreError> {
-    tx.one(
-        "SELECT EXISTS(SELECT 1 FROM checkpoints WHERE task_id = $1)",
-        &[&id.to_string()],
-    )
-    .await?
-    .try_get(0)
-    .map_err(pg)
-}
-
 impl TaskStore for PgStore {
     fn task_wake_ups(&self) -> Option<watch::Receiver<u64>> {
         Some(self.subscribe())
@@ -1023,14 +615,7 @@ impl TaskStore for PgStore {
 
     fn create(&self, spec: TaskSpec) -> Result<Task, StoreError> {
         let (id, max) = (TaskId::new(), self.max_events);
-        self.write(move |tx| {
-            async move {
-                let task = create_in(tx, id, spec, max).await?;
-                tx.notify(TASKS_CHANNEL).await?;
-                Ok(task)
-            }
-            .boxed()
-        })
+        self.write(move |tx| machine::spawn(tx, id, spec, max).boxed())
     }
 
     fn create_and_claim(
@@ -1041,24 +626,13 @@ impl TaskStore for PgStore {
     ) -> Result<(Task, Option<Claim>), StoreError> {
         let (id, max, owner) = (TaskId::new(), self.max_events, owner.to_string());
         self.write(move |tx| {
-            async move {
-                // Older tasks go first: then this one only queues.
-                let older = any_runnable(tx).await?;
-                let task = create_in(tx, id, spec, max).await?;
-                if older {
-                    tx.notify(TASKS_CHANNEL).await?;
-                    return Ok((task, None));
-                }
-                // Nobody else sees the row before the commit: no lock needed.
-                let claim = claim_id(tx, id, &owner, lease_for, max).await?;
-                Ok((task, Some(claim)))
-            }
-            .boxed()
+            async move { machine::spawn_and_claim(tx, id, spec, &owner, lease_for, max).await }
+                .boxed()
         })
     }
 
     fn get(&self, id: TaskId) -> Result<Task, StoreError> {
-        self.read(move |tx| load(tx, id).boxed())
+        self.read(move |tx| async move { tx.task(id, false).await }.boxed())
     }
 
     fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
@@ -1095,40 +669,26 @@ impl TaskStore for PgStore {
     fn claim_many(
         &self,
         owner: &str,
-        max: usize,
+        n: usize,
         lease_for: Duration,
     ) -> Result<Vec<Claim>, StoreError> {
-        let (owner, max_events) = (owner.to_string(), self.max_events);
+        let (owner, max) = (owner.to_string(), self.max_events);
         self.write(move |tx| {
-            async move { claim_in(tx, &owner, max, lease_for, max_events).await }.boxed()
+            async move { machine::claim(tx, &owner, n, lease_for, max).await }.boxed()
         })
     }
 
     fn heartbeat(&self, claim: &Claim, lease_for: Duration) -> Result<(), StoreError> {
         let held = Fence::of(claim);
-        self.write(move |tx| {
-            async move {
-                fence(tx, &held).await?;
-                tx.exec(
-                    "UPDATE tasks SET lease_until_ms = $2 WHERE id = $1",
-                    &[
-                        &held.id.to_string(),
-                        &(now_ms() + lease_for.as_millis() as i64),
-                    ],
-                )
-                .await?;
-                Ok(())
-            }
-            .boxed()
-        })
+        self.write(move |tx| async move { machine::heartbeat(tx, &held, lease_for).await }.boxed())
     }
 
     fn append(&self, claim: &Claim, event: TaskEvent) -> Result<u64, StoreError> {
         let (held, max) = (Fence::of(claim), self.max_events);
         self.write(move |tx| {
             async move {
-                fence(tx, &held).await?;
-                append_in(tx, held.id, &event, max).await
+                let seqs = machine::append_held(tx, &held, &[event], max).await?;
+                Ok(seqs.first().copied().unwrap_or(0))
             }
             .boxed()
         })
@@ -1140,11 +700,7 @@ impl TaskStore for PgStore {
         }
         let (held, max, events) = (Fence::of(claim), self.max_events, events.to_vec());
         self.write(move |tx| {
-            async move {
-                fence(tx, &held).await?;
-                append_batch(tx, held.id, &events, max).await
-            }
-            .boxed()
+            async move { machine::append_held(tx, &held, &events, max).await.map(drop) }.boxed()
         })
     }
 
@@ -1152,23 +708,7 @@ impl TaskStore for PgStore {
         let (held, max) = (Fence::of(claim), self.max_events);
         let (key, value) = (key.to_string(), value.to_vec());
         self.write(move |tx| {
-            async move {
-                fence(tx, &held).await?;
-                tx.exec(
-                    "INSERT INTO checkpoints (task_id, key, value, saved_ms) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (task_id, key)
-                     DO UPDATE SET value = excluded.value, saved_ms = excluded.saved_ms",
-                    &[&held.id.to_string(), &key, &value, &now_ms()],
-                )
-                .await?;
-                let event = TaskEvent::Checkpoint {
-                    bytes: value.len(),
-                    key,
-                };
-                append_in(tx, held.id, &event, max).await?;
-                Ok(())
-            }
-            .boxed()
+            async move { machine::save_checkpoint(tx, &held, key, &value, max).await }.boxed()
         })
     }
 
@@ -1195,63 +735,14 @@ impl TaskStore for PgStore {
         end: Ending<'_>,
         next_lease: Option<Duration>,
     ) -> Result<Ended, StoreError> {
-        if !end.state.is_terminal() {
-            return Err(StoreError::Conflict(format!(
-                "{} is not a terminal state",
-                end.state
-            )));
-        }
-        let (held, max) = (Fence::of(claim), self.max_events);
-        let (events, state, outcome, reason, deliver) = (
-            end.events.to_vec(),
-            end.state,
-            end.outcome,
-            end.reason.to_string(),
-            end.deliver,
-        );
-        self.write(move |tx| {
-            async move {
-                fence(tx, &held).await?;
-                append_batch(tx, held.id, &events, max).await?;
-                tx.exec(
-                    "UPDATE tasks SET outcome = $2 WHERE id = $1",
-                    &[&held.id.to_string(), &outcome],
-                )
-                .await?;
-                // The fence showed it running.
-                move_state(tx, held.id, TaskState::Running, state, &reason, max).await?;
-                let task = load(tx, held.id).await?;
-                let deliveries = match deliver {
-                    Some(lease) => {
-                        super::postgres_outbox::lease_task(
-                            tx,
-                            held.id,
-                            &held.owner,
-                            now_ms(),
-                            lease,
-                        )
-                        .await?
-                    }
-                    None => Vec::new(),
-                };
-                let next = match next_lease {
-                    Some(lease) => claim_in(tx, &held.owner, 1, lease, max).await?.pop(),
-                    None => None,
-                };
-                Ok(Ended {
-                    task,
-                    next,
-                    deliveries,
-                })
-            }
-            .boxed()
-        })
+        let (held, max, end) = (Fence::of(claim), self.max_events, Finish::of(end, next_lease)?);
+        self.write(move |tx| async move { machine::finish(tx, &held, end, max).await }.boxed())
     }
 
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
         self.read(move |tx| {
             async move {
-                load(tx, id).await?;
+                tx.task(id, false).await?;
                 let rows = tx
                     .rows(
                         "SELECT seq, at_ms, body FROM events
@@ -1279,105 +770,14 @@ impl TaskStore for PgStore {
     fn request_cancel(&self, id: TaskId, reason: &str) -> Result<Task, StoreError> {
         let (reason, max) = (reason.to_string(), self.max_events);
         self.write(move |tx| {
-            async move {
-                let task = load_locked(tx, id).await?;
-                match task.state {
-                    s if s.is_terminal() => {}
-                    TaskState::Queued | TaskState::Interrupted => {
-                        let outcome = serde_json::json!({"outcome": "cancelled", "reason": reason});
-                        tx.exec(
-                            "UPDATE tasks SET cancel_requested = TRUE, outcome = $2 WHERE id = $1",
-                            &[&id.to_string(), &outcome],
-                        )
-                        .await?;
-                        set_state(tx, &task, TaskState::Cancelled, &reason, max).await?;
-                    }
-                    _ => {
-                        tx.exec(
-                            "UPDATE tasks SET cancel_requested = TRUE WHERE id = $1",
-                            &[&id.to_string()],
-                        )
-                        .await?;
-                    }
-                }
-                load(tx, id).await
-            }
-            .boxed()
+            async move { machine::request_cancel(tx, id, &reason, max).await }.boxed()
         })
     }
 
     fn recover(&self, now_ms: i64, dead_owner: Option<&str>) -> Result<Vec<TaskId>, StoreError> {
         let (dead_owner, max) = (dead_owner.map(str::to_string), self.max_events);
         self.write(move |tx| {
-            async move {
-                // Waits for (rather than skips) a row a live owner is writing:
-                // once its heartbeat commits, the row no longer qualifies.
-                let ids = tx
-                    .rows(
-                        "SELECT id FROM tasks WHERE state = 'running'
-                         AND (lease_until_ms < $1 OR ($2::text IS NOT NULL AND owner = $2))
-                         ORDER BY id FOR UPDATE",
-                        &[&now_ms, &dead_owner],
-                    )
-                    .await?;
-                super::postgres_outbox::release(tx, now_ms, dead_owner.as_deref()).await?;
-                let mut out = Vec::new();
-                let mut runnable = false;
-                for r in ids {
-                    let id: String = r.try_get(0).map_err(pg)?;
-                    let id: TaskId = id.parse().map_err(StoreError::Backend)?;
-                    let task = load(tx, id).await?;
-                    let owner = task.owner.clone().unwrap_or_default();
-                    set_state(
-                        tx,
-                        &task,
-                        TaskState::Interrupted,
-                        &format!("host {owner} stopped while running it"),
-                        max,
-                    )
-                    .await?;
-                    out.push(id);
-                    let task = load(tx, id).await?;
-                    if task.cancel_requested {
-                        set_state(
-                            tx,
-                            &task,
-                            TaskState::Cancelled,
-                            "cancelled while its host was down",
-                            max,
-                        )
-                        .await?;
-                    } else if task.spec.resume == ResumePolicy::Fail
-                        && !has_checkpoints(tx, id).await?
-                    {
-                        let outcome = serde_json::json!({
-                            "outcome": "failed",
-                            "kind": "failed",
-                            "message": "interrupted; the skill has no checkpoints and says a restart is not safe"
-                        });
-                        tx.exec(
-                            "UPDATE tasks SET outcome = $2 WHERE id = $1",
-                            &[&id.to_string(), &outcome],
-                        )
-                        .await?;
-                        set_state(
-                            tx,
-                            &task,
-                            TaskState::Failed,
-                            "interrupted with no checkpoints, and the skill's resume policy is `fail`",
-                            max,
-                        )
-                        .await?;
-                    } else {
-                        runnable = true;
-                    }
-                }
-                if runnable {
-                    tx.notify(TASKS_CHANNEL).await?;
-                }
-                Ok(out)
-            }
-            .boxed()
+            async move { machine::recover(tx, now_ms, dead_owner.as_deref(), max).await }.boxed()
         })
     }
 
@@ -1437,7 +837,7 @@ impl TaskStore for PgStore {
     fn deliveries(&self, id: TaskId) -> Result<Vec<Delivery>, StoreError> {
         self.read(move |tx| {
             async move {
-                load(tx, id).await?;
+                tx.task(id, false).await?;
                 super::postgres_outbox::list(tx, id).await
             }
             .boxed()
@@ -1447,7 +847,7 @@ impl TaskStore for PgStore {
     fn redeliver(&self, id: TaskId) -> Result<usize, StoreError> {
         self.write(move |tx| {
             async move {
-                load(tx, id).await?;
+                tx.task(id, false).await?;
                 super::postgres_outbox::redeliver(tx, id).await
             }
             .boxed()

@@ -30,9 +30,10 @@ use super::backend::{
     Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
     pending_migrations,
 };
-use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
+use super::machine::{self, Fence, Finish, TASK_COLUMNS, run_ready};
+use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec};
 use super::outbox::{Attempt, Delivery, Verdict};
-use crate::policy::ResumePolicy;
+use super::sqlite_tx::SqliteTx;
 
 /// Most events kept per task; past it, non-essential events are dropped and
 /// counted, with one `truncated` marker.
@@ -414,9 +415,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(backend)
 }
 
-const TASK_COLUMNS: &str = "id, spec, state, attempt, created_ms, started_ms, ended_ms, owner, lease, \
-     lease_until_ms, cancel_requested, outcome, progress, progress_message, events_dropped";
-
 fn row_to_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Task, StoreError>> {
     let id: String = r.get(0)?;
     let spec: String = r.get(1)?;
@@ -449,7 +447,7 @@ fn row_to_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Task, StoreErro
     Ok(parsed)
 }
 
-fn load(tx: &Connection, id: TaskId) -> Result<Task, StoreError> {
+pub(super) fn load(tx: &Connection, id: TaskId) -> Result<Task, StoreError> {
     tx.row(
         &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
         params![id.to_string()],
@@ -460,311 +458,10 @@ fn load(tx: &Connection, id: TaskId) -> Result<Task, StoreError> {
     .ok_or(StoreError::NotFound(id))?
 }
 
-/// What a write on behalf of a claim checks, owned so that the write can
-/// run on the store's writer thread.
-struct Fence {
-    id: TaskId,
-    lease: i64,
-    owner: String,
-}
-
-impl Fence {
-    fn of(claim: &Claim) -> Fence {
-        Fence {
-            id: claim.task.id,
-            lease: claim.lease,
-            owner: claim.owner.clone(),
-        }
-    }
-}
-
-/// Checks that `claim` still holds the task's lease.
-fn fence(tx: &Connection, claim: &Fence) -> Result<(), StoreError> {
-    let held: Option<(String, i64, Option<String>)> = tx
-        .row(
-            "SELECT state, lease, owner FROM tasks WHERE id = ?1",
-            params![claim.id.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()
-        .map_err(backend)?;
-    match held {
-        Some((state, lease, owner))
-            if state == TaskState::Running.as_str()
-                && lease == claim.lease
-                && owner.as_deref() == Some(&claim.owner) =>
-        {
-            Ok(())
-        }
-        Some(_) => Err(StoreError::LeaseLost(claim.id)),
-        None => Err(StoreError::NotFound(claim.id)),
-    }
-}
-
-/// Appends an event inside `tx`, honouring the bound.
-fn append_in(tx: &Connection, id: TaskId, event: &TaskEvent, max: u64) -> Result<u64, StoreError> {
-    let (count, dropped): (i64, i64) = tx
-        .row(
-            "SELECT event_count, events_dropped FROM tasks WHERE id = ?1",
-            params![id.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(backend)?
-        .ok_or(StoreError::NotFound(id))?;
-    if count as u64 >= max && !event.is_essential() {
-        tx.exec(
-            "UPDATE tasks SET events_dropped = events_dropped + 1 WHERE id = ?1",
-            params![id.to_string()],
-        )
-        .map_err(backend)?;
-        if dropped == 0 {
-            let marker = TaskEvent::Truncated {
-                what: format!(
-                    "the task reached its bound of {max} events; later progress, logs and output are counted, not kept"
-                ),
-            };
-            insert_event(tx, id, count + 1, &marker)?;
-        }
-        return Ok(0);
-    }
-    // Every stored event, the marker included, is counted: the next seq.
-    let seq = count + 1;
-    insert_event(tx, id, seq, event)?;
-    // The notifications a state change calls for commit with it.
-    if let TaskEvent::State { from, to, reason } = event {
-        super::sqlite_outbox::enqueue(tx, id, seq, *from, *to, reason)?;
-    }
-    if let TaskEvent::Progress { fraction, message } = event {
-        tx.exec(
-            "UPDATE tasks SET progress = COALESCE(?2, progress), progress_message = ?3 WHERE id = ?1",
-            params![id.to_string(), fraction.map(f64::from), message],
-        )
-        .map_err(backend)?;
-    }
-    Ok(seq as u64)
-}
-
-fn insert_event(
-    tx: &Connection,
-    id: TaskId,
-    seq: i64,
-    event: &TaskEvent,
-) -> Result<(), StoreError> {
-    let body = serde_json::to_string(event).map_err(backend)?;
-    tx.exec(
-        "INSERT INTO events (task_id, seq, at_ms, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id.to_string(), seq, now_ms(), event.kind(), body],
-    )
-    .map_err(backend)?;
-    tx.exec(
-        "UPDATE tasks SET event_count = event_count + 1 WHERE id = ?1",
-        params![id.to_string()],
-    )
-    .map_err(backend)?;
-    Ok(())
-}
-
-fn set_state(
-    tx: &Connection,
-    task: &Task,
-    to: TaskState,
-    reason: &str,
-    max: u64,
-) -> Result<(), StoreError> {
-    move_state(tx, task.id, task.state, to, reason, max)
-}
-
-fn move_state(
-    tx: &Connection,
-    id: TaskId,
-    from: TaskState,
-    to: TaskState,
-    reason: &str,
-    max: u64,
-) -> Result<(), StoreError> {
-    let ended = to.is_terminal().then(now_ms);
-    tx.exec(
-        "UPDATE tasks SET state = ?2, ended_ms = COALESCE(?3, ended_ms),
-             owner = CASE WHEN ?2 = 'running' THEN owner ELSE NULL END,
-             lease_until_ms = CASE WHEN ?2 = 'running' THEN lease_until_ms ELSE NULL END
-         WHERE id = ?1",
-        params![id.to_string(), to.as_str(), ended],
-    )
-    .map_err(backend)?;
-    append_in(
-        tx,
-        id,
-        &TaskEvent::State {
-            from: Some(from),
-            to,
-            reason: reason.to_string(),
-        },
-        max,
-    )?;
-    Ok(())
-}
-
-/// Claims the oldest runnable task inside `tx`.
-fn claim_in(
-    tx: &Connection,
-    owner: &str,
-    lease_for: Duration,
-    max_events: u64,
-) -> Result<Option<Claim>, StoreError> {
-    // One index range per state: `state IN (…) ORDER BY id` sorted every
-    // runnable task on each claim.
-    let oldest = |state: &str| -> Result<Option<String>, StoreError> {
-        tx.row(
-            "SELECT id FROM tasks WHERE state = ?1 AND cancel_requested = 0 ORDER BY id LIMIT 1",
-            params![state],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(backend)
-    };
-    let id = match (oldest("queued")?, oldest("interrupted")?) {
-        (Some(q), Some(i)) => Some(q.min(i)),
-        (q, i) => q.or(i),
-    };
-    let Some(id) = id else { return Ok(None) };
-    let id: TaskId = id.parse().map_err(StoreError::Backend)?;
-    claim_id(tx, id, owner, lease_for, max_events).map(Some)
-}
-
-/// Stores a new queued task inside `tx`.
-fn create_in(
-    tx: &Connection,
-    id: TaskId,
-    spec: TaskSpec,
-    body: String,
-    max: u64,
-) -> Result<Task, StoreError> {
-    let created_ms = now_ms();
-    tx.exec(
-        "INSERT INTO tasks (id, spec, state, created_ms, label, parent_session, resume,
-                            notify, notify_to)
-         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            id.to_string(),
-            body,
-            created_ms,
-            spec.label,
-            spec.parent_session,
-            spec.resume.as_str(),
-            spec.notify.as_str(),
-            serde_json::to_string(&spec.notify_to).map_err(backend)?
-        ],
-    )
-    .map_err(backend)?;
-    append_in(
-        tx,
-        id,
-        &TaskEvent::State {
-            from: None,
-            to: TaskState::Queued,
-            reason: "spawned".into(),
-        },
-        max,
-    )?;
-    Ok(Task {
-        id,
-        spec,
-        state: TaskState::Queued,
-        attempt: 0,
-        created_ms,
-        started_ms: None,
-        ended_ms: None,
-        owner: None,
-        lease: 0,
-        lease_until_ms: None,
-        cancel_requested: false,
-        outcome: None,
-        progress: None,
-        progress_message: None,
-        events_dropped: 0,
-    })
-}
-
-/// True when a task is waiting to be claimed.
-fn any_runnable(tx: &Connection) -> Result<bool, StoreError> {
-    tx.row(
-        "SELECT EXISTS(SELECT 1 FROM tasks WHERE state IN ('queued', 'interrupted') AND cancel_requested = 0)",
-        [],
-        |r| r.get(0),
-    )
-    .map_err(backend)
-}
-
-/// Claims task `id` (queued or interrupted) for `owner`.
-fn claim_id(
-    tx: &Connection,
-    id: TaskId,
-    owner: &str,
-    lease_for: Duration,
-    max_events: u64,
-) -> Result<Claim, StoreError> {
-    let (state, attempt): (String, i64) = tx
-        .row(
-            "SELECT state, attempt FROM tasks WHERE id = ?1",
-            params![id.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(backend)?;
-    let state: TaskState = state.parse().map_err(StoreError::Backend)?;
-    let now = now_ms();
-    tx.exec(
-        "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = ?2,
-             owner = ?3, lease = lease + 1, lease_until_ms = ?4
-         WHERE id = ?1",
-        params![
-            id.to_string(),
-            now,
-            owner,
-            now + lease_for.as_millis() as i64
-        ],
-    )
-    .map_err(backend)?;
-    let reason = if state == TaskState::Interrupted {
-        format!("resumed by {owner} (attempt {})", attempt + 1)
-    } else {
-        format!("started by {owner}")
-    };
-    append_in(
-        tx,
-        id,
-        &TaskEvent::State {
-            from: Some(state),
-            to: TaskState::Running,
-            reason,
-        },
-        max_events,
-    )?;
-    let task = load(tx, id)?;
-    Ok(Claim {
-        lease: task.lease,
-        owner: owner.to_string(),
-        task,
-    })
-}
-
-fn has_checkpoints(tx: &Connection, id: TaskId) -> Result<bool, StoreError> {
-    tx.row(
-        "SELECT EXISTS(SELECT 1 FROM checkpoints WHERE task_id = ?1)",
-        params![id.to_string()],
-        |r| r.get(0),
-    )
-    .map_err(backend)
-}
-
 impl TaskStore for SqliteStore {
     fn create(&self, spec: TaskSpec) -> Result<Task, StoreError> {
-        let (id, body, max) = (
-            TaskId::new(),
-            serde_json::to_string(&spec).map_err(backend)?,
-            self.max_events,
-        );
-        self.write(move |tx| create_in(tx, id, spec, body, max))
+        let (id, max) = (TaskId::new(), self.max_events);
+        self.write(move |tx| run_ready(machine::spawn(&SqliteTx(tx), id, spec, max)))
     }
 
     fn create_and_claim(
@@ -773,21 +470,10 @@ impl TaskStore for SqliteStore {
         owner: &str,
         lease_for: Duration,
     ) -> Result<(Task, Option<Claim>), StoreError> {
-        let (id, body, max) = (
-            TaskId::new(),
-            serde_json::to_string(&spec).map_err(backend)?,
-            self.max_events,
-        );
-        let owner = owner.to_string();
+        let (id, max, owner) = (TaskId::new(), self.max_events, owner.to_string());
         self.write(move |tx| {
-            // Older tasks go first: then this one only queues.
-            let older = any_runnable(tx)?;
-            let task = create_in(tx, id, spec, body, max)?;
-            if older {
-                return Ok((task, None));
-            }
-            let claim = claim_id(tx, id, &owner, lease_for, max)?;
-            Ok((task, Some(claim)))
+            let tx = SqliteTx(tx);
+            run_ready(machine::spawn_and_claim(&tx, id, spec, &owner, lease_for, max))
         })
     }
 
@@ -820,47 +506,29 @@ impl TaskStore for SqliteStore {
     }
 
     fn claim(&self, owner: &str, lease_for: Duration) -> Result<Option<Claim>, StoreError> {
-        let (owner, max) = (owner.to_string(), self.max_events);
-        self.write(move |tx| claim_in(tx, &owner, lease_for, max))
+        Ok(self.claim_many(owner, 1, lease_for)?.pop())
     }
 
     fn claim_many(
         &self,
         owner: &str,
-        max: usize,
+        n: usize,
         lease_for: Duration,
     ) -> Result<Vec<Claim>, StoreError> {
-        let (owner, max_events) = (owner.to_string(), self.max_events);
-        self.write(move |tx| {
-            let mut out = Vec::new();
-            while out.len() < max {
-                match claim_in(tx, &owner, lease_for, max_events)? {
-                    Some(c) => out.push(c),
-                    None => break,
-                }
-            }
-            Ok(out)
-        })
+        let (owner, max) = (owner.to_string(), self.max_events);
+        self.write(move |tx| run_ready(machine::claim(&SqliteTx(tx), &owner, n, lease_for, max)))
     }
 
     fn heartbeat(&self, claim: &Claim, lease_for: Duration) -> Result<(), StoreError> {
         let held = Fence::of(claim);
-        self.write(move |tx| {
-            fence(tx, &held)?;
-            tx.exec(
-                "UPDATE tasks SET lease_until_ms = ?2 WHERE id = ?1",
-                params![held.id.to_string(), now_ms() + lease_for.as_millis() as i64],
-            )
-            .map_err(backend)?;
-            Ok(())
-        })
+        self.write(move |tx| run_ready(machine::heartbeat(&SqliteTx(tx), &held, lease_for)))
     }
 
     fn append(&self, claim: &Claim, event: TaskEvent) -> Result<u64, StoreError> {
         let (held, max) = (Fence::of(claim), self.max_events);
         self.write(move |tx| {
-            fence(tx, &held)?;
-            append_in(tx, held.id, &event, max)
+            let seqs = run_ready(machine::append_held(&SqliteTx(tx), &held, &[event], max))?;
+            Ok(seqs.first().copied().unwrap_or(0))
         })
     }
 
@@ -870,11 +538,7 @@ impl TaskStore for SqliteStore {
         }
         let (held, max, events) = (Fence::of(claim), self.max_events, events.to_vec());
         self.write(move |tx| {
-            fence(tx, &held)?;
-            for e in &events {
-                append_in(tx, held.id, e, max)?;
-            }
-            Ok(())
+            run_ready(machine::append_held(&SqliteTx(tx), &held, &events, max)).map(drop)
         })
     }
 
@@ -882,23 +546,8 @@ impl TaskStore for SqliteStore {
         let (held, max) = (Fence::of(claim), self.max_events);
         let (key, value) = (key.to_string(), value.to_vec());
         self.write(move |tx| {
-            fence(tx, &held)?;
-            tx.exec(
-                "INSERT INTO checkpoints (task_id, key, value, saved_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (task_id, key) DO UPDATE SET value = excluded.value, saved_ms = excluded.saved_ms",
-                params![held.id.to_string(), key, value, now_ms()],
-            )
-            .map_err(backend)?;
-            append_in(
-                tx,
-                held.id,
-                &TaskEvent::Checkpoint {
-                    bytes: value.len(),
-                    key,
-                },
-                max,
-            )?;
-            Ok(())
+            let tx = SqliteTx(tx);
+            run_ready(machine::save_checkpoint(&tx, &held, key, &value, max))
         })
     }
 
@@ -919,49 +568,8 @@ impl TaskStore for SqliteStore {
         end: Ending<'_>,
         next_lease: Option<Duration>,
     ) -> Result<Ended, StoreError> {
-        if !end.state.is_terminal() {
-            return Err(StoreError::Conflict(format!(
-                "{} is not a terminal state",
-                end.state
-            )));
-        }
-        let (held, max) = (Fence::of(claim), self.max_events);
-        let (events, state, outcome, reason, deliver) = (
-            end.events.to_vec(),
-            end.state,
-            end.outcome.to_string(),
-            end.reason.to_string(),
-            end.deliver,
-        );
-        self.write(move |tx| {
-            fence(tx, &held)?;
-            for e in &events {
-                append_in(tx, held.id, e, max)?;
-            }
-            tx.exec(
-                "UPDATE tasks SET outcome = ?2 WHERE id = ?1",
-                params![held.id.to_string(), outcome],
-            )
-            .map_err(backend)?;
-            // The fence showed it running.
-            move_state(tx, held.id, TaskState::Running, state, &reason, max)?;
-            let task = load(tx, held.id)?;
-            let deliveries = match deliver {
-                Some(lease) => {
-                    super::sqlite_outbox::lease_task(tx, held.id, &held.owner, now_ms(), lease)?
-                }
-                None => Vec::new(),
-            };
-            let next = match next_lease {
-                Some(lease) => claim_in(tx, &held.owner, lease, max)?,
-                None => None,
-            };
-            Ok(Ended {
-                task,
-                next,
-                deliveries,
-            })
-        })
+        let (held, max, end) = (Fence::of(claim), self.max_events, Finish::of(end, next_lease)?);
+        self.write(move |tx| run_ready(machine::finish(&SqliteTx(tx), &held, end, max)))
     }
 
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
@@ -993,76 +601,14 @@ impl TaskStore for SqliteStore {
 
     fn request_cancel(&self, id: TaskId, reason: &str) -> Result<Task, StoreError> {
         let (reason, max) = (reason.to_string(), self.max_events);
-        self.write(move |tx| {
-            let task = load(tx, id)?;
-            match task.state {
-                s if s.is_terminal() => {}
-                TaskState::Queued | TaskState::Interrupted => {
-                    tx.exec(
-                        "UPDATE tasks SET cancel_requested = 1, outcome = ?2 WHERE id = ?1",
-                        params![
-                            id.to_string(),
-                            serde_json::json!({"outcome": "cancelled", "reason": reason})
-                                .to_string()
-                        ],
-                    )
-                    .map_err(backend)?;
-                    set_state(tx, &task, TaskState::Cancelled, &reason, max)?;
-                }
-                _ => {
-                    tx.exec(
-                        "UPDATE tasks SET cancel_requested = 1 WHERE id = ?1",
-                        params![id.to_string()],
-                    )
-                    .map_err(backend)?;
-                }
-            }
-            load(tx, id)
-        })
+        self.write(move |tx| run_ready(machine::request_cancel(&SqliteTx(tx), id, &reason, max)))
     }
 
     fn recover(&self, now_ms: i64, dead_owner: Option<&str>) -> Result<Vec<TaskId>, StoreError> {
         let (dead_owner, max) = (dead_owner.map(str::to_string), self.max_events);
         self.write(move |tx| {
-            let ids: Vec<String> = {
-                let mut st = tx
-                    .prepare_cached(
-                        "SELECT id FROM tasks WHERE state = 'running'
-                         AND (lease_until_ms < ?1 OR (?2 IS NOT NULL AND owner = ?2)) ORDER BY id",
-                    )
-                    .map_err(backend)?;
-                st.query_map(params![now_ms, dead_owner], |r| r.get(0))
-                    .map_err(backend)?
-                    .collect::<Result<_, _>>()
-                    .map_err(backend)?
-            };
-            super::sqlite_outbox::release(tx, now_ms, dead_owner.as_deref())?;
-            let mut out = Vec::new();
-            for id in ids {
-                let id: TaskId = id.parse().map_err(StoreError::Backend)?;
-                let task = load(tx, id)?;
-                let owner = task.owner.clone().unwrap_or_default();
-                set_state(tx, &task, TaskState::Interrupted, &format!("host {owner} stopped while running it"), max)?;
-                out.push(id);
-                let task = load(tx, id)?;
-                if task.cancel_requested {
-                    set_state(tx, &task, TaskState::Cancelled, "cancelled while its host was down", max)?;
-                } else if task.spec.resume == ResumePolicy::Fail && !has_checkpoints(tx, id)? {
-                    tx.exec(
-                        "UPDATE tasks SET outcome = ?2 WHERE id = ?1",
-                        params![id.to_string(), serde_json::json!({"outcome": "failed", "kind": "failed", "message": "interrupted; the skill has no checkpoints and says a restart is not safe"}).to_string()],
-                    )
-                    .map_err(backend)?;
-                    set_state(
-                        tx,
-                        &task,
-                        TaskState::Failed,
-                        "interrupted with no checkpoints, and the skill's resume policy is `fail`",
-                        max,
-                    )?;
-                }
-            }
-            Ok(out)
+            let tx = SqliteTx(tx);
+            run_ready(machine::recover(&tx, now_ms, dead_owner.as_deref(), max))
         })
     }
 

@@ -1,0 +1,619 @@
+//! The task state machine, once for every backend: the rules of create,
+//! claim, events and their bound, checkpoints, finish, cancel and
+//! recovery, the reasons their state events give, and the `Task` values
+//! they return.
+//!
+//! A backend supplies one [`Transaction`]: its SQL dialect and client, row
+//! by row. Every function here runs inside one transaction of the caller;
+//! the backend commits it. The SQLite backend's transactions never wait
+//! (its futures are ready at once, so it drives them on its writer thread
+//! with a trivial executor); PostgreSQL's do.
+
+use std::time::Duration;
+
+use super::backend::{Claim, Ended, StoreError, now_ms};
+use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
+use super::outbox::Delivery;
+use crate::policy::ResumePolicy;
+
+/// The columns of a task row, in the order backends read them.
+pub(super) const TASK_COLUMNS: &str = "id, spec, state, attempt, created_ms, started_ms, ended_ms, owner, lease, \
+     lease_until_ms, cancel_requested, outcome, progress, progress_message, events_dropped";
+
+/// A task row as a lease check sees it: state, lease generation, owner.
+pub(super) type Holder = (TaskState, i64, Option<String>);
+
+/// One transaction of a backend: the operations the state machine needs,
+/// each one statement or a few. Row locks are the backend's business
+/// (PostgreSQL takes them where noted; SQLite has one writer).
+pub(super) trait Transaction {
+    /// The task; with `lock`, its row is locked until the transaction ends.
+    async fn task(&self, id: TaskId, lock: bool) -> Result<Task, StoreError>;
+    /// The task's state, lease and owner, its row locked until the
+    /// transaction ends; `None` if there is no such task.
+    async fn holder(&self, id: TaskId) -> Result<Option<Holder>, StoreError>;
+    /// How many events the task has stored and dropped; `None` if there is
+    /// no such task.
+    async fn event_count(&self, id: TaskId) -> Result<Option<(i64, i64)>, StoreError>;
+    /// Inserts events with their seqs, all stamped `at_ms`.
+    async fn insert_events(
+        &self,
+        id: TaskId,
+        at_ms: i64,
+        events: &[(i64, &TaskEvent)],
+    ) -> Result<(), StoreError>;
+    /// Records the task's event count and newly dropped events, and its
+    /// latest progress (fraction kept when `None`).
+    async fn counted(
+        &self,
+        id: TaskId,
+        count: i64,
+        newly_dropped: i64,
+        progress: Option<(Option<f32>, &str)>,
+    ) -> Result<(), StoreError>;
+    /// Queues the notifications of state change `seq` (one per sink the
+    /// task's notify mode calls for).
+    async fn enqueue(
+        &self,
+        id: TaskId,
+        seq: i64,
+        from: Option<TaskState>,
+        to: TaskState,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+    /// Sets the state; a state other than `running` clears owner and lease
+    /// expiry; `ended_ms` is set when given.
+    async fn set_state(
+        &self,
+        id: TaskId,
+        to: TaskState,
+        ended_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// Inserts a new `queued` task.
+    async fn insert_task(
+        &self,
+        id: TaskId,
+        spec: &TaskSpec,
+        created_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Makes the task `running` for `owner`: attempt + 1, a new lease
+    /// generation, started now; returns the state it left and its new
+    /// attempt.
+    async fn start(
+        &self,
+        id: TaskId,
+        now: i64,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> Result<(TaskState, i64), StoreError>;
+    /// Sets the task's outcome.
+    async fn set_outcome(&self, id: TaskId, outcome: &serde_json::Value) -> Result<(), StoreError>;
+    /// Flags the task for cancellation, with its outcome when given.
+    async fn flag_cancel(
+        &self,
+        id: TaskId,
+        outcome: Option<&serde_json::Value>,
+    ) -> Result<(), StoreError>;
+    /// Whether the task saved any checkpoint.
+    async fn has_checkpoints(&self, id: TaskId) -> Result<bool, StoreError>;
+    /// Saves (or replaces) a checkpoint.
+    async fn put_checkpoint(
+        &self,
+        id: TaskId,
+        key: &str,
+        value: &[u8],
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Extends the lease to `until_ms`.
+    async fn extend_lease(&self, id: TaskId, until_ms: i64) -> Result<(), StoreError>;
+    /// Up to `max` of the oldest runnable tasks (queued, or interrupted;
+    /// not flagged for cancellation), oldest first, skipping those another
+    /// transaction is claiming.
+    async fn runnable(&self, max: usize) -> Result<Vec<TaskId>, StoreError>;
+    /// Whether any task is runnable.
+    async fn any_runnable(&self) -> Result<bool, StoreError>;
+    /// The running tasks whose lease expired before `now`, or whose owner
+    /// is `dead_owner`, oldest first, their rows locked.
+    async fn orphans(&self, now: i64, dead_owner: Option<&str>)
+    -> Result<Vec<TaskId>, StoreError>;
+    /// Releases the notifications leased by owners that are gone.
+    async fn release_deliveries(&self, now: i64, dead_owner: Option<&str>)
+    -> Result<(), StoreError>;
+    /// Leases the task's due notifications (the first of each sink) to
+    /// `owner` and returns them.
+    async fn lease_deliveries(
+        &self,
+        id: TaskId,
+        owner: &str,
+        now: i64,
+        lease_for: Duration,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Tells other hosts sharing the store, once the transaction commits,
+    /// that a task may be runnable.
+    async fn wake_workers(&self) -> Result<(), StoreError>;
+}
+
+/// What a write on behalf of a claim checks, owned so that the write can
+/// run wherever the backend runs it.
+#[derive(Clone, Debug)]
+pub(super) struct Fence {
+    pub(super) id: TaskId,
+    lease: i64,
+    pub(super) owner: String,
+}
+
+impl Fence {
+    pub(super) fn of(claim: &Claim) -> Fence {
+        Fence {
+            id: claim.task.id,
+            lease: claim.lease,
+            owner: claim.owner.clone(),
+        }
+    }
+}
+
+/// Checks that the claim still holds the task's lease (and locks its row
+/// for the rest of the transaction where the backend locks rows).
+pub(super) async fn fence<T: Transaction>(tx: &T, held: &Fence) -> Result<(), StoreError> {
+    match tx.holder(held.id).await? {
+        Some((TaskState::Running, lease, Some(owner)))
+            if lease == held.lease && owner == held.owner =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(StoreError::LeaseLost(held.id)),
+        None => Err(StoreError::NotFound(held.id)),
+    }
+}
+
+/// The events a batch stores, and what it changes on the task row.
+struct Batch<'e> {
+    rows: Vec<(i64, &'e TaskEvent)>,
+    /// The seq of each given event; 0 for one dropped at the bound.
+    seqs: Vec<u64>,
+    count: i64,
+    newly_dropped: i64,
+    progress: Option<(Option<f32>, &'e str)>,
+    states: Vec<(i64, Option<TaskState>, TaskState, &'e str)>,
+}
+
+/// Lays out `events` after the task's `count` stored events: past `max`,
+/// events that are not essential are counted, not kept, and the first one
+/// dropped leaves a marker. Every stored event, the marker included, takes
+/// the next seq.
+fn lay_out<'e>(
+    events: &'e [TaskEvent],
+    marker: &'e TaskEvent,
+    (mut count, dropped): (i64, i64),
+    max: u64,
+) -> Batch<'e> {
+    let mut b = Batch {
+        rows: Vec::new(),
+        seqs: Vec::new(),
+        count,
+        newly_dropped: 0,
+        progress: None,
+        states: Vec::new(),
+    };
+    for e in events {
+        if count as u64 >= max && !e.is_essential() {
+            if dropped + b.newly_dropped == 0 {
+                count += 1;
+                b.rows.push((count, marker));
+            }
+            b.newly_dropped += 1;
+            b.seqs.push(0);
+            continue;
+        }
+        count += 1;
+        b.rows.push((count, e));
+        b.seqs.push(count as u64);
+        match e {
+            TaskEvent::State { from, to, reason } => b.states.push((count, *from, *to, reason)),
+            TaskEvent::Progress { fraction, message } => {
+                let kept = b.progress.and_then(|(f, _)| f);
+                b.progress = Some((fraction.or(kept), message));
+            }
+            _ => {}
+        }
+    }
+    b.count = count;
+    b
+}
+
+/// Appends events in order, honouring the task's bound of `max` events;
+/// returns each one's seq (0 when it was dropped). The caller holds the
+/// task row (a fence, a claim, a create or a locked load), so seqs are
+/// dense. A state change's notifications commit with it.
+pub(super) async fn append<T: Transaction>(
+    tx: &T,
+    id: TaskId,
+    events: &[TaskEvent],
+    max: u64,
+) -> Result<Vec<u64>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stored = tx.event_count(id).await?.ok_or(StoreError::NotFound(id))?;
+    let marker = TaskEvent::Truncated {
+        what: format!(
+            "the task reached its bound of {max} events; later progress, logs and output are counted, not kept"
+        ),
+    };
+    let b = lay_out(events, &marker, stored, max);
+    if !b.rows.is_empty() {
+        tx.insert_events(id, now_ms(), &b.rows).await?;
+    }
+    tx.counted(id, b.count, b.newly_dropped, b.progress).await?;
+    for (seq, from, to, reason) in b.states {
+        tx.enqueue(id, seq, from, to, reason).await?;
+    }
+    Ok(b.seqs)
+}
+
+/// Moves the task from `from` to `to` and records why.
+pub(super) async fn move_state<T: Transaction>(
+    tx: &T,
+    id: TaskId,
+    from: TaskState,
+    to: TaskState,
+    reason: &str,
+    max: u64,
+) -> Result<(), StoreError> {
+    tx.set_state(id, to, to.is_terminal().then(now_ms)).await?;
+    let event = TaskEvent::State {
+        from: Some(from),
+        to,
+        reason: reason.to_string(),
+    };
+    append(tx, id, std::slice::from_ref(&event), max).await?;
+    Ok(())
+}
+
+/// Stores a new queued task.
+pub(super) async fn create<T: Transaction>(
+    tx: &T,
+    id: TaskId,
+    spec: TaskSpec,
+    max: u64,
+) -> Result<Task, StoreError> {
+    let created_ms = now_ms();
+    tx.insert_task(id, &spec, created_ms).await?;
+    let event = TaskEvent::State {
+        from: None,
+        to: TaskState::Queued,
+        reason: "spawned".into(),
+    };
+    append(tx, id, std::slice::from_ref(&event), max).await?;
+    Ok(Task {
+        id,
+        spec,
+        state: TaskState::Queued,
+        attempt: 0,
+        created_ms,
+        started_ms: None,
+        ended_ms: None,
+        owner: None,
+        lease: 0,
+        lease_until_ms: None,
+        cancel_requested: false,
+        outcome: None,
+        progress: None,
+        progress_message: None,
+        events_dropped: 0,
+    })
+}
+
+/// Stores a new task and wakes the workers.
+pub(super) async fn spawn<T: Transaction>(
+    tx: &T,
+    id: TaskId,
+    spec: TaskSpec,
+    max: u64,
+) -> Result<Task, StoreError> {
+    let task = create(tx, id, spec, max).await?;
+    tx.wake_workers().await?;
+    Ok(task)
+}
+
+/// Stores a new task and, when no older task is waiting, claims it for
+/// `owner` at once.
+pub(super) async fn spawn_and_claim<T: Transaction>(
+    tx: &T,
+    id: TaskId,
+    spec: TaskSpec,
+    owner: &str,
+    lease_for: Duration,
+    max: u64,
+) -> Result<(Task, Option<Claim>), StoreError> {
+    // Older tasks go first: then this one only queues.
+    let older = tx.any_runnable().await?;
+    let task = create(tx, id, spec, max).await?;
+    if older {
+        tx.wake_workers().await?;
+        return Ok((task, None));
+    }
+    // Nobody else sees the row before the commit.
+    let claim = claim_task(tx, id, owner, lease_for, max).await?;
+    Ok((task, Some(claim)))
+}
+
+/// Claims task `id` (queued or interrupted, its row held by the caller)
+/// for `owner`.
+pub(super) async fn claim_task<T: Transaction>(
+    tx: &T,
+    id: TaskId,
+    owner: &str,
+    lease_for: Duration,
+    max: u64,
+) -> Result<Claim, StoreError> {
+    let now = now_ms();
+    let until = now + lease_for.as_millis() as i64;
+    let (from, attempt) = tx.start(id, now, owner, until).await?;
+    let reason = if from == TaskState::Interrupted {
+        format!("resumed by {owner} (attempt {attempt})")
+    } else {
+        format!("started by {owner}")
+    };
+    let event = TaskEvent::State {
+        from: Some(from),
+        to: TaskState::Running,
+        reason,
+    };
+    append(tx, id, std::slice::from_ref(&event), max).await?;
+    let task = tx.task(id, false).await?;
+    Ok(Claim {
+        lease: task.lease,
+        owner: owner.to_string(),
+        task,
+    })
+}
+
+/// Claims up to `n` of the oldest runnable tasks for `owner`.
+pub(super) async fn claim<T: Transaction>(
+    tx: &T,
+    owner: &str,
+    n: usize,
+    lease_for: Duration,
+    max: u64,
+) -> Result<Vec<Claim>, StoreError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for id in tx.runnable(n).await? {
+        out.push(claim_task(tx, id, owner, lease_for, max).await?);
+    }
+    Ok(out)
+}
+
+/// Renews the claim's lease until `lease_for` from now.
+pub(super) async fn heartbeat<T: Transaction>(
+    tx: &T,
+    held: &Fence,
+    lease_for: Duration,
+) -> Result<(), StoreError> {
+    fence(tx, held).await?;
+    tx.extend_lease(held.id, now_ms() + lease_for.as_millis() as i64)
+        .await
+}
+
+/// Appends events on behalf of a claim; returns their seqs.
+pub(super) async fn append_held<T: Transaction>(
+    tx: &T,
+    held: &Fence,
+    events: &[TaskEvent],
+    max: u64,
+) -> Result<Vec<u64>, StoreError> {
+    fence(tx, held).await?;
+    append(tx, held.id, events, max).await
+}
+
+/// Saves a checkpoint on behalf of a claim, with its event.
+pub(super) async fn save_checkpoint<T: Transaction>(
+    tx: &T,
+    held: &Fence,
+    key: String,
+    value: &[u8],
+    max: u64,
+) -> Result<(), StoreError> {
+    fence(tx, held).await?;
+    tx.put_checkpoint(held.id, &key, value, now_ms()).await?;
+    let event = TaskEvent::Checkpoint {
+        bytes: value.len(),
+        key,
+    };
+    append(tx, held.id, std::slice::from_ref(&event), max).await?;
+    Ok(())
+}
+
+/// A task's end, owned so that it can run wherever the backend runs it.
+pub(super) struct Finish {
+    /// Events still buffered, stored before the final state.
+    pub(super) events: Vec<TaskEvent>,
+    /// A terminal state.
+    pub(super) state: TaskState,
+    /// The summary or error.
+    pub(super) outcome: serde_json::Value,
+    /// Why it ended.
+    pub(super) reason: String,
+    /// Lease the end's notifications to the claim's owner for this long.
+    pub(super) deliver: Option<Duration>,
+    /// Claim the next runnable task for the same owner with this lease.
+    pub(super) next_lease: Option<Duration>,
+}
+
+impl Finish {
+    /// The end of `end`, or why it is not one.
+    pub(super) fn of(
+        end: super::Ending<'_>,
+        next_lease: Option<Duration>,
+    ) -> Result<Finish, StoreError> {
+        if !end.state.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "{} is not a terminal state",
+                end.state
+            )));
+        }
+        Ok(Finish {
+            events: end.events.to_vec(),
+            state: end.state,
+            outcome: end.outcome,
+            reason: end.reason.to_string(),
+            deliver: end.deliver,
+            next_lease,
+        })
+    }
+}
+
+/// Ends a claimed task: its last events, outcome and terminal state; leases
+/// its end's notifications to the owner and claims the owner's next task
+/// when asked.
+pub(super) async fn finish<T: Transaction>(
+    tx: &T,
+    held: &Fence,
+    end: Finish,
+    max: u64,
+) -> Result<Ended, StoreError> {
+    fence(tx, held).await?;
+    append(tx, held.id, &end.events, max).await?;
+    tx.set_outcome(held.id, &end.outcome).await?;
+    // The fence showed it running.
+    move_state(tx, held.id, TaskState::Running, end.state, &end.reason, max).await?;
+    let task = tx.task(held.id, false).await?;
+    let deliveries = match end.deliver {
+        Some(lease) => {
+            tx.lease_deliveries(held.id, &held.owner, now_ms(), lease)
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let next = match end.next_lease {
+        Some(lease) => claim(tx, &held.owner, 1, lease, max).await?.pop(),
+        None => None,
+    };
+    Ok(Ended {
+        task,
+        next,
+        deliveries,
+    })
+}
+
+/// Cancels a queued or interrupted task at once; flags a running one for
+/// its owner to stop; leaves an ended one as it is.
+pub(super) async fn request_cancel<T: Transaction>(
+    tx: &T,
+    id: TaskId,
+    reason: &str,
+    max: u64,
+) -> Result<Task, StoreError> {
+    let task = tx.task(id, true).await?;
+    match task.state {
+        s if s.is_terminal() => {}
+        TaskState::Queued | TaskState::Interrupted => {
+            let outcome = serde_json::json!({"outcome": "cancelled", "reason": reason});
+            tx.flag_cancel(id, Some(&outcome)).await?;
+            move_state(tx, id, task.state, TaskState::Cancelled, reason, max).await?;
+        }
+        _ => tx.flag_cancel(id, None).await?,
+    }
+    tx.task(id, false).await
+}
+
+/// Interrupts the running tasks whose lease expired before `now` (or whose
+/// owner is `dead_owner`), releases their owners' notifications, and
+/// settles each: cancelled if asked, failed if it cannot be resumed (no
+/// checkpoints and resume policy `fail`), else left to be claimed again.
+/// Returns the interrupted ids.
+pub(super) async fn recover<T: Transaction>(
+    tx: &T,
+    now: i64,
+    dead_owner: Option<&str>,
+    max: u64,
+) -> Result<Vec<TaskId>, StoreError> {
+    let ids = tx.orphans(now, dead_owner).await?;
+    tx.release_deliveries(now, dead_owner).await?;
+    let mut runnable = false;
+    for &id in &ids {
+        let task = tx.task(id, false).await?;
+        let owner = task.owner.clone().unwrap_or_default();
+        let why = format!("host {owner} stopped while running it");
+        move_state(tx, id, task.state, TaskState::Interrupted, &why, max).await?;
+        if task.cancel_requested {
+            let why = "cancelled while its host was down";
+            move_state(tx, id, TaskState::Interrupted, TaskState::Cancelled, why, max).await?;
+        } else if task.spec.resume == ResumePolicy::Fail && !tx.has_checkpoints(id).await? {
+            let outcome = serde_json::json!({
+                "outcome": "failed",
+                "kind": "failed",
+                "message": "interrupted; the skill has no checkpoints and says a restart is not safe"
+            });
+            tx.set_outcome(id, &outcome).await?;
+            let why = "interrupted with no checkpoints, and the skill's resume policy is `fail`";
+            move_state(tx, id, TaskState::Interrupted, TaskState::Failed, why, max).await?;
+        } else {
+            runnable = true;
+        }
+    }
+    if runnable {
+        tx.wake_workers().await?;
+    }
+    Ok(ids)
+}
+
+/// Drives a future that never waits (an SQLite transaction's) to its end.
+pub(super) fn run_ready<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(n: usize) -> Vec<TaskEvent> {
+        (0..n)
+            .map(|i| TaskEvent::Log {
+                level: crate::events::Level::Info,
+                message: format!("line {i}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn past_the_bound_events_are_counted_and_one_marker_is_kept() {
+        let marker = TaskEvent::Truncated { what: "cut".into() };
+        let mut events = log(3);
+        events.push(TaskEvent::Checkpoint {
+            key: "k".into(),
+            bytes: 1,
+        });
+        let b = lay_out(&events, &marker, (4, 0), 5);
+        // One log fits, two are dropped (the marker stands for them), the
+        // checkpoint is essential and kept.
+        assert_eq!(b.seqs, vec![5, 0, 0, 7]);
+        assert_eq!(b.rows.len(), 3);
+        assert!(matches!(b.rows[1].1, TaskEvent::Truncated { .. }));
+        assert_eq!((b.count, b.newly_dropped), (7, 2));
+        // Once the marker is stored, later drops add none.
+        let more = log(2);
+        let b = lay_out(&more, &marker, (7, 2), 5);
+        assert_eq!((b.rows.len(), b.newly_dropped, b.count), (0, 2, 7));
+    }
+
+    #[test]
+    fn progress_keeps_the_last_fraction_and_message() {
+        let marker = TaskEvent::Truncated { what: "cut".into() };
+        let events = vec![
+            TaskEvent::Progress {
+                fraction: Some(0.5),
+                message: "half".into(),
+            },
+            TaskEvent::Progress {
+                fraction: None,
+                message: "still".into(),
+            },
+        ];
+        let b = lay_out(&events, &marker, (0, 0), 100);
+        assert_eq!(b.progress, Some((Some(0.5), "still")));
+    }
+}

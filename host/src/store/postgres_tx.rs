@@ -1,0 +1,315 @@
+//! The PostgreSQL dialect of the task state machine: one [`Transaction`]
+//! on a pooled connection. Rows a rule depends on are locked (`FOR
+//! UPDATE`); claims skip rows another transaction is claiming (`SKIP
+//! LOCKED`).
+
+use std::time::Duration;
+
+use super::backend::StoreError;
+use super::machine::{Holder, TASK_COLUMNS, Transaction};
+use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
+use super::outbox::Delivery;
+use super::postgres::{TASKS_CHANNEL, Tx, backend, pg, row_to_task};
+
+fn ids(rows: &[tokio_postgres::Row]) -> Result<Vec<TaskId>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get(0).map_err(pg)?;
+            id.parse().map_err(StoreError::Backend)
+        })
+        .collect()
+}
+
+impl Transaction for Tx<'_> {
+    async fn task(&self, id: TaskId, lock: bool) -> Result<Task, StoreError> {
+        let sql = if lock {
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 FOR UPDATE")
+        } else {
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")
+        };
+        match self.opt(&sql, &[&id.to_string()]).await? {
+            Some(r) => row_to_task(&r),
+            None => Err(StoreError::NotFound(id)),
+        }
+    }
+
+    async fn holder(&self, id: TaskId) -> Result<Option<Holder>, StoreError> {
+        // Locked: no other owner can take the task between the check and
+        // the write.
+        let row = self
+            .opt(
+                "SELECT state, lease, owner FROM tasks WHERE id = $1 FOR UPDATE",
+                &[&id.to_string()],
+            )
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let state: String = r.try_get(0).map_err(pg)?;
+        Ok(Some((
+            state.parse().map_err(StoreError::Backend)?,
+            r.try_get(1).map_err(pg)?,
+            r.try_get(2).map_err(pg)?,
+        )))
+    }
+
+    async fn event_count(&self, id: TaskId) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = self
+            .opt(
+                "SELECT event_count, events_dropped FROM tasks WHERE id = $1",
+                &[&id.to_string()],
+            )
+            .await?;
+        row.map(|r| Ok((r.try_get(0).map_err(pg)?, r.try_get(1).map_err(pg)?)))
+            .transpose()
+    }
+
+    async fn insert_events(
+        &self,
+        id: TaskId,
+        at_ms: i64,
+        events: &[(i64, &TaskEvent)],
+    ) -> Result<(), StoreError> {
+        // One statement whatever their number: what a running task's
+        // buffered events cost in one round of the group commit.
+        let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
+        let kinds: Vec<&str> = events.iter().map(|(_, e)| e.kind()).collect();
+        let bodies = events
+            .iter()
+            .map(|(_, e)| serde_json::to_value(e).map_err(backend))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.exec(
+            "INSERT INTO events (task_id, seq, at_ms, kind, body)
+             SELECT $1, e.seq, $2, e.kind, e.body
+             FROM unnest($3::bigint[], $4::text[], $5::jsonb[]) AS e(seq, kind, body)",
+            &[&id.to_string(), &at_ms, &seqs, &kinds, &bodies],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn counted(
+        &self,
+        id: TaskId,
+        count: i64,
+        newly_dropped: i64,
+        progress: Option<(Option<f32>, &str)>,
+    ) -> Result<(), StoreError> {
+        let (fraction, message) = progress.unzip();
+        self.exec(
+            "UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
+                 progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
+                 progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END
+             WHERE id = $1",
+            &[
+                &id.to_string(),
+                &count,
+                &newly_dropped,
+                &progress.is_some(),
+                &fraction.flatten().map(f64::from),
+                &message,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn enqueue(
+        &self,
+        id: TaskId,
+        seq: i64,
+        from: Option<TaskState>,
+        to: TaskState,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        super::postgres_outbox::enqueue(self, id, seq, from, to, reason).await
+    }
+
+    async fn set_state(
+        &self,
+        id: TaskId,
+        to: TaskState,
+        ended_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE tasks SET state = $2, ended_ms = COALESCE($3, ended_ms),
+                 owner = CASE WHEN $2 = 'running' THEN owner ELSE NULL END,
+                 lease_until_ms = CASE WHEN $2 = 'running' THEN lease_until_ms ELSE NULL END
+             WHERE id = $1",
+            &[&id.to_string(), &to.as_str(), &ended_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_task(
+        &self,
+        id: TaskId,
+        spec: &TaskSpec,
+        created_ms: i64,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_value(spec).map_err(backend)?;
+        self.exec(
+            "INSERT INTO tasks (id, spec, state, created_ms, label, parent_session, resume,
+                                notify, notify_to)
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8)",
+            &[
+                &id.to_string(),
+                &body,
+                &created_ms,
+                &spec.label,
+                &spec.parent_session,
+                &spec.resume.as_str(),
+                &spec.notify.as_str(),
+                &spec.notify_to,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn start(
+        &self,
+        id: TaskId,
+        now: i64,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> Result<(TaskState, i64), StoreError> {
+        let state: String = self
+            .one("SELECT state FROM tasks WHERE id = $1", &[&id.to_string()])
+            .await?
+            .try_get(0)
+            .map_err(pg)?;
+        let attempt: i64 = self
+            .one(
+                "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $2,
+                     owner = $3, lease = lease + 1, lease_until_ms = $4
+                 WHERE id = $1 RETURNING attempt",
+                &[&id.to_string(), &now, &owner, &lease_until_ms],
+            )
+            .await?
+            .try_get(0)
+            .map_err(pg)?;
+        Ok((state.parse().map_err(StoreError::Backend)?, attempt))
+    }
+
+    async fn set_outcome(&self, id: TaskId, outcome: &serde_json::Value) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE tasks SET outcome = $2 WHERE id = $1",
+            &[&id.to_string(), outcome],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn flag_cancel(
+        &self,
+        id: TaskId,
+        outcome: Option<&serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE tasks SET cancel_requested = TRUE, outcome = COALESCE($2, outcome)
+             WHERE id = $1",
+            &[&id.to_string(), &outcome],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn has_checkpoints(&self, id: TaskId) -> Result<bool, StoreError> {
+        self.one(
+            "SELECT EXISTS(SELECT 1 FROM checkpoints WHERE task_id = $1)",
+            &[&id.to_string()],
+        )
+        .await?
+        .try_get(0)
+        .map_err(pg)
+    }
+
+    async fn put_checkpoint(
+        &self,
+        id: TaskId,
+        key: &str,
+        value: &[u8],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO checkpoints (task_id, key, value, saved_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (task_id, key)
+             DO UPDATE SET value = excluded.value, saved_ms = excluded.saved_ms",
+            &[&id.to_string(), &key, &value, &at_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn extend_lease(&self, id: TaskId, until_ms: i64) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE tasks SET lease_until_ms = $2 WHERE id = $1",
+            &[&id.to_string(), &until_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn runnable(&self, max: usize) -> Result<Vec<TaskId>, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT id FROM tasks
+                 WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&(max as i64)],
+            )
+            .await?;
+        ids(&rows)
+    }
+
+    async fn any_runnable(&self) -> Result<bool, StoreError> {
+        self.one(
+            "SELECT EXISTS(SELECT 1 FROM tasks
+                           WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested)",
+            &[],
+        )
+        .await?
+        .try_get(0)
+        .map_err(pg)
+    }
+
+    async fn orphans(
+        &self,
+        now: i64,
+        dead_owner: Option<&str>,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        // Waits for (rather than skips) a row a live owner is writing: once
+        // its heartbeat commits, the row no longer qualifies.
+        let rows = self
+            .rows(
+                "SELECT id FROM tasks WHERE state = 'running'
+                 AND (lease_until_ms < $1 OR ($2::text IS NOT NULL AND owner = $2))
+                 ORDER BY id FOR UPDATE",
+                &[&now, &dead_owner],
+            )
+            .await?;
+        ids(&rows)
+    }
+
+    async fn release_deliveries(
+        &self,
+        now: i64,
+        dead_owner: Option<&str>,
+    ) -> Result<(), StoreError> {
+        super::postgres_outbox::release(self, now, dead_owner).await
+    }
+
+    async fn lease_deliveries(
+        &self,
+        id: TaskId,
+        owner: &str,
+        now: i64,
+        lease_for: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        super::postgres_outbox::lease_task(self, id, owner, now, lease_for).await
+    }
+
+    async fn wake_workers(&self) -> Result<(), StoreError> {
+        self.notify(TASKS_CHANNEL).await
+    }
+}
