@@ -124,3 +124,76 @@ impl Delivery {
         }
     }
 }
+
+/// Whether a state change `from` → `to` is notified under `mode`.
+pub(super) fn announced(mode: super::NotifyMode, from: Option<TaskState>, to: TaskState) -> bool {
+    match mode {
+        super::NotifyMode::Silent => false,
+        super::NotifyMode::DoneOnly => to.is_terminal(),
+        // Its creation is no change: the spawner knows it.
+        super::NotifyMode::StateChanges => from.is_some(),
+    }
+}
+
+/// What an attempt's verdict makes of a pending row: its state, when it is
+/// next due, and when it was delivered.
+pub(super) fn settled(verdict: Verdict, now: i64) -> (DeliveryState, Option<i64>, Option<i64>) {
+    match verdict {
+        Verdict::Delivered => (DeliveryState::Delivered, None, Some(now)),
+        Verdict::Retry(at) => (DeliveryState::Pending, Some(at), None),
+        Verdict::Failed => (DeliveryState::Failed, None, None),
+    }
+}
+
+/// A notification `o` is the first pending one of its task and sink: a
+/// task's changes reach each sink in order.
+pub(super) const FIRST_OF_ITS_SINK: &str = "NOT EXISTS (SELECT 1 FROM outbox p
+    WHERE p.task_id = o.task_id AND p.sink = o.sink AND p.seq < o.seq AND p.state = 'pending')";
+
+/// The columns of an outbox row, in the order [`DeliveryRow`] holds them.
+pub(super) const COLUMNS: &str = "id, task_id, seq, sink, state, from_state, to_state, reason, \
+     created_ms, window_ms, next_ms, attempts, delivered_ms, last_status, last_error";
+
+/// An outbox row as a backend's client reads it ([`COLUMNS`]).
+pub(super) struct DeliveryRow {
+    pub(super) id: i64,
+    pub(super) task_id: String,
+    pub(super) seq: i64,
+    pub(super) sink: String,
+    pub(super) state: String,
+    pub(super) from: Option<String>,
+    pub(super) to: String,
+    pub(super) reason: String,
+    pub(super) created_ms: i64,
+    pub(super) window_ms: i64,
+    pub(super) next_ms: Option<i64>,
+    pub(super) attempts: i64,
+    pub(super) delivered_ms: Option<i64>,
+    pub(super) last_status: Option<i64>,
+    pub(super) last_error: Option<String>,
+}
+
+impl DeliveryRow {
+    /// The notification, its history not yet read.
+    pub(super) fn parse(self) -> Result<Delivery, super::StoreError> {
+        let bad = super::StoreError::Backend;
+        Ok(Delivery {
+            id: self.id,
+            task_id: self.task_id.parse().map_err(bad)?,
+            seq: self.seq as u64,
+            sink: self.sink,
+            state: self.state.parse().map_err(bad)?,
+            from: self.from.map(|f| f.parse()).transpose().map_err(bad)?,
+            to: self.to.parse().map_err(bad)?,
+            reason: self.reason,
+            created_ms: self.created_ms,
+            window_ms: self.window_ms,
+            next_ms: self.next_ms,
+            attempts: self.attempts as u32,
+            delivered_ms: self.delivered_ms,
+            last_status: self.last_status.map(|s| s as u16),
+            last_error: self.last_error,
+            history: Vec::new(),
+        })
+    }
+}

@@ -8,7 +8,9 @@ use tokio_postgres::Row;
 
 use super::backend::{StoreError, now_ms};
 use super::model::{NotifyMode, TaskId, TaskState};
-use super::outbox::{Attempt, Delivery, DeliveryState, Verdict};
+use super::outbox::{
+    Attempt, COLUMNS, Delivery, DeliveryRow, FIRST_OF_ITS_SINK, Verdict, announced, settled,
+};
 use super::postgres::{OUTBOX_CHANNEL, Tx, pg};
 
 /// Migration 2: the outbox.
@@ -68,13 +70,8 @@ pub(super) async fn enqueue(
     if sinks.is_empty() {
         return Ok(());
     }
-    let wanted = match mode.parse::<NotifyMode>().map_err(StoreError::Backend)? {
-        NotifyMode::Silent => false,
-        NotifyMode::DoneOnly => to.is_terminal(),
-        // Its creation is no change: the spawner knows it.
-        NotifyMode::StateChanges => from.is_some(),
-    };
-    if !wanted {
+    let mode: NotifyMode = mode.parse().map_err(StoreError::Backend)?;
+    if !announced(mode, from, to) {
         return Ok(());
     }
     let now = now_ms();
@@ -98,43 +95,26 @@ pub(super) async fn enqueue(
     tx.notify(OUTBOX_CHANNEL).await
 }
 
-/// A notification `o` is the first pending one of its task and sink: a
-/// task's changes reach each sink in order.
-const FIRST_OF_ITS_SINK: &str = "NOT EXISTS (SELECT 1 FROM outbox p
-    WHERE p.task_id = o.task_id AND p.sink = o.sink AND p.seq < o.seq AND p.state = 'pending')";
-
-const COLUMNS: &str = "id, task_id, seq, sink, state, from_state, to_state, reason, created_ms, \
-     window_ms, next_ms, attempts, delivered_ms, last_status, last_error";
-
 fn row_to_delivery(r: &Row) -> Result<Delivery, StoreError> {
-    let task: String = r.try_get(1).map_err(pg)?;
-    let state: String = r.try_get(4).map_err(pg)?;
-    let from: Option<String> = r.try_get(5).map_err(pg)?;
-    let to: String = r.try_get(6).map_err(pg)?;
-    Ok(Delivery {
-        id: r.try_get(0).map_err(pg)?,
-        task_id: task.parse().map_err(StoreError::Backend)?,
-        seq: r.try_get::<_, i64>(2).map_err(pg)? as u64,
-        sink: r.try_get(3).map_err(pg)?,
-        state: state.parse().map_err(StoreError::Backend)?,
-        from: from
-            .map(|f| f.parse())
-            .transpose()
-            .map_err(StoreError::Backend)?,
-        to: to.parse().map_err(StoreError::Backend)?,
-        reason: r.try_get(7).map_err(pg)?,
-        created_ms: r.try_get(8).map_err(pg)?,
-        window_ms: r.try_get(9).map_err(pg)?,
-        next_ms: r.try_get(10).map_err(pg)?,
-        attempts: r.try_get::<_, i64>(11).map_err(pg)? as u32,
-        delivered_ms: r.try_get(12).map_err(pg)?,
-        last_status: r
-            .try_get::<_, Option<i32>>(13)
-            .map_err(pg)?
-            .map(|s| s as u16),
-        last_error: r.try_get(14).map_err(pg)?,
-        history: Vec::new(),
-    })
+    let get = |e| pg(e);
+    DeliveryRow {
+        id: r.try_get(0).map_err(get)?,
+        task_id: r.try_get(1).map_err(get)?,
+        seq: r.try_get(2).map_err(get)?,
+        sink: r.try_get(3).map_err(get)?,
+        state: r.try_get(4).map_err(get)?,
+        from: r.try_get(5).map_err(get)?,
+        to: r.try_get(6).map_err(get)?,
+        reason: r.try_get(7).map_err(get)?,
+        created_ms: r.try_get(8).map_err(get)?,
+        window_ms: r.try_get(9).map_err(get)?,
+        next_ms: r.try_get(10).map_err(get)?,
+        attempts: r.try_get(11).map_err(get)?,
+        delivered_ms: r.try_get(12).map_err(get)?,
+        last_status: r.try_get::<_, Option<i32>>(13).map_err(get)?.map(i64::from),
+        last_error: r.try_get(14).map_err(get)?,
+    }
+    .parse()
 }
 
 /// Takes up to `max` due notifications for `owner`: pending, due by `now`,
@@ -265,11 +245,7 @@ pub(super) async fn record(
         ],
     )
     .await?;
-    let (state, next, delivered) = match verdict {
-        Verdict::Delivered => (DeliveryState::Delivered, None, Some(now_ms())),
-        Verdict::Retry(at) => (DeliveryState::Pending, Some(at), None),
-        Verdict::Failed => (DeliveryState::Failed, None, None),
-    };
+    let (state, next, delivered) = settled(verdict, now_ms());
     let error = (!attempt.ok).then_some(attempt.detail.as_deref()).flatten();
     tx.exec(
         "UPDATE outbox SET attempts = $2, owner = NULL, lease_until_ms = NULL,

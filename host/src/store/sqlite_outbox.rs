@@ -7,7 +7,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::backend::{StoreError, now_ms};
 use super::model::{NotifyMode, TaskId, TaskState};
-use super::outbox::{Attempt, Delivery, DeliveryState, Verdict};
+use super::outbox::{
+    Attempt, COLUMNS, Delivery, DeliveryRow, FIRST_OF_ITS_SINK, Verdict, announced, settled,
+};
 use super::sqlite::{Cached, backend};
 
 /// Migration 2: the outbox, and the task columns that decide what goes in.
@@ -70,13 +72,8 @@ pub(super) fn enqueue(
     if sinks == "[]" {
         return Ok(());
     }
-    let wanted = match mode.parse::<NotifyMode>().map_err(StoreError::Backend)? {
-        NotifyMode::Silent => false,
-        NotifyMode::DoneOnly => to.is_terminal(),
-        // Its creation is no change: the spawner knows it.
-        NotifyMode::StateChanges => from.is_some(),
-    };
-    if !wanted {
+    let mode: NotifyMode = mode.parse().map_err(StoreError::Backend)?;
+    if !announced(mode, from, to) {
         return Ok(());
     }
     let sinks: Vec<String> = serde_json::from_str(&sinks).map_err(backend)?;
@@ -101,46 +98,24 @@ pub(super) fn enqueue(
     Ok(())
 }
 
-/// A notification `o` is the first pending one of its task and sink: a
-/// task's changes reach each sink in order.
-const FIRST_OF_ITS_SINK: &str = "NOT EXISTS (SELECT 1 FROM outbox p
-    WHERE p.task_id = o.task_id AND p.sink = o.sink AND p.seq < o.seq AND p.state = 'pending')";
-
-const COLUMNS: &str = "id, task_id, seq, sink, state, from_state, to_state, reason, created_ms, \
-     window_ms, next_ms, attempts, delivered_ms, last_status, last_error";
-
-fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Delivery, StoreError>> {
-    let task: String = r.get(1)?;
-    let state: String = r.get(4)?;
-    let from: Option<String> = r.get(5)?;
-    let to: String = r.get(6)?;
-    let parsed = (|| {
-        Ok(Delivery {
-            id: r.get(0).map_err(backend)?,
-            task_id: task.parse().map_err(StoreError::Backend)?,
-            seq: r.get::<_, i64>(2).map_err(backend)? as u64,
-            sink: r.get(3).map_err(backend)?,
-            state: state.parse().map_err(StoreError::Backend)?,
-            from: from
-                .map(|f| f.parse())
-                .transpose()
-                .map_err(StoreError::Backend)?,
-            to: to.parse().map_err(StoreError::Backend)?,
-            reason: r.get(7).map_err(backend)?,
-            created_ms: r.get(8).map_err(backend)?,
-            window_ms: r.get(9).map_err(backend)?,
-            next_ms: r.get(10).map_err(backend)?,
-            attempts: r.get::<_, i64>(11).map_err(backend)? as u32,
-            delivered_ms: r.get(12).map_err(backend)?,
-            last_status: r
-                .get::<_, Option<i64>>(13)
-                .map_err(backend)?
-                .map(|s| s as u16),
-            last_error: r.get(14).map_err(backend)?,
-            history: Vec::new(),
-        })
-    })();
-    Ok(parsed)
+fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    Ok(DeliveryRow {
+        id: r.get(0)?,
+        task_id: r.get(1)?,
+        seq: r.get(2)?,
+        sink: r.get(3)?,
+        state: r.get(4)?,
+        from: r.get(5)?,
+        to: r.get(6)?,
+        reason: r.get(7)?,
+        created_ms: r.get(8)?,
+        window_ms: r.get(9)?,
+        next_ms: r.get(10)?,
+        attempts: r.get(11)?,
+        delivered_ms: r.get(12)?,
+        last_status: r.get(13)?,
+        last_error: r.get(14)?,
+    })
 }
 
 fn load(tx: &Connection, id: i64) -> Result<Delivery, StoreError> {
@@ -152,6 +127,7 @@ fn load(tx: &Connection, id: i64) -> Result<Delivery, StoreError> {
     .optional()
     .map_err(backend)?
     .ok_or_else(|| StoreError::Conflict(format!("no delivery {id}")))?
+    .parse()
 }
 
 /// Takes up to `max` due notifications for `owner`: pending, due by `now`,
@@ -273,11 +249,7 @@ pub(super) fn record(
         ],
     )
     .map_err(backend)?;
-    let (state, next, delivered) = match verdict {
-        Verdict::Delivered => (DeliveryState::Delivered, None, Some(now_ms())),
-        Verdict::Retry(at) => (DeliveryState::Pending, Some(at), None),
-        Verdict::Failed => (DeliveryState::Failed, None, None),
-    };
+    let (state, next, delivered) = settled(verdict, now_ms());
     let error = (!attempt.ok).then_some(attempt.detail.as_deref()).flatten();
     tx.exec(
         "UPDATE outbox SET attempts = ?2, owner = NULL, lease_until_ms = NULL,
@@ -312,7 +284,7 @@ pub(super) fn list(tx: &Connection, task: TaskId) -> Result<Vec<Delivery>, Store
         let rows = st
             .query_map(params![task.to_string()], row_to_delivery)
             .map_err(backend)?;
-        rows.map(|r| r.map_err(backend)?)
+        rows.map(|r| r.map_err(backend)?.parse())
             .collect::<Result<_, StoreError>>()?
     };
     let mut st = tx
