@@ -36,7 +36,6 @@ mod bindings;
 pub mod caps;
 pub mod catalog;
 pub mod config;
-pub mod engine;
 mod error;
 pub mod events;
 pub mod policy;
@@ -49,8 +48,9 @@ pub mod store;
 pub mod tasks;
 pub mod units;
 
-pub use engine::{CacheOutcome, EngineOptions};
 pub use error::Error;
+pub use runtime::engine;
+pub use runtime::engine::{CacheOutcome, EngineOptions};
 pub use runtime::{
     FailureKind, Host, Outcome, Prepared, RunReport, RunRequest, RunState, SkillKind,
 };
@@ -59,13 +59,13 @@ pub use runtime::{
 pub mod prelude {
     pub use crate::caps::limits::Limit;
     pub use crate::catalog::Catalog;
-    pub use crate::engine::{CacheOutcome, EngineOptions};
     pub use crate::error::Error;
     pub use crate::events::{Event, EventSink, Level};
     pub use crate::policy::{
         Access, EffectivePolicy, ExecRule, FsGrant, Grants, Limits, Manifest, PolicyReport,
     };
     pub use crate::relay::{Notification, Relay};
+    pub use crate::runtime::engine::{CacheOutcome, EngineOptions};
     pub use crate::runtime::{
         FailureKind, Host, Outcome, Prepared, RunReport, RunRequest, SkillKind,
     };

@@ -1,70 +1,12 @@
 //! The intersection of a skill's requests and the operator's grants.
 
-use std::fmt;
-use std::path::PathBuf;
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
+use super::net::{NetRule, split_host_port};
 use super::{
-    Access, DockerPolicy, ExecPolicy, ExecRule, Grants, Limits, Manifest, net_covers,
-    split_host_port,
+    DockerPolicy, ExecPolicy, ExecRule, Grants, Manifest, PolicyReport, Preopen, ResolvedLimits,
+    env, fs, limits, net,
 };
-use crate::units::{ByteSize, HumanDuration};
-
-/// Host defaults, used when neither the skill nor the operator set a limit.
-pub const DEFAULT_MEMORY: ByteSize = ByteSize(256 << 20);
-/// Default wall-clock limit of a run.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// Default cap on each output stream.
-pub const DEFAULT_OUTPUT: ByteSize = ByteSize(1 << 20);
-/// Default timeout of one exec call (capped by what is left of the run).
-pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A directory the run gets.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Preopen {
-    /// Path inside the guest.
-    pub guest: String,
-    /// Directory on the host.
-    pub host: PathBuf,
-    /// Effective access (the weaker of requested and granted).
-    pub access: Access,
-}
-
-/// An endpoint the run may connect to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetRule {
-    /// Host name or IP address as written.
-    pub host: String,
-    /// TCP/UDP port.
-    pub port: u16,
-}
-
-impl fmt::Display for NetRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Limits after defaults and caps are applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResolvedLimits {
-    /// Bytes of linear memory.
-    pub memory: u64,
-    /// Wall-clock limit of the run.
-    pub timeout: Duration,
-    /// Cap on each output stream, in bytes.
-    pub output: usize,
-    /// Fuel, when metered.
-    pub fuel: Option<u64>,
-    /// Upper bound of one exec call.
-    pub exec_timeout: Duration,
-}
 
 /// The policy of one run: the only thing the capability modules consult.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,88 +66,6 @@ impl From<StoredPolicy> for EffectivePolicy {
     }
 }
 
-/// How one request fared against the grants.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "kebab-case")]
-pub enum ReportStatus {
-    /// Granted as requested.
-    Granted,
-    /// Granted, but less than requested.
-    Narrowed {
-        /// What was cut.
-        reason: String,
-    },
-    /// Not granted; the hint says which flag would grant it.
-    NotGranted {
-        /// E.g. `--allow-read HOST:/data`.
-        hint: String,
-    },
-    /// Granted by the operator but not requested by the skill, so not given.
-    Unrequested,
-}
-
-/// One line of a [`PolicyReport`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ReportItem {
-    /// `fs`, `exec`, `env`, `net` or `limits`.
-    pub capability: &'static str,
-    /// The request (or grant) in words.
-    pub item: String,
-    /// The outcome.
-    #[serde(flatten)]
-    pub status: ReportStatus,
-}
-
-/// Requested vs granted, shown by `skillbox inspect` and `run --dry-run`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct PolicyReport {
-    /// One item per request and per unrequested grant.
-    pub items: Vec<ReportItem>,
-    /// Grants that give more than they seem to (an exec rule through which
-    /// the skill can run code of its choosing).
-    pub warnings: Vec<String>,
-}
-
-impl PolicyReport {
-    /// The requests that were not granted at all.
-    pub fn not_granted(&self) -> impl Iterator<Item = &ReportItem> {
-        self.items
-            .iter()
-            .filter(|i| matches!(i.status, ReportStatus::NotGranted { .. }))
-    }
-
-    pub(crate) fn push(&mut self, capability: &'static str, item: String, status: ReportStatus) {
-        self.items.push(ReportItem {
-            capability,
-            item,
-            status,
-        });
-    }
-}
-
-impl fmt::Display for PolicyReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for i in &self.items {
-            let (mark, note) = match &i.status {
-                ReportStatus::Granted => ("granted    ", String::new()),
-                ReportStatus::Narrowed { reason } => ("narrowed   ", format!("  ({reason})")),
-                ReportStatus::NotGranted { hint } => {
-                    ("NOT GRANTED", format!("  (grant with {hint})"))
-                }
-                ReportStatus::Unrequested => (
-                    "unused     ",
-                    "  (granted but not requested: not given)".into(),
-                ),
-            };
-            writeln!(f, "  {mark}  {:<6} {}{note}", i.capability, i.item)?;
-        }
-        for w in &self.warnings {
-            writeln!(f, "  WARNING      {w}")?;
-        }
-        Ok(())
-    }
-}
-
 impl EffectivePolicy {
     /// Intersects `manifest`'s requests with `grants`. Without a manifest
     /// (a bare component), the grants are taken as the requests.
@@ -215,75 +75,7 @@ impl EffectivePolicy {
     ) -> (EffectivePolicy, PolicyReport) {
         let mut report = PolicyReport::default();
 
-        // Directories, keyed by guest path.
-        let mut preopens = Vec::new();
-        match manifest {
-            Some(m) => {
-                for (guest, req) in &m.fs {
-                    let grant = grants.fs.iter().rev().find(|g| &g.guest_path() == guest);
-                    let item = format!("{guest} ({})", req.access);
-                    match grant {
-                        None => {
-                            let flag = match req.access {
-                                Access::Read => "--allow-read",
-                                Access::ReadWrite => "--allow-write",
-                            };
-                            report.push(
-                                "fs",
-                                item,
-                                ReportStatus::NotGranted {
-                                    hint: format!("{flag} HOST-DIR:{guest}"),
-                                },
-                            );
-                        }
-                        Some(g) => {
-                            let access = req.access.min(g.access);
-                            let status = if access < req.access {
-                                ReportStatus::Narrowed {
-                                    reason: format!(
-                                        "granted {} only, from {}",
-                                        access,
-                                        g.host.display()
-                                    ),
-                                }
-                            } else {
-                                ReportStatus::Granted
-                            };
-                            report.push("fs", format!("{item} <- {}", g.host.display()), status);
-                            preopens.push(Preopen {
-                                guest: guest.clone(),
-                                host: g.host.clone(),
-                                access,
-                            });
-                        }
-                    }
-                }
-                for g in &grants.fs {
-                    if !m.fs.contains_key(&g.guest_path()) {
-                        report.push(
-                            "fs",
-                            format!("{} ({}) <- {}", g.guest_path(), g.access, g.host.display()),
-                            ReportStatus::Unrequested,
-                        );
-                    }
-                }
-            }
-            None => {
-                for g in &grants.fs {
-                    report.push(
-                        "fs",
-                        format!("{} ({}) <- {}", g.guest_path(), g.access, g.host.display()),
-                        ReportStatus::Granted,
-                    );
-                    preopens.retain(|p: &Preopen| p.guest != g.guest_path());
-                    preopens.push(Preopen {
-                        guest: g.guest_path(),
-                        host: g.host.clone(),
-                        access: g.access,
-                    });
-                }
-            }
-        }
+        let preopens = fs::compute(manifest.map(|m| &m.fs), &grants.fs, &mut report);
 
         let exec = ExecPolicy::compute(
             manifest.map(|m| m.exec.allow.as_slice()),
@@ -291,14 +83,14 @@ impl EffectivePolicy {
             &mut report,
         );
 
-        let env = intersect(
+        let env = env::intersect(
             &mut report,
             "env",
             manifest.map(|m| &m.env.allow),
             &grants.env.allow,
             |n| format!("--allow-env {n}"),
         );
-        let net = intersect_net(
+        let net = net::intersect(
             &mut report,
             manifest.map(|m| &m.net.allow),
             &grants.net.allow,
@@ -317,7 +109,7 @@ impl EffectivePolicy {
             &mut report,
         );
 
-        let limits = resolve_limits(
+        let limits = limits::resolve(
             manifest.map(|m| m.limits).unwrap_or_default(),
             grants.limits,
             &mut report,
@@ -337,160 +129,16 @@ impl EffectivePolicy {
     }
 }
 
-fn intersect(
-    report: &mut PolicyReport,
-    cap: &'static str,
-    requested: Option<&Vec<String>>,
-    granted: &[String],
-    hint: impl Fn(&str) -> String,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    match requested {
-        Some(reqs) => {
-            for r in reqs {
-                if granted.contains(r) {
-                    report.push(cap, r.clone(), ReportStatus::Granted);
-                    out.push(r.clone());
-                } else {
-                    report.push(cap, r.clone(), ReportStatus::NotGranted { hint: hint(r) });
-                }
-            }
-            for g in granted {
-                if !reqs.contains(g) {
-                    report.push(cap, g.clone(), ReportStatus::Unrequested);
-                }
-            }
-        }
-        None => {
-            for g in granted {
-                report.push(cap, g.clone(), ReportStatus::Granted);
-                out.push(g.clone());
-            }
-        }
-    }
-    out.dedup();
-    out
-}
-
-/// Like [`intersect`], with `host:*` requests covering granted ports.
-fn intersect_net(
-    report: &mut PolicyReport,
-    requested: Option<&Vec<String>>,
-    granted: &[String],
-) -> Vec<String> {
-    let Some(reqs) = requested else {
-        return intersect(report, "net", None, granted, |_| String::new());
-    };
-    let mut out: Vec<String> = Vec::new();
-    for r in reqs {
-        let got: Vec<&String> = granted.iter().filter(|g| net_covers(r, g)).collect();
-        let status = match got.as_slice() {
-            [] => ReportStatus::NotGranted {
-                hint: format!(
-                    "--allow-net {}",
-                    r.strip_suffix(":*")
-                        .map_or(r.clone(), |h| format!("{h}:PORT"))
-                ),
-            },
-            [g] if *g == r => ReportStatus::Granted,
-            _ => ReportStatus::Narrowed {
-                reason: format!(
-                    "granted {} only",
-                    got.iter()
-                        .map(|g| g.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            },
-        };
-        report.push("net", r.clone(), status);
-        for g in got {
-            if !out.contains(g) {
-                out.push(g.clone());
-            }
-        }
-    }
-    for g in granted {
-        if !reqs.iter().any(|r| net_covers(r, g)) {
-            report.push("net", g.clone(), ReportStatus::Unrequested);
-        }
-    }
-    out
-}
-
-/// The lower of a request and its cap; a request above the cap is reported
-/// as narrowed, with the flag that raises the cap.
-pub(crate) fn capped<T: Copy + Ord + fmt::Display>(
-    report: &mut PolicyReport,
-    capability: &'static str,
-    name: &str,
-    flag: &str,
-    req: Option<T>,
-    cap: T,
-) -> T {
-    match req {
-        Some(r) if r > cap => {
-            report.push(
-                capability,
-                format!("{name} {r}"),
-                ReportStatus::Narrowed {
-                    reason: format!("capped at {cap}; raise with {flag}"),
-                },
-            );
-            cap
-        }
-        Some(r) => {
-            report.push(capability, format!("{name} {r}"), ReportStatus::Granted);
-            r
-        }
-        None => cap,
-    }
-}
-
-fn resolve_limits(req: Limits, grant: Limits, report: &mut PolicyReport) -> ResolvedLimits {
-    let memory = capped(
-        report,
-        "limits",
-        "memory",
-        "--memory",
-        req.memory,
-        grant.memory.unwrap_or(DEFAULT_MEMORY),
-    );
-    let timeout = capped(
-        report,
-        "limits",
-        "timeout",
-        "--timeout",
-        req.timeout,
-        grant.timeout.unwrap_or(HumanDuration(DEFAULT_TIMEOUT)),
-    );
-    let output = capped(
-        report,
-        "limits",
-        "output",
-        "--output",
-        req.output,
-        grant.output.unwrap_or(DEFAULT_OUTPUT),
-    );
-    let fuel = match (req.fuel, grant.fuel) {
-        (Some(r), Some(g)) => Some(capped(report, "limits", "fuel", "--fuel", Some(r), g)),
-        (r, g) => r.or(g),
-    };
-    ResolvedLimits {
-        memory: memory.bytes(),
-        timeout: timeout.get(),
-        output: output.as_usize(),
-        fuel,
-        exec_timeout: DEFAULT_EXEC_TIMEOUT.min(timeout.get()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
     use crate::policy::FsGrant;
+    use crate::policy::limits::DEFAULT_MEMORY;
+    use crate::policy::{Access, Limits};
+    use crate::units::ByteSize;
+    use std::time::Duration;
 
     fn manifest() -> Manifest {
         Manifest::parse(

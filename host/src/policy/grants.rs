@@ -1,57 +1,14 @@
 //! The operator's side: what a run is *allowed* to have.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Access, DockerGrant, ExecRule, Limits, validate_env_name, validate_guest_path, validate_net,
-};
+use super::env::validate_env_name;
+use super::fs::FsGrant;
+use super::net::validate_net;
+use super::{DockerGrant, ExecRule, Limits};
 use crate::error::Error;
-
-/// A granted directory: host path bound to a guest path.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FsGrant {
-    /// Directory on the host.
-    pub host: PathBuf,
-    /// Path the guest sees; defaults to the host path.
-    #[serde(default)]
-    pub guest: Option<String>,
-    /// `read` or `read-write`.
-    pub access: Access,
-}
-
-impl FsGrant {
-    /// Parses the CLI form `HOST[:GUEST]`.
-    pub fn parse_cli(s: &str, access: Access) -> Result<FsGrant, String> {
-        let (host, guest) = match s.split_once(':') {
-            Some((h, g)) => (h, Some(g.to_string())),
-            None => (s, None),
-        };
-        if host.is_empty() {
-            return Err(format!("{s:?}: the host directory is empty"));
-        }
-        let g = FsGrant {
-            host: PathBuf::from(host),
-            guest,
-            access,
-        };
-        g.validate()?;
-        Ok(g)
-    }
-
-    /// The guest path this grant binds.
-    pub fn guest_path(&self) -> String {
-        self.guest
-            .clone()
-            .unwrap_or_else(|| self.host.to_string_lossy().into_owned())
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        validate_guest_path(&self.guest_path())
-    }
-}
 
 /// Everything an operator grants, from CLI flags and/or a policy file.
 ///
@@ -180,6 +137,8 @@ impl Grants {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Access;
+    use std::path::PathBuf;
 
     #[test]
     fn cli_forms() {

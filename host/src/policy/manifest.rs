@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, DockerRequest, ExecRequest, Limits, validate_guest_path};
+use super::env::validate_env_name;
+use super::fs::{FsRequest, validate_guest_path};
+use super::net::validate_net_request;
+use super::{DockerRequest, EnvRequest, ExecRequest, Limits, NetRequest};
 use crate::error::Error;
 use crate::units::string_enum;
 
@@ -86,32 +89,6 @@ fn default_resume() -> ResumePolicy {
     ResumePolicy::Fail
 }
 
-/// One requested directory.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FsRequest {
-    /// `read` or `read-write`.
-    pub access: Access,
-}
-
-/// The `[env]` table.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnvRequest {
-    /// Names of environment variables.
-    #[serde(default)]
-    pub allow: Vec<String>,
-}
-
-/// The `[net]` table.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetRequest {
-    /// `host:port` endpoints.
-    #[serde(default)]
-    pub allow: Vec<String>,
-}
-
 impl Manifest {
     /// Parses and validates manifest text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Manifest, Error> {
@@ -174,10 +151,10 @@ impl Manifest {
             rule.validate().map_err(|e| format!("[exec] {e}"))?;
         }
         for name in &self.env.allow {
-            super::validate_env_name(name).map_err(|e| format!("[env] {e}"))?;
+            validate_env_name(name).map_err(|e| format!("[env] {e}"))?;
         }
         for addr in &self.net.allow {
-            super::validate_net_request(addr).map_err(|e| format!("[net] {e}"))?;
+            validate_net_request(addr).map_err(|e| format!("[net] {e}"))?;
         }
         if let Some(d) = &self.docker {
             d.validate().map_err(|e| format!("[docker] {e}"))?;
@@ -189,6 +166,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Access;
 
     const GOOD: &str = r#"
 [skill]

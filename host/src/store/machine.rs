@@ -114,11 +114,13 @@ pub(super) trait Transaction {
     async fn any_runnable(&self) -> Result<bool, StoreError>;
     /// The running tasks whose lease expired before `now`, or whose owner
     /// is `dead_owner`, oldest first, their rows locked.
-    async fn orphans(&self, now: i64, dead_owner: Option<&str>)
-    -> Result<Vec<TaskId>, StoreError>;
+    async fn orphans(&self, now: i64, dead_owner: Option<&str>) -> Result<Vec<TaskId>, StoreError>;
     /// Releases the notifications leased by owners that are gone.
-    async fn release_deliveries(&self, now: i64, dead_owner: Option<&str>)
-    -> Result<(), StoreError>;
+    async fn release_deliveries(
+        &self,
+        now: i64,
+        dead_owner: Option<&str>,
+    ) -> Result<(), StoreError>;
     /// Leases the task's due notifications (the first of each sink) to
     /// `owner` and returns them.
     async fn lease_deliveries(
@@ -541,7 +543,15 @@ pub(super) async fn recover<T: Transaction>(
         move_state(tx, id, task.state, TaskState::Interrupted, &why, max).await?;
         if task.cancel_requested {
             let why = "cancelled while its host was down";
-            move_state(tx, id, TaskState::Interrupted, TaskState::Cancelled, why, max).await?;
+            move_state(
+                tx,
+                id,
+                TaskState::Interrupted,
+                TaskState::Cancelled,
+                why,
+                max,
+            )
+            .await?;
         } else if task.spec.resume == ResumePolicy::Fail && !tx.has_checkpoints(id).await? {
             let outcome = serde_json::json!({
                 "outcome": "failed",

@@ -700,7 +700,12 @@ impl TaskStore for PgStore {
         }
         let (held, max, events) = (Fence::of(claim), self.max_events, events.to_vec());
         self.write(move |tx| {
-            async move { machine::append_held(tx, &held, &events, max).await.map(drop) }.boxed()
+            async move {
+                machine::append_held(tx, &held, &events, max)
+                    .await
+                    .map(drop)
+            }
+            .boxed()
         })
     }
 
@@ -735,7 +740,11 @@ impl TaskStore for PgStore {
         end: Ending<'_>,
         next_lease: Option<Duration>,
     ) -> Result<Ended, StoreError> {
-        let (held, max, end) = (Fence::of(claim), self.max_events, Finish::of(end, next_lease)?);
+        let (held, max, end) = (
+            Fence::of(claim),
+            self.max_events,
+            Finish::of(end, next_lease)?,
+        );
         self.write(move |tx| async move { machine::finish(tx, &held, end, max).await }.boxed())
     }
 

@@ -273,11 +273,7 @@ impl Transaction for Tx<'_> {
         .map_err(pg)
     }
 
-    async fn orphans(
-        &self,
-        now: i64,
-        dead_owner: Option<&str>,
-    ) -> Result<Vec<TaskId>, StoreError> {
+    async fn orphans(&self, now: i64, dead_owner: Option<&str>) -> Result<Vec<TaskId>, StoreError> {
         // Waits for (rather than skips) a row a live owner is writing: once
         // its heartbeat commits, the row no longer qualifies.
         let rows = self

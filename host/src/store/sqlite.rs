@@ -473,7 +473,9 @@ impl TaskStore for SqliteStore {
         let (id, max, owner) = (TaskId::new(), self.max_events, owner.to_string());
         self.write(move |tx| {
             let tx = SqliteTx(tx);
-            run_ready(machine::spawn_and_claim(&tx, id, spec, &owner, lease_for, max))
+            run_ready(machine::spawn_and_claim(
+                &tx, id, spec, &owner, lease_for, max,
+            ))
         })
     }
 
@@ -568,7 +570,11 @@ impl TaskStore for SqliteStore {
         end: Ending<'_>,
         next_lease: Option<Duration>,
     ) -> Result<Ended, StoreError> {
-        let (held, max, end) = (Fence::of(claim), self.max_events, Finish::of(end, next_lease)?);
+        let (held, max, end) = (
+            Fence::of(claim),
+            self.max_events,
+            Finish::of(end, next_lease)?,
+        );
         self.write(move |tx| run_ready(machine::finish(&SqliteTx(tx), &held, end, max)))
     }
 

@@ -271,11 +271,7 @@ impl Transaction for SqliteTx<'_> {
             .map_err(backend)
     }
 
-    async fn orphans(
-        &self,
-        now: i64,
-        dead_owner: Option<&str>,
-    ) -> Result<Vec<TaskId>, StoreError> {
+    async fn orphans(&self, now: i64, dead_owner: Option<&str>) -> Result<Vec<TaskId>, StoreError> {
         let mut st = self
             .0
             .prepare_cached(

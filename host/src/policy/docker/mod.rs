@@ -21,7 +21,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::effective::{PolicyReport, ReportStatus, capped};
+use super::limits::capped;
+use super::{PolicyReport, ReportStatus};
 use crate::units::ByteSize;
 
 pub mod dockerfile;
@@ -142,7 +143,7 @@ fn validate_common(
         validate_image_pattern(p)?;
     }
     for a in args.iter().filter(|a| *a != "*") {
-        super::validate_env_name(a).map_err(|e| format!("build-args: {e}"))?;
+        super::env::validate_env_name(a).map_err(|e| format!("build-args: {e}"))?;
     }
     for n in networks {
         if n.is_empty() || n == "none" || n.chars().any(|c| c.is_whitespace() || c == '/') {

@@ -1,0 +1,240 @@
+//! [`Host::run`]: one run of a prepared component under one policy, to its
+//! outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::I32Exit;
+
+use super::outcome::{CallResult, FailureKind, Outcome, RunReport, classify_trap, parse_data};
+use super::state::{Built, RunState};
+use super::{Host, Pre, Prepared};
+use crate::bindings::skillbox::skill::types::{FailureKind as WitFailureKind, Summary};
+use crate::caps::checkpoint::PersistCheckpoint;
+use crate::caps::limits::Limit;
+use crate::error::Error;
+use crate::events::EventSink;
+use crate::policy::{EffectivePolicy, ResolvedLimits};
+
+/// One run's input, policy and observers.
+pub struct RunRequest {
+    /// JSON text; for a command, `{"args": [...], "stdin": "..."}` or `null`.
+    pub input: String,
+    /// What the run may touch.
+    pub policy: EffectivePolicy,
+    /// Receives progress, logs, output and audit events.
+    pub events: Arc<dyn EventSink>,
+    /// Checkpoints to start from (a resumed task's saved ones).
+    pub checkpoints: BTreeMap<String, Vec<u8>>,
+    /// Where each saved checkpoint is persisted before `save` returns to the
+    /// guest (a task store); `None` keeps them in memory only.
+    pub persist_checkpoint: Option<PersistCheckpoint>,
+    /// Set to `true` to stop the run (it ends as [`Outcome::Cancelled`]).
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// A tag for the programs this run starts (`SKILLBOX_RUN`), to find
+    /// them after a crash (see [`crate::caps::exec::kill_tagged`]).
+    pub tag: Option<String>,
+}
+
+impl Default for RunRequest {
+    /// Input `{}`, nothing granted, default limits, events discarded.
+    fn default() -> Self {
+        RunRequest {
+            input: "{}".into(),
+            policy: EffectivePolicy::compute(None, &crate::policy::Grants::default()).0,
+            events: Arc::new(crate::events::Discard),
+            checkpoints: BTreeMap::new(),
+            persist_checkpoint: None,
+            cancel: None,
+            tag: None,
+        }
+    }
+}
+
+impl Host {
+    /// Runs a prepared component once under `request.policy`.
+    ///
+    /// Returns `Err` only when the run could not start (bad input, a grant
+    /// that cannot be applied); everything that happens once the guest runs,
+    /// including traps, timeouts and limits, is an [`Outcome`].
+    pub async fn run(&self, prepared: &Prepared, request: RunRequest) -> Result<RunReport, Error> {
+        let input = request.input.clone();
+        let parsed: serde_json::Value =
+            serde_json::from_str(&input).map_err(|e| Error::Input(format!("not JSON: {e}")))?;
+        let limits = request.policy.limits;
+        if limits.fuel.is_some() && !self.options.fuel {
+            return Err(Error::Grant(
+                "a fuel limit needs a host built with fuel metering (EngineOptions::fuel)".into(),
+            ));
+        }
+        let started = Instant::now();
+        let deadline = started + limits.timeout;
+        let mut cancel = request.cancel.clone();
+        let Built {
+            state,
+            stdout,
+            stderr,
+            sandbox,
+        } = RunState::build(prepared, request, &parsed, deadline, self.docker.clone())?;
+        let mut store = self.store(state, &limits, deadline)?;
+        let call = call(prepared, &mut store, &input);
+        // The grace covers a guest blocked in a host call past the deadline:
+        // the epoch check cannot stop it there, dropping the future does.
+        let timed = tokio::time::timeout(limits.timeout + Duration::from_millis(50), call);
+        // Cancellation drops the call (and with it every exec'd process
+        // group) at once, wherever the guest is.
+        let result = tokio::select! {
+            r = timed => Some(r),
+            () = cancelled(&mut cancel) => None,
+        };
+        let (out, out_trunc) = stdout.contents();
+        let (err, err_trunc) = stderr.contents();
+        let stdout = String::from_utf8_lossy(&out).into_owned();
+        let stderr = String::from_utf8_lossy(&err).into_owned();
+        let timed_out = Outcome::TimedOut {
+            limit_ms: limits.timeout.as_millis() as u64,
+        };
+        let outcome = match result {
+            None => Outcome::Cancelled,
+            Some(Err(_elapsed)) => timed_out,
+            Some(Ok(Ok(r))) => returned(r, &limits, &stdout),
+            Some(Ok(Err(e))) => {
+                let limit = store.data().limiter.exceeded.clone();
+                classify_trap(&e, limit, &stderr, timed_out)
+            }
+        };
+        Ok(RunReport {
+            skill: prepared.name.clone(),
+            digest: prepared.digest.clone(),
+            kind: prepared.kind,
+            outcome,
+            duration_ms: started.elapsed().as_millis() as u64,
+            cache: prepared.cache,
+            sandbox: sandbox.status(),
+            stdout,
+            stderr,
+            output_truncated: out_trunc || err_trunc,
+            checkpoints: std::mem::take(&mut store.data_mut().checkpoint.saved),
+        })
+    }
+
+    /// The run's store: its limits, fuel and deadline.
+    fn store(
+        &self,
+        state: RunState,
+        limits: &ResolvedLimits,
+        deadline: Instant,
+    ) -> Result<Store<RunState>, Error> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if self.options.fuel {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(Error::engine)?;
+        }
+        // Check the wall clock at every epoch tick; yielding lets the outer
+        // timeout fire even while the guest spins.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+}
+
+/// Instantiates the component and calls its entry point.
+async fn call(
+    prepared: &Prepared,
+    store: &mut Store<RunState>,
+    input: &str,
+) -> wasmtime::Result<CallResult> {
+    match &prepared.pre {
+        Pre::Skill(pre) => {
+            let skill = pre.instantiate_async(&mut *store).await?;
+            skill
+                .call_run(&mut *store, input)
+                .await
+                .map(CallResult::Skill)
+        }
+        Pre::Command(pre) => {
+            let cmd = pre.instantiate_async(&mut *store).await?;
+            match cmd.wasi_cli_run().call_run(&mut *store).await {
+                Ok(r) => Ok(CallResult::Exit(if r.is_ok() { 0 } else { 1 })),
+                Err(e) => match e.downcast_ref::<I32Exit>() {
+                    Some(I32Exit(code)) => Ok(CallResult::Exit(*code)),
+                    None => Err(e),
+                },
+            }
+        }
+    }
+}
+
+/// Resolves once `cancel` turns true; never without one.
+async fn cancelled(cancel: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match cancel {
+        Some(rx) => {
+            while !*rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// The outcome of an entry point that returned.
+fn returned(r: CallResult, limits: &ResolvedLimits, stdout: &str) -> Outcome {
+    match r {
+        CallResult::Skill(Ok(summary)) => summarised(summary, limits),
+        CallResult::Skill(Err(f)) => Outcome::Failed {
+            kind: match f.kind {
+                WitFailureKind::Failed => FailureKind::Failed,
+                WitFailureKind::Denied => FailureKind::Denied,
+                WitFailureKind::InvalidInput => FailureKind::InvalidInput,
+            },
+            message: crate::units::truncate_with_marker(f.message, limits.output, "… [truncated]"),
+            data: f.data.as_deref().and_then(|d| parse_data(d).ok()),
+        },
+        CallResult::Exit(0) => Outcome::Succeeded {
+            text: stdout.to_string(),
+            data: serde_json::json!({ "exit_code": 0 }),
+        },
+        CallResult::Exit(code) => Outcome::Failed {
+            kind: FailureKind::Failed,
+            message: format!("exited with status {code}"),
+            data: Some(serde_json::json!({ "exit_code": code })),
+        },
+    }
+}
+
+/// A skill's summary, held to the output cap.
+fn summarised(summary: Summary, limits: &ResolvedLimits) -> Outcome {
+    let size = summary.text.len() + summary.data.len();
+    if size > limits.output {
+        return Outcome::LimitExceeded {
+            limit: Limit::Output,
+            message: format!(
+                "the summary is {size} bytes; the output cap is {} (raise it with --output)",
+                limits.output
+            ),
+        };
+    }
+    match parse_data(&summary.data) {
+        Ok(data) => Outcome::Succeeded {
+            text: summary.text,
+            data,
+        },
+        Err(message) => Outcome::Failed {
+            kind: FailureKind::Failed,
+            message,
+            data: None,
+        },
+    }
+}

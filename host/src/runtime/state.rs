@@ -1,0 +1,168 @@
+//! The data of one run's `Store`: WASI state plus one context per skillbox
+//! capability, built from the run's policy.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::{Prepared, RunRequest, SkillKind};
+use crate::caps;
+use crate::caps::checkpoint::CheckpointCtx;
+use crate::caps::docker::{DockerCtx, DockerEngine};
+use crate::caps::exec::ExecCtx;
+use crate::caps::limits::Limiter;
+use crate::caps::net::NetCtx;
+use crate::caps::output::CappedOutput;
+use crate::caps::progress::{LogBudget, ProgressCtx};
+use crate::caps::sandbox::Sandbox;
+use crate::error::Error;
+use crate::events::EventSink;
+
+/// The data of one run's `Store`: WASI state plus one context per
+/// skillbox capability. Each capability's host code sees only its own
+/// context (see [`Host::new`](super::Host::new) for the wiring).
+pub struct RunState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limiter: Limiter,
+    events: Arc<dyn EventSink>,
+    net: NetCtx,
+    pub(super) exec: ExecCtx,
+    pub(super) docker: DockerCtx,
+    pub(super) progress: ProgressCtx,
+    pub(super) checkpoint: CheckpointCtx,
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl crate::events::HasEvents for RunState {
+    fn events(&self) -> &dyn EventSink {
+        &*self.events
+    }
+}
+
+impl caps::net::NetView for RunState {
+    fn net(&self) -> &NetCtx {
+        &self.net
+    }
+}
+
+impl crate::bindings::skillbox::skill::types::Host for RunState {}
+
+/// A run's state, with the pieces the runtime keeps reading while it runs.
+pub(super) struct Built {
+    pub(super) state: RunState,
+    pub(super) stdout: CappedOutput,
+    pub(super) stderr: CappedOutput,
+    pub(super) sandbox: Arc<Sandbox>,
+}
+
+impl RunState {
+    /// The state of one run of `prepared`: each capability's context from
+    /// the run's policy. `input` is the parsed input (a command's args and
+    /// stdin).
+    pub(super) fn build(
+        prepared: &Prepared,
+        request: RunRequest,
+        input: &serde_json::Value,
+        deadline: Instant,
+        docker: Arc<DockerEngine>,
+    ) -> Result<Built, Error> {
+        let RunRequest {
+            policy,
+            events,
+            checkpoints,
+            persist_checkpoint,
+            tag,
+            ..
+        } = request;
+        let limits = policy.limits;
+        let mut wasi = WasiCtxBuilder::new();
+        caps::fs::configure(&mut wasi, &policy)?;
+        caps::env::configure(&mut wasi, &policy);
+        let net = caps::net::configure(&mut wasi, &policy, events.clone())?;
+        // A command's stdout is its summary, so it is not streamed.
+        let stream_stdout = (prepared.kind == SkillKind::Skill).then(|| events.clone());
+        let stdout = CappedOutput::new("stdout", limits.output, stream_stdout);
+        let stderr = CappedOutput::new("stderr", limits.output, Some(events.clone()));
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        if prepared.kind == SkillKind::Command {
+            let (args, stdin) = command_input(input)?;
+            let mut argv = vec![prepared.name.clone()];
+            argv.extend(args);
+            wasi.args(&argv);
+            wasi.stdin(MemoryInputPipe::new(stdin));
+        }
+        let sandbox = Arc::new(if policy.exec.is_empty() {
+            Sandbox::none()
+        } else {
+            Sandbox::for_policy(&policy)
+        });
+        let policy = Arc::new(policy);
+        let state = RunState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits.memory),
+            events: events.clone(),
+            net,
+            exec: ExecCtx {
+                policy: policy.clone(),
+                sandbox: sandbox.clone(),
+                events: events.clone(),
+                deadline,
+                tag: tag.clone(),
+            },
+            docker: DockerCtx {
+                engine: docker,
+                policy,
+                events: events.clone(),
+                deadline,
+                task: tag,
+            },
+            progress: ProgressCtx {
+                events,
+                log: LogBudget::new(limits.output),
+            },
+            checkpoint: CheckpointCtx {
+                saved: checkpoints,
+                persist: persist_checkpoint,
+            },
+        };
+        Ok(Built {
+            state,
+            stdout,
+            stderr,
+            sandbox,
+        })
+    }
+}
+
+fn command_input(v: &serde_json::Value) -> Result<(Vec<String>, Vec<u8>), Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CommandInput {
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        stdin: String,
+    }
+    if v.is_null() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let c: CommandInput = serde_json::from_value(v.clone()).map_err(|e| {
+        Error::Input(format!(
+            "a WASI command takes {{\"args\": [..], \"stdin\": \"..\"}} or null: {e}"
+        ))
+    })?;
+    Ok((c.args, c.stdin.into_bytes()))
+}
