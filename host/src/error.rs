@@ -74,6 +74,10 @@ pub enum Error {
     /// The host's configuration file is invalid.
     #[error("invalid configuration {0}")]
     Config(String),
+    /// The daemon's data dir cannot be used (another daemon holds it, or it
+    /// cannot be made).
+    #[error("{0}")]
+    DataDir(String),
     /// An MCP transport failed.
     #[error("MCP: {0}")]
     Mcp(String),

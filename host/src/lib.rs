@@ -36,6 +36,7 @@ mod bindings;
 pub mod caps;
 pub mod catalog;
 pub mod config;
+pub mod daemon;
 mod error;
 pub mod events;
 pub mod policy;

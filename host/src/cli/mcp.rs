@@ -3,8 +3,8 @@
 use clap::Args;
 use skillbox::server::mcp::{McpServer, serve_stdio};
 
-use super::daemon::{DaemonAddr, HostArgs, open_daemon};
 use super::exit;
+use super::serve::{DaemonAddr, HostArgs, announce_recovered, open_daemon};
 
 /// Serve the installed skills to an MCP client (an agent) over stdio.
 ///
@@ -52,6 +52,7 @@ async fn mcp_inner(args: McpArgs) -> Result<(), String> {
             e
         }
     })?;
+    announce_recovered(&daemon, &args.at);
     if daemon.catalog.is_empty() {
         eprintln!(
             "skillbox mcp: no skills are installed: add [skills.NAME] tables to the configuration file (--config)"

@@ -16,13 +16,15 @@ macro_rules! out {
 }
 
 mod build;
-mod daemon;
 mod grants;
 mod inspect;
 mod mcp;
 mod new;
 mod output;
 mod run;
+mod serve;
+mod show;
+mod tasks;
 
 use std::process::ExitCode;
 
@@ -76,10 +78,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Build(build::BuildArgs),
     New(new::NewArgs),
-    Serve(daemon::ServeArgs),
-    Worker(daemon::WorkerArgs),
-    Spawn(daemon::SpawnArgs),
-    Tasks(daemon::TasksArgs),
+    Serve(serve::ServeArgs),
+    Worker(serve::WorkerArgs),
+    Spawn(tasks::SpawnArgs),
+    Tasks(tasks::TasksArgs),
     Mcp(mcp::McpArgs),
 }
 
@@ -109,10 +111,10 @@ pub fn main() -> ExitCode {
             Command::Inspect(a) => inspect::inspect(a),
             Command::Build(a) => build::build(a),
             Command::New(a) => new::new(a),
-            Command::Serve(a) => daemon::serve(a).await,
-            Command::Worker(a) => daemon::worker(a).await,
-            Command::Spawn(a) => daemon::spawn(a).await,
-            Command::Tasks(a) => daemon::tasks(a).await,
+            Command::Serve(a) => serve::serve(a).await,
+            Command::Worker(a) => serve::worker(a).await,
+            Command::Spawn(a) => tasks::spawn(a).await,
+            Command::Tasks(a) => tasks::tasks(a).await,
             Command::Mcp(a) => mcp::mcp(a).await,
         }
     });

@@ -2,11 +2,17 @@
 //! The CLI's `spawn` and `tasks` commands are built on it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+
+use super::{Redelivered, SpawnBody};
+use crate::relay::{Delivery, Notification};
+use crate::store::{EventRecord, Task, TaskFilter};
 
 /// Where the daemon listens.
 #[derive(Clone, Debug)]
@@ -167,6 +173,81 @@ impl Client {
         json_answer(self.send(method, path, body, &[]).await?).await
     }
 
+    /// A JSON request whose answer is a `T`.
+    async fn typed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let v = self.call(method, path, body).await?;
+        serde_json::from_value(v).map_err(|e| transport(format!("unexpected answer: {e}")))
+    }
+
+    /// Spawns a task (`POST /v1/tasks`).
+    pub async fn spawn(&self, body: &SpawnBody) -> Result<Task, ClientError> {
+        let body = serde_json::to_value(body).map_err(transport)?;
+        self.typed(Method::POST, "/v1/tasks", Some(&body)).await
+    }
+
+    /// One task.
+    pub async fn task(&self, id: &str) -> Result<Task, ClientError> {
+        self.typed(Method::GET, &format!("/v1/tasks/{id}"), None)
+            .await
+    }
+
+    /// Tasks matching `filter`, newest first.
+    pub async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, ClientError> {
+        let pairs = [
+            ("state", filter.state.map(|s| s.to_string())),
+            ("label", filter.label.clone()),
+            ("parent_session", filter.parent_session.clone()),
+            ("limit", filter.limit.map(|l| l.to_string())),
+        ];
+        self.typed(Method::GET, &format!("/v1/tasks{}", query(&pairs)), None)
+            .await
+    }
+
+    /// Cancels a task.
+    pub async fn cancel(&self, id: &str) -> Result<Task, ClientError> {
+        self.typed(Method::POST, &format!("/v1/tasks/{id}/cancel"), None)
+            .await
+    }
+
+    /// The task once it has ended, or as it is after `timeout`.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Task, ClientError> {
+        let path = format!("/v1/tasks/{id}/wait?timeout_ms={}", timeout.as_millis());
+        self.typed(Method::GET, &path, None).await
+    }
+
+    /// The task's notifications and their attempts.
+    pub async fn deliveries(&self, id: &str) -> Result<Vec<Delivery>, ClientError> {
+        self.typed(Method::GET, &format!("/v1/tasks/{id}/deliveries"), None)
+            .await
+    }
+
+    /// Queues the task's failed notifications again.
+    pub async fn redeliver(&self, id: &str) -> Result<Redelivered, ClientError> {
+        self.typed(Method::POST, &format!("/v1/tasks/{id}/redeliver"), None)
+            .await
+    }
+
+    /// The final notification of an ended task.
+    pub async fn notification(&self, id: &str) -> Result<Notification, ClientError> {
+        self.typed(Method::GET, &format!("/v1/tasks/{id}/notification"), None)
+            .await
+    }
+
+    /// The task's stored events (one page), without following.
+    pub async fn event_page(&self, id: &str) -> Result<Vec<EventRecord>, ClientError> {
+        self.typed(
+            Method::GET,
+            &format!("/v1/tasks/{id}/events?follow=false"),
+            None,
+        )
+        .await
+    }
+
     /// Opens the event stream of task `id` after `after`.
     pub async fn events(&self, id: &str, after: u64) -> Result<Streaming, ClientError> {
         let resp = self
@@ -207,6 +288,30 @@ async fn json_answer(
         return Err(api_error(status, &parsed.unwrap_or_default()));
     }
     parsed.map_err(|e| transport(format!("the answer is not JSON: {e}")))
+}
+
+/// `?k=v&…` of the pairs that have a value, URL-encoded.
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", urlencode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn api_error(status: StatusCode, v: &serde_json::Value) -> ClientError {

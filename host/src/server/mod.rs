@@ -20,7 +20,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::policy::Grants;
@@ -98,7 +98,7 @@ fn parse_id(id: &str) -> Result<TaskId, ApiError> {
 }
 
 /// `POST /v1/tasks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpawnBody {
     /// Absolute path of the skill (directory, manifest or component) on the
@@ -221,10 +221,21 @@ async fn redeliver(
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let requeued = tasks.redeliver(id)?;
-    Ok(
-        Json(serde_json::json!({ "requeued": requeued, "deliveries": tasks.deliveries(id)? }))
-            .into_response(),
-    )
+    let deliveries = tasks.deliveries(id)?;
+    Ok(Json(Redelivered {
+        requeued,
+        deliveries,
+    })
+    .into_response())
+}
+
+/// The answer of `POST /v1/tasks/{id}/redeliver`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Redelivered {
+    /// How many failed notifications were queued again.
+    pub requeued: usize,
+    /// The task's notifications now.
+    pub deliveries: Vec<crate::relay::Delivery>,
 }
 
 async fn notification(

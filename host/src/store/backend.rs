@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::error::StoreError;
 
@@ -23,7 +23,7 @@ pub struct Claim {
 }
 
 /// A stored event with its position.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     /// Position within the task's events, from 1.
     pub seq: u64,

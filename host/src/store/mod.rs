@@ -37,7 +37,7 @@ pub use model::{
     CleanupMode, NotifyMode, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId, TaskSpec,
     TaskState,
 };
-pub use open::open_store;
+pub use open::{is_shared, open_store, without_password};
 pub use outbox::{Attempt, Change, Delivery, DeliveryState, Verdict};
 pub use postgres::{OUTBOX_CHANNEL, PgOptions, PgStore, TASKS_CHANNEL};
 pub use sqlite::{SqliteStore, StoreStats};

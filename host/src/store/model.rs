@@ -230,7 +230,7 @@ impl TaskEvent {
 }
 
 /// Which tasks to list.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskFilter {
     /// Only tasks in this state.

@@ -15,7 +15,7 @@ use super::sqlite::SqliteStore;
 ///   in the database file `PATH`, or in `PATH/tasks.db` when `PATH` is a
 ///   directory (as `skillbox serve` keeps it in its data dir).
 pub fn open_store(spec: &str) -> Result<Arc<dyn TaskStore>, StoreError> {
-    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+    if is_shared(spec) {
         return Ok(Arc::new(PgStore::connect(spec)?));
     }
     let path = spec
@@ -36,8 +36,43 @@ pub fn open_store(spec: &str) -> Result<Arc<dyn TaskStore>, StoreError> {
     Ok(Arc::new(store))
 }
 
+/// Whether the store `spec` names can be shared by several hosts
+/// (PostgreSQL).
+pub fn is_shared(spec: &str) -> bool {
+    spec.starts_with("postgres://") || spec.starts_with("postgresql://")
+}
+
+/// `spec` with the password of a `scheme://user:password@host…` URL
+/// replaced by `***`, for messages.
+pub fn without_password(spec: &str) -> String {
+    let Some((scheme, rest)) = spec.split_once("://") else {
+        return spec.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') && !user.contains('/') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => spec.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn store_urls_are_shown_without_their_password() {
+        use super::without_password as w;
+        assert_eq!(
+            w("postgres://sbx:secret@db:5432/tasks"),
+            "postgres://sbx:***@db:5432/tasks"
+        );
+        assert_eq!(w("postgres://sbx@db/tasks"), "postgres://sbx@db/tasks");
+        assert_eq!(
+            w("/var/lib/skillbox/tasks.db"),
+            "/var/lib/skillbox/tasks.db"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -1,0 +1,356 @@
+//! `skillbox serve` and `skillbox worker`: the processes that run tasks,
+//! over the library's [`Daemon`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use skillbox::daemon::{Daemon, DaemonOptions};
+use skillbox::server::client::{Client, Endpoint};
+use skillbox::tasks::TaskService;
+
+use super::exit;
+
+/// Where the daemon keeps its state and socket.
+#[derive(Args, Debug, Clone)]
+pub struct DaemonAddr {
+    /// Data directory: the task store and the daemon's socket
+    /// [default: the user's data dir, e.g. ~/.local/share/skillbox].
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Talk to the daemon on this loopback TCP address instead of its socket
+    /// (needs --token or SKILLBOX_TOKEN).
+    #[arg(long, value_name = "ADDR", env = "SKILLBOX_ADDR", global = true)]
+    pub addr: Option<String>,
+    /// Bearer token for --addr.
+    #[arg(long, env = "SKILLBOX_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+impl DaemonAddr {
+    pub(super) fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .or_else(|| dirs::data_dir().map(|d| d.join("skillbox")))
+            .unwrap_or_else(|| PathBuf::from(".skillbox"))
+    }
+
+    pub(super) fn socket(&self) -> PathBuf {
+        self.data_dir().join("skillbox.sock")
+    }
+
+    pub(super) fn client(&self) -> Client {
+        match (&self.addr, &self.token) {
+            (Some(addr), Some(token)) => Client::new(Endpoint::Tcp {
+                addr: addr.clone(),
+                token: token.clone(),
+            }),
+            _ => Client::unix(&self.socket()),
+        }
+    }
+}
+
+/// Run the skillbox daemon: a durable task queue with a local HTTP API.
+///
+/// It keeps tasks in DATA-DIR/tasks.db (SQLite; or in the database of
+/// --store, e.g. a PostgreSQL shared with other daemons), listens on
+/// DATA-DIR/skillbox.sock (mode 0600), runs queued tasks up to
+/// --concurrency at a time, and on start resumes (or fails, by each
+/// skill's policy) the tasks a previous daemon left running. Stop it with
+/// SIGTERM or Ctrl-C; running tasks are then interrupted and resumed by the
+/// next start.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub at: DaemonAddr,
+    /// Also listen on this loopback TCP address (requires --token).
+    #[arg(long, value_name = "127.0.0.1:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Delete finished tasks (with their events and checkpoints) this long
+    /// after they ended; checked at start and hourly.
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    pub retain: skillbox::units::HumanDuration,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// How a process that runs tasks (`serve`, `mcp`) sets up its host.
+#[derive(Args, Debug)]
+pub struct HostArgs {
+    /// Most tasks running at once. `serve --concurrency 0` runs none: an
+    /// API server for workers sharing its --store.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Directory of the compiled-component cache.
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Configuration file: installed skills ([skills.NAME], the MCP tools),
+    /// relay sinks (webhooks, OpenClaw gateways), default sinks, retry
+    /// policy [default: DATA-DIR/config.toml, if it exists]. See README.md,
+    /// "Relaying summaries" and "Agents".
+    #[arg(long, value_name = "FILE", env = "SKILLBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Task store: `postgres://USER@HOST:PORT/DB` (hosts naming one
+    /// database share its queue) or a SQLite file [default: the
+    /// configuration's `store`, else DATA-DIR/tasks.db].
+    #[arg(long, value_name = "URL", env = "SKILLBOX_STORE")]
+    pub store: Option<String>,
+    /// How long a running task's claim lasts without renewal (renewed every
+    /// sixth of it, at most every 5 s). A host that dies loses its tasks to
+    /// another host sharing the store after this long; a host cut off from
+    /// the store this long stops its tasks.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub lease: skillbox::units::HumanDuration,
+}
+
+/// `skillbox serve`.
+pub async fn serve(args: ServeArgs) -> u8 {
+    match serve_inner(args).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+/// Run queued tasks from a task store shared with other hosts, without an API.
+///
+/// Workers on one or more machines that name the same PostgreSQL database
+/// (--store postgres://…) share its queue: each claims queued tasks with
+/// `FOR UPDATE SKIP LOCKED`, holds a lease renewed while the task runs, and
+/// wakes on PostgreSQL's `LISTEN/NOTIFY` when another host queues work. A
+/// worker that dies loses its tasks after --lease; another resumes them
+/// from their checkpoints (or fails them, by each skill's policy). Every
+/// worker must see each skill at the path it was spawned with (a shared,
+/// read-only skills directory); a worker whose file differs from the pinned
+/// digest fails the task instead of running another component. Tasks are
+/// spawned through any `skillbox serve` (or embedding host) on the same
+/// store. DATA-DIR holds this worker's scratch directories and lock (one
+/// worker per data dir). Stop it with SIGTERM or Ctrl-C.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub at: DaemonAddr,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// `skillbox worker`.
+pub async fn worker(args: WorkerArgs) -> u8 {
+    match worker_inner(args).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+async fn worker_inner(args: WorkerArgs) -> Result<(), String> {
+    let daemon = open_daemon(&args.at, &args.host)?;
+    announce_recovered(&daemon, &args.at);
+    let tasks = daemon.tasks.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut worker = tokio::spawn(tasks.clone().work(stop_rx));
+    eprintln!(
+        "skillbox worker {}: running up to {} task(s) at once from {}",
+        tasks.owner_id(),
+        args.host.concurrency.max(1),
+        daemon.store
+    );
+    if !daemon.sinks.is_empty() {
+        eprintln!(
+            "skillbox worker: notifications go to {}",
+            daemon.sinks.join(", ")
+        );
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        // It stopped by itself: the store failed for good.
+        r = &mut worker => return r.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+    }
+    let _ = stop_tx.send(true);
+    worker
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Opens the daemon's host on the data dir (see [`Daemon::open`]).
+pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
+    Daemon::open(&DaemonOptions {
+        data_dir: at.data_dir(),
+        config: args.config.clone(),
+        store: args.store.clone(),
+        cache_dir: args.cache_dir.clone(),
+        concurrency: args.concurrency,
+        lease: args.lease.get(),
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Says which tasks the previous process on the data dir left running.
+pub fn announce_recovered(daemon: &Daemon, at: &DaemonAddr) {
+    if !daemon.recovered.is_empty() {
+        eprintln!(
+            "skillbox: {} task(s) left running by the previous process on {} were interrupted",
+            daemon.recovered.len(),
+            at.data_dir().display()
+        );
+    }
+}
+
+async fn serve_inner(args: ServeArgs) -> Result<(), String> {
+    if let Some(l) = args.listen
+        && !l.ip().is_loopback()
+    {
+        return Err(format!("--listen {l}: only loopback addresses are allowed"));
+    }
+    let token = match (args.listen, &args.at.token) {
+        (Some(_), None) => {
+            return Err("--listen needs a bearer token: pass --token or set SKILLBOX_TOKEN".into());
+        }
+        (_, t) => t.clone(),
+    };
+    let daemon = open_daemon(&args.at, &args.host)?;
+    announce_recovered(&daemon, &args.at);
+    if args.host.concurrency == 0 && !daemon.shared {
+        return Err(
+            "--concurrency 0 runs no tasks here: it needs a store shared with workers \
+             (--store postgres://…)"
+                .into(),
+        );
+    }
+    let tasks = daemon.tasks.clone();
+
+    let socket = args.at.socket();
+    let _ = std::fs::remove_file(&socket);
+    let unix = tokio::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", socket.display()))?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // With --concurrency 0 the workers sharing the store run the tasks
+    // (and deliver their notifications).
+    let worker =
+        (args.host.concurrency > 0).then(|| tokio::spawn(tasks.clone().work(stop_rx.clone())));
+    prune_hourly(tasks.clone(), args.retain);
+    let shutdown = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let unix_server = axum::serve(unix, skillbox::server::router(tasks.clone(), None))
+        .with_graceful_shutdown(shutdown);
+    let tcp_server = match args.listen {
+        Some(addr) => Some(listen_tcp(addr, &daemon, token, &stop_rx).await?),
+        None => None,
+    };
+    banner(&daemon, &socket, args.listen);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    unix_server.await.map_err(|e| e.to_string())?;
+    if let Some(t) = tcp_server {
+        let _ = t.await;
+    }
+    if let Some(worker) = worker {
+        worker
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// The API and MCP on a loopback TCP port, until `stop`.
+async fn listen_tcp(
+    addr: std::net::SocketAddr,
+    daemon: &Daemon,
+    token: Option<String>,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, String> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut rx = stop_rx.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    {
+        let (stop, mut rx) = (stop.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let _ = rx.wait_for(|s| *s).await;
+            stop.cancel();
+        });
+    }
+    let api = skillbox::server::router_with_mcp(
+        daemon.tasks.clone(),
+        token,
+        Some((daemon.catalog.clone(), stop)),
+    );
+    Ok(tokio::spawn(
+        axum::serve(l, api)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    ))
+}
+
+/// Deletes tasks that ended over `retain` ago, at start and hourly.
+fn prune_hourly(tasks: Arc<TaskService>, retain: skillbox::units::HumanDuration) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            match tasks.prune(retain.get()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    eprintln!("skillbox serve: deleted {n} task(s) that ended over {retain} ago")
+                }
+                Err(e) => eprintln!("skillbox serve: pruning old tasks failed: {e}"),
+            }
+        }
+    });
+}
+
+/// What `serve` says when it starts.
+fn banner(daemon: &Daemon, socket: &std::path::Path, listen: Option<std::net::SocketAddr>) {
+    eprintln!(
+        "skillbox serve: listening on {}{}; tasks in {}",
+        socket.display(),
+        listen
+            .map(|a| format!(" and http://{a} (MCP at http://{a}/mcp)"))
+            .unwrap_or_default(),
+        daemon.store
+    );
+    if !daemon.catalog.is_empty() {
+        let names: Vec<&str> = daemon.catalog.tools().map(|t| t.name.as_str()).collect();
+        eprintln!("skillbox serve: MCP tools: {}", names.join(", "));
+    }
+    if !daemon.sinks.is_empty() {
+        eprintln!(
+            "skillbox serve: notifications go to {}",
+            daemon.sinks.join(", ")
+        );
+    }
+    eprintln!(
+        "skillbox serve: skills granted docker use the engine at {} (DOCKER_HOST)",
+        daemon.tasks.host().docker().endpoint()
+    );
+}

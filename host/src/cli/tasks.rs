@@ -1,0 +1,444 @@
+//! `skillbox spawn` and `skillbox tasks`: clients of the daemon's API,
+//! with its typed requests and answers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use skillbox::relay::{Delivery, Notification};
+use skillbox::server::SpawnBody;
+use skillbox::server::client::{Client, ClientError};
+use skillbox::store::{CleanupMode, NotifyMode, Task, TaskFilter, TaskState};
+
+use super::exit;
+use super::grants::GrantArgs;
+use super::serve::DaemonAddr;
+use super::show::{LiveProgress, describe_event, print_list, print_task};
+
+/// Start a skill as a background task and print its id at once.
+///
+/// Takes the same grant flags as `run`. The daemon (`skillbox serve`) must be
+/// running on the same --data-dir; follow the task with `skillbox tasks`.
+#[derive(Args, Debug)]
+pub struct SpawnArgs {
+    /// Skill directory, skill.toml, or .wasm component.
+    pub skill: PathBuf,
+    /// Input as JSON text, @FILE, or - for stdin.
+    #[arg(long, short, value_name = "JSON|@FILE|-", default_value = "{}")]
+    pub input: String,
+    #[command(flatten)]
+    pub grants: GrantArgs,
+    /// A label, to find the task again.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// The agent session the result belongs to.
+    #[arg(long, value_name = "KEY")]
+    pub parent_session: Option<String>,
+    /// Which state changes to announce: done-only, state-changes, silent.
+    #[arg(long, default_value = "done-only")]
+    pub notify: NotifyMode,
+    /// Where to announce them: relay sinks of the daemon's configuration,
+    /// by name (repeat, or separate with commas) [default: the configured
+    /// relay.default].
+    #[arg(long, value_name = "SINK", value_delimiter = ',')]
+    pub notify_to: Vec<String>,
+    /// What to do with the task's scratch directory (read-write at
+    /// /scratch in the guest; DATA_DIR/scratch/ID on the host) when the
+    /// task ends: keep it (until the task is pruned) or delete it.
+    #[arg(long, default_value = "keep")]
+    pub cleanup: CleanupMode,
+    /// Accept the skill even if some requested capabilities were not granted.
+    #[arg(long)]
+    pub partial: bool,
+    /// Accept a manifest that pins no sha256.
+    #[arg(long)]
+    pub allow_unpinned: bool,
+    /// Print the stored task as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub at: DaemonAddr,
+}
+
+/// An error of a daemon call, with the exit code `run` would give it.
+enum Failure {
+    /// From the client or the API.
+    Client(ClientError),
+    /// From checking the request locally.
+    Local(skillbox::Error),
+    /// Anything else.
+    Other(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+impl From<skillbox::Error> for Failure {
+    fn from(e: skillbox::Error) -> Self {
+        Failure::Local(e)
+    }
+}
+
+fn fail(e: impl Into<Failure>, json: bool) -> u8 {
+    let (message, code) = match e.into() {
+        Failure::Client(e) => {
+            let code = match &e {
+                ClientError::Api { status: 403, .. } => exit::DENIED,
+                ClientError::Api {
+                    status: 400 | 404 | 413 | 422,
+                    ..
+                } => exit::INVALID,
+                _ => exit::FAILED,
+            };
+            (e.to_string(), code)
+        }
+        Failure::Local(e) => (e.to_string(), super::output::code_of(&e)),
+        Failure::Other(m) => (m, exit::FAILED),
+    };
+    super::output::print_error(&message, code, json)
+}
+
+/// Prints `value` as one JSON line.
+fn print_json(value: &impl Serialize) {
+    outln!("{}", serde_json::to_string(value).unwrap_or_default());
+}
+
+/// `skillbox spawn`.
+pub async fn spawn(args: SpawnArgs) -> u8 {
+    let result = async {
+        let grants = args.grants.to_grants()?;
+        let input = super::run::read_input(&args.input)?;
+        let skill = args
+            .skill
+            .canonicalize()
+            .map_err(|e| Failure::Other(format!("{}: {e}", args.skill.display())))?;
+        let body = SpawnBody {
+            skill,
+            input: Some(
+                serde_json::from_str(&input).map_err(|e| skillbox::Error::Input(e.to_string()))?,
+            ),
+            grants,
+            label: args.label.clone(),
+            parent_session: args.parent_session.clone(),
+            cleanup: Some(args.cleanup),
+            notify: Some(args.notify),
+            notify_to: args.notify_to.clone(),
+            partial: args.partial,
+            allow_unpinned: args.allow_unpinned,
+        };
+        Ok::<_, Failure>(args.at.client().spawn(&body).await?)
+    }
+    .await;
+    match result {
+        Ok(task) if args.json => {
+            print_json(&task);
+            exit::OK
+        }
+        Ok(task) => {
+            outln!("{}", task.id);
+            exit::OK
+        }
+        Err(e) => fail(e, args.json),
+    }
+}
+
+/// Inspect and control background tasks.
+#[derive(Args, Debug)]
+pub struct TasksArgs {
+    #[command(subcommand)]
+    pub command: TasksCommand,
+    #[command(flatten)]
+    pub at: DaemonAddr,
+}
+
+/// `skillbox tasks` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TasksCommand {
+    /// List tasks, newest first.
+    List {
+        /// Only tasks in this state (queued, running, succeeded, failed,
+        /// timed_out, cancelled, interrupted).
+        #[arg(long)]
+        state: Option<TaskState>,
+        /// Only tasks with this label.
+        #[arg(long)]
+        label: Option<String>,
+        /// Only tasks of this parent session.
+        #[arg(long)]
+        parent_session: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task.
+    Show {
+        /// Task id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's events (progress, logs, output, audit, state changes).
+    Logs {
+        /// Task id.
+        id: String,
+        /// Keep following until the task ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait for a task to end; print the message its parent session gets;
+    /// exit like `run` would.
+    Wait {
+        /// Task id.
+        id: String,
+        /// Print the task as JSON (with its final `notification`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a task.
+    Cancel {
+        /// Task id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a task's failed notifications again (now, with a fresh retry
+    /// deadline).
+    Redeliver {
+        /// Task id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A task with its notifications, as `tasks show --json` prints it.
+#[derive(Serialize)]
+struct Shown {
+    #[serde(flatten)]
+    task: Task,
+    deliveries: Vec<Delivery>,
+}
+
+/// A task with its final notification, as `tasks wait --json` prints it.
+#[derive(Serialize)]
+struct Waited {
+    #[serde(flatten)]
+    task: Task,
+    notification: Notification,
+}
+
+/// The exit code `run` gives a run that ended like the task.
+fn exit_for_state(state: TaskState) -> u8 {
+    match state {
+        TaskState::Succeeded => exit::OK,
+        TaskState::TimedOut => exit::TIMED_OUT,
+        _ => exit::FAILED,
+    }
+}
+
+/// `skillbox tasks …`.
+pub async fn tasks(args: TasksArgs) -> u8 {
+    let client = args.at.client();
+    match args.command {
+        TasksCommand::List {
+            state,
+            label,
+            parent_session,
+            limit,
+            json,
+        } => {
+            let filter = TaskFilter {
+                state,
+                label,
+                parent_session,
+                limit: Some(limit),
+            };
+            list(&client, &filter, json).await
+        }
+        TasksCommand::Show { id, json } => show(&client, &id, json).await,
+        TasksCommand::Logs {
+            id,
+            follow: false,
+            json,
+        } => logs(&client, &id, json).await,
+        TasksCommand::Logs {
+            id,
+            follow: true,
+            json,
+        } => follow(&client, &id, json).await,
+        TasksCommand::Wait { id, json } => wait(&client, &id, json).await,
+        TasksCommand::Redeliver { id, json } => redeliver(&client, &id, json).await,
+        TasksCommand::Cancel { id, json } => cancel(&client, &id, json).await,
+    }
+}
+
+async fn list(client: &Client, filter: &TaskFilter, json: bool) -> u8 {
+    match client.list(filter).await {
+        Ok(tasks) if json => {
+            print_json(&tasks);
+            exit::OK
+        }
+        Ok(tasks) if tasks.is_empty() => {
+            eprintln!("no tasks");
+            exit::OK
+        }
+        Ok(tasks) => {
+            print_list(&tasks);
+            exit::OK
+        }
+        Err(e) => fail(e, json),
+    }
+}
+
+async fn show(client: &Client, id: &str, json: bool) -> u8 {
+    let shown = async {
+        let task = client.task(id).await?;
+        let deliveries = client.deliveries(id).await?;
+        Ok::<_, ClientError>(Shown { task, deliveries })
+    };
+    match shown.await {
+        Ok(s) if json => {
+            print_json(&s);
+            exit::OK
+        }
+        Ok(s) => {
+            print_task(&s.task, &s.deliveries);
+            exit::OK
+        }
+        Err(e) => fail(e, json),
+    }
+}
+
+async fn logs(client: &Client, id: &str, json: bool) -> u8 {
+    match client.event_page(id).await {
+        Ok(events) => {
+            for e in events {
+                if json {
+                    print_json(&e);
+                } else {
+                    outln!("{}", describe_event(&e));
+                }
+            }
+            exit::OK
+        }
+        Err(e) => fail(e, json),
+    }
+}
+
+/// `tasks logs --follow`: the events as they come, until the task ends.
+async fn follow(client: &Client, id: &str, json: bool) -> u8 {
+    let mut stream = match client.events(id, 0).await {
+        Ok(s) => s,
+        Err(e) => return fail(e, json),
+    };
+    // On a terminal, the latest progress stays in a bar below the lines.
+    let bar = LiveProgress::on_terminal(!json);
+    let code = loop {
+        match stream.next_event().await {
+            Ok(Some((_, kind, data))) if kind == "error" => {
+                break fail(Failure::Other(data), json);
+            }
+            Ok(Some((_, _, data))) => {
+                let e: skillbox::store::EventRecord = match serde_json::from_str(&data) {
+                    Ok(e) => e,
+                    Err(e) => break fail(Failure::Other(format!("unexpected event: {e}")), json),
+                };
+                if json {
+                    print_json(&e);
+                    continue;
+                }
+                match &e.event {
+                    skillbox::store::TaskEvent::Progress { fraction, message } => {
+                        bar.set(fraction.map(f64::from), Some(message))
+                    }
+                    skillbox::store::TaskEvent::State { to, .. } => {
+                        bar.set(None, Some(to.as_str()))
+                    }
+                    _ => {}
+                }
+                bar.above(|| outln!("{}", describe_event(&e)));
+            }
+            Ok(None) => break exit::OK,
+            Err(e) => break fail(e, json),
+        }
+    };
+    bar.finish();
+    code
+}
+
+/// `tasks wait`: polls until the task ends, then prints the message its
+/// parent session gets.
+async fn wait(client: &Client, id: &str, json: bool) -> u8 {
+    let bar = LiveProgress::on_terminal(!json);
+    let task = loop {
+        match client.wait(id, Duration::from_secs(1)).await {
+            Ok(t) if t.state.is_terminal() => break t,
+            Ok(t) => bar.set(
+                t.progress.map(f64::from),
+                Some(t.progress_message.as_deref().unwrap_or(t.state.as_str())),
+            ),
+            Err(e) => return fail(e, json),
+        }
+    };
+    bar.finish();
+    let state = task.state;
+    let notification = match client.notification(id).await {
+        Ok(n) => n,
+        Err(e) => return fail(e, json),
+    };
+    if json {
+        print_json(&Waited { task, notification });
+    } else {
+        outln!("{}", notification.message);
+    }
+    exit_for_state(state)
+}
+
+async fn redeliver(client: &Client, id: &str, json: bool) -> u8 {
+    match client.redeliver(id).await {
+        Ok(r) if json => {
+            print_json(&r);
+            exit::OK
+        }
+        Ok(r) => {
+            match r.requeued {
+                0 => outln!("{id}: no failed notifications to send again"),
+                n => outln!("{id}: {n} notification(s) queued again"),
+            }
+            exit::OK
+        }
+        Err(e) => fail(e, json),
+    }
+}
+
+async fn cancel(client: &Client, id: &str, json: bool) -> u8 {
+    match client.cancel(id).await {
+        Ok(t) if json => {
+            print_json(&t);
+            exit::OK
+        }
+        Ok(t) => {
+            let word = if t.state == TaskState::Cancelled {
+                "cancelled"
+            } else {
+                "cancelling"
+            };
+            outln!("{} {word}", t.id);
+            exit::OK
+        }
+        Err(e) => fail(e, json),
+    }
+}
