@@ -95,15 +95,7 @@ pub(crate) fn intersect(
                 ),
             },
             [g] if *g == r => ReportStatus::Granted,
-            _ => ReportStatus::Narrowed {
-                reason: format!(
-                    "granted {} only",
-                    got.iter()
-                        .map(|g| g.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            },
+            _ => ReportStatus::granted_only(&got),
         };
         report.push("net", r.clone(), status);
         for g in got {

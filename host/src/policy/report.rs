@@ -25,6 +25,16 @@ pub enum ReportStatus {
     Unrequested,
 }
 
+impl ReportStatus {
+    /// Narrowed to `granted`, which is less than was requested.
+    pub(crate) fn granted_only(granted: &[impl AsRef<str>]) -> ReportStatus {
+        let list: Vec<&str> = granted.iter().map(AsRef::as_ref).collect();
+        ReportStatus::Narrowed {
+            reason: format!("granted {} only", list.join(", ")),
+        }
+    }
+}
+
 /// One line of a [`PolicyReport`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReportItem {

@@ -380,109 +380,30 @@ fn intersect(
         }
         Some(Some(r)) => r,
     };
-
-    let mut any_image = false;
-    for p in &req.images {
-        let status = if grant.images.iter().any(|g| g == p || g == "*") {
-            any_image = true;
-            ReportStatus::Granted
-        } else if grant.images.iter().any(|g| image::pattern_covers(p, g)) {
-            any_image = true;
-            let narrower: Vec<&str> = grant
-                .images
-                .iter()
-                .filter(|g| image::pattern_covers(p, g))
-                .map(String::as_str)
-                .collect();
-            ReportStatus::Narrowed {
-                reason: format!("granted {} only", narrower.join(", ")),
-            }
-        } else {
-            ReportStatus::NotGranted {
-                hint: if p == "*" {
-                    "--allow-docker 'IMAGE:*'".into()
-                } else {
-                    format!("--allow-docker '{p}'")
-                },
-            }
-        };
-        report.push("docker", format!("image {p}"), status);
-    }
+    let any_image = images(req, grant, report);
     let build = req.build && grant.build;
     if req.build {
-        report.push(
-            "docker",
-            "build".into(),
-            if grant.build {
-                ReportStatus::Granted
-            } else {
-                ReportStatus::NotGranted {
-                    hint: "--allow-docker-build".into(),
-                }
-            },
-        );
-    }
-    let mut build_args: Vec<String> = Vec::new();
-    for a in &req.build_args {
-        let got: Vec<&String> = grant
-            .build_args
-            .iter()
-            .filter(|g| build && (a == "*" || *g == a))
-            .collect();
-        let status = match (got.is_empty(), a == "*") {
-            (true, _) => ReportStatus::NotGranted {
-                hint: format!(
-                    "--allow-docker-build-arg {}",
-                    if a == "*" { "NAME" } else { a }
-                ),
-            },
-            (false, true) => ReportStatus::Narrowed {
-                reason: format!(
-                    "granted {} only",
-                    got.iter()
-                        .map(|g| g.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            },
-            (false, false) => ReportStatus::Granted,
-        };
-        report.push("docker", format!("build-arg {a}"), status);
-        for g in got {
-            if !build_args.contains(g) {
-                build_args.push(g.clone());
-            }
-        }
-    }
-    let mut networks = Vec::new();
-    for n in &req.networks {
-        let got: Vec<String> = grant
-            .networks
-            .iter()
-            .filter(|g| n == "*" || *g == n)
-            .cloned()
-            .collect();
-        let status = if got.is_empty() {
-            ReportStatus::NotGranted {
-                hint: format!(
-                    "--allow-docker-network {}",
-                    if n == "*" { "NAME" } else { n }
-                ),
-            }
-        } else if n == "*" {
-            ReportStatus::Narrowed {
-                reason: format!("granted {} only", got.join(", ")),
-            }
-        } else {
+        let status = if grant.build {
             ReportStatus::Granted
-        };
-        report.push("docker", format!("network {n}"), status);
-        for g in got {
-            if !networks.contains(&g) {
-                networks.push(g);
+        } else {
+            ReportStatus::NotGranted {
+                hint: "--allow-docker-build".into(),
             }
-        }
+        };
+        report.push("docker", "build".into(), status);
     }
+    let build_args = named(
+        report,
+        ("build-arg", "--allow-docker-build-arg"),
+        &req.build_args,
+        if build { &grant.build_args } else { &[] },
+    );
+    let networks = named(
+        report,
+        ("network", "--allow-docker-network"),
+        &req.networks,
+        &grant.networks,
+    );
     let memory = capped(
         report,
         "docker",
@@ -512,6 +433,67 @@ fn intersect(
         pids,
         owner,
     })
+}
+
+/// Reports each requested image pattern against the granted ones; whether
+/// any is granted at all.
+fn images(req: &DockerRequest, grant: &DockerGrant, report: &mut PolicyReport) -> bool {
+    let mut any_image = false;
+    for p in &req.images {
+        let narrower: Vec<&String> = grant
+            .images
+            .iter()
+            .filter(|g| image::pattern_covers(p, g))
+            .collect();
+        let status = if grant.images.iter().any(|g| g == p || g == "*") {
+            any_image = true;
+            ReportStatus::Granted
+        } else if !narrower.is_empty() {
+            any_image = true;
+            ReportStatus::granted_only(&narrower)
+        } else {
+            ReportStatus::NotGranted {
+                hint: if p == "*" {
+                    "--allow-docker 'IMAGE:*'".into()
+                } else {
+                    format!("--allow-docker '{p}'")
+                },
+            }
+        };
+        report.push("docker", format!("image {p}"), status);
+    }
+    any_image
+}
+
+/// Names (build arguments, networks) requested by name or as `*`, against
+/// the granted names; returns those granted, reported as `what` with the
+/// `flag` that grants one.
+fn named(
+    report: &mut PolicyReport,
+    (what, flag): (&str, &str),
+    requested: &[String],
+    granted: &[String],
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in requested {
+        let got: Vec<&String> = granted.iter().filter(|g| n == "*" || *g == n).collect();
+        let status = if got.is_empty() {
+            ReportStatus::NotGranted {
+                hint: format!("{flag} {}", if n == "*" { "NAME" } else { n }),
+            }
+        } else if n == "*" {
+            ReportStatus::granted_only(&got)
+        } else {
+            ReportStatus::Granted
+        };
+        report.push("docker", format!("{what} {n}"), status);
+        for g in got {
+            if !out.contains(g) {
+                out.push(g.clone());
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
