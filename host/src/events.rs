@@ -1,6 +1,6 @@
 //! What a running skill reports as it goes: progress, logs, output, audit.
 //!
-//! The host hands every event to an [`EventSink`]; the CLI prints them, a
+//! The host hands every event to an [`EventObserver`]; the CLI prints them, a
 //! task store persists them, an embedder does what it likes.
 
 use serde::{Deserialize, Serialize};
@@ -81,22 +81,22 @@ pub enum Event {
     },
 }
 
-/// A store whose host functions report to its run's [`EventSink`]. Host
+/// A store whose host functions report to its run's [`EventObserver`]. Host
 /// code that is generic over the store asks through this, never naming the
 /// runtime's store type.
 pub(crate) trait HasEvents {
-    /// The run's sink.
-    fn events(&self) -> &dyn EventSink;
+    /// The run's observer.
+    fn events(&self) -> &dyn EventObserver;
 }
 
 /// Receives the events of a run. Must be cheap: it is called from the run's
 /// task.
-pub trait EventSink: Send + Sync {
+pub trait EventObserver: Send + Sync {
     /// Handles one event.
     fn event(&self, event: Event);
 }
 
-impl<F: Fn(Event) + Send + Sync> EventSink for F {
+impl<F: Fn(Event) + Send + Sync> EventObserver for F {
     fn event(&self, event: Event) {
         self(event)
     }
@@ -105,6 +105,6 @@ impl<F: Fn(Event) + Send + Sync> EventSink for F {
 /// Discards everything.
 pub struct Discard;
 
-impl EventSink for Discard {
+impl EventObserver for Discard {
     fn event(&self, _: Event) {}
 }

@@ -30,6 +30,26 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Architecture
+//!
+//! The crate is layered: a module uses only modules of the rows above it
+//! (and never one of its own row that uses it back). There is no cycle.
+//!
+//! | layer | modules | what it does |
+//! |---|---|---|
+//! | ground floor | [`error`](Error), [`units`], [`events`], [`private`] | errors (store errors typed inside), sizes, durations, task ids, run events, private files |
+//! | policy | [`policy`]: one module per capability (`fs`, `env`, `net`, `exec`, `docker`, `limits`), the manifest, the grants, [`policy::EffectivePolicy`] | requests, grants, their intersection and the checks of a call; pure computation |
+//! | skills | [`skill`] | a skill on disk: manifest, component, digest |
+//! | capabilities | [`caps`]: `fs`, `env`, `net`, `exec` (with its `sandbox`), `docker`, `progress`, `checkpoint`, `limits`, `output` | the host side of each capability; each owns its per-run context (`ExecCtx`, `DockerCtx`, …) and never names the runtime's store |
+//! | runtime | [`runtime`]: [`Host`], its engine, [`RunState`] | runs one skill under one policy; composes the capability contexts; knows nothing of tasks |
+//! | store | [`store`]: the task model, [`store::TaskStore`], one state machine over two SQL dialects (SQLite, PostgreSQL), the relay's outbox | keeps tasks, events, checkpoints and notifications durably |
+//! | relay | [`relay`] | turns outbox rows into notifications and delivers them through sinks |
+//! | tasks | [`tasks`]: [`tasks::TaskService`] | owns the runtime, the store and the relay: spawns, runs, records and relays tasks |
+//! | edges | [`catalog`], [`config`], [`daemon`], [`server`] (HTTP API and MCP, with its typed client) | the operator's configuration and the daemon's API |
+//!
+//! The `skillbox` binary's `cli` module only parses arguments and calls
+//! these.
 #![warn(missing_docs)]
 
 mod bindings;
@@ -42,7 +62,7 @@ pub mod events;
 pub mod policy;
 pub mod private;
 pub mod relay;
-mod runtime;
+pub mod runtime;
 pub mod server;
 pub mod skill;
 pub mod store;
@@ -61,7 +81,7 @@ pub mod prelude {
     pub use crate::caps::limits::Limit;
     pub use crate::catalog::Catalog;
     pub use crate::error::Error;
-    pub use crate::events::{Event, EventSink, Level};
+    pub use crate::events::{Event, EventObserver, Level};
     pub use crate::policy::{
         Access, EffectivePolicy, ExecRule, FsGrant, Grants, Limits, Manifest, PolicyReport,
     };

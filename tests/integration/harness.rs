@@ -117,7 +117,7 @@ impl Recorder {
     }
 }
 
-impl EventSink for Recorder {
+impl EventObserver for Recorder {
     fn event(&self, e: Event) {
         self.0.lock().unwrap().push(e);
     }

@@ -128,7 +128,10 @@ async fn an_oversized_summary_is_refused() {
 async fn unbounded_recursion_is_stopped_cleanly() {
     let (r, _) = run(&src(), &Grants::default(), json!({"case": "recurse"})).await;
     match &r.outcome {
-        Outcome::LimitExceeded { limit: Limit::Stack, .. } => {}
+        Outcome::LimitExceeded {
+            limit: Limit::Stack,
+            ..
+        } => {}
         Outcome::Crashed { message } if message.contains("out of bounds") => {}
         other => panic!("{other:?}"),
     }
@@ -161,7 +164,9 @@ async fn fuel_stops_a_loop() {
     )
     .await;
     match &r.outcome {
-        Outcome::LimitExceeded { limit: Limit::Fuel, .. } => {}
+        Outcome::LimitExceeded {
+            limit: Limit::Fuel, ..
+        } => {}
         other => panic!("{other:?}"),
     }
     let (r, _) = run_on(

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::sandbox::Sandbox;
 use super::sandbox::wire::{Call, Done};
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventObserver};
 use crate::policy::EffectivePolicy;
 use crate::policy::exec::{Refusal, describe};
 
@@ -214,13 +214,46 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, boo
     (kept, truncated)
 }
 
+/// The program's stdin (the request's bytes, or `/dev/null`), stdout and
+/// stderr for the jail, and the readers of its stdout and stderr, each
+/// capped at `cap` bytes.
+#[allow(clippy::type_complexity)]
+fn pipes(
+    stdin: Option<Vec<u8>>,
+    cap: usize,
+) -> std::io::Result<(
+    [std::os::fd::OwnedFd; 3],
+    tokio::task::JoinHandle<(Vec<u8>, bool)>,
+    tokio::task::JoinHandle<(Vec<u8>, bool)>,
+)> {
+    let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC);
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let in_r = match stdin {
+        Some(data) => {
+            let (r, w) = pipe()?;
+            let mut w = tokio::net::unix::pipe::Sender::from_owned_fd(w)?;
+            tokio::spawn(async move {
+                // A program that does not read its stdin is not an error.
+                let _ = w.write_all(&data).await;
+            });
+            r
+        }
+        None => std::fs::File::open("/dev/null")?.into(),
+    };
+    let reader = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd);
+    let out = tokio::spawn(read_capped(reader(out_r)?, cap));
+    let err = tokio::spawn(read_capped(reader(err_r)?, cap));
+    Ok(([in_r, out_w, err_w], out, err))
+}
+
 /// Checks and runs one call. `deadline` is the end of the whole run.
 pub async fn run(
     policy: &EffectivePolicy,
     sandbox: &Sandbox,
     req: Request,
     deadline: Instant,
-    events: &dyn EventSink,
+    events: &dyn EventObserver,
 ) -> Result<Response, ExecError> {
     let call = describe(&req.program, &req.args);
     let result = run_checked(policy, sandbox, &req, deadline).await;
@@ -258,36 +291,7 @@ async fn run_checked(
         ExecError::Failed(format!("{what} for {}: {e}", program.display()))
     };
 
-    let pipe = || {
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| failed("pipes", e.into()))
-    };
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (in_r, in_w) = match &req.stdin {
-        Some(_) => {
-            let (r, w) = pipe()?;
-            (r, Some(w))
-        }
-        None => (
-            std::fs::File::open("/dev/null")
-                .map_err(|e| failed("stdin", e))?
-                .into(),
-            None,
-        ),
-    };
-    let receiver =
-        |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map_err(|e| failed("pipes", e));
-    let out = tokio::spawn(read_capped(receiver(out_r)?, cap));
-    let err = tokio::spawn(read_capped(receiver(err_r)?, cap));
-    if let (Some(w), Some(data)) = (in_w, req.stdin.clone()) {
-        let mut w =
-            tokio::net::unix::pipe::Sender::from_owned_fd(w).map_err(|e| failed("pipes", e))?;
-        tokio::spawn(async move {
-            // A program that does not read its stdin is not an error.
-            let _ = w.write_all(&data).await;
-        });
-    }
+    let (stdio, out, err) = pipes(req.stdin.clone(), cap).map_err(|e| failed("pipes", e))?;
     let call = Call {
         program: program.clone(),
         args: req.args.clone(),
@@ -295,7 +299,7 @@ async fn run_checked(
         cwd,
     };
     let whole = async {
-        let finished = sandbox.run(call, [in_r, out_w, err_w]).await;
+        let finished = sandbox.run(call, stdio).await;
         // The jail killed whatever the program left behind before it
         // answered, so the pipes are at their end or about to be.
         let ((stdout, t1), (stderr, t2)) = match (out.await, err.await) {
@@ -339,7 +343,7 @@ pub struct ExecCtx {
     /// The jail the run's programs start from.
     pub sandbox: Arc<Sandbox>,
     /// Audit events.
-    pub events: Arc<dyn EventSink>,
+    pub events: Arc<dyn EventObserver>,
     /// End of the run.
     pub deadline: Instant,
     /// The run's tag, exported to its programs (see [`Request::tag`]).

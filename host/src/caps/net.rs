@@ -25,7 +25,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
 use crate::error::Error;
-use crate::events::{Event, EventSink, HasEvents};
+use crate::events::{Event, EventObserver, HasEvents};
 use crate::policy::EffectivePolicy;
 
 /// The granted endpoints, resolved when the run starts.
@@ -131,7 +131,7 @@ pub(crate) trait NetView: wasmtime_wasi::WasiView + HasEvents {
 pub fn configure(
     builder: &mut WasiCtxBuilder,
     policy: &EffectivePolicy,
-    events: Arc<dyn EventSink>,
+    events: Arc<dyn EventObserver>,
 ) -> Result<NetCtx, Error> {
     let Resolved { addrs, names } = resolve(policy)?;
     let granted = Arc::new(addrs);

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventObserver};
 
 #[derive(Default)]
 struct Captured {
@@ -26,14 +26,14 @@ pub struct CappedOutput {
     cap: usize,
     captured: Arc<Mutex<Captured>>,
     /// Where to forward each kept chunk as it arrives, if anywhere.
-    forward: Option<Arc<dyn EventSink>>,
+    forward: Option<Arc<dyn EventObserver>>,
 }
 
 impl CappedOutput {
     /// A stream named `stream` (`stdout`/`stderr`) keeping `cap` bytes.
     /// With `forward`, kept bytes are also sent as [`Event::Output`]; the
     /// truncation itself is always reported to `events`.
-    pub fn new(stream: &'static str, cap: usize, forward: Option<Arc<dyn EventSink>>) -> Self {
+    pub fn new(stream: &'static str, cap: usize, forward: Option<Arc<dyn EventObserver>>) -> Self {
         CappedOutput {
             stream,
             cap,
@@ -112,7 +112,7 @@ mod tests {
     fn keeps_the_first_bytes_and_reports_truncation_once() {
         let events = Arc::new(Mutex::new(Vec::new()));
         let e2 = events.clone();
-        let sink: Arc<dyn EventSink> = Arc::new(move |e: Event| e2.lock().unwrap().push(e));
+        let sink: Arc<dyn EventObserver> = Arc::new(move |e: Event| e2.lock().unwrap().push(e));
         let out = CappedOutput::new("stdout", 5, Some(sink));
         out.write(b"abc");
         out.write(b"defgh");

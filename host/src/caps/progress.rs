@@ -5,7 +5,7 @@
 use crate::bindings::skillbox::skill::progress::{Host, Level as WitLevel};
 use std::sync::Arc;
 
-use crate::events::{Event, EventSink, Level};
+use crate::events::{Event, EventObserver, Level};
 
 /// Longest progress message kept; longer ones are cut.
 const MAX_MESSAGE: usize = 4096;
@@ -48,7 +48,7 @@ fn cut(s: String) -> String {
 /// The `progress` capability's part of one run.
 pub struct ProgressCtx {
     /// Where reports and log lines go.
-    pub events: Arc<dyn EventSink>,
+    pub events: Arc<dyn EventObserver>,
     /// What is left of the run's output cap for log text.
     pub log: LogBudget,
 }

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use skillbox::events::{Event, EventSink, Level};
+use skillbox::events::{Event, EventObserver, Level};
 
 use super::exit;
 
@@ -103,7 +103,7 @@ impl Console {
     }
 }
 
-impl EventSink for Console {
+impl EventObserver for Console {
     fn event(&self, event: Event) {
         if self.quiet {
             return;

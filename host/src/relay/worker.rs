@@ -53,23 +53,23 @@ impl DeliveryWorker {
         let mut outbox_wake = store.outbox_wake_ups();
         // Whether to look in the store for due notifications: not for those
         // a task's end handed us, which need no look.
-        let mut look = true;
+        let mut claim = true;
         // When to look again at the latest (a retry falls due, a lease runs
         // out, or another host's notifications appear).
-        let mut next_look = tokio::time::Instant::now();
+        let mut next_claim = tokio::time::Instant::now();
         // Whether the last claim took all it could (more may be due).
         let mut full = false;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            if look {
-                look = false;
+            if claim {
+                claim = false;
                 let wait;
                 (wait, full) = self.claim_due(lease, &mut in_flight).await;
-                next_look = tokio::time::Instant::now() + wait;
+                next_claim = tokio::time::Instant::now() + wait;
                 if wait.is_zero() {
-                    look = true;
+                    claim = true;
                     continue;
                 }
             }
@@ -80,14 +80,14 @@ impl DeliveryWorker {
                 Some((d, task)) = leased.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                     in_flight.spawn(deliver(store.clone(), relay.clone(), d, Some(task)));
                 }
-                () = self.wake.notified() => look = true,
-                () = crate::store::changed(&mut outbox_wake) => look = true,
+                () = self.wake.notified() => claim = true,
+                () = crate::store::woken(&mut outbox_wake) => claim = true,
                 // A finished attempt may free room for a full claim, unblock
                 // the next change of its sink, or schedule a retry.
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    look = done.unwrap_or(true) || full;
+                    claim = done.unwrap_or(true) || full;
                 }
-                () = tokio::time::sleep_until(next_look) => look = true,
+                () = tokio::time::sleep_until(next_claim) => claim = true,
             }
         }
         // Attempts still running finish (their rows stay leased to us until
@@ -229,6 +229,36 @@ fn settle(
     (Verdict::Retry(next), detail)
 }
 
+/// Builds the notification from its task and hands it to its sink.
+async fn send(
+    relay: &Relay,
+    d: &Delivery,
+    task: std::result::Result<Arc<Task>, StoreError>,
+) -> Result<super::Delivered, DeliveryError> {
+    match (task, relay.sink(&d.sink)) {
+        (Err(e), _) => Err(DeliveryError::transient(format!("reading the task: {e}"))),
+        (Ok(_), None) => Err(DeliveryError::transient(format!(
+            "this host has no sink named {:?} (it was configured when the task was spawned); \
+             it is retried until the deadline",
+            d.sink
+        ))),
+        (Ok(task), Some(sink)) => {
+            let n = Notification::build(&task, &d.change(), relay.secrets());
+            // A sink has its own limit; this one guards against a sink that
+            // never returns.
+            match tokio::time::timeout(
+                relay.retry.timeout + Duration::from_secs(1),
+                sink.deliver(&n),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(DeliveryError::transient("the sink did not return in time")),
+            }
+        }
+    }
+}
+
 /// One attempt: build (from `task` when the caller has it), send, record.
 /// Returns whether the worker should look in the store after it: not when
 /// a task's final notification was delivered (nothing of its sink waits
@@ -251,28 +281,7 @@ async fn deliver(
                 .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())))
         }
     };
-    let result = match (task, relay.sink(&d.sink)) {
-        (Err(e), _) => Err(DeliveryError::transient(format!("reading the task: {e}"))),
-        (Ok(_), None) => Err(DeliveryError::transient(format!(
-            "this host has no sink named {:?} (it was configured when the task was spawned); \
-             it is retried until the deadline",
-            d.sink
-        ))),
-        (Ok(task), Some(sink)) => {
-            let n = Notification::build(&task, &d.change(), relay.secrets());
-            // A sink has its own limit; this one guards against a sink that
-            // never returns.
-            match tokio::time::timeout(
-                relay.retry.timeout + Duration::from_secs(1),
-                sink.deliver(&n),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(DeliveryError::transient("the sink did not return in time")),
-            }
-        }
-    };
+    let result = send(&relay, &d, task).await;
     let duration_ms = started.elapsed().as_millis() as u64;
     let attempts = d.attempts + 1;
     let (attempt, verdict) = match result {

@@ -15,7 +15,7 @@ use crate::bindings::skillbox::skill::types::{FailureKind as WitFailureKind, Sum
 use crate::caps::checkpoint::PersistCheckpoint;
 use crate::caps::limits::Limit;
 use crate::error::Error;
-use crate::events::EventSink;
+use crate::events::EventObserver;
 use crate::policy::{EffectivePolicy, ResolvedLimits};
 
 /// One run's input, policy and observers.
@@ -25,7 +25,7 @@ pub struct RunRequest {
     /// What the run may touch.
     pub policy: EffectivePolicy,
     /// Receives progress, logs, output and audit events.
-    pub events: Arc<dyn EventSink>,
+    pub events: Arc<dyn EventObserver>,
     /// Checkpoints to start from (a resumed task's saved ones).
     pub checkpoints: BTreeMap<String, Vec<u8>>,
     /// Where each saved checkpoint is persisted before `save` returns to the

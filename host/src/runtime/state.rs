@@ -19,7 +19,7 @@ use crate::caps::output::CappedOutput;
 use crate::caps::progress::{LogBudget, ProgressCtx};
 use crate::caps::sandbox::Sandbox;
 use crate::error::Error;
-use crate::events::EventSink;
+use crate::events::EventObserver;
 
 /// The data of one run's `Store`: WASI state plus one context per
 /// skillbox capability. Each capability's host code sees only its own
@@ -28,7 +28,7 @@ pub struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limiter: Limiter,
-    events: Arc<dyn EventSink>,
+    events: Arc<dyn EventObserver>,
     net: NetCtx,
     pub(super) exec: ExecCtx,
     pub(super) docker: DockerCtx,
@@ -46,7 +46,7 @@ impl WasiView for RunState {
 }
 
 impl crate::events::HasEvents for RunState {
-    fn events(&self) -> &dyn EventSink {
+    fn events(&self) -> &dyn EventObserver {
         &*self.events
     }
 }

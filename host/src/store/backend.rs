@@ -245,7 +245,7 @@ pub(crate) fn pending_migrations<'m>(
 }
 
 /// Resolves when `wake` changes; never for `None` or a closed channel.
-pub(crate) async fn changed(wake: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+pub(crate) async fn woken(wake: &mut Option<tokio::sync::watch::Receiver<u64>>) {
     if let Some(w) = wake
         && w.changed().await.is_ok()
     {

@@ -31,7 +31,7 @@ pub mod testing;
 
 pub use crate::policy::ResumePolicy;
 pub(crate) use crate::units::string_enum;
-pub(crate) use backend::changed;
+pub(crate) use backend::woken;
 pub use backend::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
 pub use model::{
     CleanupMode, NotifyMode, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId, TaskSpec,

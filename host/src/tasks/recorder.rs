@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast, watch};
 
 use super::TaskOptions;
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventObserver};
 use crate::store::{Claim, StoreError, TaskEvent, TaskId, TaskStore};
 
 /// Receives a running task's events: buffers them and commits them in
@@ -107,7 +107,7 @@ impl TaskRecorder {
     }
 }
 
-impl EventSink for TaskRecorder {
+impl EventObserver for TaskRecorder {
     fn event(&self, event: Event) {
         let e = match event {
             Event::Progress { fraction, message } => TaskEvent::Progress { fraction, message },

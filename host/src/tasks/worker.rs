@@ -175,7 +175,7 @@ impl TaskService {
                 false
             }
             () = self.wake_worker.notified() => false,
-            () = crate::store::changed(store_wake) => false,
+            () = crate::store::woken(store_wake) => false,
             // Look again: another process may have queued work.
             () = tokio::time::sleep(self.options.poll) => false,
         }

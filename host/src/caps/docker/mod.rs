@@ -58,7 +58,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventObserver};
 use crate::policy::{DockerPolicy, EffectivePolicy, normalize_tag};
 
 /// Label naming the owner of a container (see [`DockerPolicy::owner`]).
@@ -294,7 +294,7 @@ pub struct DockerCtx {
     /// The run's policy.
     pub policy: Arc<EffectivePolicy>,
     /// Audit and log events.
-    pub events: Arc<dyn EventSink>,
+    pub events: Arc<dyn EventObserver>,
     /// End of the run.
     pub deadline: Instant,
     /// Task (or run) label for new containers.
