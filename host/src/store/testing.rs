@@ -22,7 +22,7 @@
 //! An integration test in `tests/` uses it the same way:
 //!
 //! ```no_run
-//! use skillbox::tasks::{PgStore, testing};
+//! use skillbox::store::{PgStore, testing};
 //!
 //! let Some(server) = testing::shared("my test") else { return };
 //! let store = PgStore::connect(&server.create_database().unwrap()).unwrap();
