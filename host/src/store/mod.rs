@@ -22,10 +22,12 @@ pub mod outbox;
 mod postgres;
 mod postgres_listen;
 mod postgres_outbox;
+mod postgres_pool;
 mod postgres_tx;
 mod sqlite;
 mod sqlite_outbox;
 mod sqlite_tx;
+mod sqlite_writer;
 #[doc(hidden)]
 pub mod testing;
 

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -34,6 +34,8 @@ use super::machine::{self, Fence, Finish, TASK_COLUMNS, run_ready};
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec};
 use super::outbox::{Attempt, Delivery, Verdict};
 use super::sqlite_tx::SqliteTx;
+pub(super) use super::sqlite_writer::Cached;
+use super::sqlite_writer::{Job, Write, writer_loop};
 
 /// Most events kept per task; past it, non-essential events are dropped and
 /// counted, with one `truncated` marker.
@@ -87,9 +89,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "notification outbox", super::sqlite_outbox::MIGRATION),
 ];
 
-/// Most writes in one group commit.
-const MAX_GROUP: usize = 512;
-
 /// The SQLite store.
 pub struct SqliteStore {
     /// Writes for the writer thread; `None` once the store is dropped.
@@ -99,33 +98,6 @@ pub struct SqliteStore {
     reader: Mutex<Connection>,
     path: PathBuf,
     max_events: u64,
-}
-
-/// Statements through the connection's statement cache: parsing and
-/// planning SQL was a large share of a small write.
-pub(super) trait Cached {
-    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize>;
-    fn row<T>(
-        &self,
-        sql: &str,
-        p: impl rusqlite::Params,
-        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T>;
-}
-
-impl Cached for Connection {
-    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
-        self.prepare_cached(sql)?.execute(p)
-    }
-
-    fn row<T>(
-        &self,
-        sql: &str,
-        p: impl rusqlite::Params,
-        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
-        self.prepare_cached(sql)?.query_row(p, f)
-    }
 }
 
 /// Counters of a [`SqliteStore`].
@@ -139,104 +111,6 @@ pub struct StoreStats {
     pub write_time: Duration,
     /// Time spent committing (writing and syncing the log).
     pub commit_time: Duration,
-}
-
-/// One write, run by the writer thread: `run` inside the group's
-/// transaction, then `done` with the outcome of the group's commit.
-trait Job: Send {
-    fn run(&mut self, conn: &Connection);
-    fn done(self: Box<Self>, commit: Result<(), String>);
-}
-
-struct Write<T, F> {
-    f: Option<F>,
-    out: Option<Result<T, StoreError>>,
-    reply: mpsc::SyncSender<Result<T, StoreError>>,
-}
-
-impl<T, F> Job for Write<T, F>
-where
-    T: Send,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
-{
-    fn run(&mut self, conn: &Connection) {
-        let Some(f) = self.f.take() else { return };
-        // A savepoint per write: a failing write undoes only itself.
-        self.out = Some(match conn.exec("SAVEPOINT write", []) {
-            Ok(_) => {
-                let out = f(conn);
-                let undo = match out {
-                    Ok(_) => Ok(0),
-                    Err(_) => conn.exec("ROLLBACK TO write", []),
-                };
-                undo.and_then(|_| conn.exec("RELEASE write", []))
-                    .map_err(backend)
-                    .and(out)
-            }
-            Err(e) => Err(backend(e)),
-        });
-    }
-
-    fn done(self: Box<Self>, commit: Result<(), String>) {
-        let out = match (commit, self.out) {
-            (Err(e), _) => Err(StoreError::Backend(format!("commit failed: {e}"))),
-            (Ok(()), Some(out)) => out,
-            (Ok(()), None) => Err(StoreError::Backend(
-                "the write did not complete (it panicked)".into(),
-            )),
-        };
-        let _ = self.reply.send(out);
-    }
-}
-
-/// The writer thread: takes every write queued, runs them back to back in
-/// one transaction, commits once, then answers each. Writes that arrive
-/// during a commit form the next group.
-fn writer_loop(
-    conn: Connection,
-    jobs: mpsc::Receiver<Box<dyn Job>>,
-    stats: Arc<Mutex<StoreStats>>,
-) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(j) => group.push(j),
-                Err(_) => break,
-            }
-        }
-        let started = Instant::now();
-        let commit = conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| e.to_string());
-        if commit.is_ok() {
-            for job in &mut group {
-                // A write that panics fails alone (its answer says so), its
-                // savepoint is undone, and the writer goes on.
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&conn)));
-                if ran.is_err() {
-                    let _ = conn.execute_batch("ROLLBACK TO write; RELEASE write");
-                }
-            }
-        }
-        let ran = started.elapsed();
-        let commit = commit.and_then(|()| {
-            conn.execute_batch("COMMIT").map_err(|e| {
-                let _ = conn.execute_batch("ROLLBACK");
-                e.to_string()
-            })
-        });
-        {
-            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-            s.writes += group.len() as u64;
-            s.commits += 1;
-            s.write_time += ran;
-            s.commit_time += started.elapsed() - ran;
-        }
-        for job in group {
-            job.done(commit.clone());
-        }
-    }
 }
 
 pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
