@@ -732,14 +732,15 @@ async fn sleepers_child(args: &[String]) -> Res<()> {
     let source = SkillSource::open(Path::new(sleeper), true)?;
     let prepared = host.host().prepare(&source)?;
     let nap = |ms: u64| json!({ "case": "sleep", "ms": ms }).to_string();
-    host.host().run(
-        &prepared,
-        RunRequest {
-            input: nap(1),
-            ..RunRequest::default()
-        },
-    )
-    .await?;
+    host.host()
+        .run(
+            &prepared,
+            RunRequest {
+                input: nap(1),
+                ..RunRequest::default()
+            },
+        )
+        .await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(host.clone().work(shutdown));
     tokio::time::sleep(Duration::from_millis(300)).await;
