@@ -526,3 +526,70 @@ fn inspect_warns_of_exec_rules_that_run_code() {
     .json();
     assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
 }
+
+/// A run that gets less than its skill asked for says so before it starts,
+/// naming the flag that grants the rest, and a write the grant refuses is
+/// audited with that flag too.
+#[test]
+fn narrowed_grants_are_announced_and_refused_writes_audited() {
+    let skill = skill_dir(
+        "hostile",
+        "[fs]\n\"/data\" = { access = \"read-write\" }\n[limits]\noutput = \"32MiB\"\n",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let read = format!("{}:/data", p(data.path()));
+    let input = r#"{"case": "write", "path": "/data/out.txt", "content": "x"}"#;
+    let out = cli(
+        &[
+            "run",
+            p(skill.path()),
+            "--allow-read",
+            &read,
+            "--input",
+            input,
+        ],
+        &[],
+    );
+    assert_ne!(out.code, 0, "the write must fail: {}", out.stdout);
+    let want = format!("--allow-write {}:/data", p(data.path()));
+    assert!(
+        out.stderr.contains("warning: fs /data (read-write)") && out.stderr.contains(&want),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("warning: limits output 32MiB") && out.stderr.contains("--output"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("deny: [fs] open out.txt for writing: its directory is granted read-only")
+            && out.stderr.contains("--allow-write HOST-DIR:GUEST-DIR"),
+        "{}",
+        out.stderr
+    );
+    assert!(!data.path().join("out.txt").exists());
+
+    // Granted as asked: no warning.
+    let write = format!("{}:/data", p(data.path()));
+    let out = cli(
+        &[
+            "run",
+            p(skill.path()),
+            "--allow-write",
+            &write,
+            "--output",
+            "32MiB",
+            "--input",
+            input,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("warning:"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("out.txt")).unwrap(),
+        "x"
+    );
+}

@@ -167,6 +167,17 @@ fn add_regular_opens<T: wasmtime_wasi::WasiView + HasEvents + Send + 'static>(
                 };
                 let plan = match request.plan(dir.perms) {
                     Ok(plan) => plan,
+                    Err(ErrorCode::NotPermitted) => {
+                        store.data().events().event(Event::Audit {
+                            capability: "fs",
+                            detail: format!("open {path} for writing"),
+                            allowed: false,
+                            reason: "its directory is granted read-only (grant it read-write \
+                                     with --allow-write HOST-DIR:GUEST-DIR)"
+                                .into(),
+                        });
+                        return Ok((Err(ErrorCode::NotPermitted),));
+                    }
                     Err(code) => return Ok((Err(code),)),
                 };
                 let handle = dir.dir.clone();

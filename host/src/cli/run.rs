@@ -93,6 +93,13 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
         )));
     }
     let input = read_input(&args.input)?;
+    // Said before the run: a request granted less than asked for fails
+    // later with the guest's own words, which do not name the flag.
+    if !args.quiet {
+        for line in report.shortfalls() {
+            eprintln!("warning: {line}");
+        }
+    }
     let host = Host::new(EngineOptions {
         cache_dir: if args.no_cache {
             None

@@ -114,8 +114,10 @@ pub(crate) fn compute(
                         let status = if access < req.access {
                             ReportStatus::Narrowed {
                                 reason: format!(
-                                    "granted {} only, from {}",
+                                    "granted {} only, from {}; grant {} with --allow-write {}:{guest}",
                                     access,
+                                    g.host.display(),
+                                    req.access,
                                     g.host.display()
                                 ),
                             }

@@ -65,6 +65,32 @@ impl PolicyReport {
             .filter(|i| matches!(i.status, ReportStatus::NotGranted { .. }))
     }
 
+    /// The requests granted less than asked (narrowed or capped).
+    pub fn narrowed(&self) -> impl Iterator<Item = &ReportItem> {
+        self.items
+            .iter()
+            .filter(|i| matches!(i.status, ReportStatus::Narrowed { .. }))
+    }
+
+    /// One line per request the run gets less of than it asked for, with
+    /// the flag that would grant it: narrowed and capped requests, and
+    /// requests not granted at all (a run with partial grants).
+    pub fn shortfalls(&self) -> Vec<String> {
+        self.items
+            .iter()
+            .filter_map(|i| match &i.status {
+                ReportStatus::Narrowed { reason } => {
+                    Some(format!("{} {}: {reason}", i.capability, i.item))
+                }
+                ReportStatus::NotGranted { hint } => Some(format!(
+                    "{} {}: not granted (grant with {hint})",
+                    i.capability, i.item
+                )),
+                ReportStatus::Granted | ReportStatus::Unrequested => None,
+            })
+            .collect()
+    }
+
     pub(crate) fn push(&mut self, capability: &'static str, item: String, status: ReportStatus) {
         self.items.push(ReportItem {
             capability,

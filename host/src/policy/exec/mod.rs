@@ -161,7 +161,11 @@ impl ExecPolicy {
                 ReportStatus::Granted
             } else if !grants.is_empty() {
                 ReportStatus::Narrowed {
-                    reason: "only some argument patterns are granted".into(),
+                    reason: format!(
+                        "only some argument patterns are granted; grant them all with \
+                         --allow-exec {}",
+                        shell_words::quote(&r.to_string())
+                    ),
                 }
             } else {
                 policy.not_granted.push(r.clone());
