@@ -709,3 +709,47 @@ fn the_data_dir_is_private_whatever_the_umask() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("tightened"), "{text}");
 }
+
+/// The task commands speak plainly: a bad state name lists the good ones,
+/// an unknown task and a refused spawn say what to do without HTTP
+/// statuses, and cancelling a task that already ended says so.
+#[test]
+fn task_commands_speak_plainly() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let out = d.cli(&["tasks", "list", "--state", "runing"]);
+    assert_eq!(out.code, 2, "a usage error: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("\"runing\" is not one of: queued, running, succeeded"),
+        "{}",
+        out.stderr
+    );
+    let out = d.cli(&["tasks", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(!out.stderr.contains("HTTP"), "{}", out.stderr);
+    let report = real_skill("disk-report");
+    let out = d.cli(&["spawn", report.path().to_str().unwrap()]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--partial") && !out.stderr.contains("HTTP"),
+        "{}",
+        out.stderr
+    );
+    let hello = real_skill("hello");
+    let id = d
+        .cli(&["spawn", hello.path().to_str().unwrap()])
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(d.cli(&["tasks", "wait", &id]).code, 0);
+    let out = d.cli(&["tasks", "cancel", &id]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "{id} had already ended (succeeded); nothing to cancel"
+        )),
+        "{}",
+        out.stdout
+    );
+}

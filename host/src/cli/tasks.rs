@@ -430,11 +430,20 @@ async fn cancel(client: &Client, id: &str, json: bool) -> u8 {
             print_json(&t);
             exit::OK
         }
+        // A task that had already ended keeps its state: say so.
+        Ok(t) if t.state.is_terminal() && t.state != TaskState::Cancelled => {
+            outln!(
+                "{} had already ended ({}); nothing to cancel",
+                t.id,
+                t.state
+            );
+            exit::OK
+        }
         Ok(t) => {
             let word = if t.state == TaskState::Cancelled {
                 "cancelled"
             } else {
-                "cancelling"
+                "cancelling (its host stops it at its next heartbeat)"
             };
             outln!("{} {word}", t.id);
             exit::OK

@@ -37,8 +37,9 @@ pub enum ClientError {
          (same --data-dir), e.g. `skillbox serve &`"
     )]
     NoDaemon(String),
-    /// The daemon answered with an error.
-    #[error("{message} (HTTP {status})")]
+    /// The daemon answered with an error (its message says what to fix;
+    /// the status stays in the value, for the exit code).
+    #[error("{message}")]
     Api {
         /// The HTTP status.
         status: u16,

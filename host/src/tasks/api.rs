@@ -67,7 +67,8 @@ impl TaskService {
         let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &request.grants);
         if report.not_granted().count() > 0 && !request.partial {
             return Err(Error::NotGranted(format!(
-                "{report}(grant them, or spawn with partial grants)"
+                "{report}(grant them, or accept partial grants: `skillbox spawn --partial`, \
+                 `\"partial\": true` through the API)"
             )));
         }
         if self.options.scratch.is_some()
