@@ -593,3 +593,31 @@ fn narrowed_grants_are_announced_and_refused_writes_audited() {
         "x"
     );
 }
+
+/// Half-formed input is refused with what to write instead, before
+/// anything runs.
+#[test]
+fn half_formed_flags_and_names_are_refused() {
+    let skill = real_skill("hello");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--allow-net", "127.0.0.1:80:90"], "must be host:port"),
+        (&["--allow-env", "A B"], "not an environment variable name"),
+        (&["--allow-read", "data:/data"], "must be an absolute path"),
+    ];
+    for (flags, needle) in cases {
+        let mut args = vec!["run", p(skill.path())];
+        args.extend_from_slice(flags);
+        let out = cli(&args, &[]);
+        assert_ne!(out.code, 0, "{flags:?} was accepted");
+        assert!(out.stderr.contains(needle), "{flags:?}: {}", out.stderr);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&["new", "9lives", "--path", p(&dir.path().join("x"))], &[]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("starting with a letter"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join("x").exists(), "nothing was written");
+}

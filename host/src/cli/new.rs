@@ -104,13 +104,14 @@ timeout = "30s"
 
 /// Writes a new skill crate into `dir`.
 pub fn scaffold(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<(), String> {
-    if name.is_empty()
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic())
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(format!(
-            "{name:?} is not a valid skill name: use letters, digits, '-' and '_'"
+            "{name:?} is not a valid skill name: use letters, digits, '-' and '_', \
+             starting with a letter (it is also the name of the skill's Rust crate)"
         ));
     }
     if dir.exists()

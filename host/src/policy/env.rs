@@ -16,8 +16,15 @@ pub struct EnvRequest {
 }
 
 pub(crate) fn validate_env_name(n: &str) -> Result<(), String> {
-    if n.is_empty() || n.contains('=') || n.contains('\0') {
-        return Err(format!("{n:?} is not a valid environment variable name"));
+    let mut chars = n.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "{n:?} is not an environment variable name: use letters, digits and '_', \
+             not starting with a digit"
+        ));
     }
     Ok(())
 }

@@ -40,6 +40,13 @@ impl FsGrant {
         if host.is_empty() {
             return Err(format!("{s:?}: the host directory is empty"));
         }
+        if !host.starts_with('/') {
+            return Err(format!(
+                "{s:?}: the host directory must be an absolute path, e.g. \
+                 \"$PWD/{host}:{}\"",
+                guest.as_deref().unwrap_or("/GUEST-DIR")
+            ));
+        }
         let g = FsGrant {
             host: PathBuf::from(host),
             guest,

@@ -141,6 +141,42 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
+    fn half_formed_grants_are_refused() {
+        for bad in [
+            "127.0.0.1:80:90",
+            "::1:80",
+            "[::1:80",
+            "[nope]:80",
+            "a b:80",
+            "h:0",
+            ":80",
+        ] {
+            let e = crate::policy::net::validate_net(bad).unwrap_err();
+            assert!(e.contains("must be host:port"), "{bad}: {e}");
+        }
+        for good in [
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "db.internal:5432",
+            "svc_1:80",
+        ] {
+            crate::policy::net::validate_net(good).unwrap();
+        }
+        for bad in ["A B", "1A", "", "A=B", "Ä"] {
+            let e = crate::policy::env::validate_env_name(bad).unwrap_err();
+            assert!(e.contains("not an environment variable name"), "{bad}: {e}");
+        }
+        for good in ["A", "_A1", "APP_ENV"] {
+            crate::policy::env::validate_env_name(good).unwrap();
+        }
+        let e = FsGrant::parse_cli("data:/data", Access::Read).unwrap_err();
+        assert!(
+            e.contains("must be an absolute path") && e.contains("$PWD/data:/data"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn cli_forms() {
         let g = FsGrant::parse_cli("/srv/state:/state", Access::Read).unwrap();
         assert_eq!(g.host, PathBuf::from("/srv/state"));

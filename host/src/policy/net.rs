@@ -39,10 +39,25 @@ impl fmt::Display for NetRule {
 /// Splits `host:port` (IPv6 as `[::1]:port`).
 pub(crate) fn split_host_port(s: &str) -> Result<(String, u16), String> {
     let err = || format!("{s:?} must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080");
-    let (host, port) = s.rsplit_once(':').ok_or_else(err)?;
+    let (raw, port) = s.rsplit_once(':').ok_or_else(err)?;
     let port: u16 = port.parse().map_err(|_| err())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 || host.contains('*') {
+    let host = match raw.strip_prefix('[') {
+        // An IPv6 address is written in brackets, and must be one.
+        Some(inner) => {
+            let v6 = inner.strip_suffix(']').ok_or_else(err)?;
+            v6.parse::<std::net::Ipv6Addr>().map_err(|_| err())?;
+            v6
+        }
+        // A name or an IPv4 address: no second ':' (`127.0.0.1:80:90`).
+        None if raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) =>
+        {
+            raw
+        }
+        None => return Err(err()),
+    };
+    if host.is_empty() || port == 0 {
         return Err(err());
     }
     Ok((host.to_string(), port))
