@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-echo "==> building skillbox" >&2
+echo "==> building skillbox (the first build takes about 10 minutes on two cores; later ones, seconds)" >&2
 cargo build -p skillbox
 sb=target/debug/skillbox
 out=target/skills
@@ -32,3 +32,7 @@ echo "==> skillbox run disk-report over this repository's skills/ (read-only), d
 echo >&2
 echo "==> the flagship: skills/upgrade upgrades a sample app in Docker (skills/upgrade/example/demo.sh)" >&2
 SKILLBOX="$sb" bash skills/upgrade/example/demo.sh
+
+echo >&2
+echo "==> quickstart done: hello, disk-report and the upgrade demo ran as expected" >&2
+echo "    (the binary is $sb; put it on PATH with: cargo install --path host)" >&2

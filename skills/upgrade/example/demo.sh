@@ -84,9 +84,17 @@ echo "task $id"
 "$sb" tasks wait "$id" --data-dir "$work/data"
 echo "GET /version -> $(curl -fsS "http://127.0.0.1:$port/version")"
 
-say "a broken v3 (no /health): the skill rolls back to v2 and the run fails"
+say "a broken v3 (no /health): the skill must roll back to v2, and the run fail"
 rm "$work/src/www/health"
-"$sb" run target/skills/upgrade "${grants[@]}" --input "$(input v3)" && exit 1
+code=0
+"$sb" run target/skills/upgrade "${grants[@]}" --input "$(input v3)" \
+    >"$work/v3.out" 2>"$work/v3.err" || code=$?
+if [[ $code == 0 ]]; then
+    echo "error: the broken v3 was not refused; see $work/v3.out" >&2
+    exit 1
+fi
+echo "as intended, the run failed (exit $code) and rolled back:"
+grep -m1 '^error:' "$work/v3.err" | sed 's/^error: /  /' || true
 echo "GET /version -> $(curl -fsS "http://127.0.0.1:$port/version")"
 
 say "backups (verify with: cd $work/backups && sha256sum -c NAME.sha256)"
