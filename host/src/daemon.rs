@@ -33,6 +33,10 @@ pub struct DaemonOptions {
     pub concurrency: usize,
     /// How long a claim lasts without renewal.
     pub lease: Duration,
+    /// What a `skillbox` command needs to reach this daemon (e.g.
+    /// ` --data-dir /srv/sbx` when it is not the default), appended to the
+    /// commands notifications show.
+    pub cli_flags: String,
 }
 
 /// Holds an exclusive lock on the data dir for the daemon's lifetime.
@@ -70,7 +74,8 @@ impl Daemon {
         let lock = lock_data_dir(dir)?;
         let (config, base) = load_config(options)?;
         let catalog = Catalog::load(&config.skills, &base)?;
-        let relay = Relay::from_config(&config.relay)?;
+        let mut relay = Relay::from_config(&config.relay)?;
+        relay.cli_flags = options.cli_flags.clone();
         for tool in catalog.tools() {
             relay
                 .resolve(&tool.config.notify_to)

@@ -742,7 +742,24 @@ fn task_commands_speak_plainly() {
         .stdout
         .trim()
         .to_string();
-    assert_eq!(d.cli(&["tasks", "wait", &id]).code, 0);
+    // The commands hints show reach this daemon: its data dir is not the
+    // default one.
+    let dir_flag = format!("--data-dir {}", d.dir.display());
+    let out = d.cli(&["tasks", "wait", &id]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("full logs: `skillbox tasks logs {id} {dir_flag}`")),
+        "{}",
+        out.stdout
+    );
+    let out = d.cli(&["tasks", "show", &id]);
+    assert!(
+        out.stdout
+            .contains(&format!("logs: skillbox tasks logs {id} {dir_flag}")),
+        "{}",
+        out.stdout
+    );
     let out = d.cli(&["tasks", "cancel", &id]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(

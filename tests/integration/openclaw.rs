@@ -261,7 +261,7 @@ fn summaries_reach_a_real_openclaw_gateway() {
         .unwrap_or_else(|| panic!("the summary is not in the session: {history}"));
     assert!(user.contains("Hello, openclaw!"), "{user}");
     assert!(
-        user.contains(&format!("`skillbox tasks logs {id}`")),
+        user.contains(&format!("`skillbox tasks logs {id} --data-dir ")),
         "{user}"
     );
     assert!(

@@ -388,8 +388,9 @@ fn webhook_retries_through_an_outage_and_is_accepted_once() {
         "{message}"
     );
     assert!(message.contains("Hello, relay!"), "{message}");
+    // The command reaches this daemon: its data dir is not the default.
     assert!(
-        message.contains(&format!("`skillbox tasks logs {id}`")),
+        message.contains(&format!("`skillbox tasks logs {id} --data-dir ")),
         "{message}"
     );
 

@@ -28,16 +28,37 @@ pub struct DaemonAddr {
     pub token: Option<String>,
 }
 
+/// The data dir when none is named.
+fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("skillbox"))
+}
+
 impl DaemonAddr {
     pub(super) fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()
-            .or_else(|| dirs::data_dir().map(|d| d.join("skillbox")))
+            .or_else(default_data_dir)
             .unwrap_or_else(|| PathBuf::from(".skillbox"))
     }
 
     pub(super) fn socket(&self) -> PathBuf {
         self.data_dir().join("skillbox.sock")
+    }
+
+    /// What a command needs to reach the same daemon, for the commands
+    /// hints show: ` --data-dir DIR` unless it is the default, or
+    /// ` --addr ADDR` (the token comes from SKILLBOX_TOKEN).
+    pub(super) fn flags(&self) -> String {
+        if let Some(addr) = &self.addr {
+            return format!(" --addr {addr}");
+        }
+        let default = default_data_dir();
+        match &self.data_dir {
+            Some(d) if Some(d) != default.as_ref() => {
+                format!(" --data-dir {}", shell_words::quote(&d.to_string_lossy()))
+            }
+            _ => String::new(),
+        }
     }
 
     pub(super) fn client(&self) -> Client {
@@ -190,6 +211,7 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
         cache_dir: args.cache_dir.clone(),
         concurrency: args.concurrency,
         lease: args.lease.get(),
+        cli_flags: at.flags(),
     })
     .map_err(|e| e.to_string())
 }

@@ -40,7 +40,7 @@ pub(super) fn print_deliveries(t: &Task, deliveries: &[Delivery]) {
 }
 
 /// `tasks show` for people.
-pub(super) fn print_task(t: &Task, deliveries: &[Delivery]) {
+pub(super) fn print_task(t: &Task, deliveries: &[Delivery], flags: &str) {
     outln!("task       {}", t.id);
     outln!("skill      {} ({})", t.spec.skill_name, t.spec.skill);
     outln!("state      {} (attempt {})", t.state, t.attempt);
@@ -63,7 +63,7 @@ pub(super) fn print_task(t: &Task, deliveries: &[Delivery]) {
         }
     }
     print_deliveries(t, deliveries);
-    outln!("\nlogs: skillbox tasks logs {}", t.id);
+    outln!("\nlogs: skillbox tasks logs {}{flags}", t.id);
 }
 
 /// `tasks list` for people.

@@ -268,7 +268,7 @@ pub async fn tasks(args: TasksArgs) -> u8 {
             };
             list(&client, &filter, json).await
         }
-        TasksCommand::Show { id, json } => show(&client, &id, json).await,
+        TasksCommand::Show { id, json } => show(&client, &id, json, &args.at.flags()).await,
         TasksCommand::Logs {
             id,
             follow: false,
@@ -303,7 +303,7 @@ async fn list(client: &Client, filter: &TaskFilter, json: bool) -> u8 {
     }
 }
 
-async fn show(client: &Client, id: &str, json: bool) -> u8 {
+async fn show(client: &Client, id: &str, json: bool, flags: &str) -> u8 {
     let shown = async {
         let task = client.task(id).await?;
         let deliveries = client.deliveries(id).await?;
@@ -315,7 +315,7 @@ async fn show(client: &Client, id: &str, json: bool) -> u8 {
             exit::OK
         }
         Ok(s) => {
-            print_task(&s.task, &s.deliveries);
+            print_task(&s.task, &s.deliveries, flags);
             exit::OK
         }
         Err(e) => fail(e, json),

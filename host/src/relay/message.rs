@@ -74,7 +74,8 @@ impl Notification {
     /// The notification of `change`, from the task as stored now; every
     /// value in `secrets` (and of the environment variables the task was
     /// granted) is replaced by `[redacted]`.
-    pub fn build(task: &Task, delivery: &Change, secrets: &[String]) -> Notification {
+    pub fn build(task: &Task, delivery: &Change, relay: &super::Relay) -> Notification {
+        let secrets = relay.secrets();
         let mut hidden: Vec<String> = task
             .spec
             .policy
@@ -113,7 +114,7 @@ impl Notification {
                 _ => None,
             }
         });
-        let logs = format!("skillbox tasks logs {}", task.id);
+        let logs = format!("skillbox tasks logs {}{}", task.id, relay.cli_flags);
         let mut n = Notification {
             idempotency_key: delivery.idempotency_key(task.id),
             event: format!("task.{}", delivery.to),

@@ -84,6 +84,9 @@ pub struct Relay {
     pub retry: RetryPolicy,
     /// Values never shown to a receiver (the host's own secrets).
     secrets: Vec<String>,
+    /// What the commands a notification shows (`skillbox tasks logs ID`)
+    /// need to reach this host's daemon, e.g. ` --data-dir /srv/sbx`.
+    pub cli_flags: String,
 }
 
 impl fmt::Debug for Relay {

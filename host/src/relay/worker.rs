@@ -170,7 +170,7 @@ pub(crate) fn final_notification(
         Some(c) => c,
         None => final_change(store, id)?,
     };
-    Ok(Some(Notification::build(&task, &change, relay.secrets())))
+    Ok(Some(Notification::build(&task, &change, relay)))
 }
 
 /// The terminal state change of a task that was not relayed, from its
@@ -243,7 +243,7 @@ async fn send(
             d.sink
         ))),
         (Ok(task), Some(sink)) => {
-            let n = Notification::build(&task, &d.change(), relay.secrets());
+            let n = Notification::build(&task, &d.change(), relay);
             // A sink has its own limit; this one guards against a sink that
             // never returns.
             match tokio::time::timeout(
