@@ -41,6 +41,9 @@ pub fn endpoint() -> Option<String> {
 }
 
 /// Runs the `docker` CLI against the private engine.
+// Tests remove their images with `rmi --no-prune`: the untagged layers
+// beneath an image may be the build cache of another test building at the
+// same time, on the same engine.
 pub fn cli(args: &[&str]) -> (bool, String) {
     let out = Command::new("docker")
         .args(args)
@@ -363,7 +366,7 @@ async fn a_granted_skill_builds_tags_runs_and_manages_its_own_container() {
         audits[3].contains("mounts=[/state:/www/state]") && audits[3].contains("network=host"),
         "{audits:?}"
     );
-    cli(&["rmi", "sbx-allow:v1", "sbx-allow:previous"]);
+    cli(&["rmi", "--no-prune", "sbx-allow:v1", "sbx-allow:previous"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -512,7 +515,7 @@ async fn everything_outside_the_grant_is_refused_and_audited() {
         assert!(!exists, "{image} must not exist");
     }
     cli(&["rm", "-f", &foreign, &other_owner]);
-    cli(&["rmi", "sbx-foreign:v1", "sbx-deny:stolen"]);
+    cli(&["rmi", "--no-prune", "sbx-foreign:v1", "sbx-deny:stolen"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -143,7 +143,7 @@ impl App {
         let (_, images) =
             docker::cli(&["images", "--format", "{{.Repository}}:{{.Tag}}", &self.name]);
         for i in images.lines().filter(|l| !l.is_empty()) {
-            docker::cli(&["rmi", "-f", i]);
+            docker::cli(&["rmi", "-f", "--no-prune", i]);
         }
     }
 }

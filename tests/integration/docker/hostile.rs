@@ -147,6 +147,7 @@ async fn a_build_reads_no_image_outside_the_grant() {
     );
     cli(&[
         "rmi",
+        "--no-prune",
         "sbx-b10:fine-1",
         "sbx-b10:fine-0",
         "sbx-b10:planted",
@@ -335,7 +336,7 @@ async fn a_skill_of_the_same_name_cannot_touch_anothers_containers() {
         r[0]
     );
     ok(&r[1]);
-    cli(&["rmi", "sbx-own:v1"]);
+    cli(&["rmi", "--no-prune", "sbx-own:v1"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -377,7 +378,7 @@ async fn a_container_cannot_make_device_nodes_in_a_granted_directory() {
         .collect();
     assert_eq!(kept, skillbox::caps::docker::CONTAINER_CAPABILITIES);
     cli(&["rm", "-f", &name]);
-    cli(&["rmi", "sbx-mknod:v1"]);
+    cli(&["rmi", "--no-prune", "sbx-mknod:v1"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -438,7 +439,7 @@ async fn a_mount_source_cannot_be_swapped_for_a_symlink() {
     // /state); nothing else was started.
     let (_, ps) = cli(&["ps", "-aq", "--filter", "label=skillbox.owner=test-race"]);
     assert!(ps.trim().is_empty(), "{ps}");
-    cli(&["rmi", "sbx-race:v1"]);
+    cli(&["rmi", "--no-prune", "sbx-race:v1"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -475,5 +476,5 @@ async fn an_image_pattern_does_not_reach_another_registry() {
     }
     ok(&r[4]);
     assert!(!exists(other));
-    cli(&["rmi", "sbx-p15:v1", "sbx-p15:v2"]);
+    cli(&["rmi", "--no-prune", "sbx-p15:v1", "sbx-p15:v2"]);
 }
