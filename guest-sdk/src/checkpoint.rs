@@ -5,6 +5,12 @@
 //! strings; values are bytes, or JSON through [`save_json`] and [`load_json`].
 //! The host keeps checkpoints per task and may cap their size.
 //!
+//! What happens to a task whose host died is the skill's `resume` key in
+//! `skill.toml`: with `resume = "fail"` (the default) the task is failed
+//! unless it saved a checkpoint to resume from; `resume = "restart"` says
+//! running it again from the start is safe (idempotent steps), so it is
+//! restarted even without one.
+//!
 //! ```no_run
 //! use skillbox_sdk::checkpoint;
 //!

@@ -379,6 +379,9 @@ fn new_build_run() {
     let sha = out.json()["sha256"].as_str().unwrap().to_string();
     let manifest = std::fs::read_to_string(skill.join("skill.toml")).unwrap();
     assert!(manifest.contains(&sha), "{manifest}");
+    // What happens after a crash is the skill's choice, and the template
+    // says so.
+    assert!(manifest.contains("\nresume = \"fail\""), "{manifest}");
     let out = cli(&["run", p(&skill), "--input", r#"{"name": "you"}"#], &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("Hello, you!"), "{}", out.stdout);

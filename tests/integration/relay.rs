@@ -744,15 +744,23 @@ mod embedded {
         );
         let last = ds[0].last_error.as_deref().unwrap();
         assert!(
-            last.starts_with("the agent runtime is down (gave up after ")
-                && last.ends_with("attempts: the deadline of 300ms passed)"),
+            last.starts_with(
+                "the agent runtime is down (gave up: not accepted within the deadline of 300ms; "
+            ) && last.ends_with(" attempts in all)"),
             "{last}"
         );
-        // Redelivery opens a new window.
+        // Redelivery opens a new window; the attempts count on.
+        let before = ds[0].attempts;
         assert_eq!(w.tasks.redeliver(id).unwrap(), 1);
         let ds = settled(&w, id).await;
         assert_eq!(ds[0].state, skillbox::relay::DeliveryState::Failed);
         assert!(ds[0].window_ms > ds[0].created_ms);
+        let last = ds[0].last_error.as_deref().unwrap();
+        assert!(
+            last.contains(&format!("; {} attempts in all)", ds[0].attempts))
+                && ds[0].attempts > before,
+            "{last}"
+        );
         w.stop().await;
     }
 

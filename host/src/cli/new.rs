@@ -82,6 +82,10 @@ version = "0.1.0"
 description = "Greets someone"
 component = "{file}.wasm"
 sha256 = ""   # filled in by `skillbox build`
+# As a background task whose host died: "fail" (the default) fails it
+# unless it saved checkpoints to resume from; "restart" says running it
+# again from the start is safe.
+resume = "fail"
 
 # [fs]
 # "/data" = {{ access = "read" }}          # or "read-write"

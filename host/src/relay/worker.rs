@@ -220,9 +220,12 @@ fn settle(
         .unwrap_or_else(|| retry.delay(attempts));
     let next = now + delay.as_millis() as i64;
     if next > window_ms + retry.deadline.as_millis() as i64 {
+        // The deadline counts from the window's start (its queuing or its
+        // last redelivery); the attempts, from the first.
         detail.push_str(&format!(
-            " (gave up after {attempts} attempts: the deadline of {} passed)",
-            crate::units::HumanDuration(retry.deadline)
+            " (gave up: not accepted within the deadline of {}; {attempts} attempt{} in all)",
+            crate::units::HumanDuration(retry.deadline),
+            if attempts == 1 { "" } else { "s" }
         ));
         return (Verdict::Failed, detail);
     }
@@ -374,7 +377,7 @@ mod tests {
         assert_eq!(v, Verdict::Failed);
         assert_eq!(
             detail,
-            "HTTP 503 (gave up after 9 attempts: the deadline of 10m passed)"
+            "HTTP 503 (gave up: not accepted within the deadline of 10m; 9 attempts in all)"
         );
     }
 }
