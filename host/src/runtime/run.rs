@@ -59,8 +59,13 @@ impl Host {
     /// Returns `Err` only when the run could not start (bad input, a grant
     /// that cannot be applied); everything that happens once the guest runs,
     /// including traps, timeouts and limits, is an [`Outcome`].
-    pub async fn run(&self, prepared: &Prepared, request: RunRequest) -> Result<RunReport, Error> {
-        let input = request.input.clone();
+    pub async fn run(
+        &self,
+        prepared: &Prepared,
+        mut request: RunRequest,
+    ) -> Result<RunReport, Error> {
+        // The state takes the rest of the request; the call needs the input.
+        let input = std::mem::take(&mut request.input);
         let parsed: serde_json::Value =
             serde_json::from_str(&input).map_err(|e| Error::Input(format!("not JSON: {e}")))?;
         let limits = request.policy.limits;
@@ -71,7 +76,7 @@ impl Host {
         }
         let started = Instant::now();
         let deadline = started + limits.timeout;
-        let mut cancel = request.cancel.clone();
+        let mut cancel = request.cancel.take();
         let Built {
             state,
             stdout,

@@ -20,7 +20,7 @@ pub(super) struct TaskRecorder {
     pending: Mutex<Vec<TaskEvent>>,
     /// Signalled when the first event is buffered after a commit.
     dirty: Notify,
-    lost: Arc<AtomicBool>,
+    lost: AtomicBool,
     cancel: watch::Sender<bool>,
     updates: broadcast::Sender<TaskId>,
     /// How long a write the store failed to take is retried (the lease: past
@@ -42,7 +42,7 @@ impl TaskRecorder {
             claim,
             pending: Mutex::default(),
             dirty: Notify::new(),
-            lost: Arc::new(AtomicBool::new(false)),
+            lost: AtomicBool::new(false),
             cancel,
             updates,
             retry_for,
@@ -60,7 +60,7 @@ impl TaskRecorder {
     }
 
     fn commit(&self, pending: &mut Vec<TaskEvent>) -> Result<(), StoreError> {
-        if pending.is_empty() || self.lost.load(Ordering::SeqCst) {
+        if pending.is_empty() || self.is_lost() {
             pending.clear();
             return Ok(());
         }
@@ -93,7 +93,7 @@ impl TaskRecorder {
     pub(super) fn save_checkpoint(&self, key: &str, value: &[u8]) -> Result<(), String> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         retrying(self.retry_for, || self.commit(&mut pending)).map_err(|e| e.to_string())?;
-        if self.lost.load(Ordering::SeqCst) {
+        if self.is_lost() {
             return Err("this host no longer owns the task".into());
         }
         let result = retrying(self.retry_for, || {
