@@ -9,7 +9,7 @@ use serde::Serialize;
 use skillbox::relay::{Delivery, Notification};
 use skillbox::server::SpawnBody;
 use skillbox::server::client::{Client, ClientError};
-use skillbox::store::{CleanupMode, NotifyMode, Task, TaskFilter, TaskState};
+use skillbox::store::{CleanupMode, NotifyMode, ParentRoute, Task, TaskFilter, TaskState};
 
 use super::exit;
 use super::grants::GrantArgs;
@@ -35,6 +35,16 @@ pub struct SpawnArgs {
     /// The agent session the result belongs to.
     #[arg(long, value_name = "KEY")]
     pub parent_session: Option<String>,
+    /// The parent session's messaging channel (e.g. telegram): the OpenClaw
+    /// sink has the gateway deliver its reply there, to --parent-to.
+    #[arg(long, value_name = "CHANNEL", requires = "parent_to")]
+    pub parent_channel: Option<String>,
+    /// The recipient on --parent-channel (a chat, a user, a room).
+    #[arg(long, value_name = "TO", requires = "parent_channel")]
+    pub parent_to: Option<String>,
+    /// Which of the channel's accounts sends the reply.
+    #[arg(long, value_name = "ID", requires = "parent_channel")]
+    pub parent_account: Option<String>,
     /// Which state changes to announce: done-only, state-changes, silent.
     #[arg(long, default_value = "done-only")]
     pub notify: NotifyMode,
@@ -124,6 +134,11 @@ pub async fn spawn(args: SpawnArgs) -> u8 {
             grants,
             label: args.label.clone(),
             parent_session: args.parent_session.clone(),
+            parent_route: args.parent_channel.clone().map(|channel| ParentRoute {
+                channel,
+                to: args.parent_to.clone().unwrap_or_default(),
+                account_id: args.parent_account.clone(),
+            }),
             cleanup: Some(args.cleanup),
             notify: Some(args.notify),
             notify_to: args.notify_to.clone(),

@@ -160,12 +160,15 @@ pub enum SinkConfig {
         agent_id: Option<String>,
         /// `now` (default) or `next-heartbeat`.
         wake_mode: Option<String>,
-        /// Whether the agent's reply is delivered to the session's channel
-        /// (`deliver`; default false).
+        /// Whether the agent's reply is announced (`deliver`; default
+        /// false) for a task without a parent route; a task's route
+        /// (channel and recipient) always has the reply delivered there.
         #[serde(default)]
         deliver: bool,
-        /// Send the task's parent session as `sessionKey` (default true;
-        /// the gateway must allow it with `hooks.allowRequestSessionKey`).
+        /// Send the task's parent session as `sessionKey`, the turn then
+        /// running in that session (`sessionMode: "persistent"`) (default
+        /// true; the gateway must allow it with
+        /// `hooks.allowRequestSessionKey` and `allowedSessionKeyPrefixes`).
         session_key: Option<bool>,
     },
 }

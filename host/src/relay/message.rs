@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Change;
 use crate::runtime::{Outcome, RunReport};
-use crate::store::{Task, TaskId, TaskState};
+use crate::store::{ParentRoute, Task, TaskId, TaskState};
 
 /// Longest skill summary quoted in a message; the whole one stays in
 /// `summary` and in `skillbox tasks show`.
@@ -33,6 +33,9 @@ pub struct Notification {
     pub label: Option<String>,
     /// The agent session that spawned the task.
     pub parent_session: Option<String>,
+    /// Where, in that session's messaging channel, the reply goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_route: Option<ParentRoute>,
     /// The state the task entered.
     pub state: TaskState,
     /// The state it left.
@@ -123,6 +126,7 @@ impl Notification {
             skill: task.spec.skill_name.clone(),
             label: task.spec.label.clone(),
             parent_session: task.spec.parent_session.clone(),
+            parent_route: task.spec.parent_route.clone(),
             state: delivery.to,
             previous_state: delivery.from,
             reason: redact(&delivery.reason),

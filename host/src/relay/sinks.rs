@@ -223,7 +223,20 @@ impl OpenClawSink {
                 if self.session_key
                     && let Some(s) = &n.parent_session
                 {
+                    // The turn runs in the parent's own session, after its
+                    // conversation: the gateway's default is a fresh one.
                     b["sessionKey"] = s.clone().into();
+                    b["sessionMode"] = "persistent".into();
+                }
+                // The reply goes back to the conversation's channel: the
+                // gateway never infers a hook turn's recipient.
+                if let Some(r) = &n.parent_route {
+                    b["deliver"] = true.into();
+                    b["channel"] = r.channel.clone().into();
+                    b["to"] = r.to.clone().into();
+                    if let Some(a) = &r.account_id {
+                        b["accountId"] = a.clone().into();
+                    }
                 }
                 b
             }
@@ -276,8 +289,10 @@ impl Sink for OpenClawSink {
                 ),
                 400 => format!(
                     "the OpenClaw gateway rejected the request (HTTP 400){}; check the sink's \
-                     agent-id, and that the gateway allows a request sessionKey \
-                     (hooks.allowRequestSessionKey) or set session-key = false",
+                     agent-id, that the gateway allows a request sessionKey \
+                     (hooks.allowRequestSessionKey, and hooks.allowedSessionKeyPrefixes \
+                     covering it) or set session-key = false, and that the task's parent \
+                     route names a channel the gateway has",
                     tail(text)
                 ),
                 404 => format!(
@@ -371,6 +386,65 @@ mod tests {
         assert_eq!(
             hex::encode(mac.finalize().into_bytes()),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn openclaw_turns_run_in_the_parent_session_and_answer_on_its_route() {
+        let sink = |session_key| OpenClawSink {
+            base: Target::parse("http://127.0.0.1:1").unwrap(),
+            token: "t".into(),
+            endpoint: OpenClawEndpoint::Agent,
+            agent_id: Some("main".into()),
+            wake_mode: "now".into(),
+            deliver: false,
+            session_key,
+            timeout: Duration::from_secs(1),
+        };
+        let note = |parent: serde_json::Value, route: serde_json::Value| -> Notification {
+            serde_json::from_value(serde_json::json!({
+                "idempotency_key": "k", "event": "task.succeeded", "terminal": true,
+                "task_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "skill": "hello",
+                "parent_session": parent, "parent_route": route, "state": "succeeded",
+                "reason": "done", "message": "m", "logs": "l",
+                "timings": { "created_ms": 0, "attempt": 1, "changed_ms": 0 },
+            }))
+            .unwrap()
+        };
+        let null = serde_json::Value::Null;
+        let route = serde_json::json!({ "channel": "telegram", "to": "42", "account_id": "ops" });
+
+        // No parent: a fresh session, nothing delivered.
+        let b = sink(true).body(&note(null.clone(), null.clone()));
+        assert!(
+            b.get("sessionKey").is_none() && b.get("sessionMode").is_none(),
+            "{b}"
+        );
+        assert_eq!((&b["deliver"], b.get("channel")), (&false.into(), None));
+
+        // A parent session: the turn runs in it.
+        let b = sink(true).body(&note("agent:main:main".into(), null.clone()));
+        assert_eq!(b["sessionKey"], "agent:main:main");
+        assert_eq!(b["sessionMode"], "persistent");
+        assert_eq!(b["deliver"], false, "no route: the transcript only");
+
+        // And a route: the reply is delivered there.
+        let b = sink(true).body(&note("agent:main:main".into(), route.clone()));
+        assert_eq!(
+            (&b["deliver"], &b["channel"], &b["to"], &b["accountId"]),
+            (
+                &true.into(),
+                &"telegram".into(),
+                &"42".into(),
+                &"ops".into()
+            )
+        );
+
+        // session-key = false: never the parent's session.
+        let b = sink(false).body(&note("agent:main:main".into(), null));
+        assert!(
+            b.get("sessionKey").is_none() && b.get("sessionMode").is_none(),
+            "{b}"
         );
     }
 

@@ -19,6 +19,12 @@
 //!
 //! Tasks spawned here are labelled `mcp/<tool>`; `tasks/get` and
 //! `tasks/cancel` see only those.
+//!
+//! An agent runtime that starts a task on behalf of one of its sessions
+//! names it in the call's `_meta` ([`META_PARENT_SESSION`], with its
+//! messaging route [`META_PARENT_ROUTE`], and a [`META_LABEL`]): the relay
+//! then sends the task's summary back to that session. These choose where
+//! the result goes, never what the task may do.
 
 use std::sync::Arc;
 
@@ -35,7 +41,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::{Catalog, Tool};
 use crate::error::Error;
-use crate::store::{NotifyMode, StoreError, Task, TaskEvent, TaskId, TaskState};
+use crate::store::{NotifyMode, ParentRoute, StoreError, Task, TaskEvent, TaskId, TaskState};
 use crate::tasks::{SpawnRequest, TaskService};
 
 /// Largest `arguments` object of a `tools/call`, serialized.
@@ -46,6 +52,60 @@ const POLL_INTERVAL_MS: u64 = 500;
 
 /// Label prefix of the tasks spawned through MCP.
 pub const LABEL_PREFIX: &str = "mcp/";
+
+/// `tools/call` `_meta` key: the caller's session, the task's parent
+/// session (a string).
+pub const META_PARENT_SESSION: &str = "io.skillbox/parentSession";
+
+/// `tools/call` `_meta` key: where in the parent session's messaging
+/// channel the reply goes (`{"channel", "to", "account_id"}`).
+pub const META_PARENT_ROUTE: &str = "io.skillbox/parentRoute";
+
+/// `tools/call` `_meta` key: a label for the task, after `mcp/<tool>: `.
+pub const META_LABEL: &str = "io.skillbox/label";
+
+/// Longest `_meta` string accepted.
+const MAX_META_TEXT: usize = 1024;
+
+/// Who a call is for, from its `_meta`.
+struct Origin {
+    parent_session: Option<String>,
+    parent_route: Option<ParentRoute>,
+    label: Option<String>,
+}
+
+impl Origin {
+    fn from_meta(meta: &JsonObject) -> Result<Origin, ErrorData> {
+        let bad = |key: &str, why: String| {
+            ErrorData::invalid_params(
+                format!("_meta {key:?}: {why}"),
+                Some(json!({ "meta": key })),
+            )
+        };
+        let text = |key: &str| match meta.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_META_TEXT => {
+                Ok(Some(s.clone()))
+            }
+            Some(_) => Err(bad(
+                key,
+                format!("must be a non-empty string of at most {MAX_META_TEXT} bytes"),
+            )),
+        };
+        let parent_route = match meta.get(META_PARENT_ROUTE) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| bad(META_PARENT_ROUTE, e.to_string()))?,
+            ),
+        };
+        Ok(Origin {
+            parent_session: text(META_PARENT_SESSION)?,
+            parent_route,
+            label: text(META_LABEL)?,
+        })
+    }
+}
 
 /// One MCP server over a task service. Cheap to clone: every
 /// transport session (or stateless HTTP request) gets its own clone.
@@ -90,7 +150,12 @@ impl McpServer {
         if ours { Ok(task) } else { Err(unknown()) }
     }
 
-    async fn spawn(&self, tool: &Tool, arguments: &JsonObject) -> Result<Task, ErrorData> {
+    async fn spawn(
+        &self,
+        tool: &Tool,
+        arguments: &JsonObject,
+        origin: Origin,
+    ) -> Result<Task, ErrorData> {
         let input = Value::Object(arguments.clone());
         tool.check_input(&input).map_err(|m| {
             ErrorData::invalid_params(
@@ -103,7 +168,12 @@ impl McpServer {
         })?;
         let request = SpawnRequest {
             grants: tool.grants.clone(),
-            label: Some(format!("{LABEL_PREFIX}{}", tool.name)),
+            label: Some(match origin.label {
+                Some(l) => format!("{LABEL_PREFIX}{}: {l}", tool.name),
+                None => format!("{LABEL_PREFIX}{}", tool.name),
+            }),
+            parent_session: origin.parent_session,
+            parent_route: origin.parent_route,
             notify: tool.config.notify.unwrap_or(NotifyMode::DoneOnly),
             notify_to: tool.config.notify_to.clone(),
             partial: tool.config.partial,
@@ -287,7 +357,8 @@ impl ServerHandler for McpServer {
                 Some(json!({ "tool": tool.name, "bytes": size })),
             ));
         }
-        let task = self.spawn(tool, &arguments).await?;
+        let origin = Origin::from_meta(&context.meta)?;
+        let task = self.spawn(tool, &arguments, origin).await?;
         if context
             .client_capabilities()
             .is_some_and(|c| c.supports_tasks())

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::policy::Grants;
-use crate::store::{CleanupMode, NotifyMode, StoreError, TaskFilter, TaskId};
+use crate::store::{CleanupMode, NotifyMode, ParentRoute, StoreError, TaskFilter, TaskId};
 use crate::tasks::{SpawnRequest, TaskService};
 
 /// Largest request body accepted.
@@ -116,6 +116,10 @@ pub struct SpawnBody {
     /// The agent session that asked.
     #[serde(default)]
     pub parent_session: Option<String>,
+    /// Where, in that session's messaging channel, the reply goes
+    /// (`{"channel", "to", "account_id"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_route: Option<ParentRoute>,
     /// `keep` (default) or `delete`.
     #[serde(default)]
     pub cleanup: Option<CleanupMode>,
@@ -169,6 +173,7 @@ async fn spawn(
         grants: b.grants,
         label: b.label,
         parent_session: b.parent_session,
+        parent_route: b.parent_route,
         cleanup: b.cleanup.unwrap_or(CleanupMode::Keep),
         notify: b.notify.unwrap_or(NotifyMode::DoneOnly),
         notify_to: b.notify_to,

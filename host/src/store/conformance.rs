@@ -16,6 +16,7 @@ pub(crate) fn spec(label: &str, resume: ResumePolicy) -> TaskSpec {
         policy,
         label: Some(label.into()),
         parent_session: Some(format!("session-{label}")),
+        parent_route: None,
         timeout: Duration::from_secs(60),
         cleanup: CleanupMode::Keep,
         notify: NotifyMode::DoneOnly,
@@ -58,10 +59,21 @@ pub(crate) fn run_all(make: &dyn Fn() -> Box<dyn TaskStore>) {
 
 fn create_get_list(store: &dyn TaskStore) {
     let a = store.create(spec("a", ResumePolicy::Restart)).unwrap();
-    let b = store.create(spec("b", ResumePolicy::Restart)).unwrap();
+    let route = ParentRoute {
+        channel: "telegram".into(),
+        to: "chat-b".into(),
+        account_id: Some("ops".into()),
+    };
+    let b = store
+        .create(TaskSpec {
+            parent_route: Some(route.clone()),
+            ..spec("b", ResumePolicy::Restart)
+        })
+        .unwrap();
     assert_eq!(a.state, TaskState::Queued);
     assert_eq!(a.attempt, 0);
     assert_eq!(store.get(a.id).unwrap(), a);
+    assert_eq!(store.get(b.id).unwrap().spec.parent_route, Some(route));
     assert!(matches!(
         store.get(TaskId::new()),
         Err(StoreError::NotFound(_))

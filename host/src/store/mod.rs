@@ -36,8 +36,8 @@ pub(crate) use crate::units::string_enum;
 pub(crate) use backend::woken;
 pub use backend::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
 pub use model::{
-    CleanupMode, NotifyMode, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId, TaskSpec,
-    TaskState,
+    CleanupMode, NotifyMode, ParentRoute, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId,
+    TaskSpec, TaskState,
 };
 pub use open::{is_shared, open_store, without_password};
 pub use outbox::{Attempt, Change, Delivery, DeliveryState, Verdict};

@@ -62,6 +62,22 @@ string_enum!(
     }
 );
 
+/// The messaging route of the conversation that spawned a task (an
+/// OpenClaw delivery context: the channel, the recipient on it, and which
+/// of the channel's accounts), so a sink can answer in that conversation
+/// and not only in its session's transcript.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentRoute {
+    /// The channel, e.g. `telegram`.
+    pub channel: String,
+    /// The recipient on that channel (a chat, a user, a room).
+    pub to: String,
+    /// Which of the channel's configured accounts sends the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
 /// Everything needed to run a task, fixed when it is spawned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +96,9 @@ pub struct TaskSpec {
     pub label: Option<String>,
     /// The agent session that asked for it, where the result goes.
     pub parent_session: Option<String>,
+    /// Where, in the parent session's messaging channel, the reply goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_route: Option<ParentRoute>,
     /// Wall-clock limit of one attempt.
     pub timeout: Duration,
     /// Scratch directory handling.

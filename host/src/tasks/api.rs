@@ -102,6 +102,7 @@ impl TaskService {
             policy,
             label: request.label,
             parent_session: request.parent_session,
+            parent_route: request.parent_route,
             cleanup: request.cleanup,
             notify: request.notify,
             notify_to,

@@ -81,7 +81,7 @@ use crate::policy::Grants;
 use crate::relay::Relay;
 use crate::relay::worker::LeasedDelivery;
 use crate::runtime::Host;
-use crate::store::{Claim, CleanupMode, NotifyMode, TaskId, TaskStore};
+use crate::store::{Claim, CleanupMode, NotifyMode, ParentRoute, TaskId, TaskStore};
 
 /// How a host runs background tasks.
 #[derive(Clone, Debug)]
@@ -133,6 +133,8 @@ pub struct SpawnRequest {
     pub label: Option<String>,
     /// The agent session that asked for it.
     pub parent_session: Option<String>,
+    /// Where, in that session's messaging channel, the reply goes.
+    pub parent_route: Option<ParentRoute>,
     /// Scratch directory handling.
     pub cleanup: CleanupMode,
     /// Notification handling.
@@ -154,6 +156,7 @@ impl SpawnRequest {
             grants: Grants::default(),
             label: None,
             parent_session: None,
+            parent_route: None,
             cleanup: CleanupMode::Keep,
             notify: NotifyMode::DoneOnly,
             notify_to: Vec::new(),
