@@ -15,6 +15,7 @@ mod fs;
 mod limits;
 mod mcp;
 mod openclaw;
+mod openclaw_plugin;
 mod python;
 mod relay;
 mod tasks;

@@ -305,3 +305,92 @@ fn a_catalog_that_grants_less_than_a_skill_requests_stops_the_server() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
+
+/// An agent runtime that starts a task for one of its sessions (the
+/// OpenClaw plugin) names the session, its messaging route and a label in
+/// the call's `_meta`; the task carries them. A malformed one is refused
+/// before any task starts. (Raw requests, as the plugin sends them.)
+#[test]
+fn a_call_names_its_parent_session_route_and_label_in_its_meta() {
+    let setup = Setup::new();
+    let port = crate::docker::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let daemon = Daemon::start_env(
+        setup.path(),
+        &["--listen", &listen],
+        &[("SKILLBOX_TOKEN", "meta-test-token")],
+    );
+    let call = |id: u32, meta: Value| -> Value {
+        let mut m = serde_json::json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": { "name": "test", "version": "1" },
+            "io.modelcontextprotocol/clientCapabilities": {
+                "extensions": { "io.modelcontextprotocol/tasks": {} } },
+        });
+        m.as_object_mut()
+            .unwrap()
+            .extend(meta.as_object().unwrap().clone());
+        let body = serde_json::json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": { "name": "hello", "arguments": { "name": "meta" }, "_meta": m } });
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "30", &format!("http://{listen}/mcp")])
+            .args(["-H", "Authorization: Bearer meta-test-token"])
+            .args(["-H", "Content-Type: application/json"])
+            .args(["-H", "Accept: application/json, text/event-stream"])
+            .args(["-H", "MCP-Protocol-Version: 2026-07-28"])
+            .args(["-H", "Mcp-Method: tools/call", "-H", "Mcp-Name: hello"])
+            .args(["--data", &body.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let json = text
+            .lines()
+            .map(|l| l.strip_prefix("data: ").unwrap_or(l))
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no answer: {text}"));
+        serde_json::from_str(json).unwrap()
+    };
+    for (meta, key) in [
+        (json_meta("parentRoute", serde_json::json!({ "channel": "telegram" })), "parentRoute"),
+        (json_meta("parentRoute", serde_json::json!({ "channel": "x", "to": "1", "thread": 2 })), "parentRoute"),
+        (json_meta("parentSession", serde_json::json!("")), "parentSession"),
+        (json_meta("label", serde_json::json!(7)), "label"),
+    ] {
+        let r = call(1, meta);
+        assert_eq!(r["error"]["code"], -32602, "{r}");
+        let m = r["error"]["message"].as_str().unwrap();
+        assert!(m.starts_with(&format!("_meta \"io.skillbox/{key}\"")), "{m}");
+    }
+    let listed = daemon.cli(&["tasks", "list", "--json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), 0, "refused: {listed}");
+
+    let r = call(
+        2,
+        serde_json::json!({
+            "io.skillbox/parentSession": "agent:main:telegram:direct:42",
+            "io.skillbox/parentRoute": { "channel": "telegram", "to": "42", "account_id": "ops" },
+            "io.skillbox/label": "hi there",
+        }),
+    );
+    assert_eq!(r["result"]["resultType"], "task", "{r}");
+    let id = r["result"]["taskId"].as_str().unwrap();
+    let t = daemon.cli(&["tasks", "show", id, "--json"]).json();
+    assert_eq!(t["spec"]["parent_session"], "agent:main:telegram:direct:42", "{t}");
+    assert_eq!(
+        t["spec"]["parent_route"],
+        serde_json::json!({ "channel": "telegram", "to": "42", "account_id": "ops" })
+    );
+    assert_eq!(t["spec"]["label"], "mcp/hello: hi there", "{t}");
+    // Without `_meta` of its own, a call is as before.
+    let r = call(3, serde_json::json!({}));
+    let id = r["result"]["taskId"].as_str().unwrap();
+    let t = daemon.cli(&["tasks", "show", id, "--json"]).json();
+    assert_eq!(t["spec"]["label"], "mcp/hello", "{t}");
+    assert!(t["spec"]["parent_session"].is_null(), "{t}");
+}
+
+fn json_meta(key: &str, value: Value) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert(format!("io.skillbox/{key}"), value);
+    Value::Object(m)
+}

@@ -1,8 +1,8 @@
 //! The relay into a real OpenClaw gateway (npm package `openclaw`, run on
 //! loopback by `tests/openclaw/gateway.sh`): a task's summary is posted to
-//! its `/hooks/agent` and `/hooks/wake`, the gateway runs the agent turn,
-//! and the relayed text is read back from the gateway's own log and chat
-//! history. The gateway's model is a loopback stub (no real model can run
+//! its `/hooks/agent` and `/hooks/wake`, the gateway runs the agent turn in
+//! the task's parent session, and the relayed text is read back from the
+//! gateway's own log and that session's chat history. The gateway's model is a loopback stub (no real model can run
 //! here); everything else is the gateway as users run it. A wrong hooks
 //! token is a permanent 401 failure, a request it rejects a permanent 400.
 
@@ -13,16 +13,17 @@ use crate::daemon::Daemon;
 use crate::harness::*;
 use crate::relay::until;
 
-const HOOK_TOKEN: &str = "hooks-token-0123456789abcdef";
+pub const HOOK_TOKEN: &str = "hooks-token-0123456789abcdef";
 const GW_TOKEN: &str = "gateway-token-abcdef0123456789";
 
-/// A running gateway with its model stub; stopped when dropped.
-struct Gateway {
-    run: tempfile::TempDir,
-    port: u16,
+/// A gateway with its model stub in its own HOME; stopped when dropped.
+pub struct Gateway {
+    pub run: tempfile::TempDir,
+    pub port: u16,
+    stub: u16,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -35,26 +36,83 @@ fn script() -> std::path::PathBuf {
 }
 
 impl Gateway {
-    fn start() -> Gateway {
+    /// A configured gateway, not started yet (see [`Gateway::edit_config`],
+    /// [`Gateway::cli`], [`Gateway::up`]).
+    pub fn new() -> Gateway {
         let run = tempfile::tempdir().unwrap();
-        let (port, stub) = (free_port(), free_port());
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(run.path())
-            .args([&port.to_string(), &stub.to_string(), HOOK_TOKEN, GW_TOKEN])
-            .output()
-            .unwrap();
-        let gw = Gateway { run, port };
-        assert!(
-            out.status.success(),
-            "the OpenClaw gateway did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let gw = Gateway {
+            run,
+            port: free_port(),
+            stub: free_port(),
+        };
+        gw.script("configure", &[]);
         gw
     }
 
-    fn file(&self, name: &str) -> String {
+    /// A started gateway.
+    pub fn start() -> Gateway {
+        let gw = Gateway::new();
+        gw.up();
+        gw
+    }
+
+    fn script(&self, cmd: &str, extra: &[&str]) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg(cmd)
+            .arg(self.run.path())
+            .args([
+                &self.port.to_string(),
+                &self.stub.to_string(),
+                HOOK_TOKEN,
+                GW_TOKEN,
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gateway.sh {cmd} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts (or, after [`Gateway::down`], restarts) the gateway and its
+    /// stub; returns once it is ready.
+    pub fn up(&self) {
+        self.script("start", &[]);
+    }
+
+    /// Stops the gateway and its stub (SIGTERM), keeping its state.
+    pub fn down(&self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.run.path())
+            .status();
+    }
+
+    /// Edits the gateway's `openclaw.json`.
+    pub fn edit_config(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let path = self.run.path().join("home/.openclaw/openclaw.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
+
+    /// `openclaw ARGS…` in the gateway's environment.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new("bash")
+            .arg(script())
+            .arg("cli")
+            .arg(self.run.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn file(&self, name: &str) -> String {
         std::fs::read_to_string(self.run.path().join(name)).unwrap_or_default()
     }
 
@@ -69,8 +127,8 @@ impl Gateway {
             .map(|v| serde_json::json!({ "fields": v["1"].clone(), "line": v }))
     }
 
-    /// `openclaw gateway call chat.history` of `session`.
-    fn history(&self, session: &str) -> serde_json::Value {
+    /// `openclaw gateway call METHOD` with `params`: its JSON answer.
+    pub fn call(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
         let out = Command::new("bash")
             .arg(script())
             .arg("call")
@@ -78,32 +136,36 @@ impl Gateway {
             .args([
                 &self.port.to_string(),
                 GW_TOKEN,
-                "chat.history",
-                &serde_json::json!({ "sessionKey": session, "limit": 20 }).to_string(),
+                method,
+                &params.to_string(),
             ])
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{}",
+            "{method}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `chat.history` of `session`.
+    pub fn history(&self, session: &str) -> serde_json::Value {
+        self.call(
+            "chat.history",
+            serde_json::json!({ "sessionKey": session, "limit": 200 }),
+        )
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(self.run.path())
-            .status();
+        self.down();
     }
 }
 
 /// The texts of a chat message (string, or parts with `text`).
-fn texts(content: &serde_json::Value) -> String {
+pub fn texts(content: &serde_json::Value) -> String {
     match content {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Array(parts) => parts
@@ -249,10 +311,12 @@ fn summaries_reach_a_real_openclaw_gateway() {
     assert_eq!(fields["name"], "skillbox", "{done}");
     assert_eq!(fields["sourcePath"], "/hooks/agent", "{done}");
     assert_eq!(fields["logicalSessionKey"], session.as_str(), "{done}");
+    // In the parent's own session (`sessionMode: "persistent"`), not in a
+    // fresh one of the hook's.
+    assert_eq!(fields["sessionKey"], session.as_str(), "{done}");
 
-    // The relayed text, read back from the gateway's chat history.
-    let job = fields["jobId"].as_str().unwrap();
-    let history = gw.history(&format!("agent:main:cron:{job}"));
+    // The relayed text, read back from the parent session's chat history.
+    let history = gw.history(&session);
     let messages = history["messages"].as_array().unwrap();
     let user = messages
         .iter()

@@ -20,20 +20,20 @@ use crate::harness::{self, CliOutput};
 /// its images) would delete a layer another's build is about to reuse.
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-struct App {
+pub struct App {
     _tmp: tempfile::TempDir,
-    skill: tempfile::TempDir,
-    src: PathBuf,
+    pub skill: tempfile::TempDir,
+    pub src: PathBuf,
     state: PathBuf,
     backup: PathBuf,
     port: u16,
     name: String,
-    endpoint: String,
+    pub endpoint: String,
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl App {
-    fn new() -> Option<App> {
+    pub fn new() -> Option<App> {
         let endpoint = endpoint()?;
         let serial = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
         let tmp = tempfile::tempdir().unwrap();
@@ -89,7 +89,40 @@ impl App {
         g
     }
 
-    fn input(&self, version: &str) -> Value {
+    /// The same grants in the policy-file shape (an installed skill's).
+    pub fn policy(&self) -> skillbox::policy::Grants {
+        use skillbox::policy::{Access, DockerGrant, ExecRule, FsGrant, Grants};
+        let fs = |host: &Path, guest: &str, access| FsGrant {
+            host: host.to_owned(),
+            guest: Some(guest.into()),
+            access,
+        };
+        let mut g = Grants {
+            fs: vec![
+                fs(&self.src, "/src", Access::Read),
+                fs(&self.state, "/state", Access::Read),
+                fs(&self.backup, "/backup", Access::ReadWrite),
+            ],
+            docker: DockerGrant {
+                images: vec![format!("{}:*", self.name)],
+                build: true,
+                build_args: vec!["APP_VERSION".into()],
+                networks: vec!["host".into()],
+                memory: Some("64MiB".parse().unwrap()),
+                pids: None,
+                owner: Some(self.name.clone()),
+            },
+            ..Grants::default()
+        };
+        g.exec.allow = vec![
+            ExecRule::parse_cli("uname -a").unwrap(),
+            ExecRule::parse_cli("df -hP .").unwrap(),
+        ];
+        g.net.allow = vec![format!("127.0.0.1:{}", self.port)];
+        g
+    }
+
+    pub fn input(&self, version: &str) -> Value {
         json!({
             "app": self.name,
             "image": self.name,
@@ -124,7 +157,7 @@ impl App {
         harness::cli(&args, &[("DOCKER_HOST", &self.endpoint)])
     }
 
-    fn version(&self) -> String {
+    pub fn version(&self) -> String {
         wait_http(self.port, "/version").1
     }
 

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# A real OpenClaw gateway on loopback, for skillbox's relay tests.
+# A real OpenClaw gateway on loopback, for skillbox's relay and plugin tests.
 #
 #   gateway.sh install                  Node 24 and openclaw from the npm registry into $OPENCLAW_ROOT
 #                                       (idempotent; the npm cache is kept there too)
-#   gateway.sh start RUN_DIR PORT STUB_PORT HOOK_TOKEN GW_TOKEN
-#                                       a fresh HOME in RUN_DIR, a minimal config (local mode,
+#   gateway.sh configure RUN_DIR PORT STUB_PORT HOOK_TOKEN GW_TOKEN
+#                                       a fresh HOME in RUN_DIR with a minimal config (local mode,
 #                                       loopback, hooks on, a log file, the model stub as the
-#                                       agent's model), the stub, then `openclaw gateway run`;
-#                                       returns once /readyz answers 200. Pids in RUN_DIR/*.pid.
+#                                       agent's model), unless it has one
+#   gateway.sh start RUN_DIR PORT STUB_PORT HOOK_TOKEN GW_TOKEN
+#                                       configure (if not yet), the stub, then `openclaw gateway
+#                                       run`; returns once /readyz answers 200. Pids in
+#                                       RUN_DIR/*.pid. Starting again after `stop` keeps the
+#                                       gateway's state and config (a restart).
+#   gateway.sh build-plugin OUT         the skillbox plugin (integrations/openclaw) built into OUT
+#                                       with this Node and the TypeScript that ships with openclaw
+#   gateway.sh cli RUN_DIR ARGS...      `openclaw ARGS...` in RUN_DIR's environment (e.g.
+#                                       `plugins install DIR --force --accept-capabilities`)
 #   gateway.sh call RUN_DIR PORT GW_TOKEN METHOD PARAMS
 #                                       `openclaw gateway call METHOD --json --params PARAMS`
 #   gateway.sh stop RUN_DIR             SIGTERM the gateway (its process group) and the stub
@@ -49,11 +57,11 @@ oc_env() {  # $1 = run dir
   mkdir -p "$HOME/.openclaw" "$TMPDIR" "$NODE_COMPILE_CACHE"
 }
 
-start() {
+configure() {
   local run=$1 port=$2 stub_port=$3 hook_token=$4 gw_token=$5
-  [[ -x $OPENCLAW ]] || install
   mkdir -p "$run"
   ( oc_env "$run"
+    [[ -f $HOME/.openclaw/openclaw.json ]] && exit 0
     cat > "$HOME/.openclaw/openclaw.json" <<JSON
 {
   "gateway": { "mode": "local", "bind": "loopback", "port": $port,
@@ -77,11 +85,17 @@ start() {
 }
 JSON
   )
+}
+
+start() {
+  local run=$1 port=$2 stub_port=$3 hook_token=$4 gw_token=$5
+  [[ -x $OPENCLAW ]] || install
+  configure "$@"
   STUB_LOG=$run/stub-requests.jsonl setsid python3 "$HERE/model_stub.py" "$stub_port" \
-    > "$run/stub.out" 2>&1 < /dev/null &
+    >> "$run/stub.out" 2>&1 < /dev/null &
   echo $! > "$run/stub.pid"
   ( oc_env "$run"; exec setsid "$OPENCLAW" gateway run --port "$port" --bind loopback \
-      > "$run/gateway.out" 2>&1 < /dev/null ) &
+      >> "$run/gateway.out" 2>&1 < /dev/null ) &
   echo $! > "$run/gateway.pid"
   local code=000
   for _ in $(seq 1 1200); do   # up to 120 s; it takes ~15 s
@@ -93,6 +107,18 @@ JSON
     sleep 0.1
   done
   log "the gateway was not ready after 120 s:"; tail -30 "$run/gateway.out" >&2; exit 1
+}
+
+build_plugin() {
+  local out=$1
+  [[ -x $OPENCLAW ]] || install
+  PATH="$NODE_BIN:$PATH" OPENCLAW_PACKAGE="$ROOT/openclaw/node_modules/openclaw" \
+    bash "$HERE/../../integrations/openclaw/build.sh" "$out"
+}
+
+cli() {
+  local run=$1; shift
+  ( oc_env "$run"; exec "$OPENCLAW" "$@" )
 }
 
 call() {
@@ -119,8 +145,11 @@ stop() {
 cmd=${1:-}; shift || true
 case $cmd in
   install) install ;;
+  configure) configure "$@" ;;
   start) start "$@" ;;
+  build-plugin) build_plugin "$@" ;;
+  cli) cli "$@" ;;
   call) call "$@" ;;
   stop) stop "$@" ;;
-  *) echo "usage: $0 install | start RUN PORT STUB_PORT HOOK_TOKEN GW_TOKEN | call RUN PORT GW_TOKEN METHOD PARAMS | stop RUN" >&2; exit 2 ;;
+  *) echo "usage: $0 install | configure|start RUN PORT STUB_PORT HOOK_TOKEN GW_TOKEN | build-plugin OUT | cli RUN ARGS... | call RUN PORT GW_TOKEN METHOD PARAMS | stop RUN" >&2; exit 2 ;;
 esac

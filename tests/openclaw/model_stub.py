@@ -8,7 +8,15 @@ Serves:
   anything else                   -> 404 (logged)
 
 The assistant reply is "STUB-REPLY: <last user text, last 300 chars>" so the relayed
-hook message can be read back from chat.history.
+hook message can be read back from chat.history, except in a scripted tool turn:
+
+  * a user message containing `[[tool NAME {json args}]]` is answered with a call of
+    tool NAME with those arguments (through OpenClaw's `tool_call` bridge when NAME
+    itself is not among the offered tools, as with its default Tool Search);
+  * once the turn has a tool result, the answer is "STUB-AFTER-TOOL: <its text>".
+
+So a test scripts the model's choices in the user message and reads the tool's
+answer back from chat.history.
 
 Every request is appended as one JSON line to $STUB_LOG (default ./stub-requests.jsonl).
 Usage: python3 model_stub.py PORT [MODEL_ID]
@@ -61,6 +69,33 @@ def pick_user_text(texts):
 def last_user_text_chat(body):
     return pick_user_text([text_of(m.get("content")) for m in (body.get("messages") or [])
                            if m.get("role") == "user"])
+
+
+_DIRECTIVE = re.compile(r"\[\[tool\s+([A-Za-z0-9_.:-]+)\s*(\{.*?\})?\s*\]\]", re.S)
+
+
+def is_real_user(m):
+    return m.get("role") == "user" and "BEGIN_OPENCLAW_INTERNAL_CONTEXT" not in text_of(m.get("content"))
+
+
+def scripted_turn(body):
+    """("call", name, args) or ("text", reply) for a scripted tool turn, else None."""
+    messages = body.get("messages") or []
+    last_user = max((i for i, m in enumerate(messages) if is_real_user(m)), default=None)
+    if last_user is None:
+        return None
+    after = messages[last_user + 1:]
+    results = [m for m in after if m.get("role") == "tool"]
+    if results:
+        return ("text", "STUB-AFTER-TOOL: " + text_of(results[-1].get("content"))[:2000])
+    m = _DIRECTIVE.search(text_of(messages[last_user].get("content")))
+    if not m:
+        return None
+    name, args = m.group(1), json.loads(m.group(2) or "{}")
+    offered = {(t.get("function") or {}).get("name") for t in body.get("tools") or []}
+    if name not in offered and "tool_call" in offered:
+        return ("call", "tool_call", {"id": name, "args": args})
+    return ("call", name, args)
 
 
 def reply_for(user_text):
@@ -129,7 +164,10 @@ class H(BaseHTTPRequestHandler):
         self._json(404, {"error": {"message": "not found: " + path, "type": "invalid_request_error"}})
 
     def chat(self, body):
-        text = reply_for(last_user_text_chat(body))
+        turn = scripted_turn(body)
+        if turn and turn[0] == "call":
+            return self.tool_call(body, turn[1], turn[2])
+        text = turn[1] if turn else reply_for(last_user_text_chat(body))
         cid = "chatcmpl-" + uuid.uuid4().hex[:12]
         created = int(time.time())
         model = body.get("model") or MODEL_ID
@@ -146,6 +184,31 @@ class H(BaseHTTPRequestHandler):
                                         "finish_reason": None}]})
         self._sse({**base, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
         self._sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        self._sse({**base, "choices": [], "usage": usage})
+        self._sse("[DONE]")
+
+
+    def tool_call(self, body, name, args):
+        cid = "chatcmpl-" + uuid.uuid4().hex[:12]
+        call_id = "call_" + uuid.uuid4().hex[:12]
+        created = int(time.time())
+        model = body.get("model") or MODEL_ID
+        usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        call = {"id": call_id, "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)}}
+        if not body.get("stream"):
+            return self._json(200, {
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": None,
+                                                     "tool_calls": [call]},
+                             "finish_reason": "tool_calls"}],
+                "usage": usage})
+        self._sse_start()
+        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+        self._sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None,
+                                                              "tool_calls": [{"index": 0, **call}]},
+                                        "finish_reason": None}]})
+        self._sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
         self._sse({**base, "choices": [], "usage": usage})
         self._sse("[DONE]")
 

@@ -1,0 +1,233 @@
+// The client of one skillbox daemon: its MCP endpoint (`/mcp`) for the
+// catalog of installed skills and for starting them, and its task API
+// (`/v1/tasks…`) for looking at and cancelling tasks.
+//
+// Starting goes through MCP on purpose: there the daemon checks the input
+// against the skill's schema and runs it with the grants of the operator's
+// catalog, never with anything the caller sends. The `_meta` of the call
+// only names where the result goes (the OpenClaw session and its route).
+
+import type { ParentRoute } from "./route.js";
+
+/** MCP protocol revision spoken (stateless requests, tasks extension). */
+export const PROTOCOL = "2026-07-28";
+const TASKS_EXTENSION = "io.modelcontextprotocol/tasks";
+
+/** One installed skill, as `tools/list` describes it. */
+export interface CatalogTool {
+  name: string;
+  description: string;
+  inputSchema: Record<string, unknown>;
+}
+
+/** A skillbox task, as the task API shows it (the fields used here). */
+export interface Task {
+  id: string;
+  spec: { skill_name: string; label?: string | null; parent_session?: string | null };
+  state: string;
+  created_ms: number;
+  started_ms?: number | null;
+  ended_ms?: number | null;
+  progress?: number | null;
+  progress_message?: string | null;
+  cancel_requested?: boolean;
+}
+
+/** A task's final notification: what the relay posts to the session. */
+export interface Notification {
+  message: string;
+  state: string;
+  summary?: string | null;
+  error?: string | null;
+}
+
+/** Where a started task's result goes, and its label. */
+export interface Origin {
+  parentSession: string;
+  parentRoute?: ParentRoute;
+  label?: string;
+}
+
+/** What went wrong talking to the daemon, worded for the agent and the operator. */
+export class DaemonError extends Error {
+  constructor(
+    message: string,
+    /** HTTP status, when the daemon answered. */
+    readonly status?: number,
+    /** JSON-RPC error code, for MCP errors. */
+    readonly code?: number,
+  ) {
+    super(message);
+  }
+}
+
+export const TERMINAL = new Set(["succeeded", "failed", "timed_out", "cancelled"]);
+
+export class Daemon {
+  private nextId = 1;
+
+  constructor(
+    readonly url: string,
+    private readonly token: string,
+    private readonly timeoutMs: number,
+    private readonly version: string,
+  ) {}
+
+  private async request(path: string, init: RequestInit & { headers?: Record<string, string> }): Promise<Response> {
+    try {
+      return await fetch(this.url + path, {
+        ...init,
+        headers: { authorization: `Bearer ${this.token}`, ...init.headers },
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (e) {
+      const err = e as Error & { cause?: { code?: string } };
+      const why = err.name === "TimeoutError" ? `no answer within ${this.timeoutMs} ms` : (err.cause?.code ?? err.message);
+      throw new DaemonError(
+        `the skillbox daemon at ${this.url} is not reachable (${why}); is \`skillbox serve --listen\` running?`,
+      );
+    }
+  }
+
+  private static async refusal(r: Response, what: string): Promise<DaemonError> {
+    const body = await r.text().catch(() => "");
+    if (r.status === 401) {
+      return new DaemonError(
+        `the skillbox daemon refused the plugin's token (HTTP 401): set plugins.entries.skillbox.config.tokenFile ` +
+          `to a file holding the daemon's --token`,
+        401,
+      );
+    }
+    let message = body.trim().slice(0, 500);
+    try {
+      message = (JSON.parse(body) as { error?: { message?: string } }).error?.message ?? message;
+    } catch {
+      /* not JSON: keep the text */
+    }
+    return new DaemonError(`${what}: the skillbox daemon answered HTTP ${r.status}: ${message}`, r.status);
+  }
+
+  /** One MCP request (stateless, protocol 2026-07-28, tasks extension declared). */
+  private async mcp(method: string, params: Record<string, unknown>, meta: Record<string, unknown> = {}) {
+    const id = this.nextId++;
+    const headers: Record<string, string> = {
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      "mcp-protocol-version": PROTOCOL,
+      "mcp-method": method,
+    };
+    if (typeof params.name === "string") headers["mcp-name"] = params.name;
+    const body = {
+      jsonrpc: "2.0",
+      id,
+      method,
+      params: {
+        ...params,
+        _meta: {
+          "io.modelcontextprotocol/protocolVersion": PROTOCOL,
+          "io.modelcontextprotocol/clientInfo": { name: "skillbox-openclaw", version: this.version },
+          "io.modelcontextprotocol/clientCapabilities": { extensions: { [TASKS_EXTENSION]: {} } },
+          ...meta,
+        },
+      },
+    };
+    const r = await this.request("/mcp", { method: "POST", headers, body: JSON.stringify(body) });
+    const text = await r.text();
+    const message = parseMcpAnswer(text, id);
+    if (message?.error) {
+      throw new DaemonError(message.error.message ?? JSON.stringify(message.error), r.status, message.error.code);
+    }
+    if (!r.ok || !message) {
+      throw new DaemonError(
+        r.status === 401
+          ? "the skillbox daemon refused the plugin's token (HTTP 401): set plugins.entries.skillbox.config.tokenFile " +
+            "to a file holding the daemon's --token"
+          : `${method}: the skillbox daemon answered HTTP ${r.status}: ${text.slice(0, 300)}`,
+        r.status,
+      );
+    }
+    return message.result as Record<string, unknown>;
+  }
+
+  /** The installed skills (the operator's catalog). */
+  async tools(): Promise<CatalogTool[]> {
+    const result = await this.mcp("tools/list", {});
+    return (result.tools as CatalogTool[]) ?? [];
+  }
+
+  /**
+   * Starts `skill` with `input` as a task for `origin`; returns the task's
+   * id at once. The daemon refuses an unknown skill or input that does not
+   * match the skill's schema (a DaemonError with code -32602).
+   */
+  async start(skill: string, input: Record<string, unknown>, origin: Origin): Promise<string> {
+    const meta: Record<string, unknown> = { "io.skillbox/parentSession": origin.parentSession };
+    if (origin.parentRoute) meta["io.skillbox/parentRoute"] = origin.parentRoute;
+    if (origin.label) meta["io.skillbox/label"] = origin.label;
+    const result = await this.mcp("tools/call", { name: skill, arguments: input }, meta);
+    if (result.resultType !== "task" || typeof result.taskId !== "string") {
+      throw new DaemonError(`the skillbox daemon did not answer with a task: ${JSON.stringify(result).slice(0, 300)}`);
+    }
+    return result.taskId;
+  }
+
+  private async json<T>(path: string, method = "GET"): Promise<T> {
+    const r = await this.request(path, { method });
+    if (!r.ok) throw await Daemon.refusal(r, `${method} ${path}`);
+    return (await r.json()) as T;
+  }
+
+  /** The tasks started from `session`, newest first. */
+  list(session: string, limit = 20): Promise<Task[]> {
+    const q = new URLSearchParams({ parent_session: session, limit: String(limit) });
+    return this.json<Task[]>(`/v1/tasks?${q}`);
+  }
+
+  /** One task. */
+  task(id: string): Promise<Task> {
+    return this.json<Task>(`/v1/tasks/${encodeURIComponent(id)}`);
+  }
+
+  /** The final notification of an ended task. */
+  notification(id: string): Promise<Notification> {
+    return this.json<Notification>(`/v1/tasks/${encodeURIComponent(id)}/notification`);
+  }
+
+  /** Asks for a task's cancellation; its state as it is then. */
+  cancel(id: string): Promise<Task> {
+    return this.json<Task>(`/v1/tasks/${encodeURIComponent(id)}/cancel`, "POST");
+  }
+}
+
+interface McpMessage {
+  id?: number;
+  result?: unknown;
+  error?: { code?: number; message?: string };
+}
+
+/** The JSON-RPC answer with `id` in a JSON or server-sent-events body. */
+export function parseMcpAnswer(text: string, id: number): McpMessage | undefined {
+  const candidates: string[] = [];
+  if (text.trimStart().startsWith("{")) {
+    candidates.push(text);
+  } else {
+    // SSE: events separated by blank lines, each with `data:` lines.
+    for (const event of text.split(/\r?\n\r?\n/)) {
+      const data = event
+        .split(/\r?\n/)
+        .filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(5).replace(/^ /, ""))
+        .join("\n");
+      if (data) candidates.push(data);
+    }
+  }
+  for (const c of candidates) {
+    try {
+      const m = JSON.parse(c) as McpMessage;
+      if (m.id === id) return m;
+    } catch {
+      /* a keep-alive or partial event */
+    }
+  }
+  return undefined;
+}

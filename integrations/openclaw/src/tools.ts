@@ -1,0 +1,196 @@
+// The agent's tools: start an installed skill as a background task, look
+// at the tasks started from this conversation, cancel one.
+//
+// The model chooses a skill from the operator's catalog, its input and a
+// label; nothing else. Grants come from the daemon's configuration, and
+// the daemon checks the input against the skill's schema, so nothing the
+// model sends can widen what a task may do. Tasks are scoped to the
+// conversation that started them: the other tools see and cancel only
+// those.
+
+import type { AnyAgentTool, OpenClawPluginApi, OpenClawPluginToolContext } from "openclaw/plugin-sdk/plugin-entry";
+
+import { startDescription, startParameters } from "./catalog.js";
+import { type CatalogTool, type Daemon, DaemonError, type Task, TERMINAL } from "./daemon.js";
+import { track } from "./flows.js";
+import { parentRoute } from "./route.js";
+
+/** What the tools of every registration of one configuration share. */
+export interface Shared {
+  daemon: Daemon;
+  /** The catalog as last read (`error` when that read failed). */
+  catalog: { tools: CatalogTool[]; readAt: number; error?: string };
+  /** Reads the catalog again (one read at a time). */
+  refreshCatalog(): Promise<void>;
+  /** The catalog, read again in the background when it is old. */
+  freshCatalog(): Shared["catalog"];
+}
+
+/** The tools' view of the plugin: working, or why not. */
+export type State = Shared | { broken: string };
+
+type Params = Record<string, unknown>;
+
+function text(t: string, details: Record<string, unknown>) {
+  return { content: [{ type: "text" as const, text: t }], details };
+}
+
+function usable(s: State): Shared {
+  if ("broken" in s) throw new Error(`the skillbox plugin is not configured: ${s.broken}`);
+  return s;
+}
+
+function sessionOf(ctx: OpenClawPluginToolContext): string {
+  const key = ctx.sessionKey?.trim();
+  if (!key) throw new Error("this run has no session key, so skillbox could not post a task's result back to it");
+  return key;
+}
+
+function pct(task: Task): string {
+  return typeof task.progress === "number" ? ` ${Math.round(task.progress * 100)}%` : "";
+}
+
+function line(task: Task): string {
+  const label = task.spec.label ? ` (${task.spec.label.replace(/^mcp\/[^:]*:?\s*/, "")})` : "";
+  const what = task.progress_message && !TERMINAL.has(task.state) ? `: ${task.progress_message}` : "";
+  return `${task.id}  ${task.spec.skill_name}${label}  ${task.state}${pct(task)}${what}`;
+}
+
+/** A task of this conversation, or a clear refusal. */
+async function ownTask(daemon: Daemon, ctx: OpenClawPluginToolContext, id: unknown): Promise<Task> {
+  if (typeof id !== "string" || !/^[0-9A-Za-z]{26}$/.test(id.trim())) {
+    throw new Error(`"task" must be a skillbox task id (26 letters and digits, as skillbox_start returned), not ${JSON.stringify(id)}`);
+  }
+  let task: Task;
+  try {
+    task = await daemon.task(id.trim());
+  } catch (e) {
+    if (e instanceof DaemonError && e.status === 404) throw new Error(`skillbox has no task ${id}`);
+    throw e;
+  }
+  if (task.spec.parent_session !== sessionOf(ctx)) {
+    throw new Error(`task ${id} was not started from this conversation`);
+  }
+  return task;
+}
+
+/** `skillbox_start`: the catalog's skills, started as background tasks. */
+export function startTool(api: OpenClawPluginApi, s: State, ctx: OpenClawPluginToolContext): AnyAgentTool {
+  const { tools, error } = "broken" in s ? { tools: [], error: s.broken } : s.freshCatalog();
+  const unavailable = error && tools.length === 0 ? error : undefined;
+  return {
+    name: "skillbox_start",
+    label: "skillbox: start a background task",
+    description: startDescription(tools, unavailable),
+    parameters: startParameters(tools) as unknown as AnyAgentTool["parameters"],
+    async execute(_toolCallId: string, raw: unknown) {
+      const t0 = performance.now();
+      const rt = usable(s);
+      const p = (raw ?? {}) as Params;
+      const skill = typeof p.skill === "string" ? p.skill.trim() : "";
+      if (!skill) throw new Error('"skill" is required: the name of an installed skillbox skill');
+      const input = p.input ?? {};
+      if (typeof input !== "object" || input === null || Array.isArray(input)) {
+        throw new Error(`"input" must be a JSON object (the skill's input), not ${JSON.stringify(input)}`);
+      }
+      const label = typeof p.label === "string" && p.label.trim() ? p.label.trim().slice(0, 200) : undefined;
+      const session = sessionOf(ctx);
+      if (!rt.catalog.tools.some((t) => t.name === skill)) await rt.refreshCatalog();
+      const names = rt.catalog.tools.map((t) => t.name);
+      if (!names.includes(skill)) {
+        throw new Error(
+          `skillbox has no skill ${JSON.stringify(skill)} installed; no task was started. ` +
+            (names.length ? `Installed: ${names.join(", ")}.` : "No skill is installed."),
+        );
+      }
+      const route = parentRoute(ctx.deliveryContext);
+      let id: string;
+      try {
+        id = await rt.daemon.start(skill, input as Params, {
+          parentSession: session,
+          ...(route ? { parentRoute: route } : {}),
+          ...(label ? { label } : {}),
+        });
+      } catch (e) {
+        if (e instanceof DaemonError && e.code === -32602) {
+          throw new Error(`skillbox refused to start ${skill}: ${e.message}. No task was started.`);
+        }
+        throw e;
+      }
+      const spawnMs = performance.now() - t0;
+      // The TaskFlow record is a view: the answer does not wait for it, and
+      // without it the task runs and reports back all the same.
+      track(api, ctx, id, label ? `${skill}: ${label}` : `skillbox ${skill}`).catch((e: Error) =>
+        api.logger.warn(`skillbox: no TaskFlow record for task ${id}: ${e.message}`),
+      );
+      return text(
+        `Started ${skill}${label ? ` (${label})` : ""} in the background as skillbox task ${id}. ` +
+          "I will post the result here when it ends.",
+        {
+          task: { id, skill, label: label ?? null, state: "queued", parentSession: session, route: route ?? null },
+          timing: { spawnMs: Math.round(spawnMs * 10) / 10 },
+        },
+      );
+    },
+  };
+}
+
+/** `skillbox_tasks`: this conversation's tasks, or one task with its result. */
+export function tasksTool(s: State, ctx: OpenClawPluginToolContext): AnyAgentTool {
+  return {
+    name: "skillbox_tasks",
+    label: "skillbox: tasks",
+    description:
+      "List the skillbox background tasks started from this conversation (newest first), or, given `task`, " +
+      "show one: its state, latest progress, and its result once it ended. Results are posted here " +
+      "automatically; use this only when the user asks.",
+    parameters: {
+      type: "object",
+      additionalProperties: false,
+      properties: { task: { type: "string", description: "A task id from skillbox_start." } },
+    } as unknown as AnyAgentTool["parameters"],
+    async execute(_toolCallId: string, raw: unknown) {
+      const { daemon } = usable(s);
+      const p = (raw ?? {}) as Params;
+      if (p.task === undefined || p.task === null || p.task === "") {
+        const tasks = await daemon.list(sessionOf(ctx));
+        const body = tasks.length ? tasks.map(line).join("\n") : "No skillbox task was started from this conversation.";
+        return text(body, { tasks: tasks.map((t) => ({ id: t.id, skill: t.spec.skill_name, state: t.state })) });
+      }
+      const task = await ownTask(daemon, ctx, p.task);
+      let result = "";
+      if (TERMINAL.has(task.state)) result = `\n\n${(await daemon.notification(task.id)).message}`;
+      return text(`${line(task)}${result}`, {
+        task: { id: task.id, skill: task.spec.skill_name, state: task.state, progress: task.progress ?? null },
+      });
+    },
+  };
+}
+
+/** `skillbox_cancel`: cancels a task of this conversation. */
+export function cancelTool(s: State, ctx: OpenClawPluginToolContext): AnyAgentTool {
+  return {
+    name: "skillbox_cancel",
+    label: "skillbox: cancel a task",
+    description:
+      "Cancel a skillbox background task started from this conversation. Its result (cancelled) is posted " +
+      "here like any other.",
+    parameters: {
+      type: "object",
+      additionalProperties: false,
+      required: ["task"],
+      properties: { task: { type: "string", description: "A task id from skillbox_start." } },
+    } as unknown as AnyAgentTool["parameters"],
+    async execute(_toolCallId: string, raw: unknown) {
+      const { daemon } = usable(s);
+      const task = await ownTask(daemon, ctx, ((raw ?? {}) as Params).task);
+      if (TERMINAL.has(task.state)) {
+        throw new Error(`task ${task.id} has already ended (${task.state}); nothing to cancel`);
+      }
+      const after = await daemon.cancel(task.id);
+      return text(`Cancelling skillbox task ${task.id} (${task.spec.skill_name}): ${after.state}.`, {
+        task: { id: task.id, state: after.state },
+      });
+    },
+  };
+}

@@ -1,0 +1,689 @@
+//! The skillbox plugin for OpenClaw (`integrations/openclaw`) end to end:
+//! built by the suite, installed into a real gateway on loopback with
+//! `openclaw plugins install`, pointed at a real `skillbox serve`, and
+//! driven by a user message. The gateway's model is the scripted loopback
+//! stub (tests/openclaw/model_stub.py): a user message carrying
+//! `[[tool NAME {args}]]` makes it call that tool, then answer with the
+//! tool's text. Everything else is real: the agent turn, the plugin, the
+//! daemon and its sandboxed skill, the relay's `/hooks/agent` delivery into
+//! the same session, OpenClaw's TaskFlow records.
+//!
+//! A user message → the agent calls `skillbox_start` → the turn ends with
+//! the "started" reply → the task runs → its summary arrives in the same
+//! session exactly once, also across a gateway restart and a `kill -9` of
+//! the daemon; refusals start nothing, and nothing the model sends widens
+//! a skill's grants.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::daemon::Daemon;
+use crate::harness::*;
+use crate::openclaw::{Gateway, HOOK_TOKEN, free_port, texts};
+
+/// The daemon's API token (`serve --token`), given to the plugin in a file.
+const API_TOKEN: &str = "skillbox-api-token-0123456789abcdef";
+
+/// The plugin package, built once per test process (its unit tests run in
+/// the build), in a directory of its own under target/.
+fn plugin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let base = root().join("target/openclaw-plugin");
+        // Builds of test processes that have ended.
+        for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let pid = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok());
+            if pid.is_some_and(|p| !alive(p)) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let out = base.join(std::process::id().to_string());
+        let o = Command::new("bash")
+            .arg(root().join("tests/openclaw/gateway.sh"))
+            .arg("build-plugin")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "building the plugin (integrations/openclaw/build.sh) failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    })
+}
+
+/// Waits up to `secs` for `f` to give a value.
+fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "gave up after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A gateway with the plugin, and the daemon it talks to.
+struct Rig {
+    gw: Gateway,
+    data: tempfile::TempDir,
+    daemon: Option<Daemon>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    listen: u16,
+}
+
+impl Rig {
+    /// `skills` are the daemon's `[skills.*]` tables; `env` its environment.
+    fn new(skills: &str, env: &[(&str, &str)]) -> Rig {
+        let gw = Gateway::new();
+        let data = tempfile::tempdir().unwrap();
+        let d = data.path();
+        std::fs::write(d.join("hooks.token"), HOOK_TOKEN).unwrap();
+        std::fs::write(d.join("api.token"), API_TOKEN).unwrap();
+        let listen = free_port();
+        let config = d.join("skillbox.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[relay]
+default = ["claw"]
+retry-initial = "100ms"
+retry-max = "500ms"
+timeout = "30s"
+
+[relay.sink.claw]
+type = "openclaw"
+url = "http://127.0.0.1:{gw}"
+token-file = "{hooks}"
+agent-id = "main"
+
+{skills}"#,
+                gw = gw.port,
+                hooks = d.join("hooks.token").display(),
+            ),
+        )
+        .unwrap();
+        // What an operator adds to the gateway's config (README): session
+        // keys of conversations allowed in hook requests, and the plugin's
+        // daemon; the empty tool is the timing baseline.
+        let token_file = d.join("api.token");
+        gw.edit_config(|c| {
+            c["hooks"]["allowedSessionKeyPrefixes"] = json!(["hook:", "agent:main:"]);
+            c["plugins"] = json!({
+                "load": { "paths": [root().join("tests/openclaw/empty-tool")] },
+                "entries": {
+                    "empty-tool": { "enabled": true },
+                    "skillbox": { "config": {
+                        "url": format!("http://127.0.0.1:{listen}"),
+                        "tokenFile": token_file,
+                        "syncIntervalMs": 250,
+                    } },
+                },
+            });
+        });
+        let out = gw.cli(&[
+            "plugins",
+            "install",
+            plugin().to_str().unwrap(),
+            "--force",
+            "--accept-capabilities",
+        ]);
+        assert!(
+            out.status.success(),
+            "openclaw plugins install: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut rig = Rig {
+            gw,
+            args: vec![
+                "--config".into(),
+                config.to_str().unwrap().into(),
+                "--listen".into(),
+                format!("127.0.0.1:{listen}"),
+                "--token".into(),
+                API_TOKEN.into(),
+            ],
+            data,
+            daemon: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            listen,
+        };
+        rig.start_daemon();
+        rig.gw.up();
+        rig
+    }
+
+    fn start_daemon(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let d = Daemon::start_env(self.data.path(), &args, &env);
+        wait("the daemon's loopback API", 30, || {
+            std::net::TcpStream::connect(("127.0.0.1", self.listen))
+                .ok()
+                .map(|_| ())
+        });
+        self.daemon = Some(d);
+    }
+
+    fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().unwrap()
+    }
+
+    /// The task as `skillbox tasks show --json` shows it.
+    fn task(&self, id: &str) -> Value {
+        let out = self.daemon().cli(&["tasks", "show", id, "--json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json()
+    }
+
+    /// Every task of the daemon.
+    fn tasks(&self) -> Vec<Value> {
+        let out = self.daemon().cli(&["tasks", "list", "--json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json().as_array().unwrap().clone()
+    }
+
+    /// The model stub's requests so far.
+    fn stub_requests(&self) -> Vec<Value> {
+        self.gw
+            .file("stub-requests.jsonl")
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Sends `text` as the user of `session` and waits until the turn has
+    /// answered with the tool's text; the turn.
+    fn turn(&self, session: &str, text: &str) -> Turn {
+        let marker = format!("[turn {}]", free_port());
+        let message = format!("{text} {marker}");
+        self.gw.call(
+            "chat.send",
+            json!({ "sessionKey": session, "message": message, "idempotencyKey": marker }),
+        );
+        // The stub saw the tool's result (and answered at once): the reply
+        // is on its way into the transcript.
+        wait(&format!("the tool turn of {message:?}"), 120, || {
+            self.stub_requests().into_iter().find(|r| {
+                let msgs = r["body"]["messages"].as_array().cloned().unwrap_or_default();
+                let last_user = msgs.iter().rposition(|m| {
+                    m["role"] == "user" && texts(&m["content"]).contains(&marker)
+                });
+                last_user.is_some_and(|i| msgs[i..].iter().any(|m| m["role"] == "tool"))
+            })
+        });
+        wait(&format!("the reply to {message:?}"), 60, || {
+            let history = self.gw.history(session);
+            let msgs = history["messages"].as_array()?.clone();
+            let at = msgs
+                .iter()
+                .rposition(|m| m["role"] == "user" && texts(&m["content"]).contains(&marker))?;
+            let after = &msgs[at..];
+            let reply = after.iter().find(|m| {
+                m["role"] == "assistant" && texts(&m["content"]).starts_with("STUB-AFTER-TOOL:")
+            })?;
+            let call = after.iter().find(|m| m["role"] == "custom")?;
+            let result = after.iter().find(|m| m["role"] == "toolResult")?;
+            Some(Turn {
+                result: serde_json::from_str(&texts(&result["content"])).unwrap_or(Value::Null),
+                reply_ms: reply["timestamp"].as_i64().unwrap_or_default(),
+                tool_ms: call["content"][1]["timestamp"].as_i64().unwrap_or_default()
+                    - call["content"][1]["startedAt"].as_i64().unwrap_or_default(),
+            })
+        })
+    }
+
+    /// Waits for task `id`'s summary in `session`; the summary message.
+    fn summary(&self, session: &str, id: &str, secs: u64) -> Value {
+        let footer = format!("Task {id} · full logs");
+        wait(&format!("the summary of {id} in {session}"), secs, || {
+            self.stub_requests()
+                .iter()
+                .any(|r| r["body"].to_string().contains(&footer))
+                .then_some(())
+        });
+        wait("the summary in the transcript", 30, || {
+            self.summaries(session, id).into_iter().next()
+        })
+    }
+
+    /// The messages of `session` carrying task `id`'s summary.
+    fn summaries(&self, session: &str, id: &str) -> Vec<Value> {
+        let footer = format!("Task {id} · full logs");
+        let history = self.gw.history(session);
+        history["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "user" && texts(&m["content"]).contains(&footer))
+            .cloned()
+            .collect()
+    }
+
+    /// The TaskFlow record of task `id`, once it is in `status`.
+    fn flow(&self, id: &str, status: &str) -> Value {
+        wait(&format!("task {id}'s TaskFlow record to be {status}"), 60, || {
+            let out = self.gw.cli(&["tasks", "flow", "list", "--json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let flow = v["flows"]
+                .as_array()?
+                .iter()
+                .find(|f| f["stateJson"]["skillboxTask"] == id)?
+                .clone();
+            if flow["status"] == status {
+                Some(flow)
+            } else {
+                std::thread::sleep(Duration::from_millis(500));
+                None
+            }
+        })
+    }
+
+    /// Waits until task `id`'s one notification is delivered; its delivery.
+    fn delivered(&self, id: &str) -> Value {
+        wait(&format!("the delivery of {id}"), 60, || {
+            let t = self.task(id);
+            let ds = t["deliveries"].as_array()?.clone();
+            (ds.len() == 1 && ds[0]["state"] == "delivered").then(|| ds[0].clone())
+        })
+    }
+}
+
+/// One finished tool turn.
+struct Turn {
+    /// The tool's result as the model saw it (through OpenClaw's
+    /// `tool_call` bridge): `result.content`, `result.details`, or
+    /// `status: "error"` with `error`.
+    result: Value,
+    /// When the final reply was written (Unix ms).
+    reply_ms: i64,
+    /// The tool's execution, as OpenClaw timed it.
+    tool_ms: i64,
+}
+
+impl Turn {
+    fn started(&self) -> (String, String) {
+        let text = self.result["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no tool text: {}", self.result))
+            .to_string();
+        let id = self.result["result"]["details"]["task"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no task id: {}", self.result))
+            .to_string();
+        (id, text)
+    }
+
+    fn error(&self) -> String {
+        assert_eq!(self.result["status"], "error", "{}", self.result);
+        self.result["error"].as_str().unwrap().to_string()
+    }
+}
+
+fn start(skill: &str, input: Value, label: &str) -> String {
+    format!(
+        "[[tool skillbox_start {}]]",
+        json!({ "skill": skill, "input": input, "label": label })
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[test]
+fn a_conversation_starts_skills_in_the_background_and_gets_each_result_once() {
+    // hostile asks for two variables; the operator grants one.
+    let hostile = skill_dir(
+        "hostile",
+        "resume = \"restart\"\n\n[env]\nallow = [\"SKILLBOX_TEST_VISIBLE\", \"SKILLBOX_TEST_SECRET\"]\n",
+    );
+    let hello = real_skill("hello");
+    let rig = Rig::new(
+        &format!(
+            "[skills.hello]\npath = {:?}\n\n[skills.hostile]\npath = {:?}\npartial = true\n\
+             grants = {{ env = {{ allow = [\"SKILLBOX_TEST_VISIBLE\"] }} }}\n",
+            hello.path(),
+            hostile.path(),
+        ),
+        &[],
+    );
+    let session = "agent:main:plugin-e2e";
+
+    // The user asks; the agent starts hello and answers at once.
+    let turn = rig.turn(
+        session,
+        &format!(
+            "Please greet the ops team in the background. {}",
+            start("hello", json!({ "name": "ops" }), "greeting")
+        ),
+    );
+    let (id, text) = turn.started();
+    assert!(
+        text.starts_with(&format!(
+            "Started hello (greeting) in the background as skillbox task {id}."
+        )) && text.ends_with("I will post the result here when it ends."),
+        "{text}"
+    );
+    let details = &turn.result["result"]["details"]["task"];
+    assert_eq!(details["parentSession"], session, "{details}");
+    assert!(details["route"].is_null(), "OpenClaw's own chat has no route");
+
+    // The task: the operator's hello, for this session, labelled.
+    let t = rig.task(&id);
+    assert_eq!(t["spec"]["parent_session"], session, "{t}");
+    assert_eq!(t["spec"]["label"], "mcp/hello: greeting", "{t}");
+    assert!(t["spec"].get("parent_route").is_none(), "{t}");
+
+    // Its summary comes back into the same session, after the started
+    // reply, once, and the agent answers it.
+    let summary = rig.summary(session, &id, 120);
+    let body = texts(&summary["content"]);
+    assert!(
+        body.contains("**hello** (mcp/hello: greeting) succeeded") && body.contains("Hello, ops!"),
+        "{body}"
+    );
+    assert!(summary["timestamp"].as_i64().unwrap() > turn.reply_ms);
+    let delivery = rig.delivered(&id);
+    assert_eq!(delivery["attempts"], 1, "{delivery}");
+    wait("the agent's answer to the summary", 60, || {
+        let history = rig.gw.history(session);
+        history["messages"]
+            .as_array()?
+            .iter()
+            .any(|m| {
+                m["role"] == "assistant"
+                    && texts(&m["content"]).contains("STUB-REPLY:")
+                    && texts(&m["content"]).contains(&format!("Task {id}"))
+            })
+            .then_some(())
+    });
+    assert_eq!(rig.summaries(session, &id).len(), 1, "exactly once");
+
+    // Visible where OpenClaw users look: a TaskFlow record in step.
+    let flow = rig.flow(&id, "succeeded");
+    assert_eq!(flow["goal"], "hello: greeting", "{flow}");
+    assert_eq!(flow["ownerKey"], session, "{flow}");
+    assert_eq!(flow["controllerId"], "skillbox", "{flow}");
+    assert_eq!(flow["notifyPolicy"], "silent", "the relay speaks, once");
+
+    // The agent looks at its tasks: this session's, with the result.
+    let turn = rig.turn(session, "[[tool skillbox_tasks {}]]");
+    let listing = turn.result["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        listing.contains(&id) && listing.contains("hello (greeting)  succeeded"),
+        "{listing}"
+    );
+    let turn = rig.turn(
+        session,
+        &format!("[[tool skillbox_tasks {}]]", json!({ "task": id })),
+    );
+    let shown = turn.result["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(shown.contains("Hello, ops!"), "{shown}");
+    // Another conversation sees none of them.
+    let turn = rig.turn(
+        "agent:main:elsewhere",
+        &format!("[[tool skillbox_tasks {}]]", json!({ "task": id })),
+    );
+    assert!(
+        turn.error().contains("was not started from this conversation"),
+        "{}",
+        turn.result
+    );
+
+    // Refusals: a skill that is not installed, input that fails the
+    // skill's schema, grants as a parameter. Each is a clear tool error,
+    // and no task starts.
+    let before = rig.tasks().len();
+    let refused = |args: Value, needle: &str| {
+        let turn = rig.turn(
+            "agent:main:refusals",
+            &format!("[[tool skillbox_start {args}]]"),
+        );
+        let e = turn.error();
+        assert!(e.contains(needle), "{needle:?} in: {e}");
+        e
+    };
+    let e = refused(
+        json!({ "skill": "deploy-prod", "input": {} }),
+        "skill: must be equal to one of the allowed values",
+    );
+    assert!(e.contains("\"hello\"") && e.contains("\"hostile\""), "{e}");
+    // (The gateway checks the parameters against the tool's schema, whose
+    // `input` may be any installed skill's; the daemon then checks it
+    // against the chosen skill's own.)
+    refused(
+        json!({ "skill": "hello", "input": { "name": 42 } }),
+        "skillbox refused to start hello: arguments of \"hello\" do not match its input \
+         schema: /name: 42 is not of type \"string\". No task was started.",
+    );
+    refused(
+        json!({ "skill": "hello", "input": { "name": "x", "grants": { "env": { "allow": ["HOME"] } } } }),
+        "do not match its input schema: Additional properties are not allowed ('grants' was unexpected)",
+    );
+    refused(
+        json!({ "skill": "hostile", "input": { "case": "env" },
+                "grants": { "env": { "allow": ["SKILLBOX_TEST_SECRET"] } } }),
+        "must not have additional properties: \"grants\"",
+    );
+    assert_eq!(rig.tasks().len(), before, "no task was started");
+
+    // A skill whose input is free-form takes the smuggled grants as plain
+    // input: it runs with the operator's grants, and no more.
+    let turn = rig.turn(
+        "agent:main:grants",
+        &start(
+            "hostile",
+            json!({ "case": "env", "grants": { "env": { "allow": ["SKILLBOX_TEST_SECRET"] } },
+                    "env": { "allow": ["SKILLBOX_TEST_SECRET"] } }),
+            "env",
+        ),
+    );
+    let (env_id, _) = turn.started();
+    rig.summary("agent:main:grants", &env_id, 120);
+    let t = rig.task(&env_id);
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(
+        t["spec"]["policy"]["env"],
+        json!(["SKILLBOX_TEST_VISIBLE"]),
+        "the catalog's grant only: {t}"
+    );
+    let seen = t["outcome"].to_string();
+    let (secret, visible) = test_env();
+    assert!(seen.contains(&visible) && !seen.contains(&secret), "{seen}");
+
+    // Cancelling from the conversation: the task ends cancelled, its
+    // result is posted like any other, and its flow follows.
+    let turn = rig.turn(
+        "agent:main:cancel",
+        &start("hostile", json!({ "case": "sleep", "ms": 120_000 }), "nap"),
+    );
+    let (nap, _) = turn.started();
+    wait("the nap to run", 60, || {
+        (rig.task(&nap)["state"] == "running").then_some(())
+    });
+    let turn = rig.turn(
+        "agent:main:cancel",
+        &format!("[[tool skillbox_cancel {}]]", json!({ "task": nap })),
+    );
+    assert!(
+        turn.result["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Cancelling skillbox task {nap} (hostile)")),
+        "{}",
+        turn.result
+    );
+    let summary = rig.summary("agent:main:cancel", &nap, 120);
+    assert!(
+        texts(&summary["content"]).contains("**hostile** (mcp/hostile: nap) was cancelled"),
+        "{summary}"
+    );
+    rig.flow(&nap, "cancelled");
+
+    // Figures for the note: the start tool against a tool that does
+    // nothing, in the same gateway, and a task's end to its summary in the
+    // session. Printed, not asserted: these machines are noisy.
+    let (mut empty, mut started, mut spawn, mut empty_turn, mut start_turn) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut relay = vec![];
+    for i in 0..3 {
+        let t = rig.turn(
+            &format!("agent:main:figures-{i}"),
+            "[[tool empty_tool {}]]",
+        );
+        empty.push(t.tool_ms as f64);
+        empty_turn.push(t);
+        let t = rig.turn(
+            &format!("agent:main:figures-{i}"),
+            &start("hello", json!({ "name": format!("n{i}") }), "figures"),
+        );
+        started.push(t.tool_ms as f64);
+        spawn.push(t.result["result"]["details"]["timing"]["spawnMs"].as_f64().unwrap());
+        let (fid, _) = t.started();
+        let s = rig.summary(&format!("agent:main:figures-{i}"), &fid, 120);
+        let ended = rig.task(&fid)["ended_ms"].as_i64().unwrap();
+        relay.push((s["timestamp"].as_i64().unwrap() - ended) as f64);
+        start_turn.push(t);
+    }
+    let gap = |turns: &[Turn]| median(turns.iter().map(|t| t.tool_ms as f64).collect());
+    eprintln!(
+        "\nFIGURES (medians of 3, this run): tool execution, as OpenClaw times it: \
+         empty_tool {:.0} ms, skillbox_start {:.0} ms (spawn through the daemon's MCP \
+         endpoint {:.1} ms) -> {:.0} ms added by the plugin and the spawn; \
+         task end -> summary in the session: {:.0} ms\n",
+        median(empty.clone()),
+        median(started.clone()),
+        median(spawn),
+        gap(&start_turn) - gap(&empty_turn),
+        median(relay),
+    );
+}
+
+#[test]
+fn a_summary_arrives_once_across_a_gateway_restart_and_a_daemon_kill() {
+    let hostile = skill_dir("hostile", "resume = \"restart\"\n");
+    let mut rig = Rig::new(&format!("[skills.hostile]\npath = {:?}\n", hostile.path()), &[]);
+    let session = "agent:main:restarts";
+
+    // The gateway goes down right after the "started" reply; the task ends
+    // while it is down, and the relay keeps trying.
+    let turn = rig.turn(
+        session,
+        &start("hostile", json!({ "case": "sleep", "ms": 8000 }), "through a gateway restart"),
+    );
+    let (id, _) = turn.started();
+    rig.gw.down();
+    let t = wait("the task to end", 60, || {
+        let t = rig.task(&id);
+        (t["state"] == "succeeded").then_some(t)
+    });
+    assert!(
+        turn.reply_ms < t["ended_ms"].as_i64().unwrap(),
+        "the turn ended before the task"
+    );
+    let d = wait("a refused delivery attempt", 60, || {
+        let t = rig.task(&id);
+        let d = t["deliveries"][0].clone();
+        (d["attempts"].as_u64()? >= 2 && d["state"] == "pending").then_some(d)
+    });
+    assert!(d["last_error"].as_str().is_some(), "{d}");
+    rig.gw.up();
+    rig.summary(session, &id, 120);
+    rig.delivered(&id);
+    rig.flow(&id, "succeeded");
+    assert_eq!(rig.summaries(session, &id).len(), 1, "exactly once");
+
+    // The daemon is killed in the middle of the task: the restarted daemon
+    // runs it again (the skill's `resume = "restart"`), and the summary
+    // comes back once.
+    let turn = rig.turn(
+        session,
+        &start("hostile", json!({ "case": "sleep", "ms": 6000 }), "through a daemon kill"),
+    );
+    let (id, _) = turn.started();
+    wait("the task to run", 60, || {
+        (rig.task(&id)["state"] == "running").then_some(())
+    });
+    rig.daemon.take().unwrap().kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    rig.start_daemon();
+    rig.summary(session, &id, 120);
+    let t = rig.task(&id);
+    assert_eq!((t["state"].as_str(), t["attempt"].as_u64()), (Some("succeeded"), Some(2)), "{t}");
+    assert!(turn.reply_ms < t["ended_ms"].as_i64().unwrap());
+    let logs = rig.daemon().cli(&["tasks", "logs", &id]).stdout;
+    assert!(logs.contains("interrupted -> running"), "{logs}");
+    rig.delivered(&id);
+    rig.flow(&id, "succeeded");
+    assert_eq!(rig.summaries(session, &id).len(), 1, "exactly once");
+}
+
+#[test]
+fn an_upgrade_started_from_a_conversation_reports_back_to_it() {
+    let Some(app) = crate::upgrade::App::new() else {
+        return;
+    };
+    // A build that takes a few seconds: the conversation's turn ends while
+    // the upgrade runs.
+    let dockerfile = app.src.join("Dockerfile");
+    let mut text = std::fs::read_to_string(&dockerfile).unwrap();
+    text.push_str("\nRUN [\"/bin/busybox\", \"sleep\", \"3\"]\n");
+    std::fs::write(&dockerfile, text).unwrap();
+    let policy = app.skill.path().join("upgrade.policy.toml");
+    std::fs::write(&policy, toml::to_string(&app.policy()).unwrap()).unwrap();
+    let rig = Rig::new(
+        &format!(
+            "[skills.upgrade]\npath = {:?}\npolicy = {:?}\n",
+            app.skill.path(),
+            policy
+        ),
+        &[("DOCKER_HOST", app.endpoint.as_str())],
+    );
+    let session = "agent:main:upgrades";
+    let turn = rig.turn(
+        session,
+        &format!(
+            "Please deploy v1 of the shop. {}",
+            start("upgrade", app.input("v1"), "shop to v1")
+        ),
+    );
+    let (id, text) = turn.started();
+    assert!(text.starts_with("Started upgrade (shop to v1)"), "{text}");
+    let summary = rig.summary(session, &id, 300);
+    let t = rig.task(&id);
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(t["outcome"]["data"]["outcome"], "installed", "{t}");
+    assert!(turn.reply_ms < t["ended_ms"].as_i64().unwrap(), "the turn ended first");
+    let body = texts(&summary["content"]);
+    assert!(
+        body.contains("**upgrade** (mcp/upgrade: shop to v1) succeeded"),
+        "{body}"
+    );
+    assert_eq!(app.version(), "v1", "the new container serves");
+    rig.delivered(&id);
+    rig.flow(&id, "succeeded");
+    assert_eq!(rig.summaries(session, &id).len(), 1, "exactly once");
+}
