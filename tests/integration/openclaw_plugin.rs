@@ -64,7 +64,10 @@ fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < end, "gave up after {secs} s waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "gave up after {secs} s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -216,16 +219,21 @@ agent-id = "main"
             "chat.send",
             json!({ "sessionKey": session, "message": message, "idempotencyKey": marker }),
         );
-        // The stub saw the tool's result (and answered at once): the reply
-        // is on its way into the transcript.
-        wait(&format!("the tool turn of {message:?}"), 120, || {
-            self.stub_requests().into_iter().find(|r| {
-                let msgs = r["body"]["messages"].as_array().cloned().unwrap_or_default();
-                let last_user = msgs.iter().rposition(|m| {
-                    m["role"] == "user" && texts(&m["content"]).contains(&marker)
-                });
-                last_user.is_some_and(|i| msgs[i..].iter().any(|m| m["role"] == "tool"))
-            })
+        // The model's two calls of the turn: the one it answered with the
+        // tool call, and the one with the tool's result (answered at once
+        // with the reply, which is then on its way into the transcript).
+        let with_result = |r: &Value| -> Option<bool> {
+            let msgs = r["body"]["messages"].as_array()?;
+            let i = msgs
+                .iter()
+                .rposition(|m| m["role"] == "user" && texts(&m["content"]).contains(&marker))?;
+            Some(msgs[i..].iter().any(|m| m["role"] == "tool"))
+        };
+        let asked_ms = wait(&format!("the tool turn of {message:?}"), 120, || {
+            let requests = self.stub_requests();
+            requests.iter().find(|r| with_result(r) == Some(true))?;
+            let first = requests.iter().find(|r| with_result(r) == Some(false))?;
+            Some((first["t"].as_f64()? * 1000.0) as i64)
         });
         wait(&format!("the reply to {message:?}"), 60, || {
             let history = self.gw.history(session);
@@ -239,9 +247,11 @@ agent-id = "main"
             })?;
             let call = after.iter().find(|m| m["role"] == "custom")?;
             let result = after.iter().find(|m| m["role"] == "toolResult")?;
+            let reply_ms = reply["timestamp"].as_i64().unwrap_or_default();
             Some(Turn {
                 result: serde_json::from_str(&texts(&result["content"])).unwrap_or(Value::Null),
-                reply_ms: reply["timestamp"].as_i64().unwrap_or_default(),
+                reply_ms,
+                call_to_reply_ms: reply_ms - asked_ms,
                 tool_ms: call["content"][1]["timestamp"].as_i64().unwrap_or_default()
                     - call["content"][1]["startedAt"].as_i64().unwrap_or_default(),
             })
@@ -277,21 +287,25 @@ agent-id = "main"
 
     /// The TaskFlow record of task `id`, once it is in `status`.
     fn flow(&self, id: &str, status: &str) -> Value {
-        wait(&format!("task {id}'s TaskFlow record to be {status}"), 60, || {
-            let out = self.gw.cli(&["tasks", "flow", "list", "--json"]);
-            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-            let flow = v["flows"]
-                .as_array()?
-                .iter()
-                .find(|f| f["stateJson"]["skillboxTask"] == id)?
-                .clone();
-            if flow["status"] == status {
-                Some(flow)
-            } else {
-                std::thread::sleep(Duration::from_millis(500));
-                None
-            }
-        })
+        wait(
+            &format!("task {id}'s TaskFlow record to be {status}"),
+            60,
+            || {
+                let out = self.gw.cli(&["tasks", "flow", "list", "--json"]);
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                let flow = v["flows"]
+                    .as_array()?
+                    .iter()
+                    .find(|f| f["stateJson"]["skillboxTask"] == id)?
+                    .clone();
+                if flow["status"] == status {
+                    Some(flow)
+                } else {
+                    std::thread::sleep(Duration::from_millis(500));
+                    None
+                }
+            },
+        )
     }
 
     /// Waits until task `id`'s one notification is delivered; its delivery.
@@ -312,6 +326,8 @@ struct Turn {
     result: Value,
     /// When the final reply was written (Unix ms).
     reply_ms: i64,
+    /// From the model's tool call (the stub's answer) to that reply.
+    call_to_reply_ms: i64,
     /// The tool's execution, as OpenClaw timed it.
     tool_ms: i64,
 }
@@ -383,7 +399,10 @@ fn a_conversation_starts_skills_in_the_background_and_gets_each_result_once() {
     );
     let details = &turn.result["result"]["details"]["task"];
     assert_eq!(details["parentSession"], session, "{details}");
-    assert!(details["route"].is_null(), "OpenClaw's own chat has no route");
+    assert!(
+        details["route"].is_null(),
+        "OpenClaw's own chat has no route"
+    );
 
     // The task: the operator's hello, for this session, labelled.
     let t = rig.task(&id);
@@ -448,7 +467,8 @@ fn a_conversation_starts_skills_in_the_background_and_gets_each_result_once() {
         &format!("[[tool skillbox_tasks {}]]", json!({ "task": id })),
     );
     assert!(
-        turn.error().contains("was not started from this conversation"),
+        turn.error()
+            .contains("was not started from this conversation"),
         "{}",
         turn.result
     );
@@ -550,10 +570,7 @@ fn a_conversation_starts_skills_in_the_background_and_gets_each_result_once() {
         (vec![], vec![], vec![], vec![], vec![]);
     let mut relay = vec![];
     for i in 0..3 {
-        let t = rig.turn(
-            &format!("agent:main:figures-{i}"),
-            "[[tool empty_tool {}]]",
-        );
+        let t = rig.turn(&format!("agent:main:figures-{i}"), "[[tool empty_tool {}]]");
         empty.push(t.tool_ms as f64);
         empty_turn.push(t);
         let t = rig.turn(
@@ -561,23 +578,30 @@ fn a_conversation_starts_skills_in_the_background_and_gets_each_result_once() {
             &start("hello", json!({ "name": format!("n{i}") }), "figures"),
         );
         started.push(t.tool_ms as f64);
-        spawn.push(t.result["result"]["details"]["timing"]["spawnMs"].as_f64().unwrap());
+        spawn.push(
+            t.result["result"]["details"]["timing"]["spawnMs"]
+                .as_f64()
+                .unwrap(),
+        );
         let (fid, _) = t.started();
         let s = rig.summary(&format!("agent:main:figures-{i}"), &fid, 120);
         let ended = rig.task(&fid)["ended_ms"].as_i64().unwrap();
         relay.push((s["timestamp"].as_i64().unwrap() - ended) as f64);
         start_turn.push(t);
     }
-    let gap = |turns: &[Turn]| median(turns.iter().map(|t| t.tool_ms as f64).collect());
+    let reply = |turns: &[Turn]| median(turns.iter().map(|t| t.call_to_reply_ms as f64).collect());
     eprintln!(
-        "\nFIGURES (medians of 3, this run): tool execution, as OpenClaw times it: \
-         empty_tool {:.0} ms, skillbox_start {:.0} ms (spawn through the daemon's MCP \
-         endpoint {:.1} ms) -> {:.0} ms added by the plugin and the spawn; \
+        "\nFIGURES (medians of 3, this run):\n\
+         tool execution, as OpenClaw times it: empty_tool {:.0} ms, skillbox_start {:.0} ms \
+         (of which the spawn through the daemon's MCP endpoint {:.1} ms): {:.0} ms added\n\
+         model's tool call -> reply in the transcript: empty_tool {:.0} ms, skillbox_start {:.0} ms\n\
          task end -> summary in the session: {:.0} ms\n",
         median(empty.clone()),
         median(started.clone()),
         median(spawn),
-        gap(&start_turn) - gap(&empty_turn),
+        median(started) - median(empty),
+        reply(&empty_turn),
+        reply(&start_turn),
         median(relay),
     );
 }
@@ -585,14 +609,21 @@ fn a_conversation_starts_skills_in_the_background_and_gets_each_result_once() {
 #[test]
 fn a_summary_arrives_once_across_a_gateway_restart_and_a_daemon_kill() {
     let hostile = skill_dir("hostile", "resume = \"restart\"\n");
-    let mut rig = Rig::new(&format!("[skills.hostile]\npath = {:?}\n", hostile.path()), &[]);
+    let mut rig = Rig::new(
+        &format!("[skills.hostile]\npath = {:?}\n", hostile.path()),
+        &[],
+    );
     let session = "agent:main:restarts";
 
     // The gateway goes down right after the "started" reply; the task ends
     // while it is down, and the relay keeps trying.
     let turn = rig.turn(
         session,
-        &start("hostile", json!({ "case": "sleep", "ms": 8000 }), "through a gateway restart"),
+        &start(
+            "hostile",
+            json!({ "case": "sleep", "ms": 8000 }),
+            "through a gateway restart",
+        ),
     );
     let (id, _) = turn.started();
     rig.gw.down();
@@ -621,7 +652,11 @@ fn a_summary_arrives_once_across_a_gateway_restart_and_a_daemon_kill() {
     // comes back once.
     let turn = rig.turn(
         session,
-        &start("hostile", json!({ "case": "sleep", "ms": 6000 }), "through a daemon kill"),
+        &start(
+            "hostile",
+            json!({ "case": "sleep", "ms": 6000 }),
+            "through a daemon kill",
+        ),
     );
     let (id, _) = turn.started();
     wait("the task to run", 60, || {
@@ -632,7 +667,11 @@ fn a_summary_arrives_once_across_a_gateway_restart_and_a_daemon_kill() {
     rig.start_daemon();
     rig.summary(session, &id, 120);
     let t = rig.task(&id);
-    assert_eq!((t["state"].as_str(), t["attempt"].as_u64()), (Some("succeeded"), Some(2)), "{t}");
+    assert_eq!(
+        (t["state"].as_str(), t["attempt"].as_u64()),
+        (Some("succeeded"), Some(2)),
+        "{t}"
+    );
     assert!(turn.reply_ms < t["ended_ms"].as_i64().unwrap());
     let logs = rig.daemon().cli(&["tasks", "logs", &id]).stdout;
     assert!(logs.contains("interrupted -> running"), "{logs}");
@@ -676,7 +715,10 @@ fn an_upgrade_started_from_a_conversation_reports_back_to_it() {
     let t = rig.task(&id);
     assert_eq!(t["state"], "succeeded", "{t}");
     assert_eq!(t["outcome"]["data"]["outcome"], "installed", "{t}");
-    assert!(turn.reply_ms < t["ended_ms"].as_i64().unwrap(), "the turn ended first");
+    assert!(
+        turn.reply_ms < t["ended_ms"].as_i64().unwrap(),
+        "the turn ended first"
+    );
     let body = texts(&summary["content"]);
     assert!(
         body.contains("**upgrade** (mcp/upgrade: shop to v1) succeeded"),

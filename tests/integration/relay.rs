@@ -295,7 +295,27 @@ fn webhook_retries_through_an_outage_and_is_accepted_once() {
     let id = spawn(
         &d,
         skill.path(),
-        &["--label", "greet", "--parent-session", "agent:main"],
+        &[
+            "--label",
+            "greet",
+            "--parent-session",
+            "agent:main",
+            "--parent-channel",
+            "telegram",
+            "--parent-to",
+            "42",
+        ],
+    );
+    // A route is a channel and a recipient, both or neither.
+    let half = d.cli(&[
+        "spawn",
+        skill.path().to_str().unwrap(),
+        "--parent-channel",
+        "telegram",
+    ]);
+    assert!(
+        half.code == 2 && half.stderr.contains("--parent-to <TO>"),
+        "{half:?}"
     );
     let out = d.cli(&["tasks", "wait", &id]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -376,6 +396,10 @@ fn webhook_retries_through_an_outage_and_is_accepted_once() {
     assert_eq!(n["skill"], "hello");
     assert_eq!(n["label"], "greet");
     assert_eq!(n["parent_session"], "agent:main");
+    assert_eq!(
+        n["parent_route"],
+        serde_json::json!({ "channel": "telegram", "to": "42" })
+    );
     assert_eq!(n["state"], "succeeded");
     assert_eq!(n["terminal"], true);
     assert_eq!(n["data"]["greeting"], "Hello, relay! 👋");
