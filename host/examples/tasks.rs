@@ -204,6 +204,7 @@ fn store_ops(component: &Path, n: usize) -> Res<()> {
         policy,
         label: None,
         parent_session: None,
+        parent_route: None,
         cleanup: skillbox::store::CleanupMode::Keep,
         notify: skillbox::store::NotifyMode::DoneOnly,
         notify_to: Vec::new(),
