@@ -1,6 +1,7 @@
 //! The `skillbox` binary end to end: real skills, exit codes, refusals.
 
 use std::path::Path;
+use std::process::Command;
 
 use crate::harness::*;
 
@@ -623,4 +624,61 @@ fn half_formed_flags_and_names_are_refused() {
         out.stderr
     );
     assert!(!dir.path().join("x").exists(), "nothing was written");
+}
+
+/// Shell completion and man pages come from the same definitions as
+/// `--help`: bash completes the commands and a command's flags, and the
+/// pages render with man(1).
+#[test]
+fn completions_and_man_pages() {
+    let out = cli(&["completions", "bash"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), &out.stdout).unwrap();
+    let complete = |words: &str| {
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+                 COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+                 _skillbox skillbox \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; \
+                 printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                script.path().display()
+            ))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let words = complete("skillbox ta");
+    assert_eq!(words.trim(), "tasks", "{words}");
+    let words = complete("skillbox run x --allow-r");
+    assert!(words.lines().any(|w| w == "--allow-read"), "{words}");
+    for shell in ["zsh", "fish"] {
+        let out = cli(&["completions", shell], &[]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains("allow-read"), "{shell}");
+    }
+    let out = cli(&["completions", "tcsh"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&["man", "--out", p(dir.path())], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for page in ["skillbox.1", "skillbox-run.1", "skillbox-tasks-wait.1"] {
+        assert!(dir.path().join(page).is_file(), "{page}: {}", out.stderr);
+    }
+    let o = Command::new("man")
+        .arg("-l")
+        .arg(dir.path().join("skillbox-run.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("--allow-read") && text.contains("skillbox-run"),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

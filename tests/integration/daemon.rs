@@ -165,7 +165,7 @@ fn spawn_list_logs_wait_through_the_cli() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("--allow-read"), "{}", out.stderr);
     let out = d.cli(&["tasks", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
-    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert_eq!(out.code, 7, "{}", out.stderr);
     // A task's scratch directory lives under the data dir; `delete`
     // removes it when the task ends.
     let out = d.cli(&[
@@ -394,9 +394,42 @@ fn kill_9_then_restart_resumes_from_the_checkpoint() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(std::fs::read_to_string(&journal).unwrap(), "step 1\n");
+    // Clients following the task when the daemon dies wait for it to come
+    // back and go on.
+    let dir = data.path().to_str().unwrap();
+    let waiting = cli_background(&["tasks", "wait", &id, "--data-dir", dir]);
+    let following = cli_background(&["tasks", "logs", "-f", &id, "--data-dir", dir]);
+    std::thread::sleep(Duration::from_millis(500));
     d.kill9();
+    std::thread::sleep(Duration::from_millis(500));
 
     let d = Daemon::start(data.path(), &[]);
+    let waited = waiting.finish();
+    let followed = following.finish();
+    for (what, out) in [("wait", &waited), ("logs -f", &followed)] {
+        assert_eq!(out.code, 0, "{what}: {out:?}");
+        assert!(
+            out.stderr.contains(&format!(
+                "the skillbox daemon at {dir}/skillbox.sock went away"
+            )) && out.stderr.contains("waiting up to 1m for it to come back")
+                && out.stderr.contains("is back"),
+            "{what}: {}",
+            out.stderr
+        );
+    }
+    assert!(
+        waited.stdout.contains("**hostile** succeeded"),
+        "{}",
+        waited.stdout
+    );
+    // From the last event seen: nothing twice, nothing missed.
+    let f = &followed.stdout;
+    assert_eq!(f.matches("saved \"step-1\"").count(), 1, "{f}");
+    assert!(
+        f.contains("running -> interrupted") && f.contains("-> succeeded"),
+        "{f}"
+    );
+
     let out = d.cli(&["tasks", "wait", &id, "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let t = out.json();
@@ -726,8 +759,15 @@ fn task_commands_speak_plainly() {
         out.stderr
     );
     let out = d.cli(&["tasks", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
-    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert_eq!(out.code, 7, "not found: {}", out.stderr);
     assert!(!out.stderr.contains("HTTP"), "{}", out.stderr);
+    // A skill that is not there is not found either, run or spawned.
+    let missing = data.path().join("no-such-skill");
+    let out = d.cli(&["spawn", missing.to_str().unwrap()]);
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    let out = cli(&["run", missing.to_str().unwrap()], &[]);
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    assert!(out.stderr.contains("no-such-skill"), "{}", out.stderr);
     let report = real_skill("disk-report");
     let out = d.cli(&["spawn", report.path().to_str().unwrap()]);
     assert_eq!(out.code, 3, "{}", out.stderr);
@@ -768,5 +808,38 @@ fn task_commands_speak_plainly() {
         )),
         "{}",
         out.stdout
+    );
+
+    // No daemon: exit 8, at once for a command, after --reconnect for a
+    // wait.
+    let dir = data.path().to_str().unwrap().to_string();
+    d.kill9();
+    let out = cli(&["tasks", "list", "--data-dir", &dir], &[]);
+    assert_eq!(out.code, 8, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("start one with `skillbox serve`"),
+        "{}",
+        out.stderr
+    );
+    let out = cli(
+        &[
+            "tasks",
+            "wait",
+            &id,
+            "--reconnect",
+            "1s",
+            "--data-dir",
+            &dir,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 8, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("waiting up to 1s for it to come back")
+            && out
+                .stderr
+                .contains("gave up: the daemon did not come back within 1s"),
+        "{}",
+        out.stderr
     );
 }

@@ -227,6 +227,34 @@ pub fn cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     }
 }
 
+/// `skillbox ARGS` started in the background; [`Background::finish`]
+/// waits for it.
+pub struct Background(std::process::Child);
+
+pub fn cli_background(args: &[&str]) -> Background {
+    let child = Command::new(env!("CARGO_BIN_EXE_skillbox"))
+        .args(args)
+        .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running skillbox");
+    Background(child)
+}
+
+impl Background {
+    /// Waits for it to exit; what it printed.
+    pub fn finish(self) -> CliOutput {
+        let out = self.0.wait_with_output().expect("waiting for skillbox");
+        CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// A skill directory in a temp dir: the guest's component and a pinned
 /// manifest with `tables`.
 pub fn skill_dir(guest_name: &str, tables: &str) -> tempfile::TempDir {

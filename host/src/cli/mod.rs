@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod build;
+mod docs;
 mod grants;
 mod inspect;
 mod mcp;
@@ -47,6 +48,11 @@ pub mod exit {
     pub const TIMED_OUT: u8 = 5;
     /// A resource limit stopped the run (memory, fuel, stack, output).
     pub const LIMIT: u8 = 6;
+    /// No such task, skill, file or directory.
+    pub const NOT_FOUND: u8 = 7;
+    /// No daemon answers at the address, or it went away and did not come
+    /// back in time.
+    pub const UNREACHABLE: u8 = 8;
 }
 
 const EXIT_CODES: &str = "\
@@ -57,7 +63,9 @@ Exit codes:
   3  denied: a requested capability was not granted, or the skill hit a denial
   4  invalid: manifest, policy, component, digest or input
   5  timed out
-  6  a resource limit stopped the run (memory, fuel, stack, output)";
+  6  a resource limit stopped the run (memory, fuel, stack, output)
+  7  not found: no such task, skill, file or directory
+  8  no daemon answers (not started, or gone and not back within --reconnect)";
 
 /// Run untrusted agent skills as sandboxed WebAssembly components.
 ///
@@ -83,6 +91,8 @@ enum Command {
     Spawn(tasks::SpawnArgs),
     Tasks(tasks::TasksArgs),
     Mcp(mcp::McpArgs),
+    Completions(docs::CompletionsArgs),
+    Man(docs::ManArgs),
 }
 
 /// Parses arguments, runs the command, maps the result to an exit code.
@@ -116,6 +126,8 @@ pub fn main() -> ExitCode {
             Command::Spawn(a) => tasks::spawn(a).await,
             Command::Tasks(a) => tasks::tasks(a).await,
             Command::Mcp(a) => mcp::mcp(a).await,
+            Command::Completions(a) => docs::completions(a),
+            Command::Man(a) => docs::man(a),
         }
     });
     // A thread still blocked in the host (a system call on a file system

@@ -34,6 +34,8 @@ pub fn code_of(e: &skillbox::Error) -> u8 {
         | E::Unpinned { .. }
         | E::Component { .. }
         | E::Input(_) => exit::INVALID,
+        E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => exit::NOT_FOUND,
+        E::Store(skillbox::store::StoreError::NotFound(_)) => exit::NOT_FOUND,
         _ => exit::FAILED,
     }
 }

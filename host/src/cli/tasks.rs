@@ -10,6 +10,7 @@ use skillbox::relay::{Delivery, Notification};
 use skillbox::server::SpawnBody;
 use skillbox::server::client::{Client, ClientError};
 use skillbox::store::{CleanupMode, NotifyMode, ParentRoute, Task, TaskFilter, TaskState};
+use skillbox::units::HumanDuration;
 
 use super::exit;
 use super::grants::GrantArgs;
@@ -98,10 +99,12 @@ fn fail(e: impl Into<Failure>, json: bool) -> u8 {
         Failure::Client(e) => {
             let code = match &e {
                 ClientError::Api { status: 403, .. } => exit::DENIED,
+                ClientError::Api { status: 404, .. } => exit::NOT_FOUND,
                 ClientError::Api {
-                    status: 400 | 404 | 413 | 422,
+                    status: 400 | 413 | 422,
                     ..
                 } => exit::INVALID,
+                e if e.is_unreachable() => exit::UNREACHABLE,
                 _ => exit::FAILED,
             };
             (e.to_string(), code)
@@ -125,7 +128,10 @@ pub async fn spawn(args: SpawnArgs) -> u8 {
         let skill = args
             .skill
             .canonicalize()
-            .map_err(|e| Failure::Other(format!("{}: {e}", args.skill.display())))?;
+            .map_err(|source| skillbox::Error::Io {
+                path: args.skill.clone(),
+                source,
+            })?;
         let body = SpawnBody {
             skill,
             input: Some(
@@ -207,6 +213,8 @@ pub enum TasksCommand {
         /// Keep following until the task ends.
         #[arg(long, short)]
         follow: bool,
+        #[command(flatten)]
+        reconnect: Reconnect,
         /// Print one JSON object per line.
         #[arg(long)]
         json: bool,
@@ -216,6 +224,8 @@ pub enum TasksCommand {
     Wait {
         /// Task id.
         id: String,
+        #[command(flatten)]
+        reconnect: Reconnect,
         /// Print the task as JSON (with its final `notification`).
         #[arg(long)]
         json: bool,
@@ -288,13 +298,19 @@ pub async fn tasks(args: TasksArgs) -> u8 {
             id,
             follow: false,
             json,
+            ..
         } => logs(&client, &id, json).await,
         TasksCommand::Logs {
             id,
             follow: true,
+            reconnect,
             json,
-        } => follow(&client, &id, json).await,
-        TasksCommand::Wait { id, json } => wait(&client, &id, json).await,
+        } => follow(&client, &id, reconnect.patience(json), json).await,
+        TasksCommand::Wait {
+            id,
+            reconnect,
+            json,
+        } => wait(&client, &id, reconnect.patience(json), json).await,
         TasksCommand::Redeliver { id, json } => redeliver(&client, &id, json).await,
         TasksCommand::Cancel { id, json } => cancel(&client, &id, json).await,
     }
@@ -353,58 +369,86 @@ async fn logs(client: &Client, id: &str, json: bool) -> u8 {
     }
 }
 
-/// `tasks logs --follow`: the events as they come, until the task ends.
-async fn follow(client: &Client, id: &str, json: bool) -> u8 {
-    let mut stream = match client.events(id, 0).await {
-        Ok(s) => s,
-        Err(e) => return fail(e, json),
-    };
+/// `tasks logs --follow`: the events as they come, until the task ends;
+/// across a restart of the daemon, from the last event seen.
+async fn follow(client: &Client, id: &str, mut patience: Patience, json: bool) -> u8 {
     // On a terminal, the latest progress stays in a bar below the lines.
     let bar = LiveProgress::on_terminal(!json);
-    let code = loop {
-        match stream.next_event().await {
-            Ok(Some((_, kind, data))) if kind == "error" => {
-                break fail(Failure::Other(data), json);
-            }
-            Ok(Some((_, _, data))) => {
-                let e: skillbox::store::EventRecord = match serde_json::from_str(&data) {
-                    Ok(e) => e,
-                    Err(e) => break fail(Failure::Other(format!("unexpected event: {e}")), json),
-                };
-                if json {
-                    print_json(&e);
-                    continue;
-                }
-                match &e.event {
-                    skillbox::store::TaskEvent::Progress { fraction, message } => {
-                        bar.set(fraction.map(f64::from), Some(message))
-                    }
-                    skillbox::store::TaskEvent::State { to, .. } => {
-                        bar.set(None, Some(to.as_str()))
-                    }
-                    _ => {}
-                }
-                bar.above(|| outln!("{}", describe_event(&e)));
-            }
-            Ok(None) => break exit::OK,
+    let mut after = 0;
+    let code = 'open: loop {
+        let mut stream = match client.events(id, after).await {
+            Ok(s) => s,
+            Err(e) if patience.waits_for(&e).await => continue,
             Err(e) => break fail(e, json),
+        };
+        patience.reached(client);
+        loop {
+            match stream.next_event().await {
+                Ok(Some((_, kind, data))) if kind == "error" => {
+                    break 'open fail(Failure::Other(data), json);
+                }
+                Ok(Some((_, _, data))) => {
+                    let e: skillbox::store::EventRecord = match serde_json::from_str(&data) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let m = format!("unexpected event: {e}");
+                            break 'open fail(Failure::Other(m), json);
+                        }
+                    };
+                    after = e.seq;
+                    print_event(&e, &bar, json);
+                }
+                // The stream ends with the task, or with the daemon's
+                // shutdown: only the task says which.
+                Ok(None) => match client.task(id).await {
+                    Ok(t) if t.state.is_terminal() => break 'open exit::OK,
+                    Ok(_) => continue 'open,
+                    Err(e) if patience.waits_for(&e).await => continue 'open,
+                    Err(e) => break 'open fail(e, json),
+                },
+                Err(e) if patience.waits_for(&e).await => continue 'open,
+                Err(e) => break 'open fail(e, json),
+            }
         }
     };
     bar.finish();
     code
 }
 
+/// One event of `logs --follow`: a JSON line, or a text line above the
+/// progress bar.
+fn print_event(e: &skillbox::store::EventRecord, bar: &LiveProgress, json: bool) {
+    if json {
+        print_json(e);
+        return;
+    }
+    match &e.event {
+        skillbox::store::TaskEvent::Progress { fraction, message } => {
+            bar.set(fraction.map(f64::from), Some(message))
+        }
+        skillbox::store::TaskEvent::State { to, .. } => bar.set(None, Some(to.as_str())),
+        _ => {}
+    }
+    bar.above(|| outln!("{}", describe_event(e)));
+}
+
 /// `tasks wait`: polls until the task ends, then prints the message its
 /// parent session gets.
-async fn wait(client: &Client, id: &str, json: bool) -> u8 {
+async fn wait(client: &Client, id: &str, mut patience: Patience, json: bool) -> u8 {
     let bar = LiveProgress::on_terminal(!json);
     let task = loop {
         match client.wait(id, Duration::from_secs(1)).await {
-            Ok(t) if t.state.is_terminal() => break t,
-            Ok(t) => bar.set(
-                t.progress.map(f64::from),
-                Some(t.progress_message.as_deref().unwrap_or(t.state.as_str())),
-            ),
+            Ok(t) => {
+                patience.reached(client);
+                if t.state.is_terminal() {
+                    break t;
+                }
+                bar.set(
+                    t.progress.map(f64::from),
+                    Some(t.progress_message.as_deref().unwrap_or(t.state.as_str())),
+                )
+            }
+            Err(e) if patience.waits_for(&e).await => continue,
             Err(e) => return fail(e, json),
         }
     };
@@ -420,6 +464,72 @@ async fn wait(client: &Client, id: &str, json: bool) -> u8 {
         outln!("{}", notification.message);
     }
     exit_for_state(state)
+}
+
+/// `--reconnect`: how long `wait` and `logs -f` wait for a daemon that
+/// went away.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Reconnect {
+    /// How long to wait for the daemon to come back when it stops or
+    /// restarts meanwhile (0: give up at once, exit code 8).
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    reconnect: HumanDuration,
+}
+
+impl Reconnect {
+    fn patience(self, json: bool) -> Patience {
+        Patience {
+            limit: self.reconnect.0,
+            since: None,
+            json,
+        }
+    }
+}
+
+/// Waiting for a daemon that went away: said once on stderr, bounded, and
+/// said again when it is back.
+struct Patience {
+    limit: Duration,
+    /// When it was first missed, while it is.
+    since: Option<std::time::Instant>,
+    json: bool,
+}
+
+impl Patience {
+    /// On an unreachable daemon, within the limit: waits a moment and
+    /// says to try again. Anything else, or past the limit: false.
+    async fn waits_for(&mut self, e: &ClientError) -> bool {
+        if !e.is_unreachable() {
+            return false;
+        }
+        let since = *self.since.get_or_insert_with(|| {
+            if !self.json && !self.limit.is_zero() {
+                eprintln!(
+                    "{e}; waiting up to {} for it to come back",
+                    HumanDuration(self.limit)
+                );
+            }
+            std::time::Instant::now()
+        });
+        if since.elapsed() >= self.limit {
+            if !self.json && !self.limit.is_zero() {
+                eprintln!(
+                    "gave up: the daemon did not come back within {} (--reconnect)",
+                    HumanDuration(self.limit)
+                );
+            }
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        true
+    }
+
+    /// A call reached the daemon.
+    fn reached(&mut self, client: &Client) {
+        if self.since.take().is_some() && !self.json {
+            eprintln!("the skillbox daemon at {} is back", client.address());
+        }
+    }
 }
 
 async fn redeliver(client: &Client, id: &str, json: bool) -> u8 {

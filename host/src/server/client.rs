@@ -37,6 +37,15 @@ pub enum ClientError {
          (same --data-dir), e.g. `skillbox serve &`"
     )]
     NoDaemon(String),
+    /// The connection broke before the answer was whole: the daemon
+    /// stopped or was killed while answering.
+    #[error("the skillbox daemon at {at} went away ({detail})")]
+    Gone {
+        /// Where it listened.
+        at: String,
+        /// What the connection said.
+        detail: String,
+    },
     /// The daemon answered with an error (its message says what to fix;
     /// the status stays in the value, for the exit code).
     #[error("{message}")]
@@ -48,9 +57,27 @@ pub enum ClientError {
         /// The error's message.
         message: String,
     },
-    /// Transport trouble.
+    /// An answer that is not what the API gives.
     #[error("talking to the daemon: {0}")]
     Transport(String),
+}
+
+impl ClientError {
+    /// Whether the daemon is not there to answer (not running, or gone in
+    /// the middle of an answer): a later call may reach it again.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::NoDaemon(_) | ClientError::Gone { .. })
+    }
+}
+
+impl Endpoint {
+    /// The socket's path or the TCP address.
+    pub fn address(&self) -> String {
+        match self {
+            Endpoint::Unix(p) => p.display().to_string(),
+            Endpoint::Tcp { addr, .. } => addr.clone(),
+        }
+    }
 }
 
 /// A client of one daemon.
@@ -63,10 +90,18 @@ fn transport(e: impl std::fmt::Display) -> ClientError {
     ClientError::Transport(e.to_string())
 }
 
+fn gone(at: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Gone {
+        at: at.to_string(),
+        detail: e.to_string(),
+    }
+}
+
 /// An open response whose body is read as it arrives.
 pub struct Streaming {
     body: hyper::body::Incoming,
     buf: Vec<u8>,
+    at: String,
 }
 
 impl Streaming {
@@ -97,7 +132,7 @@ impl Streaming {
                         self.buf.extend_from_slice(&d);
                     }
                 }
-                Some(Err(e)) => return Err(transport(e)),
+                Some(Err(e)) => return Err(gone(&self.at, e)),
                 None => return Ok(None),
             }
         }
@@ -112,6 +147,11 @@ impl Client {
     /// A client of the daemon at `endpoint`.
     pub fn new(endpoint: Endpoint) -> Client {
         Client { endpoint }
+    }
+
+    /// Where the daemon is.
+    pub fn address(&self) -> String {
+        self.endpoint.address()
     }
 
     /// A client of the daemon whose socket is `socket`.
@@ -133,7 +173,7 @@ impl Client {
                     .map_err(|_| ClientError::NoDaemon(p.display().to_string()))?;
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
                     .await
-                    .map_err(transport)?;
+                    .map_err(|e| gone(&self.address(), e))?;
                 tokio::spawn(conn);
                 (sender, "localhost".to_string())
             }
@@ -143,7 +183,7 @@ impl Client {
                     .map_err(|_| ClientError::NoDaemon(addr.clone()))?;
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
                     .await
-                    .map_err(transport)?;
+                    .map_err(|e| gone(addr, e))?;
                 tokio::spawn(conn);
                 (sender, addr.clone())
             }
@@ -161,7 +201,10 @@ impl Client {
         }
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
         let req = req.body(Full::new(Bytes::from(bytes))).map_err(transport)?;
-        sender.send_request(req).await.map_err(transport)
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| gone(&self.address(), e))
     }
 
     /// A JSON request; the JSON answer, or the API's error.
@@ -171,7 +214,8 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, ClientError> {
-        json_answer(self.send(method, path, body, &[]).await?).await
+        let resp = self.send(method, path, body, &[]).await?;
+        json_answer(resp, &self.address()).await
     }
 
     /// A JSON request whose answer is a `T`.
@@ -260,7 +304,7 @@ impl Client {
             )
             .await?;
         if !resp.status().is_success() {
-            return Err(json_answer(resp)
+            return Err(json_answer(resp, &self.address())
                 .await
                 .err()
                 .unwrap_or_else(|| transport("unexpected answer")));
@@ -268,6 +312,7 @@ impl Client {
         Ok(Streaming {
             body: resp.into_body(),
             buf: Vec::new(),
+            at: self.address(),
         })
     }
 }
@@ -276,13 +321,14 @@ impl Client {
 /// (an error answer that is not JSON still keeps its status).
 async fn json_answer(
     resp: hyper::Response<hyper::body::Incoming>,
+    at: &str,
 ) -> Result<serde_json::Value, ClientError> {
     let status = resp.status();
     let bytes = resp
         .into_body()
         .collect()
         .await
-        .map_err(transport)?
+        .map_err(|e| gone(at, e))?
         .to_bytes();
     let parsed = serde_json::from_slice::<serde_json::Value>(&bytes);
     if !status.is_success() {
