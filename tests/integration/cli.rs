@@ -315,10 +315,31 @@ fn plain_wasi_commands_run_too() {
     assert!(out.stdout.contains("a b"), "{}", out.stdout);
     assert!(out.stdout.contains("stdin: fed"), "{}", out.stdout);
 
+    // A command that fails keeps what it printed: shown before the error.
     let out = cli(&["run", c, "--input", r#"{"args": ["exit", "7"]}"#], &[]);
     assert_eq!(out.code, 1);
     assert!(
-        out.stderr.contains("exited with status 7"),
+        out.stderr
+            .contains("hello from a wasi command exit 7\nerror: skill wasi-command failed: exited with status 7"),
+        "{}",
+        out.stderr
+    );
+    // And one that is stopped.
+    let out = cli(
+        &[
+            "run",
+            c,
+            "--timeout",
+            "1s",
+            "--input",
+            r#"{"args": ["spin"]}"#,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("spinning\nerror: skill wasi-command timed out"),
         "{}",
         out.stderr
     );

@@ -125,6 +125,33 @@ async fn spawn_returns_at_once_and_the_task_succeeds() {
     w.stop().await;
 }
 
+/// A command that fails keeps what it printed in its task's events (its
+/// stdout is its summary only when it succeeds).
+#[tokio::test]
+async fn a_failed_command_keeps_its_output_in_the_logs() {
+    let (_d, store) = store();
+    let w = Worker::start(store.clone(), options());
+    let id = w
+        .tasks
+        .spawn(SpawnRequest {
+            allow_unpinned: true,
+            ..SpawnRequest::new(guest("wasi-command"), r#"{"args": ["exit", "7"]}"#)
+        })
+        .unwrap()
+        .id;
+    let task = w.tasks.wait(id).await.unwrap();
+    assert_eq!(task.state, TaskState::Failed, "{:?}", task.outcome);
+    assert_eq!(task.outcome.as_ref().unwrap()["data"]["exit_code"], 7);
+    let events = w.tasks.next_events(id, 0).await.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(&e.event,
+            TaskEvent::Output { stream, text } if stream == "stdout"
+                && text == "hello from a wasi command exit 7\n")),
+        "{events:?}"
+    );
+    w.stop().await;
+}
+
 #[tokio::test]
 async fn spawn_refuses_what_would_fail() {
     let (_d, store) = store();

@@ -10,12 +10,12 @@ use wasmtime_wasi::I32Exit;
 
 use super::outcome::{CallResult, FailureKind, Outcome, RunReport, classify_trap, parse_data};
 use super::state::{Built, RunState};
-use super::{Host, Pre, Prepared};
+use super::{Host, Pre, Prepared, SkillKind};
 use crate::bindings::skillbox::skill::types::{FailureKind as WitFailureKind, Summary};
 use crate::caps::checkpoint::PersistCheckpoint;
 use crate::caps::limits::Limit;
 use crate::error::Error;
-use crate::events::EventObserver;
+use crate::events::{Event, EventObserver};
 use crate::policy::{EffectivePolicy, ResolvedLimits};
 
 /// One run's input, policy and observers.
@@ -77,6 +77,7 @@ impl Host {
         let started = Instant::now();
         let deadline = started + limits.timeout;
         let mut cancel = request.cancel.take();
+        let events = request.events.clone();
         let Built {
             state,
             stdout,
@@ -110,6 +111,15 @@ impl Host {
                 classify_trap(&e, limit, &stderr, timed_out)
             }
         };
+        // A command's stdout is its summary only when it succeeds; else it
+        // is what the program printed before it failed, kept as output.
+        let succeeded = matches!(outcome, Outcome::Succeeded { .. });
+        if prepared.kind == SkillKind::Command && !succeeded && !stdout.is_empty() {
+            events.event(Event::Output {
+                stream: "stdout",
+                text: stdout.clone(),
+            });
+        }
         Ok(RunReport {
             skill: prepared.name.clone(),
             digest: prepared.digest.clone(),

@@ -7,7 +7,8 @@
 //! * `exit CODE` exits with status `CODE` (through `wasi:cli/exit.exit-with-code`,
 //!   so codes other than 0 and 1 survive);
 //! * `read PATH` prints the content of the file at `PATH` (to exercise
-//!   preopened directories), failing with status 1 when it cannot.
+//!   preopened directories), failing with status 1 when it cannot;
+//! * `spin` prints `spinning` and then never ends (until it is stopped).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -69,6 +70,14 @@ fn main() -> ExitCode {
                     eprintln!("cannot read {path}: {e}");
                     return ExitCode::FAILURE;
                 }
+            }
+        }
+        Some("spin") => {
+            println!("spinning");
+            std::io::Write::flush(&mut std::io::stdout()).ok();
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
             }
         }
         _ => {}
