@@ -417,8 +417,10 @@ fn kill_9_then_restart_resumes_from_the_checkpoint() {
             out.stderr
         );
     }
+    // Its time is the task's, from its creation, not the last attempt's.
     assert!(
-        waited.stdout.contains("**hostile** succeeded"),
+        waited.stdout.contains("**hostile** succeeded in ")
+            && waited.stdout.contains(" over 2 attempts (the last ran "),
         "{}",
         waited.stdout
     );

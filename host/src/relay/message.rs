@@ -67,6 +67,10 @@ pub struct Timings {
     pub ended_ms: Option<i64>,
     /// Run time of the latest attempt, once terminal.
     pub duration_ms: Option<u64>,
+    /// From creation to the end, once terminal: across every attempt and
+    /// the time between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
     /// Which attempt.
     pub attempt: u32,
     /// When the announced change happened.
@@ -138,6 +142,10 @@ impl Notification {
                 started_ms: task.started_ms,
                 ended_ms: task.ended_ms.filter(|_| terminal),
                 duration_ms,
+                elapsed_ms: task
+                    .ended_ms
+                    .filter(|_| terminal)
+                    .map(|e| (e - task.created_ms).max(0) as u64),
                 attempt: task.attempt,
                 changed_ms: delivery.at_ms,
             },
@@ -150,6 +158,9 @@ impl Notification {
             state: n.state,
             reason: &n.reason,
             duration_ms: n.timings.duration_ms,
+            resumed: (n.timings.attempt > 1)
+                .then_some(n.timings.elapsed_ms.map(|e| (e, n.timings.attempt)))
+                .flatten(),
             summary: n.summary.as_deref(),
             error: n.error.as_deref(),
             footer: Some(format!("Task {} · full logs: `{}`", n.task_id, n.logs)),
@@ -182,6 +193,7 @@ pub fn run_message(report: &RunReport) -> String {
         state,
         reason: "",
         duration_ms: Some(report.duration_ms),
+        resumed: None,
         summary,
         error: error.as_deref(),
         footer: None,
@@ -194,6 +206,9 @@ struct Parts<'a> {
     state: TaskState,
     reason: &'a str,
     duration_ms: Option<u64>,
+    /// For a task that ran more than once: the time since it was created,
+    /// and how many attempts.
+    resumed: Option<(u64, u32)>,
     summary: Option<&'a str>,
     error: Option<&'a str>,
     footer: Option<String>,
@@ -232,7 +247,14 @@ fn markdown(p: &Parts<'_>) -> String {
             } else {
                 " after "
             });
-            head.push_str(&human_ms(ms));
+            match p.resumed {
+                Some((elapsed, attempts)) => head.push_str(&format!(
+                    "{} over {attempts} attempts (the last ran {})",
+                    human_ms(elapsed),
+                    human_ms(ms)
+                )),
+                None => head.push_str(&human_ms(ms)),
+            }
         }
         _ if !terminal && !p.reason.is_empty() => head.push_str(&format!(": {}", p.reason)),
         _ => {}
