@@ -623,6 +623,23 @@ fn narrowed_grants_are_announced_and_refused_writes_audited() {
 /// anything runs.
 #[test]
 fn half_formed_flags_and_names_are_refused() {
+    // What --help promises: units, which engine, and only the flags a
+    // command takes.
+    let help = |args: &[&str]| {
+        let out = cli(args, &[]).stdout;
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let run = help(&["run", "--help"]);
+    assert!(run.contains("(a bare number is seconds)"), "{run}");
+    let spawn = help(&["spawn", "--help"]);
+    assert!(
+        spawn.contains("`run`'s own, the daemon's for `spawn`"),
+        "{spawn}"
+    );
+    for cmd in ["worker", "serve", "mcp"] {
+        let h = help(&[cmd, "--help"]);
+        assert!(!h.contains("--addr"), "{cmd} takes no client flags: {h}");
+    }
     let skill = real_skill("hello");
     let cases: &[(&[&str], &str)] = &[
         (&["--allow-net", "127.0.0.1:80:90"], "must be host:port"),

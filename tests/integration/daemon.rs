@@ -339,7 +339,27 @@ fn tcp_needs_the_bearer_token() {
     );
     assert_ne!(out.code, 0, "refuses TCP without a token");
     assert!(out.stderr.contains("token"), "{}", out.stderr);
-    let _d = Daemon::start(data.path(), &["--listen", &addr, "--token", "s3cret"]);
+    let out = cli(
+        &[
+            "serve",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--listen",
+            &addr,
+            "--token",
+            "s3cret",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1, "refuses a short token: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--token is 6 bytes; a bearer token needs at least 16"),
+        "{}",
+        out.stderr
+    );
+    const TOKEN: &str = "s3cret-0123456789abcdef";
+    let _d = Daemon::start(data.path(), &["--listen", &addr, "--token", TOKEN]);
     let request = |auth: &str| {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         write!(
@@ -353,11 +373,9 @@ fn tcp_needs_the_bearer_token() {
     };
     assert!(request("").starts_with("HTTP/1.1 401"));
     assert!(request("Authorization: Bearer wrong\r\n").starts_with("HTTP/1.1 401"));
-    assert!(request("Authorization: Bearer s3cret\r\n").starts_with("HTTP/1.1 200"));
+    assert!(request(&format!("Authorization: Bearer {TOKEN}\r\n")).starts_with("HTTP/1.1 200"));
     let out = cli(
-        &[
-            "tasks", "list", "--json", "--addr", &addr, "--token", "s3cret",
-        ],
+        &["tasks", "list", "--json", "--addr", &addr, "--token", TOKEN],
         &[],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -243,10 +243,14 @@ fn an_mcp_client_over_http_lists_calls_polls_and_cancels_skills() {
     let port = crate::docker::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut env = SERVER_ENV.to_vec();
-    env.push(("SKILLBOX_TOKEN", "mcp-test-token"));
+    env.push(("SKILLBOX_TOKEN", "mcp-test-token-0123456789"));
     let daemon = Daemon::start_env(setup.path(), &["--listen", &listen], &env);
     let url = format!("http://{listen}/mcp");
-    let report = client(&python, &["--url", &url, "--token", "mcp-test-token"], ALL);
+    let report = client(
+        &python,
+        &["--url", &url, "--token", "mcp-test-token-0123456789"],
+        ALL,
+    );
     check(&report, |id| {
         daemon.cli(&["tasks", "show", id, "--json"]).json()
     });
@@ -318,7 +322,7 @@ fn a_call_names_its_parent_session_route_and_label_in_its_meta() {
     let daemon = Daemon::start_env(
         setup.path(),
         &["--listen", &listen],
-        &[("SKILLBOX_TOKEN", "meta-test-token")],
+        &[("SKILLBOX_TOKEN", "meta-test-token-0123456789")],
     );
     let call = |id: u32, meta: Value| -> Value {
         let mut m = serde_json::json!({
@@ -334,7 +338,7 @@ fn a_call_names_its_parent_session_route_and_label_in_its_meta() {
             "params": { "name": "hello", "arguments": { "name": "meta" }, "_meta": m } });
         let out = Command::new("curl")
             .args(["-s", "--max-time", "30", &format!("http://{listen}/mcp")])
-            .args(["-H", "Authorization: Bearer meta-test-token"])
+            .args(["-H", "Authorization: Bearer meta-test-token-0123456789"])
             .args(["-H", "Content-Type: application/json"])
             .args(["-H", "Accept: application/json, text/event-stream"])
             .args(["-H", "MCP-Protocol-Version: 2026-07-28"])

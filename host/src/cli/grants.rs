@@ -41,8 +41,10 @@ pub struct GrantArgs {
     pub net: Vec<String>,
     /// Allow building, tagging and running Docker images whose tag matches
     /// the pattern (e.g. 'myapp:*'), and managing the containers the skill
-    /// starts. The engine is this process's DOCKER_HOST (default
-    /// unix:///var/run/docker.sock), never the skill's choice. Repeatable.
+    /// starts. The engine is the DOCKER_HOST (default
+    /// unix:///var/run/docker.sock) of the process that runs the skill:
+    /// `run`'s own, the daemon's for `spawn`; never the skill's choice.
+    /// Repeatable.
     #[arg(
         long = "allow-docker",
         value_name = "IMAGE-PATTERN",
@@ -81,7 +83,8 @@ pub struct GrantArgs {
     /// Cap on linear memory [default: 256MiB].
     #[arg(long, value_name = "SIZE", help_heading = "Limits")]
     pub memory: Option<ByteSize>,
-    /// Wall-clock limit of the run [default: 15m].
+    /// Wall-clock limit of the run: 500ms, 90s, 15m, 2h (a bare number is
+    /// seconds) [default: 15m].
     #[arg(long, value_name = "DURATION", help_heading = "Limits")]
     pub timeout: Option<HumanDuration>,
     /// Cap on each output stream, the logs and the summary [default: 1MiB].

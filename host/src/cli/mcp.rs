@@ -4,7 +4,7 @@ use clap::Args;
 use skillbox::server::mcp::{McpServer, serve_stdio};
 
 use super::exit;
-use super::serve::{DaemonAddr, HostArgs, announce_recovered, open_daemon};
+use super::serve::{DataDir, HostArgs, announce_recovered, open_daemon};
 
 /// Serve the installed skills to an MCP client (an agent) over stdio.
 ///
@@ -25,7 +25,7 @@ use super::serve::{DaemonAddr, HostArgs, announce_recovered, open_daemon};
 #[derive(Args, Debug)]
 pub struct McpArgs {
     #[command(flatten)]
-    pub at: DaemonAddr,
+    pub data: DataDir,
     #[command(flatten)]
     pub host: HostArgs,
 }
@@ -42,7 +42,8 @@ pub async fn mcp(args: McpArgs) -> u8 {
 }
 
 async fn mcp_inner(args: McpArgs) -> Result<(), String> {
-    let daemon = open_daemon(&args.at, &args.host).map_err(|e| {
+    let at = args.data.at();
+    let daemon = open_daemon(&at, &args.host).map_err(|e| {
         if e.contains("already serves") {
             format!(
                 "{e}\nhint: connect the MCP client to that daemon's endpoint \
@@ -52,7 +53,7 @@ async fn mcp_inner(args: McpArgs) -> Result<(), String> {
             e
         }
     })?;
-    announce_recovered(&daemon, &args.at);
+    announce_recovered(&daemon, &at);
     if daemon.catalog.is_empty() {
         eprintln!(
             "skillbox mcp: no skills are installed: add [skills.NAME] tables to the configuration file (--config)"

@@ -33,6 +33,31 @@ fn default_data_dir() -> Option<PathBuf> {
     dirs::data_dir().map(|d| d.join("skillbox"))
 }
 
+/// The data directory of a process that runs tasks itself (`serve`,
+/// `worker`, `mcp`): it takes no client flags.
+#[derive(Args, Debug, Clone)]
+pub struct DataDir {
+    /// Data directory: the task store and the daemon's socket
+    /// [default: the user's data dir, e.g. ~/.local/share/skillbox].
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    /// The same place, as a client names it.
+    pub(super) fn at(&self) -> DaemonAddr {
+        DaemonAddr {
+            data_dir: self.data_dir.clone(),
+            addr: None,
+            token: None,
+        }
+    }
+}
+
+/// Shortest `serve --token`, as for the relay's secrets: a bearer token
+/// is a secret that guards running skills.
+const MIN_TOKEN: usize = 16;
+
 impl DaemonAddr {
     pub(super) fn data_dir(&self) -> PathBuf {
         self.data_dir
@@ -84,10 +109,14 @@ impl DaemonAddr {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub at: DaemonAddr,
+    pub data: DataDir,
     /// Also listen on this loopback TCP address (requires --token).
     #[arg(long, value_name = "127.0.0.1:PORT")]
     pub listen: Option<std::net::SocketAddr>,
+    /// The bearer token clients must send on --listen: at least 16
+    /// bytes, e.g. `openssl rand -hex 16`.
+    #[arg(long, env = "SKILLBOX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Delete finished tasks (with their events and checkpoints) this long
     /// after they ended; checked at start and hourly.
     #[arg(long, value_name = "DURATION", default_value = "7d")]
@@ -153,7 +182,7 @@ pub async fn serve(args: ServeArgs) -> u8 {
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
     #[command(flatten)]
-    pub at: DaemonAddr,
+    pub data: DataDir,
     #[command(flatten)]
     pub host: HostArgs,
 }
@@ -170,8 +199,9 @@ pub async fn worker(args: WorkerArgs) -> u8 {
 }
 
 async fn worker_inner(args: WorkerArgs) -> Result<(), String> {
-    let daemon = open_daemon(&args.at, &args.host)?;
-    announce_recovered(&daemon, &args.at);
+    let at = args.data.at();
+    let daemon = open_daemon(&at, &args.host)?;
+    announce_recovered(&daemon, &at);
     let tasks = daemon.tasks.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut worker = tokio::spawn(tasks.clone().work(stop_rx));
@@ -233,14 +263,22 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     {
         return Err(format!("--listen {l}: only loopback addresses are allowed"));
     }
-    let token = match (args.listen, &args.at.token) {
+    let token = match (args.listen, &args.token) {
         (Some(_), None) => {
             return Err("--listen needs a bearer token: pass --token or set SKILLBOX_TOKEN".into());
         }
+        (Some(_), Some(t)) if t.len() < MIN_TOKEN => {
+            return Err(format!(
+                "--token is {} bytes; a bearer token needs at least {MIN_TOKEN} \
+                 (e.g. `openssl rand -hex 16`)",
+                t.len()
+            ));
+        }
         (_, t) => t.clone(),
     };
-    let daemon = open_daemon(&args.at, &args.host)?;
-    announce_recovered(&daemon, &args.at);
+    let at = args.data.at();
+    let daemon = open_daemon(&at, &args.host)?;
+    announce_recovered(&daemon, &at);
     if args.host.concurrency == 0 && !daemon.shared {
         return Err(
             "--concurrency 0 runs no tasks here: it needs a store shared with workers \
@@ -250,7 +288,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     }
     let tasks = daemon.tasks.clone();
 
-    let socket = args.at.socket();
+    let socket = at.socket();
     let _ = std::fs::remove_file(&socket);
     let unix = tokio::net::UnixListener::bind(&socket)
         .map_err(|e| format!("{}: {e}", socket.display()))?;
