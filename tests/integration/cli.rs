@@ -589,8 +589,11 @@ fn narrowed_grants_are_announced_and_refused_writes_audited() {
     );
     assert!(
         out.stderr
-            .contains("deny: [fs] open out.txt for writing: its directory is granted read-only")
-            && out.stderr.contains("--allow-write HOST-DIR:GUEST-DIR"),
+            .contains("deny: [fs] open out.txt for writing: /data is granted read-only")
+            && out.stderr.contains(&format!(
+                "--allow-write {}:/data",
+                p(&data.path().canonicalize().unwrap())
+            )),
         "{}",
         out.stderr
     );

@@ -781,6 +781,35 @@ fn task_commands_speak_plainly() {
     let out = d.cli(&["tasks", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
     assert_eq!(out.code, 7, "not found: {}", out.stderr);
     assert!(!out.stderr.contains("HTTP"), "{}", out.stderr);
+    // A spawned task granted less than it asked for is announced like a
+    // run, and its refused write is in its logs.
+    let narrowed = skill_dir("hostile", "[fs]\n\"/data\" = { access = \"read-write\" }\n");
+    let files = tempfile::tempdir().unwrap();
+    let read = format!("{}:/data", files.path().display());
+    let out = d.cli(&[
+        "spawn",
+        narrowed.path().to_str().unwrap(),
+        "--allow-read",
+        &read,
+        "--input",
+        r#"{"case": "write", "path": "/data/out.txt", "content": "x"}"#,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: fs /data (read-write)")
+            && out
+                .stderr
+                .contains(&format!("--allow-write {}:/data", files.path().display())),
+        "{}",
+        out.stderr
+    );
+    let narrowed_id = out.stdout.trim().to_string();
+    d.cli(&["tasks", "wait", &narrowed_id]);
+    let logs = d.cli(&["tasks", "logs", &narrowed_id]).stdout;
+    assert!(
+        logs.contains("deny [fs] open out.txt for writing: /data is granted read-only"),
+        "{logs}"
+    );
     // A skill that is not there is not found either, run or spawned.
     let missing = data.path().join("no-such-skill");
     let out = d.cli(&["spawn", missing.to_str().unwrap()]);

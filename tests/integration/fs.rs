@@ -384,3 +384,81 @@ fn skillbox_run_on_a_fifo_exits() {
     };
     assert!(!status.success(), "{status}");
 }
+
+/// Every change refused beneath a read-only grant is audited with the grant
+/// and the flag that makes it writable, also beneath a subdirectory of it;
+/// the same changes in the writable grant go through.
+#[tokio::test]
+async fn changes_refused_beneath_a_read_only_grant_name_the_grant() {
+    let d = dirs();
+    std::fs::create_dir(d.data.join("sub")).unwrap();
+    let src = source_with_manifest("hostile", TABLES);
+    let flag = format!(
+        "grant it read-write with --allow-write {}:/data",
+        d.data.canonicalize().unwrap().display()
+    );
+    let cases = [
+        (
+            "open sub/new.txt for writing",
+            json!({"case": "write", "path": "/data/sub/new.txt", "content": "x"}),
+        ),
+        (
+            "create directory made",
+            json!({"case": "mkdir", "path": "/data/made"}),
+        ),
+        (
+            "remove hello.txt",
+            json!({"case": "remove", "path": "/data/hello.txt"}),
+        ),
+        (
+            "rename hello.txt to moved.txt",
+            json!({"case": "rename", "from": "/data/hello.txt", "to": "/data/moved.txt"}),
+        ),
+        (
+            "create symlink sub/ln",
+            json!({"case": "symlink", "target": "hello.txt", "link": "/data/sub/ln"}),
+        ),
+        (
+            "link hl to hello.txt",
+            json!({"case": "hardlink", "target": "/data/hello.txt", "link": "/data/hl"}),
+        ),
+    ];
+    for (what, input) in cases {
+        let (r, rec) = run(&src, &fs_grants(&d), input).await;
+        failed(&r);
+        let audits: Vec<String> = rec
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Audit {
+                    capability: "fs",
+                    detail,
+                    allowed: false,
+                    reason,
+                } => Some(format!("{detail}: {reason}")),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            audits.iter().any(|a| a.contains(what) && a.contains(&flag)),
+            "{what}: {audits:?}"
+        );
+    }
+    assert!(d.data.join("hello.txt").exists() && !d.data.join("made").exists());
+    assert!(!d.data.join("moved.txt").exists() && !d.data.join("sub/ln").exists());
+
+    // Allowed where the grant is writable.
+    for input in [
+        json!({"case": "mkdir", "path": "/out/made"}),
+        json!({"case": "write", "path": "/out/f.txt", "content": "x"}),
+        json!({"case": "rename", "from": "/out/f.txt", "to": "/out/g.txt"}),
+        json!({"case": "symlink", "target": "g.txt", "link": "/out/ln"}),
+        json!({"case": "remove", "path": "/out/ln"}),
+    ] {
+        let (r, rec) = run(&src, &fs_grants(&d), input.clone()).await;
+        succeeded(&r);
+        assert!(rec.denials().is_empty(), "{input}: {:?}", rec.denials());
+    }
+    assert!(d.out.join("made").is_dir() && d.out.join("g.txt").is_file());
+    assert!(!d.out.join("ln").exists());
+}

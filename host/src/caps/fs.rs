@@ -20,8 +20,9 @@ use std::path::{Component, Path, PathBuf};
 
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use super::readonly::ReadOnlyView;
 use crate::error::Error;
-use crate::events::{Event, HasEvents};
+use crate::events::Event;
 use crate::policy::{Access, EffectivePolicy, Preopen};
 
 /// Adds one preopen per granted directory. Fails when a granted host path is
@@ -105,12 +106,12 @@ pub fn guest_to_host<'p>(
 const FILE_WRITE_CAPACITY: usize = 64 * 1024;
 
 /// The WASI filesystem interface whose functions this module replaces.
-const TYPES: &str = "wasi:filesystem/types@0.2.12";
+pub(super) const TYPES: &str = "wasi:filesystem/types@0.2.12";
 
 /// Wires `fs` into the linker, over wasmtime-wasi's filesystem: opens of
 /// regular files and directories only ([`add_regular_opens`]) and file
 /// writes on the guest's thread ([`add_inline_writes`]).
-pub(crate) fn add_to_linker<T: wasmtime_wasi::WasiView + HasEvents + Send + 'static>(
+pub(crate) fn add_to_linker<T: ReadOnlyView + Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
 ) -> wasmtime::Result<()> {
     add_regular_opens(linker)?;
@@ -126,7 +127,7 @@ pub(crate) fn add_to_linker<T: wasmtime_wasi::WasiView + HasEvents + Send + 'sta
 /// wasmtime-wasi's opens from a preopen do: a file system that hangs
 /// (a dead network mount) then holds a pool thread, not the run, whose
 /// timeout still fires.
-fn add_regular_opens<T: wasmtime_wasi::WasiView + HasEvents + Send + 'static>(
+fn add_regular_opens<T: ReadOnlyView + Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
 ) -> wasmtime::Result<()> {
     use wasmtime::component::Resource;
@@ -168,13 +169,12 @@ fn add_regular_opens<T: wasmtime_wasi::WasiView + HasEvents + Send + 'static>(
                 let plan = match request.plan(dir.perms) {
                     Ok(plan) => plan,
                     Err(ErrorCode::NotPermitted) => {
+                        let reason = store.data().read_only().remedy(&dir.dir);
                         store.data().events().event(Event::Audit {
                             capability: "fs",
                             detail: format!("open {path} for writing"),
                             allowed: false,
-                            reason: "its directory is granted read-only (grant it read-write \
-                                     with --allow-write HOST-DIR:GUEST-DIR)"
-                                .into(),
+                            reason,
                         });
                         return Ok((Err(ErrorCode::NotPermitted),));
                     }

@@ -17,4 +17,5 @@ pub mod limits;
 pub mod net;
 pub mod output;
 pub mod progress;
+pub mod readonly;
 pub mod sandbox;

@@ -151,7 +151,9 @@ pub async fn spawn(args: SpawnArgs) -> u8 {
             partial: args.partial,
             allow_unpinned: args.allow_unpinned,
         };
-        Ok::<_, Failure>(args.at.client().spawn(&body).await?)
+        let task = args.at.client().spawn(&body).await?;
+        warn_shortfalls(&body);
+        Ok::<_, Failure>(task)
     }
     .await;
     match result {
@@ -164,6 +166,20 @@ pub async fn spawn(args: SpawnArgs) -> u8 {
             exit::OK
         }
         Err(e) => fail(e, args.json),
+    }
+}
+
+/// Says, as `run` does, what the task gets less of than its skill asked
+/// for, naming the flag that grants the rest. The daemon decided with the
+/// same rules; the skill is on this machine, so it is read again here.
+fn warn_shortfalls(body: &SpawnBody) {
+    let Ok(source) = skillbox::skill::SkillSource::open(&body.skill, body.allow_unpinned) else {
+        return;
+    };
+    let (_, report) =
+        skillbox::policy::EffectivePolicy::compute(source.manifest.as_ref(), &body.grants);
+    for line in report.shortfalls() {
+        eprintln!("warning: {line}");
     }
 }
 

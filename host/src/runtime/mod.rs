@@ -75,6 +75,7 @@ impl Host {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::engine)?;
         caps::fs::add_to_linker(&mut linker).map_err(Error::engine)?;
+        caps::readonly::add_to_linker(&mut linker).map_err(Error::engine)?;
         caps::net::add_to_linker(&mut linker).map_err(Error::engine)?;
         wit::types::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)
             .map_err(Error::engine)?;

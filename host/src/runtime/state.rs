@@ -17,6 +17,7 @@ use crate::caps::limits::Limiter;
 use crate::caps::net::NetCtx;
 use crate::caps::output::CappedOutput;
 use crate::caps::progress::{LogBudget, ProgressCtx};
+use crate::caps::readonly::ReadOnlyGrants;
 use crate::caps::sandbox::Sandbox;
 use crate::error::Error;
 use crate::events::EventObserver;
@@ -30,6 +31,7 @@ pub struct RunState {
     pub(super) limiter: Limiter,
     events: Arc<dyn EventObserver>,
     net: NetCtx,
+    read_only: ReadOnlyGrants,
     pub(super) exec: ExecCtx,
     pub(super) docker: DockerCtx,
     pub(super) progress: ProgressCtx,
@@ -48,6 +50,12 @@ impl WasiView for RunState {
 impl crate::events::HasEvents for RunState {
     fn events(&self) -> &dyn EventObserver {
         &*self.events
+    }
+}
+
+impl caps::readonly::ReadOnlyView for RunState {
+    fn read_only(&self) -> &ReadOnlyGrants {
+        &self.read_only
     }
 }
 
@@ -108,6 +116,7 @@ impl RunState {
         } else {
             Sandbox::for_policy(&policy)
         });
+        let read_only = ReadOnlyGrants::new(&policy);
         let policy = Arc::new(policy);
         let state = RunState {
             wasi: wasi.build(),
@@ -115,6 +124,7 @@ impl RunState {
             limiter: Limiter::new(limits.memory),
             events: events.clone(),
             net,
+            read_only,
             exec: ExecCtx {
                 policy: policy.clone(),
                 sandbox: sandbox.clone(),

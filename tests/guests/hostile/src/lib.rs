@@ -75,6 +75,8 @@ fn hostile(input: Value) -> Result<Summary> {
         "symlink" => symlink(params(input)?),
         "hardlink" => hardlink(params(input)?),
         "rename" => rename(params(input)?),
+        "mkdir" => mkdir(params(input)?),
+        "remove" => remove(params(input)?),
         "exec" => exec(params(input)?),
         "env" => env(),
         "env-get" => env_get(params(input)?),
@@ -225,6 +227,16 @@ struct RenameParams {
 fn rename(RenameParams { from, to }: RenameParams) -> Result<Summary> {
     std::fs::rename(&from, &to).with_context(|| format!("rename {from} -> {to}"))?;
     done(format!("renamed {from} -> {to}"), Value::Null)
+}
+
+fn mkdir(PathParams { path }: PathParams) -> Result<Summary> {
+    std::fs::create_dir(&path).with_context(|| format!("mkdir {path}"))?;
+    done(format!("made {path}"), Value::Null)
+}
+
+fn remove(PathParams { path }: PathParams) -> Result<Summary> {
+    std::fs::remove_file(&path).with_context(|| format!("remove {path}"))?;
+    done(format!("removed {path}"), Value::Null)
 }
 
 // --- exec, environment, network ---------------------------------------------
