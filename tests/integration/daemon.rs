@@ -551,10 +551,21 @@ fn the_openapi_document_matches_the_server() {
         );
     }
     let paths = spec["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 9, "update this test with the spec");
+    assert_eq!(paths.len(), 10, "update this test with the spec");
+    let documents = |method: &str, path: &str, status: u16| {
+        let responses = paths[path][method]["responses"].as_object().unwrap();
+        assert!(
+            responses.contains_key(&status.to_string()),
+            "{method} {path} answered {status}, undocumented"
+        );
+    };
     for (path, ops) in paths {
         let concrete = path.replace("{id}", &id);
         for (method, op) in ops.as_object().unwrap() {
+            // Deleting goes last, below.
+            if method == "delete" || path.ends_with("/prune") {
+                continue;
+            }
             let req = match method.as_str() {
                 "get" => get(&format!(
                     "{concrete}{}",
@@ -582,6 +593,23 @@ fn the_openapi_document_matches_the_server() {
             );
         }
     }
+    let (status, _) = d.http(&get(&format!("/v1/tasks/{id}/wait")));
+    assert_eq!(status, 200);
+    let delete = |path: &str| {
+        format!("DELETE {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    let (status, body) = d.http(&delete(&format!("/v1/tasks/{id}")));
+    assert_eq!(status, 200, "{body}");
+    documents("delete", "/v1/tasks/{id}", status);
+    let (status, _) = d.http(&delete(&format!("/v1/tasks/{id}")));
+    documents("delete", "/v1/tasks/{id}", status);
+    for body in ["{}", "{\"older_than_ms\": 1000}", "[]"] {
+        let (status, _) = d.http(&post("/v1/tasks/prune", body));
+        documents("post", "/v1/tasks/prune", status);
+    }
+    let (status, _) = d.http(&get("/v1/tasks?id_prefix=a%25"));
+    assert_eq!(status, 400);
+    documents("get", "/v1/tasks", status);
     let (status, _) = d.http(&get("/v1/undocumented"));
     assert_eq!(status, 404);
 }
@@ -890,5 +918,161 @@ fn task_commands_speak_plainly() {
                 .contains("gave up: the daemon did not come back within 1s"),
         "{}",
         out.stderr
+    );
+}
+
+/// Tasks are handled as docker handles containers: a unique start of an
+/// id names a task, `list` filters and prints ids (`-q`) or a template
+/// (`--format`), with absolute times beside relative ones, `logs --tail`
+/// and `--since`, and `rm` / `prune` delete ended tasks.
+#[test]
+fn tasks_are_managed_like_containers() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let hello = real_skill("hello");
+    let mut ids = Vec::new();
+    for label in ["a", "b", "c"] {
+        let out = d.cli(&["spawn", hello.path().to_str().unwrap(), "--label", label]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        ids.push(out.stdout.trim().to_string());
+    }
+    for id in &ids {
+        assert_eq!(d.cli(&["tasks", "wait", id]).code, 0);
+    }
+
+    // A unique start of an id, in either case; a shared one is refused
+    // with what it matched; none is not found.
+    let short = ids[0][..16].to_ascii_lowercase();
+    let out = d.cli(&["tasks", "show", &short, "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["id"], ids[0].as_str());
+    let common = (1..26)
+        .rev()
+        .find(|&n| ids.iter().all(|id| id[..n] == ids[0][..n]))
+        .unwrap();
+    let out = d.cli(&["tasks", "logs", &ids[0][..common]]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("starts more than one task id"),
+        "{}",
+        out.stderr
+    );
+    let out = d.cli(&["tasks", "wait", "ZZZZZZ"]);
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    let out = d.cli(&["tasks", "list", "--id", "a-b"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+
+    // -q, --format, and the table's times.
+    let out = d.cli(&["tasks", "list", "-q"]);
+    let mut listed: Vec<&str> = out.stdout.lines().collect();
+    listed.sort();
+    assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = d.cli(&["tasks", "list", "--format", "{label}\\t{state}\\t{attempt}"]);
+    assert_eq!(
+        out.stdout,
+        "c\tsucceeded\t1\nb\tsucceeded\t1\na\tsucceeded\t1\n"
+    );
+    let out = d.cli(&["tasks", "list", "--format", "{id} {owner}"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown field {owner}"),
+        "{}",
+        out.stderr
+    );
+    let out = d.cli(&["tasks", "list"]);
+    let year = out.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        out.stdout.starts_with("ID ") && out.stdout.contains("DURATION"),
+        "{}",
+        out.stdout
+    );
+    assert!(year.contains(" ago)") && year.contains(":"), "{year}");
+
+    // --tail and --since choose among the events.
+    let all = d.cli(&["tasks", "logs", &ids[0]]).stdout;
+    let tail = d.cli(&["tasks", "logs", &ids[0], "--tail", "2"]).stdout;
+    let last_two: Vec<&str> = all.lines().rev().take(2).collect();
+    assert_eq!(tail.lines().rev().collect::<Vec<_>>(), last_two);
+    assert_eq!(
+        d.cli(&["tasks", "logs", &ids[0], "--since", "1h"]).stdout,
+        all
+    );
+    let out = d.cli(&[
+        "tasks", "logs", &ids[0], "--since", "1h", "-f", "--tail", "1",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+
+    // rm: ended tasks go; a running one stays, with what to do.
+    let slow = skill_dir("hostile", "");
+    let out = d.cli(&[
+        "spawn",
+        slow.path().to_str().unwrap(),
+        "--input",
+        r#"{"case": "sleep", "ms": 600000}"#,
+    ]);
+    let running = out.stdout.trim().to_string();
+    let out = d.cli(&["tasks", "rm", &running, &ids[0]]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cancel it first") && out.stdout.trim() == ids[0],
+        "{out:?}"
+    );
+    assert_eq!(d.cli(&["tasks", "show", &ids[0]]).code, 7);
+    d.cli(&["tasks", "cancel", &running]);
+    assert_eq!(d.cli(&["tasks", "wait", &running]).code, 1);
+    let out = d.cli(&["tasks", "prune", "--older-than", "1h"]);
+    assert_eq!(out.stdout.trim(), "removed 0 ended task(s)");
+    let out = d.cli(&["tasks", "prune", "--json"]);
+    assert_eq!(out.json()["pruned"], 3);
+    assert_eq!(d.cli(&["tasks", "list", "-q"]).stdout, "");
+}
+
+/// Colours only on a terminal, and never with NO_COLOR.
+#[test]
+fn colours_only_on_a_terminal() {
+    let cmd = guest("wasi-command");
+    // A colour is a select-graphic-rendition sequence, ESC [ … m (a
+    // progress bar's cursor moves are not colours).
+    let sgr = |s: &str| {
+        s.split("\u{1b}[").skip(1).any(|rest| {
+            let code: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ';')
+                .collect();
+            rest[code.len()..].starts_with('m')
+        })
+    };
+    let out = cli(
+        &["run", cmd.to_str().unwrap()],
+        &[("SKILLBOX_LOG", "debug")],
+    );
+    assert!(out.stderr.contains("DEBUG") && !sgr(&out.stderr), "a pipe");
+    let in_pty = |no_color: Option<&str>| {
+        let mut c = Command::new("script");
+        c.args(["-qec"])
+            .arg(format!(
+                "{} run {}",
+                env!("CARGO_BIN_EXE_skillbox"),
+                cmd.display()
+            ))
+            .arg("/dev/null")
+            .env("SKILLBOX_LOG", "debug")
+            .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    let colour = in_pty(None);
+    assert!(
+        colour.contains("DEBUG") && sgr(&colour),
+        "a terminal: {colour:.300}"
+    );
+    let plain = in_pty(Some("1"));
+    assert!(
+        plain.contains("DEBUG") && !sgr(&plain),
+        "NO_COLOR: {plain:.300}"
     );
 }

@@ -19,6 +19,7 @@ mod build;
 mod docs;
 mod grants;
 mod inspect;
+mod listing;
 mod mcp;
 mod new;
 mod output;
@@ -58,7 +59,8 @@ pub mod exit {
 const EXIT_CODES: &str = "\
 Exit codes:
   0  succeeded
-  1  the skill failed or crashed
+  1  the skill or task failed, crashed or was cancelled; or the command
+     could not do what it was asked (e.g. `tasks rm` of a running task)
   2  usage error
   3  denied: a requested capability was not granted, or the skill hit a denial
   4  invalid: manifest, policy, component, digest or input
@@ -95,6 +97,13 @@ enum Command {
     Man(docs::ManArgs),
 }
 
+/// Whether stderr gets colours: only on a terminal, and never with
+/// `NO_COLOR` set (<https://no-color.org>).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Parses arguments, runs the command, maps the result to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -104,6 +113,7 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,6 +6,8 @@ use std::time::Duration;
 use skillbox::relay::{Delivery, DeliveryState};
 use skillbox::store::{EventRecord, Task, TaskEvent, now_ms};
 
+use super::listing::{age, when};
+
 /// The notify lines of `tasks show`.
 pub(super) fn print_deliveries(t: &Task, deliveries: &[Delivery]) {
     let sinks = &t.spec.notify_to;
@@ -49,7 +51,13 @@ pub(super) fn print_task(t: &Task, deliveries: &[Delivery], flags: &str) {
         "parent     {}",
         t.spec.parent_session.as_deref().unwrap_or("-")
     );
-    outln!("created    {}", age(Some(t.created_ms)));
+    outln!("created    {} ({})", when(t.created_ms), age(t.created_ms));
+    if let Some(ended) = t.ended_ms {
+        let took = skillbox::units::HumanDuration(Duration::from_secs(
+            ((ended - t.created_ms).max(0) / 1000) as u64,
+        ));
+        outln!("ended      {} ({}, after {took})", when(ended), age(ended));
+    }
     if let Some(m) = &t.progress_message {
         outln!("progress   {m}");
     }
@@ -66,33 +74,6 @@ pub(super) fn print_task(t: &Task, deliveries: &[Delivery], flags: &str) {
     outln!("\nlogs: skillbox tasks logs {}{flags}", t.id);
 }
 
-/// `tasks list` for people.
-pub(super) fn print_list(tasks: &[Task]) {
-    outln!(
-        "{:<26}  {:<11}  {:<16}  {:<16}  {:>5}  CREATED",
-        "ID",
-        "STATE",
-        "SKILL",
-        "LABEL",
-        "DONE"
-    );
-    for t in tasks {
-        let done = t
-            .progress
-            .map(|f| format!("{:.0}%", f * 100.0))
-            .unwrap_or_else(|| "-".into());
-        outln!(
-            "{:<26}  {:<11}  {:<16}  {:<16}  {:>5}  {}",
-            t.id.to_string(),
-            t.state.as_str(),
-            t.spec.skill_name,
-            t.spec.label.as_deref().unwrap_or("-"),
-            done,
-            age(Some(t.created_ms))
-        );
-    }
-}
-
 /// "in 3s" for a future Unix-ms time.
 fn until(ms: Option<i64>) -> String {
     match ms {
@@ -104,17 +85,6 @@ fn until(ms: Option<i64>) -> String {
             )
         }
         None => "-".into(),
-    }
-}
-
-fn age(ms: Option<i64>) -> String {
-    let Some(ms) = ms else { return "-".into() };
-    let secs = (now_ms() - ms).max(0) / 1000;
-    match secs {
-        s if s < 60 => format!("{s}s ago"),
-        s if s < 3600 => format!("{}m ago", s / 60),
-        s if s < 86_400 => format!("{}h ago", s / 3600),
-        s => format!("{}d ago", s / 86_400),
     }
 }
 

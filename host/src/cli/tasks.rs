@@ -9,13 +9,15 @@ use serde::Serialize;
 use skillbox::relay::{Delivery, Notification};
 use skillbox::server::SpawnBody;
 use skillbox::server::client::{Client, ClientError};
-use skillbox::store::{CleanupMode, NotifyMode, ParentRoute, Task, TaskFilter, TaskState};
+use skillbox::store::{
+    CleanupMode, EventRecord, NotifyMode, ParentRoute, Task, TaskFilter, TaskState,
+};
 use skillbox::units::HumanDuration;
 
 use super::exit;
 use super::grants::GrantArgs;
 use super::serve::DaemonAddr;
-use super::show::{LiveProgress, describe_event, print_list, print_task};
+use super::show::{LiveProgress, describe_event, print_task};
 
 /// Start a skill as a background task and print its id at once.
 ///
@@ -207,9 +209,20 @@ pub enum TasksCommand {
         /// Only tasks of this parent session.
         #[arg(long)]
         parent_session: Option<String>,
+        /// Only tasks whose id starts with this.
+        #[arg(long, value_name = "PREFIX")]
+        id: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print the ids only, one per line.
+        #[arg(long, short, conflicts_with_all = ["json", "format"])]
+        quiet: bool,
+        /// Print a line per task from a template of fields: {id}, {state},
+        /// {skill}, {label}, {parent}, {attempt}, {progress}, {created},
+        /// {ended}, {duration}; `\t` is a tab. E.g. '{id}\t{state}'.
+        #[arg(long, value_name = "TEMPLATE", conflicts_with = "json")]
+        format: Option<super::listing::Template>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -229,6 +242,12 @@ pub enum TasksCommand {
         /// Keep following until the task ends.
         #[arg(long, short)]
         follow: bool,
+        /// Only the last N events (before following).
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Only events of the last DURATION, e.g. 10m (before following).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<HumanDuration>,
         #[command(flatten)]
         reconnect: Reconnect,
         /// Print one JSON object per line.
@@ -243,6 +262,27 @@ pub enum TasksCommand {
         #[command(flatten)]
         reconnect: Reconnect,
         /// Print the task as JSON (with its final `notification`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete ended tasks, with their events, checkpoints, notifications
+    /// and scratch directories (a queued or running one is refused: cancel
+    /// it first).
+    Rm {
+        /// Task ids (or unique starts of them).
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every task that ended at least --older-than ago (as
+    /// `serve --retain` does hourly).
+    Prune {
+        /// How long ago they must have ended [default: 0s, every ended task].
+        #[arg(long, value_name = "DURATION", default_value = "0s")]
+        older_than: HumanDuration,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -293,57 +333,135 @@ fn exit_for_state(state: TaskState) -> u8 {
 /// `skillbox tasks …`.
 pub async fn tasks(args: TasksArgs) -> u8 {
     let client = args.at.client();
+    let flags = args.at.flags();
     match args.command {
         TasksCommand::List {
             state,
             label,
             parent_session,
+            id,
             limit,
+            quiet,
+            format,
             json,
         } => {
             let filter = TaskFilter {
                 state,
                 label,
                 parent_session,
+                id_prefix: id,
                 limit: Some(limit),
             };
-            list(&client, &filter, json).await
+            let how = match (quiet, format, json) {
+                (true, ..) => Listing::Ids,
+                (_, Some(t), _) => Listing::Template(t),
+                (_, _, true) => Listing::Json,
+                _ => Listing::Table,
+            };
+            list(&client, &filter, how).await
         }
-        TasksCommand::Show { id, json } => show(&client, &id, json, &args.at.flags()).await,
-        TasksCommand::Logs {
-            id,
-            follow: false,
-            json,
-            ..
-        } => logs(&client, &id, json).await,
-        TasksCommand::Logs {
-            id,
-            follow: true,
-            reconnect,
-            json,
-        } => follow(&client, &id, reconnect.patience(json), json).await,
-        TasksCommand::Wait {
-            id,
-            reconnect,
-            json,
-        } => wait(&client, &id, reconnect.patience(json), json).await,
-        TasksCommand::Redeliver { id, json } => redeliver(&client, &id, json).await,
-        TasksCommand::Cancel { id, json } => cancel(&client, &id, json).await,
+        TasksCommand::Prune { older_than, json } => prune(&client, older_than, json).await,
+        TasksCommand::Rm { ids, json } => remove(&client, &ids, json).await,
+        command => one_task(&client, command, &flags).await,
     }
 }
 
-async fn list(client: &Client, filter: &TaskFilter, json: bool) -> u8 {
-    match client.list(filter).await {
-        Ok(tasks) if json => {
-            print_json(&tasks);
+/// The commands about one task, named by its id or a unique start of it.
+async fn one_task(client: &Client, command: TasksCommand, flags: &str) -> u8 {
+    let (id, json) = match &command {
+        TasksCommand::Show { id, json }
+        | TasksCommand::Logs { id, json, .. }
+        | TasksCommand::Wait { id, json, .. }
+        | TasksCommand::Redeliver { id, json }
+        | TasksCommand::Cancel { id, json } => (id.clone(), *json),
+        _ => unreachable!("tasks() handles the others"),
+    };
+    let id = match client.resolve(&id).await {
+        Ok(id) => id,
+        Err(e) => return fail(e, json),
+    };
+    match command {
+        TasksCommand::Show { json, .. } => show(client, &id, json, flags).await,
+        TasksCommand::Logs {
+            follow: false,
+            tail,
+            since,
+            json,
+            ..
+        } => logs(client, &id, Window { tail, since }, json).await,
+        TasksCommand::Logs {
+            follow: true,
+            tail,
+            since,
+            reconnect,
+            json,
+            ..
+        } => {
+            let window = Window { tail, since };
+            follow(client, &id, window, reconnect.patience(json), json).await
+        }
+        TasksCommand::Wait {
+            reconnect, json, ..
+        } => wait(client, &id, reconnect.patience(json), json).await,
+        TasksCommand::Redeliver { json, .. } => redeliver(client, &id, json).await,
+        TasksCommand::Cancel { json, .. } => cancel(client, &id, json).await,
+        _ => unreachable!("matched above"),
+    }
+}
+
+/// How `tasks list` prints.
+enum Listing {
+    Table,
+    Ids,
+    Template(super::listing::Template),
+    Json,
+}
+
+async fn list(client: &Client, filter: &TaskFilter, how: Listing) -> u8 {
+    let tasks = match client.list(filter).await {
+        Ok(t) => t,
+        Err(e) => return fail(e, matches!(how, Listing::Json)),
+    };
+    match how {
+        Listing::Json => print_json(&tasks),
+        Listing::Ids => tasks.iter().for_each(|t| outln!("{}", t.id)),
+        Listing::Template(t) => tasks.iter().for_each(|task| outln!("{}", t.render(task))),
+        Listing::Table if tasks.is_empty() => eprintln!("no tasks"),
+        Listing::Table => super::listing::print_table(&tasks),
+    }
+    exit::OK
+}
+
+/// `tasks rm`: each task in turn; the first failure's code.
+async fn remove(client: &Client, ids: &[String], json: bool) -> u8 {
+    let mut code = exit::OK;
+    for id in ids {
+        let removed = async {
+            let id = client.resolve(id).await?;
+            client.remove(&id).await.map(|()| id)
+        };
+        match removed.await {
+            Ok(id) if json => print_json(&serde_json::json!({ "removed": id })),
+            Ok(id) => outln!("{id}"),
+            Err(e) => {
+                let c = fail(e, json);
+                if code == exit::OK {
+                    code = c;
+                }
+            }
+        }
+    }
+    code
+}
+
+async fn prune(client: &Client, older_than: HumanDuration, json: bool) -> u8 {
+    match client.prune(older_than.get()).await {
+        Ok(n) if json => {
+            print_json(&serde_json::json!({ "pruned": n }));
             exit::OK
         }
-        Ok(tasks) if tasks.is_empty() => {
-            eprintln!("no tasks");
-            exit::OK
-        }
-        Ok(tasks) => {
-            print_list(&tasks);
+        Ok(n) => {
+            outln!("removed {n} ended task(s)");
             exit::OK
         }
         Err(e) => fail(e, json),
@@ -369,10 +487,32 @@ async fn show(client: &Client, id: &str, json: bool, flags: &str) -> u8 {
     }
 }
 
-async fn logs(client: &Client, id: &str, json: bool) -> u8 {
+/// `logs --tail` and `--since`: which of the events so far to print.
+#[derive(Clone, Copy)]
+struct Window {
+    tail: Option<usize>,
+    since: Option<HumanDuration>,
+}
+
+impl Window {
+    /// The events of the window, in order.
+    fn select(self, mut events: Vec<EventRecord>) -> Vec<EventRecord> {
+        if let Some(d) = self.since {
+            let from = skillbox::store::now_ms() - d.get().as_millis() as i64;
+            events.retain(|e| e.at_ms >= from);
+        }
+        if let Some(n) = self.tail {
+            let skip = events.len().saturating_sub(n);
+            events.drain(..skip);
+        }
+        events
+    }
+}
+
+async fn logs(client: &Client, id: &str, window: Window, json: bool) -> u8 {
     match client.event_page(id).await {
         Ok(events) => {
-            for e in events {
+            for e in window.select(events) {
                 if json {
                     print_json(&e);
                 } else {
@@ -387,10 +527,29 @@ async fn logs(client: &Client, id: &str, json: bool) -> u8 {
 
 /// `tasks logs --follow`: the events as they come, until the task ends;
 /// across a restart of the daemon, from the last event seen.
-async fn follow(client: &Client, id: &str, mut patience: Patience, json: bool) -> u8 {
+async fn follow(
+    client: &Client,
+    id: &str,
+    window: Window,
+    mut patience: Patience,
+    json: bool,
+) -> u8 {
     // On a terminal, the latest progress stays in a bar below the lines.
     let bar = LiveProgress::on_terminal(!json);
+    // The window applies to the events so far; following starts after them.
     let mut after = 0;
+    if window.tail.is_some() || window.since.is_some() {
+        match client.event_page(id).await {
+            Ok(events) => {
+                after = events.last().map_or(0, |e| e.seq);
+                window
+                    .select(events)
+                    .iter()
+                    .for_each(|e| print_event(e, &bar, json));
+            }
+            Err(e) => return fail(e, json),
+        }
+    }
     let code = 'open: loop {
         let mut stream = match client.events(id, after).await {
             Ok(s) => s,

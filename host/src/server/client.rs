@@ -10,7 +10,7 @@ use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use super::{Redelivered, SpawnBody};
+use super::{PruneBody, Pruned, Redelivered, SpawnBody};
 use crate::relay::{Delivery, Notification};
 use crate::store::{EventRecord, Task, TaskFilter};
 
@@ -247,10 +247,62 @@ impl Client {
             ("state", filter.state.map(|s| s.to_string())),
             ("label", filter.label.clone()),
             ("parent_session", filter.parent_session.clone()),
+            ("id_prefix", filter.id_prefix.clone()),
             ("limit", filter.limit.map(|l| l.to_string())),
         ];
         self.typed(Method::GET, &format!("/v1/tasks{}", query(&pairs)), None)
             .await
+    }
+
+    /// Deletes an ended task (`DELETE /v1/tasks/{id}`).
+    pub async fn remove(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &format!("/v1/tasks/{id}"), None)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes the tasks that ended at least `older_than` ago
+    /// (`POST /v1/tasks/prune`); how many.
+    pub async fn prune(&self, older_than: Duration) -> Result<u64, ClientError> {
+        let body = serde_json::to_value(PruneBody {
+            older_than_ms: older_than.as_millis() as u64,
+        })
+        .map_err(transport)?;
+        let pruned: Pruned = self
+            .typed(Method::POST, "/v1/tasks/prune", Some(&body))
+            .await?;
+        Ok(pruned.pruned)
+    }
+
+    /// The full id of the task `id` names: itself, or the one task whose
+    /// id starts with it.
+    pub async fn resolve(&self, id: &str) -> Result<String, ClientError> {
+        if id.parse::<crate::units::TaskId>().is_ok() {
+            return Ok(id.to_string());
+        }
+        let filter = TaskFilter {
+            id_prefix: Some(id.to_string()),
+            limit: Some(2),
+            ..TaskFilter::default()
+        };
+        let found = self.list(&filter).await?;
+        match found.as_slice() {
+            [one] => Ok(one.id.to_string()),
+            [] => Err(ClientError::Api {
+                status: 404,
+                code: "not-found".into(),
+                message: format!("no task {id} (nor one whose id starts with it)"),
+            }),
+            [a, b, ..] => Err(ClientError::Api {
+                status: 400,
+                code: "ambiguous".into(),
+                message: format!(
+                    "{id} starts more than one task id ({a}, {b}, …): give more of it",
+                    a = a.id,
+                    b = b.id
+                ),
+            }),
+        }
     }
 
     /// Cancels a task.

@@ -68,6 +68,7 @@ impl From<Error> for ApiError {
             | Error::Input(_)
             | Error::Io { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             Error::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not-found"),
+            Error::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "conflict"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
@@ -196,6 +197,15 @@ async fn list(
     q: Result<Query<TaskFilter>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(filter) = q?;
+    if let Some(p) = &filter.id_prefix
+        && (p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("{p:?} is not a task id or the start of one (letters and digits)"),
+        ));
+    }
     Ok(Json(tasks.list(&filter)?).into_response())
 }
 
@@ -204,6 +214,41 @@ async fn show(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(Json(tasks.task(parse_id(&id)?)?).into_response())
+}
+
+async fn remove(
+    State(tasks): State<Arc<TaskService>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    tasks.remove(id)?;
+    Ok(Json(serde_json::json!({ "removed": id })).into_response())
+}
+
+/// `POST /v1/tasks/prune`'s body.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneBody {
+    /// Only tasks that ended at least this long ago (default 0: every
+    /// ended task).
+    #[serde(default)]
+    pub older_than_ms: u64,
+}
+
+/// What `POST /v1/tasks/prune` removed.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Pruned {
+    /// How many tasks.
+    pub pruned: u64,
+}
+
+async fn prune(
+    State(tasks): State<Arc<TaskService>>,
+    body: Result<Json<PruneBody>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(b) = body?;
+    let pruned = tasks.prune(std::time::Duration::from_millis(b.older_than_ms))?;
+    Ok(Json(Pruned { pruned }).into_response())
 }
 
 async fn cancel(
@@ -353,7 +398,8 @@ pub fn router_with_mcp(
     let r = r
         .route("/v1/health", get(health))
         .route("/v1/tasks", post(spawn).get(list))
-        .route("/v1/tasks/{id}", get(show))
+        .route("/v1/tasks/prune", post(prune))
+        .route("/v1/tasks/{id}", get(show).delete(remove))
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/tasks/{id}/wait", get(wait))
         .route("/v1/tasks/{id}/events", get(events))

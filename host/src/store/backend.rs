@@ -155,9 +155,10 @@ pub trait TaskStore: Send + Sync {
     /// resumed (no checkpoints and resume policy `fail`). Returns the ids
     /// that were interrupted.
     fn recover(&self, now_ms: i64, dead_owner: Option<&str>) -> Result<Vec<TaskId>, StoreError>;
-    /// Deletes terminal tasks that ended before `before_ms`, with their
-    /// events and checkpoints; returns their ids and scratch directories.
-    fn prune(&self, before_ms: i64) -> Result<Vec<Pruned>, StoreError>;
+    /// Deletes terminal tasks that ended before `before_ms` (only the task
+    /// `only`, when given), with their events, checkpoints and
+    /// notifications; returns their ids and scratch directories.
+    fn prune(&self, before_ms: i64, only: Option<TaskId>) -> Result<Vec<Pruned>, StoreError>;
 
     // The relay's outbox. A state change stores the notifications its
     // task's notify mode calls for (one per sink) in its own transaction.

@@ -105,6 +105,27 @@ fn create_get_list(store: &dyn TaskStore) {
         })
         .unwrap();
     assert!(running.is_empty());
+    // By the start of an id, in either case.
+    let by_prefix = |p: String| {
+        store
+            .list(&TaskFilter {
+                id_prefix: Some(p),
+                ..TaskFilter::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>()
+    };
+    let (a_id, b_id) = (a.id.to_string(), b.id.to_string());
+    let shared = a_id
+        .chars()
+        .zip(b_id.chars())
+        .take_while(|(x, y)| x == y)
+        .count();
+    assert_eq!(by_prefix(a_id[..shared].to_string()), vec![b.id, a.id]);
+    assert_eq!(by_prefix(a_id[..=shared].to_ascii_lowercase()), vec![a.id]);
+    assert_eq!(by_prefix(format!("{a_id}0")), vec![]);
     assert_eq!(states(store, a.id), vec![TaskState::Queued]);
 }
 
@@ -418,8 +439,11 @@ fn finish_rules_and_prune(store: &dyn TaskStore) {
     assert_eq!(t.outcome.unwrap()["text"], "ok");
     assert!(t.owner.is_none() && t.lease_until_ms.is_none());
     let keep = store.create(spec("b", ResumePolicy::Restart)).unwrap();
+    // One task by id: only that one, and only once it ended.
+    assert_eq!(store.prune(i64::MAX, Some(keep.id)).unwrap(), vec![]);
+    assert_eq!(store.get(keep.id).unwrap().state, TaskState::Queued);
     assert_eq!(
-        store.prune(t.ended_ms.unwrap() + 1).unwrap(),
+        store.prune(t.ended_ms.unwrap() + 1, None).unwrap(),
         vec![(t.id, None)]
     );
     assert!(matches!(store.get(t.id), Err(StoreError::NotFound(_))));
@@ -428,6 +452,11 @@ fn finish_rules_and_prune(store: &dyn TaskStore) {
         TaskState::Queued,
         "unfinished tasks are never pruned"
     );
+    let c = run_through(store, spec("c", ResumePolicy::Restart));
+    let d = run_through(store, spec("d", ResumePolicy::Restart));
+    assert_eq!(store.prune(i64::MAX, Some(c)).unwrap(), vec![(c, None)]);
+    assert!(matches!(store.get(c), Err(StoreError::NotFound(_))));
+    assert_eq!(store.get(d).unwrap().state, TaskState::Succeeded);
 }
 
 fn notifying(label: &str, mode: NotifyMode, sinks: &[&str]) -> TaskSpec {
@@ -623,7 +652,7 @@ fn deliveries_go_in_order_and_settle(store: &dyn TaskStore) {
     ));
 
     // Pruning the task takes its notifications with it.
-    store.prune(now_ms() + 1).unwrap();
+    store.prune(now_ms() + 1, None).unwrap();
     assert!(matches!(store.deliveries(id), Err(StoreError::NotFound(_))));
     assert_eq!(store.next_delivery_ms().unwrap(), None);
 }

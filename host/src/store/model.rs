@@ -258,8 +258,19 @@ pub struct TaskFilter {
     pub label: Option<String>,
     /// Only tasks of this parent session.
     pub parent_session: Option<String>,
+    /// Only tasks whose id starts with this (case-insensitive; letters and
+    /// digits only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_prefix: Option<String>,
     /// At most this many (newest first); default 100.
     pub limit: Option<u32>,
+}
+
+impl TaskFilter {
+    /// The id prefix as stored ids spell it (upper case).
+    pub fn id_prefix(&self) -> Option<String> {
+        self.id_prefix.as_ref().map(|p| p.to_ascii_uppercase())
+    }
 }
 
 #[cfg(test)]

@@ -461,6 +461,7 @@ impl TaskStore for PgStore {
     }
 
     fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let prefix = filter.id_prefix();
         let filter = filter.clone();
         self.read(move |tx| {
             async move {
@@ -468,6 +469,7 @@ impl TaskStore for PgStore {
                     "SELECT {TASK_COLUMNS} FROM tasks
                      WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR label = $2)
                        AND ($3::text IS NULL OR parent_session = $3)
+                       AND ($5::text IS NULL OR left(id, length($5)) = $5)
                      ORDER BY id DESC LIMIT $4"
                 );
                 let rows = tx
@@ -478,6 +480,7 @@ impl TaskStore for PgStore {
                             &filter.label,
                             &filter.parent_session,
                             &i64::from(filter.limit.unwrap_or(100)),
+                            &prefix,
                         ],
                     )
                     .await?;
@@ -615,7 +618,8 @@ impl TaskStore for PgStore {
         })
     }
 
-    fn prune(&self, before_ms: i64) -> Result<Vec<Pruned>, StoreError> {
+    fn prune(&self, before_ms: i64, only: Option<TaskId>) -> Result<Vec<Pruned>, StoreError> {
+        let only = only.map(|id| id.to_string());
         self.write(move |tx| {
             async move {
                 // Events, checkpoints and notifications go by ON DELETE CASCADE.
@@ -624,10 +628,10 @@ impl TaskStore for PgStore {
                         &format!(
                             "DELETE FROM tasks
                              WHERE state IN ('succeeded', 'failed', 'timed_out', 'cancelled')
-                               AND ended_ms < $1
+                               AND ended_ms < $1 AND ($2::text IS NULL OR id = $2)
                              RETURNING {TASK_COLUMNS}"
                         ),
-                        &[&before_ms],
+                        &[&before_ms, &only],
                     )
                     .await?;
                 let mut pruned = rows

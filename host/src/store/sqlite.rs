@@ -358,12 +358,14 @@ impl TaskStore for SqliteStore {
     }
 
     fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let prefix = filter.id_prefix();
         let conn = self.lock();
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM tasks
                  WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR label = ?2)
                    AND (?3 IS NULL OR parent_session = ?3)
+                   AND (?5 IS NULL OR substr(id, 1, length(?5)) = ?5)
                  ORDER BY id DESC LIMIT ?4"
             ))
             .map_err(backend)?;
@@ -373,7 +375,8 @@ impl TaskStore for SqliteStore {
                     filter.state.map(|s| s.as_str()),
                     filter.label,
                     filter.parent_session,
-                    filter.limit.unwrap_or(100)
+                    filter.limit.unwrap_or(100),
+                    prefix
                 ],
                 row_to_task,
             )
@@ -492,16 +495,17 @@ impl TaskStore for SqliteStore {
         })
     }
 
-    fn prune(&self, before_ms: i64) -> Result<Vec<Pruned>, StoreError> {
+    fn prune(&self, before_ms: i64, only: Option<TaskId>) -> Result<Vec<Pruned>, StoreError> {
+        let only = only.map(|id| id.to_string());
         self.write(move |tx| {
-            let cond =
-                "state IN ('succeeded', 'failed', 'timed_out', 'cancelled') AND ended_ms < ?1";
+            let cond = "state IN ('succeeded', 'failed', 'timed_out', 'cancelled') \
+                        AND ended_ms < ?1 AND (?2 IS NULL OR id = ?2)";
             let pruned: Vec<Pruned> = {
                 let mut st = tx
                     .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE {cond}"))
                     .map_err(backend)?;
                 let rows = st
-                    .query_map(params![before_ms], row_to_task)
+                    .query_map(params![before_ms, only], row_to_task)
                     .map_err(backend)?;
                 rows.map(|r| {
                     let task = r.map_err(backend)??;
@@ -509,22 +513,22 @@ impl TaskStore for SqliteStore {
                 })
                 .collect::<Result<_, StoreError>>()?
             };
-            super::sqlite_outbox::prune(tx, cond, before_ms)?;
+            super::sqlite_outbox::prune(tx, cond, before_ms, only.as_deref())?;
             tx.exec(
                 &format!("DELETE FROM events WHERE task_id IN (SELECT id FROM tasks WHERE {cond})"),
-                params![before_ms],
+                params![before_ms, only],
             )
             .map_err(backend)?;
             tx.exec(
                 &format!(
                     "DELETE FROM checkpoints WHERE task_id IN (SELECT id FROM tasks WHERE {cond})"
                 ),
-                params![before_ms],
+                params![before_ms, only],
             )
             .map_err(backend)?;
             tx.exec(
                 &format!("DELETE FROM tasks WHERE {cond}"),
-                params![before_ms],
+                params![before_ms, only],
             )
             .map_err(backend)?;
             Ok(pruned)

@@ -364,18 +364,23 @@ pub(super) fn release(
 
 /// Deletes the notifications of the tasks matching `cond` (an SQL
 /// condition on `tasks` taking `?1`).
-pub(super) fn prune(tx: &Connection, cond: &str, before_ms: i64) -> Result<(), StoreError> {
+pub(super) fn prune(
+    tx: &Connection,
+    cond: &str,
+    before_ms: i64,
+    only: Option<&str>,
+) -> Result<(), StoreError> {
     tx.exec(
         &format!(
             "DELETE FROM outbox_attempts WHERE outbox_id IN
              (SELECT id FROM outbox WHERE task_id IN (SELECT id FROM tasks WHERE {cond}))"
         ),
-        params![before_ms],
+        params![before_ms, only],
     )
     .map_err(backend)?;
     tx.exec(
         &format!("DELETE FROM outbox WHERE task_id IN (SELECT id FROM tasks WHERE {cond})"),
-        params![before_ms],
+        params![before_ms, only],
     )
     .map_err(backend)?;
     Ok(())

@@ -13,7 +13,7 @@ use crate::policy::{EffectivePolicy, ResumePolicy};
 use crate::relay::{Delivery, Notification};
 use crate::skill::SkillSource;
 use crate::store::{
-    CleanupMode, EventRecord, SCRATCH_GUEST, Task, TaskFilter, TaskId, TaskSpec, now_ms,
+    CleanupMode, EventRecord, SCRATCH_GUEST, StoreError, Task, TaskFilter, TaskId, TaskSpec, now_ms,
 };
 
 /// Most events one read returns.
@@ -135,11 +135,29 @@ impl TaskService {
     /// events and checkpoints; returns how many.
     pub fn prune(&self, older_than: Duration) -> Result<u64, Error> {
         let before = now_ms() - older_than.as_millis() as i64;
-        let pruned = self.store.prune(before)?;
+        let pruned = self.store.prune(before, None)?;
         for (_, dir) in &pruned {
             scratch::remove(dir.as_deref());
         }
         Ok(pruned.len() as u64)
+    }
+
+    /// Deletes one ended task, with its events, checkpoints, notifications
+    /// and scratch directory. A task still queued or running is refused:
+    /// cancel it first.
+    pub fn remove(&self, id: TaskId) -> Result<(), Error> {
+        let task = self.store.get(id)?;
+        if !task.state.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "task {id} is {}; cancel it first (skillbox tasks cancel {id})",
+                task.state
+            ))
+            .into());
+        }
+        for (_, dir) in self.store.prune(i64::MAX, Some(id))? {
+            scratch::remove(dir.as_deref());
+        }
+        Ok(())
     }
 
     /// Tasks matching `filter`, newest first.
