@@ -24,9 +24,24 @@
 //! lines](info!) and save [checkpoints](checkpoint) that survive a restart of
 //! its task.
 //!
+//! # Depending on the SDK
+//!
+//! `skillbox new NAME` writes a skill crate that depends on this SDK
+//! without a registry or a checkout of skillbox: the `skillbox` binary
+//! carries the SDK sources of its own version and lays them out in
+//! `NAME/vendor/skillbox-sdk`, with a `Cargo.lock` pinning the versions
+//! the SDK was tested with, so `skillbox build` also works offline:
+//!
+//! ```toml
+//! skillbox-sdk = { version = "=0.1.0", path = "vendor/skillbox-sdk" }
+//! ```
+//!
+//! Once the SDK is published, `skillbox-sdk = "0.1"` (or the line above
+//! without `path`) depends on the registry's crate instead.
+//!
 //! # A complete skill
 //!
-//! `Cargo.toml`:
+//! `Cargo.toml` (as `skillbox new log-grep` writes it):
 //!
 //! ```toml
 //! [package]
@@ -38,8 +53,11 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! skillbox-sdk = "0.1"
+//! skillbox-sdk = { version = "=0.1.0", path = "vendor/skillbox-sdk" }
 //! serde = { version = "1", features = ["derive"] }
+//!
+//! # A skill is its own workspace, wherever it is created.
+//! [workspace]
 //! ```
 //!
 //! `src/lib.rs`:
@@ -254,7 +272,10 @@ pub mod __private {
     pub use wit_bindgen;
 
     wit_bindgen::generate!({
-        path: "../wit",
+        // `wit` is a symlink to the repository's `wit/`, the one source of
+        // the contract: `cargo package` stores what it points to, so the
+        // published crate (and the copy `skillbox new` vendors) carries it.
+        path: "wit",
         world: "skill",
         pub_export_macro: true,
         export_macro_name: "__export_skill",

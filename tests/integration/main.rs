@@ -16,6 +16,7 @@ mod limits;
 mod mcp;
 mod openclaw;
 mod openclaw_plugin;
+mod outside;
 mod python;
 mod relay;
 mod tasks;

@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod build;
+mod bundled_sdk;
 mod docs;
 mod grants;
 mod inspect;

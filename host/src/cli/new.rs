@@ -4,9 +4,12 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::bundled_sdk;
 use super::exit;
 
-/// Create a new skill crate: Cargo.toml, src/lib.rs and skill.toml.
+/// Create a new skill crate: Cargo.toml, Cargo.lock, src/lib.rs,
+/// skill.toml and the SDK this skillbox carries, in vendor/skillbox-sdk; it
+/// builds offline once cargo's cache holds the SDK's dependencies.
 ///
 /// Then: `skillbox build DIR` and `skillbox run DIR --input '{"name":"you"}'`.
 #[derive(Args, Debug)]
@@ -16,8 +19,9 @@ pub struct NewArgs {
     /// Directory to create [default: ./NAME].
     #[arg(long)]
     pub path: Option<PathBuf>,
-    /// Path of the skillbox-sdk crate to depend on [default: the SDK this
-    /// skillbox was built with, when present; else the crates.io version].
+    /// Depend on the skillbox-sdk crate in DIR (for SDK development)
+    /// instead of vendoring the SDK this skillbox carries into
+    /// NAME/vendor/skillbox-sdk.
     #[arg(long, value_name = "DIR", env = "SKILLBOX_SDK_PATH")]
     pub sdk_path: Option<PathBuf>,
 }
@@ -61,7 +65,7 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-skillbox-sdk = {sdk}
+{sdk}
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
 
@@ -106,18 +110,10 @@ timeout = "30s"
     )
 }
 
-/// Writes a new skill crate into `dir`.
+/// Writes a new skill crate into `dir`: with the bundled SDK vendored and
+/// locked, or depending on the SDK crate at `sdk` (then without a lock).
 pub fn scaffold(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<(), String> {
-    if !name.starts_with(|c: char| c.is_ascii_alphabetic())
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "{name:?} is not a valid skill name: use letters, digits, '-' and '_', \
-             starting with a letter (it is also the name of the skill's Rust crate)"
-        ));
-    }
+    check_name(name)?;
     if dir.exists()
         && dir
             .read_dir()
@@ -126,20 +122,29 @@ pub fn scaffold(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<(), String
     {
         return Err(format!("{} already exists and is not empty", dir.display()));
     }
-    let sdk_dep = match sdk {
-        Some(p) => {
-            let p = p
-                .canonicalize()
-                .map_err(|e| format!("SDK path {}: {e}", p.display()))?;
-            format!("{{ path = {:?} }}", p.display().to_string())
-        }
-        None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
-    };
     let write = |rel: &str, text: &str| {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().expect("has parent"))
             .map_err(|e| format!("{}: {e}", p.display()))?;
         std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let sdk_dep = match sdk {
+        Some(p) => {
+            let p = p
+                .canonicalize()
+                .map_err(|e| format!("SDK path {}: {e}", p.display()))?;
+            format!("skillbox-sdk = {{ path = {:?} }}", p.display().to_string())
+        }
+        None => {
+            bundled_sdk::vendor(&dir.join(bundled_sdk::VENDOR_DIR))?;
+            write("Cargo.lock", &bundled_sdk::lock(name))?;
+            format!(
+                "# The SDK as `skillbox new` vendored it; delete `path` to use the\n\
+                 # registry's crate of the same version.\n\
+                 skillbox-sdk = {}",
+                bundled_sdk::dependency()
+            )
+        }
     };
     write("Cargo.toml", &cargo_toml(name, &sdk_dep))?;
     write("src/lib.rs", LIB_RS)?;
@@ -148,18 +153,33 @@ pub fn scaffold(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<(), String
     Ok(())
 }
 
+fn check_name(name: &str) -> Result<(), String> {
+    if name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        if bundled_sdk::SDK_LOCK.iter().any(|(n, _)| *n == name) {
+            return Err(format!(
+                "{name:?} is the name of a crate the SDK depends on: choose another \
+                 (it is also the name of the skill's Rust crate)"
+            ));
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "{name:?} is not a valid skill name: use letters, digits, '-' and '_', \
+         starting with a letter (it is also the name of the skill's Rust crate)"
+    ))
+}
+
 /// `skillbox new`.
 pub fn new(args: NewArgs) -> u8 {
     let dir = args
         .path
         .clone()
         .unwrap_or_else(|| PathBuf::from(&args.name));
-    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
-    let sdk = args
-        .sdk_path
-        .clone()
-        .or_else(|| bundled.is_dir().then_some(bundled));
-    match scaffold(&args.name, &dir, sdk.as_deref()) {
+    match scaffold(&args.name, &dir, args.sdk_path.as_deref()) {
         Ok(()) => {
             eprintln!(
                 "created skill {} in {}\nnext:\n  skillbox build {}\n  skillbox run {} --input '{{\"name\": \"you\"}}'",
@@ -174,5 +194,31 @@ pub fn new(args: NewArgs) -> u8 {
             eprintln!("error: {e}");
             exit::FAILED
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_are_no_crate_name_or_that_the_sdk_uses_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let skill = dir.path().join("s");
+        for bad in ["", "9lives", "a b", "../x", "serde", "skillbox-sdk"] {
+            let err = scaffold(bad, &skill, None).unwrap_err();
+            assert!(
+                err.contains("not a valid skill name") || err.contains("choose another"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(!skill.exists());
+        scaffold("s", &skill, None).unwrap();
+        assert!(
+            skill
+                .join(bundled_sdk::VENDOR_DIR)
+                .join("wit/skill.wit")
+                .is_file()
+        );
     }
 }
