@@ -636,7 +636,7 @@ fn finished_tasks_are_pruned_after_retention() {
     let d = Daemon::start(data.path(), &["--retain", "0s"]);
     let mut gone = false;
     for _ in 0..200 {
-        if d.cli(&["tasks", "show", &id]).code == 4 {
+        if d.cli(&["tasks", "show", &id]).code == 7 {
             gone = true;
             break;
         }
