@@ -152,20 +152,30 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+impl InstalledSkill {
+    /// Its skill's absolute path and what it is granted (the policy file's
+    /// grants and the inline ones); relative paths are taken from `base`,
+    /// the configuration file's directory.
+    pub fn resolve(&self, base: &Path) -> Result<(PathBuf, Grants), String> {
+        // Absolute: a task records it, and a worker opens it again later.
+        let skill = base
+            .join(&self.path)
+            .canonicalize()
+            .map_err(|e| format!("skill {}: {e}", self.path.display()))?;
+        let mut grants = match &self.policy {
+            Some(p) => Grants::load(&base.join(p)).map_err(|e| e.to_string())?,
+            None => Grants::default(),
+        };
+        self.grants.validate()?;
+        grants.merge(self.grants.clone());
+        Ok((skill, grants))
+    }
+}
+
 fn load_tool(name: &str, config: &InstalledSkill, base: &Path) -> Result<Tool, String> {
     check_name(name)?;
-    // Absolute: the task records it, and a worker opens it again later.
-    let skill = base
-        .join(&config.path)
-        .canonicalize()
-        .map_err(|e| format!("skill {}: {e}", config.path.display()))?;
+    let (skill, grants) = config.resolve(base)?;
     let source = SkillSource::open(&skill, false).map_err(|e| e.to_string())?;
-    let mut grants = match &config.policy {
-        Some(p) => Grants::load(&base.join(p)).map_err(|e| e.to_string())?,
-        None => Grants::default(),
-    };
-    config.grants.validate()?;
-    grants.merge(config.grants.clone());
     let (_, report) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
     let missing: Vec<String> = report
         .not_granted()

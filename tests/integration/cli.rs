@@ -723,3 +723,70 @@ fn completions_and_man_pages() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A bare NAME runs the installed skill `[skills.NAME]` with the grants
+/// the configuration gives it (and the flags given, added); the client
+/// configuration supplies the defaults other commands would repeat.
+#[test]
+fn installed_skills_run_by_name() {
+    let (secret, visible) = test_env();
+    let hello = real_skill("hello");
+    let envy = skill_dir(
+        "hostile",
+        "resume = \"restart\"\n\n[env]\nallow = [\"SKILLBOX_TEST_VISIBLE\", \"SKILLBOX_TEST_SECRET\"]\n",
+    );
+    let top = tempfile::tempdir().unwrap();
+    std::fs::create_dir(top.path().join("conf")).unwrap();
+    let config = top.path().join("conf/config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[skills.greet]\npath = {:?}\n\n[skills.envy]\npath = {:?}\npartial = true\n\
+             grants = {{ env = {{ allow = [\"SKILLBOX_TEST_VISIBLE\"] }} }}\n",
+            hello.path(),
+            envy.path()
+        ),
+    )
+    .unwrap();
+    let conf = p(&config);
+    let out = cli(&["run", "greet", "--config", conf, "-i", r#"{"name": "n"}"#], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("Hello, n!"), "{}", out.stdout);
+    // The configured grant, partly granted as configured; a flag adds.
+    let env = r#"{"case": "env"}"#;
+    let out = cli(&["run", "envy", "--config", conf, "-i", env, "--json"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(&visible) && !out.stdout.contains(&secret));
+    let out = cli(
+        &["run", "envy", "--config", conf, "-i", env, "--allow-env", "SKILLBOX_TEST_SECRET"],
+        &[],
+    );
+    assert!(out.stdout.contains(&secret), "{}", out.stdout);
+    // Not installed: not found, with what is.
+    let out = cli(&["run", "nosuch", "--config", conf], &[]);
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("nor [skills.nosuch]") && out.stderr.contains("installed: envy, greet"),
+        "{}",
+        out.stderr
+    );
+
+    // The client configuration: the host configuration and the data dir.
+    let client = top.path().join("client.toml");
+    std::fs::write(&client, "config = \"conf/config.toml\"\ndata-dir = \"data\"\n").unwrap();
+    let with = [("SKILLBOX_CLIENT_CONFIG", p(&client))];
+    let out = cli(&["run", "greet"], &with);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let data = top.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let _d = crate::daemon::Daemon::start(&data, &[]);
+    let out = cli(&["spawn", "greet", "-i", r#"{"name": "later"}"#], &with);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.stdout.trim().to_string();
+    let out = cli(&["tasks", "wait", &id], &with);
+    assert!(out.stdout.contains("Hello, later!"), "{}", out.stdout);
+    std::fs::write(&client, "data_dir = \"x\"\n").unwrap();
+    let out = cli(&["tasks", "list"], &with);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("unknown field `data_dir`"), "{}", out.stderr);
+}

@@ -355,3 +355,63 @@ async fn run_timeout_kills_a_running_program() {
         "a program outlived the run"
     );
 }
+
+/// A `path:` argument pattern makes that argument a guest path: the host
+/// hands the program the host path it names beneath a granted directory,
+/// and refuses one outside every grant, with `..`, or through a symlink
+/// that leaves its grant. A plain pattern passes the text as it is.
+#[tokio::test]
+async fn path_arguments_are_mapped_to_granted_directories() {
+    let top = tempfile::tempdir().unwrap();
+    let (data, out) = (top.path().join("data"), top.path().join("out"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(data.join("hello.txt"), "hello from /data").unwrap();
+    std::fs::write(top.path().join("secret.txt"), "TOP-SECRET").unwrap();
+    std::os::unix::fs::symlink(top.path().join("secret.txt"), data.join("link-out")).unwrap();
+    let src = source_with_manifest(
+        "hostile",
+        "[fs]\n\"/data\" = { access = \"read\" }\n\"/out\" = { access = \"read-write\" }\n\
+         [exec]\nallow = [ { program = \"cp\", args = [\"path:/data/*\", \"path:/out/*\"] },\n\
+         { program = \"cat\", args = [\"*\"] } ]\n",
+    );
+    let g = grants(&[
+        "--allow-read",
+        &format!("{}:/data", data.display()),
+        "--allow-write",
+        &format!("{}:/out", out.display()),
+        "--allow-exec",
+        "cp path:/data/* path:/out/*",
+        "--allow-exec",
+        "cat *",
+    ]);
+    // Allowed: both paths mapped; the file the program makes is new.
+    let (r, _) = run(&src, &g, exec("cp", &["/data/hello.txt", "/out/copy.txt"])).await;
+    assert_eq!(succeeded(&r).1["status"], 0, "{:?}", r.outcome);
+    assert_eq!(
+        std::fs::read_to_string(out.join("copy.txt")).unwrap(),
+        "hello from /data"
+    );
+    // Refused, each with why, and the program never ran.
+    for (args, needle) in [
+        (["/data/hello.txt", "/out/../escaped.txt"], "must not contain '..'"),
+        (["/data/../secret.txt", "/out/x.txt"], "must not contain '..'"),
+        (["/data/link-out", "/out/y.txt"], "resolves outside its granted directory"),
+        (["/data/nope/deeper", "/out/z.txt"], "No such file or directory"),
+    ] {
+        let (r, rec) = run(&src, &g, exec("cp", &args)).await;
+        let (_, message) = failed(&r);
+        assert!(
+            message.contains("is a guest path, and") && message.contains(needle),
+            "{args:?}: {message}"
+        );
+        assert!(!rec.denials().is_empty(), "{args:?}: audited");
+    }
+    assert!(!top.path().join("escaped.txt").exists());
+    assert!(!out.join("x.txt").exists() && !out.join("y.txt").exists());
+    // A pattern without `path:` hands the guest's text over unchanged: the
+    // host has no /data, so cat cannot read it.
+    let (r, _) = run(&src, &g, exec("cat", &["/data/hello.txt"])).await;
+    let data = succeeded(&r).1;
+    assert_ne!(data["status"], 0, "{data}");
+}

@@ -215,7 +215,9 @@ pub fn cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_skillbox"));
     cmd.args(args)
         .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
-        .env("CARGO_TARGET_DIR", wasm_target_dir());
+        .env("CARGO_TARGET_DIR", wasm_target_dir())
+        // The user's own client configuration stays out of the tests.
+        .env("SKILLBOX_CLIENT_CONFIG", "/nonexistent/skillbox-client.toml");
     for (k, v) in env {
         cmd.env(k, v);
     }

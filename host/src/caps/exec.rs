@@ -148,15 +148,30 @@ pub fn resolve_program(program: &str) -> Option<PathBuf> {
     found.and_then(|p| p.canonicalize().ok())
 }
 
-/// Checks `req` against the policy; returns the resolved program path.
-pub fn check(policy: &EffectivePolicy, req: &Request) -> Result<PathBuf, ExecError> {
-    policy
+/// Checks `req` against the policy; returns the resolved program path and
+/// the arguments to give it: those its rule marks as guest paths mapped to
+/// the host paths they name, beneath a granted directory.
+pub fn check(policy: &EffectivePolicy, req: &Request) -> Result<(PathBuf, Vec<String>), ExecError> {
+    let (program, permit) = policy
         .exec
-        .check(&req.program, &req.args, resolve_program)
+        .permit(&req.program, &req.args, resolve_program)
         .map_err(|r| match r {
             Refusal::Denied(m) => ExecError::Denied(m),
             Refusal::NotFound(m) => ExecError::NotFound(m),
-        })
+        })?;
+    let mut args = req.args.clone();
+    for i in permit.path_positions() {
+        let Some(arg) = args.get_mut(i) else { continue };
+        let host = super::fs::guest_path_to_host(&policy.preopens, arg).map_err(|e| {
+            ExecError::Denied(format!(
+                "`{}`: argument {} is a guest path, and {e}",
+                describe(&req.program, &req.args),
+                i + 1
+            ))
+        })?;
+        *arg = host.to_string_lossy().into_owned();
+    }
+    Ok((program, args))
 }
 
 fn working_dir(policy: &EffectivePolicy, req: &Request) -> Result<PathBuf, ExecError> {
@@ -277,7 +292,7 @@ async fn run_checked(
     req: &Request,
     deadline: Instant,
 ) -> Result<Response, ExecError> {
-    let program = check(policy, req)?;
+    let (program, args) = check(policy, req)?;
     let cwd = working_dir(policy, req)?;
     let env = environment(policy, req)?;
     let left = deadline.saturating_duration_since(Instant::now());
@@ -294,7 +309,7 @@ async fn run_checked(
     let (stdio, out, err) = pipes(req.stdin.clone(), cap).map_err(|e| failed("pipes", e))?;
     let call = Call {
         program: program.clone(),
-        args: req.args.clone(),
+        args,
         env,
         cwd,
     };

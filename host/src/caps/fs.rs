@@ -101,6 +101,25 @@ pub fn guest_to_host<'p>(
     Ok((host, best))
 }
 
+/// Maps a guest path an exec'd program is handed to the host path beneath
+/// its grant, as [`guest_to_host`] does, except that the last component may
+/// not exist yet (a file the program is to create): then its directory is
+/// resolved, and the name, a plain one, joined to it.
+pub fn guest_path_to_host(preopens: &[Preopen], guest: &str) -> Result<PathBuf, String> {
+    let g = Path::new(guest);
+    if let (Some(parent), Some(Component::Normal(name))) = (g.parent(), g.components().next_back())
+        && let Some(parent) = parent.to_str()
+        && let Ok((dir, _)) = guest_to_host(preopens, parent)
+    {
+        let host = dir.join(name);
+        // Nothing there yet, not even a symlink: the program makes it.
+        if host.symlink_metadata().is_err() {
+            return Ok(host);
+        }
+    }
+    guest_to_host(preopens, guest).map(|(host, _)| host)
+}
+
 /// Most bytes a guest may hand an inline file stream per `write`, as
 /// wasmtime-wasi's own file streams allow.
 const FILE_WRITE_CAPACITY: usize = 64 * 1024;

@@ -20,10 +20,12 @@ mod bundled_sdk;
 mod docs;
 mod grants;
 mod inspect;
+mod installed;
 mod listing;
 mod mcp;
 mod new;
 mod output;
+mod profile;
 mod run;
 mod serve;
 mod show;
@@ -116,6 +118,10 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(colour())
         .init();
+    if let Err(e) = profile::load() {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit::INVALID);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

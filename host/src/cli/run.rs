@@ -20,8 +20,15 @@ use super::{EXIT_CODES, exit};
 #[derive(Args, Debug)]
 #[command(after_help = EXIT_CODES)]
 pub struct RunArgs {
-    /// Skill directory, skill.toml, or .wasm component.
+    /// Skill directory, skill.toml, .wasm component, or the NAME of an
+    /// installed skill ([skills.NAME] of --config), which runs with the
+    /// grants configured there and the grant flags given here.
     pub skill: PathBuf,
+    /// The host configuration whose [skills.NAME] a bare NAME means
+    /// [default: the client configuration's `config`, else
+    /// DATA-DIR/config.toml].
+    #[arg(long, value_name = "FILE", env = "SKILLBOX_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Input as JSON text, @FILE to read it from a file, or - for stdin.
     /// For a WASI command: {"args": [...], "stdin": "..."}.
     #[arg(long, short, value_name = "JSON|@FILE|-", default_value = "{}")]
@@ -78,8 +85,15 @@ pub async fn run(args: RunArgs) -> u8 {
 }
 
 async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
-    let source = SkillSource::open(&args.skill, args.allow_unpinned)?;
-    let grants = args.grants.to_grants()?;
+    let chosen = super::installed::choose(
+        &args.skill,
+        args.config.as_deref(),
+        &super::serve::data_dir_or_default(None),
+        args.grants.to_grants()?,
+    )?;
+    let source = SkillSource::open(&chosen.skill, args.allow_unpinned)?;
+    let grants = chosen.grants;
+    let partial = args.partial || chosen.partial;
     let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
     let missing = report.not_granted().count();
     if args.dry_run {
@@ -87,7 +101,7 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
         super::inspect::print_plan(&source, kind, &policy, &report, args.json);
         return Ok(if missing > 0 { exit::DENIED } else { exit::OK });
     }
-    if missing > 0 && !args.partial {
+    if missing > 0 && !partial {
         return Err(skillbox::Error::NotGranted(format!(
             "{report}(grant them, or pass --partial to run with only what was granted)"
         )));

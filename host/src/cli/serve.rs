@@ -54,16 +54,26 @@ impl DataDir {
     }
 }
 
+/// The data dir `flag` names, else SKILLBOX_DATA_DIR's, else the client
+/// configuration's, else the user's default.
+pub(super) fn data_dir_or_default(flag: Option<&PathBuf>) -> PathBuf {
+    let env = std::env::var_os("SKILLBOX_DATA_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    flag.cloned()
+        .or(env)
+        .or_else(|| super::profile::get().data_dir.clone())
+        .or_else(default_data_dir)
+        .unwrap_or_else(|| PathBuf::from(".skillbox"))
+}
+
 /// Shortest `serve --token`, as for the relay's secrets: a bearer token
 /// is a secret that guards running skills.
 const MIN_TOKEN: usize = 16;
 
 impl DaemonAddr {
     pub(super) fn data_dir(&self) -> PathBuf {
-        self.data_dir
-            .clone()
-            .or_else(default_data_dir)
-            .unwrap_or_else(|| PathBuf::from(".skillbox"))
+        data_dir_or_default(self.data_dir.as_ref())
     }
 
     pub(super) fn socket(&self) -> PathBuf {
@@ -87,11 +97,11 @@ impl DaemonAddr {
     }
 
     pub(super) fn client(&self) -> Client {
-        match (&self.addr, &self.token) {
-            (Some(addr), Some(token)) => Client::new(Endpoint::Tcp {
-                addr: addr.clone(),
-                token: token.clone(),
-            }),
+        let profile = super::profile::get();
+        let addr = self.addr.clone().or_else(|| profile.addr.clone());
+        let token = self.token.clone().or_else(|| profile.token());
+        match (addr, token) {
+            (Some(addr), Some(token)) => Client::new(Endpoint::Tcp { addr, token }),
             _ => Client::unix(&self.socket()),
         }
     }

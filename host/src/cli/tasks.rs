@@ -25,8 +25,15 @@ use super::show::{LiveProgress, describe_event, print_task};
 /// running on the same --data-dir; follow the task with `skillbox tasks`.
 #[derive(Args, Debug)]
 pub struct SpawnArgs {
-    /// Skill directory, skill.toml, or .wasm component.
+    /// Skill directory, skill.toml, .wasm component, or the NAME of an
+    /// installed skill ([skills.NAME] of --config), with the grants
+    /// configured there and the grant flags given here.
     pub skill: PathBuf,
+    /// The host configuration whose [skills.NAME] a bare NAME means
+    /// [default: the client configuration's `config`, else
+    /// DATA-DIR/config.toml].
+    #[arg(long, value_name = "FILE", env = "SKILLBOX_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Input as JSON text, @FILE, or - for stdin.
     #[arg(long, short, value_name = "JSON|@FILE|-", default_value = "{}")]
     pub input: String,
@@ -125,9 +132,15 @@ fn print_json(value: &impl Serialize) {
 /// `skillbox spawn`.
 pub async fn spawn(args: SpawnArgs) -> u8 {
     let result = async {
-        let grants = args.grants.to_grants()?;
+        let chosen = super::installed::choose(
+            &args.skill,
+            args.config.as_deref(),
+            &args.at.data_dir(),
+            args.grants.to_grants()?,
+        )?;
+        let grants = chosen.grants;
         let input = super::run::read_input(&args.input)?;
-        let skill = args
+        let skill = chosen
             .skill
             .canonicalize()
             .map_err(|source| skillbox::Error::Io {
@@ -150,7 +163,7 @@ pub async fn spawn(args: SpawnArgs) -> u8 {
             cleanup: Some(args.cleanup),
             notify: Some(args.notify),
             notify_to: args.notify_to.clone(),
-            partial: args.partial,
+            partial: args.partial || chosen.partial,
             allow_unpinned: args.allow_unpinned,
         };
         let task = args.at.client().spawn(&body).await?;

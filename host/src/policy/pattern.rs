@@ -4,6 +4,42 @@
 //! `?` exactly one character; a final pattern of `**` matches any number of
 //! remaining arguments (including none). Nothing else is special: there is no
 //! shell, so quotes, `;`, `|` and `$` are ordinary characters.
+//!
+//! A pattern written `path:GLOB` (GLOB an absolute guest path pattern, e.g.
+//! `path:/backup/*.tar.gz`) matches the guest's argument against GLOB and
+//! marks that argument as a guest path: the host hands the program the
+//! host path it names, beneath a granted directory (see
+//! `caps::exec`), or refuses the call.
+
+/// The prefix of a path pattern.
+pub const PATH: &str = "path:";
+
+/// A pattern's glob, and whether it is a path pattern.
+pub fn split(pattern: &str) -> (bool, &str) {
+    match pattern.strip_prefix(PATH) {
+        Some(glob) => (true, glob),
+        None => (false, pattern),
+    }
+}
+
+/// The positions of `patterns` that are path patterns.
+pub fn path_positions(patterns: &[String]) -> Vec<usize> {
+    (0..patterns.len())
+        .filter(|&i| split(&patterns[i]).0)
+        .collect()
+}
+
+/// Whether the argument `arg` matches the argument pattern `pattern`.
+fn arg_match(pattern: &str, arg: &str) -> bool {
+    glob_match(split(pattern).1, arg)
+}
+
+/// Whether every argument `narrow` matches is matched by `wide`, both of a
+/// kind (path or plain).
+fn arg_cover(wide: &str, narrow: &str) -> bool {
+    let ((wp, wg), (np, ng)) = (split(wide), split(narrow));
+    wp == np && glob_match(wg, ng)
+}
 
 /// Whether `text` matches the single-argument glob `pattern`.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -34,10 +70,10 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 pub fn args_match(patterns: &[String], args: &[String]) -> bool {
     match patterns.split_last() {
         Some((last, init)) if last == "**" => {
-            args.len() >= init.len() && init.iter().zip(args).all(|(p, a)| glob_match(p, a))
+            args.len() >= init.len() && init.iter().zip(args).all(|(p, a)| arg_match(p, a))
         }
         _ => {
-            patterns.len() == args.len() && patterns.iter().zip(args).all(|(p, a)| glob_match(p, a))
+            patterns.len() == args.len() && patterns.iter().zip(args).all(|(p, a)| arg_match(p, a))
         }
     }
 }
@@ -68,7 +104,7 @@ pub fn args_cover(wide: &[String], narrow: &[String]) -> bool {
     } else {
         n.len() == w.len()
     };
-    lengths_fit && w.iter().zip(n).all(|(wp, np)| glob_match(wp, np))
+    lengths_fit && w.iter().zip(n).all(|(wp, np)| arg_cover(wp, np))
 }
 
 #[cfg(test)]

@@ -64,6 +64,16 @@ impl ExecRule {
                 "program {p:?}: \"**\" may only be the last argument pattern"
             ));
         }
+        for a in &self.args {
+            if let (true, glob) = super::pattern::split(a)
+                && !glob.starts_with('/')
+            {
+                return Err(format!(
+                    "program {p:?}: {a:?}: a path pattern is an absolute guest path, \
+                     e.g. \"path:/backup/*\""
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -102,6 +112,20 @@ pub struct ExecPermit {
     pub requested: Option<ExecRule>,
     /// What the operator granted.
     pub granted: ExecRule,
+}
+
+impl ExecPermit {
+    /// The positions of a call's arguments that name guest paths: a path
+    /// pattern (`path:…`) there in the request or the grant.
+    pub fn path_positions(&self) -> Vec<usize> {
+        let mut at = super::pattern::path_positions(&self.granted.args);
+        if let Some(r) = &self.requested {
+            at.extend(super::pattern::path_positions(&r.args));
+        }
+        at.sort_unstable();
+        at.dedup();
+        at
+    }
 }
 
 /// The exec policy of one run: the intersection of the skill's requests
@@ -240,6 +264,16 @@ impl ExecPolicy {
         args: &[String],
         resolve: impl Fn(&str) -> Option<PathBuf>,
     ) -> Result<PathBuf, Refusal> {
+        self.permit(program, args, resolve).map(|(p, _)| p)
+    }
+
+    /// [`check`](Self::check), with the permit the call runs under.
+    pub fn permit(
+        &self,
+        program: &str,
+        args: &[String],
+        resolve: impl Fn(&str) -> Option<PathBuf>,
+    ) -> Result<(PathBuf, &ExecPermit), Refusal> {
         let call = describe(program, args);
         if program.contains('/') && !program.starts_with('/') {
             return Err(Refusal::Denied(format!(
@@ -278,8 +312,8 @@ impl ExecPolicy {
                 .iter()
                 .filter(|p| p.requested.as_ref().is_none_or(matches))
         };
-        if asked().any(|p| matches(&p.granted)) {
-            return Ok(resolved);
+        if let Some(p) = asked().find(|p| matches(&p.granted)) {
+            return Ok((resolved, p));
         }
         Err(Refusal::Denied(if asked().any(|p| runs(&p.granted)) {
             format!(
@@ -407,6 +441,21 @@ mod tests {
             missing.check("nope", &[], host),
             Err(Refusal::NotFound("nope".into()))
         );
+    }
+
+    #[test]
+    fn path_patterns_match_as_globs_and_mark_their_arguments() {
+        assert!(ExecRule::parse_cli("tar -czf path:backup/*").is_err());
+        let requested = rules(&["cp path:/data/* path:/out/*"]);
+        let mut report = PolicyReport::default();
+        // A plain grant does not cover a path request: a different kind.
+        let p = ExecPolicy::compute(Some(&requested), &rules(&["cp /data/* /out/*"]), &mut report);
+        assert!(report.to_string().contains("only some argument patterns"), "{report}");
+        let (_, permit) = p.permit("cp", &args(&["/data/a", "/out/b"]), host).unwrap();
+        assert_eq!(permit.path_positions(), vec![0, 1], "the request marks them");
+        let p = ExecPolicy::compute(Some(&requested), &requested, &mut PolicyReport::default());
+        assert!(p.check("cp", &args(&["/data/a", "/out/b"]), host).is_ok());
+        assert!(p.check("cp", &args(&["/etc/a", "/out/b"]), host).is_err());
     }
 
     #[test]
