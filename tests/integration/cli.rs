@@ -749,7 +749,10 @@ fn installed_skills_run_by_name() {
     )
     .unwrap();
     let conf = p(&config);
-    let out = cli(&["run", "greet", "--config", conf, "-i", r#"{"name": "n"}"#], &[]);
+    let out = cli(
+        &["run", "greet", "--config", conf, "-i", r#"{"name": "n"}"#],
+        &[],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("Hello, n!"), "{}", out.stdout);
     // The configured grant, partly granted as configured; a flag adds.
@@ -758,7 +761,17 @@ fn installed_skills_run_by_name() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains(&visible) && !out.stdout.contains(&secret));
     let out = cli(
-        &["run", "envy", "--config", conf, "-i", env, "--allow-env", "SKILLBOX_TEST_SECRET"],
+        &[
+            "run",
+            "envy",
+            "--config",
+            conf,
+            "-i",
+            env,
+            "--json",
+            "--allow-env",
+            "SKILLBOX_TEST_SECRET",
+        ],
         &[],
     );
     assert!(out.stdout.contains(&secret), "{}", out.stdout);
@@ -773,7 +786,11 @@ fn installed_skills_run_by_name() {
 
     // The client configuration: the host configuration and the data dir.
     let client = top.path().join("client.toml");
-    std::fs::write(&client, "config = \"conf/config.toml\"\ndata-dir = \"data\"\n").unwrap();
+    std::fs::write(
+        &client,
+        "config = \"conf/config.toml\"\ndata-dir = \"data\"\n",
+    )
+    .unwrap();
     let with = [("SKILLBOX_CLIENT_CONFIG", p(&client))];
     let out = cli(&["run", "greet"], &with);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -788,5 +805,9 @@ fn installed_skills_run_by_name() {
     std::fs::write(&client, "data_dir = \"x\"\n").unwrap();
     let out = cli(&["tasks", "list"], &with);
     assert_eq!(out.code, 4, "{}", out.stderr);
-    assert!(out.stderr.contains("unknown field `data_dir`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown field `data_dir`"),
+        "{}",
+        out.stderr
+    );
 }

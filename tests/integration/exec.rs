@@ -394,10 +394,22 @@ async fn path_arguments_are_mapped_to_granted_directories() {
     );
     // Refused, each with why, and the program never ran.
     for (args, needle) in [
-        (["/data/hello.txt", "/out/../escaped.txt"], "must not contain '..'"),
-        (["/data/../secret.txt", "/out/x.txt"], "must not contain '..'"),
-        (["/data/link-out", "/out/y.txt"], "resolves outside its granted directory"),
-        (["/data/nope/deeper", "/out/z.txt"], "No such file or directory"),
+        (
+            ["/data/hello.txt", "/out/../escaped.txt"],
+            "must not contain '..'",
+        ),
+        (
+            ["/data/../secret.txt", "/out/x.txt"],
+            "must not contain '..'",
+        ),
+        (
+            ["/data/link-out", "/out/y.txt"],
+            "resolves outside its granted directory",
+        ),
+        (
+            ["/data/nope/deeper", "/out/z.txt"],
+            "No such file or directory",
+        ),
     ] {
         let (r, rec) = run(&src, &g, exec("cp", &args)).await;
         let (_, message) = failed(&r);

@@ -217,7 +217,10 @@ pub fn cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
         .env("CARGO_TARGET_DIR", wasm_target_dir())
         // The user's own client configuration stays out of the tests.
-        .env("SKILLBOX_CLIENT_CONFIG", "/nonexistent/skillbox-client.toml");
+        .env(
+            "SKILLBOX_CLIENT_CONFIG",
+            "/nonexistent/skillbox-client.toml",
+        );
     for (k, v) in env {
         cmd.env(k, v);
     }

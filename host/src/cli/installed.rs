@@ -56,7 +56,11 @@ pub fn choose(
         return Err(not_found(format!(
             "no such skill directory, nor [skills.{name}] in {} (installed: {})",
             path.display(),
-            if names.is_empty() { "none".into() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
         )));
     };
     let base = path.parent().unwrap_or(Path::new("."));
@@ -75,5 +79,6 @@ pub fn choose(
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }

@@ -369,7 +369,7 @@ mod tests {
     /// `/bin/du`), `git` and `ls`.
     fn host(program: &str) -> Option<PathBuf> {
         let base = program.rsplit('/').next().unwrap_or(program);
-        let known = ["echo", "du", "git", "ls"].contains(&base);
+        let known = ["echo", "du", "git", "ls", "cp"].contains(&base);
         let bare_or_usual = !program.contains('/')
             || program == format!("/bin/{base}")
             || program == format!("/usr/bin/{base}");
@@ -449,10 +449,21 @@ mod tests {
         let requested = rules(&["cp path:/data/* path:/out/*"]);
         let mut report = PolicyReport::default();
         // A plain grant does not cover a path request: a different kind.
-        let p = ExecPolicy::compute(Some(&requested), &rules(&["cp /data/* /out/*"]), &mut report);
-        assert!(report.to_string().contains("only some argument patterns"), "{report}");
+        let p = ExecPolicy::compute(
+            Some(&requested),
+            &rules(&["cp /data/* /out/*"]),
+            &mut report,
+        );
+        assert!(
+            report.to_string().contains("only some argument patterns"),
+            "{report}"
+        );
         let (_, permit) = p.permit("cp", &args(&["/data/a", "/out/b"]), host).unwrap();
-        assert_eq!(permit.path_positions(), vec![0, 1], "the request marks them");
+        assert_eq!(
+            permit.path_positions(),
+            vec![0, 1],
+            "the request marks them"
+        );
         let p = ExecPolicy::compute(Some(&requested), &requested, &mut PolicyReport::default());
         assert!(p.check("cp", &args(&["/data/a", "/out/b"]), host).is_ok());
         assert!(p.check("cp", &args(&["/etc/a", "/out/b"]), host).is_err());
