@@ -811,3 +811,117 @@ fn installed_skills_run_by_name() {
         out.stderr
     );
 }
+
+/// Every `skillbox` command README.md shows in its shell blocks names a
+/// real command, and every flag it passes is one that command takes
+/// (checked against the command's own --help).
+#[test]
+fn readme_commands_are_real() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut in_sh = false;
+    let mut lines = Vec::new();
+    let mut pending = String::new();
+    for line in readme.lines() {
+        let fence = line.trim_start();
+        if fence.starts_with("```") {
+            in_sh = fence == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        // A command goes on after a `\` and inside an open quote.
+        match line.strip_suffix('\\') {
+            Some(head) => pending.push_str(head),
+            None => {
+                pending.push_str(line);
+                if shell_words::split(&pending).is_ok() {
+                    lines.push(std::mem::take(&mut pending));
+                } else {
+                    pending.push('\n');
+                }
+            }
+        }
+    }
+    let mut helps: std::collections::HashMap<Vec<String>, Option<String>> = Default::default();
+    let mut help = |path: &[String]| {
+        helps
+            .entry(path.to_vec())
+            .or_insert_with(|| {
+                let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+                args.push("--help");
+                let out = cli(&args, &[]);
+                (out.code == 0).then_some(out.stdout)
+            })
+            .clone()
+    };
+    let mut checked = 0;
+    for line in &lines {
+        let words = shell_words::split(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let words: Vec<String> = words
+            .into_iter()
+            .take_while(|w| !w.starts_with('#'))
+            .collect();
+        // Where a command starts: first, after a separator or variable
+        // assignments, or in a `$(…)`.
+        let mut starts = Vec::new();
+        let mut command_position = true;
+        for (i, w) in words.iter().enumerate() {
+            let sub = w.rsplit("$(").next().unwrap_or(w);
+            let is_skillbox = sub == "skillbox" || sub == "target/debug/skillbox";
+            if is_skillbox && (command_position || w.contains("$(")) {
+                starts.push((i, ()));
+            }
+            command_position = ["&&", "|", ";", "&", "||"].contains(&w.as_str())
+                || (command_position && w.contains('=') && !w.starts_with('-'));
+        }
+        for (at, _) in starts {
+            let rest: Vec<&String> = words[at + 1..]
+                .iter()
+                .take_while(|w| !["|", "&", "&&", ">", ";"].contains(&w.as_str()))
+                .collect();
+            // The command: words that are subcommands of the one before.
+            let mut path: Vec<String> = Vec::new();
+            for w in &rest {
+                let text = help(&path).unwrap();
+                let subcommands = subcommands_of(&text);
+                if subcommands.is_empty() {
+                    break;
+                }
+                assert!(
+                    subcommands.contains(w.as_str()),
+                    "README: `skillbox {}` has no subcommand {w}: {line}",
+                    path.join(" ")
+                );
+                path.push(w.to_string());
+            }
+            assert!(!path.is_empty(), "README runs no skillbox command: {line}");
+            let text = help(&path).unwrap();
+            for w in rest.iter().filter(|w| w.starts_with('-')) {
+                let flag = w.split('=').next().unwrap().trim_end_matches(')');
+                let known = if flag.starts_with("--") {
+                    text.contains(&format!("{flag} ")) || text.contains(&format!("{flag}\n"))
+                } else {
+                    text.contains(&format!("{flag}, "))
+                };
+                assert!(
+                    known,
+                    "README: `skillbox {}` takes no {flag}: {line}",
+                    path.join(" ")
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "only {checked} commands found in README.md");
+}
+
+/// The subcommands a `--help` lists under "Commands:".
+fn subcommands_of(help: &str) -> std::collections::HashSet<&str> {
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
