@@ -784,6 +784,13 @@ fn installed_skills_run_by_name() {
         out.stderr
     );
 
+    // A configuration that does not parse is invalid (4), with where.
+    let bad = top.path().join("bad.toml");
+    std::fs::write(&bad, "[skills.greet]\npath = 1\n").unwrap();
+    let out = cli(&["run", "greet", "--config", p(&bad)], &[]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("bad.toml"), "{}", out.stderr);
+
     // The client configuration: the host configuration and the data dir.
     let client = top.path().join("client.toml");
     std::fs::write(

@@ -39,14 +39,16 @@ use clap::{Parser, Subcommand};
 pub mod exit {
     /// The skill succeeded.
     pub const OK: u8 = 0;
-    /// The skill failed or crashed.
+    /// The skill or task failed, crashed or was cancelled, or the command
+    /// could not do what it was asked.
     pub const FAILED: u8 = 1;
     /// Bad command-line usage (clap exits with it itself).
     #[expect(dead_code, reason = "documented here; clap uses the same value")]
     pub const USAGE: u8 = 2;
     /// Refused by policy: ungranted capabilities, or the skill reported a denial.
     pub const DENIED: u8 = 3;
-    /// Invalid input: manifest, policy, component, digest or JSON input.
+    /// Invalid input: manifest, policy, component, digest, configuration or
+    /// JSON input.
     pub const INVALID: u8 = 4;
     /// The run hit its wall-clock limit.
     pub const TIMED_OUT: u8 = 5;
@@ -66,7 +68,7 @@ Exit codes:
      could not do what it was asked (e.g. `tasks rm` of a running task)
   2  usage error
   3  denied: a requested capability was not granted, or the skill hit a denial
-  4  invalid: manifest, policy, component, digest or input
+  4  invalid: manifest, policy, component, digest, configuration or input
   5  timed out
   6  a resource limit stopped the run (memory, fuel, stack, output)
   7  not found: no such task, skill, file or directory

@@ -33,6 +33,7 @@ pub fn code_of(e: &skillbox::Error) -> u8 {
         | E::DigestMismatch { .. }
         | E::Unpinned { .. }
         | E::Component { .. }
+        | E::Config(_)
         | E::Input(_) => exit::INVALID,
         E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => exit::NOT_FOUND,
         E::Store(skillbox::store::StoreError::NotFound(_)) => exit::NOT_FOUND,
