@@ -101,7 +101,7 @@ pub(super) fn age(ms: i64) -> String {
 }
 
 /// From creation to the end, or to now while it runs.
-fn duration(t: &Task) -> String {
+pub(super) fn duration(t: &Task) -> String {
     let end = t.ended_ms.unwrap_or_else(now_ms);
     let secs = ((end - t.created_ms).max(0) / 1000) as u64;
     HumanDuration(Duration::from_secs(secs)).to_string()

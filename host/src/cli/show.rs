@@ -6,7 +6,7 @@ use std::time::Duration;
 use skillbox::relay::{Delivery, DeliveryState};
 use skillbox::store::{EventRecord, Task, TaskEvent, now_ms};
 
-use super::listing::{age, when};
+use super::listing::{age, duration, when};
 
 /// The notify lines of `tasks show`.
 pub(super) fn print_deliveries(t: &Task, deliveries: &[Delivery]) {
@@ -53,10 +53,12 @@ pub(super) fn print_task(t: &Task, deliveries: &[Delivery], flags: &str) {
     );
     outln!("created    {} ({})", when(t.created_ms), age(t.created_ms));
     if let Some(ended) = t.ended_ms {
-        let took = skillbox::units::HumanDuration(Duration::from_secs(
-            ((ended - t.created_ms).max(0) / 1000) as u64,
-        ));
-        outln!("ended      {} ({}, after {took})", when(ended), age(ended));
+        outln!(
+            "ended      {} ({}, after {})",
+            when(ended),
+            age(ended),
+            duration(t)
+        );
     }
     if let Some(m) = &t.progress_message {
         outln!("progress   {m}");

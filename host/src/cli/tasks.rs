@@ -343,10 +343,33 @@ fn exit_for_state(state: TaskState) -> u8 {
     }
 }
 
+impl TasksCommand {
+    /// The task a command is about, as given, and whether it prints JSON.
+    fn task(&self) -> Option<(&str, bool)> {
+        match self {
+            TasksCommand::Show { id, json }
+            | TasksCommand::Logs { id, json, .. }
+            | TasksCommand::Wait { id, json, .. }
+            | TasksCommand::Redeliver { id, json }
+            | TasksCommand::Cancel { id, json } => Some((id, *json)),
+            TasksCommand::List { .. } | TasksCommand::Rm { .. } | TasksCommand::Prune { .. } => {
+                None
+            }
+        }
+    }
+}
+
 /// `skillbox tasks …`.
 pub async fn tasks(args: TasksArgs) -> u8 {
     let client = args.at.client();
-    let flags = args.at.flags();
+    // A command about one task names it by its id or a unique start of it.
+    let id = match args.command.task() {
+        Some((given, json)) => match client.resolve(given).await {
+            Ok(id) => id,
+            Err(e) => return fail(e, json),
+        },
+        None => String::new(),
+    };
     match args.command {
         TasksCommand::List {
             state,
@@ -375,35 +398,9 @@ pub async fn tasks(args: TasksArgs) -> u8 {
         }
         TasksCommand::Prune { older_than, json } => prune(&client, older_than, json).await,
         TasksCommand::Rm { ids, json } => remove(&client, &ids, json).await,
-        command => one_task(&client, command, &flags).await,
-    }
-}
-
-/// The commands about one task, named by its id or a unique start of it.
-async fn one_task(client: &Client, command: TasksCommand, flags: &str) -> u8 {
-    let (id, json) = match &command {
-        TasksCommand::Show { id, json }
-        | TasksCommand::Logs { id, json, .. }
-        | TasksCommand::Wait { id, json, .. }
-        | TasksCommand::Redeliver { id, json }
-        | TasksCommand::Cancel { id, json } => (id.clone(), *json),
-        _ => unreachable!("tasks() handles the others"),
-    };
-    let id = match client.resolve(&id).await {
-        Ok(id) => id,
-        Err(e) => return fail(e, json),
-    };
-    match command {
-        TasksCommand::Show { json, .. } => show(client, &id, json, flags).await,
+        TasksCommand::Show { json, .. } => show(&client, &id, json, &args.at.flags()).await,
         TasksCommand::Logs {
-            follow: false,
-            tail,
-            since,
-            json,
-            ..
-        } => logs(client, &id, Window { tail, since }, json).await,
-        TasksCommand::Logs {
-            follow: true,
+            follow,
             tail,
             since,
             reconnect,
@@ -411,14 +408,17 @@ async fn one_task(client: &Client, command: TasksCommand, flags: &str) -> u8 {
             ..
         } => {
             let window = Window { tail, since };
-            follow(client, &id, window, reconnect.patience(json), json).await
+            if follow {
+                follow_logs(&client, &id, window, reconnect.patience(json), json).await
+            } else {
+                logs(&client, &id, window, json).await
+            }
         }
         TasksCommand::Wait {
             reconnect, json, ..
-        } => wait(client, &id, reconnect.patience(json), json).await,
-        TasksCommand::Redeliver { json, .. } => redeliver(client, &id, json).await,
-        TasksCommand::Cancel { json, .. } => cancel(client, &id, json).await,
-        _ => unreachable!("matched above"),
+        } => wait(&client, &id, reconnect.patience(json), json).await,
+        TasksCommand::Redeliver { json, .. } => redeliver(&client, &id, json).await,
+        TasksCommand::Cancel { json, .. } => cancel(&client, &id, json).await,
     }
 }
 
@@ -525,12 +525,9 @@ impl Window {
 async fn logs(client: &Client, id: &str, window: Window, json: bool) -> u8 {
     match client.event_page(id).await {
         Ok(events) => {
+            let no_bar = LiveProgress::on_terminal(false);
             for e in window.select(events) {
-                if json {
-                    print_json(&e);
-                } else {
-                    outln!("{}", describe_event(&e));
-                }
+                print_event(&e, &no_bar, json);
             }
             exit::OK
         }
@@ -540,7 +537,7 @@ async fn logs(client: &Client, id: &str, window: Window, json: bool) -> u8 {
 
 /// `tasks logs --follow`: the events as they come, until the task ends;
 /// across a restart of the daemon, from the last event seen.
-async fn follow(
+async fn follow_logs(
     client: &Client,
     id: &str,
     window: Window,

@@ -158,9 +158,11 @@ impl Notification {
             state: n.state,
             reason: &n.reason,
             duration_ms: n.timings.duration_ms,
-            resumed: (n.timings.attempt > 1)
-                .then_some(n.timings.elapsed_ms.map(|e| (e, n.timings.attempt)))
-                .flatten(),
+            resumed: n
+                .timings
+                .elapsed_ms
+                .filter(|_| n.timings.attempt > 1)
+                .map(|e| (e, n.timings.attempt)),
             summary: n.summary.as_deref(),
             error: n.error.as_deref(),
             footer: Some(format!("Task {} · full logs: `{}`", n.task_id, n.logs)),
