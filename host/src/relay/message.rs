@@ -237,6 +237,7 @@ fn markdown(p: &Parts<'_>) -> String {
         TaskState::Cancelled => "was cancelled",
         TaskState::Queued => "is queued",
         TaskState::Running => "is running",
+        TaskState::AwaitingApproval => "is awaiting approval",
         TaskState::Interrupted => "was interrupted",
     };
     head.push(' ');

@@ -207,7 +207,10 @@ impl McpServer {
     /// `task` as an MCP task, with its result once it has ended.
     fn detailed(&self, task: &Task) -> Result<DetailedTask, ErrorData> {
         let payload = match task.state {
-            TaskState::Queued | TaskState::Running | TaskState::Interrupted => TaskPayload::Working,
+            TaskState::Queued
+            | TaskState::Running
+            | TaskState::AwaitingApproval
+            | TaskState::Interrupted => TaskPayload::Working,
             TaskState::Cancelled => TaskPayload::Cancelled,
             // A skill that failed or ran out of time answered the call: its
             // result says why (`isError`), as a blocking call's would.

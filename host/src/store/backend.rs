@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::error::StoreError;
 
+use super::approval::{Approval, Ask, Decision};
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
 use super::outbox::{Attempt, Delivery, Verdict};
 
@@ -147,6 +148,23 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Ended, StoreError>;
     /// Events after `after` (exclusive), at most `limit`.
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
+    /// Records a running task's request for approval (see
+    /// [`approval`](super::approval)): the stored request with the same key
+    /// as it stands, or a new one, settled at once by an earlier "always"
+    /// decision of its rule or else pending, with the task moved to
+    /// `awaiting_approval`.
+    fn ask(&self, claim: &Claim, ask: Ask) -> Result<Approval, StoreError>;
+    /// The task's requests for approval, by number.
+    fn approvals(&self, id: TaskId) -> Result<Vec<Approval>, StoreError>;
+    /// Decides request `n` of task `id` (its only pending one when `None`);
+    /// refuses one already decided, and a task that ended. The task goes
+    /// back to `running` once nothing else is pending, and its host is woken.
+    fn decide(
+        &self,
+        id: TaskId,
+        n: Option<u32>,
+        decision: Decision,
+    ) -> Result<Approval, StoreError>;
     /// Cancels a queued or interrupted task at once; flags a running one for
     /// its owner to stop. Terminal tasks are left as they are.
     fn request_cancel(&self, id: TaskId, reason: &str) -> Result<Task, StoreError>;

@@ -55,6 +55,8 @@ pub(crate) fn run_all(make: &dyn Fn() -> Box<dyn TaskStore>) {
     outbox_follows_the_notify_mode(&*make());
     deliveries_go_in_order_and_settle(&*make());
     an_end_hands_its_notifications_to_its_host(&*make());
+    approvals_wait_decide_and_survive_a_resume(&*make());
+    approval_decisions_refuse_bad_input_and_change_nothing(&*make());
 }
 
 fn create_get_list(store: &dyn TaskStore) {
@@ -701,4 +703,193 @@ fn an_end_hands_its_notifications_to_its_host(store: &dyn TaskStore) {
             .unwrap()
             .is_empty()
     );
+}
+
+fn asking(key: &str, rule: &str) -> Ask {
+    Ask {
+        key: key.into(),
+        request: ApprovalRequest {
+            capability: "exec".into(),
+            detail: format!("systemctl restart {key}"),
+            rule: rule.into(),
+            reason: None,
+        },
+        timeout_ms: 60_000,
+    }
+}
+
+fn by(who: &str, approved: bool, always: bool) -> Decision {
+    Decision {
+        approved,
+        always_for_task: always,
+        by: who.into(),
+        note: None,
+        at_ms: 0,
+    }
+}
+
+fn approvals_wait_decide_and_survive_a_resume(store: &dyn TaskStore) {
+    let id = store.create(spec("ask", ResumePolicy::Restart)).unwrap().id;
+    let claim = store.claim("h1", LEASE).unwrap().unwrap();
+    let a = store
+        .ask(&claim, asking("app#1", "--ask-exec 'systemctl restart *'"))
+        .unwrap();
+    assert!(a.is_pending() && a.id == 1 && a.attempt == 1);
+    let t = store.get(id).unwrap();
+    assert_eq!(t.state, TaskState::AwaitingApproval);
+    assert_eq!(
+        t.owner.as_deref(),
+        Some("h1"),
+        "the host keeps its lease while it waits"
+    );
+    // The state change announcing it is the approval's seq, and says how to answer.
+    let events = store.events(id, 0, 100).unwrap();
+    let asked = events.iter().find(|e| e.seq == a.seq).unwrap();
+    let TaskEvent::State { to, reason, .. } = &asked.event else {
+        panic!("{asked:?}")
+    };
+    assert_eq!(*to, TaskState::AwaitingApproval);
+    assert!(
+        reason.contains("systemctl restart app") && reason.contains("tasks approve"),
+        "{reason}"
+    );
+    // The owner's writes still go through while it waits.
+    store.heartbeat(&claim, LEASE).unwrap();
+    store
+        .append(
+            &claim,
+            TaskEvent::Log {
+                level: crate::events::Level::Info,
+                message: "waiting".into(),
+            },
+        )
+        .unwrap();
+    // Asking the same again returns the same request.
+    assert_eq!(store.ask(&claim, asking("app#1", "r")).unwrap(), a);
+
+    let d = store.decide(id, None, by("cli:alice", true, true)).unwrap();
+    assert_eq!(
+        d.decision.as_ref().map(|d| (d.approved, d.by.as_str())),
+        Some((true, "cli:alice"))
+    );
+    assert!(d.decision.as_ref().unwrap().at_ms > 0);
+    assert_eq!(store.get(id).unwrap().state, TaskState::Running);
+    assert_eq!(store.approvals(id).unwrap(), vec![d.clone()]);
+
+    // "Always for this task": a later request of the same rule is settled at once.
+    let b = store
+        .ask(&claim, asking("app#2", "--ask-exec 'systemctl restart *'"))
+        .unwrap();
+    let bd = b.decision.clone().expect("settled at once");
+    assert!(bd.approved && bd.by.contains("#1"), "{bd:?}");
+    assert_eq!(store.get(id).unwrap().state, TaskState::Running);
+    // Another rule still asks.
+    let c = store
+        .ask(&claim, asking("db#1", "--ask-exec 'pg_ctl *'"))
+        .unwrap();
+    assert!(c.is_pending());
+
+    // The host dies while the task waits; the request outlives it.
+    assert_eq!(
+        store
+            .recover(now_ms() + LEASE.as_millis() as i64 + 1, None)
+            .unwrap(),
+        vec![id]
+    );
+    assert_eq!(store.get(id).unwrap().state, TaskState::Interrupted);
+    // A decision while no host runs it is kept...
+    store
+        .decide(id, Some(c.id), by("api", false, false))
+        .unwrap();
+    assert_eq!(store.get(id).unwrap().state, TaskState::Interrupted);
+    // ...and the resumed attempt, reaching the same calls, finds every answer.
+    let again = store.claim("h2", LEASE).unwrap().unwrap();
+    assert_eq!(again.task.attempt, 2);
+    let c2 = store
+        .ask(&again, asking("db#1", "--ask-exec 'pg_ctl *'"))
+        .unwrap();
+    assert_eq!(c2.decision.as_ref().map(|d| d.approved), Some(false));
+    assert_eq!(store.ask(&again, asking("app#1", "x")).unwrap().id, 1);
+    assert_eq!(store.get(id).unwrap().state, TaskState::Running);
+    // A request still pending when the host died is waited for again.
+    let e = store.ask(&again, asking("e#1", "--ask-exec 'e'")).unwrap();
+    assert!(e.is_pending());
+    store
+        .recover(now_ms() + LEASE.as_millis() as i64 + 1, None)
+        .unwrap();
+    let third = store.claim("h3", LEASE).unwrap().unwrap();
+    assert_eq!(store.get(id).unwrap().state, TaskState::Running);
+    assert_eq!(
+        store
+            .ask(&third, asking("e#1", "--ask-exec 'e'"))
+            .unwrap()
+            .id,
+        e.id
+    );
+    assert_eq!(store.get(id).unwrap().state, TaskState::AwaitingApproval);
+    // A task that waits can still be cancelled and finished by its owner.
+    store.request_cancel(id, "operator").unwrap();
+    let ended = store
+        .finish(
+            &third,
+            TaskState::Cancelled,
+            serde_json::json!({"outcome": "cancelled"}),
+            "cancelled",
+        )
+        .unwrap();
+    assert_eq!(ended.state, TaskState::Cancelled);
+    assert_eq!(
+        states(store, id)
+            .iter()
+            .filter(|s| **s == TaskState::AwaitingApproval)
+            .count(),
+        4
+    );
+}
+
+fn approval_decisions_refuse_bad_input_and_change_nothing(store: &dyn TaskStore) {
+    let id = store.create(spec("bad", ResumePolicy::Restart)).unwrap().id;
+    let conflict = |r: Result<Approval, StoreError>| match r {
+        Err(StoreError::Conflict(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        store.decide(TaskId::new(), None, by("api", true, false)),
+        Err(StoreError::NotFound(_))
+    ));
+    let m = conflict(store.decide(id, None, by("api", true, false)));
+    assert!(
+        m.contains("not awaiting approval") && m.contains("queued"),
+        "{m}"
+    );
+    let claim = store.claim("h", LEASE).unwrap().unwrap();
+    let a = store.ask(&claim, asking("one", "r1")).unwrap();
+    let m = conflict(store.decide(id, Some(7), by("api", true, false)));
+    assert!(
+        m.contains("no request #7") && m.contains("#1 pending"),
+        "{m}"
+    );
+    store
+        .decide(id, Some(a.id), by("api", false, false))
+        .unwrap();
+    let m = conflict(store.decide(id, Some(a.id), by("other", true, false)));
+    assert!(m.contains("already denied by api"), "{m}");
+    let m = conflict(store.decide(id, None, by("api", true, false)));
+    assert!(m.contains("not awaiting approval (it is running)"), "{m}");
+    // Nothing changed: one decision, by the first decider.
+    let all = store.approvals(id).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].decision.as_ref().unwrap().by, "api");
+    // A request of an ended task cannot be decided.
+    let b = store.ask(&claim, asking("two", "r2")).unwrap();
+    store
+        .finish(&claim, TaskState::Failed, serde_json::json!({}), "gave up")
+        .unwrap();
+    let m = conflict(store.decide(id, Some(b.id), by("api", true, false)));
+    assert!(m.contains("has ended (failed)"), "{m}");
+    assert!(store.approvals(id).unwrap()[1].is_pending());
+    assert!(matches!(
+        store.approvals(TaskId::new()),
+        Err(StoreError::NotFound(_))
+    ));
 }

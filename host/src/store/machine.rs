@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use super::approval::Approval;
 use super::backend::{Claim, Ended, StoreError, now_ms};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
 use super::outbox::Delivery;
@@ -131,8 +132,13 @@ pub(super) trait Transaction {
         lease_for: Duration,
     ) -> Result<Vec<Delivery>, StoreError>;
     /// Tells other hosts sharing the store, once the transaction commits,
-    /// that a task may be runnable.
+    /// that a task may be runnable (or that one of their tasks' requests
+    /// for approval was decided).
     async fn wake_workers(&self) -> Result<(), StoreError>;
+    /// The task's requests for approval, by number.
+    async fn approvals(&self, id: TaskId) -> Result<Vec<Approval>, StoreError>;
+    /// Stores (or replaces) one request for approval.
+    async fn put_approval(&self, approval: &Approval) -> Result<(), StoreError>;
 }
 
 /// What a write on behalf of a claim checks, owned so that the write can
@@ -155,13 +161,14 @@ impl Fence {
 }
 
 /// Checks that the claim still holds the task's lease (and locks its row
-/// for the rest of the transaction where the backend locks rows).
-pub(super) async fn fence<T: Transaction>(tx: &T, held: &Fence) -> Result<(), StoreError> {
+/// for the rest of the transaction where the backend locks rows); returns
+/// the state it holds the task in (`running` or `awaiting_approval`).
+pub(super) async fn fence<T: Transaction>(tx: &T, held: &Fence) -> Result<TaskState, StoreError> {
     match tx.holder(held.id).await? {
-        Some((TaskState::Running, lease, Some(owner)))
-            if lease == held.lease && owner == held.owner =>
+        Some((state, lease, Some(owner)))
+            if state.is_held() && lease == held.lease && owner == held.owner =>
         {
-            Ok(())
+            Ok(state)
         }
         Some(_) => Err(StoreError::LeaseLost(held.id)),
         None => Err(StoreError::NotFound(held.id)),
@@ -400,6 +407,17 @@ pub(super) async fn heartbeat<T: Transaction>(
         .await
 }
 
+/// Records a request for approval on behalf of a claim.
+pub(super) async fn ask<T: Transaction>(
+    tx: &T,
+    held: &Fence,
+    ask: super::approval::Ask,
+    max: u64,
+) -> Result<Approval, StoreError> {
+    fence(tx, held).await?;
+    super::approval::ask(tx, held.id, ask, max).await
+}
+
 /// Appends events on behalf of a claim; returns their seqs.
 pub(super) async fn append_held<T: Transaction>(
     tx: &T,
@@ -477,11 +495,10 @@ pub(super) async fn finish<T: Transaction>(
     end: Finish,
     max: u64,
 ) -> Result<Ended, StoreError> {
-    fence(tx, held).await?;
+    let held_in = fence(tx, held).await?;
     append(tx, held.id, &end.events, max).await?;
     tx.set_outcome(held.id, &end.outcome).await?;
-    // The fence showed it running.
-    move_state(tx, held.id, TaskState::Running, end.state, &end.reason, max).await?;
+    move_state(tx, held.id, held_in, end.state, &end.reason, max).await?;
     let task = tx.task(held.id, false).await?;
     let deliveries = match end.deliver {
         Some(lease) => {

@@ -14,6 +14,7 @@
 //! This module knows nothing of the runtime or of how tasks are run: the
 //! task service ([`crate::tasks`]) sits above it.
 
+pub mod approval;
 mod backend;
 mod machine;
 mod model;
@@ -33,6 +34,7 @@ pub mod testing;
 
 pub use crate::policy::ResumePolicy;
 pub(crate) use crate::units::string_enum;
+pub use approval::{Approval, ApprovalRequest, Ask, Decision};
 pub(crate) use backend::woken;
 pub use backend::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
 pub use model::{

@@ -17,6 +17,9 @@ string_enum!(
         Queued = "queued",
         /// A host is running it (and holds its lease).
         Running = "running",
+        /// A host is running it, and it waits for the operator's decision
+        /// on a call it asked approval for (the host holds its lease).
+        AwaitingApproval = "awaiting_approval",
         /// Finished with a summary.
         Succeeded = "succeeded",
         /// Finished with an error.
@@ -37,6 +40,11 @@ impl TaskState {
             self,
             TaskState::Succeeded | TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled
         )
+    }
+
+    /// Whether a host holds the task's lease in this state.
+    pub fn is_held(self) -> bool {
+        matches!(self, TaskState::Running | TaskState::AwaitingApproval)
     }
 }
 
@@ -292,6 +300,7 @@ mod tests {
         for s in [
             "queued",
             "running",
+            "awaiting_approval",
             "succeeded",
             "failed",
             "timed_out",

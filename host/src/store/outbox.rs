@@ -129,7 +129,8 @@ impl Delivery {
 pub(super) fn announced(mode: super::NotifyMode, from: Option<TaskState>, to: TaskState) -> bool {
     match mode {
         super::NotifyMode::Silent => false,
-        super::NotifyMode::DoneOnly => to.is_terminal(),
+        // A request for approval needs an answer from the parent session.
+        super::NotifyMode::DoneOnly => to.is_terminal() || to == TaskState::AwaitingApproval,
         // Its creation is no change: the spawner knows it.
         super::NotifyMode::StateChanges => from.is_some(),
     }

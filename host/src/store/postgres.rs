@@ -52,6 +52,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, watch};
 use tokio_postgres::Row;
 
+use super::approval::{Approval, Ask, Decision};
 use super::backend::{
     Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
     pending_migrations,
@@ -115,7 +116,35 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     );"#,
     ),
     (2, "notification outbox", super::postgres_outbox::MIGRATION),
+    (
+        3,
+        "approvals",
+        r#"CREATE TABLE approvals (
+        task_id TEXT COLLATE "C" NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        n BIGINT NOT NULL,
+        key TEXT NOT NULL,
+        pending BOOLEAN NOT NULL,
+        body JSONB NOT NULL,
+        PRIMARY KEY (task_id, n)
+    );
+    CREATE INDEX tasks_awaiting ON tasks (lease_until_ms) WHERE state = 'awaiting_approval';"#,
+    ),
 ];
+
+/// A task's requests for approval, by number.
+pub(super) async fn approvals(tx: &Tx<'_>, id: TaskId) -> Result<Vec<Approval>, StoreError> {
+    tx.rows(
+        "SELECT body FROM approvals WHERE task_id = $1 ORDER BY n",
+        &[&id.to_string()],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        let body: serde_json::Value = r.try_get(0).map_err(pg)?;
+        serde_json::from_value(body).map_err(|e| backend(format!("task {id} approval: {e}")))
+    })
+    .collect()
+}
 
 /// The key of the advisory lock migrations run under ("skillbox").
 const MIGRATION_LOCK: i64 = 0x736b_696c_6c62_6f78;
@@ -601,6 +630,33 @@ impl TaskStore for PgStore {
                     .collect()
             }
             .boxed()
+        })
+    }
+
+    fn ask(&self, claim: &Claim, ask: Ask) -> Result<Approval, StoreError> {
+        let (held, max) = (Fence::of(claim), self.max_events);
+        self.write(move |tx| async move { machine::ask(tx, &held, ask, max).await }.boxed())
+    }
+
+    fn approvals(&self, id: TaskId) -> Result<Vec<Approval>, StoreError> {
+        self.read(move |tx| {
+            async move {
+                tx.task(id, false).await?;
+                approvals(tx, id).await
+            }
+            .boxed()
+        })
+    }
+
+    fn decide(
+        &self,
+        id: TaskId,
+        n: Option<u32>,
+        decision: Decision,
+    ) -> Result<Approval, StoreError> {
+        let max = self.max_events;
+        self.write(move |tx| {
+            async move { super::approval::decide(tx, id, n, decision, max).await }.boxed()
         })
     }
 

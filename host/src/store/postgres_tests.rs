@@ -79,7 +79,7 @@ fn migrations_run_once_when_workers_start_together() {
         })
         .collect();
     for w in workers {
-        assert_eq!(w.join().unwrap().unwrap().unwrap(), 2);
+        assert_eq!(w.join().unwrap().unwrap().unwrap(), 3);
     }
     let store = PgStore::connect(&url).unwrap();
     assert_eq!(

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::approval::Approval;
 use super::backend::StoreError;
 use super::machine::{Holder, TASK_COLUMNS, Transaction};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
@@ -131,8 +132,8 @@ impl Transaction for Tx<'_> {
     ) -> Result<(), StoreError> {
         self.exec(
             "UPDATE tasks SET state = $2, ended_ms = COALESCE($3, ended_ms),
-                 owner = CASE WHEN $2 = 'running' THEN owner ELSE NULL END,
-                 lease_until_ms = CASE WHEN $2 = 'running' THEN lease_until_ms ELSE NULL END
+                 owner = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN owner ELSE NULL END,
+                 lease_until_ms = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END
              WHERE id = $1",
             &[&id.to_string(), &to.as_str(), &ended_ms],
         )
@@ -278,7 +279,7 @@ impl Transaction for Tx<'_> {
         // its heartbeat commits, the row no longer qualifies.
         let rows = self
             .rows(
-                "SELECT id FROM tasks WHERE state = 'running'
+                "SELECT id FROM tasks WHERE state IN ('running', 'awaiting_approval')
                  AND (lease_until_ms < $1 OR ($2::text IS NOT NULL AND owner = $2))
                  ORDER BY id FOR UPDATE",
                 &[&now, &dead_owner],
@@ -307,5 +308,26 @@ impl Transaction for Tx<'_> {
 
     async fn wake_workers(&self) -> Result<(), StoreError> {
         self.notify(TASKS_CHANNEL).await
+    }
+
+    async fn approvals(&self, id: TaskId) -> Result<Vec<Approval>, StoreError> {
+        super::postgres::approvals(self, id).await
+    }
+
+    async fn put_approval(&self, a: &Approval) -> Result<(), StoreError> {
+        let body = serde_json::to_value(a).map_err(backend)?;
+        self.exec(
+            "INSERT INTO approvals (task_id, n, key, pending, body) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (task_id, n) DO UPDATE SET pending = $4, body = $5",
+            &[
+                &a.task_id.to_string(),
+                &i64::from(a.id),
+                &a.key,
+                &a.is_pending(),
+                &body,
+            ],
+        )
+        .await?;
+        Ok(())
     }
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::approval::{Approval, Ask, Decision};
 use super::backend::{
     Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
     pending_migrations,
@@ -87,7 +88,35 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ) WITHOUT ROWID;",
     ),
     (2, "notification outbox", super::sqlite_outbox::MIGRATION),
+    (
+        3,
+        "approvals",
+        "CREATE TABLE approvals (
+        task_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        pending INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (task_id, n)
+    ) WITHOUT ROWID;
+    CREATE INDEX approvals_pending ON approvals(task_id) WHERE pending = 1;",
+    ),
 ];
+
+/// A task's requests for approval, by number.
+pub(super) fn approvals(tx: &Connection, id: TaskId) -> Result<Vec<Approval>, StoreError> {
+    let mut st = tx
+        .prepare_cached("SELECT body FROM approvals WHERE task_id = ?1 ORDER BY n")
+        .map_err(backend)?;
+    let rows = st
+        .query_map(params![id.to_string()], |r| r.get::<_, String>(0))
+        .map_err(backend)?;
+    rows.map(|r| {
+        let body = r.map_err(backend)?;
+        serde_json::from_str(&body).map_err(|e| backend(format!("task {id} approval: {e}")))
+    })
+    .collect()
+}
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -482,6 +511,29 @@ impl TaskStore for SqliteStore {
         .collect()
     }
 
+    fn ask(&self, claim: &Claim, ask: Ask) -> Result<Approval, StoreError> {
+        let (held, max) = (Fence::of(claim), self.max_events);
+        self.write(move |tx| run_ready(machine::ask(&SqliteTx(tx), &held, ask, max)))
+    }
+
+    fn approvals(&self, id: TaskId) -> Result<Vec<Approval>, StoreError> {
+        let conn = self.lock();
+        load(&conn, id)?;
+        approvals(&conn, id)
+    }
+
+    fn decide(
+        &self,
+        id: TaskId,
+        n: Option<u32>,
+        decision: Decision,
+    ) -> Result<Approval, StoreError> {
+        let max = self.max_events;
+        self.write(move |tx| {
+            run_ready(super::approval::decide(&SqliteTx(tx), id, n, decision, max))
+        })
+    }
+
     fn request_cancel(&self, id: TaskId, reason: &str) -> Result<Task, StoreError> {
         let (reason, max) = (reason.to_string(), self.max_events);
         self.write(move |tx| run_ready(machine::request_cancel(&SqliteTx(tx), id, &reason, max)))
@@ -519,13 +571,15 @@ impl TaskStore for SqliteStore {
                 params![before_ms, only],
             )
             .map_err(backend)?;
-            tx.exec(
-                &format!(
-                    "DELETE FROM checkpoints WHERE task_id IN (SELECT id FROM tasks WHERE {cond})"
-                ),
-                params![before_ms, only],
-            )
-            .map_err(backend)?;
+            for table in ["checkpoints", "approvals"] {
+                tx.exec(
+                    &format!(
+                        "DELETE FROM {table} WHERE task_id IN (SELECT id FROM tasks WHERE {cond})"
+                    ),
+                    params![before_ms, only],
+                )
+                .map_err(backend)?;
+            }
             tx.exec(
                 &format!("DELETE FROM tasks WHERE {cond}"),
                 params![before_ms, only],

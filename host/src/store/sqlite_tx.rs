@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::approval::Approval;
 use super::backend::StoreError;
 use super::machine::{Holder, Transaction};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
@@ -131,8 +132,8 @@ impl Transaction for SqliteTx<'_> {
         self.0
             .exec(
                 "UPDATE tasks SET state = ?2, ended_ms = COALESCE(?3, ended_ms),
-                     owner = CASE WHEN ?2 = 'running' THEN owner ELSE NULL END,
-                     lease_until_ms = CASE WHEN ?2 = 'running' THEN lease_until_ms ELSE NULL END
+                     owner = CASE WHEN ?2 IN ('running', 'awaiting_approval') THEN owner ELSE NULL END,
+                     lease_until_ms = CASE WHEN ?2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END
                  WHERE id = ?1",
                 params![id.to_string(), to.as_str(), ended_ms],
             )
@@ -275,7 +276,7 @@ impl Transaction for SqliteTx<'_> {
         let mut st = self
             .0
             .prepare_cached(
-                "SELECT id FROM tasks WHERE state = 'running'
+                "SELECT id FROM tasks WHERE state IN ('running', 'awaiting_approval')
                  AND (lease_until_ms < ?1 OR (?2 IS NOT NULL AND owner = ?2)) ORDER BY id",
             )
             .map_err(backend)?;
@@ -307,6 +308,22 @@ impl Transaction for SqliteTx<'_> {
 
     async fn wake_workers(&self) -> Result<(), StoreError> {
         // One host writes this store: its own worker is woken directly.
+        Ok(())
+    }
+
+    async fn approvals(&self, id: TaskId) -> Result<Vec<Approval>, StoreError> {
+        super::sqlite::approvals(self.0, id)
+    }
+
+    async fn put_approval(&self, a: &Approval) -> Result<(), StoreError> {
+        let body = serde_json::to_string(a).map_err(backend)?;
+        self.0
+            .exec(
+                "INSERT INTO approvals (task_id, n, key, pending, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (task_id, n) DO UPDATE SET pending = ?4, body = ?5",
+                params![a.task_id.to_string(), a.id, a.key, a.is_pending(), body],
+            )
+            .map_err(backend)?;
         Ok(())
     }
 }
