@@ -86,7 +86,7 @@ fn migrations_run_once_when_workers_start_together() {
         store
             .scalar("SELECT COUNT(*) FROM schema_migrations")
             .unwrap(),
-        2,
+        3,
         "each migration applied once"
     );
     // Still usable: the schema is whole.
