@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use skillbox::policy::{Access, ExecRule, FsGrant, Grants};
+use skillbox::policy::{Access, ExecRule, FsGrant, Grants, WriteAsk};
 use skillbox::units::{ByteSize, HumanDuration};
 
 /// What the operator grants. Nothing is granted by default.
@@ -94,6 +94,48 @@ pub struct GrantArgs {
     /// wasm instruction).
     #[arg(long, value_name = "N", help_heading = "Limits")]
     pub fuel: Option<u64>,
+    /// Allow running a program with matching arguments, but only once the
+    /// operator approves each call (`skillbox tasks approve`); the call
+    /// waits for the decision. Same form as --allow-exec. Repeatable.
+    #[arg(
+        long = "ask-exec",
+        value_name = "'PROGRAM [ARG-PATTERN…]'",
+        help_heading = "Ask rules (granted call by call, with the operator's approval)"
+    )]
+    pub ask_exec: Vec<String>,
+    /// Allow starting, stopping and removing containers of images matching
+    /// the pattern, each call once approved. Builds and tags do not ask.
+    /// Repeatable.
+    #[arg(
+        long = "ask-docker",
+        value_name = "IMAGE-PATTERN",
+        help_heading = "Ask rules (granted call by call, with the operator's approval)"
+    )]
+    pub ask_docker: Vec<String>,
+    /// Grant a directory read-write, writable once the operator approves
+    /// the run's first change in it. Repeatable.
+    #[arg(
+        long = "ask-write",
+        value_name = "HOST[:GUEST]",
+        help_heading = "Ask rules (granted call by call, with the operator's approval)"
+    )]
+    pub ask_write: Vec<String>,
+    /// Allow connecting to this endpoint once the operator approves the
+    /// run's first connection to it. Repeatable.
+    #[arg(
+        long = "ask-net",
+        value_name = "HOST:PORT",
+        help_heading = "Ask rules (granted call by call, with the operator's approval)"
+    )]
+    pub ask_net: Vec<String>,
+    /// How long a call waits for a decision before it is denied; the wait
+    /// does not count against --timeout [default: 1h].
+    #[arg(
+        long = "approval-timeout",
+        value_name = "DURATION",
+        help_heading = "Ask rules (granted call by call, with the operator's approval)"
+    )]
+    pub approval_timeout: Option<HumanDuration>,
     /// Read grants from a policy file (TOML); flags add to it.
     #[arg(long, value_name = "FILE", help_heading = "Grants")]
     pub policy: Option<PathBuf>,
@@ -136,6 +178,15 @@ impl GrantArgs {
         flags.limits.timeout = self.timeout;
         flags.limits.output = self.output;
         flags.limits.fuel = self.fuel;
+        for s in &self.ask_exec {
+            flags.ask.exec.push(ExecRule::parse_cli(s).map_err(bad)?);
+        }
+        flags.ask.docker = self.ask_docker.clone();
+        for s in &self.ask_write {
+            flags.ask.write.push(WriteAsk::parse_cli(s).map_err(bad)?);
+        }
+        flags.ask.net = self.ask_net.clone();
+        flags.ask.timeout = self.approval_timeout;
         flags.validate().map_err(bad)?;
         g.merge(flags);
         Ok(g)

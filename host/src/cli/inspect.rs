@@ -86,6 +86,7 @@ pub fn print_plan(
             "effective": policy,
             "exec_sandbox": sandbox,
             "will_run": report.not_granted().count() == 0,
+            "ask": policy.ask.describe(),
         });
         outln!("{v}");
         return;
@@ -135,6 +136,16 @@ pub fn print_plan(
             .unwrap_or_else(|| "unmetered".into())
     );
     outln!("exec       {sandbox}");
+    let asks = policy.ask.describe();
+    if !asks.is_empty() {
+        outln!(
+            "\nask rules (these calls wait for `skillbox tasks approve`; denied after {}):",
+            HumanDuration(policy.ask.timeout)
+        );
+        for a in asks {
+            outln!("  ask          {a}");
+        }
+    }
     let missing = report.not_granted().count();
     if missing > 0 {
         outln!(

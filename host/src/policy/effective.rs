@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::net::{NetRule, split_host_port};
 use super::{
-    DockerPolicy, ExecPolicy, ExecRule, Grants, Manifest, PolicyReport, Preopen, ResolvedLimits,
+    AskPolicy, DockerPolicy, ExecPolicy, ExecRule, Grants, Manifest, PolicyReport, Preopen, ResolvedLimits,
     env, fs, limits, net,
 };
 
@@ -25,6 +25,9 @@ pub struct EffectivePolicy {
     pub docker: Option<DockerPolicy>,
     /// Resource limits.
     pub limits: ResolvedLimits,
+    /// Calls that wait for the operator's decision.
+    #[serde(default)]
+    pub ask: AskPolicy,
 }
 
 /// An [`EffectivePolicy`] as stored with a task. Tasks spawned before the
@@ -44,6 +47,8 @@ struct StoredPolicy {
     #[serde(default)]
     docker: Option<DockerPolicy>,
     limits: ResolvedLimits,
+    #[serde(default)]
+    ask: AskPolicy,
 }
 
 impl From<StoredPolicy> for EffectivePolicy {
@@ -62,6 +67,7 @@ impl From<StoredPolicy> for EffectivePolicy {
             net: s.net,
             docker: s.docker,
             limits: s.limits,
+            ask: s.ask,
         }
     }
 }
@@ -74,6 +80,22 @@ impl EffectivePolicy {
         grants: &Grants,
     ) -> (EffectivePolicy, PolicyReport) {
         let mut report = PolicyReport::default();
+        // An ask rule grants what it names, as its `--allow-*` flag would;
+        // the calls it matches then wait for a decision.
+        let ask = AskPolicy::of(&grants.ask);
+        let with_asks;
+        let grants = if grants.ask.is_empty() {
+            grants
+        } else {
+            let mut g = grants.clone();
+            let a = &grants.ask;
+            g.exec.allow.extend(a.exec.iter().cloned());
+            g.docker.images.extend(a.docker.iter().cloned());
+            g.fs.extend(a.write.iter().map(|w| w.grant()));
+            g.net.allow.extend(a.net.iter().cloned());
+            with_asks = g;
+            &with_asks
+        };
 
         let preopens = fs::compute(manifest.map(|m| &m.fs), &grants.fs, &mut report);
 
@@ -123,6 +145,7 @@ impl EffectivePolicy {
                 net,
                 docker,
                 limits,
+                ask,
             },
             report,
         )

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::env::validate_env_name;
 use super::fs::FsGrant;
 use super::net::validate_net;
-use super::{DockerGrant, ExecRule, Limits};
+use super::{AskGrants, DockerGrant, ExecRule, Limits};
 use crate::error::Error;
 
 /// Everything an operator grants, from CLI flags and/or a policy file.
@@ -35,6 +35,10 @@ pub struct Grants {
     /// Limits; each caps what the skill may request.
     #[serde(default)]
     pub limits: Limits,
+    /// Capabilities granted only with the operator's decision at the time
+    /// of the call (see [`super::ask`]).
+    #[serde(default, skip_serializing_if = "AskGrants::is_unset")]
+    pub ask: AskGrants,
 }
 
 /// `allow = [...]`, the shape of the `[exec]`, `[env]` and `[net]` tables.
@@ -81,6 +85,11 @@ impl Grants {
     /// [limits]
     /// memory = "256MiB"
     /// timeout = "15m"
+    ///
+    /// [ask]
+    /// exec = [ { program = "systemctl", args = ["restart", "myapp"] } ]
+    /// docker = ["myapp:*"]
+    /// timeout = "30m"
     /// ```
     pub fn load(path: &Path) -> Result<Grants, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -115,6 +124,7 @@ impl Grants {
         self.docker
             .validate()
             .map_err(|e| format!("[docker] {e}"))?;
+        self.ask.validate().map_err(|e| format!("[ask] {e}"))?;
         Ok(())
     }
 
@@ -125,6 +135,7 @@ impl Grants {
         self.env.allow.extend(other.env.allow);
         self.net.allow.extend(other.net.allow);
         self.docker.merge(other.docker);
+        self.ask.merge(other.ask);
         let l = &mut self.limits;
         let o = other.limits;
         l.memory = o.memory.or(l.memory);

@@ -10,6 +10,7 @@
 //! and checks: [`fs`], [`env`](mod@env), [`net`], [`exec`], [`docker`], [`limits`].
 //! This module never touches the host; it only computes.
 
+pub mod ask;
 pub mod docker;
 mod effective;
 pub mod env;
@@ -26,6 +27,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use ask::{AskGrants, AskPolicy, WriteAsk};
 pub use docker::{
     DEFAULT_CONTAINER_MEMORY, DEFAULT_CONTAINER_PIDS, DockerGrant, DockerPolicy, DockerRequest,
     ImageUse, normalize_tag,
