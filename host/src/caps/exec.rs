@@ -286,6 +286,16 @@ pub async fn run(
     result
 }
 
+/// Audits a call refused before it was checked to run.
+fn audit_refusal(req: &Request, e: &ExecError, events: &dyn EventObserver) {
+    events.event(Event::Audit {
+        capability: "exec",
+        detail: describe(&req.program, &req.args),
+        allowed: false,
+        reason: e.to_string(),
+    });
+}
+
 async fn run_checked(
     policy: &EffectivePolicy,
     sandbox: &Sandbox,
@@ -359,10 +369,38 @@ pub struct ExecCtx {
     pub sandbox: Arc<Sandbox>,
     /// Audit events.
     pub events: Arc<dyn EventObserver>,
-    /// End of the run.
-    pub deadline: Instant,
+    /// The run's ask rules, its approval gate and its deadline.
+    pub asker: Arc<super::approval::Asker>,
     /// The run's tag, exported to its programs (see [`Request::tag`]).
     pub tag: Option<String>,
+}
+
+impl ExecCtx {
+    /// Asks for approval of `req` when an ask rule matches it (and the
+    /// policy allows it: a call refused anyway asks nobody).
+    async fn approve(&self, req: &Request) -> Result<(), ExecError> {
+        if self.asker.rules.exec.is_empty() || check(&self.policy, req).is_err() {
+            return Ok(());
+        }
+        let Some(rule) = self
+            .asker
+            .rules
+            .exec_rule(&req.program, &req.args, resolve_program)
+        else {
+            return Ok(());
+        };
+        let detail = describe(&req.program, &req.args);
+        self.asker
+            .ask(super::approval::Asking {
+                capability: "exec",
+                detail,
+                rule,
+                reason: None,
+                per_run: false,
+            })
+            .await
+            .map_err(ExecError::Denied)
+    }
 }
 
 mod host_impl {
@@ -383,7 +421,17 @@ mod host_impl {
                 tag: self.tag.clone(),
             };
             let ctx = &*self;
-            match super::run(&ctx.policy, &ctx.sandbox, req, ctx.deadline, &*ctx.events).await {
+            let result = match ctx.approve(&req).await {
+                Ok(()) => {
+                    let deadline = ctx.asker.deadline().get();
+                    super::run(&ctx.policy, &ctx.sandbox, req, deadline, &*ctx.events).await
+                }
+                Err(e) => {
+                    super::audit_refusal(&req, &e, &*ctx.events);
+                    Err(e)
+                }
+            };
+            match result {
                 Ok(r) => Ok(Output {
                     status: r.status,
                     stdout: r.stdout,

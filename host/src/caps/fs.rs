@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use super::readonly::ReadOnlyView;
+use super::readonly::GrantedDirsView;
 use crate::error::Error;
 use crate::events::Event;
 use crate::policy::{Access, EffectivePolicy, Preopen};
@@ -130,7 +130,7 @@ pub(super) const TYPES: &str = "wasi:filesystem/types@0.2.12";
 /// Wires `fs` into the linker, over wasmtime-wasi's filesystem: opens of
 /// regular files and directories only ([`add_regular_opens`]) and file
 /// writes on the guest's thread ([`add_inline_writes`]).
-pub(crate) fn add_to_linker<T: ReadOnlyView + Send + 'static>(
+pub(crate) fn add_to_linker<T: GrantedDirsView + Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
 ) -> wasmtime::Result<()> {
     add_regular_opens(linker)?;
@@ -146,7 +146,7 @@ pub(crate) fn add_to_linker<T: ReadOnlyView + Send + 'static>(
 /// wasmtime-wasi's opens from a preopen do: a file system that hangs
 /// (a dead network mount) then holds a pool thread, not the run, whose
 /// timeout still fires.
-fn add_regular_opens<T: ReadOnlyView + Send + 'static>(
+fn add_regular_opens<T: GrantedDirsView + Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
 ) -> wasmtime::Result<()> {
     use wasmtime::component::Resource;
@@ -188,7 +188,7 @@ fn add_regular_opens<T: ReadOnlyView + Send + 'static>(
                 let plan = match request.plan(dir.perms) {
                     Ok(plan) => plan,
                     Err(ErrorCode::NotPermitted) => {
-                        let reason = store.data().read_only().remedy(&dir.dir);
+                        let reason = store.data().granted_dirs().remedy(&dir.dir);
                         store.data().events().event(Event::Audit {
                             capability: "fs",
                             detail: format!("open {path} for writing"),
@@ -199,6 +199,17 @@ fn add_regular_opens<T: ReadOnlyView + Send + 'static>(
                     }
                     Err(code) => return Ok((Err(code),)),
                 };
+                let changes = request.create || request.truncate || request.write;
+                if changes
+                    && super::readonly::unapproved_beneath(
+                        store.data_mut(),
+                        &dir.dir,
+                        &format!("open {path} for writing"),
+                    )
+                    .await
+                {
+                    return Ok((Err(ErrorCode::NotPermitted),));
+                }
                 let handle = dir.dir.clone();
                 let relative = path.clone();
                 let opened = tokio::task::spawn_blocking(move || {

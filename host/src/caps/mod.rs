@@ -8,6 +8,7 @@
 //!
 //! [`EffectivePolicy`]: crate::policy::EffectivePolicy
 
+pub mod approval;
 pub mod checkpoint;
 pub mod docker;
 pub mod env;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
+use crate::caps::approval::{Asker, Asking};
 use crate::error::Error;
 use crate::events::{Event, EventObserver, HasEvents};
 use crate::policy::EffectivePolicy;
@@ -132,8 +133,20 @@ pub fn configure(
     builder: &mut WasiCtxBuilder,
     policy: &EffectivePolicy,
     events: Arc<dyn EventObserver>,
+    asker: Arc<Asker>,
 ) -> Result<NetCtx, Error> {
     let Resolved { addrs, names } = resolve(policy)?;
+    // The endpoints whose first connection in the run asks, by address.
+    let mut ask: HashMap<SocketAddr, String> = HashMap::new();
+    for rule in &policy.ask.net {
+        let addrs = rule
+            .to_socket_addrs()
+            .map_err(|e| Error::Grant(format!("cannot resolve endpoint {rule}: {e}")))?;
+        for a in addrs {
+            ask.insert(a, rule.clone());
+        }
+    }
+    let ask = Arc::new(ask);
     let granted = Arc::new(addrs);
     // TCP and UDP are "on" so that every attempt reaches the check below and
     // is audited; the check refuses everything not granted. wasmtime-wasi's
@@ -168,9 +181,38 @@ pub fn configure(
                 },
             });
         }
-        Box::pin(async move { ok })
+        let asking = ok
+            .then(|| ask.get(&addr))
+            .flatten()
+            .filter(|_| !is_probe)
+            .and_then(|r| asker.rules.net_rule(r));
+        let asker = asker.clone();
+        Box::pin(async move {
+            let Some(rule) = asking else { return ok };
+            let call = Asking {
+                capability: "net",
+                detail: format!("connect to {addr}"),
+                rule,
+                reason: None,
+                per_run: true,
+            };
+            // The check's future must be `Sync`, a wait for a decision is
+            // not: it runs as its own task, aborted if the connect is dropped.
+            let mut waiting =
+                AbortOnDrop(tokio::spawn(async move { asker.ask(call).await.is_ok() }));
+            (&mut waiting.0).await.unwrap_or(false)
+        })
     });
     Ok(ctx)
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The interface whose functions [`add_to_linker`] replaces.

@@ -1,5 +1,7 @@
-//! Writes refused beneath a read-only grant: audited, naming the grant and
-//! the flag that would make it writable.
+//! Changes beneath granted directories: refused beneath a read-only grant
+//! (audited, naming the grant and the flag that would make it writable),
+//! and asked for beneath an `--ask-write` grant (the run's first change
+//! there waits for the operator's approval).
 //!
 //! wasmtime-wasi refuses every change beneath a read-only preopen with a
 //! bare `NotPermitted`, which a skill reports as "Operation not permitted"
@@ -7,7 +9,7 @@
 //! contents (create, remove, rename, link) are checked first: beneath a
 //! read-only grant they are refused the same way, and audited; otherwise
 //! wasmtime-wasi's own implementation runs. Opens for writing are audited by
-//! `fs`'s `open-at`, which asks [`ReadOnlyGrants::remedy`] too.
+//! `fs`'s `open-at`, which asks [`GrantedDirs::remedy`] too.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -17,51 +19,70 @@ use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
 use wasmtime_wasi::p2::FsError;
 use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, HostDescriptor, PathFlags};
 
+use super::approval::{AskView, Asking};
 use crate::events::{Event, HasEvents};
 use crate::policy::{Access, EffectivePolicy};
 
-/// The read-only grants of a run, by the identity of their directories.
+/// The read-only and ask-write grants of a run, by the identity of their
+/// directories.
 #[derive(Default)]
-pub struct ReadOnlyGrants {
-    grants: Vec<ReadOnlyGrant>,
+pub struct GrantedDirs {
+    grants: Vec<DirGrant>,
+    ask_write: Vec<DirGrant>,
 }
 
-struct ReadOnlyGrant {
+struct DirGrant {
     /// (device, inode) of the granted directory.
     id: (u64, u64),
     host: PathBuf,
     guest: String,
 }
 
-/// A store that knows its run's read-only grants.
-pub(crate) trait ReadOnlyView: wasmtime_wasi::WasiView + HasEvents {
-    /// Its read-only grants.
-    fn read_only(&self) -> &ReadOnlyGrants;
+/// A store that knows its run's read-only and ask-write grants.
+pub(crate) trait GrantedDirsView: wasmtime_wasi::WasiView + HasEvents + AskView {
+    /// Its grants.
+    fn granted_dirs(&self) -> &GrantedDirs;
 }
 
 /// Most parent directories walked up from a refused directory to find its
 /// grant.
 const MAX_DEPTH: usize = 64;
 
-impl ReadOnlyGrants {
+impl GrantedDirs {
     /// The read-only grants of `policy` (a grant that cannot be read is
     /// left out here: `fs::configure` refuses it before the run).
-    pub fn new(policy: &EffectivePolicy) -> ReadOnlyGrants {
-        let grants = policy
-            .preopens
-            .iter()
-            .filter(|p| p.access == Access::Read)
-            .filter_map(|p| {
-                let host = p.host.canonicalize().ok()?;
-                let m = std::fs::metadata(&host).ok()?;
-                Some(ReadOnlyGrant {
-                    id: (m.dev(), m.ino()),
-                    host,
-                    guest: p.guest.clone(),
+    pub fn new(policy: &EffectivePolicy) -> GrantedDirs {
+        let of = |keep: &dyn Fn(&crate::policy::Preopen) -> bool| -> Vec<DirGrant> {
+            policy
+                .preopens
+                .iter()
+                .filter(|p| keep(p))
+                .filter_map(|p| {
+                    let host = p.host.canonicalize().ok()?;
+                    let m = std::fs::metadata(&host).ok()?;
+                    Some(DirGrant {
+                        id: (m.dev(), m.ino()),
+                        host,
+                        guest: p.guest.clone(),
+                    })
                 })
-            })
-            .collect();
-        ReadOnlyGrants { grants }
+                .collect()
+        };
+        GrantedDirs {
+            grants: of(&|p| p.access == Access::Read),
+            ask_write: of(&|p| {
+                p.access == Access::ReadWrite && policy.ask.write_rule(&p.guest).is_some()
+            }),
+        }
+    }
+
+    /// The guest path of the ask-write grant the directory `dir` is
+    /// beneath, if any.
+    pub fn ask_write_grant(&self, dir: &std::fs::File) -> Option<String> {
+        if self.ask_write.is_empty() {
+            return None;
+        }
+        grant_of(&self.ask_write, dir).map(|g| g.guest.clone())
     }
 
     /// What to do about a change refused beneath the directory `dir`: its
@@ -81,9 +102,17 @@ impl ReadOnlyGrants {
         }
     }
 
-    fn grant_of(&self, dir: &std::fs::File) -> Option<&ReadOnlyGrant> {
+    fn grant_of(&self, dir: &std::fs::File) -> Option<&DirGrant> {
+        grant_of(&self.grants, dir)
+    }
+}
+
+/// The grant of `grants` the directory `dir` is beneath, found by walking
+/// up from it.
+fn grant_of<'g>(grants: &'g [DirGrant], dir: &std::fs::File) -> Option<&'g DirGrant> {
+    {
         use rustix::fs::{Mode, OFlags, openat};
-        let find = |m: &std::fs::Metadata| self.grants.iter().find(|g| g.id == (m.dev(), m.ino()));
+        let find = |m: &std::fs::Metadata| grants.iter().find(|g| g.id == (m.dev(), m.ino()));
         if let Some(g) = find(&dir.metadata().ok()?) {
             return Some(g);
         }
@@ -102,7 +131,7 @@ impl ReadOnlyGrants {
 
 /// When `fd` is a directory beneath a read-only grant: audits the change
 /// `what` and says to refuse it.
-fn refused<T: ReadOnlyView>(store: &mut T, fd: &Resource<Descriptor>, what: String) -> bool {
+fn refused<T: GrantedDirsView>(store: &mut T, fd: &Resource<Descriptor>, what: String) -> bool {
     let Ok(Descriptor::Dir(dir)) = store.ctx().table.get(fd) else {
         return false;
     };
@@ -110,7 +139,7 @@ fn refused<T: ReadOnlyView>(store: &mut T, fd: &Resource<Descriptor>, what: Stri
         return false;
     }
     let handle = dir.dir.clone();
-    let reason = store.read_only().remedy(&handle);
+    let reason = store.granted_dirs().remedy(&handle);
     store.events().event(Event::Audit {
         capability: "fs",
         detail: what,
@@ -118,6 +147,47 @@ fn refused<T: ReadOnlyView>(store: &mut T, fd: &Resource<Descriptor>, what: Stri
         reason,
     });
     true
+}
+
+/// When `fd` is a directory beneath an ask-write grant whose changes the
+/// run has not yet been approved to make: asks, and says whether the
+/// change `what` is refused.
+pub(crate) async fn unapproved<T: GrantedDirsView>(
+    store: &mut T,
+    fd: &Resource<Descriptor>,
+    what: &str,
+) -> bool {
+    if store.asker().rules.write.is_empty() {
+        return false;
+    }
+    let Ok(Descriptor::Dir(dir)) = store.ctx().table.get(fd) else {
+        return false;
+    };
+    let handle = dir.dir.clone();
+    unapproved_beneath(store, &handle, what).await
+}
+
+/// [`unapproved`], for the directory `dir`.
+pub(crate) async fn unapproved_beneath<T: GrantedDirsView>(
+    store: &mut T,
+    dir: &std::fs::File,
+    what: &str,
+) -> bool {
+    let Some(guest) = store.granted_dirs().ask_write_grant(dir) else {
+        return false;
+    };
+    let asker = store.asker().clone();
+    let Some(rule) = asker.rules.write_rule(&guest) else {
+        return false;
+    };
+    let call = Asking {
+        capability: "write",
+        detail: format!("{what} beneath {guest}"),
+        rule,
+        reason: None,
+        per_run: true,
+    };
+    asker.ask(call).await.is_err()
 }
 
 /// The guest's answer from wasmtime-wasi's result.
@@ -130,7 +200,7 @@ fn answer(r: Result<(), FsError>) -> wasmtime::Result<(Result<(), ErrorCode>,)> 
 
 /// Checks the changes of a directory's contents against the read-only
 /// grants before wasmtime-wasi makes them.
-pub(crate) fn add_to_linker<T: ReadOnlyView + Send + 'static>(
+pub(crate) fn add_to_linker<T: GrantedDirsView + Send + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
@@ -139,7 +209,9 @@ pub(crate) fn add_to_linker<T: ReadOnlyView + Send + 'static>(
         "[method]descriptor.create-directory-at",
         |mut store, (fd, path): (Resource<Descriptor>, String)| {
             Box::new(async move {
-                if refused(store.data_mut(), &fd, format!("create directory {path}")) {
+                if refused(store.data_mut(), &fd, format!("create directory {path}"))
+                    || unapproved(store.data_mut(), &fd, &format!("create directory {path}")).await
+                {
                     return Ok((Err(ErrorCode::NotPermitted),));
                 }
                 let mut fs = store.data_mut().filesystem();
@@ -151,7 +223,9 @@ pub(crate) fn add_to_linker<T: ReadOnlyView + Send + 'static>(
         "[method]descriptor.remove-directory-at",
         |mut store, (fd, path): (Resource<Descriptor>, String)| {
             Box::new(async move {
-                if refused(store.data_mut(), &fd, format!("remove directory {path}")) {
+                if refused(store.data_mut(), &fd, format!("remove directory {path}"))
+                    || unapproved(store.data_mut(), &fd, &format!("remove directory {path}")).await
+                {
                     return Ok((Err(ErrorCode::NotPermitted),));
                 }
                 let mut fs = store.data_mut().filesystem();
@@ -163,7 +237,9 @@ pub(crate) fn add_to_linker<T: ReadOnlyView + Send + 'static>(
         "[method]descriptor.unlink-file-at",
         |mut store, (fd, path): (Resource<Descriptor>, String)| {
             Box::new(async move {
-                if refused(store.data_mut(), &fd, format!("remove {path}")) {
+                if refused(store.data_mut(), &fd, format!("remove {path}"))
+                    || unapproved(store.data_mut(), &fd, &format!("remove {path}")).await
+                {
                     return Ok((Err(ErrorCode::NotPermitted),));
                 }
                 let mut fs = store.data_mut().filesystem();
@@ -175,7 +251,9 @@ pub(crate) fn add_to_linker<T: ReadOnlyView + Send + 'static>(
         "[method]descriptor.symlink-at",
         |mut store, (fd, target, path): (Resource<Descriptor>, String, String)| {
             Box::new(async move {
-                if refused(store.data_mut(), &fd, format!("create symlink {path}")) {
+                if refused(store.data_mut(), &fd, format!("create symlink {path}"))
+                    || unapproved(store.data_mut(), &fd, &format!("create symlink {path}")).await
+                {
                     return Ok((Err(ErrorCode::NotPermitted),));
                 }
                 let mut fs = store.data_mut().filesystem();
@@ -193,6 +271,12 @@ pub(crate) fn add_to_linker<T: ReadOnlyView + Send + 'static>(
                 {
                     return Ok((Err(ErrorCode::NotPermitted),));
                 }
+                let what = format!("rename {old} to {new}");
+                if unapproved(store.data_mut(), &fd, &what).await
+                    || unapproved(store.data_mut(), &new_fd, &what).await
+                {
+                    return Ok((Err(ErrorCode::NotPermitted),));
+                }
                 let mut fs = store.data_mut().filesystem();
                 answer(HostDescriptor::rename_at(&mut fs, fd, old, new_fd, new).await)
             })
@@ -205,6 +289,12 @@ pub(crate) fn add_to_linker<T: ReadOnlyView + Send + 'static>(
                 let data = store.data_mut();
                 if refused(data, &fd, format!("link {new} to {old}"))
                     || refused(data, &new_fd, format!("link {new} to {old}"))
+                {
+                    return Ok((Err(ErrorCode::NotPermitted),));
+                }
+                let what = format!("link {new} to {old}");
+                if unapproved(store.data_mut(), &fd, &what).await
+                    || unapproved(store.data_mut(), &new_fd, &what).await
                 {
                     return Ok((Err(ErrorCode::NotPermitted),));
                 }

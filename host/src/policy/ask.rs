@@ -98,7 +98,10 @@ impl WriteAsk {
 impl AskGrants {
     /// Whether there is no ask rule.
     pub fn is_empty(&self) -> bool {
-        self.exec.is_empty() && self.docker.is_empty() && self.write.is_empty() && self.net.is_empty()
+        self.exec.is_empty()
+            && self.docker.is_empty()
+            && self.write.is_empty()
+            && self.net.is_empty()
     }
 
     /// Whether nothing is set, not even the timeout.
@@ -180,7 +183,10 @@ impl AskPolicy {
 
     /// Whether nothing asks.
     pub fn is_empty(&self) -> bool {
-        self.exec.is_empty() && self.docker.is_empty() && self.write.is_empty() && self.net.is_empty()
+        self.exec.is_empty()
+            && self.docker.is_empty()
+            && self.write.is_empty()
+            && self.net.is_empty()
     }
 
     /// The exec ask rule a call of `program` with `args` matches, in the

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::net::{NetRule, split_host_port};
 use super::{
-    AskPolicy, DockerPolicy, ExecPolicy, ExecRule, Grants, Manifest, PolicyReport, Preopen, ResolvedLimits,
-    env, fs, limits, net,
+    AskPolicy, DockerPolicy, ExecPolicy, ExecRule, Grants, Manifest, PolicyReport, Preopen,
+    ResolvedLimits, env, fs, limits, net,
 };
 
 /// The policy of one run: the only thing the capability modules consult.

@@ -12,6 +12,7 @@ use super::outcome::{CallResult, FailureKind, Outcome, RunReport, classify_trap,
 use super::state::{Built, RunState};
 use super::{Host, Pre, Prepared, SkillKind};
 use crate::bindings::skillbox::skill::types::{FailureKind as WitFailureKind, Summary};
+use crate::caps::approval::{ApprovalGate, Deadline};
 use crate::caps::checkpoint::PersistCheckpoint;
 use crate::caps::limits::Limit;
 use crate::error::Error;
@@ -33,6 +34,9 @@ pub struct RunRequest {
     pub persist_checkpoint: Option<PersistCheckpoint>,
     /// Set to `true` to stop the run (it ends as [`Outcome::Cancelled`]).
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Where calls that match an ask rule wait for the operator's decision
+    /// (a task store); `None` refuses them.
+    pub approvals: Option<Arc<dyn ApprovalGate>>,
     /// A tag for the programs this run starts (`SKILLBOX_RUN`), to find
     /// them after a crash (see [`crate::caps::exec::kill_tagged`]).
     pub tag: Option<String>,
@@ -48,6 +52,7 @@ impl Default for RunRequest {
             checkpoints: BTreeMap::new(),
             persist_checkpoint: None,
             cancel: None,
+            approvals: None,
             tag: None,
         }
     }
@@ -75,7 +80,7 @@ impl Host {
             ));
         }
         let started = Instant::now();
-        let deadline = started + limits.timeout;
+        let deadline = Arc::new(Deadline::new(started, limits.timeout));
         let mut cancel = request.cancel.take();
         let events = request.events.clone();
         let Built {
@@ -83,16 +88,20 @@ impl Host {
             stdout,
             stderr,
             sandbox,
-        } = RunState::build(prepared, request, &parsed, deadline, self.docker.clone())?;
-        let mut store = self.store(state, &limits, deadline)?;
+        } = RunState::build(
+            prepared,
+            request,
+            &parsed,
+            deadline.clone(),
+            self.docker.clone(),
+        )?;
+        let mut store = self.store(state, &limits, deadline.clone())?;
         let call = call(prepared, &mut store, &input);
-        // The grace covers a guest blocked in a host call past the deadline:
-        // the epoch check cannot stop it there, dropping the future does.
-        let timed = tokio::time::timeout(limits.timeout + Duration::from_millis(50), call);
         // Cancellation drops the call (and with it every exec'd process
-        // group) at once, wherever the guest is.
+        // group) at once, wherever the guest is; so does the deadline.
         let result = tokio::select! {
-            r = timed => Some(r),
+            r = call => Some(Ok(r)),
+            () = expired(&deadline) => Some(Err(())),
             () = cancelled(&mut cancel) => None,
         };
         let (out, out_trunc) = stdout.contents();
@@ -104,7 +113,7 @@ impl Host {
         };
         let outcome = match result {
             None => Outcome::Cancelled,
-            Some(Err(_elapsed)) => timed_out,
+            Some(Err(())) => timed_out,
             Some(Ok(Ok(r))) => returned(r, &limits, &stdout),
             Some(Ok(Err(e))) => {
                 let limit = store.data().limiter.exceeded.clone();
@@ -140,7 +149,7 @@ impl Host {
         &self,
         state: RunState,
         limits: &ResolvedLimits,
-        deadline: Instant,
+        deadline: Arc<Deadline>,
     ) -> Result<Store<RunState>, Error> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -153,7 +162,7 @@ impl Host {
         // timeout fire even while the guest spins.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline.get() {
                 Err(Trap::Interrupt.into())
             } else {
                 Ok(UpdateDeadline::Yield(1))
@@ -186,6 +195,21 @@ async fn call(
                     None => Err(e),
                 },
             }
+        }
+    }
+}
+
+/// Resolves a little after the run's deadline, as it stands then (time
+/// spent waiting for approvals pushes it back). The grace covers a guest
+/// blocked in a host call past the deadline: the epoch check cannot stop
+/// it there, dropping the call does.
+async fn expired(deadline: &Deadline) {
+    let grace = Duration::from_millis(50);
+    loop {
+        deadline.reached().await;
+        tokio::time::sleep(grace).await;
+        if deadline.get() + grace <= Instant::now() {
+            return;
         }
     }
 }

@@ -2,7 +2,6 @@
 //! capability, built from the run's policy.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -10,6 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{Prepared, RunRequest, SkillKind};
 use crate::caps;
+use crate::caps::approval::{Asker, Deadline};
 use crate::caps::checkpoint::CheckpointCtx;
 use crate::caps::docker::{DockerCtx, DockerEngine};
 use crate::caps::exec::ExecCtx;
@@ -17,7 +17,7 @@ use crate::caps::limits::Limiter;
 use crate::caps::net::NetCtx;
 use crate::caps::output::CappedOutput;
 use crate::caps::progress::{LogBudget, ProgressCtx};
-use crate::caps::readonly::ReadOnlyGrants;
+use crate::caps::readonly::GrantedDirs;
 use crate::caps::sandbox::Sandbox;
 use crate::error::Error;
 use crate::events::EventObserver;
@@ -31,11 +31,12 @@ pub struct RunState {
     pub(super) limiter: Limiter,
     events: Arc<dyn EventObserver>,
     net: NetCtx,
-    read_only: ReadOnlyGrants,
+    read_only: GrantedDirs,
     pub(super) exec: ExecCtx,
     pub(super) docker: DockerCtx,
     pub(super) progress: ProgressCtx,
     pub(super) checkpoint: CheckpointCtx,
+    asker: Arc<Asker>,
 }
 
 impl WasiView for RunState {
@@ -53,9 +54,15 @@ impl crate::events::HasEvents for RunState {
     }
 }
 
-impl caps::readonly::ReadOnlyView for RunState {
-    fn read_only(&self) -> &ReadOnlyGrants {
+impl caps::readonly::GrantedDirsView for RunState {
+    fn granted_dirs(&self) -> &GrantedDirs {
         &self.read_only
+    }
+}
+
+impl caps::approval::AskView for RunState {
+    fn asker(&self) -> &Arc<Asker> {
+        &self.asker
     }
 }
 
@@ -83,7 +90,7 @@ impl RunState {
         prepared: &Prepared,
         request: RunRequest,
         input: &serde_json::Value,
-        deadline: Instant,
+        deadline: Arc<Deadline>,
         docker: Arc<DockerEngine>,
     ) -> Result<Built, Error> {
         let RunRequest {
@@ -91,14 +98,21 @@ impl RunState {
             events,
             checkpoints,
             persist_checkpoint,
+            approvals,
             tag,
             ..
         } = request;
+        let asker = Arc::new(Asker::new(
+            approvals,
+            policy.ask.clone(),
+            deadline,
+            events.clone(),
+        ));
         let limits = policy.limits;
         let mut wasi = WasiCtxBuilder::new();
         caps::fs::configure(&mut wasi, &policy)?;
         caps::env::configure(&mut wasi, &policy);
-        let net = caps::net::configure(&mut wasi, &policy, events.clone())?;
+        let net = caps::net::configure(&mut wasi, &policy, events.clone(), asker.clone())?;
         // A command's stdout is its summary, so it is not streamed.
         let stream_stdout = (prepared.kind == SkillKind::Skill).then(|| events.clone());
         let stdout = CappedOutput::new("stdout", limits.output, stream_stdout);
@@ -116,7 +130,7 @@ impl RunState {
         } else {
             Sandbox::for_policy(&policy)
         });
-        let read_only = ReadOnlyGrants::new(&policy);
+        let read_only = GrantedDirs::new(&policy);
         let policy = Arc::new(policy);
         let state = RunState {
             wasi: wasi.build(),
@@ -129,16 +143,17 @@ impl RunState {
                 policy: policy.clone(),
                 sandbox: sandbox.clone(),
                 events: events.clone(),
-                deadline,
+                asker: asker.clone(),
                 tag: tag.clone(),
             },
             docker: DockerCtx {
                 engine: docker,
                 policy,
                 events: events.clone(),
-                deadline,
+                asker: asker.clone(),
                 task: tag,
             },
+            asker,
             progress: ProgressCtx {
                 events,
                 log: LogBudget::new(limits.output),

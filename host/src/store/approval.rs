@@ -14,52 +14,14 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::policy::ask::{ApprovalRequest, Decision};
+
 use super::backend::{StoreError, now_ms};
 use super::machine::{Transaction, move_state};
 use super::model::{TaskId, TaskState};
 
 /// Most requests one task may make; past it, calls that ask are denied.
 pub const MAX_APPROVALS: usize = 64;
-
-/// What a task asks the operator for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApprovalRequest {
-    /// The capability: `exec`, `docker`, `write`, `net`, or `skill` for a
-    /// skill's own request.
-    pub capability: String,
-    /// The exact call, e.g. `systemctl restart myapp`.
-    pub detail: String,
-    /// The ask rule that matched, as the operator wrote it (`--ask-exec
-    /// 'systemctl restart *'`); approvals "always for this task" cover
-    /// later requests of the same rule.
-    pub rule: String,
-    /// The skill's own explanation, for a request it made itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// The operator's answer to one request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Decision {
-    /// Whether the call may go ahead.
-    pub approved: bool,
-    /// The decision also covers every later request of the same rule in
-    /// this task.
-    #[serde(default)]
-    pub always_for_task: bool,
-    /// Who or what decided: `cli:root (uid 0)`, `api`, `mcp:<client>`,
-    /// `openclaw:<session>`, `timeout`, or `approval #N` for a request
-    /// settled by an earlier "always" decision.
-    pub by: String,
-    /// An optional note from whoever decided, shown to the skill on a denial.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    /// When, Unix milliseconds (set by the store).
-    #[serde(default)]
-    pub at_ms: i64,
-}
 
 /// One request of a task and, once given, its decision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,6 +65,7 @@
 //! ```
 
 mod api;
+mod approvals;
 mod recorder;
 mod scratch;
 mod worker;

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, broadcast, watch};
 
 use super::TaskOptions;
 use crate::events::{Event, EventObserver};
-use crate::store::{Claim, StoreError, TaskEvent, TaskId, TaskStore};
+use crate::store::{Approval, Ask, Claim, StoreError, TaskEvent, TaskId, TaskStore};
 
 /// Receives a running task's events: buffers them and commits them in
 /// groups; a checkpoint commits the buffer first, so order is kept.
@@ -99,6 +99,24 @@ impl TaskRecorder {
         let result = retrying(self.retry_for, || {
             self.store.save_checkpoint(&self.claim, key, value)
         });
+        if let Err(StoreError::LeaseLost(_)) = &result {
+            self.lose();
+        }
+        let _ = self.updates.send(self.claim.task.id);
+        result.map_err(|e| e.to_string())
+    }
+}
+
+impl TaskRecorder {
+    /// Stores a request for approval after the buffered events (so that the
+    /// log reads in order), as `save_checkpoint` does.
+    pub(super) fn ask(&self, ask: Ask) -> Result<Approval, String> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        retrying(self.retry_for, || self.commit(&mut pending)).map_err(|e| e.to_string())?;
+        if self.is_lost() {
+            return Err("this host no longer owns the task".into());
+        }
+        let result = retrying(self.retry_for, || self.store.ask(&self.claim, ask.clone()));
         if let Err(StoreError::LeaseLost(_)) = &result {
             self.lose();
         }

@@ -376,6 +376,15 @@ impl TaskService {
             let recorder = recorder.clone();
             Arc::new(move |key: &str, value: &[u8]| recorder.save_checkpoint(key, value))
         };
+        let gate = Arc::new(super::approvals::TaskGate {
+            store: self.store.clone(),
+            recorder: recorder.clone(),
+            id: claim.task.id,
+            updates: self.updates.clone(),
+            wake_relay: self.wake_relay.clone(),
+            poll: self.options.poll,
+            retry_for: self.options.lease,
+        });
         let request = RunRequest {
             input: spec.input.clone(),
             policy,
@@ -383,6 +392,7 @@ impl TaskService {
             checkpoints,
             persist_checkpoint: Some(persist),
             cancel: Some(cancel),
+            approvals: Some(gate),
             tag: Some(claim.task.id.to_string()),
         };
         let report = self.host.run(&prepared, request).await?;

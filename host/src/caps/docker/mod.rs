@@ -47,7 +47,6 @@ mod wit;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bollard::Docker;
 use bollard::models::ContainerInspectResponse;
@@ -295,8 +294,8 @@ pub struct DockerCtx {
     pub policy: Arc<EffectivePolicy>,
     /// Audit and log events.
     pub events: Arc<dyn EventObserver>,
-    /// End of the run.
-    pub deadline: Instant,
+    /// The run's ask rules, its approval gate and its deadline.
+    pub asker: Arc<crate::caps::approval::Asker>,
     /// Task (or run) label for new containers.
     pub task: Option<String>,
 }
@@ -319,10 +318,11 @@ impl DockerCtx {
         op: impl Future<Output = Result<T>>,
         ok: impl FnOnce(&T) -> String,
     ) -> Result<T> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        let result = match tokio::time::timeout(left, op).await {
-            Ok(r) => r,
-            Err(_) => Err(DockerError::Failed(
+        // The deadline as it stands while the call runs: a wait for
+        // approval inside the call pushes it back.
+        let result = tokio::select! {
+            r = op => r,
+            () = self.asker.deadline().reached() => Err(DockerError::Failed(
                 "the run's time limit ran out during the call".into(),
             )),
         };
@@ -346,6 +346,35 @@ impl DockerCtx {
             l.insert(TASK_LABEL.to_string(), t.to_string());
         }
         l
+    }
+
+    /// Asks for approval of `what` when a docker ask rule matches `image`.
+    async fn approve(&self, what: String, image: &str) -> Result<()> {
+        let Some(rule) = self.asker.rules.docker_rule(image) else {
+            return Ok(());
+        };
+        let call = crate::caps::approval::Asking {
+            capability: "docker",
+            detail: what,
+            rule,
+            reason: None,
+            per_run: false,
+        };
+        self.asker.ask(call).await.map_err(denied)
+    }
+
+    /// Asks for approval of `what` on container `c` when a docker ask rule
+    /// matches the image it was started from.
+    async fn approve_container(&self, what: &str, c: &ContainerInspectResponse) -> Result<()> {
+        let image = c.config.as_ref().and_then(|c| c.image.as_deref());
+        match image {
+            Some(image) if !self.asker.rules.docker.is_empty() => {
+                let name = c.name.as_deref().unwrap_or("?").trim_start_matches('/');
+                self.approve(format!("{what} container {name} ({image})"), image)
+                    .await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Looks up a container and checks that it carries the owner's label.
@@ -378,6 +407,7 @@ impl DockerCtx {
             self.docker()?;
             let docker = self.engine.client().await?;
             let c = self.own_container(docker, name).await?;
+            self.approve_container("stop", &c).await?;
             let t = i32::try_from(timeout_secs.unwrap_or(10)).unwrap_or(i32::MAX);
             docker
                 .stop_container(
@@ -404,6 +434,7 @@ impl DockerCtx {
             self.docker()?;
             let docker = self.engine.client().await?;
             let c = self.own_container(docker, name).await?;
+            self.approve_container("remove", &c).await?;
             docker
                 .remove_container(
                     c.id.as_deref().unwrap_or(name),

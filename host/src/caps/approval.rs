@@ -1,0 +1,320 @@
+//! `approval`: calls that wait for the operator's decision.
+//!
+//! A call that matches one of the run's ask rules (see
+//! [`crate::policy::ask`]) asks through the run's [`ApprovalGate`] (a task
+//! store, for background tasks) and waits; the time it waits is added to
+//! the run's [`Deadline`], so the wall-clock limit counts only the time the
+//! skill works, while the gate's own approval timeout bounds the wait. A
+//! run without a gate (a plain `skillbox run`) cannot wait for anyone: its
+//! calls that ask are refused, saying how to run it as a task instead.
+//!
+//! Each request carries a key that names the call across attempts (the
+//! call and how many times this run made it before), so that a resumed
+//! task that reaches the same call finds the decision already given.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+
+use crate::events::{Event, EventObserver};
+use crate::policy::AskPolicy;
+pub use crate::policy::ask::{ApprovalRequest, Decision};
+
+/// Where a run's requests for approval go and their decisions come from.
+pub trait ApprovalGate: Send + Sync {
+    /// Records `request` under `key` (or finds the one recorded before)
+    /// and waits until it is decided or `timeout` after it was first made;
+    /// an error is a failure to ask, and the call is refused.
+    fn ask(
+        &self,
+        key: String,
+        request: ApprovalRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Decision, String>>;
+}
+
+/// The end of a run, pushed back by the time the run waited for decisions.
+#[derive(Debug)]
+pub struct Deadline {
+    start: Instant,
+    limit: Duration,
+    waited_ns: AtomicU64,
+}
+
+impl Deadline {
+    /// A deadline `limit` after `start`.
+    pub fn new(start: Instant, limit: Duration) -> Deadline {
+        Deadline {
+            start,
+            limit,
+            waited_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// When the run must end, as it stands now.
+    pub fn get(&self) -> Instant {
+        self.start + self.limit + self.waited()
+    }
+
+    /// How long the run waited for decisions so far.
+    pub fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once the deadline, as it stands then, has passed.
+    pub async fn reached(&self) {
+        loop {
+            let at = self.get();
+            tokio::time::sleep_until(at.into()).await;
+            if self.get() <= Instant::now() {
+                return;
+            }
+        }
+    }
+
+    fn push_back(&self, by: Duration) {
+        let ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.waited_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+/// A store whose host functions may ask for approval; host code generic
+/// over the store asks through this, never naming the runtime's store type.
+pub(crate) trait AskView {
+    /// The run's asking side.
+    fn asker(&self) -> &Arc<Asker>;
+}
+
+/// How many requests a run keeps track of before it refuses more.
+const MAX_DISTINCT_CALLS: usize = 4096;
+
+/// The asking side of one run.
+pub struct Asker {
+    gate: Option<Arc<dyn ApprovalGate>>,
+    /// The run's ask rules.
+    pub rules: AskPolicy,
+    deadline: Arc<Deadline>,
+    events: Arc<dyn EventObserver>,
+    /// How many times each call asked in this run.
+    seen: Mutex<HashMap<String, u32>>,
+    /// Rules approved for the rest of the run (write and net rules).
+    approved: Mutex<HashSet<String>>,
+}
+
+/// A call that matched an ask rule.
+pub struct Asking {
+    /// `exec`, `docker`, `write`, `net` or `skill`.
+    pub capability: &'static str,
+    /// The exact call.
+    pub detail: String,
+    /// The rule, in the operator's words.
+    pub rule: String,
+    /// The skill's explanation, for its own requests.
+    pub reason: Option<String>,
+    /// One approval covers the rest of the run (write and net rules).
+    pub per_run: bool,
+}
+
+impl Asker {
+    /// The asking side of a run with `rules`, asking through `gate`.
+    pub fn new(
+        gate: Option<Arc<dyn ApprovalGate>>,
+        rules: AskPolicy,
+        deadline: Arc<Deadline>,
+        events: Arc<dyn EventObserver>,
+    ) -> Asker {
+        Asker {
+            gate,
+            rules,
+            deadline,
+            events,
+            seen: Mutex::default(),
+            approved: Mutex::default(),
+        }
+    }
+
+    /// The run's deadline.
+    pub fn deadline(&self) -> &Arc<Deadline> {
+        &self.deadline
+    }
+
+    /// Asks for `call` and waits for the decision: `Ok` once approved, else
+    /// the refusal's message (naming who denied it and the rule).
+    pub async fn ask(&self, call: Asking) -> Result<(), String> {
+        if call.per_run && lock(&self.approved).contains(&call.rule) {
+            return Ok(());
+        }
+        let Some(gate) = self.gate.clone() else {
+            return Err(format!(
+                "{}: the operator asked to approve this call first ({}), and a \
+                 `skillbox run` cannot wait for a decision: run the skill as a \
+                 background task (`skillbox spawn`) and approve it with \
+                 `skillbox tasks approve`",
+                call.detail, call.rule
+            ));
+        };
+        let key = {
+            let mut seen = lock(&self.seen);
+            let name = if call.per_run {
+                call.rule.clone()
+            } else {
+                format!("{} {}", call.capability, call.detail)
+            };
+            if !seen.contains_key(&name) && seen.len() >= MAX_DISTINCT_CALLS {
+                return Err(format!(
+                    "{}: the run asked for approval of {MAX_DISTINCT_CALLS} different calls; no more",
+                    call.detail
+                ));
+            }
+            let n = seen.entry(name.clone()).or_default();
+            *n += 1;
+            format!("{name}#{n}")
+        };
+        let request = ApprovalRequest {
+            capability: call.capability.to_string(),
+            detail: call.detail.clone(),
+            rule: call.rule.clone(),
+            reason: call.reason,
+        };
+        let asked = Instant::now();
+        let decision = gate.ask(key, request, self.rules.timeout).await;
+        self.deadline.push_back(asked.elapsed());
+        let decision = match decision {
+            Ok(d) => d,
+            Err(e) => {
+                let message = format!("{}: could not ask for approval: {e}", call.detail);
+                self.audit(call.capability, &call.detail, false, message.clone());
+                return Err(message);
+            }
+        };
+        let note = decision
+            .note
+            .as_deref()
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default();
+        if decision.approved {
+            self.audit(
+                call.capability,
+                &call.detail,
+                true,
+                format!("approved by {} (rule {})", decision.by, call.rule),
+            );
+            if call.per_run {
+                lock(&self.approved).insert(call.rule);
+            }
+            Ok(())
+        } else {
+            let message = format!(
+                "{}: denied by {}{note} (the operator asked to approve it first: {})",
+                call.detail, decision.by, call.rule
+            );
+            self.audit(call.capability, &call.detail, false, message.clone());
+            Err(message)
+        }
+    }
+
+    fn audit(&self, capability: &'static str, detail: &str, allowed: bool, reason: String) {
+        self.events.event(Event::Audit {
+            capability,
+            detail: format!("approval: {detail}"),
+            allowed,
+            reason,
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Answer(bool, Mutex<Vec<String>>);
+
+    impl ApprovalGate for Answer {
+        fn ask(
+            &self,
+            key: String,
+            _: ApprovalRequest,
+            _: Duration,
+        ) -> BoxFuture<'static, Result<Decision, String>> {
+            self.1.lock().unwrap().push(key);
+            let approved = self.0;
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(Decision {
+                    approved,
+                    always_for_task: false,
+                    by: "test".into(),
+                    note: None,
+                    at_ms: 0,
+                })
+            })
+        }
+    }
+
+    fn call(per_run: bool) -> Asking {
+        Asking {
+            capability: "exec",
+            detail: "systemctl restart app".into(),
+            rule: "--ask-exec 'systemctl restart app'".into(),
+            reason: None,
+            per_run,
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_count_repeated_calls_and_the_wait_moves_the_deadline() {
+        let deadline = Arc::new(Deadline::new(Instant::now(), Duration::from_secs(1)));
+        let before = deadline.get();
+        let gate = Arc::new(Answer(true, Mutex::default()));
+        let asker = Asker::new(
+            Some(gate.clone()),
+            AskPolicy::default(),
+            deadline.clone(),
+            Arc::new(crate::events::Discard),
+        );
+        asker.ask(call(false)).await.unwrap();
+        asker.ask(call(false)).await.unwrap();
+        asker.ask(call(true)).await.unwrap();
+        asker.ask(call(true)).await.unwrap();
+        assert_eq!(
+            *gate.1.lock().unwrap(),
+            [
+                "exec systemctl restart app#1",
+                "exec systemctl restart app#2",
+                "--ask-exec 'systemctl restart app'#1"
+            ],
+            "a per-run approval is asked once"
+        );
+        assert!(deadline.get() >= before + Duration::from_millis(60));
+    }
+
+    #[tokio::test]
+    async fn denials_and_a_run_without_a_gate_are_refusals_naming_the_rule() {
+        let deadline = Arc::new(Deadline::new(Instant::now(), Duration::from_secs(1)));
+        let events = Arc::new(crate::events::Discard);
+        let no = Asker::new(
+            Some(Arc::new(Answer(false, Mutex::default()))),
+            AskPolicy::default(),
+            deadline.clone(),
+            events.clone(),
+        );
+        let e = no.ask(call(false)).await.unwrap_err();
+        assert!(
+            e.contains("denied by test") && e.contains("--ask-exec"),
+            "{e}"
+        );
+        let alone = Asker::new(None, AskPolicy::default(), deadline, events);
+        let e = alone.ask(call(false)).await.unwrap_err();
+        assert!(
+            e.contains("skillbox spawn") && e.contains("--ask-exec"),
+            "{e}"
+        );
+    }
+}
