@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod approvals;
 mod cli;
 mod confinement;
 mod daemon;

@@ -15,6 +15,7 @@ macro_rules! out {
     };
 }
 
+mod approve;
 mod build;
 mod bundled_sdk;
 mod docs;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use skillbox::relay::{Delivery, Notification};
-use skillbox::server::SpawnBody;
 use skillbox::server::client::{Client, ClientError};
+use skillbox::server::{SpawnBody, Verdict};
 use skillbox::store::{
     CleanupMode, EventRecord, NotifyMode, ParentRoute, Task, TaskFilter, TaskState,
 };
@@ -82,7 +82,7 @@ pub struct SpawnArgs {
 }
 
 /// An error of a daemon call, with the exit code `run` would give it.
-enum Failure {
+pub(super) enum Failure {
     /// From the client or the API.
     Client(ClientError),
     /// From checking the request locally.
@@ -103,7 +103,7 @@ impl From<skillbox::Error> for Failure {
     }
 }
 
-fn fail(e: impl Into<Failure>, json: bool) -> u8 {
+pub(super) fn fail(e: impl Into<Failure>, json: bool) -> u8 {
     let (message, code) = match e.into() {
         Failure::Client(e) => {
             let code = match &e {
@@ -125,7 +125,7 @@ fn fail(e: impl Into<Failure>, json: bool) -> u8 {
 }
 
 /// Prints `value` as one JSON line.
-fn print_json(value: &impl Serialize) {
+pub(super) fn print_json(value: &impl Serialize) {
     outln!("{}", serde_json::to_string(value).unwrap_or_default());
 }
 
@@ -212,8 +212,8 @@ pub struct TasksArgs {
 pub enum TasksCommand {
     /// List tasks, newest first.
     List {
-        /// Only tasks in this state (queued, running, succeeded, failed,
-        /// timed_out, cancelled, interrupted).
+        /// Only tasks in this state (queued, running, awaiting_approval,
+        /// succeeded, failed, timed_out, cancelled, interrupted).
         #[arg(long)]
         state: Option<TaskState>,
         /// Only tasks with this label.
@@ -299,6 +299,25 @@ pub enum TasksCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Approve a task's request: the call that waits for it goes ahead.
+    #[command(
+        after_help = "A task asks when a call matches an ask rule the operator set \
+    (--ask-exec, --ask-docker, --ask-write, --ask-net) or when the skill asks itself; \
+    it waits in state awaiting_approval until a decision or its approval timeout \
+    (then it is denied). `skillbox tasks approvals ID` lists the requests."
+    )]
+    Approve(super::approve::DecideArgs),
+    /// Deny a task's request: the call that waits for it is refused, as a
+    /// call outside the grants is; the skill may go on or fail.
+    Deny(super::approve::DecideArgs),
+    /// List a task's requests for approval and their decisions.
+    Approvals {
+        /// Task id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a task.
     Cancel {
         /// Task id.
@@ -351,7 +370,9 @@ impl TasksCommand {
             | TasksCommand::Logs { id, json, .. }
             | TasksCommand::Wait { id, json, .. }
             | TasksCommand::Redeliver { id, json }
+            | TasksCommand::Approvals { id, json }
             | TasksCommand::Cancel { id, json } => Some((id, *json)),
+            TasksCommand::Approve(a) | TasksCommand::Deny(a) => Some((&a.id, a.json)),
             TasksCommand::List { .. } | TasksCommand::Rm { .. } | TasksCommand::Prune { .. } => {
                 None
             }
@@ -419,6 +440,9 @@ pub async fn tasks(args: TasksArgs) -> u8 {
         } => wait(&client, &id, reconnect.patience(json), json).await,
         TasksCommand::Redeliver { json, .. } => redeliver(&client, &id, json).await,
         TasksCommand::Cancel { json, .. } => cancel(&client, &id, json).await,
+        TasksCommand::Approve(a) => super::approve::decide(&client, &id, a, Verdict::Approve).await,
+        TasksCommand::Deny(a) => super::approve::decide(&client, &id, a, Verdict::Deny).await,
+        TasksCommand::Approvals { json, .. } => super::approve::list(&client, &id, json).await,
     }
 }
 

@@ -203,6 +203,7 @@ timeout = "10s"
             },
             net: Default::default(),
             docker: Default::default(),
+            ask: Default::default(),
             limits: Limits {
                 memory: Some(ByteSize(64 << 20)),
                 ..Limits::default()

@@ -10,9 +10,9 @@ use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use super::{PruneBody, Pruned, Redelivered, SpawnBody};
+use super::{DecideBody, PruneBody, Pruned, Redelivered, SpawnBody};
 use crate::relay::{Delivery, Notification};
-use crate::store::{EventRecord, Task, TaskFilter};
+use crate::store::{Approval, EventRecord, Task, TaskFilter};
 
 /// Where the daemon listens.
 #[derive(Clone, Debug)]
@@ -315,6 +315,23 @@ impl Client {
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Task, ClientError> {
         let path = format!("/v1/tasks/{id}/wait?timeout_ms={}", timeout.as_millis());
         self.typed(Method::GET, &path, None).await
+    }
+
+    /// The task's requests for approval.
+    pub async fn approvals(&self, id: &str) -> Result<Vec<Approval>, ClientError> {
+        self.typed(Method::GET, &format!("/v1/tasks/{id}/approvals"), None)
+            .await
+    }
+
+    /// Decides one of the task's requests for approval.
+    pub async fn decide(&self, id: &str, body: &DecideBody) -> Result<Approval, ClientError> {
+        let body = serde_json::to_value(body).map_err(|e| transport(e.to_string()))?;
+        self.typed(
+            Method::POST,
+            &format!("/v1/tasks/{id}/approvals"),
+            Some(&body),
+        )
+        .await
     }
 
     /// The task's notifications and their attempts.

@@ -5,8 +5,11 @@
 //! must carry `Authorization: Bearer <token>`. Every endpoint is a few lines
 //! over the [`TaskService`] API; `host/openapi.json` documents them.
 
+mod approvals;
 pub mod client;
 pub mod mcp;
+
+pub use approvals::{DecideBody, Verdict};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -358,6 +361,8 @@ async fn require_token(State(token): State<Arc<String>>, req: Request, next: Nex
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
     if ok {
+        let mut req = req;
+        req.extensions_mut().insert(approvals::ViaToken);
         next.run(req).await
     } else {
         ApiError::new(
@@ -406,6 +411,10 @@ pub fn router_with_mcp(
         .route("/v1/tasks/{id}/deliveries", get(deliveries))
         .route("/v1/tasks/{id}/redeliver", post(redeliver))
         .route("/v1/tasks/{id}/notification", get(notification))
+        .route(
+            "/v1/tasks/{id}/approvals",
+            get(approvals::list).post(approvals::decide),
+        )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })

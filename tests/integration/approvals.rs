@@ -1,0 +1,264 @@
+//! Durable approvals through a real daemon: a call that matches an ask
+//! rule waits in `awaiting_approval` until the operator decides with
+//! `skillbox tasks approve/deny`, across a `kill -9` of the daemon, and is
+//! denied when nobody decides in time.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::daemon::Daemon;
+use crate::harness::*;
+
+/// The hostile test skill, asking to run `echo` with any arguments and to
+/// restart after a crash.
+fn echo_skill() -> tempfile::TempDir {
+    skill_dir(
+        "hostile",
+        "resume = \"restart\"\n[exec]\nallow = [ { program = \"echo\", args = [\"**\"] } ]\n",
+    )
+}
+
+fn spawn(d: &Daemon, skill: &Path, words: &str, extra: &[&str]) -> String {
+    let args: Vec<&str> = words.split(' ').collect();
+    let input = json!({"case": "exec", "program": "echo", "args": args});
+    let mut all = vec![
+        "spawn",
+        skill.to_str().unwrap(),
+        "--input",
+        &*Box::leak(input.to_string().into_boxed_str()),
+    ];
+    all.extend(extra);
+    let out = d.cli(&all);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout.trim().to_string()
+}
+
+fn show(d: &Daemon, id: &str) -> Value {
+    d.cli(&["tasks", "show", id, "--json"]).json()
+}
+
+/// Waits (a bounded number of polls, no timing asserted) for the task to
+/// reach `state`.
+fn until_state(d: &Daemon, id: &str, state: &str) -> Value {
+    for _ in 0..1200 {
+        let t = show(d, id);
+        if t["state"] == state {
+            return t;
+        }
+        assert!(
+            !["succeeded", "failed", "cancelled", "timed_out"]
+                .contains(&t["state"].as_str().unwrap_or("")),
+            "ended before {state}: {t}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("task {id} never reached {state}: {}", show(d, id));
+}
+
+fn approvals(d: &Daemon, id: &str) -> Vec<Value> {
+    let out = d.cli(&["tasks", "approvals", id, "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.json().as_array().unwrap().clone()
+}
+
+#[test]
+fn an_exec_ask_rule_waits_for_approval_and_the_call_goes_on() {
+    let data = tempfile::tempdir().unwrap();
+    let skill = echo_skill();
+    let d = Daemon::start(data.path(), &[]);
+    let id = spawn(
+        &d,
+        skill.path(),
+        "hello there",
+        &["--ask-exec", "echo hello *"],
+    );
+    until_state(&d, &id, "awaiting_approval");
+    let asked = approvals(&d, &id);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["request"]["capability"], "exec");
+    assert_eq!(asked[0]["request"]["detail"], "echo hello there");
+    assert!(
+        asked[0]["request"]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("--ask-exec")
+    );
+    assert!(asked[0]["decision"].is_null());
+    // The listing and the event log show it, with how to answer.
+    let listed = d.cli(&["tasks", "list", "--state", "awaiting_approval", "-q"]);
+    assert_eq!(listed.stdout.trim(), id);
+    let logs = d.cli(&["tasks", "logs", &id]).stdout;
+    assert!(
+        logs.contains("tasks approve") && logs.contains("echo hello there"),
+        "{logs}"
+    );
+
+    let out = d.cli(&["tasks", "approve", &id]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("#1 approved"), "{}", out.stdout);
+    let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(t["outcome"]["data"]["stdout"], "hello there\n");
+    let decided = &approvals(&d, &id)[0]["decision"];
+    assert_eq!(decided["approved"], true);
+    let by = decided["by"].as_str().unwrap();
+    assert!(
+        by.starts_with("cli:") && by.contains("the daemon's socket"),
+        "{by}"
+    );
+    // The audit trail names who approved.
+    let logs = d.cli(&["tasks", "logs", &id]).stdout;
+    assert!(logs.contains("approved by cli:"), "{logs}");
+}
+
+#[test]
+fn a_denied_call_is_refused_as_an_ungranted_one_and_a_call_outside_the_rule_never_asks() {
+    let data = tempfile::tempdir().unwrap();
+    let skill = echo_skill();
+    let d = Daemon::start(data.path(), &[]);
+    // Not matched by the ask rule: granted plainly, it runs at once.
+    let free = spawn(
+        &d,
+        skill.path(),
+        "bye",
+        &["--allow-exec", "echo **", "--ask-exec", "echo hello *"],
+    );
+    assert_eq!(
+        d.cli(&["tasks", "wait", &free, "--json"]).json()["state"],
+        "succeeded"
+    );
+    assert!(approvals(&d, &free).is_empty());
+
+    let id = spawn(
+        &d,
+        skill.path(),
+        "hello world",
+        &["--ask-exec", "echo hello *"],
+    );
+    until_state(&d, &id, "awaiting_approval");
+    let out = d.cli(&["tasks", "deny", &id, "1", "--note", "not today"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+    assert_eq!(t["state"], "failed", "{t}");
+    let message = t["outcome"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("denied by cli:") && message.contains("not today"),
+        "{message}"
+    );
+    assert_eq!(t["outcome"]["kind"], "denied", "{t}");
+
+    // Bad input: a decision on a task that does not wait, on a request it
+    // never made, on a task that does not exist; nothing changes.
+    let again = d.cli(&["tasks", "approve", &id, "1"]);
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("already denied"), "{}", again.stderr);
+    let none = d.cli(&["tasks", "approve", &free]);
+    assert_ne!(none.code, 0);
+    assert!(
+        none.stderr.contains("not awaiting approval"),
+        "{}",
+        none.stderr
+    );
+    let unknown = d.cli(&["tasks", "approve", &id, "9"]);
+    assert!(
+        unknown.stderr.contains("no request #9"),
+        "{}",
+        unknown.stderr
+    );
+    let missing = d.cli(&["tasks", "approve", "01J00000000000000000000000"]);
+    assert_eq!(missing.code, 7, "{}", missing.stderr);
+    let decided = approvals(&d, &id);
+    assert_eq!(decided.len(), 1);
+    assert_eq!(decided[0]["decision"]["approved"], false);
+}
+
+#[test]
+fn an_unanswered_request_is_denied_at_its_approval_timeout() {
+    let data = tempfile::tempdir().unwrap();
+    let skill = echo_skill();
+    let d = Daemon::start(data.path(), &[]);
+    let id = spawn(
+        &d,
+        skill.path(),
+        "hello",
+        &[
+            "--ask-exec",
+            "echo hello",
+            "--approval-timeout",
+            "1s",
+            "--timeout",
+            "1s",
+        ],
+    );
+    let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+    // Denied by the approval timeout, not stopped by the run's own
+    // wall-clock limit: the wait does not count against it.
+    assert_eq!(t["state"], "failed", "{t}");
+    assert!(
+        t["outcome"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("denied by timeout"),
+        "{t}"
+    );
+    assert_eq!(approvals(&d, &id)[0]["decision"]["by"], "timeout");
+}
+
+#[test]
+fn a_request_survives_kill_9_and_a_decision_given_while_the_daemon_is_down() {
+    let data = tempfile::tempdir().unwrap();
+    let skill = echo_skill();
+    let d = Daemon::start(data.path(), &["--lease", "1s"]);
+    let id = spawn(
+        &d,
+        skill.path(),
+        "hello again",
+        &["--ask-exec", "echo hello *"],
+    );
+    until_state(&d, &id, "awaiting_approval");
+    d.kill9();
+
+    // Restarted: once the dead daemon's lease runs out, the task is
+    // resumed, reaches the same call, and waits for the same request
+    // instead of asking twice.
+    let d = Daemon::start(data.path(), &["--lease", "1s"]);
+    let mut resumed = false;
+    for _ in 0..1200 {
+        let t = show(&d, &id);
+        if t["attempt"].as_u64().unwrap() >= 2 && t["state"] == "awaiting_approval" {
+            resumed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(resumed, "{}\n{}", show(&d, &id), d.log());
+    assert_eq!(approvals(&d, &id).len(), 1);
+    d.kill9();
+
+    // A decision given while no daemon runs: an embedder's own call on the
+    // store, kept until a host comes back.
+    {
+        let store = skillbox::store::SqliteStore::open_dir(data.path()).unwrap();
+        let decision = skillbox::store::Decision {
+            approved: true,
+            always_for_task: false,
+            by: "embedder".into(),
+            note: None,
+            at_ms: 0,
+        };
+        let task: skillbox::store::TaskId = id.parse().unwrap();
+        use skillbox::store::TaskStore;
+        store.decide(task, None, decision).unwrap();
+    }
+
+    let d = Daemon::start(data.path(), &["--lease", "1s"]);
+    let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+    assert_eq!(t["state"], "succeeded", "{t}\n{}", d.log());
+    assert_eq!(t["outcome"]["data"]["stdout"], "hello again\n");
+    let asked = approvals(&d, &id);
+    assert_eq!(asked.len(), 1, "asked once across three daemons");
+    assert_eq!(asked[0]["decision"]["by"], "embedder");
+}
