@@ -270,16 +270,19 @@ pub(super) fn announces_changes(spec: &TaskSpec) -> bool {
 }
 
 async fn wait_for_update(updates: &mut broadcast::Receiver<TaskId>, id: TaskId, poll: Duration) {
-    let wait = async {
-        loop {
-            match updates.recv().await {
-                Ok(t) if t == id => return,
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => return,
-                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-            }
-        }
-    };
     // Another process may own the task: look at the store now and then.
-    let _ = tokio::time::timeout(poll, wait).await;
+    let _ = tokio::time::timeout(poll, updated(updates, id)).await;
+}
+
+/// Resolves when this host reports an update of task `id` (or may have
+/// missed one).
+pub(super) async fn updated(updates: &mut broadcast::Receiver<TaskId>, id: TaskId) {
+    loop {
+        match updates.recv().await {
+            Ok(t) if t == id => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
 }

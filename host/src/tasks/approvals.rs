@@ -90,7 +90,7 @@ impl TaskGate {
             }
             let until = Duration::from_millis(left as u64).min(self.poll);
             tokio::select! {
-                () = mine(&mut updates, id) => {}
+                () = super::api::updated(&mut updates, id) => {}
                 () = woken(&mut wake_ups) => {}
                 () = tokio::time::sleep(until) => {}
             }
@@ -126,18 +126,6 @@ impl TaskGate {
         decided
             .decision
             .ok_or_else(|| StoreError::Backend("a decided request has no decision".into()))
-    }
-}
-
-/// Resolves when this host reports an update of task `id`.
-async fn mine(updates: &mut broadcast::Receiver<TaskId>, id: TaskId) {
-    loop {
-        match updates.recv().await {
-            Ok(t) if t == id => return,
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
-            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-        }
     }
 }
 
