@@ -22,13 +22,8 @@ fn echo_skill() -> tempfile::TempDir {
 
 fn spawn(d: &Daemon, skill: &Path, words: &str, extra: &[&str]) -> String {
     let args: Vec<&str> = words.split(' ').collect();
-    let input = json!({"case": "exec", "program": "echo", "args": args});
-    let mut all = vec![
-        "spawn",
-        skill.to_str().unwrap(),
-        "--input",
-        &*Box::leak(input.to_string().into_boxed_str()),
-    ];
+    let input = json!({"case": "exec", "program": "echo", "args": args}).to_string();
+    let mut all = vec!["spawn", skill.to_str().unwrap(), "--input", &input];
     all.extend(extra);
     let out = d.cli(&all);
     assert_eq!(out.code, 0, "{}", out.stderr);
