@@ -10,7 +10,7 @@
 //! pending, instead of asking twice; an approval given "always for this
 //! task" settles the later requests of its rule without asking.
 //!
-//! The rules live here once, over any backend's [`Transaction`].
+//! The rules live here once, over any backend's transaction.
 
 use serde::{Deserialize, Serialize};
 
