@@ -802,7 +802,7 @@ fn task_commands_speak_plainly() {
     assert_eq!(out.code, 2, "a usage error: {}", out.stderr);
     assert!(
         out.stderr
-            .contains("\"runing\" is not one of: queued, running, succeeded"),
+            .contains("\"runing\" is not one of: queued, running, awaiting_approval, succeeded"),
         "{}",
         out.stderr
     );
