@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::{docker, exec};
+use crate::{approval, docker, exec};
 
 /// `Result` with [`Error`] as the default error type.
 ///
@@ -190,6 +190,19 @@ impl From<docker::Error> for Error {
     fn from(err: docker::Error) -> Self {
         let kind = match err {
             docker::Error::Denied(_) => ErrorKind::Denied,
+            _ => ErrorKind::Failed,
+        };
+        Error::new(kind, err.to_string())
+    }
+}
+
+/// [`approval::Error::Denied`] becomes [`ErrorKind::Denied`] (a denied
+/// request is refused like an ungranted call), anything else
+/// [`ErrorKind::Failed`].
+impl From<approval::Error> for Error {
+    fn from(err: approval::Error) -> Self {
+        let kind = match err {
+            approval::Error::Denied(_) => ErrorKind::Denied,
             _ => ErrorKind::Failed,
         };
         Error::new(kind, err.to_string())

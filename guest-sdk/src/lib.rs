@@ -202,6 +202,7 @@
 // it, the same way they name it from the skill crates that expand `export!`.
 extern crate self as skillbox_sdk;
 
+pub mod approval;
 pub mod checkpoint;
 pub mod docker;
 mod error;

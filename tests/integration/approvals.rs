@@ -257,3 +257,247 @@ fn a_request_survives_kill_9_and_a_decision_given_while_the_daemon_is_down() {
     assert_eq!(asked.len(), 1, "asked once across three daemons");
     assert_eq!(asked[0]["decision"]["by"], "embedder");
 }
+
+/// `tasks approve ID --always-for-task`: the skill's later calls of the
+/// same rule are settled by that decision, recorded without asking.
+#[test]
+fn an_approval_always_for_the_task_settles_later_calls_of_its_rule() {
+    let data = tempfile::tempdir().unwrap();
+    let skill = echo_skill();
+    let d = Daemon::start(data.path(), &[]);
+    let input = json!({
+        "case": "ask",
+        "reason": "unused",
+        "request": false,
+        "exec": [["echo", "one"], ["echo", "two"], ["echo", "three"]],
+    });
+    let id = spawn_input(&d, skill.path(), &input, &["--ask-exec", "echo *"]);
+    until_state(&d, &id, "awaiting_approval");
+    let out = d.cli(&["tasks", "approve", &id, "--always-for-task"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(
+        t["outcome"]["data"]["stdout"],
+        json!(["one\n", "two\n", "three\n"])
+    );
+    let asked = approvals(&d, &id);
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    for a in &asked[1..] {
+        assert_eq!(a["decision"]["approved"], true, "{a}");
+        assert_eq!(
+            a["decision"]["by"], "approval #1 (always for this task)",
+            "{a}"
+        );
+    }
+    assert_eq!(asked[0]["decision"]["always_for_task"], true);
+}
+
+fn spawn_input(d: &Daemon, skill: &Path, input: &Value, extra: &[&str]) -> String {
+    let input = input.to_string();
+    let mut all = vec!["spawn", skill.to_str().unwrap(), "--input", &input];
+    all.extend(extra);
+    let out = d.cli(&all);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout.trim().to_string()
+}
+
+/// The skill's own request (the `approval` interface): it waits with the
+/// skill's reason and covers the calls it lists, so that the operator
+/// answers once; denied, none of them runs. A plain `skillbox run` cannot
+/// wait and says so.
+#[test]
+fn a_skill_asks_in_its_own_words_once_for_several_calls() {
+    let data = tempfile::tempdir().unwrap();
+    let skill = echo_skill();
+    let d = Daemon::start(data.path(), &[]);
+    let input = json!({
+        "case": "ask",
+        "reason": "say hello\nthen goodbye",
+        "exec": [["echo", "hello"], ["echo", "goodbye"]],
+    });
+    let id = spawn_input(&d, skill.path(), &input, &["--ask-exec", "echo *"]);
+    until_state(&d, &id, "awaiting_approval");
+    let asked = approvals(&d, &id);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let r = &asked[0]["request"];
+    assert_eq!(r["capability"], "skill");
+    assert_eq!(r["reason"], "say hello then goodbye", "one line: {r}");
+    assert_eq!(r["detail"], "exec echo hello; exec echo goodbye");
+    let out = d.cli(&["tasks", "approve", &id, "--note", "go"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+    assert_eq!(t["state"], "succeeded", "{t}");
+    let data_out = &t["outcome"]["data"];
+    assert_eq!(data_out["needed"], true);
+    assert_eq!(data_out["note"], "go");
+    assert_eq!(data_out["stdout"], json!(["hello\n", "goodbye\n"]));
+    assert_eq!(
+        approvals(&d, &id).len(),
+        1,
+        "the listed calls did not ask again"
+    );
+    let logs = d.cli(&["tasks", "logs", &id]).stdout;
+    assert!(
+        logs.contains("covered by the skill's own request"),
+        "{logs}"
+    );
+
+    // Denied: the skill's request fails as a refusal, and nothing ran.
+    let id = spawn_input(&d, skill.path(), &input, &["--ask-exec", "echo *"]);
+    until_state(&d, &id, "awaiting_approval");
+    let out = d.cli(&["tasks", "deny", &id, "--note", "not now"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(t["outcome"]["kind"], "denied", "{t}");
+    let message = t["outcome"]["message"].as_str().unwrap();
+    assert!(message.contains("not now"), "{message}");
+
+    // Nothing held: `needs-approval` says so (the skill may skip asking).
+    let id = spawn_input(
+        &d,
+        skill.path(),
+        &input,
+        &["--ask-exec", "printf *", "--allow-exec", "echo **"],
+    );
+    until_state(&d, &id, "awaiting_approval");
+    d.cli(&["tasks", "approve", &id]);
+    let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+    assert_eq!(t["outcome"]["data"]["needed"], false, "{t}");
+
+    // A plain run has no one to ask.
+    let out = cli(
+        &[
+            "run",
+            skill.path().to_str().unwrap(),
+            "--input",
+            &input.to_string(),
+            "--ask-exec",
+            "echo *",
+        ],
+        &[],
+    );
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("skillbox spawn"), "{}", out.stderr);
+}
+
+/// A loopback server answering each connection's line with "pong".
+fn pong_server() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut line = String::new();
+            let _ = BufReader::new(&s).read_line(&mut line);
+            let _ = (&s).write_all(b"pong\n");
+        }
+    });
+    addr
+}
+
+/// `--ask-net` and `--ask-write`: the first connection to the endpoint and
+/// the first change beneath the directory wait; approved they go ahead,
+/// denied they are refused as ungranted ones and nothing is written.
+#[test]
+fn net_and_write_ask_rules_hold_the_first_use_until_approved() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let addr = pong_server();
+    let net_skill = skill_dir("hostile", &format!("[net]\nallow = [\"{addr}\"]\n"));
+    let connect = json!({"case": "connect", "addr": addr});
+    for approve in [true, false] {
+        let id = spawn_input(&d, net_skill.path(), &connect, &["--ask-net", &addr]);
+        until_state(&d, &id, "awaiting_approval");
+        assert_eq!(approvals(&d, &id)[0]["request"]["capability"], "net");
+        let verb = if approve { "approve" } else { "deny" };
+        assert_eq!(d.cli(&["tasks", verb, &id]).code, 0);
+        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        if approve {
+            assert_eq!(t["state"], "succeeded", "{t}");
+            assert_eq!(
+                t["outcome"]["data"]["reply"].as_str().unwrap().trim(),
+                "pong"
+            );
+        } else {
+            assert_eq!(t["state"], "failed", "{t}");
+        }
+    }
+
+    let work = tempfile::tempdir().unwrap();
+    let write_skill = skill_dir("hostile", "[fs]\n\"/out\" = { access = \"read-write\" }\n");
+    let grant = format!("{}:/out", work.path().display());
+    for approve in [true, false] {
+        let name = if approve { "yes.txt" } else { "no.txt" };
+        let input = json!({"case": "write", "path": format!("/out/{name}"), "content": "x"});
+        let id = spawn_input(&d, write_skill.path(), &input, &["--ask-write", &grant]);
+        until_state(&d, &id, "awaiting_approval");
+        let r = &approvals(&d, &id)[0]["request"];
+        assert_eq!(r["capability"], "write", "{r}");
+        let verb = if approve { "approve" } else { "deny" };
+        assert_eq!(d.cli(&["tasks", verb, &id]).code, 0);
+        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        assert_eq!(
+            t["state"],
+            if approve { "succeeded" } else { "failed" },
+            "{t}"
+        );
+        assert_eq!(work.path().join(name).exists(), approve);
+    }
+}
+
+/// A decision through the TCP listener needs the daemon's token, and is
+/// recorded as given through it.
+#[test]
+fn a_decision_without_the_token_is_refused() {
+    use std::io::{Read, Write};
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    const TOKEN: &str = "approvals-0123456789abcdef";
+    let d = Daemon::start(data.path(), &["--listen", &addr, "--token", TOKEN]);
+    let skill = echo_skill();
+    let id = spawn(
+        &d,
+        skill.path(),
+        "hello tcp",
+        &["--ask-exec", "echo hello *"],
+    );
+    until_state(&d, &id, "awaiting_approval");
+    let post = |auth: &str| {
+        let body = r#"{"decision":"approve","as":"pager:oncall"}"#;
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /v1/tasks/{id}/approvals HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let refused = post("");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let wrong = post("Authorization: Bearer approvals-wrong-token-xxxx\r\n");
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    assert!(
+        approvals(&d, &id)[0]["decision"].is_null(),
+        "nothing changed"
+    );
+    assert_eq!(show(&d, &id)["state"], "awaiting_approval");
+    let ok = post(&format!("Authorization: Bearer {TOKEN}\r\n"));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(
+        approvals(&d, &id)[0]["decision"]["by"],
+        "pager:oncall (through the API token)"
+    );
+}

@@ -102,6 +102,118 @@ pub struct Asker {
     seen: Mutex<HashMap<String, u32>>,
     /// Rules approved for the rest of the run (write and net rules).
     approved: Mutex<HashSet<String>>,
+    /// Calls the skill's own approved requests cover, each once.
+    covered: Mutex<Vec<Cover>>,
+}
+
+/// A call an approved request of the skill covers.
+struct Cover {
+    /// [`Action::cover`]'s key of the call.
+    key: String,
+    /// Who approved the request.
+    by: String,
+}
+
+/// The rule a skill's own requests are stored under (an approval "always
+/// for this task" settles the skill's later requests).
+pub const SKILL_RULE: &str = "the skill's own request";
+
+/// Longest reason of a skill's own request, and longest action.
+pub const MAX_REQUEST_TEXT: usize = 1024;
+
+/// Most actions one request of a skill may list.
+pub const MAX_REQUEST_ACTIONS: usize = 32;
+
+/// A call a skill lists in its own request (the `approval` interface's
+/// `action`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `exec.run` of this program and arguments.
+    Exec(Vec<String>),
+    /// `docker.run` of this image tag.
+    DockerRun(String),
+    /// `docker.stop` of this container, as the skill names it.
+    DockerStop(String),
+    /// `docker.remove` of this container, as the skill names it.
+    DockerRemove(String),
+    /// Anything else, in words.
+    Other(String),
+}
+
+impl Action {
+    /// The key of the call this action covers (the same key the call's own
+    /// hook builds), or `None` for words.
+    pub fn cover(&self) -> Result<Option<String>, String> {
+        Ok(match self {
+            Action::Exec(argv) => match argv.split_first() {
+                Some((program, args)) => Some(exec_cover(program, args)),
+                None => return Err("an exec action names no program".into()),
+            },
+            Action::DockerRun(image) => Some(docker_cover(
+                "run",
+                &crate::policy::normalize_tag(image).map_err(|e| format!("docker-run: {e}"))?,
+            )),
+            Action::DockerStop(c) => Some(docker_cover("stop", c)),
+            Action::DockerRemove(c) => Some(docker_cover("remove", c)),
+            Action::Other(_) => None,
+        })
+    }
+
+    /// The action in words, for the operator.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Exec(argv) => format!("exec {}", shell_words::join(argv)),
+            Action::DockerRun(image) => format!("docker run {image}"),
+            Action::DockerStop(c) => format!("docker stop {c}"),
+            Action::DockerRemove(c) => format!("docker remove {c}"),
+            Action::Other(words) => words.clone(),
+        }
+    }
+
+    fn texts(&self) -> Vec<&str> {
+        match self {
+            Action::Exec(argv) => argv.iter().map(String::as_str).collect(),
+            Action::DockerRun(s)
+            | Action::DockerStop(s)
+            | Action::DockerRemove(s)
+            | Action::Other(s) => vec![s.as_str()],
+        }
+    }
+}
+
+/// The cover key of an exec of `program` with `args`.
+pub(crate) fn exec_cover(program: &str, args: &[String]) -> String {
+    let argv: Vec<&str> = std::iter::once(program)
+        .chain(args.iter().map(String::as_str))
+        .collect();
+    format!("exec {}", serde_json::Value::from(argv))
+}
+
+/// The cover key of docker `op` on `target` (a normalized tag for `run`,
+/// the container as the skill names it for `stop` and `remove`).
+pub(crate) fn docker_cover(op: &str, target: &str) -> String {
+    format!("docker {op} {target}")
+}
+
+/// Why a skill's own request did not get a "go".
+#[derive(Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// The operator denied it, or no decision came in time.
+    Denied(String),
+    /// The run cannot wait for a decision.
+    Unavailable(String),
+    /// The request is malformed or too large.
+    Invalid(String),
+}
+
+/// `text` on one line: control characters (a newline that would forge a
+/// line of the operator's message) become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 /// A call that matched an ask rule.
@@ -116,6 +228,9 @@ pub struct Asking {
     pub reason: Option<String>,
     /// One approval covers the rest of the run (write and net rules).
     pub per_run: bool,
+    /// The key under which a skill's approved request covers this call
+    /// ([`exec_cover`], [`docker_cover`]); `None` when none can.
+    pub cover: Option<String>,
 }
 
 impl Asker {
@@ -133,6 +248,7 @@ impl Asker {
             events,
             seen: Mutex::default(),
             approved: Mutex::default(),
+            covered: Mutex::default(),
         }
     }
 
@@ -144,8 +260,117 @@ impl Asker {
     /// Asks for `call` and waits for the decision: `Ok` once approved, else
     /// the refusal's message (naming who denied it and the rule).
     pub async fn ask(&self, call: Asking) -> Result<(), String> {
+        self.ask_noted(call).await.map(drop)
+    }
+
+    /// Whether this run can wait for decisions at all.
+    pub fn can_wait(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// The skill's own request: asks the operator with the skill's
+    /// `reason` and `actions`, and once approved, lets each listed call
+    /// that an ask rule would hold go ahead once without asking again.
+    /// `Ok` carries the operator's note.
+    pub async fn request(
+        &self,
+        reason: &str,
+        actions: &[Action],
+    ) -> Result<Option<String>, RequestError> {
+        let reason = one_line(reason);
+        if reason.is_empty() {
+            return Err(RequestError::Invalid(
+                "a request needs a reason the operator can read".into(),
+            ));
+        }
+        if actions.len() > MAX_REQUEST_ACTIONS {
+            return Err(RequestError::Invalid(format!(
+                "a request lists {} actions; at most {MAX_REQUEST_ACTIONS}",
+                actions.len()
+            )));
+        }
+        let long = std::iter::once(reason.as_str())
+            .chain(actions.iter().flat_map(Action::texts))
+            .any(|t| t.len() > MAX_REQUEST_TEXT);
+        if long {
+            return Err(RequestError::Invalid(format!(
+                "a request's reason and each of its actions must be at most {MAX_REQUEST_TEXT} bytes"
+            )));
+        }
+        let covers = actions
+            .iter()
+            .map(Action::cover)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(RequestError::Invalid)?;
+        let detail = if actions.is_empty() {
+            "(no calls listed)".to_string()
+        } else {
+            one_line(
+                &actions
+                    .iter()
+                    .map(Action::describe)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        };
+        if !self.can_wait() {
+            return Err(RequestError::Unavailable(format!(
+                "the skill asks the operator ({reason}), and a `skillbox run` cannot \
+                 wait for a decision: run the skill as a background task (`skillbox \
+                 spawn`) and approve it with `skillbox tasks approve`"
+            )));
+        }
+        let call = Asking {
+            capability: "skill",
+            detail,
+            rule: SKILL_RULE.into(),
+            reason: Some(reason),
+            per_run: false,
+            cover: None,
+        };
+        let decision = self.ask_noted(call).await.map_err(RequestError::Denied)?;
+        let mut covered = lock(&self.covered);
+        for key in covers.into_iter().flatten() {
+            covered.push(Cover {
+                key,
+                by: decision.by.clone(),
+            });
+        }
+        Ok(decision.note)
+    }
+
+    async fn ask_noted(&self, call: Asking) -> Result<Decision, String> {
         if call.per_run && lock(&self.approved).contains(&call.rule) {
-            return Ok(());
+            return Ok(Decision {
+                approved: true,
+                always_for_task: false,
+                by: "an earlier approval in this run".into(),
+                note: None,
+                at_ms: 0,
+            });
+        }
+        if let Some(key) = &call.cover {
+            let mut covered = lock(&self.covered);
+            if let Some(i) = covered.iter().position(|c| &c.key == key) {
+                let cover = covered.swap_remove(i);
+                drop(covered);
+                self.audit(
+                    call.capability,
+                    &call.detail,
+                    true,
+                    format!(
+                        "covered by the skill's own request, approved by {} (rule {})",
+                        cover.by, call.rule
+                    ),
+                );
+                return Ok(Decision {
+                    approved: true,
+                    always_for_task: false,
+                    by: cover.by,
+                    note: None,
+                    at_ms: 0,
+                });
+            }
         }
         let Some(gate) = self.gate.clone() else {
             return Err(format!(
@@ -205,12 +430,19 @@ impl Asker {
             if call.per_run {
                 lock(&self.approved).insert(call.rule);
             }
-            Ok(())
+            Ok(decision)
         } else {
-            let message = format!(
-                "{}: denied by {}{note} (the operator asked to approve it first: {})",
-                call.detail, decision.by, call.rule
-            );
+            let message = if call.capability == "skill" {
+                format!(
+                    "the skill's request ({}) was denied by {}{note}",
+                    call.detail, decision.by
+                )
+            } else {
+                format!(
+                    "{}: denied by {}{note} (the operator asked to approve it first: {})",
+                    call.detail, decision.by, call.rule
+                )
+            };
             self.audit(call.capability, &call.detail, false, message.clone());
             Err(message)
         }
@@ -265,6 +497,7 @@ mod tests {
             rule: "--ask-exec 'systemctl restart app'".into(),
             reason: None,
             per_run,
+            cover: None,
         }
     }
 

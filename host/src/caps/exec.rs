@@ -376,17 +376,39 @@ pub struct ExecCtx {
 }
 
 impl ExecCtx {
+    /// The ask rule `req` waits under, if any (a call refused anyway asks
+    /// nobody).
+    fn ask_rule(&self, req: &Request) -> Option<String> {
+        if self.asker.rules.exec.is_empty() || check(&self.policy, req).is_err() {
+            return None;
+        }
+        self.asker
+            .rules
+            .exec_rule(&req.program, &req.args, resolve_program)
+    }
+
+    /// Whether an exec of `argv` (program, then arguments) would wait for
+    /// the operator's approval.
+    pub(crate) fn would_ask(&self, argv: &[String]) -> bool {
+        let Some((program, args)) = argv.split_first() else {
+            return false;
+        };
+        let req = Request {
+            program: program.clone(),
+            args: args.to_vec(),
+            cwd: None,
+            env: Vec::new(),
+            stdin: None,
+            timeout: None,
+            tag: None,
+        };
+        self.ask_rule(&req).is_some()
+    }
+
     /// Asks for approval of `req` when an ask rule matches it (and the
     /// policy allows it: a call refused anyway asks nobody).
     async fn approve(&self, req: &Request) -> Result<(), ExecError> {
-        if self.asker.rules.exec.is_empty() || check(&self.policy, req).is_err() {
-            return Ok(());
-        }
-        let Some(rule) = self
-            .asker
-            .rules
-            .exec_rule(&req.program, &req.args, resolve_program)
-        else {
+        let Some(rule) = self.ask_rule(req) else {
             return Ok(());
         };
         let detail = describe(&req.program, &req.args);
@@ -397,6 +419,7 @@ impl ExecCtx {
                 rule,
                 reason: None,
                 per_run: false,
+                cover: Some(super::approval::exec_cover(&req.program, &req.args)),
             })
             .await
             .map_err(ExecError::Denied)

@@ -195,6 +195,7 @@ pub fn configure(
                 rule,
                 reason: None,
                 per_run: true,
+                cover: None,
             };
             // The check's future must be `Sync`, a wait for a decision is
             // not: it runs as its own task, aborted if the connect is dropped.

@@ -186,6 +186,7 @@ pub(crate) async fn unapproved_beneath<T: GrantedDirsView>(
         rule,
         reason: None,
         per_run: true,
+        cover: None,
     };
     asker.ask(call).await.is_err()
 }

@@ -206,7 +206,7 @@ impl AskPolicy {
             alone
                 .check(program, args, &resolve)
                 .is_ok()
-                .then(|| format!("--ask-exec {}", shell_words::quote(&rule.to_string())))
+                .then(|| format!("--ask-exec {}", quote_rule(&rule.to_string())))
         })
     }
 
@@ -239,7 +239,7 @@ impl AskPolicy {
         let mut out: Vec<String> = self
             .exec
             .iter()
-            .map(|r| format!("--ask-exec {}", shell_words::quote(&r.to_string())))
+            .map(|r| format!("--ask-exec {}", quote_rule(&r.to_string())))
             .collect();
         out.extend(
             self.docker
@@ -253,6 +253,16 @@ impl AskPolicy {
         );
         out.extend(self.net.iter().map(|n| format!("--ask-net {n}")));
         out
+    }
+}
+
+/// An exec rule as one shell word: in double quotes when that needs no
+/// escape (`"echo '*'"` reads better than the single-quoted form).
+fn quote_rule(rule: &str) -> String {
+    if rule.contains(['"', '$', '`', '\\', '!']) {
+        shell_words::quote(rule).into_owned()
+    } else {
+        format!("\"{rule}\"")
     }
 }
 
@@ -315,7 +325,7 @@ mod tests {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             p.exec_rule("ls", &args(&["-l", "/x"]), resolve).as_deref(),
-            Some("--ask-exec 'ls -l '\\''*'\\'''")
+            Some("--ask-exec \"ls -l '*'\"")
         );
         assert_eq!(p.exec_rule("ls", &args(&["-a"]), resolve), None);
         assert_eq!(p.exec_rule("cat", &args(&["-l", "x"]), resolve), None);

@@ -2,6 +2,7 @@
 //! prepared components, and [`Host::run`], which runs one skill under one
 //! policy. It knows nothing of tasks, stores or relays.
 
+mod approval;
 pub mod engine;
 mod outcome;
 mod run;
@@ -78,6 +79,8 @@ impl Host {
         caps::readonly::add_to_linker(&mut linker).map_err(Error::engine)?;
         caps::net::add_to_linker(&mut linker).map_err(Error::engine)?;
         wit::types::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)
+            .map_err(Error::engine)?;
+        wit::approval::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)
             .map_err(Error::engine)?;
         wit::exec::add_to_linker::<_, HasSelf<ExecCtx>>(&mut linker, |s| &mut s.exec)
             .map_err(Error::engine)?;

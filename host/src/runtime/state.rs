@@ -36,7 +36,7 @@ pub struct RunState {
     pub(super) docker: DockerCtx,
     pub(super) progress: ProgressCtx,
     pub(super) checkpoint: CheckpointCtx,
-    asker: Arc<Asker>,
+    pub(super) asker: Arc<Asker>,
 }
 
 impl WasiView for RunState {

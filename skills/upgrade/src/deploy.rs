@@ -8,6 +8,7 @@
 use std::thread::sleep;
 use std::time::Duration;
 
+use skillbox_sdk::approval::{Action, Request};
 use skillbox_sdk::docker::{self, Container, Run};
 use skillbox_sdk::{Context, Error, ErrorKind, debug, info, net, progress, warn};
 
@@ -70,6 +71,7 @@ pub fn deploy(
             c.id
         }
         current => {
+            approve_swap(input, current.as_ref(), &build.tag)?;
             if let Some(c) = current {
                 progress::report(0.6, format!("stopping {app} ({})", c.image));
                 remove(input, &c).map_err(|e| {
@@ -174,6 +176,45 @@ pub fn logs(input: &Input) -> String {
         Ok(text) => text,
         Err(e) => format!("(logs unavailable: {e})"),
     }
+}
+
+/// When the operator holds the swap's calls for approval (e.g. `--ask-docker
+/// 'myapp:*'`), asks once for all of them, saying what is done and what
+/// will change, so that the upgrade waits for one "go" after the backup,
+/// the diagnostics and the build. A denial changes nothing.
+fn approve_swap(input: &Input, current: Option<&Container>, tag: &str) -> Result<(), Error> {
+    let app = &input.app;
+    let reason = match current {
+        Some(c) => format!(
+            "upgrade {app}: replace its container ({}, {}) by one of {tag}; the backup, the \
+             diagnostics and the new image are ready, and the old image stays for a rollback",
+            c.image, c.state
+        ),
+        None => format!("upgrade {app}: start it from {tag} (no container of it exists)"),
+    };
+    let mut swap = Request::new(reason);
+    if let Some(c) = current {
+        if c.is_running() {
+            swap = swap.action(Action::DockerStop(c.id.clone()));
+        }
+        swap = swap.action(Action::DockerRemove(c.id.clone()));
+    }
+    swap = swap.action(Action::DockerRun(tag.to_string()));
+    if !swap.needed() {
+        return Ok(());
+    }
+    progress::report(
+        0.58,
+        format!("waiting for the operator's approval to replace {app}"),
+    );
+    let note = swap.ask().context(format!(
+        "replacing {app}: nothing was changed (the new image {tag} is built)"
+    ))?;
+    info!(
+        "the operator approved replacing {app}{}",
+        note.map(|n| format!(": {n}")).unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// Stops and removes one of the app's containers.

@@ -349,7 +349,9 @@ impl DockerCtx {
     }
 
     /// Asks for approval of `what` when a docker ask rule matches `image`.
-    async fn approve(&self, what: String, image: &str) -> Result<()> {
+    /// Asks for approval of `what` (covered by a skill's request under
+    /// `cover`) when a docker ask rule matches `image`.
+    async fn approve(&self, what: String, cover: String, image: &str) -> Result<()> {
         let Some(rule) = self.asker.rules.docker_rule(image) else {
             return Ok(());
         };
@@ -359,22 +361,54 @@ impl DockerCtx {
             rule,
             reason: None,
             per_run: false,
+            cover: Some(cover),
         };
         self.asker.ask(call).await.map_err(denied)
     }
 
-    /// Asks for approval of `what` on container `c` when a docker ask rule
-    /// matches the image it was started from.
-    async fn approve_container(&self, what: &str, c: &ContainerInspectResponse) -> Result<()> {
+    /// Asks for approval of `what` on container `c` (`named` as the skill
+    /// named it) when a docker ask rule matches the image it was started
+    /// from.
+    async fn approve_container(
+        &self,
+        what: &str,
+        named: &str,
+        c: &ContainerInspectResponse,
+    ) -> Result<()> {
         let image = c.config.as_ref().and_then(|c| c.image.as_deref());
         match image {
             Some(image) if !self.asker.rules.docker.is_empty() => {
                 let name = c.name.as_deref().unwrap_or("?").trim_start_matches('/');
-                self.approve(format!("{what} container {name} ({image})"), image)
+                let cover = crate::caps::approval::docker_cover(what, named);
+                self.approve(format!("{what} container {name} ({image})"), cover, image)
                     .await
             }
             _ => Ok(()),
         }
+    }
+
+    /// Whether docker `op` (`run` of an image tag; `stop` or `remove` of
+    /// one of the skill's containers) would wait for the operator's
+    /// approval. A call that would fail anyway (no such container, not
+    /// the skill's, no docker grant) would not wait.
+    pub(crate) async fn would_ask(&self, op: &str, target: &str) -> bool {
+        if self.asker.rules.docker.is_empty() || self.docker().is_err() {
+            return false;
+        }
+        if op == "run" {
+            return crate::policy::normalize_tag(target)
+                .is_ok_and(|tag| self.asker.rules.docker_rule(&tag).is_some());
+        }
+        let Ok(docker) = self.engine.client().await else {
+            return false;
+        };
+        let Ok(c) = self.own_container(docker, target).await else {
+            return false;
+        };
+        c.config
+            .as_ref()
+            .and_then(|c| c.image.as_deref())
+            .is_some_and(|image| self.asker.rules.docker_rule(image).is_some())
     }
 
     /// Looks up a container and checks that it carries the owner's label.
@@ -407,7 +441,7 @@ impl DockerCtx {
             self.docker()?;
             let docker = self.engine.client().await?;
             let c = self.own_container(docker, name).await?;
-            self.approve_container("stop", &c).await?;
+            self.approve_container("stop", name, &c).await?;
             let t = i32::try_from(timeout_secs.unwrap_or(10)).unwrap_or(i32::MAX);
             docker
                 .stop_container(
@@ -434,7 +468,7 @@ impl DockerCtx {
             self.docker()?;
             let docker = self.engine.client().await?;
             let c = self.own_container(docker, name).await?;
-            self.approve_container("remove", &c).await?;
+            self.approve_container("remove", name, &c).await?;
             docker
                 .remove_container(
                     c.id.as_deref().unwrap_or(name),

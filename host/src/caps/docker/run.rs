@@ -141,7 +141,8 @@ impl DockerCtx {
                 other => other,
             })?;
         let start = format!("start a container of {}", limits.tag);
-        self.approve(start, &limits.tag).await?;
+        let cover = crate::caps::approval::docker_cover("run", &limits.tag);
+        self.approve(start, cover, &limits.tag).await?;
         let host_config = HostConfig {
             network_mode: Some(limits.network),
             mounts: Some(mounts),

@@ -42,6 +42,7 @@
 //! | `checkpoint`      | `key`, `value`                                       | `{"loaded"}`                                   |
 //! | `checkpoint-load` | `key`                                                | `{"loaded": value or null}`                    |
 //! | `progress`        | `steps`                                              | `{"steps"}`                                    |
+//! | `ask`             | `reason`, `exec`: argv lists, `request?`: asks once listing them (unless `false`), then runs each | `{"needed", "note", "stdout": [..]}` |
 //! | `panic`           |                                                      | never returns                                  |
 //! | `docker`          | `ops`: list of `{"op", ...}` (see [`docker_ops`])     | `{"results": [{"ok"} or {"err", "kind"}]}`     |
 //! | `sha256`          | `mib` (benchmarks: `bench_work::sha256`)             | `{"sha256"}`                                   |
@@ -97,6 +98,7 @@ fn hostile(input: Value) -> Result<Summary> {
         "progress" => progress_steps(params(input)?),
         "steps" => journaled_steps(params(input)?),
         "docker" => docker_ops(params(input)?),
+        "ask" => ask(params(input)?),
         "sha256" => bench_sha256(params(input)?),
         "gzip" => bench_gzip(params(input)?),
         "file-io" => bench_file_io(params(input)?),
@@ -286,6 +288,43 @@ fn exec(p: ExecParams) -> Result<Summary> {
             "stderr_len": out.stderr.len(),
             "truncated": out.truncated,
         }),
+    )
+}
+
+#[derive(Deserialize)]
+struct AskParams {
+    reason: String,
+    #[serde(default)]
+    exec: Vec<Vec<String>>,
+    /// `false`: no request, the calls only.
+    #[serde(default = "yes")]
+    request: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The skill's own request for approval of its exec calls, then the calls.
+fn ask(p: AskParams) -> Result<Summary> {
+    use skillbox_sdk::approval::{Action, Request};
+    let mut request = Request::new(&p.reason);
+    for argv in &p.exec {
+        request = request.action(Action::Exec(argv.clone()));
+    }
+    let needed = request.needed();
+    let note = if p.request { request.ask()? } else { None };
+    let mut stdout = Vec::new();
+    for argv in &p.exec {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| Error::invalid_input("an empty argv"))?;
+        let out = Command::new(program).args(args).output()?;
+        stdout.push(out.stdout_str().into_owned());
+    }
+    done(
+        "approved",
+        json!({ "needed": needed, "note": note, "stdout": stdout }),
     )
 }
 
