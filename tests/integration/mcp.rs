@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::daemon::Daemon;
-use crate::harness::{cli, cli_cache_dir, guest, real_skill, root};
+use crate::harness::{cli, cli_cache_dir, guest, real_skill, root, skill_dir};
 
 /// The SDK's python: from `SKILLBOX_TEST_MCP_PYTHON` (scripts/test.sh sets
 /// it) or installed now; `None` only when it cannot be had, outside CI.
@@ -37,24 +37,38 @@ fn python() -> Option<PathBuf> {
 }
 
 /// A data dir whose configuration installs `hello` (its own manifest and
-/// input schema) and the `hostile` test guest, which asks for nothing.
+/// input schema), the `hostile` test guest, which asks for nothing, and
+/// `asker`: the same guest asking to run `echo`, which the operator holds
+/// for approval.
 struct Setup {
     dir: tempfile::TempDir,
     _hello: tempfile::TempDir,
+    _asker: tempfile::TempDir,
 }
 
 impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let hello = real_skill("hello");
+        let asker = skill_dir(
+            "hostile",
+            "[exec]\nallow = [ { program = \"echo\", args = [\"**\"] } ]\n",
+        );
         let config = format!(
             "[skills.hello]\npath = {:?}\n\n[skills.hostile]\npath = {:?}\n\
-             grants = {{ env = {{ allow = [\"SKILLBOX_MCP_GRANTED\"] }} }}\n",
+             grants = {{ env = {{ allow = [\"SKILLBOX_MCP_GRANTED\"] }} }}\n\n\
+             [skills.asker]\npath = {:?}\n\
+             grants = {{ ask = {{ exec = [ {{ program = \"echo\", args = [\"**\"] }} ] }} }}\n",
             hello.path().to_str().unwrap(),
             guest("hostile").to_str().unwrap(),
+            asker.path().to_str().unwrap(),
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        Setup { dir, _hello: hello }
+        Setup {
+            dir,
+            _hello: hello,
+            _asker: asker,
+        }
     }
 
     fn path(&self) -> &Path {
@@ -205,6 +219,77 @@ fn check(report: &Value, tasks_cli: impl Fn(&str) -> Value) {
     assert_eq!(code("not_an_id"), -32602);
     assert_eq!(code("update"), -32602);
     assert!(message("update").contains("waits for no input"), "{errors}");
+
+    // A held call: input_required with one form elicitation per pending
+    // request, answered through tasks/update and recorded as the client's.
+    let approve = &report["approve"];
+    let approved = &approve["approved"];
+    assert_eq!(approved["result"]["is_error"], false, "{approve}");
+    assert!(
+        approved["result"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("echo exited with 0"),
+        "{approve}"
+    );
+    let asked = &approved["asked"][0]["approval-1"];
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    assert_eq!(asked["params"]["mode"], "form", "{asked}");
+    let text = asked["params"]["message"].as_str().unwrap();
+    assert!(
+        text.contains("exec echo approved by mcp") && text.contains("--ask-exec"),
+        "{text}"
+    );
+    assert_eq!(
+        asked["params"]["requestedSchema"]["required"],
+        serde_json::json!(["approve"])
+    );
+    let bad = &approve["bad"];
+    assert!(
+        bad["unknown_key"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("approval-N"),
+        "{bad}"
+    );
+    assert!(
+        bad["unknown_request"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no request #9"),
+        "{bad}"
+    );
+    assert!(
+        bad["no_approve"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`approve`"),
+        "{bad}"
+    );
+    assert_eq!(
+        approve["still"], "input_required",
+        "bad answers change nothing"
+    );
+    let denied = &approve["denied"];
+    assert_eq!(denied["status"], "completed", "{denied}");
+    assert_eq!(denied["result"]["is_error"], true, "{denied}");
+    assert!(
+        denied["result"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("denied by mcp:"),
+        "{denied}"
+    );
+    assert!(
+        approve["after_end"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("waits for no input"),
+        "{approve}"
+    );
+    let pending_id = approve["pending"]["task_id"].as_str().unwrap();
+    let denied_task = tasks_cli(pending_id);
+    assert_eq!(denied_task["state"], "failed", "{denied_task}");
     assert_eq!(code("cancel_ended"), -32602);
     assert!(
         message("cancel_ended").contains("already ended"),
@@ -220,7 +305,7 @@ fn check(report: &Value, tasks_cli: impl Fn(&str) -> Value) {
 }
 
 const ALL: &[&str] = &[
-    "tools", "task", "auto", "fails", "cancel", "legacy", "errors", "grants",
+    "tools", "task", "auto", "fails", "cancel", "legacy", "errors", "grants", "approve",
 ];
 
 #[test]
@@ -234,6 +319,13 @@ fn an_mcp_client_over_stdio_lists_calls_polls_and_cancels_skills() {
     check(&report, |id| {
         serde_json::to_value(store.get(id.parse().unwrap()).unwrap()).unwrap()
     });
+    let denied = report["approve"]["pending"]["task_id"].as_str().unwrap();
+    let decided = store.approvals(denied.parse().unwrap()).unwrap();
+    let by = &decided[0].decision.as_ref().unwrap().by;
+    assert!(
+        by.starts_with("mcp:") && by.ends_with("(through stdio)"),
+        "{by}"
+    );
 }
 
 #[test]
@@ -254,6 +346,13 @@ fn an_mcp_client_over_http_lists_calls_polls_and_cancels_skills() {
     check(&report, |id| {
         daemon.cli(&["tasks", "show", id, "--json"]).json()
     });
+    let denied = report["approve"]["pending"]["task_id"].as_str().unwrap();
+    let decided = daemon.cli(&["tasks", "approvals", denied, "--json"]).json();
+    let by = decided[0]["decision"]["by"].as_str().unwrap();
+    assert!(
+        by.starts_with("mcp:") && by.ends_with("(through the API token)"),
+        "{by}"
+    );
 
     // Without the bearer token the endpoint answers nothing but 401.
     let out = Command::new(&python)

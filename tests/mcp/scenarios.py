@@ -17,6 +17,9 @@ Scenarios:
   errors   unknown tool, wrong types, huge arguments, unknown task id, tasks/update;
            then a good call on the same connection
   grants   call `hostile` listing its environment, with "grants" in the arguments
+  approve  call `asker` (an exec the operator holds for approval): input_required with an
+           elicitation, answered through tasks/update: approved (by the extension's on_input
+           hook), denied (declined), and bad answers
 """
 
 from __future__ import annotations
@@ -197,7 +200,61 @@ async def grants(ns: argparse.Namespace) -> dict[str, Any]:
         return {"result": result_json(r)}
 
 
-SCENARIOS = {f.__name__: f for f in (tools, task, auto, fails, cancel, legacy, errors, grants)}
+async def until_input(session: Any, task_id: str) -> Any:
+    with anyio.fail_after(60):
+        while True:
+            g = await get_task(session, task_id)
+            if g.status == "input_required":
+                return g
+            if g.status in TERMINAL_STATUSES:
+                raise RuntimeError(f"task {task_id} ended ({g.status}) without asking")
+            await anyio.sleep(0.05)
+
+
+async def approve(ns: argparse.Namespace) -> dict[str, Any]:
+    """A held call: the client sees input_required and answers through tasks/update."""
+    asked: list[dict[str, Any]] = []
+
+    async def on_input(t: Any) -> dict[str, Any]:
+        asked.append(t.input_requests)
+        return {key: {"action": "accept", "content": {"approve": True, "note": "from mcp"}} for key in t.input_requests}
+
+    out: dict[str, Any] = {}
+    ext = TasksExtension(on_input=on_input, max_wait_seconds=60)
+    async with client(ns, "auto", [ext]) as c:
+        r = await c.call_tool("asker", {"case": "exec", "program": "echo", "args": ["approved", "by", "mcp"]})
+        out["approved"] = {"result": result_json(r), "asked": asked}
+
+        h = await c.session.call_tool(
+            "asker", {"case": "exec", "program": "echo", "args": ["denied"]}, allow_claimed=True
+        )
+        g = await until_input(c.session, h.task_id)
+        out["pending"] = {"task_id": h.task_id, "input_requests": g.input_requests}
+        bad: dict[str, Any] = {}
+        for name, responses in {
+            "unknown_key": {"bogus": {"action": "accept", "content": {"approve": True}}},
+            "unknown_request": {"approval-9": {"action": "accept", "content": {"approve": True}}},
+            "no_approve": {"approval-1": {"action": "accept", "content": {}}},
+        }.items():
+            try:
+                await update_task(c.session, h.task_id, responses)
+                bad[name] = "accepted"
+            except MCPError as e:
+                bad[name] = error_json(e)
+        out["bad"] = bad
+        out["still"] = (await get_task(c.session, h.task_id)).status
+        await update_task(c.session, h.task_id, {"approval-1": {"action": "decline"}})
+        g = await poll(c.session, h.task_id, [])
+        out["denied"] = {"status": g.status, "result": result_json(final_result(g))}
+        try:
+            await update_task(c.session, h.task_id, {"approval-1": {"action": "accept", "content": {"approve": True}}})
+            out["after_end"] = "accepted"
+        except MCPError as e:
+            out["after_end"] = error_json(e)
+    return out
+
+
+SCENARIOS = {f.__name__: f for f in (tools, task, auto, fails, cancel, legacy, errors, grants, approve)}
 
 
 async def main() -> None:

@@ -170,6 +170,8 @@ def final_result(task: GetTaskResult) -> types.CallToolResult:
 
 # --------------------------------------------------------------------------- the extension
 StatusHook = Callable[[_TaskFields], Awaitable[None] | None]
+# Answers a task's `inputRequests` (status input_required): the `inputResponses` to send.
+InputHook = Callable[[GetTaskResult], Awaitable[dict[str, Any]]]
 
 
 class TasksExtension(ClientExtension):
@@ -193,6 +195,7 @@ class TasksExtension(ClientExtension):
         max_wait_seconds: float | None = 300.0,
         cancel_on_abort: bool = True,
         on_status: StatusHook | None = None,
+        on_input: InputHook | None = None,
     ) -> None:
         self.default_poll_ms = default_poll_ms
         self.min_poll_ms = min_poll_ms
@@ -200,6 +203,7 @@ class TasksExtension(ClientExtension):
         self.max_wait_seconds = max_wait_seconds
         self.cancel_on_abort = cancel_on_abort
         self.on_status = on_status
+        self.on_input = on_input
 
     def settings(self) -> dict[str, Any]:
         return {}  # spec: no settings defined, empty object == supported
@@ -235,8 +239,10 @@ class TasksExtension(ClientExtension):
                     await anyio.sleep(self._interval(current))
                     current = await get_task(session, task_id, timeout=timeout)
                     await self._notify(current)
-                    if current.status == "input_required":
-                        raise TaskProtocolError("skillbox tasks never ask for input")
+                    if current.status == "input_required" and isinstance(current, GetTaskResult):
+                        if self.on_input is None:
+                            raise TaskProtocolError(f"task {task_id} asks for input and no on_input hook answers")
+                        await update_task(session, task_id, await self.on_input(current), timeout=timeout)
         except TimeoutError as exc:
             if self.cancel_on_abort:
                 await self._best_effort_cancel(session, task_id)

@@ -13,6 +13,14 @@
 //!   object (stateless HTTP builds a new service for every request). Any
 //!   other client gets a blocking call with `notifications/progress` from
 //!   the skill's progress reports; cancelling the request cancels the task.
+//! * A task waiting for the operator's approval is `input_required` in
+//!   `tasks/get`: each pending request is a form elicitation under the key
+//!   `approval-N` (the request's number), whose form asks `approve`
+//!   (boolean), `always_for_task` and a `note`. The client answers with
+//!   `tasks/update`; declining or cancelling the form denies the call. The
+//!   decision is recorded as `mcp:<client name and version> (through
+//!   <stdio, the daemon's socket or the API token>)`. A blocking call just
+//!   waits while the operator decides elsewhere.
 //! * A skill's failure is a tool result with `isError: true` (the agent
 //!   reads why); a protocol error is only for a bad request: an unknown
 //!   tool, arguments that do not match the schema or are too large.
@@ -31,14 +39,16 @@ use std::sync::Arc;
 use futures::StreamExt;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
-    CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, Implementation, JsonObject,
-    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
-    ServerConfig, Task as McpTask, TaskPayload, TaskStatus, Tool as McpTool, UpdateTaskParams,
+    CreateTaskResult, DetailedTask, ElicitResult, ElicitationAction, GetTaskParams, GetTaskResult,
+    Implementation, InputRequests, InputResponses, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+    Task as McpTask, TaskPayload, TaskStatus, Tool as McpTool, UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
+use crate::caps::approval::Decision;
 use crate::catalog::{Catalog, Tool};
 use crate::error::Error;
 use crate::store::{NotifyMode, ParentRoute, StoreError, Task, TaskEvent, TaskId, TaskState};
@@ -204,13 +214,153 @@ impl McpServer {
         Ok(r)
     }
 
+    /// The task's pending requests for approval, each as a form
+    /// elicitation under `approval-N`; empty when none is pending.
+    fn input_requests(&self, task: &Task) -> Result<InputRequests, ErrorData> {
+        let mut out = InputRequests::new();
+        for a in self.tasks.approvals(task.id).map_err(internal)? {
+            if !a.is_pending() {
+                continue;
+            }
+            let r = &a.request;
+            let because = r
+                .reason
+                .as_deref()
+                .map(|why| format!(" The skill says: {why}."))
+                .unwrap_or_default();
+            let message = format!(
+                "Task {} ({}) asks for approval #{}: {} {} (operator's rule {}).{because} \
+                 Without a decision by {} it is denied.",
+                task.id,
+                task.spec.label.as_deref().unwrap_or("unlabelled"),
+                a.id,
+                r.capability,
+                r.detail,
+                r.rule,
+                rfc3339(a.expires_ms),
+            );
+            let request = json!({
+                "method": "elicitation/create",
+                "params": {
+                    "mode": "form",
+                    "message": message,
+                    "requestedSchema": {
+                        "type": "object",
+                        "properties": {
+                            "approve": {
+                                "type": "boolean",
+                                "title": "Approve",
+                                "description": "true lets the call go ahead; false denies it",
+                            },
+                            "always_for_task": {
+                                "type": "boolean",
+                                "title": "Always for this task",
+                                "description": "also approve the task's later requests of the same rule",
+                                "default": false,
+                            },
+                            "note": {
+                                "type": "string",
+                                "title": "Note",
+                                "description": "why, for the skill and the record",
+                                "maxLength": MAX_NOTE,
+                            },
+                        },
+                        "required": ["approve"],
+                    },
+                },
+            });
+            let request = serde_json::from_value(request).map_err(internal)?;
+            out.insert(input_key(a.id), request);
+        }
+        Ok(out)
+    }
+
+    /// Records the client's answers (`tasks/update`) as decisions.
+    fn answer(&self, task: &Task, responses: InputResponses, by: &str) -> Result<(), ErrorData> {
+        if responses.is_empty() {
+            return Err(ErrorData::invalid_params(
+                "tasks/update without inputResponses",
+                None,
+            ));
+        }
+        // Check every answer before recording any.
+        let mut decisions = Vec::new();
+        for (key, value) in responses {
+            let n = key
+                .strip_prefix("approval-")
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    ErrorData::invalid_params(
+                        format!(
+                            "unknown inputRequests key {key:?}: this server's keys are approval-N"
+                        ),
+                        None,
+                    )
+                })?;
+            let result: ElicitResult = serde_json::from_value(value).map_err(|e| {
+                ErrorData::invalid_params(format!("{key}: not an elicitation result: {e}"), None)
+            })?;
+            let content = result.content.unwrap_or(Value::Null);
+            let field = |name: &str| content.get(name).filter(|v| !v.is_null());
+            let approved = match result.action {
+                ElicitationAction::Accept => match field("approve") {
+                    Some(Value::Bool(b)) => *b,
+                    _ => {
+                        return Err(ErrorData::invalid_params(
+                            format!("{key}: an accepted answer needs `approve` (true or false)"),
+                            None,
+                        ));
+                    }
+                },
+                // Declining or cancelling the question refuses the call.
+                _ => false,
+            };
+            let note = match field("note") {
+                None => None,
+                Some(Value::String(s)) if s.len() <= MAX_NOTE => Some(s.clone()),
+                Some(_) => {
+                    return Err(ErrorData::invalid_params(
+                        format!("{key}: `note` must be a string of at most {MAX_NOTE} bytes"),
+                        None,
+                    ));
+                }
+            };
+            let always_for_task = approved && field("always_for_task") == Some(&Value::Bool(true));
+            decisions.push((
+                n,
+                Decision {
+                    approved,
+                    always_for_task,
+                    by: by.to_string(),
+                    note,
+                    at_ms: 0,
+                },
+            ));
+        }
+        for (n, decision) in decisions {
+            self.tasks
+                .decide(task.id, Some(n), decision)
+                .map_err(|e| match e {
+                    Error::Store(StoreError::Conflict(m)) => ErrorData::invalid_params(m, None),
+                    e => internal(e),
+                })?;
+        }
+        Ok(())
+    }
+
     /// `task` as an MCP task, with its result once it has ended.
     fn detailed(&self, task: &Task) -> Result<DetailedTask, ErrorData> {
         let payload = match task.state {
-            TaskState::Queued
-            | TaskState::Running
-            | TaskState::AwaitingApproval
-            | TaskState::Interrupted => TaskPayload::Working,
+            // A pending request for approval is the client's to answer.
+            TaskState::AwaitingApproval => {
+                let input_requests = self.input_requests(task)?;
+                if input_requests.is_empty() {
+                    TaskPayload::Working
+                } else {
+                    TaskPayload::InputRequired { input_requests }
+                }
+            }
+            TaskState::Queued | TaskState::Running | TaskState::Interrupted => TaskPayload::Working,
             TaskState::Cancelled => TaskPayload::Cancelled,
             // A skill that failed or ran out of time answered the call: its
             // result says why (`isError`), as a blocking call's would.
@@ -275,6 +425,52 @@ impl McpServer {
         let task = self.tasks.task(task.id).map_err(internal)?;
         self.result(&task)
     }
+}
+
+/// `inputRequests` key of approval request `n`.
+fn input_key(n: u32) -> String {
+    format!("approval-{n}")
+}
+
+/// Longest note of a decision.
+const MAX_NOTE: usize = 512;
+
+/// Who answers through `context`: the MCP client as it names itself, and
+/// how it came in (the daemon's socket, the TCP listener's token, or the
+/// stdio of `skillbox mcp`).
+fn decided_by(context: &RequestContext<RoleServer>) -> String {
+    let client = context.client_info().map_or_else(
+        || "an unnamed client".to_string(),
+        |i| {
+            let name: String = i
+                .name
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(128)
+                .collect();
+            format!(
+                "{name} {}",
+                i.version
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(32)
+                    .collect::<String>()
+            )
+        },
+    );
+    let channel = match context.extensions.get::<axum::http::request::Parts>() {
+        None => "stdio",
+        Some(parts)
+            if parts
+                .extensions
+                .get::<super::approvals::ViaToken>()
+                .is_some() =>
+        {
+            "the API token"
+        }
+        Some(_) => "the daemon's socket",
+    };
+    format!("mcp:{} (through {channel})", client.trim())
 }
 
 fn internal(e: impl std::fmt::Display) -> ErrorData {
@@ -385,18 +581,25 @@ impl ServerHandler for McpServer {
     async fn update_task(
         &self,
         request: UpdateTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let task = self.our_task(&request.task_id)?;
-        // Skills never ask for input mid-run (never `input_required`), so
-        // there is nothing an update could answer.
-        Err(ErrorData::invalid_params(
-            format!(
-                "task {} is {} and waits for no input: skillbox tasks take all their input at the call",
-                task.id, task.state
-            ),
-            None,
-        ))
+        if task.state != TaskState::AwaitingApproval {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "task {} is {} and waits for no input: a skillbox task asks only for \
+                     approvals, and has none pending",
+                    task.id, task.state
+                ),
+                None,
+            ));
+        }
+        let by = decided_by(&context);
+        let tasks = self.clone();
+        // Deciding writes to the store: not on an I/O thread.
+        tokio::task::spawn_blocking(move || tasks.answer(&task, request.input_responses, &by))
+            .await
+            .map_err(internal)?
     }
 
     async fn cancel_task(
