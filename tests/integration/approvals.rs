@@ -501,3 +501,39 @@ fn a_decision_without_the_token_is_refused() {
         "pager:oncall (through the API token)"
     );
 }
+
+/// The relay tells the parent session (a real webhook receiver here) what
+/// is asked and how to answer, also in `done-only` mode, then the end.
+#[test]
+fn the_relay_tells_the_parent_what_is_asked_and_how_to_answer() {
+    use crate::relay::{Receiver, Reply, config, webhook};
+    let data = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(&[], Reply::Status(200));
+    let cfg = config(data.path(), &webhook("ops", &rx.url("/in")), "\"ops\"");
+    let d = Daemon::start(data.path(), &["--config", cfg.to_str().unwrap()]);
+    let skill = echo_skill();
+    let id = spawn(
+        &d,
+        skill.path(),
+        "hello relay",
+        &["--ask-exec", "echo hello *"],
+    );
+    let asked = rx.wait_for(1)[0].json();
+    assert_eq!(asked["event"], "task.awaiting_approval", "{asked}");
+    assert_eq!(asked["terminal"], false);
+    let approval = &asked["approval"];
+    assert_eq!(approval["id"], 1, "{asked}");
+    assert_eq!(approval["request"]["detail"], "echo hello relay");
+    assert!(approval["decision"].is_null());
+    let message = asked["message"].as_str().unwrap();
+    assert!(
+        message.contains("echo hello relay")
+            && message.contains(&format!("skillbox tasks approve {id} 1")),
+        "{message}"
+    );
+    assert_eq!(d.cli(&["tasks", "approve", &id]).code, 0);
+    let seen = rx.wait_for(2);
+    let done = seen[1].json();
+    assert_eq!(done["event"], "task.succeeded", "{done}");
+    assert!(done["approval"].is_null());
+}

@@ -54,6 +54,11 @@ pub struct Notification {
     pub message: String,
     /// The command that shows the task's full logs.
     pub logs: String,
+    /// The request for approval this change announces (state
+    /// `awaiting_approval`), as stored; `reason` and `message` say how to
+    /// answer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::store::Approval>,
 }
 
 /// When a task was created, started and ended.
@@ -78,10 +83,16 @@ pub struct Timings {
 }
 
 impl Notification {
-    /// The notification of `change`, from the task as stored now; every
-    /// value in `secrets` (and of the environment variables the task was
-    /// granted) is replaced by `[redacted]`.
-    pub fn build(task: &Task, delivery: &Change, relay: &super::Relay) -> Notification {
+    /// The notification of `change` (and of the request for approval it
+    /// announces), from the task as stored now; every value in `secrets`
+    /// (and of the environment variables the task was granted) is replaced
+    /// by `[redacted]`.
+    pub fn build(
+        task: &Task,
+        delivery: &Change,
+        relay: &super::Relay,
+        approval: Option<crate::store::Approval>,
+    ) -> Notification {
         let secrets = relay.secrets();
         let mut hidden: Vec<String> = task
             .spec
@@ -151,6 +162,11 @@ impl Notification {
             },
             message: String::new(),
             logs,
+            approval: approval.map(|mut a| {
+                a.request.detail = redact(&a.request.detail);
+                a.request.reason = a.request.reason.as_deref().map(redact);
+                a
+            }),
         };
         n.message = markdown(&Parts {
             skill: &n.skill,

@@ -170,7 +170,7 @@ pub(crate) fn final_notification(
         Some(c) => c,
         None => final_change(store, id)?,
     };
-    Ok(Some(Notification::build(&task, &change, relay)))
+    Ok(Some(Notification::build(&task, &change, relay, None)))
 }
 
 /// The terminal state change of a task that was not relayed, from its
@@ -237,6 +237,7 @@ async fn send(
     relay: &Relay,
     d: &Delivery,
     task: std::result::Result<Arc<Task>, StoreError>,
+    approval: Option<crate::store::Approval>,
 ) -> Result<super::Delivered, DeliveryError> {
     match (task, relay.sink(&d.sink)) {
         (Err(e), _) => Err(DeliveryError::transient(format!("reading the task: {e}"))),
@@ -246,7 +247,7 @@ async fn send(
             d.sink
         ))),
         (Ok(task), Some(sink)) => {
-            let n = Notification::build(&task, &d.change(), relay);
+            let n = Notification::build(&task, &d.change(), relay, approval);
             // A sink has its own limit; this one guards against a sink that
             // never returns.
             match tokio::time::timeout(
@@ -284,7 +285,19 @@ async fn deliver(
                 .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())))
         }
     };
-    let result = send(&relay, &d, task).await;
+    let approval = match (&task, d.to) {
+        (Ok(_), crate::store::TaskState::AwaitingApproval) => {
+            let store = store.clone();
+            let (id, seq) = (d.task_id, d.seq);
+            tokio::task::spawn_blocking(move || store.approvals(id))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|all| all.into_iter().find(|a| a.seq == seq))
+        }
+        _ => None,
+    };
+    let result = send(&relay, &d, task, approval).await;
     let duration_ms = started.elapsed().as_millis() as u64;
     let attempts = d.attempts + 1;
     let (attempt, verdict) = match result {
