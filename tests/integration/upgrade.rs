@@ -454,3 +454,85 @@ fn a_host_crash_during_the_health_check_resumes_with_the_new_container() {
     );
     assert_eq!(app.version(), "v2");
 }
+
+/// With the container's calls held for approval (`--ask-docker`), the
+/// upgrade waits once, after the backup, the diagnostics and the build,
+/// with its own request listing the swap; denied, the old container is
+/// left serving; approved, the swap goes through without asking again.
+#[test]
+fn the_swap_waits_for_one_go_when_the_operator_holds_the_container() {
+    let Some(app) = App::new() else { return };
+    let out = app.run("v1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let data = tempfile::tempdir().unwrap();
+    let env = [("DOCKER_HOST", app.endpoint.as_str())];
+    let d = Daemon::start_env(data.path(), &[], &env);
+    let spawn = || {
+        let mut args: Vec<String> = vec![
+            "spawn".into(),
+            app.skill.path().to_str().unwrap().into(),
+            "--input".into(),
+            app.input("v2").to_string(),
+            "--ask-docker".into(),
+            format!("{}:*", app.name),
+        ];
+        args.extend(app.grants());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = d.cli(&args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.trim().to_string()
+    };
+    let waiting = |id: &str| {
+        for _ in 0..6000 {
+            let t = d.cli(&["tasks", "show", id, "--json"]).json();
+            match t["state"].as_str().unwrap() {
+                "awaiting_approval" => return,
+                "queued" | "running" => std::thread::sleep(Duration::from_millis(20)),
+                _ => panic!("ended before asking: {t}"),
+            }
+        }
+        panic!("never asked: {}", d.log());
+    };
+    let asked = |id: &str| d.cli(&["tasks", "approvals", id, "--json"]).json();
+
+    for approve in [false, true] {
+        let id = spawn();
+        waiting(&id);
+        let all = asked(&id);
+        assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+        let request = &all[0]["request"];
+        assert_eq!(request["capability"], "skill", "{request}");
+        let detail = request["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("docker stop")
+                && detail.contains("docker remove")
+                && detail.contains(&format!("docker run {}:v2", app.name)),
+            "{detail}"
+        );
+        assert!(
+            request["reason"].as_str().unwrap().contains("backup"),
+            "{request}"
+        );
+        // Everything before the swap is done; the old container serves.
+        assert_eq!(app.version(), "v1");
+        let verb = if approve { "approve" } else { "deny" };
+        assert_eq!(d.cli(&["tasks", verb, &id]).code, 0);
+        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        if approve {
+            assert_eq!(t["state"], "succeeded", "{t}");
+            assert_eq!(app.version(), "v2");
+            assert_eq!(asked(&id).as_array().unwrap().len(), 1, "asked once");
+        } else {
+            assert_eq!(t["state"], "failed", "{t}");
+            assert_eq!(t["outcome"]["kind"], "denied", "{t}");
+            assert!(
+                t["outcome"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("nothing was changed"),
+                "{t}"
+            );
+            assert_eq!(app.version(), "v1", "the old container still serves");
+        }
+    }
+}
