@@ -536,3 +536,70 @@ fn the_swap_waits_for_one_go_when_the_operator_holds_the_container() {
         }
     }
 }
+
+/// A docker ask rule on its own (no request of the skill's): a `stop` of
+/// the app's container waits; denied, it is refused as an ungranted call
+/// and the container runs on; approved, it stops.
+#[test]
+fn a_docker_ask_rule_holds_a_stop_until_approved() {
+    let Some(app) = App::new() else { return };
+    let out = app.run("v1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let skill = harness::skill_dir("hostile", "[docker]\nimages = [\"*\"]\n");
+    let data = tempfile::tempdir().unwrap();
+    let env = [("DOCKER_HOST", app.endpoint.as_str())];
+    let d = Daemon::start_env(data.path(), &[], &env);
+    let input = json!({ "case": "docker", "ops": [{ "op": "stop", "container": app.name, "timeout": 1 }] });
+    let running = || {
+        let (_, state) = docker::cli(&["inspect", "-f", "{{.State.Running}}", &app.name]);
+        state.trim() == "true"
+    };
+    for approve in [false, true] {
+        let out = d.cli(&[
+            "spawn",
+            skill.path().to_str().unwrap(),
+            "--input",
+            &input.to_string(),
+            "--ask-docker",
+            &format!("{}:*", app.name),
+            "--docker-owner",
+            &app.name,
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let id = out.stdout.trim().to_string();
+        let mut asked = Value::Null;
+        for _ in 0..3000 {
+            asked = d.cli(&["tasks", "approvals", &id, "--json"]).json();
+            if !asked.as_array().unwrap().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let request = &asked[0]["request"];
+        assert_eq!(
+            request["capability"],
+            "docker",
+            "{}",
+            d.cli(&["tasks", "show", &id, "--json"]).stdout
+        );
+        assert!(
+            request["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("stop container {}", app.name)),
+            "{request}"
+        );
+        assert!(running(), "nothing stops before the decision");
+        let verb = if approve { "approve" } else { "deny" };
+        assert_eq!(d.cli(&["tasks", verb, &id]).code, 0);
+        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        let result = &t["outcome"]["data"]["results"][0];
+        if approve {
+            assert!(result.get("ok").is_some(), "{t}");
+            assert!(!running(), "stopped once approved");
+        } else {
+            assert_eq!(result["kind"], "denied", "{t}");
+            assert!(running(), "a denied stop leaves the container running");
+        }
+    }
+}

@@ -98,7 +98,24 @@ pub struct DockerGrant {
 impl DockerGrant {
     /// Whether anything is granted at all.
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
+        // Every field: an owner or limits given alone (for the images an
+        // ask rule grants) are still grants.
+        let DockerGrant {
+            images,
+            build,
+            build_args,
+            networks,
+            memory,
+            pids,
+            owner,
+        } = self;
+        images.is_empty()
+            && !build
+            && build_args.is_empty()
+            && networks.is_empty()
+            && memory.is_none()
+            && pids.is_none()
+            && owner.is_none()
     }
 
     /// Adds `other`'s grants; its scalars win where set.
