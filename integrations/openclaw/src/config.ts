@@ -1,5 +1,7 @@
 // The plugin's configuration (`plugins.entries.skillbox.config` in the
-// gateway's config): which skillbox daemon, and its bearer token.
+// gateway's config): which skillbox daemon, its bearer token, and whether
+// the agent may relay the user's decisions on a task's requests for
+// approval.
 //
 // The daemon serves its task API and its MCP endpoint only on loopback
 // (`skillbox serve --listen 127.0.0.1:PORT --token T`), so the plugin talks
@@ -17,6 +19,8 @@ export interface SkillboxConfig {
   timeoutMs: number;
   /** How often task state is mirrored into OpenClaw's TaskFlow records. */
   syncIntervalMs: number;
+  /** Whether the agent gets `skillbox_approve`. */
+  approvals: boolean;
 }
 
 /** The JSON Schema of the configuration, as the manifest declares it. */
@@ -37,6 +41,12 @@ export const configSchema = {
       minimum: 100,
       description: "How often task state is mirrored into TaskFlow records (default 1000).",
     },
+    approvals: {
+      type: "boolean",
+      description:
+        "Give the agent skillbox_approve, to relay the user's decision on a task's request for approval " +
+        "(default true). With false, requests are decided only outside OpenClaw (skillbox tasks approve/deny).",
+    },
   },
 } as const;
 
@@ -48,6 +58,15 @@ export class ConfigError extends Error {}
 function isLoopback(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, "");
   return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * Whether the agent gets `skillbox_approve`: on unless `approvals` is
+ * `false`. Read on its own too, so that a configuration that fails
+ * otherwise still decides which tools there are.
+ */
+export function approvalsOn(raw: Record<string, unknown> | undefined): boolean {
+  return raw?.approvals !== false;
 }
 
 /**
@@ -91,5 +110,11 @@ export function resolveConfig(
     );
   }
   const int = (v: unknown, dflt: number) => (typeof v === "number" && Number.isInteger(v) && v >= 100 ? v : dflt);
-  return { url, token, timeoutMs: int(cfg.timeoutMs, 10_000), syncIntervalMs: int(cfg.syncIntervalMs, 1_000) };
+  return {
+    url,
+    token,
+    timeoutMs: int(cfg.timeoutMs, 10_000),
+    syncIntervalMs: int(cfg.syncIntervalMs, 1_000),
+    approvals: approvalsOn(cfg),
+  };
 }

@@ -1,6 +1,7 @@
 // The client of one skillbox daemon: its MCP endpoint (`/mcp`) for the
 // catalog of installed skills and for starting them, and its task API
-// (`/v1/tasks…`) for looking at and cancelling tasks.
+// (`/v1/tasks…`) for looking at and cancelling tasks and for deciding
+// their requests for approval.
 //
 // Starting goes through MCP on purpose: there the daemon checks the input
 // against the skill's schema and runs it with the grants of the operator's
@@ -33,6 +34,52 @@ export interface Task {
   cancel_requested?: boolean;
 }
 
+/** What a task asks the operator for (`request` of an approval). */
+export interface ApprovalRequest {
+  /** `exec`, `docker`, `write`, `net`, or `skill` for a skill's own request. */
+  capability: string;
+  /** The exact call, e.g. `systemctl restart myapp`. */
+  detail: string;
+  /** The operator's ask rule that matched, e.g. `--ask-exec 'systemctl restart *'`. */
+  rule: string;
+  /** The skill's own explanation, when it gave one. */
+  reason?: string | null;
+}
+
+/** A decision on a request, as the daemon recorded it. */
+export interface Decision {
+  approved: boolean;
+  always_for_task: boolean;
+  /** Who decided and through which channel. */
+  by: string;
+  note?: string | null;
+  at_ms: number;
+}
+
+/** One request for approval of a task, and its decision once given. */
+export interface Approval {
+  /** Its number within the task, from 1. */
+  id: number;
+  task_id: string;
+  request: ApprovalRequest;
+  attempt: number;
+  requested_ms: number;
+  /** When it is denied unless decided before. */
+  expires_ms: number;
+  decision?: Decision | null;
+}
+
+/** A decision to record (`POST /v1/tasks/{id}/approvals`). */
+export interface DecideBody {
+  decision: "approve" | "deny";
+  /** The request's number; the task's only pending one when absent. */
+  request?: number;
+  always_for_task?: boolean;
+  note?: string;
+  /** Who decides, e.g. `openclaw:<session key>`. */
+  as?: string;
+}
+
 /** A task's final notification: what the relay posts to the session. */
 export interface Notification {
   message: string;
@@ -56,6 +103,8 @@ export class DaemonError extends Error {
     readonly status?: number,
     /** JSON-RPC error code, for MCP errors. */
     readonly code?: number,
+    /** The daemon's own words, when it answered with an error body. */
+    readonly reason?: string,
   ) {
     super(message);
   }
@@ -104,7 +153,7 @@ export class Daemon {
     } catch {
       /* not JSON: keep the text */
     }
-    return new DaemonError(`${what}: the skillbox daemon answered HTTP ${r.status}: ${message}`, r.status);
+    return new DaemonError(`${what}: the skillbox daemon answered HTTP ${r.status}: ${message}`, r.status, undefined, message);
   }
 
   /** One MCP request (stateless, protocol 2026-07-28, tasks extension declared). */
@@ -171,8 +220,13 @@ export class Daemon {
     return result.taskId;
   }
 
-  private async json<T>(path: string, method = "GET"): Promise<T> {
-    const r = await this.request(path, { method });
+  private async json<T>(path: string, method = "GET", body?: unknown): Promise<T> {
+    const r = await this.request(
+      path,
+      body === undefined
+        ? { method }
+        : { method, headers: { "content-type": "application/json" }, body: JSON.stringify(body) },
+    );
     if (!r.ok) throw await Daemon.refusal(r, `${method} ${path}`);
     return (await r.json()) as T;
   }
@@ -196,6 +250,21 @@ export class Daemon {
   /** Asks for a task's cancellation; its state as it is then. */
   cancel(id: string): Promise<Task> {
     return this.json<Task>(`/v1/tasks/${encodeURIComponent(id)}/cancel`, "POST");
+  }
+
+  /** A task's requests for approval, decided or not, oldest first. */
+  approvals(id: string): Promise<Approval[]> {
+    return this.json<Approval[]>(`/v1/tasks/${encodeURIComponent(id)}/approvals`);
+  }
+
+  /**
+   * Records a decision on one of a task's requests; the approval as
+   * recorded. The daemon refuses (409) a task that is not awaiting
+   * approval, a request already decided or unknown, and a missing request
+   * number while several are pending; (400) a malformed body.
+   */
+  decide(id: string, body: DecideBody): Promise<Approval> {
+    return this.json<Approval>(`/v1/tasks/${encodeURIComponent(id)}/approvals`, "POST", body);
   }
 }
 

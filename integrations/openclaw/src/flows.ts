@@ -1,9 +1,10 @@
 // skillbox tasks mirrored as OpenClaw TaskFlow records, so they show
 // where OpenClaw users look for background work (`openclaw tasks flow
 // list|show`, `openclaw tasks audit`, `openclaw status`), kept in step with
-// the task: running (with its latest progress as the current step), then
-// succeeded, failed or cancelled. Cancelling the flow in OpenClaw
-// (`openclaw tasks flow cancel`) cancels the task.
+// the task: running (with its latest progress as the current step),
+// waiting while it awaits approval, then succeeded, failed or cancelled.
+// Cancelling the flow in OpenClaw (`openclaw tasks flow cancel`) cancels
+// the task.
 //
 // Why flows and not task records (`openclaw tasks list`, `/tasks`): the
 // plugin SDK of OpenClaw 2026.9.6 lets a tool plugin create a task record
@@ -42,6 +43,7 @@ export function stepOf(task: Pick<Task, "state" | "progress" | "progress_message
   const pct = typeof task.progress === "number" ? ` (${Math.round(task.progress * 100)}%)` : "";
   if (task.state === "running" && task.progress_message) return `${task.progress_message}${pct}`;
   if (task.state === "interrupted") return "interrupted by a skillbox restart; resuming";
+  if (task.state === "awaiting_approval") return "awaiting approval (skillbox_tasks shows the request)";
   return `${task.state}${pct}`;
 }
 
@@ -200,9 +202,16 @@ export class FlowMirror {
           .cancel({ flowId: e.flowId, cfg: this.api.config });
         return r.found ? r.cancelled || flowEnded(await flows.get(e.flowId)) : true;
       }
+      case "awaiting_approval": {
+        const step = stepOf(task);
+        if (step !== flow.currentStep || flow.status !== "waiting") {
+          await flows.setWaiting({ flowId: e.flowId, expectedRevision: flow.revision, currentStep: step, stateJson });
+        }
+        return false;
+      }
       default: {
         const step = stepOf(task);
-        if (step !== flow.currentStep) {
+        if (step !== flow.currentStep || flow.status === "waiting") {
           await flows.resume({
             flowId: e.flowId,
             expectedRevision: flow.revision,

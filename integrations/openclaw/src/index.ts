@@ -3,7 +3,8 @@
 // answers at once, and the task's summary comes back into the same
 // conversation through skillbox's relay (`/hooks/agent`) when it ends.
 //
-// Registers three tools (skillbox_start, skillbox_tasks, skillbox_cancel),
+// Registers four tools (skillbox_start, skillbox_tasks, skillbox_cancel,
+// and skillbox_approve unless the configuration says `approvals: false`),
 // built per run from the daemon's catalog, and one service that keeps
 // that catalog fresh and mirrors running tasks as TaskFlow records.
 //
@@ -14,10 +15,10 @@
 
 import { definePluginEntry } from "openclaw/plugin-sdk/plugin-entry";
 
-import { ConfigError, configSchema, resolveConfig, type SkillboxConfig } from "./config.js";
+import { approvalsOn, ConfigError, configSchema, resolveConfig, type SkillboxConfig } from "./config.js";
 import { Daemon } from "./daemon.js";
 import { FlowMirror } from "./flows.js";
-import { cancelTool, type Shared, startTool, tasksTool } from "./tools.js";
+import { agentTools, type Shared } from "./tools.js";
 
 const VERSION = "0.1.0";
 /** How long a catalog is used before it is read again. */
@@ -92,8 +93,8 @@ export default definePluginEntry({
       s = { broken: e.message };
       if (api.registrationMode === "full") api.logger.error(`skillbox: ${e.message}`);
     }
-    api.registerTool((ctx) => startTool(api, s, ctx), { name: "skillbox_start" });
-    api.registerTool((ctx) => tasksTool(s, ctx), { name: "skillbox_tasks" });
-    api.registerTool((ctx) => cancelTool(s, ctx), { name: "skillbox_cancel" });
+    for (const [name, make] of agentTools(api, s, approvalsOn(api.pluginConfig))) {
+      api.registerTool(make, { name });
+    }
   },
 });

@@ -1,49 +1,47 @@
 // The agent's tools: start an installed skill as a background task, look
-// at the tasks started from this conversation, cancel one.
+// at the tasks started from this conversation, cancel one (and, in
+// approvals.ts, relay the user's decision on a task's request).
 //
 // The model chooses a skill from the operator's catalog, its input and a
 // label; nothing else. Grants come from the daemon's configuration, and
 // the daemon checks the input against the skill's schema, so nothing the
 // model sends can widen what a task may do. Tasks are scoped to the
-// conversation that started them: the other tools see and cancel only
-// those.
+// conversation that started them: the other tools see, cancel and
+// decide for only those.
 
 import type { AnyAgentTool, OpenClawPluginApi, OpenClawPluginToolContext } from "openclaw/plugin-sdk/plugin-entry";
 
+import { approveTool, pendingDetails, pendingText } from "./approvals.js";
 import { startDescription, startParameters } from "./catalog.js";
-import { type CatalogTool, type Daemon, DaemonError, type Task, TERMINAL } from "./daemon.js";
+import { type Approval, type Daemon, DaemonError, type Task, TERMINAL } from "./daemon.js";
 import { track } from "./flows.js";
 import { parentRoute } from "./route.js";
+import { ownTask, type Params, sessionOf, type State, text, usable } from "./shared.js";
 
-/** What the tools of every registration of one configuration share. */
-export interface Shared {
-  daemon: Daemon;
-  /** The catalog as last read (`error` when that read failed). */
-  catalog: { tools: CatalogTool[]; readAt: number; error?: string };
-  /** Reads the catalog again (one read at a time). */
-  refreshCatalog(): Promise<void>;
-  /** The catalog, read again in the background when it is old. */
-  freshCatalog(): Shared["catalog"];
+export type { Shared, State } from "./shared.js";
+
+/** One agent tool: its name and how it is made for a run. */
+export type ToolEntry = [name: string, make: (ctx: OpenClawPluginToolContext) => AnyAgentTool];
+
+/**
+ * The tools the agent gets; `skillbox_approve` only with `approvals` (the
+ * plugin's `approvals` option, on by default).
+ */
+export function agentTools(api: OpenClawPluginApi, s: State, approvals: boolean): ToolEntry[] {
+  const tools: ToolEntry[] = [
+    ["skillbox_start", (ctx) => startTool(api, s, ctx)],
+    ["skillbox_tasks", (ctx) => tasksTool(s, ctx, approvals)],
+    ["skillbox_cancel", (ctx) => cancelTool(s, ctx)],
+  ];
+  if (approvals) tools.push(["skillbox_approve", (ctx) => approveTool(s, ctx)]);
+  return tools;
 }
 
-/** The tools' view of the plugin: working, or why not. */
-export type State = Shared | { broken: string };
-
-type Params = Record<string, unknown>;
-
-function text(t: string, details: Record<string, unknown>) {
-  return { content: [{ type: "text" as const, text: t }], details };
-}
-
-function usable(s: State): Shared {
-  if ("broken" in s) throw new Error(`the skillbox plugin is not configured: ${s.broken}`);
-  return s;
-}
-
-function sessionOf(ctx: OpenClawPluginToolContext): string {
-  const key = ctx.sessionKey?.trim();
-  if (!key) throw new Error("this run has no session key, so skillbox could not post a task's result back to it");
-  return key;
+/** The pending requests of the tasks awaiting approval, by task id. */
+async function pendingOf(daemon: Daemon, tasks: Task[]): Promise<Map<string, Approval[]>> {
+  const waiting = tasks.filter((t) => t.state === "awaiting_approval");
+  const lists = await Promise.all(waiting.map((t) => daemon.approvals(t.id)));
+  return new Map(waiting.map((t, i) => [t.id, lists[i]!.filter((a) => !a.decision)]));
 }
 
 function pct(task: Task): string {
@@ -54,24 +52,6 @@ function line(task: Task): string {
   const label = task.spec.label ? ` (${task.spec.label.replace(/^mcp\/[^:]*:?\s*/, "")})` : "";
   const what = task.progress_message && !TERMINAL.has(task.state) ? `: ${task.progress_message}` : "";
   return `${task.id}  ${task.spec.skill_name}${label}  ${task.state}${pct(task)}${what}`;
-}
-
-/** A task of this conversation, or a clear refusal. */
-async function ownTask(daemon: Daemon, ctx: OpenClawPluginToolContext, id: unknown): Promise<Task> {
-  if (typeof id !== "string" || !/^[0-9A-Za-z]{26}$/.test(id.trim())) {
-    throw new Error(`"task" must be a skillbox task id (26 letters and digits, as skillbox_start returned), not ${JSON.stringify(id)}`);
-  }
-  let task: Task;
-  try {
-    task = await daemon.task(id.trim());
-  } catch (e) {
-    if (e instanceof DaemonError && e.status === 404) throw new Error(`skillbox has no task ${id}`);
-    throw e;
-  }
-  if (task.spec.parent_session !== sessionOf(ctx)) {
-    throw new Error(`task ${id} was not started from this conversation`);
-  }
-  return task;
 }
 
 /** `skillbox_start`: the catalog's skills, started as background tasks. */
@@ -135,15 +115,20 @@ export function startTool(api: OpenClawPluginApi, s: State, ctx: OpenClawPluginT
   };
 }
 
-/** `skillbox_tasks`: this conversation's tasks, or one task with its result. */
-export function tasksTool(s: State, ctx: OpenClawPluginToolContext): AnyAgentTool {
+/**
+ * `skillbox_tasks`: this conversation's tasks, or one task with its result;
+ * a task awaiting approval with what it asks (and, with `canDecide`, how
+ * to relay the user's decision).
+ */
+export function tasksTool(s: State, ctx: OpenClawPluginToolContext, canDecide = true): AnyAgentTool {
   return {
     name: "skillbox_tasks",
     label: "skillbox: tasks",
     description:
       "List the skillbox background tasks started from this conversation (newest first), or, given `task`, " +
-      "show one: its state, latest progress, and its result once it ended. Results are posted here " +
-      "automatically; use this only when the user asks.",
+      "show one: its state, latest progress, its result once it ended, and, while it awaits approval, " +
+      "exactly what it asks. Results are posted here automatically; use this when the user asks, or when " +
+      "skillbox says a task is awaiting approval.",
     parameters: {
       type: "object",
       additionalProperties: false,
@@ -154,14 +139,36 @@ export function tasksTool(s: State, ctx: OpenClawPluginToolContext): AnyAgentToo
       const p = (raw ?? {}) as Params;
       if (p.task === undefined || p.task === null || p.task === "") {
         const tasks = await daemon.list(sessionOf(ctx));
-        const body = tasks.length ? tasks.map(line).join("\n") : "No skillbox task was started from this conversation.";
-        return text(body, { tasks: tasks.map((t) => ({ id: t.id, skill: t.spec.skill_name, state: t.state })) });
+        const pending = await pendingOf(daemon, tasks);
+        const now = Date.now();
+        const shown = (t: Task) => {
+          const asks = pendingText(t.id, pending.get(t.id) ?? [], now, canDecide);
+          return asks ? `${line(t)}\n${asks}` : line(t);
+        };
+        const body = tasks.length ? tasks.map(shown).join("\n") : "No skillbox task was started from this conversation.";
+        return text(body, {
+          tasks: tasks.map((t) => ({
+            id: t.id,
+            skill: t.spec.skill_name,
+            state: t.state,
+            ...(pending.has(t.id) ? { approvals: pendingDetails(pending.get(t.id)!) } : {}),
+          })),
+        });
       }
       const task = await ownTask(daemon, ctx, p.task);
-      let result = "";
-      if (TERMINAL.has(task.state)) result = `\n\n${(await daemon.notification(task.id)).message}`;
-      return text(`${line(task)}${result}`, {
-        task: { id: task.id, skill: task.spec.skill_name, state: task.state, progress: task.progress ?? null },
+      const pending = (await pendingOf(daemon, [task])).get(task.id);
+      let more = "";
+      if (TERMINAL.has(task.state)) more = `\n\n${(await daemon.notification(task.id)).message}`;
+      const asks = pending ? pendingText(task.id, pending, Date.now(), canDecide) : "";
+      if (asks) more = `\n${asks}`;
+      return text(`${line(task)}${more}`, {
+        task: {
+          id: task.id,
+          skill: task.spec.skill_name,
+          state: task.state,
+          progress: task.progress ?? null,
+          ...(pending ? { approvals: pendingDetails(pending) } : {}),
+        },
       });
     },
   };

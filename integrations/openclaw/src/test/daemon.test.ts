@@ -17,6 +17,7 @@ test("a running task's step is its latest progress", () => {
   assert.equal(stepOf({ state: "running", progress: 0.4, progress_message: "backing up" }), "backing up (40%)");
   assert.equal(stepOf({ state: "queued", progress: null, progress_message: null }), "queued");
   assert.match(stepOf({ state: "interrupted" }), /resuming/);
+  assert.match(stepOf({ state: "awaiting_approval", progress: 0.5 }), /^awaiting approval/);
 });
 
 test("mirrored tasks are kept one file each, and survive a new store", async () => {
