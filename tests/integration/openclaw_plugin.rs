@@ -12,11 +12,13 @@
 //! the "started" reply → the task runs → its summary arrives in the same
 //! session exactly once, also across a gateway restart and a `kill -9` of
 //! the daemon; refusals start nothing, and nothing the model sends widens
-//! a skill's grants.
+//! a skill's grants. A call that matches an ask rule waits until the
+//! user's decision comes back through the conversation (`skillbox_approve`),
+//! recorded as the conversation's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -72,6 +74,36 @@ fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// How many of these tests run a gateway at once. A gateway is a Node
+/// process and every `openclaw gateway call` starts another: on a
+/// two-core machine, more at once starve each other past the waits here.
+const GATEWAYS_AT_ONCE: usize = 2;
+
+static GATEWAYS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// One of the [`GATEWAYS_AT_ONCE`] places, held while a test's gateway runs.
+struct Place;
+
+impl Place {
+    fn take() -> Place {
+        let (busy, freed) = &GATEWAYS;
+        let guard = busy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = freed
+            .wait_while(guard, |n| *n >= GATEWAYS_AT_ONCE)
+            .unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        Place
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let (busy, freed) = &GATEWAYS;
+        *busy.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
+
 /// A gateway with the plugin, and the daemon it talks to.
 struct Rig {
     gw: Gateway,
@@ -80,11 +112,14 @@ struct Rig {
     args: Vec<String>,
     env: Vec<(String, String)>,
     listen: u16,
+    /// Last, so that it is given up once the gateway has stopped.
+    _place: Place,
 }
 
 impl Rig {
     /// `skills` are the daemon's `[skills.*]` tables; `env` its environment.
     fn new(skills: &str, env: &[(&str, &str)]) -> Rig {
+        let place = Place::take();
         let gw = Gateway::new();
         let data = tempfile::tempdir().unwrap();
         let d = data.path();
@@ -161,6 +196,7 @@ agent-id = "main"
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             listen,
+            _place: place,
         };
         rig.start_daemon();
         rig.gw.up();
@@ -272,7 +308,56 @@ agent-id = "main"
         })
     }
 
-    /// The messages of `session` carrying task `id`'s summary.
+    /// Waits for the message of task `id` in `session` that contains
+    /// `needle` (the relay's words for a state, e.g. `is awaiting
+    /// approval`) and for the agent's answer to it; the message's text.
+    fn notice(&self, session: &str, id: &str, needle: &str) -> String {
+        let body = wait(
+            &format!("task {id}'s message {needle:?} in {session}"),
+            120,
+            || {
+                self.summaries(session, id)
+                    .iter()
+                    .map(|m| texts(&m["content"]))
+                    .find(|t| t.contains(needle))
+            },
+        );
+        // The agent's turn on it ends before the next user message, so
+        // the next tool turn is not queued behind it.
+        let footer = format!("Task {id} · full logs");
+        wait("the agent's answer to the message", 60, || {
+            let history = self.gw.history(session);
+            let msgs = history["messages"].as_array()?.clone();
+            let at = msgs.iter().rposition(|m| {
+                let t = texts(&m["content"]);
+                m["role"] == "user" && t.contains(needle) && t.contains(&footer)
+            })?;
+            msgs[at..]
+                .iter()
+                .any(|m| m["role"] == "assistant" && texts(&m["content"]).contains("STUB-REPLY:"))
+                .then_some(())
+        });
+        body
+    }
+
+    /// Task `id`'s requests for approval, as `skillbox tasks approvals
+    /// --json` shows them.
+    fn approvals(&self, id: &str) -> Vec<Value> {
+        let out = self.daemon().cli(&["tasks", "approvals", id, "--json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json().as_array().unwrap().clone()
+    }
+
+    /// Waits until task `id` is in `state`.
+    fn until_state(&self, id: &str, state: &str) -> Value {
+        wait(&format!("task {id} to be {state}"), 120, || {
+            let t = self.task(id);
+            (t["state"] == state).then_some(t)
+        })
+    }
+
+    /// The messages of `session` carrying task `id`'s notifications (its
+    /// summary, and any state change announced before it).
     fn summaries(&self, session: &str, id: &str) -> Vec<Value> {
         let footer = format!("Task {id} · full logs");
         let history = self.gw.history(session);
@@ -349,6 +434,18 @@ impl Turn {
         assert_eq!(self.result["status"], "error", "{}", self.result);
         self.result["error"].as_str().unwrap().to_string()
     }
+
+    /// The tool's text.
+    fn text(&self) -> String {
+        self.result["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no tool text: {}", self.result))
+            .to_string()
+    }
+}
+
+fn approve(args: Value) -> String {
+    format!("[[tool skillbox_approve {args}]]")
 }
 
 fn start(skill: &str, input: Value, label: &str) -> String {
@@ -728,4 +825,148 @@ fn an_upgrade_started_from_a_conversation_reports_back_to_it() {
     rig.delivered(&id);
     rig.flow(&id, "succeeded");
     assert_eq!(rig.summaries(session, &id).len(), 1, "exactly once");
+}
+
+#[test]
+fn a_request_for_approval_waits_for_the_users_decision_relayed_by_the_conversation() {
+    // hostile asks to run `echo hello …`; the operator grants it only call
+    // by call, through the catalog's inline ask rules.
+    let hostile = skill_dir(
+        "hostile",
+        "[exec]\nallow = [ { program = \"echo\", args = [\"hello\", \"*\"] } ]\n",
+    );
+    let rig = Rig::new(
+        &format!(
+            "[skills.hostile]\npath = {:?}\n\
+             grants = {{ ask = {{ exec = [ {{ program = \"echo\", args = [\"hello\", \"*\"] }} ] }} }}\n",
+            hostile.path(),
+        ),
+        &[],
+    );
+    let session = "agent:main:approvals";
+    let echo = |word: &str| json!({ "case": "exec", "program": "echo", "args": ["hello", word] });
+
+    // The task stops at the call, and the conversation hears of it.
+    let turn = rig.turn(session, &start("hostile", echo("there"), "greeting"));
+    let (id, _) = turn.started();
+    rig.until_state(&id, "awaiting_approval");
+    let notice = rig.notice(session, &id, "is awaiting approval");
+    assert!(notice.contains("echo hello there"), "{notice}");
+    rig.flow(&id, "waiting");
+
+    // The agent shows the user what is asked.
+    let turn = rig.turn(
+        session,
+        &format!("[[tool skillbox_tasks {}]]", json!({ "task": id })),
+    );
+    let shown = turn.text();
+    assert!(
+        shown.contains("awaiting_approval")
+            && shown.contains("request #1: exec `echo hello there`")
+            && shown.contains("rule: --ask-exec")
+            && shown.contains("denied unless decided by")
+            && shown.contains(&format!("skillbox_approve (task {id}, request 1)")),
+        "{shown}"
+    );
+    let asked = &turn.result["result"]["details"]["task"]["approvals"][0];
+    assert_eq!(asked["detail"], "echo hello there", "{asked}");
+
+    // Another conversation cannot decide it.
+    let turn = rig.turn(
+        "agent:main:elsewhere",
+        &approve(json!({ "task": id, "decision": "approve" })),
+    );
+    assert!(
+        turn.error()
+            .contains("was not started from this conversation"),
+        "{}",
+        turn.result
+    );
+    assert!(rig.approvals(&id)[0]["decision"].is_null());
+    assert_eq!(rig.task(&id)["state"], "awaiting_approval");
+
+    // The user approves; the agent relays it, and the call goes on.
+    let turn = rig.turn(
+        session,
+        &format!(
+            "Yes, go ahead. {}",
+            approve(json!({ "task": id, "decision": "approve", "request": 1 }))
+        ),
+    );
+    let said = turn.text();
+    assert!(
+        said.starts_with(&format!(
+            "Approved request #1 of skillbox task {id} (hostile): exec `echo hello there`."
+        )),
+        "{said}"
+    );
+    let recorded = &turn.result["result"]["details"]["approval"]["decision"];
+    assert_eq!(recorded["approved"], true, "{recorded}");
+    let t = rig.until_state(&id, "succeeded");
+    assert_eq!(t["outcome"]["data"]["stdout"], "hello there\n", "{t}");
+    let summary = rig.notice(session, &id, "succeeded");
+    assert!(
+        summary.contains("**hostile** (mcp/hostile: greeting) succeeded"),
+        "{summary}"
+    );
+    rig.flow(&id, "succeeded");
+
+    // The decision is on record as this conversation's.
+    let decided = &rig.approvals(&id)[0]["decision"];
+    assert_eq!(decided["approved"], true, "{decided}");
+    let by = decided["by"].as_str().unwrap();
+    assert!(
+        by.starts_with(&format!("openclaw:{session}")) && by.contains("the API token"),
+        "{by}"
+    );
+
+    // Deciding again: the daemon's refusal, in its words.
+    let turn = rig.turn(
+        session,
+        &approve(json!({ "task": id, "decision": "deny", "request": 1 })),
+    );
+    let e = turn.error();
+    assert!(
+        e.contains(&format!(
+            "skillbox did not record the decision on task {id}"
+        )) && e.contains("was already approved by openclaw:"),
+        "{e}"
+    );
+
+    // The user denies the next one: the call is refused and the task fails.
+    let turn = rig.turn(session, &start("hostile", echo("world"), "second greeting"));
+    let (denied, _) = turn.started();
+    rig.until_state(&denied, "awaiting_approval");
+    rig.notice(session, &denied, "is awaiting approval");
+    let turn = rig.turn(
+        session,
+        &format!(
+            "No, not today. {}",
+            approve(json!({ "task": denied, "decision": "deny", "note": "not today" }))
+        ),
+    );
+    let said = turn.text();
+    assert!(
+        said.starts_with(&format!(
+            "Denied request #1 of skillbox task {denied} (hostile): exec `echo hello world`. \
+             The call is refused (note to the skill: not today)"
+        )),
+        "{said}"
+    );
+    rig.until_state(&denied, "failed");
+    rig.notice(session, &denied, "failed");
+    let decided = &rig.approvals(&denied)[0]["decision"];
+    assert_eq!(
+        (&decided["approved"], &decided["note"]),
+        (&json!(false), &json!("not today")),
+        "{decided}"
+    );
+    assert!(
+        decided["by"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("openclaw:{session}")),
+        "{decided}"
+    );
+    rig.flow(&denied, "failed");
 }
