@@ -97,6 +97,7 @@ fn an_exec_ask_rule_waits_for_approval_and_the_call_goes_on() {
     let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
     assert_eq!(t["state"], "succeeded", "{t}");
     assert_eq!(t["outcome"]["data"]["stdout"], "hello there\n");
+
     let decided = &approvals(&d, &id)[0]["decision"];
     assert_eq!(decided["approved"], true);
     let by = decided["by"].as_str().unwrap();
@@ -536,4 +537,43 @@ fn the_relay_tells_the_parent_what_is_asked_and_how_to_answer() {
     let done = seen[1].json();
     assert_eq!(done["event"], "task.succeeded", "{done}");
     assert!(done["approval"].is_null());
+}
+
+/// A skill that asks in its own words, then reports when the request
+/// returned (the host's clock, through WASI).
+pub fn clock_skill() -> tempfile::TempDir {
+    skill_dir("hostile", "")
+}
+
+/// Its input.
+pub fn clock_input() -> Value {
+    json!({"case": "ask", "reason": "a figure"})
+}
+
+/// Milliseconds from the decision on the ended task `t`'s (a run of
+/// [`clock_skill`]) request to the skill's call returning: the clock the
+/// skill read minus the stored time of the decision (whole milliseconds).
+/// The figure the approvals' notes report; not asserted: it is a measure.
+pub fn decision_to_call_ms(t: &Value, decided_ms: i64) -> f64 {
+    let returned_ns = t["outcome"]["data"]["returned_ns"].as_u64().unwrap();
+    returned_ns as f64 / 1e6 - decided_ms as f64
+}
+
+/// The figure on one host (SQLite, the daemon's own decision channel).
+#[test]
+fn figure_decision_to_call_on_one_host() {
+    let data = tempfile::tempdir().unwrap();
+    let skill = clock_skill();
+    let d = Daemon::start(data.path(), &[]);
+    let mut figures = Vec::new();
+    for _ in 0..5 {
+        let id = spawn_input(&d, skill.path(), &clock_input(), &[]);
+        until_state(&d, &id, "awaiting_approval");
+        let decided = d.cli(&["tasks", "approve", &id, "--json"]).json();
+        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        assert_eq!(t["state"], "succeeded", "{t}");
+        let at = decided["decision"]["at_ms"].as_i64().unwrap();
+        figures.push(decision_to_call_ms(&t, at));
+    }
+    eprintln!("figure: decision -> call returning, one host (SQLite): {figures:.1?} ms");
 }

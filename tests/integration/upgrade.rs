@@ -549,7 +549,8 @@ fn a_docker_ask_rule_holds_a_stop_until_approved() {
     let data = tempfile::tempdir().unwrap();
     let env = [("DOCKER_HOST", app.endpoint.as_str())];
     let d = Daemon::start_env(data.path(), &[], &env);
-    let input = json!({ "case": "docker", "ops": [{ "op": "stop", "container": app.name, "timeout": 1 }] });
+    let input =
+        json!({ "case": "docker", "ops": [{ "op": "stop", "container": app.name, "timeout": 1 }] });
     let running = || {
         let (_, state) = docker::cli(&["inspect", "-f", "{{.State.Running}}", &app.name]);
         state.trim() == "true"

@@ -655,3 +655,57 @@ fn a_worker_without_its_store_exits_with_a_clear_error() {
         out.stderr
     );
 }
+
+/// Approvals across hosts: a task spawned through an API server that runs
+/// nothing waits on one of two workers; the operator's decision, given
+/// through the API server, reaches that worker (NOTIFY), and the call goes
+/// on there.
+#[test]
+fn a_decision_given_through_the_api_server_reaches_the_worker() {
+    let Some(server) = testing::server_or_skip("approvals") else {
+        return;
+    };
+    let (url, store) = database(&server);
+    let api_dir = tempfile::tempdir().unwrap();
+    let api =
+        crate::daemon::Daemon::start(api_dir.path(), &["--store", &url, "--concurrency", "0"]);
+    let workers = [Worker::start(&url, 2, &[]), Worker::start(&url, 2, &[])];
+    let owners: Vec<String> = workers.iter().map(Worker::ready).collect();
+    let skill = crate::approvals::clock_skill();
+    let input = crate::approvals::clock_input();
+    let mut figures = Vec::new();
+    for round in 0..3 {
+        let out = api.cli(&[
+            "spawn",
+            skill.path().to_str().unwrap(),
+            "--input",
+            &input.to_string(),
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let id = out.stdout.trim().to_string();
+        let task_id: TaskId = id.parse().unwrap();
+        let t = wait_for("the task to ask", Duration::from_secs(60), || {
+            Some(store.get(task_id).unwrap()).filter(|t| t.state == TaskState::AwaitingApproval)
+        });
+        let runner = t.owner.clone().unwrap();
+        assert!(owners.contains(&runner), "{runner} is one of {owners:?}");
+        let out = api.cli(&[
+            "tasks",
+            "approve",
+            &id,
+            "--note",
+            &format!("round {round}"),
+            "--json",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let decided_ms = out.json()["decision"]["at_ms"].as_i64().unwrap();
+        let t = api.cli(&["tasks", "wait", &id, "--json"]).json();
+        assert_eq!(t["state"], "succeeded", "{t}");
+        let decided = store.approvals(task_id).unwrap();
+        assert_eq!(decided.len(), 1);
+        let by = &decided[0].decision.as_ref().unwrap().by;
+        assert!(by.contains("the daemon's socket"), "{by}");
+        figures.push(crate::approvals::decision_to_call_ms(&t, decided_ms));
+    }
+    eprintln!("figure: decision -> call returning, across hosts (PostgreSQL): {figures:.1?} ms");
+}

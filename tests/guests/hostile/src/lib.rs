@@ -42,7 +42,7 @@
 //! | `checkpoint`      | `key`, `value`                                       | `{"loaded"}`                                   |
 //! | `checkpoint-load` | `key`                                                | `{"loaded": value or null}`                    |
 //! | `progress`        | `steps`                                              | `{"steps"}`                                    |
-//! | `ask`             | `reason`, `exec`: argv lists, `request?`: asks once listing them (unless `false`), then runs each | `{"needed", "note", "stdout": [..]}` |
+//! | `ask`             | `reason`, `exec`: argv lists, `request?`: asks once listing them (unless `false`), then runs each | `{"needed", "note", "stdout": [..], "returned_ns"}` |
 //! | `panic`           |                                                      | never returns                                  |
 //! | `docker`          | `ops`: list of `{"op", ...}` (see [`docker_ops`])     | `{"results": [{"ok"} or {"err", "kind"}]}`     |
 //! | `sha256`          | `mib` (benchmarks: `bench_work::sha256`)             | `{"sha256"}`                                   |
@@ -314,6 +314,11 @@ fn ask(p: AskParams) -> Result<Summary> {
     }
     let needed = request.needed();
     let note = if p.request { request.ask()? } else { None };
+    // When the request returned, by the host's clock (for the figure of a
+    // decision's latency).
+    let returned_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let mut stdout = Vec::new();
     for argv in &p.exec {
         let (program, args) = argv
@@ -324,7 +329,7 @@ fn ask(p: AskParams) -> Result<Summary> {
     }
     done(
         "approved",
-        json!({ "needed": needed, "note": note, "stdout": stdout }),
+        json!({ "needed": needed, "note": note, "stdout": stdout, "returned_ns": returned_ns }),
     )
 }
 
