@@ -229,7 +229,7 @@ pub struct Asking {
     /// One approval covers the rest of the run (write and net rules).
     pub per_run: bool,
     /// The key under which a skill's approved request covers this call
-    /// ([`exec_cover`], [`docker_cover`]); `None` when none can.
+    /// (as `Action::cover` builds it); `None` when none can.
     pub cover: Option<String>,
 }
 
