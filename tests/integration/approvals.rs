@@ -36,8 +36,8 @@ fn show(d: &Daemon, id: &str) -> Value {
 
 /// Waits (a bounded number of polls, no timing asserted) for the task to
 /// reach `state`.
-fn until_state(d: &Daemon, id: &str, state: &str) -> Value {
-    for _ in 0..1200 {
+pub fn until_state(d: &Daemon, id: &str, state: &str) -> Value {
+    for _ in 0..4800 {
         let t = show(d, id);
         if t["state"] == state {
             return t;
@@ -576,4 +576,85 @@ fn figure_decision_to_call_on_one_host() {
         figures.push(decision_to_call_ms(&t, at));
     }
     eprintln!("figure: decision -> call returning, one host (SQLite): {figures:.1?} ms");
+}
+
+/// A hostile skill under an `--ask-write` grant that the operator denies
+/// tries every way of changing the directory (a file, a directory, a
+/// symlink, a hard link, a rename, a removal, a directory's times): each
+/// asks, each is refused, and the directory is as it was.
+#[test]
+fn every_change_beneath_an_ask_write_grant_asks_and_a_denial_changes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("kept.txt"), "kept").unwrap();
+    std::fs::create_dir(work.path().join("sub")).unwrap();
+    let snapshot = || {
+        let mut v: Vec<(String, u64, Option<std::time::SystemTime>)> = walk(work.path());
+        v.sort();
+        v
+    };
+    let before = snapshot();
+    let skill = skill_dir("hostile", "[fs]\n\"/out\" = { access = \"read-write\" }\n");
+    let grant = format!("{}:/out", work.path().display());
+    let tries = [
+        json!({"case": "write", "path": "/out/new.txt", "content": "x"}),
+        json!({"case": "write", "path": "/out/kept.txt", "content": "overwritten"}),
+        json!({"case": "mkdir", "path": "/out/newdir"}),
+        json!({"case": "symlink", "target": "kept.txt", "link": "/out/link"}),
+        json!({"case": "hardlink", "target": "/out/kept.txt", "link": "/out/hard"}),
+        json!({"case": "rename", "from": "/out/kept.txt", "to": "/out/moved.txt"}),
+        json!({"case": "rename", "from": "/out/kept.txt", "to": "/out/sub/kept.txt"}),
+        json!({"case": "remove", "path": "/out/kept.txt"}),
+        json!({"case": "touch-dir", "path": "/out/sub"}),
+    ];
+    for input in &tries {
+        let id = spawn_input(&d, skill.path(), input, &["--ask-write", &grant]);
+        until_state(&d, &id, "awaiting_approval");
+        let asked = approvals(&d, &id);
+        assert_eq!(
+            asked[0]["request"]["capability"], "write",
+            "{input}: {asked:?}"
+        );
+        assert_eq!(d.cli(&["tasks", "deny", &id]).code, 0);
+        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        assert_eq!(t["state"], "failed", "{input}: {t}");
+        assert_eq!(snapshot(), before, "{input} changed the directory");
+    }
+    // The same tries, approved, do change it: each was a real change.
+    for input in &tries[2..] {
+        let base = snapshot();
+        let id = spawn_input(&d, skill.path(), input, &["--ask-write", &grant]);
+        until_state(&d, &id, "awaiting_approval");
+        assert_eq!(d.cli(&["tasks", "approve", &id]).code, 0);
+        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        assert_eq!(t["state"], "succeeded", "{input}: {t}");
+        assert_ne!(snapshot(), base, "{input} approved changed nothing");
+        // Put the directory back as it was for the next one.
+        for e in std::fs::read_dir(work.path()).unwrap() {
+            let p = e.unwrap().path();
+            match std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                true => std::fs::remove_dir_all(&p).unwrap(),
+                false => std::fs::remove_file(&p).unwrap(),
+            }
+        }
+        std::fs::write(work.path().join("kept.txt"), "kept").unwrap();
+        std::fs::create_dir(work.path().join("sub")).unwrap();
+    }
+}
+
+/// Every entry beneath `dir`: its path, size and modification time.
+fn walk(dir: &Path) -> Vec<(String, u64, Option<std::time::SystemTime>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = std::fs::symlink_metadata(e.path()).unwrap();
+        out.push((e.path().display().to_string(), m.len(), m.modified().ok()));
+        if m.is_dir() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    let m = std::fs::metadata(dir).unwrap();
+    out.push((dir.display().to_string(), 0, m.modified().ok()));
+    out
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::approvals::until_state;
 use crate::daemon::Daemon;
 use crate::docker::{self, endpoint, free_port, http_get, wait_http};
 use crate::harness::{self, CliOutput};
@@ -482,22 +483,11 @@ fn the_swap_waits_for_one_go_when_the_operator_holds_the_container() {
         assert_eq!(out.code, 0, "{}", out.stderr);
         out.stdout.trim().to_string()
     };
-    let waiting = |id: &str| {
-        for _ in 0..6000 {
-            let t = d.cli(&["tasks", "show", id, "--json"]).json();
-            match t["state"].as_str().unwrap() {
-                "awaiting_approval" => return,
-                "queued" | "running" => std::thread::sleep(Duration::from_millis(20)),
-                _ => panic!("ended before asking: {t}"),
-            }
-        }
-        panic!("never asked: {}", d.log());
-    };
     let asked = |id: &str| d.cli(&["tasks", "approvals", id, "--json"]).json();
 
     for approve in [false, true] {
         let id = spawn();
-        waiting(&id);
+        until_state(&d, &id, "awaiting_approval");
         let all = asked(&id);
         assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
         let request = &all[0]["request"];
@@ -568,14 +558,8 @@ fn a_docker_ask_rule_holds_a_stop_until_approved() {
         ]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         let id = out.stdout.trim().to_string();
-        let mut asked = Value::Null;
-        for _ in 0..3000 {
-            asked = d.cli(&["tasks", "approvals", &id, "--json"]).json();
-            if !asked.as_array().unwrap().is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        until_state(&d, &id, "awaiting_approval");
+        let asked = d.cli(&["tasks", "approvals", &id, "--json"]).json();
         let request = &asked[0]["request"];
         assert_eq!(
             request["capability"],

@@ -6,7 +6,7 @@
 //! wasmtime-wasi refuses every change beneath a read-only preopen with a
 //! bare `NotPermitted`, which a skill reports as "Operation not permitted"
 //! without saying which grant it hit. Here the changes of a directory's
-//! contents (create, remove, rename, link) are checked first: beneath a
+//! contents (create, remove, rename, link, and their times) are checked first: beneath a
 //! read-only grant they are refused the same way, and audited; otherwise
 //! wasmtime-wasi's own implementation runs. Opens for writing are audited by
 //! `fs`'s `open-at`, which asks [`GrantedDirs::remedy`] too.
@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
 use wasmtime_wasi::p2::FsError;
-use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, HostDescriptor, PathFlags};
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    ErrorCode, HostDescriptor, NewTimestamp, PathFlags,
+};
 
 use super::approval::{AskView, Asking};
 use crate::events::{Event, HasEvents};
@@ -304,10 +306,46 @@ pub(crate) fn add_to_linker<T: GrantedDirsView + Send + 'static>(
             })
         },
     )?;
+    types.func_wrap_async(
+        "[method]descriptor.set-times-at",
+        |mut store, (fd, flags, path, atim, mtim): SetTimesAtParams| {
+            Box::new(async move {
+                let what = format!("set the times of {path}");
+                if refused(store.data_mut(), &fd, what.clone())
+                    || unapproved(store.data_mut(), &fd, &what).await
+                {
+                    return Ok((Err(ErrorCode::NotPermitted),));
+                }
+                let mut fs = store.data_mut().filesystem();
+                answer(HostDescriptor::set_times_at(&mut fs, fd, flags, path, atim, mtim).await)
+            })
+        },
+    )?;
+    // A file's times change only through a descriptor opened for writing
+    // (whose open asked); a directory's through its own descriptor.
+    types.func_wrap_async(
+        "[method]descriptor.set-times",
+        |mut store, (fd, atim, mtim): (Resource<Descriptor>, NewTimestamp, NewTimestamp)| {
+            Box::new(async move {
+                if unapproved(store.data_mut(), &fd, "set the times of a directory").await {
+                    return Ok((Err(ErrorCode::NotPermitted),));
+                }
+                let mut fs = store.data_mut().filesystem();
+                answer(HostDescriptor::set_times(&mut fs, fd, atim, mtim).await)
+            })
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
+type SetTimesAtParams = (
+    Resource<Descriptor>,
+    PathFlags,
+    String,
+    NewTimestamp,
+    NewTimestamp,
+);
 type RenameParams = (Resource<Descriptor>, String, Resource<Descriptor>, String);
 type LinkParams = (
     Resource<Descriptor>,

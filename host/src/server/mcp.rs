@@ -494,6 +494,9 @@ fn status_message(task: &Task) -> String {
     match task.state {
         TaskState::Running => format!("running{progress}"),
         TaskState::Interrupted => "interrupted by a host restart; resuming".into(),
+        TaskState::AwaitingApproval => {
+            format!("awaiting the operator's approval{progress}; see inputRequests")
+        }
         s => s.to_string(),
     }
 }

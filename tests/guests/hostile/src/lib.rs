@@ -23,6 +23,7 @@
 //! | `symlink`         | `target`, `link` (wasi-libc `symlink`)               | `null`                                         |
 //! | `hardlink`        | `target`, `link`                                     | `null`                                         |
 //! | `rename`          | `from`, `to`                                         | `null`                                         |
+//! | `touch-dir`       | `path`: sets a directory's mtime through its descriptor | `null`                                      |
 //! | `exec`            | `program`, `args`, `cwd?`, `env?`, `stdin?`, `timeout_ms?` | `{"status", "stdout", "stderr", "truncated"}` |
 //! | `env`             |                                                      | `{"vars": {name: value}}`                      |
 //! | `env-get`         | `name`                                               | `{"value"}`                                    |
@@ -78,6 +79,7 @@ fn hostile(input: Value) -> Result<Summary> {
         "rename" => rename(params(input)?),
         "mkdir" => mkdir(params(input)?),
         "remove" => remove(params(input)?),
+        "touch-dir" => touch_dir(params(input)?),
         "exec" => exec(params(input)?),
         "env" => env(),
         "env-get" => env_get(params(input)?),
@@ -239,6 +241,14 @@ fn mkdir(PathParams { path }: PathParams) -> Result<Summary> {
 fn remove(PathParams { path }: PathParams) -> Result<Summary> {
     std::fs::remove_file(&path).with_context(|| format!("remove {path}"))?;
     done(format!("removed {path}"), Value::Null)
+}
+
+/// Sets a directory's modification time through its own descriptor.
+fn touch_dir(PathParams { path }: PathParams) -> Result<Summary> {
+    let dir = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+    dir.set_modified(std::time::UNIX_EPOCH)
+        .with_context(|| format!("set the times of {path}"))?;
+    done(format!("touched {path}"), Value::Null)
 }
 
 // --- exec, environment, network ---------------------------------------------
