@@ -454,12 +454,7 @@ fn net_and_write_ask_rules_hold_the_first_use_until_approved() {
 fn a_decision_without_the_token_is_refused() {
     use std::io::{Read, Write};
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", crate::docker::free_port());
     const TOKEN: &str = "approvals-0123456789abcdef";
     let d = Daemon::start(data.path(), &["--listen", &addr, "--token", TOKEN]);
     let skill = echo_skill();

@@ -271,7 +271,7 @@ agent-id = "main"
             let first = requests.iter().find(|r| with_result(r) == Some(false))?;
             Some((first["t"].as_f64()? * 1000.0) as i64)
         });
-        wait(&format!("the reply to {message:?}"), 60, || {
+        wait(&format!("the reply to {message:?}"), 180, || {
             let history = self.gw.history(session);
             let msgs = history["messages"].as_array()?.clone();
             let at = msgs
@@ -325,7 +325,7 @@ agent-id = "main"
         // The agent's turn on it ends before the next user message, so
         // the next tool turn is not queued behind it.
         let footer = format!("Task {id} · full logs");
-        wait("the agent's answer to the message", 60, || {
+        wait("the agent's answer to the message", 180, || {
             let history = self.gw.history(session);
             let msgs = history["messages"].as_array()?.clone();
             let at = msgs.iter().rposition(|m| {
@@ -395,7 +395,7 @@ agent-id = "main"
 
     /// Waits until task `id`'s one notification is delivered; its delivery.
     fn delivered(&self, id: &str) -> Value {
-        wait(&format!("the delivery of {id}"), 60, || {
+        wait(&format!("the delivery of {id}"), 180, || {
             let t = self.task(id);
             let ds = t["deliveries"].as_array()?.clone();
             (ds.len() == 1 && ds[0]["state"] == "delivered").then(|| ds[0].clone())
@@ -518,7 +518,7 @@ fn a_conversation_starts_skills_in_the_background_and_gets_each_result_once() {
     assert!(summary["timestamp"].as_i64().unwrap() > turn.reply_ms);
     let delivery = rig.delivered(&id);
     assert_eq!(delivery["attempts"], 1, "{delivery}");
-    wait("the agent's answer to the summary", 60, || {
+    wait("the agent's answer to the summary", 180, || {
         let history = rig.gw.history(session);
         history["messages"]
             .as_array()?
@@ -638,7 +638,7 @@ fn a_conversation_starts_skills_in_the_background_and_gets_each_result_once() {
         &start("hostile", json!({ "case": "sleep", "ms": 120_000 }), "nap"),
     );
     let (nap, _) = turn.started();
-    wait("the nap to run", 60, || {
+    wait("the nap to run", 180, || {
         (rig.task(&nap)["state"] == "running").then_some(())
     });
     let turn = rig.turn(
@@ -724,7 +724,7 @@ fn a_summary_arrives_once_across_a_gateway_restart_and_a_daemon_kill() {
     );
     let (id, _) = turn.started();
     rig.gw.down();
-    let t = wait("the task to end", 60, || {
+    let t = wait("the task to end", 180, || {
         let t = rig.task(&id);
         (t["state"] == "succeeded").then_some(t)
     });
@@ -732,7 +732,7 @@ fn a_summary_arrives_once_across_a_gateway_restart_and_a_daemon_kill() {
         turn.reply_ms < t["ended_ms"].as_i64().unwrap(),
         "the turn ended before the task"
     );
-    let d = wait("a refused delivery attempt", 60, || {
+    let d = wait("a refused delivery attempt", 180, || {
         let t = rig.task(&id);
         let d = t["deliveries"][0].clone();
         (d["attempts"].as_u64()? >= 2 && d["state"] == "pending").then_some(d)
@@ -756,7 +756,7 @@ fn a_summary_arrives_once_across_a_gateway_restart_and_a_daemon_kill() {
         ),
     );
     let (id, _) = turn.started();
-    wait("the task to run", 60, || {
+    wait("the task to run", 180, || {
         (rig.task(&id)["state"] == "running").then_some(())
     });
     rig.daemon.take().unwrap().kill9();

@@ -124,6 +124,9 @@ pub const MAX_REQUEST_TEXT: usize = 1024;
 /// Most actions one request of a skill may list.
 pub const MAX_REQUEST_ACTIONS: usize = 32;
 
+/// Longest list of actions of one request, in words.
+pub const MAX_REQUEST_DETAIL: usize = 8 * 1024;
+
 /// A call a skill lists in its own request (the `approval` interface's
 /// `action`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -313,6 +316,12 @@ impl Asker {
                     .join("; "),
             )
         };
+        if detail.len() > MAX_REQUEST_DETAIL {
+            return Err(RequestError::Invalid(format!(
+                "a request's actions come to {} bytes in words; at most {MAX_REQUEST_DETAIL}",
+                detail.len()
+            )));
+        }
         if !self.can_wait() {
             return Err(RequestError::Unavailable(format!(
                 "the skill asks the operator ({reason}), and a `skillbox run` cannot \
@@ -526,6 +535,55 @@ mod tests {
             "a per-run approval is asked once"
         );
         assert!(deadline.get() >= before + Duration::from_millis(60));
+    }
+
+    #[tokio::test]
+    async fn a_skills_request_covers_each_listed_call_once_and_bad_requests_are_refused() {
+        let deadline = Arc::new(Deadline::new(Instant::now(), Duration::from_secs(1)));
+        let gate = Arc::new(Answer(true, Mutex::default()));
+        let asker = Asker::new(
+            Some(gate.clone()),
+            AskPolicy::default(),
+            deadline,
+            Arc::new(crate::events::Discard),
+        );
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let restart = Action::Exec(argv(&["systemctl", "restart", "app"]));
+        asker
+            .request("restart the app\nnow", std::slice::from_ref(&restart))
+            .await
+            .unwrap();
+        let mut covered = call(false);
+        covered.cover = Some(exec_cover("systemctl", &argv(&["restart", "app"])));
+        asker.ask(covered).await.unwrap();
+        let mut again = call(false);
+        again.cover = Some(exec_cover("systemctl", &argv(&["restart", "app"])));
+        asker.ask(again).await.unwrap();
+        let keys = gate.1.lock().unwrap().clone();
+        assert_eq!(
+            keys,
+            [
+                "skill exec systemctl restart app#1",
+                "exec systemctl restart app#1"
+            ],
+            "the listed call went ahead once; the second asked"
+        );
+
+        let invalid = |e: RequestError| matches!(e, RequestError::Invalid(_));
+        assert!(invalid(asker.request(" \n", &[]).await.unwrap_err()));
+        let many = vec![restart.clone(); MAX_REQUEST_ACTIONS + 1];
+        assert!(invalid(asker.request("x", &many).await.unwrap_err()));
+        let long = Action::Other("x".repeat(MAX_REQUEST_TEXT + 1));
+        assert!(invalid(asker.request("x", &[long]).await.unwrap_err()));
+        let wide = Action::Exec(vec!["echo".into(); 4000]);
+        assert!(invalid(asker.request("x", &[wide]).await.unwrap_err()));
+        assert!(invalid(
+            asker
+                .request("x", &[Action::Exec(vec![])])
+                .await
+                .unwrap_err()
+        ));
+        assert_eq!(gate.1.lock().unwrap().len(), 2, "no bad request asked");
     }
 
     #[tokio::test]
