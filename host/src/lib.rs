@@ -40,7 +40,7 @@
 //! |---|---|---|
 //! | ground floor | [`error`](Error), [`units`], [`events`], [`private`] | errors (store errors typed inside), sizes, durations, task ids, run events, private files |
 //! | policy | [`policy`]: one module per capability (`fs`, `env`, `net`, `exec`, `docker`, `limits`), the manifest, the grants, [`policy::EffectivePolicy`] | requests, grants, their intersection and the checks of a call; pure computation |
-//! | skills | [`skill`] | a skill on disk: manifest, component, digest |
+//! | skills | [`skill`], [`trust`] | a skill on disk: manifest, component, digest; its OCI artifact, signature and the keys that check it |
 //! | capabilities | [`caps`]: `fs`, `env`, `net`, `exec` (with its `sandbox`), `docker`, `progress`, `checkpoint`, `limits`, `output` | the host side of each capability; each owns its per-run context (`ExecCtx`, `DockerCtx`, …) and never names the runtime's store |
 //! | runtime | [`runtime`]: [`Host`], its engine, [`RunState`] | runs one skill under one policy; composes the capability contexts; knows nothing of tasks |
 //! | store | [`store`]: the task model, [`store::TaskStore`], one state machine over two SQL dialects (SQLite, PostgreSQL), the relay's outbox | keeps tasks, events, checkpoints and notifications durably |
@@ -67,6 +67,7 @@ pub mod server;
 pub mod skill;
 pub mod store;
 pub mod tasks;
+pub mod trust;
 pub mod units;
 
 pub use error::Error;

@@ -21,5 +21,6 @@ mod outside;
 mod python;
 mod relay;
 mod tasks;
+mod trust;
 mod upgrade;
 mod workers;

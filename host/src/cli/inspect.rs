@@ -72,6 +72,7 @@ pub fn print_plan(
         .map(|m| m.skill.sha256.clone())
         .filter(|s| !s.is_empty());
     let sandbox = sandbox::status();
+    let signature = skillbox::trust::verify(source, &skillbox::trust::KeyStore::default_location());
     if json {
         let v = serde_json::json!({
             "skill": source.name,
@@ -87,6 +88,10 @@ pub fn print_plan(
             "exec_sandbox": sandbox,
             "will_run": report.not_granted().count() == 0,
             "ask": policy.ask.describe(),
+            "signature": match &signature {
+                Ok(v) => serde_json::to_value(v).unwrap_or_default(),
+                Err(e) => serde_json::json!({ "status": "error", "reason": e.to_string() }),
+            },
         });
         outln!("{v}");
         return;
@@ -117,6 +122,13 @@ pub fn print_plan(
             (Some(_), _) => "  (pinned, matches)",
             (None, Some(_)) => "  (NOT pinned: run `skillbox build`)",
             (None, None) => "",
+        }
+    );
+    outln!(
+        "signature  {}",
+        match &signature {
+            Ok(v) => v.describe(),
+            Err(e) => format!("could not be checked: {e}"),
         }
     );
     outln!("\nrequested vs granted:");

@@ -22,6 +22,7 @@ mod docs;
 mod grants;
 mod inspect;
 mod installed;
+mod keys;
 mod listing;
 mod mcp;
 mod new;
@@ -99,6 +100,8 @@ enum Command {
     Spawn(tasks::SpawnArgs),
     Tasks(tasks::TasksArgs),
     Mcp(mcp::McpArgs),
+    Keys(keys::KeysArgs),
+    Sign(keys::SignArgs),
     Completions(docs::CompletionsArgs),
     Man(docs::ManArgs),
 }
@@ -146,6 +149,8 @@ pub fn main() -> ExitCode {
             Command::Spawn(a) => tasks::spawn(a).await,
             Command::Tasks(a) => tasks::tasks(a).await,
             Command::Mcp(a) => mcp::mcp(a).await,
+            Command::Keys(a) => keys::keys(a),
+            Command::Sign(a) => keys::sign(a),
             Command::Completions(a) => docs::completions(a),
             Command::Man(a) => docs::man(a),
         }

@@ -1,0 +1,239 @@
+//! `skillbox keys` and `skillbox sign`: signing keys, the publishers'
+//! keys the operator trusts, and signatures over skills.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use skillbox::prelude::*;
+use skillbox::trust::{self, KeyError, KeyStore, PublicKey};
+
+use super::exit;
+use super::output::print_error;
+
+/// Signing keys (ECDSA P-256, cosign's kind) and the publishers' keys
+/// this machine trusts.
+///
+/// Keys live in $SKILLBOX_KEYS, by default ~/.config/skillbox: your key
+/// pairs under keys/ (private keys mode 0600), the trusted publishers'
+/// public keys under trusted/.
+#[derive(Args, Debug)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+    /// The key store's directory.
+    #[arg(long, global = true, value_name = "DIR", env = "SKILLBOX_KEYS")]
+    pub keys_dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Make a new key pair NAME; prints its public key (hand that to the
+    /// operators who should trust your skills).
+    Generate {
+        /// The key's name in the store.
+        name: String,
+    },
+    /// The keys of the store: yours and the trusted ones.
+    List,
+    /// Print the public key NAME (yours or a trusted one) as PEM.
+    Show {
+        /// The key's name.
+        name: String,
+    },
+    /// Trust a publisher's public key (a PEM `PUBLIC KEY` file, such as
+    /// cosign.pub): skills it signed pass `require-signature`.
+    Trust {
+        /// The public key file.
+        file: PathBuf,
+        /// The publisher's name, as messages will say it.
+        #[arg(long)]
+        name: String,
+    },
+    /// Stop trusting the publisher's key NAME.
+    Untrust {
+        /// The trusted key's name.
+        name: String,
+    },
+}
+
+fn store(dir: Option<PathBuf>) -> KeyStore {
+    dir.map(KeyStore::at)
+        .unwrap_or_else(KeyStore::default_location)
+}
+
+fn key_error(e: &KeyError, json: bool) -> u8 {
+    let code = match e {
+        KeyError::Io { .. } => exit::FAILED,
+        KeyError::Name(_) | KeyError::Malformed(_) | KeyError::BadSignature(_) => exit::INVALID,
+    };
+    print_error(&e.to_string(), code, json)
+}
+
+/// `skillbox keys`.
+pub fn keys(args: KeysArgs) -> u8 {
+    let store = store(args.keys_dir);
+    let json = args.json;
+    let result: Result<(), KeyError> = (|| {
+        match args.command {
+            KeysCommand::Generate { name } => {
+                let public = store.generate(&name)?;
+                if json {
+                    outln!(
+                        "{}",
+                        serde_json::json!({
+                            "name": name,
+                            "fingerprint": public.fingerprint(),
+                            "public_key": public.to_pem(),
+                            "store": store.dir(),
+                        })
+                    );
+                } else {
+                    eprintln!(
+                        "made the key pair {name:?} ({}) in {}; its public key:",
+                        public.fingerprint(),
+                        store.dir().display()
+                    );
+                    out!("{}", public.to_pem());
+                }
+            }
+            KeysCommand::List => {
+                let keys = store.list()?;
+                if json {
+                    outln!("{}", serde_json::to_string(&keys).unwrap_or_default());
+                } else if keys.is_empty() {
+                    eprintln!(
+                        "no keys in {} (make one with `skillbox keys generate NAME`)",
+                        store.dir().display()
+                    );
+                } else {
+                    for k in keys {
+                        let what = match (k.private, k.trusted) {
+                            (true, true) => "yours, trusted",
+                            (true, false) => "yours",
+                            (false, _) => "trusted",
+                        };
+                        outln!("{:<20} {}  {what}", k.name, k.fingerprint);
+                    }
+                }
+            }
+            KeysCommand::Show { name } => {
+                let key = store.public_key(&name)?;
+                out!("{}", key.to_pem());
+            }
+            KeysCommand::Trust { file, name } => {
+                let text = std::fs::read_to_string(&file).map_err(|source| KeyError::Io {
+                    path: file.clone(),
+                    source,
+                })?;
+                let key = PublicKey::from_pem(&text)
+                    .map_err(|e| KeyError::Malformed(format!("{}: {e}", file.display())))?;
+                store.trust(&name, &key)?;
+                if json {
+                    outln!(
+                        "{}",
+                        serde_json::json!({ "name": name, "fingerprint": key.fingerprint() })
+                    );
+                } else {
+                    eprintln!("trusting {name:?}: {}", key.fingerprint());
+                }
+            }
+            KeysCommand::Untrust { name } => {
+                store.untrust(&name)?;
+                eprintln!("no longer trusting {name:?}");
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => key_error(&e, json),
+    }
+}
+
+/// Sign a skill as a whole: its component and its skill.toml (every
+/// capability it requests, its limits and input schema), so that neither
+/// can change without breaking the signature.
+///
+/// Writes skill.sig beside skill.toml: a cosign key-pair signature (ECDSA
+/// P-256 over cosign's simple-signing payload) naming the skill's OCI
+/// artifact digest. The key is a name in the key store or a key file,
+/// which must not be inside the skill's directory.
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// Skill directory or skill.toml.
+    pub skill: PathBuf,
+    /// The signing key: a name in the key store, or a PEM file path.
+    #[arg(long)]
+    pub key: String,
+    /// The reference the signature names (default: the skill's name).
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// The key store's directory.
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_KEYS")]
+    pub keys_dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `skillbox sign`.
+pub fn sign(args: SignArgs) -> u8 {
+    let source = match SkillSource::open(&args.skill, false) {
+        Ok(s) => s,
+        Err(e) => return super::output::report_error(&e, args.json),
+    };
+    let dir = source
+        .manifest_path
+        .as_deref()
+        .and_then(|p| p.parent())
+        .and_then(|d| d.canonicalize().ok());
+    if args.key.contains('/')
+        && let (Some(dir), Ok(key)) = (&dir, std::fs::canonicalize(&args.key))
+        && key.starts_with(dir)
+    {
+        return print_error(
+            &format!(
+                "the key {} is inside the skill's directory {}: a private key must never ship \
+                 with a skill; move it out (e.g. into the key store with `skillbox keys`)",
+                key.display(),
+                dir.display()
+            ),
+            exit::INVALID,
+            args.json,
+        );
+    }
+    let result = (|| {
+        let key = store(args.keys_dir).signing_key(&args.key)?;
+        let signature = trust::sign(&source, &key, args.reference.as_deref())?;
+        let claims = signature.claims()?;
+        Ok::<_, KeyError>((signature, claims))
+    })();
+    match result {
+        Ok((signature, claims)) => {
+            if args.json {
+                outln!(
+                    "{}",
+                    serde_json::json!({
+                        "skill": source.name,
+                        "digest": claims.critical.image.docker_manifest_digest,
+                        "reference": claims.critical.identity.docker_reference,
+                        "key": signature.key,
+                    })
+                );
+            } else {
+                eprintln!(
+                    "signed {} ({}) with {}: {}",
+                    source.name,
+                    claims.critical.image.docker_manifest_digest,
+                    signature.key,
+                    trust::SIGNATURE_FILE
+                );
+            }
+            exit::OK
+        }
+        Err(e) => key_error(&e, args.json),
+    }
+}
