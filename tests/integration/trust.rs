@@ -142,3 +142,75 @@ fn keys_refuse_bad_names_bad_files_and_keys_shipped_in_a_skill() {
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["private"], true);
 }
+
+/// The skill's OCI artifact is what wasm tooling expects: one
+/// `application/wasm` layer and a wasm config naming the component's
+/// world (its exports and imports), with the manifest in an annotation.
+#[test]
+fn the_artifact_of_a_real_skill_names_its_world() {
+    use skillbox::trust::artifact::{ImageManifest, MANIFEST_ANNOTATION, WasmConfig};
+    let bytes = std::fs::read(guest("hello")).unwrap();
+    let a = skillbox::trust::Artifact::of(&bytes, "[skill]\n");
+    let config: WasmConfig = serde_json::from_slice(&a.config).unwrap();
+    let world = config.component.expect("a component's world");
+    assert_eq!(world.exports, ["run"], "{world:?}");
+    assert!(
+        world
+            .imports
+            .iter()
+            .any(|i| i.starts_with("skillbox:skill/progress@")),
+        "{world:?}"
+    );
+    assert_eq!(config.os, "wasip2");
+    let manifest: ImageManifest = serde_json::from_slice(&a.manifest).unwrap();
+    assert_eq!(manifest.layers.len(), 1);
+    assert_eq!(manifest.layers[0].size, bytes.len() as u64);
+    assert_eq!(manifest.annotations[MANIFEST_ANNOTATION], "[skill]\n");
+}
+
+/// `skillbox build --sign KEY` pins and signs in one step.
+#[test]
+fn build_signs_what_it_pins() {
+    let keys = Keys::new();
+    assert_eq!(keys.cli(&["keys", "generate", "ci"]).code, 0);
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["skill.toml", "input.schema.json"] {
+        std::fs::copy(
+            crate::harness::root().join("skills/hello").join(file),
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    let wasm = guest("hello");
+    let out = keys.cli(&[
+        "build",
+        dir.path().to_str().unwrap(),
+        "--component",
+        wasm.to_str().unwrap(),
+        "--sign",
+        "ci",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let built = out.json();
+    assert!(
+        built["signed"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{built}"
+    );
+    assert_eq!(keys.signature(dir.path())["status"], "untrusted");
+    // Signing with a key the store does not have fails after pinning,
+    // saying so.
+    let out = keys.cli(&[
+        "build",
+        dir.path().to_str().unwrap(),
+        "--component",
+        wasm.to_str().unwrap(),
+        "--sign",
+        "nobody",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("not signed"), "{}", out.stderr);
+}

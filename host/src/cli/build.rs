@@ -39,6 +39,13 @@ pub struct BuildArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Then sign the built skill with this key (a name in the key store or
+    /// a key file outside the skill), as `skillbox sign` does.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<String>,
+    /// The key store's directory (for --sign).
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_KEYS")]
+    pub keys_dir: Option<PathBuf>,
     /// Directory of the compiled-component cache (the check that the
     /// component is a skill compiles it, so `run` finds it there).
     #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
@@ -55,12 +62,29 @@ pub fn build(args: BuildArgs) -> u8 {
         Some(wasm) => pin_skill(&args.dir, wasm, &target),
         None => build_skill(&args.dir, &target, !args.debug),
     };
+    let built = built.and_then(|b| match &args.sign {
+        None => Ok((b, None)),
+        Some(key) => {
+            let source = SkillSource::open(&b.manifest, false).map_err(|e| e.to_string())?;
+            let (signature, digest) =
+                super::keys::sign_source(&source, key, args.keys_dir.clone(), None)
+                    .map_err(|e| format!("built and pinned, but not signed: {e}"))?;
+            Ok((b, Some((signature.key, digest))))
+        }
+    });
     match built {
-        Ok(b) => {
+        Ok((b, signed)) => {
             if args.json {
                 outln!(
                     "{}",
-                    serde_json::json!({ "component": b.component, "sha256": b.sha256, "bytes": b.bytes })
+                    serde_json::json!({
+                        "component": b.component,
+                        "sha256": b.sha256,
+                        "bytes": b.bytes,
+                        "signed": signed.as_ref().map(|(key, digest)| {
+                            serde_json::json!({ "key": key, "digest": digest })
+                        }),
+                    })
                 );
             } else {
                 eprintln!(
@@ -70,6 +94,9 @@ pub fn build(args: BuildArgs) -> u8 {
                     b.sha256,
                     b.manifest.display()
                 );
+                if let Some((key, digest)) = &signed {
+                    eprintln!("signed {digest} with {key}: wrote skill.sig");
+                }
             }
             exit::OK
         }

@@ -179,55 +179,58 @@ pub struct SignArgs {
     pub json: bool,
 }
 
+/// Signs `source` with the key `key` (a name in the store at `keys_dir`,
+/// or a key file outside the skill's directory) and writes its
+/// `skill.sig`; the signature and the artifact digest it names.
+pub fn sign_source(
+    source: &SkillSource,
+    key: &str,
+    keys_dir: Option<PathBuf>,
+    reference: Option<&str>,
+) -> Result<(trust::SkillSignature, String), KeyError> {
+    let dir = source
+        .manifest_path
+        .as_deref()
+        .and_then(|p| p.parent())
+        .and_then(|d| d.canonicalize().ok());
+    if key.contains('/')
+        && let (Some(dir), Ok(path)) = (&dir, std::fs::canonicalize(key))
+        && path.starts_with(dir)
+    {
+        return Err(KeyError::Malformed(format!(
+            "the key {} is inside the skill's directory {}: a private key must never ship \
+             with a skill; move it out (e.g. into the key store with `skillbox keys`)",
+            path.display(),
+            dir.display()
+        )));
+    }
+    let key = store(keys_dir).signing_key(key)?;
+    let signature = trust::sign(source, &key, reference)?;
+    let digest = signature.claims()?.critical.image.docker_manifest_digest;
+    Ok((signature, digest))
+}
+
 /// `skillbox sign`.
 pub fn sign(args: SignArgs) -> u8 {
     let source = match SkillSource::open(&args.skill, false) {
         Ok(s) => s,
         Err(e) => return super::output::report_error(&e, args.json),
     };
-    let dir = source
-        .manifest_path
-        .as_deref()
-        .and_then(|p| p.parent())
-        .and_then(|d| d.canonicalize().ok());
-    if args.key.contains('/')
-        && let (Some(dir), Ok(key)) = (&dir, std::fs::canonicalize(&args.key))
-        && key.starts_with(dir)
-    {
-        return print_error(
-            &format!(
-                "the key {} is inside the skill's directory {}: a private key must never ship \
-                 with a skill; move it out (e.g. into the key store with `skillbox keys`)",
-                key.display(),
-                dir.display()
-            ),
-            exit::INVALID,
-            args.json,
-        );
-    }
-    let result = (|| {
-        let key = store(args.keys_dir).signing_key(&args.key)?;
-        let signature = trust::sign(&source, &key, args.reference.as_deref())?;
-        let claims = signature.claims()?;
-        Ok::<_, KeyError>((signature, claims))
-    })();
-    match result {
-        Ok((signature, claims)) => {
+    match sign_source(&source, &args.key, args.keys_dir, args.reference.as_deref()) {
+        Ok((signature, digest)) => {
             if args.json {
                 outln!(
                     "{}",
                     serde_json::json!({
                         "skill": source.name,
-                        "digest": claims.critical.image.docker_manifest_digest,
-                        "reference": claims.critical.identity.docker_reference,
+                        "digest": digest,
                         "key": signature.key,
                     })
                 );
             } else {
                 eprintln!(
-                    "signed {} ({}) with {}: {}",
+                    "signed {} ({digest}) with {}: wrote {}",
                     source.name,
-                    claims.critical.image.docker_manifest_digest,
                     signature.key,
                     trust::SIGNATURE_FILE
                 );

@@ -80,6 +80,53 @@ pub struct WasmConfig {
     pub os: String,
     /// The digests of the layers, in order.
     pub layer_digests: Vec<String>,
+    /// The component's world, as wasm tooling reads it (required for
+    /// `wasip2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<ComponentInfo>,
+}
+
+/// The names a component imports and exports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentInfo {
+    /// Its exports, e.g. `run` or `wasi:cli/run@0.2.0`.
+    pub exports: Vec<String>,
+    /// Its imports, e.g. `skillbox:skill/exec@0.1.0`.
+    pub imports: Vec<String>,
+    /// The world it targets, when known (not recorded).
+    pub target: Option<String>,
+}
+
+impl ComponentInfo {
+    /// The top-level imports and exports of the component `bytes`; `None`
+    /// when it does not parse as a component.
+    pub fn of(bytes: &[u8]) -> Option<ComponentInfo> {
+        use wasmparser::{Parser, Payload};
+        let mut info = ComponentInfo {
+            exports: Vec::new(),
+            imports: Vec::new(),
+            target: None,
+        };
+        let mut depth = 0usize;
+        for payload in Parser::new(0).parse_all(bytes) {
+            match payload.ok()? {
+                Payload::Version { .. } => depth += 1,
+                Payload::End(_) => depth = depth.saturating_sub(1),
+                Payload::ComponentImportSection(r) if depth == 1 => {
+                    for i in r {
+                        info.imports.push(i.ok()?.name.name.to_string());
+                    }
+                }
+                Payload::ComponentExportSection(r) if depth == 1 => {
+                    for e in r {
+                        info.exports.push(e.ok()?.name.name.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(info)
+    }
 }
 
 /// A skill's artifact: its config and manifest as bytes, and the digest a
@@ -104,6 +151,7 @@ impl Artifact {
             architecture: "wasm".into(),
             os: "wasip2".into(),
             layer_digests: vec![layer.digest.clone()],
+            component: ComponentInfo::of(component),
         };
         // Serializing these structs cannot fail.
         let config = serde_json::to_vec(&config).unwrap_or_default();
