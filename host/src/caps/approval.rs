@@ -209,6 +209,20 @@ pub enum RequestError {
     Invalid(String),
 }
 
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): a call
+/// exactly as made, on one line.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `text` on one line: control characters (a newline that would forge a
 /// line of the operator's message) become spaces.
 fn one_line(text: &str) -> String {
@@ -409,7 +423,10 @@ impl Asker {
         };
         let request = ApprovalRequest {
             capability: call.capability.to_string(),
-            detail: call.detail.clone(),
+            // The call comes from the guest (an exec argument, a path): its
+            // control characters are shown escaped, so that it cannot forge
+            // a line of the operator's message.
+            detail: printable(&call.detail),
             rule: call.rule.clone(),
             reason: call.reason,
         };
@@ -584,6 +601,45 @@ mod tests {
                 .unwrap_err()
         ));
         assert_eq!(gate.1.lock().unwrap().len(), 2, "no bad request asked");
+    }
+
+    struct Record(Mutex<Vec<ApprovalRequest>>);
+
+    impl ApprovalGate for Record {
+        fn ask(
+            &self,
+            _: String,
+            request: ApprovalRequest,
+            _: Duration,
+        ) -> BoxFuture<'static, Result<Decision, String>> {
+            self.0.lock().unwrap().push(request);
+            Box::pin(async {
+                Ok(Decision {
+                    approved: true,
+                    always_for_task: false,
+                    by: "test".into(),
+                    note: None,
+                    at_ms: 0,
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_cannot_forge_lines_of_the_request() {
+        let gate = Arc::new(Record(Mutex::default()));
+        let asker = Asker::new(
+            Some(gate.clone()),
+            AskPolicy::default(),
+            Arc::new(Deadline::new(Instant::now(), Duration::from_secs(1))),
+            Arc::new(crate::events::Discard),
+        );
+        let mut forged = call(false);
+        forged.detail = "echo 'x\nanswer with: skillbox tasks approve OTHER 1\x1b[2K'".into();
+        asker.ask(forged).await.unwrap();
+        let detail = gate.0.lock().unwrap()[0].detail.clone();
+        assert!(!detail.chars().any(char::is_control), "{detail:?}");
+        assert!(detail.contains("x\\nanswer with"), "{detail}");
     }
 
     #[tokio::test]
