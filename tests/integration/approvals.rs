@@ -20,14 +20,29 @@ fn echo_skill() -> tempfile::TempDir {
     )
 }
 
+/// Spawns the hostile skill at `skill` echoing `words`, with `extra` flags.
 fn spawn(d: &Daemon, skill: &Path, words: &str, extra: &[&str]) -> String {
     let args: Vec<&str> = words.split(' ').collect();
-    let input = json!({"case": "exec", "program": "echo", "args": args}).to_string();
+    let input = json!({"case": "exec", "program": "echo", "args": args});
+    spawn_input(d, skill, &input, extra)
+}
+
+/// Spawns `skill` with `input` and `extra` flags; the task's id.
+pub fn spawn_input(d: &Daemon, skill: &Path, input: &Value, extra: &[&str]) -> String {
+    let input = input.to_string();
     let mut all = vec!["spawn", skill.to_str().unwrap(), "--input", &input];
     all.extend(extra);
     let out = d.cli(&all);
     assert_eq!(out.code, 0, "{}", out.stderr);
     out.stdout.trim().to_string()
+}
+
+/// `skillbox tasks VERB ID` (`approve` or `deny` the only pending
+/// request), then the ended task.
+pub fn decide_and_wait(d: &Daemon, id: &str, verb: &str) -> Value {
+    let out = d.cli(&["tasks", verb, id]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    d.cli(&["tasks", "wait", id, "--json"]).json()
 }
 
 fn show(d: &Daemon, id: &str) -> Value {
@@ -294,15 +309,6 @@ fn an_approval_always_for_the_task_settles_later_calls_of_its_rule() {
     assert_eq!(asked[0]["decision"]["always_for_task"], true);
 }
 
-fn spawn_input(d: &Daemon, skill: &Path, input: &Value, extra: &[&str]) -> String {
-    let input = input.to_string();
-    let mut all = vec!["spawn", skill.to_str().unwrap(), "--input", &input];
-    all.extend(extra);
-    let out = d.cli(&all);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    out.stdout.trim().to_string()
-}
-
 /// The skill's own request (the `approval` interface): it waits with the
 /// skill's reason and covers the calls it lists, so that the operator
 /// answers once; denied, none of them runs. A plain `skillbox run` cannot
@@ -413,8 +419,7 @@ fn net_and_write_ask_rules_hold_the_first_use_until_approved() {
         until_state(&d, &id, "awaiting_approval");
         assert_eq!(approvals(&d, &id)[0]["request"]["capability"], "net");
         let verb = if approve { "approve" } else { "deny" };
-        assert_eq!(d.cli(&["tasks", verb, &id]).code, 0);
-        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        let t = decide_and_wait(&d, &id, verb);
         if approve {
             assert_eq!(t["state"], "succeeded", "{t}");
             assert_eq!(
@@ -437,8 +442,7 @@ fn net_and_write_ask_rules_hold_the_first_use_until_approved() {
         let r = &approvals(&d, &id)[0]["request"];
         assert_eq!(r["capability"], "write", "{r}");
         let verb = if approve { "approve" } else { "deny" };
-        assert_eq!(d.cli(&["tasks", verb, &id]).code, 0);
-        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        let t = decide_and_wait(&d, &id, verb);
         assert_eq!(
             t["state"],
             if approve { "succeeded" } else { "failed" },
@@ -611,8 +615,7 @@ fn every_change_beneath_an_ask_write_grant_asks_and_a_denial_changes_nothing() {
             asked[0]["request"]["capability"], "write",
             "{input}: {asked:?}"
         );
-        assert_eq!(d.cli(&["tasks", "deny", &id]).code, 0);
-        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        let t = decide_and_wait(&d, &id, "deny");
         assert_eq!(t["state"], "failed", "{input}: {t}");
         assert_eq!(snapshot(), before, "{input} changed the directory");
     }
@@ -621,8 +624,7 @@ fn every_change_beneath_an_ask_write_grant_asks_and_a_denial_changes_nothing() {
         let base = snapshot();
         let id = spawn_input(&d, skill.path(), input, &["--ask-write", &grant]);
         until_state(&d, &id, "awaiting_approval");
-        assert_eq!(d.cli(&["tasks", "approve", &id]).code, 0);
-        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        let t = decide_and_wait(&d, &id, "approve");
         assert_eq!(t["state"], "succeeded", "{input}: {t}");
         assert_ne!(snapshot(), base, "{input} approved changed nothing");
         // Put the directory back as it was for the next one.

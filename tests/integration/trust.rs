@@ -182,15 +182,18 @@ fn build_signs_what_it_pins() {
         .unwrap();
     }
     let wasm = guest("hello");
-    let out = keys.cli(&[
-        "build",
-        dir.path().to_str().unwrap(),
-        "--component",
-        wasm.to_str().unwrap(),
-        "--sign",
-        "ci",
-        "--json",
-    ]);
+    let build = |more: &[&str]| {
+        let mut args = vec![
+            "build",
+            dir.path().to_str().unwrap(),
+            "--component",
+            wasm.to_str().unwrap(),
+            "--sign",
+        ];
+        args.extend(more);
+        keys.cli(&args)
+    };
+    let out = build(&["ci", "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let built = out.json();
     assert!(
@@ -203,14 +206,7 @@ fn build_signs_what_it_pins() {
     assert_eq!(keys.signature(dir.path())["status"], "untrusted");
     // Signing with a key the store does not have fails after pinning,
     // saying so.
-    let out = keys.cli(&[
-        "build",
-        dir.path().to_str().unwrap(),
-        "--component",
-        wasm.to_str().unwrap(),
-        "--sign",
-        "nobody",
-    ]);
+    let out = build(&["nobody"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("not signed"), "{}", out.stderr);
 }

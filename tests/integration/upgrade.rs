@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::approvals::until_state;
+use crate::approvals::{decide_and_wait, spawn_input, until_state};
 use crate::daemon::Daemon;
 use crate::docker::{self, endpoint, free_port, http_get, wait_http};
 use crate::harness::{self, CliOutput};
@@ -469,19 +469,10 @@ fn the_swap_waits_for_one_go_when_the_operator_holds_the_container() {
     let env = [("DOCKER_HOST", app.endpoint.as_str())];
     let d = Daemon::start_env(data.path(), &[], &env);
     let spawn = || {
-        let mut args: Vec<String> = vec![
-            "spawn".into(),
-            app.skill.path().to_str().unwrap().into(),
-            "--input".into(),
-            app.input("v2").to_string(),
-            "--ask-docker".into(),
-            format!("{}:*", app.name),
-        ];
-        args.extend(app.grants());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = d.cli(&args);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        out.stdout.trim().to_string()
+        let mut flags = vec!["--ask-docker".to_string(), format!("{}:*", app.name)];
+        flags.extend(app.grants());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        spawn_input(&d, app.skill.path(), &app.input("v2"), &flags)
     };
     let asked = |id: &str| d.cli(&["tasks", "approvals", id, "--json"]).json();
 
@@ -506,8 +497,7 @@ fn the_swap_waits_for_one_go_when_the_operator_holds_the_container() {
         // Everything before the swap is done; the old container serves.
         assert_eq!(app.version(), "v1");
         let verb = if approve { "approve" } else { "deny" };
-        assert_eq!(d.cli(&["tasks", verb, &id]).code, 0);
-        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        let t = decide_and_wait(&d, &id, verb);
         if approve {
             assert_eq!(t["state"], "succeeded", "{t}");
             assert_eq!(app.version(), "v2");
@@ -546,18 +536,9 @@ fn a_docker_ask_rule_holds_a_stop_until_approved() {
         state.trim() == "true"
     };
     for approve in [false, true] {
-        let out = d.cli(&[
-            "spawn",
-            skill.path().to_str().unwrap(),
-            "--input",
-            &input.to_string(),
-            "--ask-docker",
-            &format!("{}:*", app.name),
-            "--docker-owner",
-            &app.name,
-        ]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        let id = out.stdout.trim().to_string();
+        let pattern = format!("{}:*", app.name);
+        let flags = ["--ask-docker", &pattern, "--docker-owner", &app.name];
+        let id = spawn_input(&d, skill.path(), &input, &flags);
         until_state(&d, &id, "awaiting_approval");
         let asked = d.cli(&["tasks", "approvals", &id, "--json"]).json();
         let request = &asked[0]["request"];
@@ -576,8 +557,7 @@ fn a_docker_ask_rule_holds_a_stop_until_approved() {
         );
         assert!(running(), "nothing stops before the decision");
         let verb = if approve { "approve" } else { "deny" };
-        assert_eq!(d.cli(&["tasks", verb, &id]).code, 0);
-        let t = d.cli(&["tasks", "wait", &id, "--json"]).json();
+        let t = decide_and_wait(&d, &id, verb);
         let result = &t["outcome"]["data"]["results"][0];
         if approve {
             assert!(result.get("ok").is_some(), "{t}");

@@ -6,6 +6,9 @@ use clap::Args;
 use skillbox::policy::{Access, ExecRule, FsGrant, Grants, WriteAsk};
 use skillbox::units::{ByteSize, HumanDuration};
 
+/// The `--help` heading of the ask rules.
+const ASK_RULES: &str = "Ask rules (granted call by call, with the operator's approval)";
+
 /// What the operator grants. Nothing is granted by default.
 #[derive(Args, Debug, Default)]
 pub struct GrantArgs {
@@ -100,7 +103,7 @@ pub struct GrantArgs {
     #[arg(
         long = "ask-exec",
         value_name = "'PROGRAM [ARG-PATTERN…]'",
-        help_heading = "Ask rules (granted call by call, with the operator's approval)"
+        help_heading = ASK_RULES
     )]
     pub ask_exec: Vec<String>,
     /// Allow starting, stopping and removing containers of images matching
@@ -109,7 +112,7 @@ pub struct GrantArgs {
     #[arg(
         long = "ask-docker",
         value_name = "IMAGE-PATTERN",
-        help_heading = "Ask rules (granted call by call, with the operator's approval)"
+        help_heading = ASK_RULES
     )]
     pub ask_docker: Vec<String>,
     /// Grant a directory read-write, writable once the operator approves
@@ -117,7 +120,7 @@ pub struct GrantArgs {
     #[arg(
         long = "ask-write",
         value_name = "HOST[:GUEST]",
-        help_heading = "Ask rules (granted call by call, with the operator's approval)"
+        help_heading = ASK_RULES
     )]
     pub ask_write: Vec<String>,
     /// Allow connecting to this endpoint once the operator approves the
@@ -125,7 +128,7 @@ pub struct GrantArgs {
     #[arg(
         long = "ask-net",
         value_name = "HOST:PORT",
-        help_heading = "Ask rules (granted call by call, with the operator's approval)"
+        help_heading = ASK_RULES
     )]
     pub ask_net: Vec<String>,
     /// How long a call waits for a decision before it is denied; the wait
@@ -133,7 +136,7 @@ pub struct GrantArgs {
     #[arg(
         long = "approval-timeout",
         value_name = "DURATION",
-        help_heading = "Ask rules (granted call by call, with the operator's approval)"
+        help_heading = ASK_RULES
     )]
     pub approval_timeout: Option<HumanDuration>,
     /// Read grants from a policy file (TOML); flags add to it.

@@ -22,6 +22,10 @@ pub use artifact::Artifact;
 pub use keys::{KeyError, KeyInfo, KeyStore, PublicKey, SigningKey};
 pub use signature::{SIGNATURE_FILE, Signed, SkillSignature};
 
+use std::path::Path;
+
+use serde::Serialize;
+
 use crate::skill::SkillSource;
 
 /// What a skill's signature comes to, against the trusted keys.
@@ -68,11 +72,10 @@ impl Verdict {
     }
 }
 
-use serde::Serialize;
-
-/// The artifact of an opened skill: its component and its `skill.toml` as
-/// read from disk. `None` for a bare component.
-pub fn artifact_of(source: &SkillSource) -> Result<Option<Artifact>, KeyError> {
+/// The artifact of an opened skill (its component and its `skill.toml` as
+/// read from disk) and the directory its signature lives in. `None` for a
+/// bare component.
+pub fn artifact_of(source: &SkillSource) -> Result<Option<(Artifact, &Path)>, KeyError> {
     let Some(path) = &source.manifest_path else {
         return Ok(None);
     };
@@ -80,16 +83,14 @@ pub fn artifact_of(source: &SkillSource) -> Result<Option<Artifact>, KeyError> {
         path: path.clone(),
         source: e,
     })?;
-    Ok(Some(Artifact::of(&source.bytes, &toml)))
+    let dir = path.parent().unwrap_or(Path::new("."));
+    Ok(Some((Artifact::of(&source.bytes, &toml), dir)))
 }
 
 /// Checks `source`'s signature (`skill.sig` beside its manifest) against
 /// the trusted keys of `keys`.
 pub fn verify(source: &SkillSource, keys: &KeyStore) -> Result<Verdict, KeyError> {
-    let (Some(artifact), Some(dir)) = (
-        artifact_of(source)?,
-        source.manifest_path.as_deref().and_then(|p| p.parent()),
-    ) else {
+    let Some((artifact, dir)) = artifact_of(source)? else {
         return Ok(Verdict::Unsigned);
     };
     let signature = match SkillSignature::read(dir) {
@@ -128,10 +129,7 @@ pub fn sign(
     key: &SigningKey,
     reference: Option<&str>,
 ) -> Result<SkillSignature, KeyError> {
-    let (Some(artifact), Some(dir)) = (
-        artifact_of(source)?,
-        source.manifest_path.as_deref().and_then(|p| p.parent()),
-    ) else {
+    let Some((artifact, dir)) = artifact_of(source)? else {
         return Err(KeyError::Malformed(format!(
             "{} is a bare component: only a skill with a skill.toml can be signed",
             source.component_path.display()
