@@ -30,6 +30,7 @@ use crate::error::Error;
 use crate::policy::{EffectivePolicy, Grants, PolicyReport, ReportStatus};
 use crate::skill::SkillSource;
 use crate::store::NotifyMode;
+use crate::trust::TrustPolicy;
 
 /// One `[skills.NAME]` table of the configuration file.
 #[derive(Clone, Debug, Deserialize)]
@@ -111,12 +112,17 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Opens and checks every skill of `skills`; relative paths are taken
-    /// from `base` (the configuration file's directory).
-    pub fn load(skills: &BTreeMap<String, InstalledSkill>, base: &Path) -> Result<Catalog, Error> {
+    /// Opens and checks every skill of `skills`, each admitted by `trust`;
+    /// relative paths are taken from `base` (the configuration file's
+    /// directory).
+    pub fn load(
+        skills: &BTreeMap<String, InstalledSkill>,
+        base: &Path,
+        trust: &TrustPolicy,
+    ) -> Result<Catalog, Error> {
         let mut tools = BTreeMap::new();
         for (name, config) in skills {
-            let tool = load_tool(name, config, base)
+            let tool = load_tool(name, config, base, trust)
                 .map_err(|e| Error::Config(format!("[skills.{name}]: {e}")))?;
             tools.insert(name.clone(), tool);
         }
@@ -172,10 +178,16 @@ impl InstalledSkill {
     }
 }
 
-fn load_tool(name: &str, config: &InstalledSkill, base: &Path) -> Result<Tool, String> {
+fn load_tool(
+    name: &str,
+    config: &InstalledSkill,
+    base: &Path,
+    trust: &TrustPolicy,
+) -> Result<Tool, String> {
     check_name(name)?;
     let (skill, grants) = config.resolve(base)?;
     let source = SkillSource::open(&skill, false).map_err(|e| e.to_string())?;
+    trust.admit(&source).map_err(|e| e.to_string())?;
     let (_, report) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
     let missing: Vec<String> = report
         .not_granted()
@@ -297,7 +309,7 @@ mod tests {
         let config: crate::config::HostConfig =
             toml::from_str(&format!("[skills.s]\npath = \"skill\"\n{table}"))
                 .map_err(|e| e.to_string())?;
-        Catalog::load(&config.skills, dir).map_err(|e| e.to_string())
+        Catalog::load(&config.skills, dir, &TrustPolicy::default()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -348,7 +360,7 @@ mod tests {
         assert!(e.contains("missing.toml"), "{e}");
         let config: crate::config::HostConfig =
             toml::from_str("[skills.s]\npath = \"elsewhere\"\n").unwrap();
-        let e = Catalog::load(&config.skills, dir.path())
+        let e = Catalog::load(&config.skills, dir.path(), &TrustPolicy::default())
             .err()
             .unwrap()
             .to_string();

@@ -15,6 +15,7 @@ use crate::relay::{Relay, SinkConfig};
 use crate::runtime::Host;
 use crate::store::{SqliteStore, TaskId, TaskStore, is_shared, open_store, without_password};
 use crate::tasks::{TaskOptions, TaskService};
+use crate::trust::{KeyStore, TrustPolicy};
 
 /// How to open a [`Daemon`].
 #[derive(Clone, Debug)]
@@ -33,6 +34,10 @@ pub struct DaemonOptions {
     pub concurrency: usize,
     /// How long a claim lasts without renewal.
     pub lease: Duration,
+    /// The key store whose trusted keys and `trust.toml` decide which
+    /// skills may run (see [`crate::trust::TrustPolicy`]); by default
+    /// `$SKILLBOX_KEYS`, else the user's config dir.
+    pub keys: Option<PathBuf>,
     /// What a `skillbox` command needs to reach this daemon (e.g.
     /// ` --data-dir /srv/sbx` when it is not the default), appended to the
     /// commands notifications show.
@@ -73,7 +78,13 @@ impl Daemon {
         })?;
         let lock = lock_data_dir(dir)?;
         let (config, base) = load_config(options)?;
-        let catalog = Catalog::load(&config.skills, &base)?;
+        let keys = options
+            .keys
+            .clone()
+            .map(KeyStore::at)
+            .unwrap_or_else(KeyStore::default_location);
+        let trust = TrustPolicy::load(keys).map_err(|e| Error::Config(e.to_string()))?;
+        let catalog = Catalog::load(&config.skills, &base, &trust)?;
         let mut relay = Relay::from_config(&config.relay)?;
         relay.cli_flags = options.cli_flags.clone();
         for tool in catalog.tools() {
@@ -99,6 +110,7 @@ impl Daemon {
             concurrency: options.concurrency.max(1),
             scratch: Some(dir.join("scratch")),
             relay,
+            trust,
             lease: options.lease,
             heartbeat: (options.lease / 6).clamp(Duration::from_millis(50), Duration::from_secs(5)),
             ..TaskOptions::default()

@@ -60,6 +60,10 @@ pub enum Error {
     /// Requested capabilities were not granted and the run was refused.
     #[error("the skill requests capabilities that were not granted:\n{0}")]
     NotGranted(String),
+    /// The trust policy refused the skill (unsigned, signed by a key not
+    /// trusted for it, or a signature that does not hold).
+    #[error("{0}")]
+    Untrusted(String),
     /// The input is not valid JSON (or not the shape the component needs).
     #[error("invalid input: {0}")]
     Input(String),
@@ -87,6 +91,12 @@ pub enum Error {
     /// The WebAssembly engine failed in a way not covered above.
     #[error("engine: {0}")]
     Engine(String),
+}
+
+impl From<crate::trust::Refused> for Error {
+    fn from(r: crate::trust::Refused) -> Error {
+        Error::Untrusted(r.0)
+    }
 }
 
 impl Error {

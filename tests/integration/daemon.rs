@@ -37,6 +37,7 @@ impl Daemon {
             .arg(dir)
             .args(extra)
             .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+            .env("SKILLBOX_KEYS", "/nonexistent/skillbox-keys")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)

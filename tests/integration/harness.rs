@@ -220,7 +220,9 @@ pub fn cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         .env(
             "SKILLBOX_CLIENT_CONFIG",
             "/nonexistent/skillbox-client.toml",
-        );
+        )
+        // And the user's trusted keys and trust.toml.
+        .env("SKILLBOX_KEYS", "/nonexistent/skillbox-keys");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -16,7 +16,7 @@ use crate::harness::{cli, cli_cache_dir, guest, real_skill, root, skill_dir};
 
 /// The SDK's python: from `SKILLBOX_TEST_MCP_PYTHON` (scripts/test.sh sets
 /// it) or installed now; `None` only when it cannot be had, outside CI.
-fn python() -> Option<PathBuf> {
+pub fn python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("SKILLBOX_TEST_MCP_PYTHON") {
         return Some(PathBuf::from(p));
     }
@@ -89,13 +89,25 @@ impl Setup {
 
 /// Runs the client with `target` (`--stdio CMD` or `--url U --token T`)
 /// through `scenarios`; its JSON report.
-fn client(python: &Path, target: &[&str], scenarios: &[&str]) -> Value {
+pub fn client(python: &Path, target: &[&str], scenarios: &[&str]) -> Value {
+    client_env(python, target, scenarios, &[])
+}
+
+/// [`client`] with more environment variables for the client (and the
+/// stdio server it starts).
+pub fn client_env(
+    python: &Path,
+    target: &[&str],
+    scenarios: &[&str],
+    env: &[(&str, &str)],
+) -> Value {
     let out = Command::new(python)
         .arg(root().join("tests/mcp/scenarios.py"))
         .args(target)
         .args(scenarios)
         .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
         .envs(SERVER_ENV.iter().copied())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();

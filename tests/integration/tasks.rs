@@ -21,6 +21,7 @@ pub fn options() -> TaskOptions {
         flush: Duration::from_millis(20),
         scratch: None,
         relay: skillbox::relay::Relay::new(),
+        ..TaskOptions::default()
     }
 }
 

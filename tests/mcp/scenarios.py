@@ -20,6 +20,9 @@ Scenarios:
   approve  call `asker` (an exec the operator holds for approval): input_required with an
            elicitation, answered through tasks/update: approved (by the extension's on_input
            hook), denied (declined), and bad answers
+  tampered list the tools, then append an exec rule to the manifest named by
+           $SKILLBOX_MCP_TAMPER (a signed `hello`), then call `hello`: the server's trust
+           policy refuses the call
 """
 
 from __future__ import annotations
@@ -254,7 +257,21 @@ async def approve(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-SCENARIOS = {f.__name__: f for f in (tools, task, auto, fails, cancel, legacy, errors, grants, approve)}
+async def tampered(ns: argparse.Namespace) -> dict[str, Any]:
+    async with client(ns, "auto", [TasksExtension()]) as c:
+        listed = await c.session.list_tools()
+        out: dict[str, Any] = {"offered": sorted(t.name for t in listed.tools)}
+        with open(os.environ["SKILLBOX_MCP_TAMPER"], "a") as f:
+            f.write('\n[exec]\nallow = [ { program = "rm", args = ["**"] } ]\n')
+        try:
+            r = await c.call_tool("hello", {"name": "after the change"})
+            out["result"] = result_json(r)
+        except MCPError as e:
+            out["error"] = error_json(e)
+    return out
+
+
+SCENARIOS = {f.__name__: f for f in (tools, task, auto, fails, cancel, legacy, errors, grants, approve, tampered)}
 
 
 async def main() -> None:

@@ -25,6 +25,10 @@ pub struct InspectArgs {
     /// Directory of the compiled-component cache.
     #[arg(long, value_name = "DIR", env = "SKILLBOX_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// The key store whose trusted keys and trust.toml judge the skill's
+    /// signature.
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_KEYS")]
+    pub keys_dir: Option<PathBuf>,
 }
 
 /// Compiles (or loads from the cache) and links the component, which checks
@@ -48,8 +52,9 @@ pub fn inspect(args: InspectArgs) -> u8 {
         let grants = args.grants.to_grants()?;
         let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
         let kind = prepare_kind(&source, args.cache_dir.clone())?;
-        print_plan(&source, kind, &policy, &report, args.json);
-        Ok::<_, skillbox::Error>(if report.not_granted().count() > 0 {
+        let trust = super::keys::trust_policy(args.keys_dir.clone())?;
+        let admitted = print_plan(&source, kind, &policy, &report, &trust, args.json);
+        Ok::<_, skillbox::Error>(if report.not_granted().count() > 0 || !admitted {
             exit::DENIED
         } else {
             exit::OK
@@ -58,21 +63,24 @@ pub fn inspect(args: InspectArgs) -> u8 {
     result.unwrap_or_else(|e| report_error(&e, args.json))
 }
 
-/// Prints a skill and its would-be policy (shared with `run --dry-run`).
+/// Prints a skill and its would-be policy (shared with `run --dry-run`);
+/// whether the trust policy admits it.
 pub fn print_plan(
     source: &SkillSource,
     kind: SkillKind,
     policy: &EffectivePolicy,
     report: &PolicyReport,
+    trust: &skillbox::trust::TrustPolicy,
     json: bool,
-) {
+) -> bool {
     let pinned = source
         .manifest
         .as_ref()
         .map(|m| m.skill.sha256.clone())
         .filter(|s| !s.is_empty());
     let sandbox = sandbox::status();
-    let signature = skillbox::trust::verify(source, &skillbox::trust::KeyStore::default_location());
+    let signature = trust.verdict(source);
+    let refused = trust.admit(source).err();
     if json {
         let v = serde_json::json!({
             "skill": source.name,
@@ -86,7 +94,9 @@ pub fn print_plan(
             "warnings": report.warnings,
             "effective": policy,
             "exec_sandbox": sandbox,
-            "will_run": report.not_granted().count() == 0,
+            "will_run": report.not_granted().count() == 0 && refused.is_none(),
+            "signature_required": trust.requires_signature(),
+            "refused": refused.as_ref().map(|r| r.to_string()),
             "ask": policy.ask.describe(),
             "signature": match &signature {
                 Ok(v) => serde_json::to_value(v).unwrap_or_default(),
@@ -94,7 +104,7 @@ pub fn print_plan(
             },
         });
         outln!("{v}");
-        return;
+        return refused.is_none();
     }
     let m = source.manifest.as_ref();
     outln!(
@@ -131,6 +141,11 @@ pub fn print_plan(
             Err(e) => format!("could not be checked: {e}"),
         }
     );
+    if let Some(r) = &refused {
+        outln!("trust      REFUSED: {r}");
+    } else if trust.requires_signature() {
+        outln!("trust      admitted (this host requires a trusted signature)");
+    }
     outln!("\nrequested vs granted:");
     if report.items.is_empty() {
         outln!("  (nothing requested, nothing granted)");
@@ -165,4 +180,5 @@ pub fn print_plan(
             if missing == 1 { "y is" } else { "ies are" }
         );
     }
+    refused.is_none()
 }

@@ -51,17 +51,49 @@ pub enum KeysCommand {
         /// The publisher's name, as messages will say it.
         #[arg(long)]
         name: String,
+        /// Trust the key only for these skills (a name or a `*`/`?`
+        /// pattern; repeatable) [default: any skill]. Kept in trust.toml as
+        /// [publishers.NAME].
+        #[arg(long = "skill", value_name = "PATTERN")]
+        skills: Vec<String>,
     },
     /// Stop trusting the publisher's key NAME.
     Untrust {
         /// The trusted key's name.
         name: String,
     },
+    /// Show the trust policy (trust.toml), or change whether skills must
+    /// be signed by a trusted key to run.
+    ///
+    /// With require-signature on, `run`, `spawn`, the API, MCP tools and
+    /// the installed skills refuse a skill that is unsigned, signed by a
+    /// key not trusted here, or signed by a publisher outside its
+    /// --skill scope. A signature that does not hold (the skill changed
+    /// since it was signed) is refused either way.
+    Policy {
+        /// Turn require-signature on or off.
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        require_signature: Option<bool>,
+    },
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err("on or off".into()),
+    }
 }
 
 fn store(dir: Option<PathBuf>) -> KeyStore {
     dir.map(KeyStore::at)
         .unwrap_or_else(KeyStore::default_location)
+}
+
+/// The trust policy of the key store at `dir` (by default
+/// `$SKILLBOX_KEYS`, else the user's config dir).
+pub fn trust_policy(dir: Option<PathBuf>) -> Result<trust::TrustPolicy, skillbox::Error> {
+    trust::TrustPolicy::load(store(dir)).map_err(|e| skillbox::Error::Config(e.to_string()))
 }
 
 fn key_error(e: &KeyError, json: bool) -> u8 {
@@ -123,7 +155,7 @@ pub fn keys(args: KeysArgs) -> u8 {
                 let key = store.public_key(&name)?;
                 out!("{}", key.to_pem());
             }
-            KeysCommand::Trust { file, name } => {
+            KeysCommand::Trust { file, name, skills } => {
                 let text = std::fs::read_to_string(&file).map_err(|source| KeyError::Io {
                     path: file.clone(),
                     source,
@@ -131,18 +163,80 @@ pub fn keys(args: KeysArgs) -> u8 {
                 let key = PublicKey::from_pem(&text)
                     .map_err(|e| KeyError::Malformed(format!("{}: {e}", file.display())))?;
                 store.trust(&name, &key)?;
+                if !skills.is_empty() {
+                    trust::set_scope(&store, &name, Some(&skills))?;
+                }
                 if json {
                     outln!(
                         "{}",
-                        serde_json::json!({ "name": name, "fingerprint": key.fingerprint() })
+                        serde_json::json!({
+                            "name": name,
+                            "fingerprint": key.fingerprint(),
+                            "skills": (!skills.is_empty()).then_some(&skills),
+                        })
                     );
+                } else if skills.is_empty() {
+                    eprintln!("trusting {name:?} for any skill: {}", key.fingerprint());
                 } else {
-                    eprintln!("trusting {name:?}: {}", key.fingerprint());
+                    eprintln!(
+                        "trusting {name:?} for the skills {}: {}",
+                        skills.join(", "),
+                        key.fingerprint()
+                    );
                 }
             }
             KeysCommand::Untrust { name } => {
+                // The scope first: a trust.toml naming a key no longer
+                // trusted would stop every daemon reading it.
+                if store.dir().join(trust::TRUST_FILE).exists() {
+                    store.public_key(&name)?;
+                    trust::set_scope(&store, &name, None)?;
+                }
                 store.untrust(&name)?;
                 eprintln!("no longer trusting {name:?}");
+            }
+            KeysCommand::Policy { require_signature } => {
+                if let Some(on) = require_signature {
+                    trust::set_require_signature(&store, on)?;
+                }
+                let policy = trust::TrustPolicy::load(store.clone())?;
+                let config = policy.config();
+                if json {
+                    outln!(
+                        "{}",
+                        serde_json::json!({
+                            "file": policy.file(),
+                            "require_signature": config.require_signature,
+                            "publishers": config.publishers,
+                            "trusted": store.trusted()?.iter().map(|(n, k)| {
+                                serde_json::json!({ "name": n, "fingerprint": k.fingerprint() })
+                            }).collect::<Vec<_>>(),
+                        })
+                    );
+                } else {
+                    outln!(
+                        "require-signature  {}",
+                        if config.require_signature {
+                            "on: only skills signed by a trusted key run"
+                        } else {
+                            "off: unsigned skills run (a signature that does not hold is refused)"
+                        }
+                    );
+                    for (name, key) in store.trusted()? {
+                        let scope = config
+                            .publishers
+                            .get(&name)
+                            .map(|s| s.skills.join(", "))
+                            .unwrap_or_else(|| "any skill".into());
+                        outln!(
+                            "trusted            {name:<16} {}  for {scope}",
+                            key.fingerprint()
+                        );
+                    }
+                    if let Some(f) = policy.file() {
+                        outln!("file               {}", f.display());
+                    }
+                }
             }
         }
         Ok(())

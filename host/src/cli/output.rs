@@ -26,7 +26,7 @@ pub fn emit(text: &str) {
 pub fn code_of(e: &skillbox::Error) -> u8 {
     use skillbox::Error as E;
     match e {
-        E::NotGranted(_) => exit::DENIED,
+        E::NotGranted(_) | E::Untrusted(_) => exit::DENIED,
         E::Manifest { .. }
         | E::Policy { .. }
         | E::Grant(_)

@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// Do not use the compiled-component cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// The key store whose trusted keys and trust.toml decide whether the
+    /// skill may run (see `skillbox keys`).
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_KEYS")]
+    pub keys_dir: Option<PathBuf>,
 }
 
 pub(super) fn read_input(spec: &str) -> Result<String, skillbox::Error> {
@@ -92,15 +96,22 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
         args.grants.to_grants()?,
     )?;
     let source = SkillSource::open(&chosen.skill, args.allow_unpinned)?;
+    let trust = super::keys::trust_policy(args.keys_dir.clone())?;
     let grants = chosen.grants;
     let partial = args.partial || chosen.partial;
     let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
     let missing = report.not_granted().count();
     if args.dry_run {
         let kind = super::inspect::prepare_kind(&source, args.cache_dir.clone())?;
-        super::inspect::print_plan(&source, kind, &policy, &report, args.json);
-        return Ok(if missing > 0 { exit::DENIED } else { exit::OK });
+        let admitted =
+            super::inspect::print_plan(&source, kind, &policy, &report, &trust, args.json);
+        return Ok(if missing > 0 || !admitted {
+            exit::DENIED
+        } else {
+            exit::OK
+        });
     }
+    trust.admit(&source)?;
     if missing > 0 && !partial {
         return Err(skillbox::Error::NotGranted(format!(
             "{report}(grant them, or pass --partial to run with only what was granted)"

@@ -162,6 +162,11 @@ pub struct HostArgs {
     /// the store this long stops its tasks.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub lease: skillbox::units::HumanDuration,
+    /// The key store whose trusted keys and trust.toml decide which skills
+    /// may run (`require-signature`, publishers' scopes; see `skillbox
+    /// keys`).
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_KEYS")]
+    pub keys_dir: Option<PathBuf>,
 }
 
 /// `skillbox serve`.
@@ -251,6 +256,7 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
         cache_dir: args.cache_dir.clone(),
         concurrency: args.concurrency,
         lease: args.lease.get(),
+        keys: args.keys_dir.clone(),
         cli_flags: at.flags(),
     })
     .map_err(|e| e.to_string())

@@ -191,10 +191,18 @@ impl McpServer {
         };
         // Spawning may compile the component (once): not on an I/O thread.
         let tasks = self.tasks.clone();
+        let name = tool.name.clone();
         tokio::task::spawn_blocking(move || tasks.spawn(request))
             .await
             .map_err(internal)?
-            .map_err(internal)
+            .map_err(|e| match e {
+                // The operator's policy, not a fault of the server: the
+                // agent is told why, as for a refused capability.
+                e @ (Error::Untrusted(_) | Error::NotGranted(_)) => {
+                    ErrorData::invalid_request(e.to_string(), Some(json!({ "tool": name })))
+                }
+                e => internal(e),
+            })
     }
 
     /// The tool result of an ended task.

@@ -62,6 +62,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let (status, code) = match &e {
             Error::NotGranted(_) => (StatusCode::FORBIDDEN, "not-granted"),
+            Error::Untrusted(_) => (StatusCode::FORBIDDEN, "untrusted"),
             Error::Manifest { .. }
             | Error::Policy { .. }
             | Error::Grant(_)

@@ -64,6 +64,7 @@ impl TaskService {
             ));
         }
         let source = SkillSource::open(&request.skill, request.allow_unpinned)?;
+        self.options.trust.admit(&source)?;
         let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &request.grants);
         if report.not_granted().count() > 0 && !request.partial {
             return Err(Error::NotGranted(format!(

@@ -105,6 +105,11 @@ pub struct TaskOptions {
     pub scratch: Option<PathBuf>,
     /// Where tasks' notifications go (sinks, defaults, retries).
     pub relay: Relay,
+    /// Which skills may run, by their signatures: checked when a task is
+    /// spawned and again by the worker that runs it (the skill on disk
+    /// may have changed in between, and each host of a shared store
+    /// enforces its own operator's policy).
+    pub trust: crate::trust::TrustPolicy,
 }
 
 impl Default for TaskOptions {
@@ -117,6 +122,7 @@ impl Default for TaskOptions {
             flush: Duration::from_millis(50),
             scratch: None,
             relay: Relay::default(),
+            trust: crate::trust::TrustPolicy::default(),
         }
     }
 }

@@ -356,6 +356,7 @@ impl TaskService {
                 actual: source.digest,
             });
         }
+        self.options.trust.admit(&source)?;
         let prepared = self.host.prepare(&source)?;
         let mut policy = spec.policy.clone();
         if let Some(dir) = claim.task.scratch_dir() {

@@ -16,10 +16,12 @@
 
 pub mod artifact;
 pub mod keys;
+pub mod policy;
 pub mod signature;
 
 pub use artifact::Artifact;
 pub use keys::{KeyError, KeyInfo, KeyStore, PublicKey, SigningKey};
+pub use policy::{Refused, TRUST_FILE, TrustConfig, TrustPolicy, set_require_signature, set_scope};
 pub use signature::{SIGNATURE_FILE, Signed, SkillSignature};
 
 use std::path::Path;
@@ -47,6 +49,16 @@ pub enum Verdict {
         /// The signing key's fingerprint, as the signature names it.
         key: String,
     },
+    /// Signed by a trusted key whose publisher the trust policy allows only
+    /// other skills (`[publishers.NAME] skills` of `trust.toml`).
+    OutOfScope {
+        /// The publisher's name.
+        publisher: String,
+        /// The key's fingerprint.
+        key: String,
+        /// The skills the publisher may sign.
+        skills: Vec<String>,
+    },
     /// Signed by a trusted key, but the signature does not hold: the skill
     /// changed since, or the signature was forged or damaged.
     Invalid {
@@ -66,6 +78,14 @@ impl Verdict {
             Verdict::Untrusted { key } => format!(
                 "signed by the key {key}, which is not trusted (trust its publisher's public key \
                  with `skillbox keys trust FILE --name NAME`)"
+            ),
+            Verdict::OutOfScope {
+                publisher,
+                key,
+                skills,
+            } => format!(
+                "signed by {publisher} ({key}), who is trusted only for {}",
+                skills.join(", ")
             ),
             Verdict::Invalid { reason } => format!("signature INVALID: {reason}"),
         }
