@@ -8,6 +8,9 @@
 //! [skills.hello]
 //! path = "skills/hello"            # skill directory (relative to this file)
 //!
+//! [skills.greeter]
+//! path = "oci://127.0.0.1:5000/acme/hello:1"   # as locked by `skillbox pull`
+//!
 //! [skills.disk-report]
 //! path = "/srv/skills/disk-report"
 //! policy = "disk-report.policy.toml"   # grants, as for `run --policy`
@@ -36,7 +39,9 @@ use crate::trust::TrustPolicy;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct InstalledSkill {
-    /// Skill directory or `skill.toml`; relative to the configuration file.
+    /// Skill directory or `skill.toml`, relative to the configuration
+    /// file; or an `oci://` reference, standing for the artifact its
+    /// repository is locked at (`skillbox pull`).
     pub path: PathBuf,
     /// The tool's description [default: the manifest's].
     #[serde(default)]
@@ -164,9 +169,9 @@ impl InstalledSkill {
     /// the configuration file's directory.
     pub fn resolve(&self, base: &Path) -> Result<(PathBuf, Grants), String> {
         // Absolute: a task records it, and a worker opens it again later.
-        let skill = base
-            .join(&self.path)
-            .canonicalize()
+        let skill = crate::oci::store::local_path(&self.path)
+            .map_err(|e| e.to_string())?
+            .map_or_else(|| base.join(&self.path).canonicalize(), Ok)
             .map_err(|e| format!("skill {}: {e}", self.path.display()))?;
         let mut grants = match &self.policy {
             Some(p) => Grants::load(&base.join(p)).map_err(|e| e.to_string())?,

@@ -64,6 +64,20 @@ pub enum Error {
     /// trusted for it, or a signature that does not hold).
     #[error("{0}")]
     Untrusted(String),
+    /// A registry refused, answered garbage, or served content other than
+    /// asked for; or a pulled artifact is not a skill.
+    #[error("{0}")]
+    Registry(String),
+    /// A registry could not be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A skill reference that is not pulled on this machine.
+    #[error("{0}")]
+    NotPulled(String),
+    /// A pull or reference the lockfile does not allow as it stands (a
+    /// moved tag, more capabilities than the locked version, another tag).
+    #[error("{0}")]
+    Locked(String),
     /// The input is not valid JSON (or not the shape the component needs).
     #[error("invalid input: {0}")]
     Input(String),

@@ -59,6 +59,7 @@ pub mod config;
 pub mod daemon;
 mod error;
 pub mod events;
+pub mod oci;
 pub mod policy;
 pub mod private;
 pub mod relay;

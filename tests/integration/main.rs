@@ -19,6 +19,7 @@ mod openclaw;
 mod openclaw_plugin;
 mod outside;
 mod python;
+mod registry;
 mod relay;
 mod tasks;
 mod trust;

@@ -150,7 +150,7 @@ fn keys_refuse_bad_names_bad_files_and_keys_shipped_in_a_skill() {
 fn the_artifact_of_a_real_skill_names_its_world() {
     use skillbox::trust::artifact::{ImageManifest, MANIFEST_ANNOTATION, WasmConfig};
     let bytes = std::fs::read(guest("hello")).unwrap();
-    let a = skillbox::trust::Artifact::of(&bytes, "[skill]\n");
+    let a = skillbox::trust::Artifact::of(&bytes, "[skill]\n", None);
     let config: WasmConfig = serde_json::from_slice(&a.config).unwrap();
     let world = config.component.expect("a component's world");
     assert_eq!(world.exports, ["run"], "{world:?}");

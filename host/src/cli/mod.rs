@@ -17,6 +17,7 @@ macro_rules! out {
 
 mod approve;
 mod build;
+mod distribute;
 mod bundled_sdk;
 mod docs;
 mod grants;
@@ -102,6 +103,8 @@ enum Command {
     Mcp(mcp::McpArgs),
     Keys(keys::KeysArgs),
     Sign(keys::SignArgs),
+    Push(distribute::PushArgs),
+    Pull(distribute::PullArgs),
     Completions(docs::CompletionsArgs),
     Man(docs::ManArgs),
 }
@@ -151,6 +154,8 @@ pub fn main() -> ExitCode {
             Command::Mcp(a) => mcp::mcp(a).await,
             Command::Keys(a) => keys::keys(a),
             Command::Sign(a) => keys::sign(a),
+            Command::Push(a) => distribute::push(a).await,
+            Command::Pull(a) => distribute::pull(a).await,
             Command::Completions(a) => docs::completions(a),
             Command::Man(a) => docs::man(a),
         }

@@ -26,7 +26,10 @@ pub fn emit(text: &str) {
 pub fn code_of(e: &skillbox::Error) -> u8 {
     use skillbox::Error as E;
     match e {
-        E::NotGranted(_) | E::Untrusted(_) => exit::DENIED,
+        E::NotGranted(_) | E::Untrusted(_) | E::Locked(_) => exit::DENIED,
+        E::Unreachable(_) => exit::UNREACHABLE,
+        E::NotPulled(_) => exit::NOT_FOUND,
+        E::Registry(_) => exit::INVALID,
         E::Manifest { .. }
         | E::Policy { .. }
         | E::Grant(_)

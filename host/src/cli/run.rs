@@ -20,9 +20,12 @@ use super::{EXIT_CODES, exit};
 #[derive(Args, Debug)]
 #[command(after_help = EXIT_CODES)]
 pub struct RunArgs {
-    /// Skill directory, skill.toml, .wasm component, or the NAME of an
-    /// installed skill ([skills.NAME] of --config), which runs with the
-    /// grants configured there and the grant flags given here.
+    /// Skill directory, skill.toml, .wasm component, an
+    /// oci://HOST:PORT/REPO[:TAG][@sha256:…] reference (the locked
+    /// artifact, pulled and locked first if its repository is not), or
+    /// the NAME of an installed skill ([skills.NAME] of --config), which
+    /// runs with the grants configured there and the grant flags given
+    /// here.
     pub skill: PathBuf,
     /// The host configuration whose [skills.NAME] a bare NAME means
     /// [default: the client configuration's `config`, else
@@ -89,8 +92,9 @@ pub async fn run(args: RunArgs) -> u8 {
 }
 
 async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
+    let skill = super::distribute::locate(&args.skill, args.keys_dir.clone()).await?;
     let chosen = super::installed::choose(
-        &args.skill,
+        &skill,
         args.config.as_deref(),
         &super::serve::data_dir_or_default(None),
         args.grants.to_grants()?,

@@ -25,7 +25,8 @@ use super::show::{LiveProgress, describe_event, print_task};
 /// running on the same --data-dir; follow the task with `skillbox tasks`.
 #[derive(Args, Debug)]
 pub struct SpawnArgs {
-    /// Skill directory, skill.toml, .wasm component, or the NAME of an
+    /// Skill directory, skill.toml, .wasm component, an oci://… reference
+    /// (as for `run`), or the NAME of an
     /// installed skill ([skills.NAME] of --config), with the grants
     /// configured there and the grant flags given here.
     pub skill: PathBuf,
@@ -132,8 +133,11 @@ pub(super) fn print_json(value: &impl Serialize) {
 /// `skillbox spawn`.
 pub async fn spawn(args: SpawnArgs) -> u8 {
     let result = async {
+        // The client pulls (as `run` does); the daemon checks the
+        // artifact against its own trust policy.
+        let located = super::distribute::locate(&args.skill, None).await?;
         let chosen = super::installed::choose(
-            &args.skill,
+            &located,
             args.config.as_deref(),
             &args.at.data_dir(),
             args.grants.to_grants()?,

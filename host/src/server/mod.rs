@@ -63,6 +63,8 @@ impl From<Error> for ApiError {
         let (status, code) = match &e {
             Error::NotGranted(_) => (StatusCode::FORBIDDEN, "not-granted"),
             Error::Untrusted(_) => (StatusCode::FORBIDDEN, "untrusted"),
+            Error::Locked(_) => (StatusCode::FORBIDDEN, "locked"),
+            Error::NotPulled(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not-pulled"),
             Error::Manifest { .. }
             | Error::Policy { .. }
             | Error::Grant(_)

@@ -63,7 +63,11 @@ impl TaskService {
                     .into(),
             ));
         }
-        let source = SkillSource::open(&request.skill, request.allow_unpinned)?;
+        // A reference stands for what this machine locked, never fetched
+        // here: pulling is the operator's step (`skillbox pull`).
+        let located = crate::oci::store::local_path(&request.skill)?;
+        let path = located.as_deref().unwrap_or(&request.skill);
+        let source = SkillSource::open(path, request.allow_unpinned)?;
         self.options.trust.admit(&source)?;
         let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &request.grants);
         if report.not_granted().count() > 0 && !request.partial {

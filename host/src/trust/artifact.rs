@@ -60,12 +60,17 @@ pub struct ImageManifest {
     pub config: Descriptor,
     /// The component.
     pub layers: Vec<Descriptor>,
-    /// [`MANIFEST_ANNOTATION`]: the skill's `skill.toml`, as written.
+    /// [`MANIFEST_ANNOTATION`]: the skill's `skill.toml`, as written;
+    /// [`SCHEMA_ANNOTATION`]: its input schema, if it has one.
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// The manifest annotation that carries the skill's `skill.toml`.
 pub const MANIFEST_ANNOTATION: &str = "dev.skillbox.manifest";
+
+/// The manifest annotation that carries the text of the input schema
+/// `skill.toml` names (`input-schema`), if it names one.
+pub const SCHEMA_ANNOTATION: &str = "dev.skillbox.input-schema";
 
 /// The wasm config, with the skill's manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,8 +148,10 @@ pub struct Artifact {
 
 impl Artifact {
     /// The artifact of the component `component` with the manifest
-    /// `skill_toml`.
-    pub fn of(component: &[u8], skill_toml: &str) -> Artifact {
+    /// `skill_toml` and the text of the input schema it names, if any
+    /// (in the annotation [`SCHEMA_ANNOTATION`], so that the signature
+    /// covers it too).
+    pub fn of(component: &[u8], skill_toml: &str, input_schema: Option<&str>) -> Artifact {
         let layer = Descriptor::of(WASM_MEDIA_TYPE, component);
         let config = WasmConfig {
             created: "1970-01-01T00:00:00Z".into(),
@@ -161,7 +168,9 @@ impl Artifact {
             artifact_type: Some(ARTIFACT_TYPE.into()),
             config: Descriptor::of(CONFIG_MEDIA_TYPE, &config),
             layers: vec![layer],
-            annotations: [(MANIFEST_ANNOTATION.to_string(), skill_toml.to_string())].into(),
+            annotations: std::iter::once((MANIFEST_ANNOTATION.to_string(), skill_toml.to_string()))
+                .chain(input_schema.map(|s| (SCHEMA_ANNOTATION.to_string(), s.to_string())))
+                .collect(),
         };
         let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
         let digest = format!("sha256:{}", sha256_hex(&manifest));
@@ -179,16 +188,16 @@ mod tests {
 
     #[test]
     fn the_digest_covers_the_component_and_the_manifest_and_nothing_else() {
-        let a = Artifact::of(b"\0asm component", "[skill]\nname = \"x\"\n");
-        let again = Artifact::of(b"\0asm component", "[skill]\nname = \"x\"\n");
+        let a = Artifact::of(b"\0asm component", "[skill]\nname = \"x\"\n", None);
+        let again = Artifact::of(b"\0asm component", "[skill]\nname = \"x\"\n", None);
         assert_eq!(a.digest, again.digest, "deterministic");
         assert_ne!(
             a.digest,
-            Artifact::of(b"\0asm componenT", "[skill]\nname = \"x\"\n").digest
+            Artifact::of(b"\0asm componenT", "[skill]\nname = \"x\"\n", None).digest
         );
         assert_ne!(
             a.digest,
-            Artifact::of(b"\0asm component", "[skill]\nname = \"y\"\n").digest
+            Artifact::of(b"\0asm component", "[skill]\nname = \"y\"\n", None).digest
         );
         let m: ImageManifest = serde_json::from_slice(&a.manifest).unwrap();
         assert_eq!(m.layers[0].media_type, WASM_MEDIA_TYPE);

@@ -92,19 +92,57 @@ impl Verdict {
     }
 }
 
-/// The artifact of an opened skill (its component and its `skill.toml` as
-/// read from disk) and the directory its signature lives in. `None` for a
-/// bare component.
-pub fn artifact_of(source: &SkillSource) -> Result<Option<(Artifact, &Path)>, KeyError> {
+/// A skill's files as its artifact carries them.
+#[derive(Clone, Debug)]
+pub struct SkillFiles {
+    /// The directory of its `skill.toml` (and of its signature).
+    pub dir: std::path::PathBuf,
+    /// `skill.toml`, as written.
+    pub skill_toml: String,
+    /// The input schema `skill.toml` names, if any, as written.
+    pub input_schema: Option<String>,
+}
+
+/// The files of an opened skill besides its component; `None` for a bare
+/// component.
+pub fn skill_files(source: &SkillSource) -> Result<Option<SkillFiles>, KeyError> {
     let Some(path) = &source.manifest_path else {
         return Ok(None);
     };
-    let toml = std::fs::read_to_string(path).map_err(|e| KeyError::Io {
-        path: path.clone(),
-        source: e,
-    })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    Ok(Some((Artifact::of(&source.bytes, &toml), dir)))
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| KeyError::Io {
+            path: path.to_owned(),
+            source: e,
+        })
+    };
+    let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+    let input_schema = match source
+        .manifest
+        .as_ref()
+        .and_then(|m| m.skill.input_schema.as_ref())
+    {
+        Some(rel) => Some(read(&dir.join(rel))?),
+        None => None,
+    };
+    Ok(Some(SkillFiles {
+        skill_toml: read(path)?,
+        input_schema,
+        dir,
+    }))
+}
+
+/// The artifact of an opened skill (its component, its `skill.toml` and
+/// input schema as read from disk) and the directory its signature lives
+/// in. `None` for a bare component.
+pub fn artifact_of(
+    source: &SkillSource,
+) -> Result<Option<(Artifact, std::path::PathBuf)>, KeyError> {
+    Ok(skill_files(source)?.map(|f| {
+        (
+            Artifact::of(&source.bytes, &f.skill_toml, f.input_schema.as_deref()),
+            f.dir,
+        )
+    }))
 }
 
 /// Checks `source`'s signature (`skill.sig` beside its manifest) against
@@ -113,7 +151,7 @@ pub fn verify(source: &SkillSource, keys: &KeyStore) -> Result<Verdict, KeyError
     let Some((artifact, dir)) = artifact_of(source)? else {
         return Ok(Verdict::Unsigned);
     };
-    let signature = match SkillSignature::read(dir) {
+    let signature = match SkillSignature::read(&dir) {
         Ok(Some(s)) => s,
         Ok(None) => return Ok(Verdict::Unsigned),
         Err(e) => {
@@ -156,6 +194,6 @@ pub fn sign(
         )));
     };
     let signature = SkillSignature::sign(key, reference.unwrap_or(&source.name), &artifact.digest);
-    signature.write(dir)?;
+    signature.write(&dir)?;
     Ok(signature)
 }

@@ -120,7 +120,8 @@ impl TrustPolicy {
     pub fn verdict(&self, source: &SkillSource) -> Result<Verdict, KeyError> {
         let Some(keys) = &self.keys else {
             return Ok(
-                match super::artifact_of(source)?.map(|(_, dir)| super::SkillSignature::read(dir)) {
+                match super::artifact_of(source)?.map(|(_, dir)| super::SkillSignature::read(&dir))
+                {
                     Some(Ok(Some(s))) => Verdict::Untrusted { key: s.key },
                     Some(Err(e)) => Verdict::Invalid {
                         reason: e.to_string(),
