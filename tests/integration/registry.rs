@@ -269,15 +269,21 @@ async fn a_skill_pushed_and_pulled_comes_back_byte_identical_with_its_signature(
     // again replaces its own.
     let other = SigningKey::generate();
     let second = SkillSignature::sign(&other, &to.repository_name(), &digest);
-    push_skill(&to, &wasm, &toml, None, Some(&second)).await.unwrap();
+    push_skill(&to, &wasm, &toml, None, Some(&second))
+        .await
+        .unwrap();
     let again = SkillSignature::sign(&acme, "skills/hello", &digest);
-    push_skill(&to, &wasm, &toml, None, Some(&again)).await.unwrap();
+    push_skill(&to, &wasm, &toml, None, Some(&again))
+        .await
+        .unwrap();
     let pulled = pull_skill(&to, &PullLimits::default()).await.unwrap();
     assert_eq!(pulled.signatures, vec![second, again]);
 
     // Unsigned: no attachment, no signatures.
     let bare = reg.reference("skills/bare:1");
-    push_skill(&bare, &component(1), TOML, None, None).await.unwrap();
+    push_skill(&bare, &component(1), TOML, None, None)
+        .await
+        .unwrap();
     let pulled = pull_skill(&bare, &PullLimits::default()).await.unwrap();
     assert!(pulled.signatures.is_empty());
 
@@ -483,7 +489,9 @@ async fn a_registry_that_is_down_is_unreachable() {
         return;
     };
     let to = reg.reference("x:1");
-    push_skill(&to, &component(1), TOML, None, None).await.unwrap();
+    push_skill(&to, &component(1), TOML, None, None)
+        .await
+        .unwrap();
     drop(reg);
     let e = pull_skill(&to, &PullLimits::default()).await.unwrap_err();
     assert!(matches!(e, OciError::Unreachable { .. }), "{e:?}");
@@ -563,7 +571,9 @@ async fn a_registry_off_loopback_is_refused_without_any_connection() {
         let e = pull_skill(&r, &PullLimits::default()).await.unwrap_err();
         assert!(matches!(e, OciError::NotLoopback(_)), "{e:?}");
         assert!(e.to_string().contains("plain HTTP"), "{e}");
-        let e = push_skill(&r, &component(1), TOML, None, None).await.unwrap_err();
+        let e = push_skill(&r, &component(1), TOML, None, None)
+            .await
+            .unwrap_err();
         assert!(matches!(e, OciError::NotLoopback(_)), "{e:?}");
     }
     assert!(started.elapsed() < Duration::from_secs(1));

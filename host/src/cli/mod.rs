@@ -17,8 +17,8 @@ macro_rules! out {
 
 mod approve;
 mod build;
-mod distribute;
 mod bundled_sdk;
+mod distribute;
 mod docs;
 mod grants;
 mod inspect;

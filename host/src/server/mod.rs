@@ -168,11 +168,15 @@ async fn spawn(
     body: Result<Json<SpawnBody>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(b) = body?;
-    if !b.skill.is_absolute() {
+    let reference = b
+        .skill
+        .to_str()
+        .is_some_and(crate::oci::Reference::is_reference);
+    if !b.skill.is_absolute() && !reference {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
-            "`skill` must be an absolute path",
+            "`skill` must be an absolute path or an oci:// reference pulled on this host",
         ));
     }
     let request = SpawnRequest {
