@@ -468,14 +468,23 @@ fn a_conversation_starts_skills_in_the_background_and_gets_each_result_once() {
         "resume = \"restart\"\n\n[env]\nallow = [\"SKILLBOX_TEST_VISIBLE\", \"SKILLBOX_TEST_SECRET\"]\n",
     );
     let hello = real_skill("hello");
+    // The daemon requires signatures by a trusted key: every installed
+    // skill is signed; `greeter` is changed once the daemon runs.
+    let greeter = real_skill("hello");
+    let trusting = crate::trust::Trusting::new();
+    for skill in [&hostile, &hello, &greeter] {
+        trusting.sign(skill.path());
+    }
     let rig = Rig::new(
         &format!(
             "[skills.hello]\npath = {:?}\n\n[skills.hostile]\npath = {:?}\npartial = true\n\
-             grants = {{ env = {{ allow = [\"SKILLBOX_TEST_VISIBLE\"] }} }}\n",
+             grants = {{ env = {{ allow = [\"SKILLBOX_TEST_VISIBLE\"] }} }}\n\n\
+             [skills.greeter]\npath = {:?}\n",
             hello.path(),
             hostile.path(),
+            greeter.path(),
         ),
-        &[],
+        &[("SKILLBOX_KEYS", trusting.dir())],
     );
     let session = "agent:main:plugin-e2e";
 
@@ -604,6 +613,13 @@ fn a_conversation_starts_skills_in_the_background_and_gets_each_result_once() {
         json!({ "skill": "hostile", "input": { "case": "env" },
                 "grants": { "env": { "allow": ["SKILLBOX_TEST_SECRET"] } } }),
         "must not have additional properties: \"grants\"",
+    );
+    // A skill changed since its publisher signed it: the daemon's trust
+    // policy refuses it, and the conversation is told why.
+    crate::trust::tamper(greeter.path());
+    refused(
+        json!({ "skill": "greeter", "input": { "name": "x" } }),
+        "skillbox refused to start greeter: skill hello refused: its signature does not hold",
     );
     assert_eq!(rig.tasks().len(), before, "no task was started");
 

@@ -207,6 +207,9 @@ fn a_skill_pushed_pulled_and_run_is_the_one_its_publisher_signed() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let out = place.cli(&["run", &by_digest]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = place.cli(&["inspect", &reference, "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["signature"]["publisher"], "acme");
 
     // A daemon: spawned by reference through the CLI and the API, and as
     // an installed skill; each admitted by the daemon's own policy.
@@ -238,6 +241,19 @@ fn a_skill_pushed_pulled_and_run_is_the_one_its_publisher_signed() {
     .unwrap();
     let out = cli(&["mcp", "--data-dir", dd], &env);
     assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // A file of the stored copy changed behind skillbox's back (signatures
+    // not required): it does not run in the locked artifact's place.
+    let out = place.cli(&["keys", "policy", "--require-signature", "off"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    crate::trust::tamper(&dir);
+    let out = run();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("was changed since it was pulled"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

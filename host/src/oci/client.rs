@@ -233,25 +233,42 @@ impl Registry {
         path.push(if path.contains('?') { '&' } else { '?' });
         path.push_str("digest=");
         path.push_str(&digest);
+        self.put(
+            &path,
+            "application/octet-stream",
+            bytes,
+            &digest,
+            "blob upload to",
+        )
+        .await?;
+        Ok(digest)
+    }
+
+    /// `PUT`s `bytes` to `path`, which must answer 201 with their
+    /// `digest` (if it names one).
+    async fn put(
+        &self,
+        path: &str,
+        content_type: &str,
+        bytes: &[u8],
+        digest: &str,
+        what: &str,
+    ) -> Result<(), OciError> {
         let length = bytes.len().to_string();
         let a = self
             .send(
                 Method::PUT,
-                &path,
-                &[
-                    ("content-type", "application/octet-stream"),
-                    ("content-length", &length),
-                ],
+                path,
+                &[("content-type", content_type), ("content-length", &length)],
                 Bytes::copy_from_slice(bytes),
                 ERROR_BODY_MAX,
-                &path,
+                path,
             )
             .await?;
         if a.status != 201 {
             return Err(self.refused(&a));
         }
-        self.check_answered_digest(&a, &digest, &format!("blob upload to {}", a.url))?;
-        Ok(digest)
+        self.check_answered_digest(&a, digest, &format!("{what} {}", a.url))
     }
 
     /// Stores `bytes` (of `media_type`) as the manifest `reference` (a tag
@@ -277,21 +294,8 @@ impl Registry {
             });
         }
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let length = bytes.len().to_string();
-        let a = self
-            .send(
-                Method::PUT,
-                &path,
-                &[("content-type", media_type), ("content-length", &length)],
-                Bytes::copy_from_slice(bytes),
-                ERROR_BODY_MAX,
-                &path,
-            )
+        self.put(&path, media_type, bytes, &digest, "manifest pushed to")
             .await?;
-        if a.status != 201 {
-            return Err(self.refused(&a));
-        }
-        self.check_answered_digest(&a, &digest, &format!("manifest pushed to {}", a.url))?;
         Ok(digest)
     }
 

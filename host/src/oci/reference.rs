@@ -211,35 +211,13 @@ pub(crate) fn check_tag(tag: &str) -> Result<(), String> {
 /// The distribution spec's repository grammar: components of
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` joined by `/`.
 pub(crate) fn check_repository(repository: &str) -> Result<(), String> {
-    fn component_ok(c: &str) -> bool {
-        let b = c.as_bytes();
-        let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-        if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-            return false;
-        }
-        let mut i = 0;
-        while i < b.len() {
-            if alnum(b[i]) {
-                i += 1;
-                continue;
-            }
-            // A separator run: '.', '_', '__' or one or more '-'.
-            let start = i;
-            while i < b.len() && !alnum(b[i]) {
-                i += 1;
-            }
-            let sep = &c[start..i];
-            let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|x| x == b'-');
-            if !ok {
-                return false;
-            }
-        }
-        true
-    }
     if repository.is_empty() {
         return Err("the repository is empty".into());
     }
-    if !repository.split('/').all(component_ok) {
+    if !repository
+        .split('/')
+        .all(|c| crate::policy::docker::image::repository_component(c, false))
+    {
         return Err(format!(
             "the repository {repository:?} is not valid: its components are lowercase letters \
              and digits, separated by '.', '_', '__' or dashes, and joined by '/'"

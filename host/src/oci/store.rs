@@ -208,6 +208,22 @@ impl SkillStore {
                 self.dir.display()
             )));
         }
+        // The copy must still be the artifact it is stored as: a changed
+        // file in the store never runs in its place.
+        let source = SkillSource::open(&path, false)?;
+        let actual = crate::trust::artifact_of(&source)
+            .map_err(|e| Error::Registry(e.to_string()))?
+            .map(|(a, _)| a.digest);
+        let expected = path
+            .file_name()
+            .map(|h| format!("sha256:{}", h.to_string_lossy()));
+        if actual != expected {
+            return Err(Error::Locked(format!(
+                "the stored copy of {reference} in {} was changed since it was pulled (it is now                  the artifact {}); refusing to run it: remove that directory and pull again",
+                path.display(),
+                actual.unwrap_or_default()
+            )));
+        }
         Ok(path)
     }
 

@@ -92,7 +92,10 @@ export function startTool(api: OpenClawPluginApi, s: State, ctx: OpenClawPluginT
           ...(label ? { label } : {}),
         });
       } catch (e) {
-        if (e instanceof DaemonError && e.code === -32602) {
+        // -32602: input the skill's schema refuses; -32600: a start the
+        // operator's policy refuses (a skill not trusted, or changed since
+        // it was signed; capabilities not granted).
+        if (e instanceof DaemonError && (e.code === -32602 || e.code === -32600)) {
           throw new Error(`skillbox refused to start ${skill}: ${e.message}. No task was started.`);
         }
         throw e;

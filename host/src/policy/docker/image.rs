@@ -171,9 +171,9 @@ fn split(s: &str, globs: bool) -> Result<Parts, String> {
     Ok(parts)
 }
 
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`, with `*`/`?` as alphanumerics in a
-/// pattern.
-fn repository_component(c: &str, globs: bool) -> bool {
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` (a repository name's component in
+/// the distribution spec), with `*`/`?` as alphanumerics in a pattern.
+pub(crate) fn repository_component(c: &str, globs: bool) -> bool {
     let alnum = |ch: char| {
         ch.is_ascii_lowercase() || ch.is_ascii_digit() || (globs && matches!(ch, '*' | '?'))
     };
