@@ -365,3 +365,101 @@ fn junk_registry() -> String {
     });
     addr
 }
+
+/// What `skillbox push` put in the registry checks out with tools that are
+/// not skillbox: skopeo fetches the artifact and its cosign attachment,
+/// and openssl verifies the signature the way cosign does (ECDSA P-256,
+/// SHA-256, DER) with the publisher's public key, over a payload naming
+/// the digest of the manifest skopeo fetched.
+#[test]
+fn skopeo_and_openssl_check_what_skillbox_pushed() {
+    use crate::registry::{installed, skip};
+    use base64::Engine;
+    let Some(reg) = TestRegistry::start() else {
+        return;
+    };
+    if !installed("skopeo") || !installed("openssl") {
+        skip("no skopeo or openssl (bash tests/oci/registry.sh install)");
+        return;
+    }
+    let place = Place::new();
+    let reference = format!("oci://{}/acme/hello:1", reg.addr);
+    place.publish(&reference, "", Some("acme"));
+    let work = tempfile::tempdir().unwrap();
+    let copy = |tag: &str, to: &str| {
+        let out = std::process::Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/acme/hello:{tag}", reg.addr))
+            .arg(format!("dir:{}", work.path().join(to).display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy {tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest = std::fs::read(work.path().join(to).join("manifest.json")).unwrap();
+        let json: Value = serde_json::from_slice(&manifest).unwrap();
+        (manifest, json)
+    };
+    let (artifact, json) = copy("1", "artifact");
+    assert_eq!(json["layers"][0]["mediaType"], "application/wasm");
+    let digest = format!("sha256:{}", skillbox::skill::sha256_hex(&artifact));
+    let (_, attachment) = copy(&skillbox::oci::cosign::signature_tag(&digest), "sig");
+    let layer = &attachment["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.dev.cosign.simplesigning.v1+json"
+    );
+    let hex = layer["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap();
+    let payload = std::fs::read(work.path().join("sig").join(hex)).unwrap();
+    let claims: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        claims["critical"]["image"]["docker-manifest-digest"],
+        digest.as_str()
+    );
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(
+            layer["annotations"]["dev.cosignproject.cosign/signature"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let files = |name: &str, bytes: &[u8]| {
+        let p = work.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let public = files(
+        "acme.pem",
+        place
+            .as_in("publisher", &["keys", "show", "acme"])
+            .stdout
+            .as_bytes(),
+    );
+    let verify = |payload: &[u8]| {
+        std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&public)
+            .arg("-signature")
+            .arg(files("sig.der", &signature))
+            .arg(files("payload.json", payload))
+            .output()
+            .unwrap()
+    };
+    let out = verify(&payload);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The same check refuses a payload naming another artifact.
+    let other = String::from_utf8(payload.clone())
+        .unwrap()
+        .replace(&digest[7..9], "zz");
+    assert!(!verify(other.as_bytes()).status.success());
+}

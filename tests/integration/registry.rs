@@ -93,14 +93,14 @@ fn script() -> Command {
     c
 }
 
-fn installed(tool: &str) -> bool {
+pub fn installed(tool: &str) -> bool {
     Command::new("bash")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success())
 }
 
-fn skip(why: &str) {
+pub fn skip(why: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{why}: required in CI");
     }
