@@ -278,11 +278,18 @@ agent-id = "main"
                 .iter()
                 .rposition(|m| m["role"] == "user" && texts(&m["content"]).contains(&marker))?;
             let after = &msgs[at..];
-            let reply = after.iter().find(|m| {
-                m["role"] == "assistant" && texts(&m["content"]).starts_with("STUB-AFTER-TOOL:")
-            })?;
+            let result_at = after.iter().position(|m| m["role"] == "toolResult")?;
+            let result = &after[result_at];
+            // Usually "STUB-AFTER-TOOL: …"; but a relay message that reaches
+            // the session while the tool runs (a task that waits for
+            // approval, or ends, at once) is steered into the turn
+            // (OpenClaw's default queue mode, docs/concepts/queue-steering.md)
+            // before the model's next call, whose answer is then the stub's
+            // reply to that message.
+            let reply = after[result_at..]
+                .iter()
+                .find(|m| m["role"] == "assistant" && texts(&m["content"]).starts_with("STUB-"))?;
             let call = after.iter().find(|m| m["role"] == "custom")?;
-            let result = after.iter().find(|m| m["role"] == "toolResult")?;
             let reply_ms = reply["timestamp"].as_i64().unwrap_or_default();
             Some(Turn {
                 result: serde_json::from_str(&texts(&result["content"])).unwrap_or(Value::Null),
