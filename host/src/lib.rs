@@ -68,6 +68,7 @@ pub mod server;
 pub mod skill;
 pub mod store;
 pub mod tasks;
+pub mod tls;
 pub mod trust;
 pub mod units;
 

@@ -22,6 +22,7 @@ mod pull;
 mod python;
 mod registry;
 mod relay;
+mod relay_tls;
 mod tasks;
 mod trust;
 mod upgrade;

@@ -11,7 +11,8 @@
 //!
 //! [relay.sink.ops]
 //! type = "webhook"
-//! url = "http://127.0.0.1:9000/skillbox"
+//! url = "https://hooks.example.com/skillbox"   # or http:// (loopback, a proxy)
+//! ca-file = "/etc/skillbox/hooks-ca.pem"   # a private CA, besides the system's roots
 //! secret-env = "SKILLBOX_WEBHOOK_SECRET"   # the HMAC key (or secret-file)
 //!
 //! [relay.sink.openclaw]
@@ -134,8 +135,11 @@ pub enum SinkConfig {
     /// `POST` of the notification as JSON, signed with HMAC-SHA256.
     #[serde(rename_all = "kebab-case")]
     Webhook {
-        /// `http://host:port/path`.
+        /// `http://host:port/path` or `https://…`.
         url: String,
+        /// A PEM file of CA certificates trusted for an `https://` url,
+        /// besides the system's roots.
+        ca_file: Option<PathBuf>,
         /// Environment variable holding the signing key
         /// (default `SKILLBOX_WEBHOOK_SECRET`).
         secret_env: Option<String>,
@@ -145,8 +149,11 @@ pub enum SinkConfig {
     /// An OpenClaw gateway's hooks endpoint.
     #[serde(rename_all = "kebab-case")]
     Openclaw {
-        /// The gateway, e.g. `http://127.0.0.1:18789`.
+        /// The gateway, e.g. `http://127.0.0.1:18789` or `https://…`.
         url: String,
+        /// A PEM file of CA certificates trusted for an `https://` url,
+        /// besides the system's roots.
+        ca_file: Option<PathBuf>,
         /// Environment variable holding the gateway's `hooks.token`
         /// (default `OPENCLAW_HOOKS_TOKEN`).
         token_env: Option<String>,
@@ -175,10 +182,11 @@ pub enum SinkConfig {
 
 impl SinkConfig {
     fn check(&self) -> Result<(), String> {
-        let url = match self {
-            SinkConfig::Webhook { url, .. } | SinkConfig::Openclaw { url, .. } => url,
+        let (url, ca_file) = match self {
+            SinkConfig::Webhook { url, ca_file, .. }
+            | SinkConfig::Openclaw { url, ca_file, .. } => (url, ca_file),
         };
-        super::http::Target::parse(url)?;
+        super::http::Target::parse_with(url, ca_file.as_deref())?;
         if let SinkConfig::Openclaw {
             wake_mode: Some(m), ..
         } = self
@@ -202,6 +210,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Webhook {
                 url,
+                ca_file,
                 secret_env,
                 secret_file,
             } => {
@@ -212,7 +221,8 @@ impl SinkConfig {
                     "the webhook's signing key",
                 )
                 .map_err(err)?;
-                let target = super::http::Target::parse(url).map_err(err)?;
+                let target =
+                    super::http::Target::parse_with(url, ca_file.as_deref()).map_err(err)?;
                 Ok((
                     Arc::new(WebhookSink::new(target, secret.clone(), timeout)),
                     secret,
@@ -220,6 +230,7 @@ impl SinkConfig {
             }
             SinkConfig::Openclaw {
                 url,
+                ca_file,
                 token_env,
                 token_file,
                 endpoint,
@@ -235,7 +246,7 @@ impl SinkConfig {
                     "the gateway's hooks token",
                 )
                 .map_err(err)?;
-                let base = super::http::Target::parse(url).map_err(err)?;
+                let base = super::http::Target::parse_with(url, ca_file.as_deref()).map_err(err)?;
                 let sink = OpenClawSink {
                     base,
                     token: token.clone(),
@@ -325,11 +336,11 @@ mod tests {
             ("[relay]\ndefault = [\"nope\"]", "not a [relay.sink.nope]"),
             (
                 "[relay.sink.a]\ntype = \"webhook\"\nurl = \"ftp://x/\"",
-                "http://",
+                "http(s)://",
             ),
             (
-                "[relay.sink.a]\ntype = \"webhook\"\nurl = \"https://x/\"",
-                "https",
+                "[relay.sink.a]\ntype = \"webhook\"\nurl = \"https://x/\"\nca-file = \"/nonexistent/ca.pem\"",
+                "ca-file /nonexistent/ca.pem",
             ),
             (
                 "[relay.sink.a]\ntype = \"openclaw\"\nurl = \"http://x\"\nwake-mode = \"later\"",

@@ -1,37 +1,55 @@
-//! A small HTTP/1.1 client for deliveries: one connection per attempt, a
-//! time limit on the whole exchange, a capped answer.
+//! A small HTTP/1.1 client for deliveries: one connection per attempt
+//! (over TLS for `https://`, see [`crate::tls`]), a time limit on the
+//! whole exchange, a capped answer.
 
+use std::path::Path;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
+use crate::tls::TlsClient;
+
 /// Most bytes of an answer read (the rest is ignored).
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// Where to send: `http://host[:port][/path]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where to send: `http://host[:port][/path]` or `https://…`.
+#[derive(Clone, Debug)]
 pub struct Target {
     /// `host:port`.
     pub authority: String,
+    /// The host alone (what a certificate must name).
+    pub host: String,
     /// Path and query, from `/`.
     pub path: String,
+    /// TLS, for an `https://` url.
+    pub tls: Option<TlsClient>,
 }
 
 impl Target {
-    /// Parses and checks a URL.
+    /// Parses and checks a URL; `https://` trusts the system's roots.
     pub fn parse(url: &str) -> Result<Target, String> {
+        Target::parse_with(url, None)
+    }
+
+    /// Parses and checks a URL; `https://` trusts the system's roots and
+    /// the certificates of `ca_file`.
+    pub fn parse_with(url: &str, ca_file: Option<&Path>) -> Result<Target, String> {
         let uri: hyper::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "url {url:?}: https is not supported yet; send to a TLS-terminating proxy on loopback"
-                ));
+        let (default_port, tls) = match uri.scheme_str() {
+            Some("http") => {
+                if let Some(f) = ca_file {
+                    return Err(format!(
+                        "url {url:?}: ca-file {} is for https:// urls",
+                        f.display()
+                    ));
+                }
+                (80, None)
             }
-            _ => return Err(format!("url {url:?}: expected http://host:port/path")),
-        }
+            Some("https") => (443, Some(TlsClient::new(ca_file)?)),
+            _ => return Err(format!("url {url:?}: expected http(s)://host:port/path")),
+        };
         let auth = uri
             .authority()
             .ok_or_else(|| format!("url {url:?}: no host"))?;
@@ -40,24 +58,30 @@ impl Target {
                 "url {url:?}: credentials in the url are not allowed"
             ));
         }
-        let authority = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
+        let host = auth.host().to_string();
+        let authority = format!("{host}:{}", auth.port_u16().unwrap_or(default_port));
         let path = uri
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "/".into());
-        Ok(Target { authority, path })
+        Ok(Target {
+            authority,
+            host,
+            path,
+            tls,
+        })
     }
 
     /// The same server at another path (joined to this one's).
     pub fn join(&self, sub: &str) -> Target {
         Target {
-            authority: self.authority.clone(),
             path: format!(
                 "{}/{}",
                 self.path.trim_end_matches('/'),
                 sub.trim_start_matches('/')
             ),
+            ..self.clone()
         }
     }
 }
@@ -99,7 +123,26 @@ async fn exchange(
         .await
         .map_err(|e| format!("connecting to {}: {e}", target.authority))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    match &target.tls {
+        Some(tls) => {
+            let stream = tls.connect(&target.host, stream).await?;
+            send(target, TokioIo::new(stream), headers, body).await
+        }
+        None => send(target, TokioIo::new(stream), headers, body).await,
+    }
+}
+
+/// One request over the connection `io`.
+async fn send<I>(
+    target: &Target,
+    io: I,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<Answer, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| format!("{}: {e}", target.authority))?;
     let conn = tokio::spawn(conn);
@@ -169,7 +212,14 @@ mod tests {
                 .unwrap_err()
                 .contains("credentials")
         );
-        assert!(Target::parse("https://h/").unwrap_err().contains("https"));
+        let t = Target::parse("https://example.org/x").unwrap();
+        assert_eq!(t.authority, "example.org:443");
+        assert!(t.tls.is_some());
+        assert!(
+            Target::parse_with("http://h/", Some(Path::new("/ca.pem")))
+                .unwrap_err()
+                .contains("is for https:// urls")
+        );
         assert!(Target::parse("/relative").is_err());
     }
 }
