@@ -581,6 +581,114 @@ fn notify_modes_silent_and_state_changes() {
 }
 
 #[test]
+fn failures_only_and_a_sink_filtered_by_state_and_skill() {
+    let data = tempfile::tempdir().unwrap();
+    let all = Receiver::start(&[], Reply::Status(200));
+    let pager = Receiver::start(&[], Reply::Status(200));
+    let sinks = format!(
+        "{}{}states = [\"failed\", \"timed_out\"]\nskills = [\"host*\"]\n",
+        webhook("all", &all.url("/in")),
+        webhook("pager", &pager.url("/page"))
+    );
+    let cfg = config(data.path(), &sinks, "\"all\", \"pager\"");
+    let d = Daemon::start(data.path(), &["--config", cfg.to_str().unwrap()]);
+    let hello = real_skill("hello");
+    let hostile = skill_dir("hostile", "");
+    let other = skill_dir("hostile", "");
+    let toml = other.path().join("skill.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("name = \"hostile\"", "name = \"other\""),
+    )
+    .unwrap();
+    let panic = |skill: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "spawn",
+            skill.to_str().unwrap(),
+            "-i",
+            r#"{"case": "panic"}"#,
+        ];
+        args.extend(extra);
+        let out = d.cli(&args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.trim().to_string()
+    };
+    let quiet_ok = spawn(&d, hello.path(), &["--notify", "failures-only"]);
+    let quiet_bad = panic(hostile.path(), &["--notify", "failures-only"]);
+    let ok = spawn(&d, hello.path(), &[]);
+    let other_bad = panic(other.path(), &[]);
+    for (id, code) in [(&quiet_ok, 0), (&quiet_bad, 1), (&ok, 0), (&other_bad, 1)] {
+        assert_eq!(d.cli(&["tasks", "wait", id]).code, code, "{id}");
+    }
+    let settled = |id: &str| {
+        until("its notifications settled", || {
+            let t = show(&d, id);
+            let ds = t["deliveries"].as_array()?.clone();
+            ds.iter().all(|x| x["state"] != "pending").then(|| {
+                ds.iter()
+                    .map(|x| {
+                        (
+                            x["sink"].as_str().unwrap().to_string(),
+                            x["state"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+    };
+    let pairs = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        settled(&quiet_ok),
+        pairs(&[]),
+        "failures-only: a success is not announced"
+    );
+    assert_eq!(
+        settled(&quiet_bad),
+        pairs(&[("all", "delivered"), ("pager", "delivered")]),
+        "failures-only: a failure is, to each sink, and the pager takes a failure of a host* skill"
+    );
+    assert_eq!(
+        settled(&ok),
+        pairs(&[("all", "delivered"), ("pager", "skipped")]),
+        "the pager does not take a success"
+    );
+    assert_eq!(
+        settled(&other_bad),
+        pairs(&[("all", "delivered"), ("pager", "skipped")]),
+        "the pager does not take another skill's failure"
+    );
+    let paged: Vec<String> = pager
+        .seen()
+        .iter()
+        .map(|r| r.json()["task_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paged, [quiet_bad.as_str()]);
+    assert_eq!(all.seen().len(), 3);
+    // tasks show says why a notification was not sent.
+    let out = d.cli(&["tasks", "show", &other_bad]);
+    assert!(
+        out.stdout.contains(
+            "delivery   pager failed: skipped (the sink takes only the skills host* (this is other))"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = d.cli(&["tasks", "show", &ok]);
+    assert!(
+        out.stdout.contains(
+            "delivery   pager succeeded: skipped (the sink takes only the states failed, timed_out)"
+        ),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn a_bad_config_stops_serve_with_a_clear_error() {
     let data = tempfile::tempdir().unwrap();
     let serve = |cfg: &str, env: &[(&str, &str)]| {
@@ -599,6 +707,19 @@ fn a_bad_config_stops_serve_with_a_clear_error() {
         assert_eq!(out.status.code(), Some(1));
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
+    let e = serve(
+        "[relay.sink.ops]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nstates = [\"done\"]\n",
+        &[],
+    );
+    assert!(e.contains("unknown variant `done`"), "{e}");
+    let e = serve(
+        "[relay.sink.ops]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nstates = [\"queued\"]\n",
+        &[],
+    );
+    assert!(
+        e.contains("[relay.sink.ops]: states: a task's creation (queued) is never announced"),
+        "{e}"
+    );
     let e = serve("[relay]\nretries = 3\n", &[]);
     assert!(
         e.contains("unknown field `retries`") && e.contains("bad.toml"),

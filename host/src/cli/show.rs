@@ -21,6 +21,18 @@ pub(super) fn print_deliveries(t: &Task, deliveries: &[Delivery]) {
         }
     );
     for d in deliveries {
+        if d.state == DeliveryState::Skipped {
+            outln!(
+                "delivery   {} {}: skipped ({})",
+                d.sink,
+                d.to,
+                d.last_error
+                    .as_deref()
+                    .and_then(|e| e.strip_prefix("not sent: "))
+                    .unwrap_or("the sink's filter")
+            );
+            continue;
+        }
         let attempts = d.attempts;
         let mut line = format!(
             "delivery   {} {}: {}, {attempts} attempt{}",

@@ -56,7 +56,10 @@ pub struct SpawnArgs {
     /// Which of the channel's accounts sends the reply.
     #[arg(long, value_name = "ID", requires = "parent_channel")]
     pub parent_account: Option<String>,
-    /// Which state changes to announce: done-only, state-changes, silent.
+    /// Which state changes to announce: done-only (the final summary),
+    /// failures-only (the final summary of a task that failed, timed out or
+    /// was cancelled), state-changes (every one), silent. Requests for
+    /// approval are announced in all but silent.
     #[arg(long, default_value = "done-only")]
     pub notify: NotifyMode,
     /// Where to announce them: relay sinks of the daemon's configuration,

@@ -20,6 +20,12 @@
 //! url = "http://127.0.0.1:18789"           # the gateway
 //! token-env = "OPENCLAW_HOOKS_TOKEN"       # its hooks.token (or token-file)
 //! endpoint = "agent"                       # or "wake"
+//!
+//! [relay.sink.pager]
+//! type = "webhook"
+//! url = "https://pager.example.com/hook"
+//! states = ["failed", "timed_out"]         # only these (all when unset)
+//! skills = ["upgrade", "backup-*"]         # only tasks of these skills
 //! ```
 //!
 //! Unknown keys are errors.
@@ -31,7 +37,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::SinkFilter;
 use super::sinks::{OpenClawSink, Sink, WebhookSink};
+use crate::store::TaskState;
 use crate::units::HumanDuration;
 
 /// The `[relay]` table.
@@ -145,6 +153,14 @@ pub enum SinkConfig {
         secret_env: Option<String>,
         /// File holding the signing key (instead of `secret-env`).
         secret_file: Option<PathBuf>,
+        /// Only notifications of tasks entering these states reach this
+        /// sink (e.g. `["failed", "timed_out"]`); all when empty.
+        #[serde(default)]
+        states: Vec<TaskState>,
+        /// Only notifications of tasks of these skills (names, `*`
+        /// wildcards) reach this sink; all when empty.
+        #[serde(default)]
+        skills: Vec<String>,
     },
     /// An OpenClaw gateway's hooks endpoint.
     #[serde(rename_all = "kebab-case")]
@@ -172,6 +188,14 @@ pub enum SinkConfig {
         /// (channel and recipient) always has the reply delivered there.
         #[serde(default)]
         deliver: bool,
+        /// Only notifications of tasks entering these states reach this
+        /// sink (e.g. `["failed", "timed_out"]`); all when empty.
+        #[serde(default)]
+        states: Vec<TaskState>,
+        /// Only notifications of tasks of these skills (names, `*`
+        /// wildcards) reach this sink; all when empty.
+        #[serde(default)]
+        skills: Vec<String>,
         /// Send the task's parent session as `sessionKey`, the turn then
         /// running in that session (`sessionMode: "persistent"`) (default
         /// true; the gateway must allow it with
@@ -181,7 +205,20 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
+    /// Which notifications the sink takes.
+    pub fn filter(&self) -> SinkFilter {
+        let (states, skills) = match self {
+            SinkConfig::Webhook { states, skills, .. }
+            | SinkConfig::Openclaw { states, skills, .. } => (states, skills),
+        };
+        SinkFilter {
+            states: states.clone(),
+            skills: skills.clone(),
+        }
+    }
+
     fn check(&self) -> Result<(), String> {
+        self.filter().check()?;
         let (url, ca_file) = match self {
             SinkConfig::Webhook { url, ca_file, .. }
             | SinkConfig::Openclaw { url, ca_file, .. } => (url, ca_file),
@@ -213,6 +250,7 @@ impl SinkConfig {
                 ca_file,
                 secret_env,
                 secret_file,
+                ..
             } => {
                 let secret = read_secret(
                     secret_env.as_deref(),
@@ -238,6 +276,7 @@ impl SinkConfig {
                 wake_mode,
                 deliver,
                 session_key,
+                ..
             } => {
                 let token = read_secret(
                     token_env.as_deref(),

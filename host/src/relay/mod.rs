@@ -19,6 +19,7 @@
 //! from the host's configuration or environment, never from a task.
 
 mod config;
+mod filter;
 mod http;
 mod message;
 mod sinks;
@@ -26,6 +27,7 @@ pub(crate) mod worker;
 
 pub use crate::store::outbox::{Attempt, Change, Delivery, DeliveryState, Verdict};
 pub use config::{OpenClawEndpoint, RelayConfig, SinkConfig};
+pub use filter::SinkFilter;
 pub use message::{Notification, Timings, run_message};
 pub use sinks::{
     CallbackSink, Delivered, DeliveryError, OpenClawSink, Sink, WebhookSink, sign, verify,
@@ -79,6 +81,7 @@ impl RetryPolicy {
 #[derive(Clone, Default)]
 pub struct Relay {
     sinks: BTreeMap<String, Arc<dyn Sink>>,
+    filters: BTreeMap<String, SinkFilter>,
     default: Vec<String>,
     /// When to retry and give up.
     pub retry: RetryPolicy,
@@ -118,10 +121,12 @@ impl Relay {
             },
             ..Relay::default()
         };
-        for (name, sink) in &config.sink {
-            let (sink, secret): (Arc<dyn Sink>, String) = sink.build(name, relay.retry.timeout)?;
+        for (name, sink_config) in &config.sink {
+            let (sink, secret): (Arc<dyn Sink>, String) =
+                sink_config.build(name, relay.retry.timeout)?;
             relay.secrets.push(secret);
             relay.sinks.insert(name.clone(), sink);
+            relay.filters.insert(name.clone(), sink_config.filter());
         }
         relay.set_default(config.default.clone())?;
         Ok(relay)
@@ -130,6 +135,13 @@ impl Relay {
     /// Adds (or replaces) a sink under `name`.
     pub fn with_sink(mut self, name: impl Into<String>, sink: Arc<dyn Sink>) -> Relay {
         self.sinks.insert(name.into(), sink);
+        self
+    }
+
+    /// Lets only what `filter` takes reach the sink `name`; the others are
+    /// recorded as `skipped`, with the reason.
+    pub fn with_filter(mut self, name: impl Into<String>, filter: SinkFilter) -> Relay {
+        self.filters.insert(name.into(), filter);
         self
     }
 
@@ -181,6 +193,11 @@ impl Relay {
     /// The sink called `name`.
     pub fn sink(&self, name: &str) -> Option<&Arc<dyn Sink>> {
         self.sinks.get(name)
+    }
+
+    /// The filter of the sink called `name` (none takes everything).
+    pub fn filter(&self, name: &str) -> Option<&SinkFilter> {
+        self.filters.get(name)
     }
 
     /// The sinks a task asking for `names` gets: those names (each must

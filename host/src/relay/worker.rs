@@ -297,10 +297,58 @@ async fn deliver(
         }
         _ => None,
     };
-    let result = send(&relay, &d, task, approval).await;
-    let duration_ms = started.elapsed().as_millis() as u64;
+    let skipped = match (&task, relay.filter(&d.sink)) {
+        (Ok(t), Some(filter)) => filter.refuses(t, d.to),
+        _ => None,
+    };
     let attempts = d.attempts + 1;
-    let (attempt, verdict) = match result {
+    let (attempt, verdict) = match skipped {
+        Some(why) => {
+            tracing::debug!(task = %d.task_id, sink = %d.sink, reason = %why, "notification skipped");
+            (
+                Attempt {
+                    at_ms,
+                    duration_ms: 0,
+                    status: None,
+                    detail: Some(why),
+                    ok: false,
+                },
+                Verdict::Skipped,
+            )
+        }
+        None => {
+            let result = send(&relay, &d, task, approval).await;
+            let duration_ms = started.elapsed().as_millis() as u64;
+            sent(&relay, &d, result, at_ms, duration_ms, attempts)
+        }
+    };
+    let id = d.id;
+    let quiet = verdict == Verdict::Delivered && d.to.is_terminal();
+    let recorded =
+        tokio::task::spawn_blocking(move || store.record_attempt(id, &attempt, verdict)).await;
+    match recorded {
+        Ok(Ok(())) => !quiet,
+        Ok(Err(e)) => {
+            tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed");
+            true
+        }
+    }
+}
+
+/// The record of the `attempts`th attempt on `d` and what it decides.
+fn sent(
+    relay: &Relay,
+    d: &Delivery,
+    result: Result<super::Delivered, DeliveryError>,
+    at_ms: i64,
+    duration_ms: u64,
+    attempts: u32,
+) -> (Attempt, Verdict) {
+    match result {
         Ok(ok) => {
             tracing::info!(task = %d.task_id, sink = %d.sink, attempts, "notification delivered");
             (
@@ -328,21 +376,6 @@ async fn deliver(
                 },
                 verdict,
             )
-        }
-    };
-    let id = d.id;
-    let quiet = verdict == Verdict::Delivered && d.to.is_terminal();
-    let recorded =
-        tokio::task::spawn_blocking(move || store.record_attempt(id, &attempt, verdict)).await;
-    match recorded {
-        Ok(Ok(())) => !quiet,
-        Ok(Err(e)) => {
-            tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed");
-            true
-        }
-        Err(e) => {
-            tracing::warn!(delivery = id, error = %e, "recording a delivery attempt failed");
-            true
         }
     }
 }

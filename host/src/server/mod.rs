@@ -130,7 +130,7 @@ pub struct SpawnBody {
     /// `keep` (default) or `delete`.
     #[serde(default)]
     pub cleanup: Option<CleanupMode>,
-    /// `done-only` (default), `state-changes` or `silent`.
+    /// `done-only` (default), `failures-only`, `state-changes` or `silent`.
     #[serde(default)]
     pub notify: Option<NotifyMode>,
     /// Relay sinks to notify, by name (default: the daemon's defaults).

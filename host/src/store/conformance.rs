@@ -534,6 +534,11 @@ fn outbox_follows_the_notify_mode(store: &dyn TaskStore) {
     );
     assert!(s[0].seq < s[1].seq);
     assert!(store.deliveries(silent).unwrap().is_empty(), "silent");
+    let quiet = run_through(store, notifying("f", NotifyMode::FailuresOnly, &["a"]));
+    assert!(
+        store.deliveries(quiet).unwrap().is_empty(),
+        "failures-only: a success is not announced"
+    );
     assert!(store.deliveries(nowhere).unwrap().is_empty(), "no sinks");
     // A cancel of a queued task and a failure by recovery are state
     // changes too.
@@ -542,6 +547,20 @@ fn outbox_follows_the_notify_mode(store: &dyn TaskStore) {
         .unwrap();
     store.request_cancel(c.id, "no").unwrap();
     assert_eq!(store.deliveries(c.id).unwrap()[0].to, TaskState::Cancelled);
+    let f = store
+        .create(notifying("fc", NotifyMode::FailuresOnly, &["a"]))
+        .unwrap();
+    store.request_cancel(f.id, "no").unwrap();
+    assert_eq!(
+        store
+            .deliveries(f.id)
+            .unwrap()
+            .iter()
+            .map(|d| d.to)
+            .collect::<Vec<_>>(),
+        [TaskState::Cancelled],
+        "failures-only: a cancel is announced"
+    );
     assert!(matches!(
         store.deliveries(TaskId::new()),
         Err(StoreError::NotFound(_))

@@ -53,6 +53,9 @@ string_enum!(
     NotifyMode {
         /// Only the final summary.
         DoneOnly = "done-only",
+        /// The final summary of a task that did not succeed (failed,
+        /// timed out, cancelled), and requests for approval.
+        FailuresOnly = "failures-only",
         /// Every state change.
         StateChanges = "state-changes",
         /// Nothing.

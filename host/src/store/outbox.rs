@@ -15,6 +15,8 @@ super::string_enum!(
         Delivered = "delivered",
         /// Refused for good, or not accepted before the deadline.
         Failed = "failed",
+        /// Not sent: the sink's filter does not take it.
+        Skipped = "skipped",
     }
 );
 
@@ -88,6 +90,8 @@ pub enum Verdict {
     Retry(i64),
     /// Give up.
     Failed,
+    /// Not sent: the sink's filter does not take it.
+    Skipped,
 }
 
 /// The state change a notification announces.
@@ -131,6 +135,9 @@ pub(super) fn announced(mode: super::NotifyMode, from: Option<TaskState>, to: Ta
         super::NotifyMode::Silent => false,
         // A request for approval needs an answer from the parent session.
         super::NotifyMode::DoneOnly => to.is_terminal() || to == TaskState::AwaitingApproval,
+        super::NotifyMode::FailuresOnly => {
+            (to.is_terminal() && to != TaskState::Succeeded) || to == TaskState::AwaitingApproval
+        }
         // Its creation is no change: the spawner knows it.
         super::NotifyMode::StateChanges => from.is_some(),
     }
@@ -143,6 +150,7 @@ pub(super) fn settled(verdict: Verdict, now: i64) -> (DeliveryState, Option<i64>
         Verdict::Delivered => (DeliveryState::Delivered, None, Some(now)),
         Verdict::Retry(at) => (DeliveryState::Pending, Some(at), None),
         Verdict::Failed => (DeliveryState::Failed, None, None),
+        Verdict::Skipped => (DeliveryState::Skipped, None, None),
     }
 }
 
@@ -196,5 +204,54 @@ impl DeliveryRow {
             last_error: self.last_error,
             history: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::NotifyMode;
+    use super::*;
+
+    #[test]
+    fn each_mode_announces_its_changes() {
+        use TaskState::*;
+        let changes = [
+            (None, Queued),
+            (Some(Queued), Running),
+            (Some(Running), AwaitingApproval),
+            (Some(AwaitingApproval), Running),
+            (Some(Running), Succeeded),
+            (Some(Running), Failed),
+            (Some(Running), TimedOut),
+            (Some(Queued), Cancelled),
+        ];
+        let announced_by = |mode| {
+            changes
+                .iter()
+                .filter(|(from, to)| announced(mode, *from, *to))
+                .map(|(_, to)| *to)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            announced_by(NotifyMode::DoneOnly),
+            [AwaitingApproval, Succeeded, Failed, TimedOut, Cancelled]
+        );
+        assert_eq!(
+            announced_by(NotifyMode::FailuresOnly),
+            [AwaitingApproval, Failed, TimedOut, Cancelled]
+        );
+        assert_eq!(
+            announced_by(NotifyMode::StateChanges),
+            [
+                Running,
+                AwaitingApproval,
+                Running,
+                Succeeded,
+                Failed,
+                TimedOut,
+                Cancelled
+            ]
+        );
+        assert!(announced_by(NotifyMode::Silent).is_empty());
     }
 }
