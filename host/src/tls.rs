@@ -1,16 +1,23 @@
-//! TLS for connections the host makes (relay sinks): rustls on the `ring`
-//! provider, trusting the system's root certificates plus, where the
-//! operator gives one, a CA file of their own; and certificate errors in
+//! TLS for connections the host makes (relay sinks, PostgreSQL): rustls on
+//! the `ring` provider, trusting the system's root certificates plus, where
+//! the operator gives one, a CA file of their own; and certificate errors in
 //! words that say what failed and what to do.
 //!
-//! Nothing here accepts a certificate that does not verify: there is no
-//! "insecure" switch.
+//! Relay sinks verify fully, always. PostgreSQL follows libpq's `sslmode`:
+//! `verify-full` checks the chain and the name, `verify-ca` the chain only,
+//! and `require` (without a root certificate) encrypts without checking who
+//! answers ([`Verify`]).
 
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 /// The system's roots, read once (rustls-native-certs: the files and
 /// directories OpenSSL would use, `SSL_CERT_FILE`/`SSL_CERT_DIR` first).
@@ -22,12 +29,27 @@ static SYSTEM_ROOTS: LazyLock<Vec<CertificateDer<'static>>> = LazyLock::new(|| {
     found.certs
 });
 
+/// How much of the server's certificate a connection checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// Its chain to a trusted root, its dates and its name.
+    Full,
+    /// Its chain and dates, not its name (PostgreSQL's `verify-ca`).
+    Chain,
+    /// Nothing: encryption against eavesdroppers only (PostgreSQL's
+    /// `require` without a root certificate, as libpq does).
+    Nothing,
+}
+
 /// Where a connection's trust comes from.
 #[derive(Clone)]
 pub struct TlsClient {
     config: Arc<ClientConfig>,
     /// The operator's CA file, for messages.
     ca_file: Option<String>,
+    /// The option that names a CA file (`ca-file`, `sslrootcert`), for
+    /// messages.
+    ca_option: &'static str,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -40,30 +62,36 @@ impl std::fmt::Debug for TlsClient {
 
 impl TlsClient {
     /// Trusts the system's roots and the certificates of `ca_file` (PEM),
-    /// if given.
+    /// if given, and verifies fully.
     pub fn new(ca_file: Option<&Path>) -> Result<TlsClient, String> {
+        TlsClient::with(ca_file, "ca-file", Verify::Full)
+    }
+
+    /// Trusts the system's roots and the certificates of `ca_file`, given
+    /// with the option `ca_option`, and checks what `verify` says.
+    pub fn with(
+        ca_file: Option<&Path>,
+        ca_option: &'static str,
+        verify: Verify,
+    ) -> Result<TlsClient, String> {
         let mut roots = RootCertStore::empty();
         let (added, _) = roots.add_parsable_certificates(SYSTEM_ROOTS.iter().cloned());
         let mut own = 0;
         if let Some(path) = ca_file {
+            let bad = |e: &dyn std::fmt::Display| format!("{ca_option} {}: {e}", path.display());
             let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("ca-file {}: {e}", path.display()))?
+                .map_err(|e| bad(&e))?
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("ca-file {}: {e}", path.display()))?;
+                .map_err(|e| bad(&e))?;
             for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("ca-file {}: {e}", path.display()))?;
+                roots.add(c).map_err(|e| bad(&e))?;
                 own += 1;
             }
             if own == 0 {
-                return Err(format!(
-                    "ca-file {}: no PEM certificate in it",
-                    path.display()
-                ));
+                return Err(bad(&"no PEM certificate in it"));
             }
         }
-        if added + own == 0 {
+        if added + own == 0 && verify != Verify::Nothing {
             return Err(
                 "no root certificate to trust: the system has none (install ca-certificates) \
                  and no ca-file was given"
@@ -74,14 +102,28 @@ impl TlsClient {
         // provider also offers post-quantum key exchange, wants cmake).
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .map_err(|e| e.to_string())?;
+        let config = match verify {
+            Verify::Full => builder.with_root_certificates(roots),
+            Verify::Chain => {
+                let full = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(ChainOnly(full)))
+            }
+            Verify::Nothing => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unverified(provider))),
+        }
+        .with_no_client_auth();
         Ok(TlsClient {
             config: Arc::new(config),
             ca_file: ca_file.map(|p| p.display().to_string()),
+            ca_option,
         })
     }
 
@@ -105,8 +147,9 @@ impl TlsClient {
 
     /// A failed handshake with `host`, in words.
     fn explain(&self, host: &str, e: &std::io::Error) -> String {
+        let option = self.ca_option;
         let trusted = match &self.ca_file {
-            Some(f) => format!("the system's root certificates and the ca-file {f}"),
+            Some(f) => format!("the system's root certificates and the {option} {f}"),
             None => "the system's root certificates".into(),
         };
         let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
@@ -116,7 +159,7 @@ impl TlsClient {
             rustls::Error::InvalidCertificate(c) => match c {
                 CertificateError::UnknownIssuer => format!(
                     "the certificate of {host} is not signed by a CA this host trusts ({trusted}); \
-                     if the receiver uses a private CA, give its certificate with `ca-file`"
+                     if the server uses a private CA, give its certificate with `{option}`"
                 ),
                 CertificateError::NotValidForNameContext { presented, .. } => format!(
                     "the certificate of {host} is not valid for the name {host} (it is for {}); \
@@ -132,11 +175,11 @@ impl TlsClient {
                      certificate was issued for in the url"
                 ),
                 CertificateError::ExpiredContext { not_after, .. } => format!(
-                    "the certificate of {host} has expired (on {}); the receiver must renew it",
+                    "the certificate of {host} has expired (on {}); the server must renew it",
                     date(not_after.as_secs())
                 ),
                 CertificateError::Expired => {
-                    format!("the certificate of {host} has expired; the receiver must renew it")
+                    format!("the certificate of {host} has expired; the server must renew it")
                 }
                 CertificateError::NotValidYetContext { not_before, .. } => format!(
                     "the certificate of {host} is not valid yet (from {}); check both clocks",
@@ -149,6 +192,106 @@ impl TlsClient {
             },
             other => format!("TLS handshake with {host} failed: {other}"),
         }
+    }
+}
+
+/// `verify-ca`: the chain to a trusted root and the dates, whatever name
+/// the certificate is for. (The WebPKI verifier checks the name last: a
+/// name error means all else held.)
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `require` without a root certificate: any certificate, as libpq; the
+/// handshake's signatures still have to hold (the server has the key of
+/// the certificate it sent).
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -15,13 +15,13 @@ use crate::harness::{real_skill, root};
 use crate::relay::{config, until};
 
 /// A certificate authority of the test.
-struct Ca {
+pub struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub fn new(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -32,9 +32,14 @@ impl Ca {
         }
     }
 
+    /// The CA's certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
     /// A server certificate for `names`, valid in the years `from..to`;
     /// written with its key into `dir` as NAME.crt and NAME.key.
-    fn issue(
+    pub fn issue(
         &self,
         dir: &Path,
         file: &str,

@@ -19,6 +19,7 @@ use skillbox::tasks::TaskService;
 
 use crate::harness::{cli_cache_dir, grants, skill_dir};
 use crate::relay::{Receiver, Reply, config, webhook};
+use crate::relay_tls::Ca;
 
 /// One `skillbox worker` process with its own data dir.
 struct Worker {
@@ -708,4 +709,114 @@ fn a_decision_given_through_the_api_server_reaches_the_worker() {
         figures.push(crate::approvals::decision_to_call_ms(&t, decided_ms));
     }
     eprintln!("figure: decision -> call returning, across hosts (PostgreSQL): {figures:.1?} ms");
+}
+
+/// A server that takes TLS connections only, with a certificate of a test
+/// CA for 127.0.0.1: the store and a worker connect with `verify-full`
+/// (the pool and the wake-up listener both over TLS) and run a task; each
+/// weaker or wrong setting gets what libpq would give, or a clear refusal
+/// at start.
+#[test]
+fn the_store_and_workers_reach_postgres_over_verified_tls() {
+    let Some(server) = testing::server_or_skip("pg-tls") else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new("skillbox test database CA");
+    let (crt, key) = ca.issue(certs.path(), "db", &["127.0.0.1"], (2020, 2099));
+    server
+        .require_tls(
+            &std::fs::read_to_string(crt).unwrap(),
+            &std::fs::read_to_string(key).unwrap(),
+        )
+        .unwrap();
+    let ca_file = certs.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let stranger = certs.path().join("stranger.pem");
+    std::fs::write(&stranger, Ca::new("someone else").pem()).unwrap();
+    let with = |query: &str| format!("{url}?{query}");
+    let verified = with(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        ca_file.display()
+    ));
+
+    let store: Arc<PgStore> = Arc::new(PgStore::connect(&verified).unwrap());
+    let worker = Worker::start(&verified, 2, &[]);
+    worker.ready();
+    let work = tempfile::tempdir().unwrap();
+    let skill = skill_dir("hostile", RW_W);
+    let g = grants(&["--allow-write", &format!("{}:/w", work.path().display())]);
+    let host = spawner(store.clone(), None);
+    let input = json!({"case": "write", "path": "/w/over-tls", "content": "sealed"});
+    let id = host
+        .spawn(SpawnRequest {
+            grants: g,
+            ..SpawnRequest::new(skill.path(), input.to_string())
+        })
+        .unwrap();
+    let task = wait_for("the task to end", Duration::from_secs(120), || {
+        let t = store.get(id.id).unwrap();
+        t.state.is_terminal().then_some(t)
+    });
+    assert_eq!(task.state, TaskState::Succeeded, "{:?}", task.outcome);
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("over-tls")).unwrap(),
+        "sealed"
+    );
+
+    // Encrypted without checking who answers, as libpq's require; the
+    // chain alone under another name (verify-ca).
+    PgStore::connect(&with("sslmode=require")).unwrap();
+    let localhost = verified.replace("127.0.0.1", "localhost");
+    let ca_only = localhost.replace("verify-full", "verify-ca");
+    PgStore::connect(&ca_only).unwrap();
+    let refused = |url: &str| match PgStore::connect(url) {
+        Ok(_) => panic!("{url}: connected"),
+        Err(e) => e.to_string(),
+    };
+    let e = refused(&localhost);
+    assert!(
+        e.contains("not valid for the name localhost (it is for 127.0.0.1)"),
+        "{e}"
+    );
+    let e = refused(&with(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        stranger.display()
+    )));
+    assert!(
+        e.contains("not signed by a CA this host trusts")
+            && e.contains(&format!("the sslrootcert {}", stranger.display()))
+            && e.contains("give its certificate with `sslrootcert`"),
+        "{e}"
+    );
+    // The server takes no connection without TLS.
+    let e = refused(&with("sslmode=disable"));
+    assert!(e.contains("no encryption"), "{e}");
+    let e = refused(&with("sslmode=verify-everything"));
+    assert!(
+        e.contains(
+            "sslmode=verify-everything: use disable, prefer, require, verify-ca or verify-full"
+        ),
+        "{e}"
+    );
+
+    // A worker whose URL trusts another CA stops at start, saying why.
+    let out = Command::new(env!("CARGO_BIN_EXE_skillbox"))
+        .arg("worker")
+        .arg("--data-dir")
+        .arg(work.path().join("w2"))
+        .args([
+            "--store",
+            &verified.replace(ca_file.to_str().unwrap(), stranger.to_str().unwrap()),
+        ])
+        .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("not signed by a CA this host trusts"),
+        "{stderr}"
+    );
 }

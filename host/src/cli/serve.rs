@@ -152,7 +152,8 @@ pub struct HostArgs {
     #[arg(long, value_name = "FILE", env = "SKILLBOX_CONFIG")]
     pub config: Option<PathBuf>,
     /// Task store: `postgres://USER@HOST:PORT/DB` (hosts naming one
-    /// database share its queue) or a SQLite file [default: the
+    /// database share its queue; TLS by libpq's `?sslmode=verify-full`
+    /// and `&sslrootcert=CA.pem`) or a SQLite file [default: the
     /// configuration's `store`, else DATA-DIR/tasks.db].
     #[arg(long, value_name = "URL", env = "SKILLBOX_STORE")]
     pub store: Option<String>,

@@ -24,6 +24,7 @@ mod postgres;
 mod postgres_listen;
 mod postgres_outbox;
 mod postgres_pool;
+mod postgres_tls;
 mod postgres_tx;
 mod sqlite;
 mod sqlite_outbox;

@@ -199,16 +199,20 @@ pub(super) struct Wakeups {
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`,
     /// `postgresql://…`, or libpq's `key=value` form) and brings its schema
-    /// up to date.
+    /// up to date. TLS follows libpq's `sslmode` (`disable`, `prefer` by
+    /// default, `require`, `verify-ca`, `verify-full`) and `sslrootcert`
+    /// (a PEM file of CAs trusted besides the system's roots).
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
         PgStore::open(url, PgOptions::default())
     }
 
     /// [`connect`](Self::connect) with settings.
     pub fn open(url: &str, options: PgOptions) -> Result<PgStore, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("task store URL {url:?}: {e}")))?;
+        let bad = |e: &dyn std::fmt::Display| StoreError::Backend(format!("task store URL: {e}"));
+        let (rest, tls) = super::postgres_tls::split(url).map_err(|e| bad(&e))?;
+        let mut config: tokio_postgres::Config = rest.parse().map_err(|e| bad(&e))?;
+        let (mode, tls) = tls.connector().map_err(|e| bad(&e))?;
+        config.ssl_mode(mode);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -235,6 +239,7 @@ impl PgStore {
         let store = PgStore {
             pool: Arc::new(Pool {
                 config,
+                tls,
                 slots: Semaphore::new(options.pool_size.max(1)),
                 idle: Mutex::new(Vec::new()),
             }),
@@ -307,8 +312,11 @@ impl PgStore {
                 .keepalives_idle(Duration::from_secs(30))
                 .keepalives_interval(Duration::from_secs(5))
                 .keepalives_retries(3);
-            self.runtime
-                .spawn(super::postgres_listen::run(config, self.wakeups.clone()));
+            self.runtime.spawn(super::postgres_listen::run(
+                config,
+                self.pool.tls.clone(),
+                self.wakeups.clone(),
+            ));
         });
     }
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use super::postgres_tls::PgTls;
 
 use super::postgres::{OUTBOX_CHANNEL, TASKS_CHANNEL, Wakeups};
 
@@ -14,11 +16,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Listens until the store's runtime ends.
-pub(super) async fn run(config: tokio_postgres::Config, wakeups: Arc<Wakeups>) {
+pub(super) async fn run(config: tokio_postgres::Config, tls: PgTls, wakeups: Arc<Wakeups>) {
     let mut backoff = FIRST_BACKOFF;
     let mut warned = false;
     loop {
-        match listen_once(&config, &wakeups).await {
+        match listen_once(&config, &tls, &wakeups).await {
             Ok(()) => {
                 // It was listening: the next failure starts a fresh backoff.
                 backoff = FIRST_BACKOFF;
@@ -42,12 +44,15 @@ pub(super) async fn run(config: tokio_postgres::Config, wakeups: Arc<Wakeups>) {
 /// listening before it ended.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: &PgTls,
     wakeups: &Arc<Wakeups>,
 ) -> Result<(), String> {
-    let (client, mut connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (client, mut connection) = config.connect(tls.clone()).await.map_err(|e| {
+        format!(
+            "cannot connect: {}",
+            super::postgres_pool::connect_error(&e)
+        )
+    })?;
     let forward = {
         let wakeups = wakeups.clone();
         tokio::spawn(async move {

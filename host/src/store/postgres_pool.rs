@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::backend::StoreError;
 
@@ -21,6 +21,8 @@ pub(super) struct Conn {
 /// The connections, used by the runtime's tasks only.
 pub(super) struct Pool {
     pub(super) config: tokio_postgres::Config,
+    /// TLS as the URL's `sslmode` says.
+    pub(super) tls: super::postgres_tls::PgTls,
     pub(super) slots: Semaphore,
     pub(super) idle: Mutex<Vec<Conn>>,
 }
@@ -42,6 +44,18 @@ pub(super) fn pg(e: tokio_postgres::Error) -> StoreError {
         )),
         None => StoreError::Backend(format!("postgres: {e}")),
     }
+}
+
+/// A connection error with its causes (tokio-postgres shows only its
+/// kind, e.g. "error performing TLS handshake", and keeps why as sources).
+pub(super) fn connect_error(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -109,11 +123,12 @@ impl<T, F> Body<T> for F where
 
 impl Pool {
     async fn connect(&self) -> Result<Conn, StoreError> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+        let (client, connection) = self.config.connect(self.tls.clone()).await.map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot connect to PostgreSQL: {}",
+                connect_error(&e)
+            ))
+        })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("task store connection ended: {e}");

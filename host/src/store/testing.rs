@@ -222,6 +222,45 @@ impl PgServer {
             .arg(self.dir.join("postgres.log")))
     }
 
+    /// Turns TLS on with the certificate and key (PEM) given, and makes
+    /// TCP connections without TLS refused (`hostssl` only in
+    /// `pg_hba.conf`); then restarts the server.
+    pub fn require_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let write = |name: &str, text: &str, mode: u32| -> Result<PathBuf, String> {
+            let path = self.dir.join(name);
+            let err = |e: std::io::Error| format!("{}: {e}", path.display());
+            std::fs::write(&path, text).map_err(err)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+            if self.as_postgres {
+                run(Command::new("chown").arg("postgres:").arg(&path))?;
+            }
+            Ok(path)
+        };
+        let cert = write("server.crt", cert_pem, 0o644)?;
+        // PostgreSQL refuses a key others may read.
+        let key = write("server.key", key_pem, 0o600)?;
+        let conf = self.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+        text.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            cert.display(),
+            key.display()
+        ));
+        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        let hba = self.data().join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).map_err(|e| e.to_string())?;
+        let only_tls: Vec<String> = text
+            .lines()
+            .map(|l| match l.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}"),
+                None => l.to_string(),
+            })
+            .collect();
+        std::fs::write(&hba, only_tls.join("\n") + "\n").map_err(|e| e.to_string())?;
+        self.restart()
+    }
+
     /// Stops the server (fast) without deleting anything.
     pub fn stop(&self) -> Result<(), String> {
         run(self
