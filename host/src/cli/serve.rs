@@ -9,6 +9,7 @@ use clap::Args;
 use skillbox::daemon::{Daemon, DaemonOptions};
 use skillbox::server::client::{Client, Endpoint};
 use skillbox::tasks::TaskService;
+use skillbox::tls::{TlsClient, Verify};
 
 use super::exit;
 
@@ -19,13 +20,18 @@ pub struct DaemonAddr {
     /// [default: the user's data dir, e.g. ~/.local/share/skillbox].
     #[arg(long, value_name = "DIR", env = "SKILLBOX_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Talk to the daemon on this loopback TCP address instead of its socket
-    /// (needs --token or SKILLBOX_TOKEN).
+    /// Talk to the daemon on this TCP address instead of its socket:
+    /// 127.0.0.1:PORT, or https://HOST:PORT for one serving TLS (needs
+    /// --token or SKILLBOX_TOKEN).
     #[arg(long, value_name = "ADDR", env = "SKILLBOX_ADDR", global = true)]
     pub addr: Option<String>,
     /// Bearer token for --addr.
     #[arg(long, env = "SKILLBOX_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// A PEM file of CA certificates trusted for an https:// --addr,
+    /// besides the system's roots.
+    #[arg(long, value_name = "FILE", env = "SKILLBOX_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The data dir when none is named.
@@ -50,6 +56,7 @@ impl DataDir {
             data_dir: self.data_dir.clone(),
             addr: None,
             token: None,
+            ca_file: None,
         }
     }
 }
@@ -96,14 +103,32 @@ impl DaemonAddr {
         }
     }
 
-    pub(super) fn client(&self) -> Client {
+    pub(super) fn client(&self) -> Result<Client, skillbox::Error> {
         let profile = super::profile::get();
         let addr = self.addr.clone().or_else(|| profile.addr.clone());
         let token = self.token.clone().or_else(|| profile.token());
-        match (addr, token) {
-            (Some(addr), Some(token)) => Client::new(Endpoint::Tcp { addr, token }),
+        Ok(match (addr, token) {
+            (Some(addr), Some(token)) => {
+                let (addr, tls) = match addr.strip_prefix("https://") {
+                    Some(rest) => (
+                        rest.trim_end_matches('/').to_string(),
+                        Some(
+                            TlsClient::with(self.ca_file.as_deref(), "--ca-file", Verify::Full)
+                                .map_err(skillbox::Error::Config)?,
+                        ),
+                    ),
+                    None => (
+                        addr.strip_prefix("http://")
+                            .unwrap_or(&addr)
+                            .trim_end_matches('/')
+                            .to_string(),
+                        None,
+                    ),
+                };
+                Client::new(Endpoint::Tcp { addr, token, tls })
+            }
             _ => Client::unix(&self.socket()),
-        }
+        })
     }
 }
 
@@ -120,13 +145,22 @@ impl DaemonAddr {
 pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataDir,
-    /// Also listen on this loopback TCP address (requires --token).
-    #[arg(long, value_name = "127.0.0.1:PORT")]
+    /// Also serve the API and MCP on this TCP address: a loopback one
+    /// (127.0.0.1:PORT), or any with --tls-cert and --tls-key. Always
+    /// requires --token.
+    #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<std::net::SocketAddr>,
     /// The bearer token clients must send on --listen: at least 16
     /// bytes, e.g. `openssl rand -hex 16`.
     #[arg(long, env = "SKILLBOX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Serve --listen over TLS with this certificate chain (PEM, the
+    /// server's certificate first); then --listen may be beyond loopback.
+    #[arg(long, value_name = "FILE", requires_all = ["listen", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Delete finished tasks (with their events and checkpoints) this long
     /// after they ended; checked at start and hourly.
     #[arg(long, value_name = "DURATION", default_value = "7d")]
@@ -277,9 +311,17 @@ pub fn announce_recovered(daemon: &Daemon, at: &DaemonAddr) {
 async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     if let Some(l) = args.listen
         && !l.ip().is_loopback()
+        && args.tls_cert.is_none()
     {
-        return Err(format!("--listen {l}: only loopback addresses are allowed"));
+        return Err(format!(
+            "--listen {l}: without TLS only loopback addresses are allowed; to serve beyond \
+             this machine give --tls-cert and --tls-key"
+        ));
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        _ => None,
+    };
     let token = match (args.listen, &args.token) {
         (Some(_), None) => {
             return Err("--listen needs a bearer token: pass --token or set SKILLBOX_TOKEN".into());
@@ -329,10 +371,10 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     let unix_server = axum::serve(unix, skillbox::server::router(tasks.clone(), None))
         .with_graceful_shutdown(shutdown);
     let tcp_server = match args.listen {
-        Some(addr) => Some(listen_tcp(addr, &daemon, token, &stop_rx).await?),
+        Some(addr) => Some(listen_tcp(addr, tls.as_ref(), &daemon, token, &stop_rx).await?),
         None => None,
     };
-    banner(&daemon, &socket, args.listen);
+    banner(&daemon, &socket, args.listen, tls.is_some());
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal");
@@ -356,16 +398,15 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The API and MCP on a loopback TCP port, until `stop`.
+/// The API and MCP on a TCP port (over TLS with `tls`'s certificate and
+/// key), until `stop`.
 async fn listen_tcp(
     addr: std::net::SocketAddr,
+    tls: Option<&(PathBuf, PathBuf)>,
     daemon: &Daemon,
     token: Option<String>,
     stop_rx: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, String> {
-    let l = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
     let mut rx = stop_rx.clone();
     let stop = tokio_util::sync::CancellationToken::new();
     {
@@ -380,13 +421,29 @@ async fn listen_tcp(
         token,
         Some((daemon.catalog.clone(), stop)),
     );
-    Ok(tokio::spawn(
-        axum::serve(l, api)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .into_future(),
-    ))
+    let stopped = async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    Ok(match tls {
+        Some((cert, key)) => {
+            let l = skillbox::server::TlsListener::bind(addr, cert, key).await?;
+            tokio::spawn(
+                axum::serve(l, api)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            )
+        }
+        None => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?;
+            tokio::spawn(
+                axum::serve(l, api)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            )
+        }
+    })
 }
 
 /// Deletes tasks that ended over `retain` ago, at start and hourly.
@@ -407,12 +464,18 @@ fn prune_hourly(tasks: Arc<TaskService>, retain: skillbox::units::HumanDuration)
 }
 
 /// What `serve` says when it starts.
-fn banner(daemon: &Daemon, socket: &std::path::Path, listen: Option<std::net::SocketAddr>) {
+fn banner(
+    daemon: &Daemon,
+    socket: &std::path::Path,
+    listen: Option<std::net::SocketAddr>,
+    tls: bool,
+) {
+    let scheme = if tls { "https" } else { "http" };
     eprintln!(
         "skillbox serve: listening on {}{}; tasks in {}",
         socket.display(),
         listen
-            .map(|a| format!(" and http://{a} (MCP at http://{a}/mcp)"))
+            .map(|a| format!(" and {scheme}://{a} (MCP at {scheme}://{a}/mcp)"))
             .unwrap_or_default(),
         daemon.store
     );

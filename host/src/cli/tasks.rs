@@ -173,7 +173,7 @@ pub async fn spawn(args: SpawnArgs) -> u8 {
             partial: args.partial || chosen.partial,
             allow_unpinned: args.allow_unpinned,
         };
-        let task = args.at.client().spawn(&body).await?;
+        let task = args.at.client()?.spawn(&body).await?;
         warn_shortfalls(&body);
         Ok::<_, Failure>(task)
     }
@@ -387,9 +387,24 @@ impl TasksCommand {
     }
 }
 
+impl TasksCommand {
+    /// Whether it prints JSON.
+    fn json(&self) -> bool {
+        match self {
+            TasksCommand::List { json, .. }
+            | TasksCommand::Rm { json, .. }
+            | TasksCommand::Prune { json, .. } => *json,
+            other => other.task().is_some_and(|(_, json)| json),
+        }
+    }
+}
+
 /// `skillbox tasks …`.
 pub async fn tasks(args: TasksArgs) -> u8 {
-    let client = args.at.client();
+    let client = match args.at.client() {
+        Ok(c) => c,
+        Err(e) => return fail(e, args.command.json()),
+    };
     // A command about one task names it by its id or a unique start of it.
     let id = match args.command.task() {
         Some((given, json)) => match client.resolve(given).await {

@@ -19,12 +19,15 @@ use crate::store::{Approval, EventRecord, Task, TaskFilter};
 pub enum Endpoint {
     /// A Unix socket.
     Unix(PathBuf),
-    /// Loopback TCP with a bearer token.
+    /// TCP with a bearer token: loopback, or over TLS (`serve --listen …
+    /// --tls-cert …`).
     Tcp {
-        /// `127.0.0.1:PORT`.
+        /// `HOST:PORT`.
         addr: String,
         /// The token.
         token: String,
+        /// TLS, and whom it trusts.
+        tls: Option<crate::tls::TlsClient>,
     },
 }
 
@@ -177,14 +180,28 @@ impl Client {
                 tokio::spawn(conn);
                 (sender, "localhost".to_string())
             }
-            Endpoint::Tcp { addr, .. } => {
+            Endpoint::Tcp { addr, tls, .. } => {
                 let s = tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(|_| ClientError::NoDaemon(addr.clone()))?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                    .await
-                    .map_err(|e| gone(addr, e))?;
-                tokio::spawn(conn);
+                let sender = match tls {
+                    None => {
+                        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                            .await
+                            .map_err(|e| gone(addr, e))?;
+                        tokio::spawn(conn);
+                        sender
+                    }
+                    Some(tls) => {
+                        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                        let s = tls.connect(host, s).await.map_err(ClientError::Transport)?;
+                        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                            .await
+                            .map_err(|e| gone(addr, e))?;
+                        tokio::spawn(conn);
+                        sender
+                    }
+                };
                 (sender, addr.clone())
             }
         };

@@ -8,6 +8,9 @@
 mod approvals;
 pub mod client;
 pub mod mcp;
+mod tls_listener;
+
+pub use tls_listener::TlsListener;
 
 pub use approvals::{DecideBody, Verdict};
 
