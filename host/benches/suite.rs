@@ -321,9 +321,16 @@ async fn mediated_exec(s: &Sizes, rows: &mut Vec<Row>) -> Res<()> {
             ..Request::default()
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        let r = exec::run(&policy, &sandbox, req, deadline, &skillbox::events::Discard)
-            .await
-            .expect("exec");
+        let r = exec::run(
+            &policy,
+            &sandbox,
+            &Default::default(),
+            req,
+            deadline,
+            &skillbox::events::Discard,
+        )
+        .await
+        .expect("exec");
         assert_eq!(r.status, 0);
     };
     // The first call starts the run's jail; later calls reuse it.

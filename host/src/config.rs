@@ -26,6 +26,15 @@ pub struct HostConfig {
     /// data dir.
     #[serde(default)]
     pub store: Option<String>,
+    /// Secrets granted skills may use, by name, and where their values
+    /// come from (see [`crate::secrets`]):
+    ///
+    /// ```toml
+    /// [secrets.DEPLOY_TOKEN]
+    /// env = "DEPLOY_TOKEN"           # or file = "/etc/…", or command = ["pass", "show", "deploy"]
+    /// ```
+    #[serde(default)]
+    pub secrets: crate::secrets::SecretBook,
 }
 
 impl HostConfig {
@@ -40,6 +49,7 @@ impl HostConfig {
     pub fn parse(text: &str) -> Result<HostConfig, String> {
         let config: HostConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         config.relay.check()?;
+        config.secrets.check()?;
         Ok(config)
     }
 }

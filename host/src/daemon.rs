@@ -111,6 +111,7 @@ impl Daemon {
             scratch: Some(dir.join("scratch")),
             relay,
             trust,
+            secrets: config.secrets.clone(),
             lease: options.lease,
             heartbeat: (options.lease / 6).clamp(Duration::from_millis(50), Duration::from_secs(5)),
             ..TaskOptions::default()

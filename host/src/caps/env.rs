@@ -1,5 +1,6 @@
 //! `env`: the guest (and every program it execs) sees only the variables the
-//! policy names, with the host's values. Nothing is inherited implicitly.
+//! policy names, with the host's values (the guest's with secrets'
+//! values redacted). Nothing is inherited implicitly.
 
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -14,9 +15,15 @@ pub fn granted_vars(policy: &EffectivePolicy) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Adds the granted variables to a WASI context; nothing else.
-pub fn configure(builder: &mut WasiCtxBuilder, policy: &EffectivePolicy) {
+/// Adds the granted variables to a WASI context; nothing else. A value
+/// holding a secret's is redacted by `hide`: granting the variable a secret
+/// is read from does not hand the guest the secret.
+pub fn configure(
+    builder: &mut WasiCtxBuilder,
+    policy: &EffectivePolicy,
+    hide: &crate::secrets::Redactor,
+) {
     for (k, v) in granted_vars(policy) {
-        builder.env(k, v);
+        builder.env(k, hide.text(&v));
     }
 }

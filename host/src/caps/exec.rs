@@ -3,7 +3,9 @@
 //! A call runs only if the program and every argument match a rule the skill
 //! requested *and* a rule the operator granted (for a bare component, a
 //! granted rule). Then the program gets:
-//! * a clean environment: `PATH` and the granted variables only;
+//! * a clean environment: `PATH`, the granted variables, and the secrets
+//!   granted to this program (`--allow-exec-secret`), whose values come back
+//!   to the guest as `[redacted]` in its stdout and stderr;
 //! * a working directory inside a granted directory (guest path mapped to
 //!   the host); arguments are passed verbatim, never translated or expanded;
 //! * the run's [`Sandbox`]: it starts from the run's jail, confined on the
@@ -27,6 +29,7 @@ use super::sandbox::wire::{Call, Done};
 use crate::events::{Event, EventObserver};
 use crate::policy::EffectivePolicy;
 use crate::policy::exec::{Refusal, describe};
+use crate::secrets::SecretValues;
 
 pub use crate::policy::exec::SEARCH_PATH;
 
@@ -190,9 +193,14 @@ fn working_dir(policy: &EffectivePolicy, req: &Request) -> Result<PathBuf, ExecE
     }
 }
 
+/// The program's environment: `PATH`, the granted variables, the guest's
+/// own (each granted), then the secrets granted to `program` (a guest's
+/// variable of the same name does not replace one).
 fn environment(
     policy: &EffectivePolicy,
     req: &Request,
+    program: &Path,
+    secrets: &SecretValues,
 ) -> Result<Vec<(String, String)>, ExecError> {
     let mut env = vec![("PATH".to_string(), SEARCH_PATH.join(":"))];
     env.extend(super::env::granted_vars(policy));
@@ -204,6 +212,19 @@ fn environment(
         }
         env.retain(|(n, _)| n != k);
         env.push((k.clone(), v.clone()));
+    }
+    for use_ in &policy.secrets.exec {
+        if resolve_program(&use_.program).as_deref() != Some(program) {
+            continue;
+        }
+        let value = secrets.get(&use_.secret).ok_or_else(|| {
+            ExecError::Failed(format!(
+                "the secret {} has no value in this run",
+                use_.secret
+            ))
+        })?;
+        env.retain(|(n, _)| *n != use_.secret);
+        env.push((use_.secret.clone(), value.to_string()));
     }
     if let Some(tag) = &req.tag {
         env.retain(|(n, _)| n != TAG_VAR);
@@ -262,16 +283,27 @@ fn pipes(
     Ok(([in_r, out_w, err_w], out, err))
 }
 
-/// Checks and runs one call. `deadline` is the end of the whole run.
+/// Checks and runs one call. `deadline` is the end of the whole run. The
+/// program's output comes back with every value of `secrets` redacted.
 pub async fn run(
     policy: &EffectivePolicy,
     sandbox: &Sandbox,
+    secrets: &SecretValues,
     req: Request,
     deadline: Instant,
     events: &dyn EventObserver,
 ) -> Result<Response, ExecError> {
     let call = describe(&req.program, &req.args);
-    let result = run_checked(policy, sandbox, &req, deadline).await;
+    let result = run_checked(policy, sandbox, secrets, &req, deadline)
+        .await
+        .map(|r| {
+            let hide = secrets.redactor();
+            Response {
+                stdout: hide.bytes(&r.stdout),
+                stderr: hide.bytes(&r.stderr),
+                ..r
+            }
+        });
     let (allowed, reason) = match &result {
         Ok(r) => (true, format!("exit status {}", r.status)),
         Err(e @ ExecError::Denied(_)) => (false, e.to_string()),
@@ -299,12 +331,13 @@ fn audit_refusal(req: &Request, e: &ExecError, events: &dyn EventObserver) {
 async fn run_checked(
     policy: &EffectivePolicy,
     sandbox: &Sandbox,
+    secrets: &SecretValues,
     req: &Request,
     deadline: Instant,
 ) -> Result<Response, ExecError> {
     let (program, args) = check(policy, req)?;
     let cwd = working_dir(policy, req)?;
-    let env = environment(policy, req)?;
+    let env = environment(policy, req, &program, secrets)?;
     let left = deadline.saturating_duration_since(Instant::now());
     let timeout = req
         .timeout
@@ -373,6 +406,8 @@ pub struct ExecCtx {
     pub asker: Arc<super::approval::Asker>,
     /// The run's tag, exported to its programs (see [`Request::tag`]).
     pub tag: Option<String>,
+    /// The values of the secrets granted to the run's programs.
+    pub secrets: SecretValues,
 }
 
 impl ExecCtx {
@@ -447,7 +482,15 @@ mod host_impl {
             let result = match ctx.approve(&req).await {
                 Ok(()) => {
                     let deadline = ctx.asker.deadline().get();
-                    super::run(&ctx.policy, &ctx.sandbox, req, deadline, &*ctx.events).await
+                    super::run(
+                        &ctx.policy,
+                        &ctx.sandbox,
+                        &ctx.secrets,
+                        req,
+                        deadline,
+                        &*ctx.events,
+                    )
+                    .await
                 }
                 Err(e) => {
                     super::audit_refusal(&req, &e, &*ctx.events);

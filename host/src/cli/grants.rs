@@ -36,6 +36,19 @@ pub struct GrantArgs {
         help_heading = "Grants"
     )]
     pub exec: Vec<String>,
+    /// Give the program PROGRAM (as in --allow-exec), whenever the skill
+    /// runs it, the secret NAME in its environment (as the variable NAME).
+    /// The skill never sees the value: what the program prints comes back
+    /// with it as [redacted]. The host defines NAME ([secrets.NAME] in its
+    /// configuration; `run --secret NAME=…`). Repeatable.
+    #[arg(
+        long = "allow-exec-secret",
+        value_names = ["PROGRAM", "NAME"],
+        num_args = 2,
+        action = clap::ArgAction::Append,
+        help_heading = "Grants"
+    )]
+    pub exec_secrets: Vec<String>,
     /// Let the skill (and the programs it runs) see this environment variable. Repeatable.
     #[arg(long = "allow-env", value_name = "NAME", help_heading = "Grants")]
     pub env: Vec<String>,
@@ -165,6 +178,14 @@ impl GrantArgs {
         }
         for s in &self.exec {
             flags.exec.allow.push(ExecRule::parse_cli(s).map_err(bad)?);
+        }
+        for pair in self.exec_secrets.chunks(2) {
+            if let [program, name] = pair {
+                flags
+                    .secrets
+                    .exec
+                    .push(skillbox::policy::ExecSecret::parse_cli(program, name).map_err(bad)?);
+            }
         }
         flags.env.allow = self.env.clone();
         flags.net.allow = self.net.clone();

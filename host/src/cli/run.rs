@@ -38,6 +38,12 @@ pub struct RunArgs {
     pub input: String,
     #[command(flatten)]
     pub grants: GrantArgs,
+    /// Define a secret a grant (--allow-exec-secret) may hand a program:
+    /// NAME=env:VAR (this process's environment), NAME=file:PATH or
+    /// NAME=cmd:PROGRAM ARGS… (its output; no shell). Read when the run
+    /// starts; besides the [secrets] of --config. Repeatable.
+    #[arg(long = "secret", value_name = "NAME=SOURCE", help_heading = "Grants")]
+    pub secrets: Vec<String>,
     /// Show what the skill requests and what it would get, then stop.
     #[arg(long)]
     pub dry_run: bool,
@@ -81,6 +87,19 @@ pub(super) fn read_input(spec: &str) -> Result<String, skillbox::Error> {
     serde_json::from_str::<serde_json::Value>(&text)
         .map_err(|e| skillbox::Error::Input(format!("--input is not valid JSON: {e}")))?;
     Ok(text)
+}
+
+/// The secrets `run` may hand programs: the [secrets] of --config, then
+/// --secret.
+fn secret_book(args: &RunArgs) -> Result<skillbox::secrets::SecretBook, skillbox::Error> {
+    let mut book = skillbox::secrets::SecretBook::new();
+    if let Some(path) = &args.config {
+        book.merge(&skillbox::config::HostConfig::load(path)?.secrets);
+    }
+    for s in &args.secrets {
+        book.define_cli(s).map_err(skillbox::Error::Grant)?;
+    }
+    Ok(book)
 }
 
 /// `skillbox run`.
@@ -142,6 +161,7 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
         ..EngineOptions::default()
     })?;
     let prepared = host.prepare(&source)?;
+    let secrets = secret_book(args)?.resolve(policy.secrets.names())?;
     let console = Arc::new(Console::new(args.verbose, args.quiet || args.json));
     let run = host
         .run(
@@ -150,6 +170,7 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
                 input,
                 policy,
                 events: console.clone(),
+                secrets,
                 ..Default::default()
             },
         )

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::net::{NetRule, split_host_port};
 use super::{
     AskPolicy, DockerPolicy, ExecPolicy, ExecRule, Grants, Manifest, PolicyReport, Preopen,
-    ResolvedLimits, env, fs, limits, net,
+    ResolvedLimits, SecretPolicy, env, fs, limits, net,
 };
 
 /// The policy of one run: the only thing the capability modules consult.
@@ -28,6 +28,10 @@ pub struct EffectivePolicy {
     /// Calls that wait for the operator's decision.
     #[serde(default)]
     pub ask: AskPolicy,
+    /// Secrets the run's programs get (names only; the values are the
+    /// host's, read when the run starts).
+    #[serde(default, skip_serializing_if = "SecretPolicy::is_empty")]
+    pub secrets: SecretPolicy,
 }
 
 /// An [`EffectivePolicy`] as stored with a task. Tasks spawned before the
@@ -49,6 +53,8 @@ struct StoredPolicy {
     limits: ResolvedLimits,
     #[serde(default)]
     ask: AskPolicy,
+    #[serde(default)]
+    secrets: SecretPolicy,
 }
 
 impl From<StoredPolicy> for EffectivePolicy {
@@ -68,6 +74,7 @@ impl From<StoredPolicy> for EffectivePolicy {
             docker: s.docker,
             limits: s.limits,
             ask: s.ask,
+            secrets: s.secrets,
         }
     }
 }
@@ -131,6 +138,9 @@ impl EffectivePolicy {
             &mut report,
         );
 
+        let secrets =
+            SecretPolicy::compute(manifest.map(|m| &m.secrets), &grants.secrets, &mut report);
+
         let limits = limits::resolve(
             manifest.map(|m| m.limits).unwrap_or_default(),
             grants.limits,
@@ -146,6 +156,7 @@ impl EffectivePolicy {
                 docker,
                 limits,
                 ask,
+                secrets,
             },
             report,
         )
@@ -204,6 +215,7 @@ timeout = "10s"
             net: Default::default(),
             docker: Default::default(),
             ask: Default::default(),
+            secrets: Default::default(),
             limits: Limits {
                 memory: Some(ByteSize(64 << 20)),
                 ..Limits::default()

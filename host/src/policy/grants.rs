@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::env::validate_env_name;
 use super::fs::FsGrant;
 use super::net::validate_net;
-use super::{AskGrants, DockerGrant, ExecRule, Limits};
+use super::{AskGrants, DockerGrant, ExecRule, Limits, SecretRules};
 use crate::error::Error;
 
 /// Everything an operator grants, from CLI flags and/or a policy file.
@@ -32,6 +32,9 @@ pub struct Grants {
     /// Docker images and container limits.
     #[serde(default, skip_serializing_if = "DockerGrant::is_empty")]
     pub docker: DockerGrant,
+    /// Programs that get a secret in their environment.
+    #[serde(default, skip_serializing_if = "SecretRules::is_empty")]
+    pub secrets: SecretRules,
     /// Limits; each caps what the skill may request.
     #[serde(default)]
     pub limits: Limits,
@@ -90,6 +93,9 @@ impl Grants {
     /// exec = [ { program = "systemctl", args = ["restart", "myapp"] } ]
     /// docker = ["myapp:*"]
     /// timeout = "30m"
+    ///
+    /// [secrets]
+    /// exec = [ { program = "deploy", secret = "DEPLOY_TOKEN" } ]
     /// ```
     pub fn load(path: &Path) -> Result<Grants, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -125,6 +131,9 @@ impl Grants {
             .validate()
             .map_err(|e| format!("[docker] {e}"))?;
         self.ask.validate().map_err(|e| format!("[ask] {e}"))?;
+        self.secrets
+            .validate()
+            .map_err(|e| format!("[secrets] {e}"))?;
         Ok(())
     }
 
@@ -136,6 +145,7 @@ impl Grants {
         self.net.allow.extend(other.net.allow);
         self.docker.merge(other.docker);
         self.ask.merge(other.ask);
+        self.secrets.exec.extend(other.secrets.exec);
         let l = &mut self.limits;
         let o = other.limits;
         l.memory = o.memory.or(l.memory);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::env::validate_env_name;
 use super::fs::{FsRequest, validate_guest_path};
 use super::net::validate_net_request;
-use super::{DockerRequest, EnvRequest, ExecRequest, Limits, NetRequest};
+use super::{DockerRequest, EnvRequest, ExecRequest, Limits, NetRequest, SecretRules};
 use crate::error::Error;
 use crate::units::string_enum;
 
@@ -47,6 +47,9 @@ pub struct Manifest {
     /// Docker images the skill wants to build, tag and run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerRequest>,
+    /// Programs the skill wants to exec with a secret in their environment.
+    #[serde(default, skip_serializing_if = "SecretRules::is_empty")]
+    pub secrets: SecretRules,
     /// Resource limits the skill asks for (the operator's limits cap them).
     #[serde(default)]
     pub limits: Limits,
@@ -159,6 +162,9 @@ impl Manifest {
         if let Some(d) = &self.docker {
             d.validate().map_err(|e| format!("[docker] {e}"))?;
         }
+        self.secrets
+            .validate()
+            .map_err(|e| format!("[secrets] {e}"))?;
         Ok(())
     }
 }

@@ -7,7 +7,8 @@
 //!   were not granted and what to grant to allow them.
 //!
 //! Each capability has one module holding its request, grant, intersection
-//! and checks: [`fs`], [`env`](mod@env), [`net`], [`exec`], [`docker`], [`limits`].
+//! and checks: [`fs`], [`env`](mod@env), [`net`], [`exec`], [`docker`],
+//! [`secrets`], [`limits`].
 //! This module never touches the host; it only computes.
 
 pub mod ask;
@@ -22,6 +23,7 @@ mod manifest;
 pub mod net;
 pub mod pattern;
 mod report;
+pub mod secrets;
 
 use std::fmt;
 
@@ -41,6 +43,7 @@ pub use limits::{Limits, ResolvedLimits};
 pub use manifest::{Manifest, ResumePolicy, SkillInfo};
 pub use net::{NetRequest, NetRule};
 pub use report::{PolicyReport, ReportItem, ReportStatus};
+pub use secrets::{ExecSecret, SecretPolicy, SecretRules};
 
 /// Access to a directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]

@@ -93,20 +93,16 @@ impl Notification {
         relay: &super::Relay,
         approval: Option<crate::store::Approval>,
     ) -> Notification {
-        let secrets = relay.secrets();
-        let mut hidden: Vec<String> = task
-            .spec
-            .policy
-            .env
-            .iter()
-            .filter_map(|name| std::env::var(name).ok())
-            .chain(secrets.iter().cloned())
-            .filter(|v| v.len() >= MIN_SECRET)
-            .collect();
-        // Longest first, so that a secret containing another goes whole.
-        hidden.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        hidden.dedup();
-        let redact = |s: &str| redact(s, &hidden);
+        let hidden = crate::secrets::Redactor::with_min(
+            task.spec
+                .policy
+                .env
+                .iter()
+                .filter_map(|name| std::env::var(name).ok())
+                .chain(relay.secrets().iter().cloned()),
+            MIN_SECRET,
+        );
+        let redact = |s: &str| hidden.text(s);
 
         let terminal = delivery.to.is_terminal();
         let outcome = task.outcome.as_ref().filter(|_| terminal);
@@ -114,7 +110,7 @@ impl Notification {
         let data = outcome
             .and_then(|o| o.get("data"))
             .filter(|d| !d.is_null())
-            .map(|d| redact_json(d, &hidden));
+            .map(|d| hidden.json(d));
         let error = match delivery.to {
             TaskState::Failed => Some(
                 outcome
@@ -314,47 +310,9 @@ fn human_ms(ms: u64) -> String {
     }
 }
 
-fn redact(s: &str, hidden: &[String]) -> String {
-    let mut out = s.to_string();
-    for h in hidden {
-        if out.contains(h.as_str()) {
-            out = out.replace(h.as_str(), "[redacted]");
-        }
-    }
-    out
-}
-
-fn redact_json(v: &serde_json::Value, hidden: &[String]) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => Value::String(redact(s, hidden)),
-        Value::Array(a) => Value::Array(a.iter().map(|x| redact_json(x, hidden)).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, x)| (redact(k, hidden), redact_json(x, hidden)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction_takes_the_longest_secret_first() {
-        let hidden = vec!["s3cret-and-more".to_string(), "s3cret".to_string()];
-        assert_eq!(
-            redact("a s3cret-and-more b s3cret", &hidden),
-            "a [redacted] b [redacted]"
-        );
-        let v = serde_json::json!({"k": ["x s3cret", 1, {"s3cret": true}]});
-        assert_eq!(
-            redact_json(&v, &hidden),
-            serde_json::json!({"k": ["x [redacted]", 1, {"[redacted]": true}]})
-        );
-    }
 
     #[test]
     fn durations_read_well() {

@@ -65,6 +65,38 @@ pub enum Outcome {
     Cancelled,
 }
 
+impl Outcome {
+    /// This outcome with every text `r` hides replaced.
+    pub fn redacted(self, r: &crate::secrets::Redactor) -> Outcome {
+        if r.is_empty() {
+            return self;
+        }
+        match self {
+            Outcome::Succeeded { text, data } => Outcome::Succeeded {
+                text: r.text(&text),
+                data: r.json(&data),
+            },
+            Outcome::Failed {
+                kind,
+                message,
+                data,
+            } => Outcome::Failed {
+                kind,
+                message: r.text(&message),
+                data: data.map(|d| r.json(&d)),
+            },
+            Outcome::LimitExceeded { limit, message } => Outcome::LimitExceeded {
+                limit,
+                message: r.text(&message),
+            },
+            Outcome::Crashed { message } => Outcome::Crashed {
+                message: r.text(&message),
+            },
+            other => other,
+        }
+    }
+}
+
 /// Everything about one finished run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {

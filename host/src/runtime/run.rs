@@ -40,6 +40,10 @@ pub struct RunRequest {
     /// A tag for the programs this run starts (`SKILLBOX_RUN`), to find
     /// them after a crash (see [`crate::caps::exec::kill_tagged`]).
     pub tag: Option<String>,
+    /// The values of the secrets `policy` lets programs use
+    /// ([`crate::secrets::SecretBook::resolve`]); each is redacted from
+    /// everything the run gives back.
+    pub secrets: crate::secrets::SecretValues,
 }
 
 impl Default for RunRequest {
@@ -54,6 +58,7 @@ impl Default for RunRequest {
             cancel: None,
             approvals: None,
             tag: None,
+            secrets: Default::default(),
         }
     }
 }
@@ -82,6 +87,20 @@ impl Host {
         let started = Instant::now();
         let deadline = Arc::new(Deadline::new(started, limits.timeout));
         let mut cancel = request.cancel.take();
+        if let Some(missing) = request
+            .policy
+            .secrets
+            .names()
+            .find(|n| request.secrets.get(n).is_none())
+        {
+            return Err(Error::Grant(format!(
+                "the secret {missing} is granted but its value was not given to the run"
+            )));
+        }
+        // Everything the run reports passes the redactor: a guest that got
+        // hold of a value cannot hand it on through its events.
+        let redactor = request.secrets.redactor();
+        request.events = redactor.observer(request.events.clone());
         let events = request.events.clone();
         let Built {
             state,
@@ -106,8 +125,8 @@ impl Host {
         };
         let (out, out_trunc) = stdout.contents();
         let (err, err_trunc) = stderr.contents();
-        let stdout = String::from_utf8_lossy(&out).into_owned();
-        let stderr = String::from_utf8_lossy(&err).into_owned();
+        let stdout = redactor.text(&String::from_utf8_lossy(&out));
+        let stderr = redactor.text(&String::from_utf8_lossy(&err));
         let timed_out = Outcome::TimedOut {
             limit_ms: limits.timeout.as_millis() as u64,
         };
@@ -119,7 +138,8 @@ impl Host {
                 let limit = store.data().limiter.exceeded.clone();
                 classify_trap(&e, limit, &stderr, timed_out)
             }
-        };
+        }
+        .redacted(&redactor);
         // A command's stdout is its summary only when it succeeds; else it
         // is what the program printed before it failed, kept as output.
         let succeeded = matches!(outcome, Outcome::Succeeded { .. });

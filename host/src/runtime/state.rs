@@ -100,6 +100,7 @@ impl RunState {
             persist_checkpoint,
             approvals,
             tag,
+            secrets,
             ..
         } = request;
         let asker = Arc::new(Asker::new(
@@ -111,7 +112,7 @@ impl RunState {
         let limits = policy.limits;
         let mut wasi = WasiCtxBuilder::new();
         caps::fs::configure(&mut wasi, &policy)?;
-        caps::env::configure(&mut wasi, &policy);
+        caps::env::configure(&mut wasi, &policy, &secrets.redactor());
         let net = caps::net::configure(&mut wasi, &policy, events.clone(), asker.clone())?;
         // A command's stdout is its summary, so it is not streamed.
         let stream_stdout = (prepared.kind == SkillKind::Skill).then(|| events.clone());
@@ -145,6 +146,7 @@ impl RunState {
                 events: events.clone(),
                 asker: asker.clone(),
                 tag: tag.clone(),
+                secrets,
             },
             docker: DockerCtx {
                 engine: docker,

@@ -110,6 +110,9 @@ pub struct TaskOptions {
     /// may have changed in between, and each host of a shared store
     /// enforces its own operator's policy).
     pub trust: crate::trust::TrustPolicy,
+    /// This host's secrets: a task's granted uses are read from them when
+    /// it starts here (a task using one this host lacks fails, saying so).
+    pub secrets: crate::secrets::SecretBook,
 }
 
 impl Default for TaskOptions {
@@ -123,6 +126,7 @@ impl Default for TaskOptions {
             scratch: None,
             relay: Relay::default(),
             trust: crate::trust::TrustPolicy::default(),
+            secrets: crate::secrets::SecretBook::default(),
         }
     }
 }

@@ -386,8 +386,10 @@ impl TaskService {
             poll: self.options.poll,
             retry_for: self.options.lease,
         });
+        let secrets = self.options.secrets.resolve(policy.secrets.names())?;
         let request = RunRequest {
             input: spec.input.clone(),
+            secrets,
             policy,
             events: recorder,
             checkpoints,
