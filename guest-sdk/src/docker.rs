@@ -193,6 +193,18 @@ impl Build {
         self
     }
 
+    /// The build argument `name` set to the host's secret `name`: the
+    /// skill passes the reference `${secret:NAME}`, never the value, which
+    /// the host puts in its place when the operator granted the secret to
+    /// builds of this very Dockerfile (`--allow-docker-build-secret NAME
+    /// sha256:…`). The build's log comes back with the value redacted.
+    pub fn secret_arg(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let reference = format!("${{secret:{name}}}");
+        self.req.args.push((name, reference));
+        self
+    }
+
     /// Network of `RUN` steps (default `none`); must be granted.
     pub fn network(mut self, network: impl Into<String>) -> Self {
         self.req.network = Some(network.into());

@@ -4,8 +4,10 @@
 //! environment, a file, or a command it runs: [`SecretSource`]), in the
 //! configuration file's `[secrets.NAME]` tables or with `run --secret
 //! NAME=SOURCE`. A grant then lets a program the skill may exec receive a
-//! secret in its environment (`--allow-exec-secret PROGRAM NAME`, see
-//! [`crate::policy::secrets`]). The guest never holds the value: it is not
+//! secret in its environment (`--allow-exec-secret PROGRAM NAME`), or a
+//! Docker build of a Dockerfile the operator pinned receive it as a build
+//! argument the skill names by [`reference`] (`--allow-docker-build-secret
+//! NAME sha256:…`); see [`crate::policy::secrets`]. The guest never holds the value: it is not
 //! in the guest's environment, and what flows back to the guest or out of
 //! the run (an exec'd program's output, the guest's environment, its
 //! stdout, stderr, logs, progress, summary, data and failure, every event
@@ -27,6 +29,17 @@ use crate::events::{Event, EventObserver};
 
 /// What replaces a secret's value.
 pub const REDACTED: &str = "[redacted]";
+
+/// How a skill names a secret where a value goes (a build argument):
+/// `${secret:NAME}`.
+pub fn reference(name: &str) -> String {
+    format!("${{secret:{name}}}")
+}
+
+/// The secret `value` refers to, when it is a whole reference.
+pub fn referenced(value: &str) -> Option<&str> {
+    value.strip_prefix("${secret:")?.strip_suffix('}')
+}
 
 /// Shortest value treated as a secret to redact: a shorter one would
 /// garble ordinary text and is refused as a secret.

@@ -633,3 +633,118 @@ fn inspect_reports_docker_requests_and_how_to_grant_them() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("name a tag"), "{}", out.stderr);
 }
+
+/// A build granted a secret for its pinned Dockerfile gets the value as its
+/// build argument (a step writes its sha256 into the image; a container
+/// copies it out); the skill passes only the reference and gets the log
+/// with the value redacted. Another Dockerfile, another argument, a
+/// reference inside a value, or no grant: each refused, naming the digest
+/// to pin.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_dockerfile_gets_a_secret_build_argument_the_skill_never_sees() {
+    use sha2::Digest;
+    use skillbox::policy::BuildSecret;
+    use skillbox::secrets::{SecretBook, SecretSource};
+    let Some(_) = endpoint() else { return };
+    let d = dirs();
+    let value = format!("npm-token-{:032x}", fastrand::u128(..));
+    std::fs::copy("/bin/busybox", d.src.join("busybox")).unwrap();
+    let dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\nARG NPM_TOKEN\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"printf %s \\\"$NPM_TOKEN\\\" | /bin/busybox sha256sum > /token.sha256; echo token is $NPM_TOKEN\"]\n";
+    std::fs::write(d.src.join("Dockerfile.secret"), dockerfile).unwrap();
+    std::fs::write(
+        d.src.join("Dockerfile.evil"),
+        format!(
+            "{dockerfile}RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo $NPM_TOKEN > /leak\"]\n"
+        ),
+    )
+    .unwrap();
+    let pinned = format!("sha256:{}", hex::encode(sha2::Sha256::digest(dockerfile)));
+    let use_ = BuildSecret::parse_cli("NPM_TOKEN", &pinned).unwrap();
+    let mut grants = fs_grants(&d);
+    grants.docker = DockerGrant {
+        images: vec!["sbx-secret:*".into()],
+        build: true,
+        owner: Some("test-secret".into()),
+        ..DockerGrant::default()
+    };
+    grants.secrets.docker_build = vec![use_];
+    let source = manifest(&format!(
+        "{REQUEST}[secrets]\ndocker-build = [ {{ secret = \"NPM_TOKEN\", dockerfile = \"{pinned}\" }} ]\n"
+    ));
+    let mut book = SecretBook::new();
+    book.define(
+        "NPM_TOKEN",
+        SecretSource::Command(vec!["printf".into(), "%s".into(), value.clone()]),
+    )
+    .unwrap();
+    let secrets = book.resolve(["NPM_TOKEN"]).unwrap();
+    let reference = skillbox::secrets::reference("NPM_TOKEN");
+    let name = format!("sbx-secret-{}", free_port());
+    let build = |dockerfile: &str, args: Value| {
+        json!({ "op": "build", "context": "/src", "dockerfile": dockerfile,
+                "tag": "sbx-secret:v1", "args": args, "no_cache": true })
+    };
+    let prepared = host().prepare(&source).expect("prepare");
+    let (policy, _) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
+    let rec = Recorder::default();
+    let ops = json!([
+        build("Dockerfile.secret", json!({ "NPM_TOKEN": reference })),
+        { "op": "run", "image": "sbx-secret:v1", "name": name,
+          "cmd": ["/bin/busybox", "cp", "/token.sha256", "/out/token.sha256"],
+          "mounts": [["/out", "/out", "rw"]] },
+        build("Dockerfile.evil", json!({ "NPM_TOKEN": reference })),
+        build("Dockerfile.secret", json!({ "OTHER": reference })),
+        build("Dockerfile.secret", json!({ "NPM_TOKEN": format!("x{reference}") })),
+    ]);
+    let report = host()
+        .run(
+            &prepared,
+            RunRequest {
+                input: json!({ "case": "docker", "ops": ops }).to_string(),
+                policy,
+                events: Arc::new(rec.clone()),
+                tag: Some("task-secret".into()),
+                secrets,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("run starts");
+    let (_, data) = succeeded(&report);
+    let r = data["results"].as_array().unwrap().clone();
+    let log = ok(&r[0])["log"].as_str().unwrap().to_string();
+    assert!(log.contains("token is [redacted]"), "{log}");
+    ok(&r[1]);
+    let out = d.out.join("token.sha256");
+    for _ in 0..400 {
+        if std::fs::metadata(&out).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let hash = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        hash.split_whitespace().next(),
+        Some(hex::encode(sha2::Sha256::digest(value.as_bytes())).as_str()),
+        "the build got the value"
+    );
+    let evil = denied(&r[2], "is granted to builds of the Dockerfile");
+    assert!(
+        evil.contains(&pinned) && evil.contains("--allow-docker-build-secret NPM_TOKEN sha256:"),
+        "{evil}"
+    );
+    denied(&r[3], "a secret goes in the argument of its own name");
+    denied(&r[4], "a secret is passed as the whole value");
+    let everything = format!(
+        "{:?}{}",
+        rec.events(),
+        serde_json::to_string(&data).unwrap()
+    );
+    assert!(
+        !everything.contains(&value),
+        "the value reached the skill or the events"
+    );
+    let _ = cli(&["rm", "-f", &name]);
+    let _ = cli(&["rmi", "--no-prune", "sbx-secret:v1"]);
+}

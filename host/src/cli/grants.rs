@@ -88,6 +88,19 @@ pub struct GrantArgs {
     /// Memory ceiling of each container [default: 512MiB].
     #[arg(long, value_name = "SIZE", help_heading = "Docker grants")]
     pub docker_memory: Option<ByteSize>,
+    /// Give builds of the Dockerfile whose sha256 is DOCKERFILE-SHA256
+    /// (`sha256:HEX`, as `sha256sum` prints it) the secret NAME as the
+    /// build argument NAME, when the skill passes the reference
+    /// `${secret:NAME}` for it. Pin a Dockerfile you have read: its steps
+    /// can read the argument. Repeatable.
+    #[arg(
+        long = "allow-docker-build-secret",
+        value_names = ["NAME", "DOCKERFILE-SHA256"],
+        num_args = 2,
+        action = clap::ArgAction::Append,
+        help_heading = "Docker grants"
+    )]
+    pub docker_build_secrets: Vec<String>,
     /// Process ceiling of each container [default: 256].
     #[arg(long, value_name = "N", help_heading = "Docker grants")]
     pub docker_pids: Option<u32>,
@@ -185,6 +198,19 @@ impl GrantArgs {
                     .secrets
                     .exec
                     .push(skillbox::policy::ExecSecret::parse_cli(program, name).map_err(bad)?);
+            }
+        }
+        for pair in self.docker_build_secrets.chunks(2) {
+            if let [name, digest] = pair {
+                let digest = if digest.starts_with("sha256:") {
+                    digest.clone()
+                } else {
+                    format!("sha256:{digest}")
+                };
+                flags
+                    .secrets
+                    .docker_build
+                    .push(skillbox::policy::BuildSecret::parse_cli(name, &digest).map_err(bad)?);
             }
         }
         flags.env.allow = self.env.clone();

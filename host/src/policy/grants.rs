@@ -96,6 +96,7 @@ impl Grants {
     ///
     /// [secrets]
     /// exec = [ { program = "deploy", secret = "DEPLOY_TOKEN" } ]
+    /// docker-build = [ { secret = "NPM_TOKEN", dockerfile = "sha256:…" } ]
     /// ```
     pub fn load(path: &Path) -> Result<Grants, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -145,7 +146,7 @@ impl Grants {
         self.net.allow.extend(other.net.allow);
         self.docker.merge(other.docker);
         self.ask.merge(other.ask);
-        self.secrets.exec.extend(other.secrets.exec);
+        self.secrets.merge(other.secrets);
         let l = &mut self.limits;
         let o = other.limits;
         l.memory = o.memory.or(l.memory);

@@ -1,13 +1,21 @@
 //! The `secrets` capability's policy: which programs a skill may exec with a
-//! secret in their environment. The skill requests a use (`[secrets]` in
-//! `skill.toml`), the operator grants it (`--allow-exec-secret PROGRAM
-//! NAME`), and a run has the uses in both; the values come from the host's
-//! secret definitions ([`crate::secrets`]), never from the guest.
+//! secret in their environment, and which Docker builds get one as a build
+//! argument. The skill requests a use (`[secrets]` in `skill.toml`), the
+//! operator grants it (`--allow-exec-secret PROGRAM NAME`,
+//! `--allow-docker-build-secret NAME sha256:…`), and a run has the uses in
+//! both; the values come from the host's secret definitions
+//! ([`crate::secrets`]), never from the guest.
 //!
 //! ```toml
 //! [secrets]
 //! exec = [ { program = "deploy", secret = "DEPLOY_TOKEN" } ]
+//! docker-build = [ { secret = "NPM_TOKEN", dockerfile = "sha256:…" } ]
 //! ```
+//!
+//! A build gets a secret only for a Dockerfile pinned by its sha256: the
+//! skill writes its Dockerfiles, and a build argument is as readable to
+//! the steps of a Dockerfile as a variable is to a program, so the
+//! operator grants it to a Dockerfile they have read, not to the skill.
 
 use serde::{Deserialize, Serialize};
 
@@ -66,14 +74,69 @@ impl std::fmt::Display for ExecSecret {
     }
 }
 
+/// One Docker build that gets one secret as the build argument of the
+/// secret's name: builds of the Dockerfile with this sha256.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSecret {
+    /// The secret's name (also the build argument's).
+    pub secret: String,
+    /// `sha256:HEX` of the Dockerfile's bytes.
+    pub dockerfile: String,
+}
+
+impl BuildSecret {
+    /// The CLI form: `--allow-docker-build-secret NAME sha256:HEX`.
+    pub fn parse_cli(secret: &str, dockerfile: &str) -> Result<BuildSecret, String> {
+        let s = BuildSecret {
+            secret: secret.to_string(),
+            dockerfile: dockerfile.to_string(),
+        };
+        s.validate()
+            .map_err(|e| format!("--allow-docker-build-secret {secret} {dockerfile}: {e}"))?;
+        Ok(s)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        validate_env_name(&self.secret).map_err(|e| format!("secret {e}"))?;
+        match self.dockerfile.strip_prefix("sha256:") {
+            Some(hex) if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) => Ok(()),
+            _ => Err(format!(
+                "dockerfile {:?} is not sha256:<64 hex digits> (`sha256sum Dockerfile`)",
+                self.dockerfile
+            )),
+        }
+    }
+
+    fn flag(&self) -> String {
+        format!(
+            "--allow-docker-build-secret {} {}",
+            self.secret, self.dockerfile
+        )
+    }
+}
+
+impl std::fmt::Display for BuildSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to builds of the Dockerfile {}",
+            self.secret, self.dockerfile
+        )
+    }
+}
+
 /// The `[secrets]` table, of `skill.toml` (requests) and of a policy file
 /// (grants).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SecretRules {
     /// Programs that get a secret in their environment.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<ExecSecret>,
+    /// Docker builds that get a secret as a build argument.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docker_build: Vec<BuildSecret>,
 }
 
 impl SecretRules {
@@ -82,12 +145,21 @@ impl SecretRules {
         for s in &self.exec {
             s.validate().map_err(|e| format!("exec: {e}"))?;
         }
+        for s in &self.docker_build {
+            s.validate().map_err(|e| format!("docker-build: {e}"))?;
+        }
         Ok(())
     }
 
     /// Whether there is no rule.
     pub fn is_empty(&self) -> bool {
-        self.exec.is_empty()
+        self.exec.is_empty() && self.docker_build.is_empty()
+    }
+
+    /// Adds `other`'s rules.
+    pub fn merge(&mut self, other: SecretRules) {
+        self.exec.extend(other.exec);
+        self.docker_build.extend(other.docker_build);
     }
 }
 
@@ -98,6 +170,47 @@ pub struct SecretPolicy {
     /// Programs that get a secret in their environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<ExecSecret>,
+    /// Docker builds that get a secret as a build argument.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docker_build: Vec<BuildSecret>,
+}
+
+/// The uses of one kind in both lists (without a manifest, the grants),
+/// each reported, with the flag that grants a missing one.
+fn intersect<T: Clone + PartialEq + std::fmt::Display>(
+    requested: Option<&[T]>,
+    granted: &[T],
+    same: impl Fn(&T, &T) -> bool,
+    flag: impl Fn(&T) -> String,
+    report: &mut PolicyReport,
+) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    let Some(reqs) = requested else {
+        for g in granted {
+            report.push("secret", g.to_string(), ReportStatus::Granted);
+            out.push(g.clone());
+        }
+        return out;
+    };
+    for r in reqs {
+        if granted.iter().any(|g| same(g, r)) {
+            report.push("secret", r.to_string(), ReportStatus::Granted);
+            out.push(r.clone());
+        } else {
+            report.push(
+                "secret",
+                r.to_string(),
+                ReportStatus::NotGranted { hint: flag(r) },
+            );
+        }
+    }
+    for g in granted {
+        if !reqs.iter().any(|r| same(r, g)) {
+            report.push("secret", g.to_string(), ReportStatus::Unrequested);
+        }
+    }
+    out.dedup();
+    out
 }
 
 impl SecretPolicy {
@@ -108,46 +221,35 @@ impl SecretPolicy {
         granted: &SecretRules,
         report: &mut PolicyReport,
     ) -> SecretPolicy {
-        let mut policy = SecretPolicy::default();
-        match requested {
-            None => {
-                for g in &granted.exec {
-                    report.push("secret", g.to_string(), ReportStatus::Granted);
-                    policy.exec.push(g.clone());
-                }
-            }
-            Some(reqs) => {
-                for r in &reqs.exec {
-                    if granted.exec.iter().any(|g| g.same(r)) {
-                        report.push("secret", r.to_string(), ReportStatus::Granted);
-                        policy.exec.push(r.clone());
-                    } else {
-                        report.push(
-                            "secret",
-                            r.to_string(),
-                            ReportStatus::NotGranted { hint: r.flag() },
-                        );
-                    }
-                }
-                for g in &granted.exec {
-                    if !reqs.exec.iter().any(|r| r.same(g)) {
-                        report.push("secret", g.to_string(), ReportStatus::Unrequested);
-                    }
-                }
-            }
+        SecretPolicy {
+            exec: intersect(
+                requested.map(|r| r.exec.as_slice()),
+                &granted.exec,
+                ExecSecret::same,
+                ExecSecret::flag,
+                report,
+            ),
+            docker_build: intersect(
+                requested.map(|r| r.docker_build.as_slice()),
+                &granted.docker_build,
+                |a, b| a == b,
+                BuildSecret::flag,
+                report,
+            ),
         }
-        policy.exec.dedup();
-        policy
     }
 
     /// The names of the secrets a run may use.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.exec.iter().map(|s| s.secret.as_str())
+        self.exec
+            .iter()
+            .map(|s| s.secret.as_str())
+            .chain(self.docker_build.iter().map(|s| s.secret.as_str()))
     }
 
     /// Whether no secret is used.
     pub fn is_empty(&self) -> bool {
-        self.exec.is_empty()
+        self.exec.is_empty() && self.docker_build.is_empty()
     }
 }
 
@@ -161,11 +263,14 @@ mod tests {
 
     #[test]
     fn a_use_needs_the_request_and_the_grant() {
+        let pinned = format!("sha256:{}", "ab".repeat(32));
         let requested = SecretRules {
             exec: vec![rule("deploy", "TOKEN"), rule("backup", "DB_PASSWORD")],
+            docker_build: vec![BuildSecret::parse_cli("NPM_TOKEN", &pinned).unwrap()],
         };
         let granted = SecretRules {
             exec: vec![rule("/usr/bin/deploy", "TOKEN"), rule("curl", "TOKEN")],
+            docker_build: vec![],
         };
         let mut report = PolicyReport::default();
         let p = SecretPolicy::compute(Some(&requested), &granted, &mut report);
@@ -180,6 +285,11 @@ mod tests {
             "{shown:?}"
         );
         assert!(shown[2].contains("TOKEN to curl Unrequested"), "{shown:?}");
+        assert!(p.docker_build.is_empty());
+        assert!(
+            shown[3].contains(&format!("--allow-docker-build-secret NPM_TOKEN {pinned}")),
+            "{shown:?}"
+        );
         let bare = SecretPolicy::compute(None, &granted, &mut PolicyReport::default());
         assert_eq!(bare.exec.len(), 2);
         assert_eq!(bare.names().collect::<Vec<_>>(), ["TOKEN", "TOKEN"]);
@@ -189,6 +299,10 @@ mod tests {
         ] {
             let e = ExecSecret::parse_cli(p, s).unwrap_err();
             assert!(e.contains(says), "{e}");
+        }
+        for bad in ["abcd", "sha256:xyz", "sha512:00"] {
+            let e = BuildSecret::parse_cli("T", bad).unwrap_err();
+            assert!(e.contains("sha256sum Dockerfile"), "{e}");
         }
     }
 }

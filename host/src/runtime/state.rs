@@ -146,7 +146,7 @@ impl RunState {
                 events: events.clone(),
                 asker: asker.clone(),
                 tag: tag.clone(),
-                secrets,
+                secrets: secrets.clone(),
             },
             docker: DockerCtx {
                 engine: docker,
@@ -154,6 +154,8 @@ impl RunState {
                 events: events.clone(),
                 asker: asker.clone(),
                 task: tag,
+                hide: secrets.redactor(),
+                secrets,
             },
             asker,
             progress: ProgressCtx {

@@ -27,7 +27,16 @@ fn checked_build(pol: &DockerPolicy, req: &BuildRequest) -> Result<(String, Stri
     }
     let tag = normalize_tag(&req.tag).map_err(denied)?;
     pol.check_image(&tag).map_err(denied)?;
-    for (k, _) in &req.args {
+    for (k, v) in &req.args {
+        // A reference is checked against the Dockerfile once it is read.
+        if crate::secrets::referenced(v).is_some() {
+            continue;
+        }
+        if v.contains("${secret:") {
+            return Err(denied(format!(
+                "build argument {k:?}: a secret is passed as the whole value \"${{secret:NAME}}\""
+            )));
+        }
         if !pol.build_args.contains(k) {
             return Err(denied(format!(
                 "build argument {k:?} is not granted (grant with --allow-docker-build-arg {k})"
@@ -143,7 +152,9 @@ impl DockerCtx {
             .map_err(|e| DockerError::Failed(format!("packing the build context: {e}")))??;
         // The Dockerfile the engine will read: the bytes in the stream.
         let text = dockerfile_in(&context, df)?;
-        let uses = pol.check_dockerfile(&text, &req.args).map_err(denied)?;
+        let args = self.with_secrets(&req.args, &text)?;
+        // Checked with the values the engine gets (a FROM may use one).
+        let uses = pol.check_dockerfile(&text, &args).map_err(denied)?;
         let docker = self.engine.client().await?;
         check_sources(docker, pol, &uses).await?;
         let mut labels = HashMap::new();
@@ -162,7 +173,7 @@ impl DockerCtx {
             .networkmode(&network)
             .memory(i32::try_from(pol.memory).unwrap_or(i32::MAX))
             .memswap(i32::try_from(pol.memory).unwrap_or(i32::MAX))
-            .buildargs(&req.args.iter().cloned().collect())
+            .buildargs(&args.iter().cloned().collect())
             .labels(&labels)
             .build();
         let stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
@@ -175,7 +186,63 @@ impl DockerCtx {
                 .id
                 .ok_or_else(|| DockerError::Failed(format!("built {tag}, but it has no id")))?,
         };
-        Ok(Built { image_id, log })
+        Ok(Built {
+            image_id,
+            log: self.hide.text(&log),
+        })
+    }
+
+    /// The build arguments with each secret reference replaced by the
+    /// secret's value, when the operator granted that secret to builds of
+    /// this Dockerfile (`dockerfile`: the bytes the engine will read).
+    fn with_secrets(
+        &self,
+        args: &[(String, String)],
+        dockerfile: &[u8],
+    ) -> Result<Vec<(String, String)>> {
+        use sha2::Digest;
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(dockerfile)));
+        let mut out = Vec::with_capacity(args.len());
+        for (k, v) in args {
+            let Some(name) = crate::secrets::referenced(v) else {
+                out.push((k.clone(), v.clone()));
+                continue;
+            };
+            if name != k {
+                return Err(denied(format!(
+                    "build argument {k:?} refers to the secret {name:?}: a secret goes in the \
+                     argument of its own name ({name}=${{secret:{name}}})"
+                )));
+            }
+            let pinned: Vec<&str> = self
+                .policy
+                .secrets
+                .docker_build
+                .iter()
+                .filter(|u| u.secret == name)
+                .map(|u| u.dockerfile.as_str())
+                .collect();
+            if !pinned.contains(&digest.as_str()) {
+                return Err(denied(if pinned.is_empty() {
+                    format!(
+                        "no build is granted the secret {name} (read this Dockerfile, then grant \
+                         it with --allow-docker-build-secret {name} {digest})"
+                    )
+                } else {
+                    format!(
+                        "the secret {name} is granted to builds of the Dockerfile {} only; this \
+                         one is {digest} (read it, then grant it with \
+                         --allow-docker-build-secret {name} {digest})",
+                        pinned.join(", ")
+                    )
+                }));
+            }
+            let value = self.secrets.get(name).ok_or_else(|| {
+                DockerError::Failed(format!("the secret {name} has no value in this run"))
+            })?;
+            out.push((k.clone(), value.to_string()));
+        }
+        Ok(out)
     }
 
     /// The host directory of the guest's build context: its grant's root

@@ -102,6 +102,18 @@ pub enum DockerError {
     Unavailable(String),
 }
 
+impl DockerError {
+    /// The same error with what `hide` hides replaced.
+    fn redacted(self, hide: &crate::secrets::Redactor) -> DockerError {
+        match self {
+            DockerError::Denied(m) => DockerError::Denied(hide.text(&m)),
+            DockerError::NotFound(m) => DockerError::NotFound(hide.text(&m)),
+            DockerError::Failed(m) => DockerError::Failed(hide.text(&m)),
+            DockerError::Unavailable(m) => DockerError::Unavailable(hide.text(&m)),
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, DockerError>;
 
 fn denied(m: impl Into<String>) -> DockerError {
@@ -298,6 +310,10 @@ pub struct DockerCtx {
     pub asker: Arc<crate::caps::approval::Asker>,
     /// Task (or run) label for new containers.
     pub task: Option<String>,
+    /// The values of the secrets granted to the run's builds.
+    pub secrets: crate::secrets::SecretValues,
+    /// What hides them in what goes back to the guest (errors, logs).
+    pub hide: crate::secrets::Redactor,
 }
 
 impl DockerCtx {
@@ -326,6 +342,8 @@ impl DockerCtx {
                 "the run's time limit ran out during the call".into(),
             )),
         };
+        // An engine's error may quote a build argument's value.
+        let result = result.map_err(|e| e.redacted(&self.hide));
         let (allowed, reason) = match &result {
             Ok(v) => (true, ok(v)),
             Err(e @ DockerError::Denied(_)) => (false, e.to_string()),
@@ -517,7 +535,7 @@ impl DockerCtx {
                     cap,
                 );
             }
-            Ok(out)
+            Ok(self.hide.text(&out))
         };
         self.audited(format!("logs {name} tail={tail}"), op, |l| {
             format!("{} bytes", l.len())
