@@ -276,6 +276,19 @@ impl Run {
         self
     }
 
+    /// The variable `name` set to the host's secret `name`: the skill
+    /// passes the reference `${secret:NAME}`, never the value, which the
+    /// host puts in its place when the operator granted the secret to
+    /// containers of this image (`--allow-docker-run-secret NAME
+    /// sha256:ID`); such a container runs its image's own command. Its
+    /// logs come back with the value redacted.
+    pub fn secret_env(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let reference = format!("${{secret:{name}}}");
+        self.req.env.push((name, reference));
+        self
+    }
+
     /// Binds the granted directory at guest path `source` (the directory
     /// itself, not a path inside it) to `target` in the container, writable
     /// if the grant is.

@@ -5,9 +5,11 @@
 //! configuration file's `[secrets.NAME]` tables or with `run --secret
 //! NAME=SOURCE`. A grant then lets a program the skill may exec receive a
 //! secret in its environment (`--allow-exec-secret PROGRAM NAME`), or a
-//! Docker build of a Dockerfile the operator pinned receive it as a build
-//! argument the skill names by [`reference`] (`--allow-docker-build-secret
-//! NAME sha256:…`); see [`crate::policy::secrets`]. The guest never holds the value: it is not
+//! Docker build of a Dockerfile (a container of an image) the operator
+//! pinned receive it as a build argument (a variable) the skill names by
+//! [`reference()`] (`--allow-docker-build-secret NAME sha256:…`,
+//! `--allow-docker-run-secret NAME sha256:…`); see
+//! [`crate::policy::secrets`]. The guest never holds the value: it is not
 //! in the guest's environment, and what flows back to the guest or out of
 //! the run (an exec'd program's output, the guest's environment, its
 //! stdout, stderr, logs, progress, summary, data and failure, every event

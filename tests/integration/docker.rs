@@ -636,12 +636,13 @@ fn inspect_reports_docker_requests_and_how_to_grant_them() {
 
 /// A build granted a secret for its pinned Dockerfile gets the value as its
 /// build argument (a step writes its sha256 into the image; a container
-/// copies it out); the skill passes only the reference and gets the log
-/// with the value redacted. Another Dockerfile, another argument, a
-/// reference inside a value, or no grant: each refused, naming the digest
-/// to pin.
+/// copies it out), and so does a container of an image pinned by id, in
+/// its environment; the skill passes only the reference and gets the
+/// build's and the container's logs with the value redacted. Another
+/// Dockerfile or image, another argument, a command of the skill's, a
+/// reference inside a value: each refused, naming the digest to pin.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pinned_dockerfile_gets_a_secret_build_argument_the_skill_never_sees() {
+async fn a_pinned_dockerfile_and_image_get_secrets_the_skill_never_sees() {
     use sha2::Digest;
     use skillbox::policy::BuildSecret;
     use skillbox::secrets::{SecretBook, SecretSource};
@@ -652,6 +653,12 @@ async fn a_pinned_dockerfile_gets_a_secret_build_argument_the_skill_never_sees()
     let dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\nARG NPM_TOKEN\n\
          RUN [\"/bin/busybox\", \"sh\", \"-c\", \"printf %s \\\"$NPM_TOKEN\\\" | /bin/busybox sha256sum > /token.sha256; echo token is $NPM_TOKEN\"]\n";
     std::fs::write(d.src.join("Dockerfile.secret"), dockerfile).unwrap();
+    std::fs::write(
+        d.src.join("Dockerfile.run"),
+        "FROM scratch\nCOPY busybox /bin/busybox\n\
+         CMD [\"/bin/busybox\", \"sh\", \"-c\", \"printf %s \\\"$DB_PASSWORD\\\" | /bin/busybox sha256sum > /out/db.sha256; echo password is $DB_PASSWORD\"]\n",
+    )
+    .unwrap();
     std::fs::write(
         d.src.join("Dockerfile.evil"),
         format!(
@@ -672,13 +679,16 @@ async fn a_pinned_dockerfile_gets_a_secret_build_argument_the_skill_never_sees()
     let source = manifest(&format!(
         "{REQUEST}[secrets]\ndocker-build = [ {{ secret = \"NPM_TOKEN\", dockerfile = \"{pinned}\" }} ]\n"
     ));
+    let password = format!("db-password-{:032x}", fastrand::u128(..));
     let mut book = SecretBook::new();
-    book.define(
-        "NPM_TOKEN",
-        SecretSource::Command(vec!["printf".into(), "%s".into(), value.clone()]),
-    )
-    .unwrap();
-    let secrets = book.resolve(["NPM_TOKEN"]).unwrap();
+    for (name, v) in [("NPM_TOKEN", &value), ("DB_PASSWORD", &password)] {
+        book.define(
+            name,
+            SecretSource::Command(vec!["printf".into(), "%s".into(), v.clone()]),
+        )
+        .unwrap();
+    }
+    let secrets = book.resolve(["NPM_TOKEN", "DB_PASSWORD"]).unwrap();
     let reference = skillbox::secrets::reference("NPM_TOKEN");
     let name = format!("sbx-secret-{}", free_port());
     let build = |dockerfile: &str, args: Value| {
@@ -696,6 +706,7 @@ async fn a_pinned_dockerfile_gets_a_secret_build_argument_the_skill_never_sees()
         build("Dockerfile.evil", json!({ "NPM_TOKEN": reference })),
         build("Dockerfile.secret", json!({ "OTHER": reference })),
         build("Dockerfile.secret", json!({ "NPM_TOKEN": format!("x{reference}") })),
+        { "op": "build", "context": "/src", "dockerfile": "Dockerfile.run", "tag": "sbx-secret:run" },
     ]);
     let report = host()
         .run(
@@ -705,7 +716,7 @@ async fn a_pinned_dockerfile_gets_a_secret_build_argument_the_skill_never_sees()
                 policy,
                 events: Arc::new(rec.clone()),
                 tag: Some("task-secret".into()),
-                secrets,
+                secrets: secrets.clone(),
                 ..Default::default()
             },
         )
@@ -734,7 +745,7 @@ async fn a_pinned_dockerfile_gets_a_secret_build_argument_the_skill_never_sees()
         evil.contains(&pinned) && evil.contains("--allow-docker-build-secret NPM_TOKEN sha256:"),
         "{evil}"
     );
-    denied(&r[3], "a secret goes in the argument of its own name");
+    denied(&r[3], "a secret goes in the build argument of its own name");
     denied(&r[4], "a secret is passed as the whole value");
     let everything = format!(
         "{:?}{}",
@@ -745,6 +756,79 @@ async fn a_pinned_dockerfile_gets_a_secret_build_argument_the_skill_never_sees()
         !everything.contains(&value),
         "the value reached the skill or the events"
     );
-    let _ = cli(&["rm", "-f", &name]);
-    let _ = cli(&["rmi", "--no-prune", "sbx-secret:v1"]);
+
+    // A container of an image pinned by id, running the image's command.
+    let image_id = ok(&r[5])["image_id"].as_str().unwrap().to_string();
+    grants.secrets.docker_run =
+        vec![skillbox::policy::RunSecret::parse_cli("DB_PASSWORD", &image_id).unwrap()];
+    let source = manifest(&format!(
+        "{REQUEST}[secrets]\ndocker-run = [ {{ secret = \"DB_PASSWORD\", image = \"{image_id}\" }} ]\n"
+    ));
+    let prepared = host().prepare(&source).expect("prepare");
+    let (policy, _) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
+    let db = skillbox::secrets::reference("DB_PASSWORD");
+    let runner = format!("{name}-run");
+    let run_ops = |ops: Value| {
+        let (prepared, policy, secrets, rec) =
+            (&prepared, policy.clone(), secrets.clone(), rec.clone());
+        async move {
+            let report = host()
+                .run(
+                    prepared,
+                    RunRequest {
+                        input: json!({ "case": "docker", "ops": ops }).to_string(),
+                        policy,
+                        events: Arc::new(rec),
+                        tag: Some("task-secret".into()),
+                        secrets,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("run starts");
+            let (_, data) = succeeded(&report);
+            data["results"].as_array().unwrap().clone()
+        }
+    };
+    let r = run_ops(json!([
+        { "op": "run", "image": "sbx-secret:run", "name": runner,
+          "env": { "DB_PASSWORD": db }, "mounts": [["/out", "/out", "rw"]] },
+        { "op": "run", "image": "sbx-secret:run", "env": { "DB_PASSWORD": db },
+          "cmd": ["/bin/busybox", "env"] },
+        { "op": "run", "image": "sbx-secret:v1", "env": { "DB_PASSWORD": db } },
+    ]))
+    .await;
+    ok(&r[0]);
+    denied(
+        &r[1],
+        "a container given a secret runs its image's own command",
+    );
+    let other = denied(&r[2], "is granted to containers of the image");
+    assert!(other.contains(&image_id), "{other}");
+    let out = d.out.join("db.sha256");
+    for _ in 0..400 {
+        if std::fs::metadata(&out).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let hash = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        hash.split_whitespace().next(),
+        Some(hex::encode(sha2::Sha256::digest(password.as_bytes())).as_str()),
+        "the container got the value"
+    );
+    let r = run_ops(json!([{ "op": "logs", "container": runner }])).await;
+    let logs = ok(&r[0]).as_str().unwrap().to_string();
+    assert!(logs.contains("password is [redacted]"), "{logs}");
+    assert!(
+        !format!("{:?}", rec.events()).contains(&password),
+        "the password reached the events"
+    );
+    for c in [&name, &runner] {
+        let _ = cli(&["rm", "-f", c]);
+    }
+    for i in ["sbx-secret:v1", "sbx-secret:run"] {
+        let _ = cli(&["rmi", "--no-prune", i]);
+    }
 }

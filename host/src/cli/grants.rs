@@ -101,6 +101,18 @@ pub struct GrantArgs {
         help_heading = "Docker grants"
     )]
     pub docker_build_secrets: Vec<String>,
+    /// Give containers of the image whose id is IMAGE-ID (`sha256:HEX`,
+    /// `docker image inspect -f '{{.Id}}' IMAGE`), running the image's own
+    /// command, the secret NAME as the variable NAME, when the skill passes
+    /// the reference `${secret:NAME}` for it. Repeatable.
+    #[arg(
+        long = "allow-docker-run-secret",
+        value_names = ["NAME", "IMAGE-ID"],
+        num_args = 2,
+        action = clap::ArgAction::Append,
+        help_heading = "Docker grants"
+    )]
+    pub docker_run_secrets: Vec<String>,
     /// Process ceiling of each container [default: 256].
     #[arg(long, value_name = "N", help_heading = "Docker grants")]
     pub docker_pids: Option<u32>,
@@ -211,6 +223,14 @@ impl GrantArgs {
                     .secrets
                     .docker_build
                     .push(skillbox::policy::BuildSecret::parse_cli(name, &digest).map_err(bad)?);
+            }
+        }
+        for pair in self.docker_run_secrets.chunks(2) {
+            if let [name, image] = pair {
+                flags
+                    .secrets
+                    .docker_run
+                    .push(skillbox::policy::RunSecret::parse_cli(name, image).map_err(bad)?);
             }
         }
         flags.env.allow = self.env.clone();

@@ -43,7 +43,7 @@ pub use limits::{Limits, ResolvedLimits};
 pub use manifest::{Manifest, ResumePolicy, SkillInfo};
 pub use net::{NetRequest, NetRule};
 pub use report::{PolicyReport, ReportItem, ReportStatus};
-pub use secrets::{BuildSecret, ExecSecret, SecretPolicy, SecretRules};
+pub use secrets::{BuildSecret, ExecSecret, RunSecret, SecretPolicy, SecretRules};
 
 /// Access to a directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]

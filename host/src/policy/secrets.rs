@@ -10,12 +10,16 @@
 //! [secrets]
 //! exec = [ { program = "deploy", secret = "DEPLOY_TOKEN" } ]
 //! docker-build = [ { secret = "NPM_TOKEN", dockerfile = "sha256:…" } ]
+//! docker-run = [ { secret = "DB_PASSWORD", image = "sha256:…" } ]
 //! ```
 //!
 //! A build gets a secret only for a Dockerfile pinned by its sha256: the
 //! skill writes its Dockerfiles, and a build argument is as readable to
 //! the steps of a Dockerfile as a variable is to a program, so the
 //! operator grants it to a Dockerfile they have read, not to the skill.
+//! Likewise a container gets one only when it runs an image the operator
+//! pinned by id, with the image's own command (the skill's choice of
+//! command would be the skill's code reading it).
 
 use serde::{Deserialize, Serialize};
 
@@ -99,12 +103,13 @@ impl BuildSecret {
 
     pub(crate) fn validate(&self) -> Result<(), String> {
         validate_env_name(&self.secret).map_err(|e| format!("secret {e}"))?;
-        match self.dockerfile.strip_prefix("sha256:") {
-            Some(hex) if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) => Ok(()),
-            _ => Err(format!(
+        if is_sha256(&self.dockerfile) {
+            Ok(())
+        } else {
+            Err(format!(
                 "dockerfile {:?} is not sha256:<64 hex digits> (`sha256sum Dockerfile`)",
                 self.dockerfile
-            )),
+            ))
         }
     }
 
@@ -126,6 +131,64 @@ impl std::fmt::Display for BuildSecret {
     }
 }
 
+/// Containers that get one secret in their environment, as the variable of
+/// the secret's name: those of the image with this id, running the
+/// image's own command.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSecret {
+    /// The secret's name (also the variable's).
+    pub secret: String,
+    /// `sha256:HEX`, the image's id (`docker image inspect -f {{.Id}}`).
+    pub image: String,
+}
+
+impl RunSecret {
+    /// The CLI form: `--allow-docker-run-secret NAME sha256:HEX`.
+    pub fn parse_cli(secret: &str, image: &str) -> Result<RunSecret, String> {
+        let s = RunSecret {
+            secret: secret.to_string(),
+            image: image.to_string(),
+        };
+        s.validate()
+            .map_err(|e| format!("--allow-docker-run-secret {secret} {image}: {e}"))?;
+        Ok(s)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        validate_env_name(&self.secret).map_err(|e| format!("secret {e}"))?;
+        if is_sha256(&self.image) {
+            Ok(())
+        } else {
+            Err(format!(
+                "image {:?} is not an image id, sha256:<64 hex digits> \
+                 (`docker image inspect -f '{{{{.Id}}}}' IMAGE`)",
+                self.image
+            ))
+        }
+    }
+
+    fn flag(&self) -> String {
+        format!("--allow-docker-run-secret {} {}", self.secret, self.image)
+    }
+}
+
+impl std::fmt::Display for RunSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to containers of the image {}",
+            self.secret, self.image
+        )
+    }
+}
+
+/// Whether `s` is `sha256:` and 64 hex digits.
+fn is_sha256(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 /// The `[secrets]` table, of `skill.toml` (requests) and of a policy file
 /// (grants).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -137,6 +200,9 @@ pub struct SecretRules {
     /// Docker builds that get a secret as a build argument.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub docker_build: Vec<BuildSecret>,
+    /// Containers that get a secret in their environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docker_run: Vec<RunSecret>,
 }
 
 impl SecretRules {
@@ -148,18 +214,22 @@ impl SecretRules {
         for s in &self.docker_build {
             s.validate().map_err(|e| format!("docker-build: {e}"))?;
         }
+        for s in &self.docker_run {
+            s.validate().map_err(|e| format!("docker-run: {e}"))?;
+        }
         Ok(())
     }
 
     /// Whether there is no rule.
     pub fn is_empty(&self) -> bool {
-        self.exec.is_empty() && self.docker_build.is_empty()
+        self.exec.is_empty() && self.docker_build.is_empty() && self.docker_run.is_empty()
     }
 
     /// Adds `other`'s rules.
     pub fn merge(&mut self, other: SecretRules) {
         self.exec.extend(other.exec);
         self.docker_build.extend(other.docker_build);
+        self.docker_run.extend(other.docker_run);
     }
 }
 
@@ -173,6 +243,9 @@ pub struct SecretPolicy {
     /// Docker builds that get a secret as a build argument.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub docker_build: Vec<BuildSecret>,
+    /// Containers that get a secret in their environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docker_run: Vec<RunSecret>,
 }
 
 /// The uses of one kind in both lists (without a manifest, the grants),
@@ -236,6 +309,13 @@ impl SecretPolicy {
                 BuildSecret::flag,
                 report,
             ),
+            docker_run: intersect(
+                requested.map(|r| r.docker_run.as_slice()),
+                &granted.docker_run,
+                |a, b| a == b,
+                RunSecret::flag,
+                report,
+            ),
         }
     }
 
@@ -245,11 +325,12 @@ impl SecretPolicy {
             .iter()
             .map(|s| s.secret.as_str())
             .chain(self.docker_build.iter().map(|s| s.secret.as_str()))
+            .chain(self.docker_run.iter().map(|s| s.secret.as_str()))
     }
 
     /// Whether no secret is used.
     pub fn is_empty(&self) -> bool {
-        self.exec.is_empty() && self.docker_build.is_empty()
+        self.exec.is_empty() && self.docker_build.is_empty() && self.docker_run.is_empty()
     }
 }
 
@@ -267,10 +348,12 @@ mod tests {
         let requested = SecretRules {
             exec: vec![rule("deploy", "TOKEN"), rule("backup", "DB_PASSWORD")],
             docker_build: vec![BuildSecret::parse_cli("NPM_TOKEN", &pinned).unwrap()],
+            docker_run: vec![],
         };
         let granted = SecretRules {
             exec: vec![rule("/usr/bin/deploy", "TOKEN"), rule("curl", "TOKEN")],
             docker_build: vec![],
+            docker_run: vec![RunSecret::parse_cli("DB_PASSWORD", &pinned).unwrap()],
         };
         let mut report = PolicyReport::default();
         let p = SecretPolicy::compute(Some(&requested), &granted, &mut report);
@@ -290,9 +373,17 @@ mod tests {
             shown[3].contains(&format!("--allow-docker-build-secret NPM_TOKEN {pinned}")),
             "{shown:?}"
         );
+        assert!(
+            shown[4].contains("DB_PASSWORD to containers of the image sha256:abab")
+                && shown[4].contains("Unrequested"),
+            "{shown:?}"
+        );
         let bare = SecretPolicy::compute(None, &granted, &mut PolicyReport::default());
         assert_eq!(bare.exec.len(), 2);
-        assert_eq!(bare.names().collect::<Vec<_>>(), ["TOKEN", "TOKEN"]);
+        assert_eq!(
+            bare.names().collect::<Vec<_>>(),
+            ["TOKEN", "TOKEN", "DB_PASSWORD"]
+        );
         for (p, s, says) in [
             ("bin/x", "T", "absolute path or a bare name"),
             ("x", "1T", "not an environment variable name"),
@@ -303,6 +394,8 @@ mod tests {
         for bad in ["abcd", "sha256:xyz", "sha512:00"] {
             let e = BuildSecret::parse_cli("T", bad).unwrap_err();
             assert!(e.contains("sha256sum Dockerfile"), "{e}");
+            let e = RunSecret::parse_cli("T", bad).unwrap_err();
+            assert!(e.contains("docker image inspect -f '{{.Id}}'"), "{e}");
         }
     }
 }

@@ -32,11 +32,7 @@ fn checked_build(pol: &DockerPolicy, req: &BuildRequest) -> Result<(String, Stri
         if crate::secrets::referenced(v).is_some() {
             continue;
         }
-        if v.contains("${secret:") {
-            return Err(denied(format!(
-                "build argument {k:?}: a secret is passed as the whole value \"${{secret:NAME}}\""
-            )));
-        }
+        super::whole_reference("build argument", k, v)?;
         if !pol.build_args.contains(k) {
             return Err(denied(format!(
                 "build argument {k:?} is not granted (grant with --allow-docker-build-arg {k})"
@@ -202,47 +198,23 @@ impl DockerCtx {
     ) -> Result<Vec<(String, String)>> {
         use sha2::Digest;
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(dockerfile)));
-        let mut out = Vec::with_capacity(args.len());
-        for (k, v) in args {
-            let Some(name) = crate::secrets::referenced(v) else {
-                out.push((k.clone(), v.clone()));
-                continue;
-            };
-            if name != k {
-                return Err(denied(format!(
-                    "build argument {k:?} refers to the secret {name:?}: a secret goes in the \
-                     argument of its own name ({name}=${{secret:{name}}})"
-                )));
-            }
-            let pinned: Vec<&str> = self
-                .policy
-                .secrets
-                .docker_build
-                .iter()
-                .filter(|u| u.secret == name)
-                .map(|u| u.dockerfile.as_str())
-                .collect();
-            if !pinned.contains(&digest.as_str()) {
-                return Err(denied(if pinned.is_empty() {
-                    format!(
-                        "no build is granted the secret {name} (read this Dockerfile, then grant \
-                         it with --allow-docker-build-secret {name} {digest})"
-                    )
-                } else {
-                    format!(
-                        "the secret {name} is granted to builds of the Dockerfile {} only; this \
-                         one is {digest} (read it, then grant it with \
-                         --allow-docker-build-secret {name} {digest})",
-                        pinned.join(", ")
-                    )
-                }));
-            }
-            let value = self.secrets.get(name).ok_or_else(|| {
-                DockerError::Failed(format!("the secret {name} has no value in this run"))
-            })?;
-            out.push((k.clone(), value.to_string()));
-        }
-        Ok(out)
+        let uses = &self.policy.secrets.docker_build;
+        self.substitute(
+            args,
+            &super::Pinned {
+                what: "build argument",
+                whose: "builds of the Dockerfile",
+                this: "this Dockerfile",
+                flag: "--allow-docker-build-secret",
+                digest: &digest,
+                pins: &|name| {
+                    uses.iter()
+                        .filter(|u| u.secret == name)
+                        .map(|u| u.dockerfile.clone())
+                        .collect()
+                },
+            },
+        )
     }
 
     /// The host directory of the guest's build context: its grant's root

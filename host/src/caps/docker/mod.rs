@@ -102,6 +102,33 @@ pub enum DockerError {
     Unavailable(String),
 }
 
+/// Refuses a value holding a secret reference that is not the whole value.
+fn whole_reference(what: &str, name: &str, value: &str) -> Result<()> {
+    if crate::secrets::referenced(value).is_none() && value.contains("${secret:") {
+        return Err(denied(format!(
+            "{what} {name:?}: a secret is passed as the whole value \"${{secret:NAME}}\""
+        )));
+    }
+    Ok(())
+}
+
+/// What a secret's use is pinned to, for [`DockerCtx::substitute`]: the
+/// digest of what asks (a Dockerfile's, an image's id) and those granted.
+struct Pinned<'a> {
+    /// `build argument` or `variable`.
+    what: &'a str,
+    /// `builds of the Dockerfile`, `containers of the image`.
+    whose: &'a str,
+    /// `this Dockerfile`, `this image`.
+    this: &'a str,
+    /// The flag that grants a use.
+    flag: &'a str,
+    /// The digest of what asks.
+    digest: &'a str,
+    /// The digests a secret's uses are pinned to.
+    pins: &'a dyn Fn(&str) -> Vec<String>,
+}
+
 impl DockerError {
     /// The same error with what `hide` hides replaced.
     fn redacted(self, hide: &crate::secrets::Redactor) -> DockerError {
@@ -317,6 +344,49 @@ pub struct DockerCtx {
 }
 
 impl DockerCtx {
+    /// `vars` with each secret reference replaced by the secret's value,
+    /// when the operator pinned the secret's use to `p.digest`.
+    fn substitute(
+        &self,
+        vars: &[(String, String)],
+        p: &Pinned<'_>,
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::with_capacity(vars.len());
+        for (k, v) in vars {
+            let Some(name) = crate::secrets::referenced(v) else {
+                out.push((k.clone(), v.clone()));
+                continue;
+            };
+            let (what, whose, this, flag, digest) = (p.what, p.whose, p.this, p.flag, p.digest);
+            if name != k {
+                return Err(denied(format!(
+                    "{what} {k:?} refers to the secret {name:?}: a secret goes in the {what} of \
+                     its own name ({name}=${{secret:{name}}})"
+                )));
+            }
+            let pinned = (p.pins)(name);
+            if !pinned.iter().any(|d| d == digest) {
+                return Err(denied(if pinned.is_empty() {
+                    format!(
+                        "no {whose} {digest} is granted the secret {name} (check {this}, then \
+                         grant it with {flag} {name} {digest})"
+                    )
+                } else {
+                    format!(
+                        "the secret {name} is granted to {whose} {} only; {this} is {digest} \
+                         (check it, then grant it with {flag} {name} {digest})",
+                        pinned.join(", ")
+                    )
+                }));
+            }
+            let value = self.secrets.get(name).ok_or_else(|| {
+                DockerError::Failed(format!("the secret {name} has no value in this run"))
+            })?;
+            out.push((k.clone(), value.to_string()));
+        }
+        Ok(out)
+    }
+
     fn docker(&self) -> Result<&DockerPolicy> {
         self.policy.docker.as_ref().ok_or_else(|| {
             denied(

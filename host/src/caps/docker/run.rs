@@ -124,14 +124,15 @@ impl DockerCtx {
         let pol = self.docker()?;
         let limits = checked_container(pol, &req)?;
         let mounts = self.mounts(&req)?;
-        for (k, _) in &req.env {
+        for (k, v) in &req.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(denied(format!("{k:?} is not an environment variable name")));
             }
+            super::whole_reference("variable", k, v)?;
         }
         let docker = self.engine.client().await?;
         // The image must exist here: nothing is pulled on the guest's behalf.
-        docker
+        let image = docker
             .inspect_image(&limits.tag)
             .await
             .map_err(|e| match e.into() {
@@ -140,6 +141,7 @@ impl DockerCtx {
                 }
                 other => other,
             })?;
+        let env = self.env_with_secrets(&req, image.id.as_deref().unwrap_or_default())?;
         let start = format!("start a container of {}", limits.tag);
         let cover = crate::caps::approval::docker_cover("run", &limits.tag);
         self.approve(start, cover, &limits.tag).await?;
@@ -165,7 +167,7 @@ impl DockerCtx {
         let body = ContainerCreateBody {
             image: Some(limits.tag.clone()),
             cmd: req.cmd.clone(),
-            env: Some(req.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(self.labels(limits.owner)),
             host_config: Some(host_config),
             ..ContainerCreateBody::default()
@@ -187,6 +189,43 @@ impl DockerCtx {
         Ok(container(
             docker.inspect_container(&created.id, None).await?,
         ))
+    }
+
+    /// The container's environment with each secret reference replaced by
+    /// the secret's value: for an image the operator pinned by id
+    /// (`image_id`), running its own command.
+    fn env_with_secrets(
+        &self,
+        req: &ContainerRequest,
+        image_id: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let refers = req
+            .env
+            .iter()
+            .find(|(_, v)| crate::secrets::referenced(v).is_some());
+        if let (Some((k, _)), Some(cmd)) = (refers, &req.cmd) {
+            return Err(denied(format!(
+                "variable {k:?} holds a secret: a container given a secret runs its image's own \
+                 command, not {cmd:?} (drop cmd)"
+            )));
+        }
+        let uses = &self.policy.secrets.docker_run;
+        self.substitute(
+            &req.env,
+            &super::Pinned {
+                what: "variable",
+                whose: "containers of the image",
+                this: "this image",
+                flag: "--allow-docker-run-secret",
+                digest: image_id,
+                pins: &|name| {
+                    uses.iter()
+                        .filter(|u| u.secret == name)
+                        .map(|u| u.image.clone())
+                        .collect()
+                },
+            },
+        )
     }
 
     /// The bind mounts of the request: granted directories themselves,
