@@ -411,6 +411,24 @@ mod tests {
     }
 
     #[test]
+    fn the_configuration_names_one_source_per_secret() {
+        let c = crate::config::HostConfig::parse(
+            "[secrets.A]\nenv = \"V\"\n[secrets.B]\nfile = \"/etc/b\"\n[secrets.C]\ncommand = [\"pass\", \"show\", \"c\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.secrets.names().collect::<Vec<_>>(), ["A", "B", "C"]);
+        for bad in [
+            "[secrets.A]\nenv = \"V\"\nfile = \"/x\"\n",
+            "[secrets.A]\nvault = \"x\"\n",
+            "[secrets.A]\nfile = \"relative\"\n",
+            "[secrets.\"1A\"]\nenv = \"V\"\n",
+            "[secrets.A]\ncommand = []\n",
+        ] {
+            assert!(crate::config::HostConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn sources_parse_and_read() {
         let mut book = SecretBook::new();
         book.define_cli("A_TOKEN=cmd:printf '%s' 'value-from-a-command'")

@@ -136,6 +136,13 @@ fn https_sinks_deliver_with_the_operators_ca_and_say_why_a_certificate_is_refuse
         sink("untrusted", untrusted.port),
         sink("other", other_name.port),
         sink("expired", expired.port),
+        // An OpenClaw gateway's hooks endpoint over https, the same way.
+        format!(
+            "[relay.sink.claw]\ntype = \"openclaw\"\nurl = \"https://127.0.0.1:{}\"\n\
+             ca-file = \"{}\"\ntoken-file = \"KEYFILE\"\n",
+            good.port,
+            dir.join("ca.pem").display()
+        ),
         // The same good receiver without the CA: the system's roots do
         // not know the test CA.
         format!(
@@ -154,7 +161,7 @@ fn https_sinks_deliver_with_the_operators_ca_and_say_why_a_certificate_is_refuse
         "-i",
         r#"{"name": "tls"}"#,
         "--notify-to",
-        "good,untrusted,other,expired,no-ca",
+        "good,untrusted,other,expired,no-ca,claw",
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let id = out.stdout.trim().to_string();
@@ -163,7 +170,7 @@ fn https_sinks_deliver_with_the_operators_ca_and_say_why_a_certificate_is_refuse
         let out = d.cli(&["tasks", "show", &id, "--json"]);
         let t = out.json();
         let ds = t["deliveries"].as_array()?.clone();
-        let done = ds.len() == 5
+        let done = ds.len() == 6
             && ds.iter().all(|d| {
                 d["state"] == "delivered" || d["last_error"].as_str().is_some_and(|e| !e.is_empty())
             });
@@ -176,12 +183,22 @@ fn https_sinks_deliver_with_the_operators_ca_and_say_why_a_certificate_is_refuse
             .clone()
     };
     assert_eq!(by("good")["state"], "delivered", "{:?}", by("good"));
-    let got = good.received();
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert!(
-        got[0]["body"].as_str().unwrap().contains("Hello, tls"),
+    assert_eq!(by("claw")["state"], "delivered", "{:?}", by("claw"));
+    let mut got = good.received();
+    got.sort_by_key(|r| r["path"].as_str().unwrap_or_default().to_string());
+    assert_eq!(
+        got.iter()
+            .map(|r| r["path"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["/hook", "/hooks/agent"],
         "{got:?}"
     );
+    for r in &got {
+        assert!(
+            r["body"].as_str().unwrap().contains("Hello, tls"),
+            "{got:?}"
+        );
+    }
 
     let error = |name: &str| {
         by(name)["last_error"]

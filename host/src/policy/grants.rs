@@ -219,6 +219,19 @@ mod tests {
             "[[fs]]\nhost = \"/tmp\"\nguest = \"/t\"\naccess = \"read\"\n[env]\nallow = [\"A\"]\n";
         let g = Grants::parse(ok, Path::new("p.toml")).unwrap();
         assert_eq!(g.fs[0].guest_path(), "/t");
+        let g = Grants::parse(
+            "[secrets]\nexec = [ { program = \"deploy\", secret = \"T\" } ]\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(g.secrets.exec[0].program, "deploy");
+        for bad in [
+            "[secrets]\nexec = [ { program = \"deploy\" } ]\n",
+            "[secrets]\ndocker-build = [ { secret = \"T\", dockerfile = \"Dockerfile\" } ]\n",
+            "[secrets]\nvalues = { T = \"x\" }\n",
+        ] {
+            assert!(Grants::parse(bad, Path::new("p.toml")).is_err(), "{bad}");
+        }
         let e = Grants::parse("[env]\nallow_all = true\n", Path::new("p.toml"))
             .unwrap_err()
             .to_string();
