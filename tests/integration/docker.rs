@@ -152,6 +152,17 @@ async fn ops(
     tag: &str,
     ops: Value,
 ) -> (Vec<Value>, Recorder) {
+    ops_with(source, grants, tag, Default::default(), ops).await
+}
+
+/// [`ops`], the run given the values of `secrets`.
+async fn ops_with(
+    source: &SkillSource,
+    grants: &Grants,
+    tag: &str,
+    secrets: skillbox::secrets::SecretValues,
+    ops: Value,
+) -> (Vec<Value>, Recorder) {
     let prepared = host().prepare(source).expect("prepare");
     let (policy, _) = EffectivePolicy::compute(source.manifest.as_ref(), grants);
     let rec = Recorder::default();
@@ -163,6 +174,7 @@ async fn ops(
                 policy,
                 events: Arc::new(rec.clone()),
                 tag: Some(tag.to_string()),
+                secrets,
                 ..Default::default()
             },
         )
@@ -634,6 +646,22 @@ fn inspect_reports_docker_requests_and_how_to_grant_them() {
     assert!(out.stderr.contains("name a tag"), "{}", out.stderr);
 }
 
+/// The sha256 a container writes to `path` (`sha256sum`'s first word),
+/// once it is there.
+fn written_hash(path: &Path) -> String {
+    for _ in 0..400 {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let text = std::fs::read_to_string(path).unwrap();
+    text.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A build granted a secret for its pinned Dockerfile gets the value as its
 /// build argument (a step writes its sha256 into the image; a container
 /// copies it out), and so does a container of an image pinned by id, in
@@ -695,49 +723,29 @@ async fn a_pinned_dockerfile_and_image_get_secrets_the_skill_never_sees() {
         json!({ "op": "build", "context": "/src", "dockerfile": dockerfile,
                 "tag": "sbx-secret:v1", "args": args, "no_cache": true })
     };
-    let prepared = host().prepare(&source).expect("prepare");
-    let (policy, _) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
-    let rec = Recorder::default();
-    let ops = json!([
-        build("Dockerfile.secret", json!({ "NPM_TOKEN": reference })),
-        { "op": "run", "image": "sbx-secret:v1", "name": name,
-          "cmd": ["/bin/busybox", "cp", "/token.sha256", "/out/token.sha256"],
-          "mounts": [["/out", "/out", "rw"]] },
-        build("Dockerfile.evil", json!({ "NPM_TOKEN": reference })),
-        build("Dockerfile.secret", json!({ "OTHER": reference })),
-        build("Dockerfile.secret", json!({ "NPM_TOKEN": format!("x{reference}") })),
-        { "op": "build", "context": "/src", "dockerfile": "Dockerfile.run", "tag": "sbx-secret:run" },
-    ]);
-    let report = host()
-        .run(
-            &prepared,
-            RunRequest {
-                input: json!({ "case": "docker", "ops": ops }).to_string(),
-                policy,
-                events: Arc::new(rec.clone()),
-                tag: Some("task-secret".into()),
-                secrets: secrets.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("run starts");
-    let (_, data) = succeeded(&report);
-    let r = data["results"].as_array().unwrap().clone();
+    let (r, rec) = ops_with(
+        &source,
+        &grants,
+        "task-secret",
+        secrets.clone(),
+        json!([
+            build("Dockerfile.secret", json!({ "NPM_TOKEN": reference })),
+            { "op": "run", "image": "sbx-secret:v1", "name": name,
+              "cmd": ["/bin/busybox", "cp", "/token.sha256", "/out/token.sha256"],
+              "mounts": [["/out", "/out", "rw"]] },
+            build("Dockerfile.evil", json!({ "NPM_TOKEN": reference })),
+            build("Dockerfile.secret", json!({ "OTHER": reference })),
+            build("Dockerfile.secret", json!({ "NPM_TOKEN": format!("x{reference}") })),
+            { "op": "build", "context": "/src", "dockerfile": "Dockerfile.run", "tag": "sbx-secret:run" },
+        ]),
+    )
+    .await;
     let log = ok(&r[0])["log"].as_str().unwrap().to_string();
     assert!(log.contains("token is [redacted]"), "{log}");
     ok(&r[1]);
-    let out = d.out.join("token.sha256");
-    for _ in 0..400 {
-        if std::fs::metadata(&out).is_ok_and(|m| m.len() > 0) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    let hash = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
-        hash.split_whitespace().next(),
-        Some(hex::encode(sha2::Sha256::digest(value.as_bytes())).as_str()),
+        written_hash(&d.out.join("token.sha256")),
+        hex::encode(sha2::Sha256::digest(value.as_bytes())),
         "the build got the value"
     );
     let evil = denied(&r[2], "is granted to builds of the Dockerfile");
@@ -747,11 +755,7 @@ async fn a_pinned_dockerfile_and_image_get_secrets_the_skill_never_sees() {
     );
     denied(&r[3], "a secret goes in the build argument of its own name");
     denied(&r[4], "a secret is passed as the whole value");
-    let everything = format!(
-        "{:?}{}",
-        rec.events(),
-        serde_json::to_string(&data).unwrap()
-    );
+    let everything = format!("{:?}{r:?}", rec.events());
     assert!(
         !everything.contains(&value),
         "the value reached the skill or the events"
@@ -764,39 +768,21 @@ async fn a_pinned_dockerfile_and_image_get_secrets_the_skill_never_sees() {
     let source = manifest(&format!(
         "{REQUEST}[secrets]\ndocker-run = [ {{ secret = \"DB_PASSWORD\", image = \"{image_id}\" }} ]\n"
     ));
-    let prepared = host().prepare(&source).expect("prepare");
-    let (policy, _) = EffectivePolicy::compute(source.manifest.as_ref(), &grants);
     let db = skillbox::secrets::reference("DB_PASSWORD");
     let runner = format!("{name}-run");
-    let run_ops = |ops: Value| {
-        let (prepared, policy, secrets, rec) =
-            (&prepared, policy.clone(), secrets.clone(), rec.clone());
-        async move {
-            let report = host()
-                .run(
-                    prepared,
-                    RunRequest {
-                        input: json!({ "case": "docker", "ops": ops }).to_string(),
-                        policy,
-                        events: Arc::new(rec),
-                        tag: Some("task-secret".into()),
-                        secrets,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .expect("run starts");
-            let (_, data) = succeeded(&report);
-            data["results"].as_array().unwrap().clone()
-        }
-    };
-    let r = run_ops(json!([
-        { "op": "run", "image": "sbx-secret:run", "name": runner,
-          "env": { "DB_PASSWORD": db }, "mounts": [["/out", "/out", "rw"]] },
-        { "op": "run", "image": "sbx-secret:run", "env": { "DB_PASSWORD": db },
-          "cmd": ["/bin/busybox", "env"] },
-        { "op": "run", "image": "sbx-secret:v1", "env": { "DB_PASSWORD": db } },
-    ]))
+    let (r, rec) = ops_with(
+        &source,
+        &grants,
+        "task-secret",
+        secrets.clone(),
+        json!([
+            { "op": "run", "image": "sbx-secret:run", "name": runner,
+              "env": { "DB_PASSWORD": db }, "mounts": [["/out", "/out", "rw"]] },
+            { "op": "run", "image": "sbx-secret:run", "env": { "DB_PASSWORD": db },
+              "cmd": ["/bin/busybox", "env"] },
+            { "op": "run", "image": "sbx-secret:v1", "env": { "DB_PASSWORD": db } },
+        ]),
+    )
     .await;
     ok(&r[0]);
     denied(
@@ -805,24 +791,23 @@ async fn a_pinned_dockerfile_and_image_get_secrets_the_skill_never_sees() {
     );
     let other = denied(&r[2], "is granted to containers of the image");
     assert!(other.contains(&image_id), "{other}");
-    let out = d.out.join("db.sha256");
-    for _ in 0..400 {
-        if std::fs::metadata(&out).is_ok_and(|m| m.len() > 0) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    let hash = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
-        hash.split_whitespace().next(),
-        Some(hex::encode(sha2::Sha256::digest(password.as_bytes())).as_str()),
+        written_hash(&d.out.join("db.sha256")),
+        hex::encode(sha2::Sha256::digest(password.as_bytes())),
         "the container got the value"
     );
-    let r = run_ops(json!([{ "op": "logs", "container": runner }])).await;
+    let (r, logged) = ops_with(
+        &source,
+        &grants,
+        "task-secret",
+        secrets,
+        json!([{ "op": "logs", "container": runner }]),
+    )
+    .await;
     let logs = ok(&r[0]).as_str().unwrap().to_string();
     assert!(logs.contains("password is [redacted]"), "{logs}");
     assert!(
-        !format!("{:?}", rec.events()).contains(&password),
+        !format!("{:?}{:?}", rec.events(), logged.events()).contains(&password),
         "the password reached the events"
     );
     for c in [&name, &runner] {

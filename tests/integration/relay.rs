@@ -236,12 +236,12 @@ fn show(d: &Daemon, id: &str) -> serde_json::Value {
 }
 
 fn spawn(d: &Daemon, skill: &Path, extra: &[&str]) -> String {
-    let mut args = vec![
-        "spawn",
-        skill.to_str().unwrap(),
-        "-i",
-        r#"{"name": "relay"}"#,
-    ];
+    spawn_with(d, skill, r#"{"name": "relay"}"#, extra)
+}
+
+/// Spawns `skill` with `input`; its task id.
+fn spawn_with(d: &Daemon, skill: &Path, input: &str, extra: &[&str]) -> String {
+    let mut args = vec!["spawn", skill.to_str().unwrap(), "-i", input];
     args.extend(extra);
     let out = d.cli(&args);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -602,18 +602,7 @@ fn failures_only_and_a_sink_filtered_by_state_and_skill() {
         text.replace("name = \"hostile\"", "name = \"other\""),
     )
     .unwrap();
-    let panic = |skill: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "spawn",
-            skill.to_str().unwrap(),
-            "-i",
-            r#"{"case": "panic"}"#,
-        ];
-        args.extend(extra);
-        let out = d.cli(&args);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        out.stdout.trim().to_string()
-    };
+    let panic = |skill: &Path, extra: &[&str]| spawn_with(&d, skill, r#"{"case": "panic"}"#, extra);
     let quiet_ok = spawn(&d, hello.path(), &["--notify", "failures-only"]);
     let quiet_bad = panic(hostile.path(), &["--notify", "failures-only"]);
     let ok = spawn(&d, hello.path(), &[]);

@@ -90,6 +90,8 @@ pub struct BuildSecret {
 }
 
 impl BuildSecret {
+    const FLAG: &str = "--allow-docker-build-secret";
+
     /// The CLI form: `--allow-docker-build-secret NAME sha256:HEX`.
     pub fn parse_cli(secret: &str, dockerfile: &str) -> Result<BuildSecret, String> {
         let s = BuildSecret {
@@ -97,27 +99,21 @@ impl BuildSecret {
             dockerfile: dockerfile.to_string(),
         };
         s.validate()
-            .map_err(|e| format!("--allow-docker-build-secret {secret} {dockerfile}: {e}"))?;
+            .map_err(|e| format!("{} {secret} {dockerfile}: {e}", Self::FLAG))?;
         Ok(s)
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
-        validate_env_name(&self.secret).map_err(|e| format!("secret {e}"))?;
-        if is_sha256(&self.dockerfile) {
-            Ok(())
-        } else {
-            Err(format!(
-                "dockerfile {:?} is not sha256:<64 hex digits> (`sha256sum Dockerfile`)",
-                self.dockerfile
-            ))
-        }
+        check_pinned(
+            &self.secret,
+            &self.dockerfile,
+            "dockerfile",
+            "`sha256sum Dockerfile`",
+        )
     }
 
     fn flag(&self) -> String {
-        format!(
-            "--allow-docker-build-secret {} {}",
-            self.secret, self.dockerfile
-        )
+        format!("{} {} {}", Self::FLAG, self.secret, self.dockerfile)
     }
 }
 
@@ -144,6 +140,8 @@ pub struct RunSecret {
 }
 
 impl RunSecret {
+    const FLAG: &str = "--allow-docker-run-secret";
+
     /// The CLI form: `--allow-docker-run-secret NAME sha256:HEX`.
     pub fn parse_cli(secret: &str, image: &str) -> Result<RunSecret, String> {
         let s = RunSecret {
@@ -151,25 +149,21 @@ impl RunSecret {
             image: image.to_string(),
         };
         s.validate()
-            .map_err(|e| format!("--allow-docker-run-secret {secret} {image}: {e}"))?;
+            .map_err(|e| format!("{} {secret} {image}: {e}", Self::FLAG))?;
         Ok(s)
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
-        validate_env_name(&self.secret).map_err(|e| format!("secret {e}"))?;
-        if is_sha256(&self.image) {
-            Ok(())
-        } else {
-            Err(format!(
-                "image {:?} is not an image id, sha256:<64 hex digits> \
-                 (`docker image inspect -f '{{{{.Id}}}}' IMAGE`)",
-                self.image
-            ))
-        }
+        check_pinned(
+            &self.secret,
+            &self.image,
+            "image id",
+            "`docker image inspect -f '{{.Id}}' IMAGE`",
+        )
     }
 
     fn flag(&self) -> String {
-        format!("--allow-docker-run-secret {} {}", self.secret, self.image)
+        format!("{} {} {}", Self::FLAG, self.secret, self.image)
     }
 }
 
@@ -183,10 +177,18 @@ impl std::fmt::Display for RunSecret {
     }
 }
 
-/// Whether `s` is `sha256:` and 64 hex digits.
-fn is_sha256(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+/// Checks a use pinned by digest: the secret's name, and `digest` (the
+/// `what`, found with `how`) as `sha256:` and 64 hex digits.
+fn check_pinned(secret: &str, digest: &str, what: &str, how: &str) -> Result<(), String> {
+    validate_env_name(secret).map_err(|e| format!("secret {e}"))?;
+    let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+    if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {digest:?} is not sha256:<64 hex digits> ({how})"
+        ))
+    }
 }
 
 /// The `[secrets]` table, of `skill.toml` (requests) and of a policy file
