@@ -293,6 +293,46 @@ impl Redactor {
         out
     }
 
+    /// The longest text it hides: how far past a cap output must be read
+    /// for a value across the cut to be found whole.
+    pub fn longest(&self) -> usize {
+        self.needles.first().map_or(0, String::len)
+    }
+
+    /// Output read up to `cap` + [`longest`](Self::longest) bytes
+    /// (`cut`: the read stopped there), redacted, then cut to `cap`: a
+    /// value across the cut is found whole, and the start of one left at
+    /// the end by a cut is dropped too, so that moving the cut cannot read
+    /// a value out byte by byte. Returns whether it was cut.
+    pub fn capped(&self, b: &[u8], cap: usize, cut: bool) -> (Vec<u8>, bool) {
+        let mut out = self.bytes(b);
+        if out.len() <= cap && !cut {
+            return (out, false);
+        }
+        out.truncate(cap);
+        let partial = self
+            .needles
+            .iter()
+            .filter_map(|n| {
+                let n = n.as_bytes();
+                (1..n.len()).rev().find(|k| out.ends_with(&n[..*k]))
+            })
+            .max();
+        if let Some(k) = partial {
+            out.truncate(out.len() - k);
+            out.extend_from_slice(REDACTED.as_bytes());
+        }
+        (out, true)
+    }
+
+    /// [`capped`](Self::capped) for text read up to `cap` +
+    /// [`longest`](Self::longest) bytes (cut there when it is that long).
+    pub fn capped_text(&self, s: &str, cap: usize) -> String {
+        let cut = s.len() >= cap + self.longest() && !self.is_empty();
+        let (b, _) = self.capped(s.as_bytes(), cap, cut);
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
     /// `b` with every value replaced (bytes that are not UTF-8 are
     /// searched as they are).
     pub fn bytes(&self, b: &[u8]) -> Vec<u8> {
@@ -403,6 +443,18 @@ mod tests {
         assert_eq!(r.text(&format!("x{b64}y")), "x[redacted]y");
         assert_eq!(r.text(&hex::encode("s3cret-0")), "[redacted]");
         assert_eq!(r.bytes(b"\xffs3cret-0\xfe"), b"\xff[redacted]\xfe");
+        // A cut inside a value, wherever it falls, shows none of it.
+        let out = b"0123s3cret-0 and more";
+        for cap in 0..out.len() {
+            let (got, cut) = r.capped(out, cap, false);
+            let text = String::from_utf8_lossy(&got);
+            assert!(cut || cap >= out.len());
+            for k in 1..=4 {
+                assert!(!text.ends_with(&"s3cret-0"[..k]), "cap {cap}: {text:?}");
+            }
+            assert!(!text.contains("s3c"), "cap {cap}: {text:?}");
+        }
+        assert_eq!(r.capped(out, 100, false).0, b"0123[redacted] and more");
         let v = serde_json::json!({"k": ["x s3cret-0", 1, {"s3cret-0": true}]});
         assert_eq!(
             r.json(&v),

@@ -331,3 +331,61 @@ fn secrets_are_granted_requested_and_defined_or_refused() {
         out.stderr
     );
 }
+
+/// A skill that lowers the output cap so that the cut falls inside a
+/// value (its manifest may ask for any cap) sees no byte of it: what is cut
+/// off at the end of a program's output and what is left are both hidden.
+#[test]
+fn no_cut_of_a_programs_output_reveals_part_of_a_secret() {
+    let secret = value();
+    let work = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let skill = hostile(port);
+    let w = work.path().to_str().unwrap().to_string();
+    let p = port.to_string();
+    let env = [("SBX_TEST_DEPLOY_TOKEN", secret.as_str())];
+    for cap in [
+        1,
+        4,
+        11,
+        25,
+        secret.len() - 1,
+        secret.len(),
+        secret.len() + 1,
+    ] {
+        let input = serde_json::json!({
+            "case": "exfiltrate",
+            "execs": [["printenv", "DEPLOY_TOKEN"]],
+            "send_to": format!("127.0.0.1:{port}"),
+        });
+        let mut args = vec![
+            "run".to_string(),
+            skill.path().to_str().unwrap().into(),
+            "--secret".into(),
+            "DEPLOY_TOKEN=env:SBX_TEST_DEPLOY_TOKEN".into(),
+            "--output".into(),
+            cap.to_string(),
+            "-i".into(),
+            input.to_string(),
+        ];
+        args.extend(flags(&w, &p, true));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        // The summary is over the cap: the run fails after sending.
+        let out = cli(&argv, &env);
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut sent = String::new();
+        conn.read_to_string(&mut sent).unwrap();
+        let printed = sent
+            .lines()
+            .skip_while(|l| l.contains('='))
+            .collect::<Vec<_>>()
+            .join("\n");
+        // Its first bytes, `sk-`, would be its start.
+        assert!(
+            !printed.contains(&secret[..3]),
+            "cap {cap}: {printed:?} shows the start of the value"
+        );
+        assert!(!out.stdout.contains(&secret[..3]) && !out.stderr.contains(&secret[..3]));
+    }
+}

@@ -294,16 +294,29 @@ pub async fn run(
     events: &dyn EventObserver,
 ) -> Result<Response, ExecError> {
     let call = describe(&req.program, &req.args);
-    let result = run_checked(policy, sandbox, secrets, &req, deadline)
-        .await
-        .map(|r| {
-            let hide = secrets.redactor();
-            Response {
-                stdout: hide.bytes(&r.stdout),
-                stderr: hide.bytes(&r.stderr),
-                ..r
-            }
-        });
+    let hide = secrets.redactor();
+    // Read past the cap by the longest value, so that the cut cannot fall
+    // inside one unseen (see `Redactor::capped`).
+    let cap = policy.limits.output;
+    let result = run_checked(
+        policy,
+        sandbox,
+        secrets,
+        &req,
+        deadline,
+        cap + hide.longest(),
+    )
+    .await
+    .map(|r| {
+        let (stdout, cut_out) = hide.capped(&r.stdout, cap, r.truncated);
+        let (stderr, cut_err) = hide.capped(&r.stderr, cap, r.truncated);
+        Response {
+            stdout,
+            stderr,
+            truncated: cut_out || cut_err,
+            ..r
+        }
+    });
     let (allowed, reason) = match &result {
         Ok(r) => (true, format!("exit status {}", r.status)),
         Err(e @ ExecError::Denied(_)) => (false, e.to_string()),
@@ -334,6 +347,7 @@ async fn run_checked(
     secrets: &SecretValues,
     req: &Request,
     deadline: Instant,
+    cap: usize,
 ) -> Result<Response, ExecError> {
     let (program, args) = check(policy, req)?;
     let cwd = working_dir(policy, req)?;
@@ -344,7 +358,6 @@ async fn run_checked(
         .unwrap_or(policy.limits.exec_timeout)
         .min(policy.limits.exec_timeout)
         .min(left);
-    let cap = policy.limits.output;
     let failed = |what: &str, e: std::io::Error| {
         ExecError::Failed(format!("{what} for {}: {e}", program.display()))
     };

@@ -173,7 +173,9 @@ impl DockerCtx {
             .labels(&labels)
             .build();
         let stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-        let (image_id, log) = follow_build(stream, &tag, self.policy.limits.output).await?;
+        // Read past the cap by the longest secret (see `Redactor::capped`).
+        let cap = self.policy.limits.output;
+        let (image_id, log) = follow_build(stream, &tag, cap + self.hide.longest()).await?;
         let image_id = match image_id {
             Some(id) => id,
             None => docker
@@ -184,7 +186,7 @@ impl DockerCtx {
         };
         Ok(Built {
             image_id,
-            log: self.hide.text(&log),
+            log: self.hide.capped_text(&log, cap),
         })
     }
 

@@ -595,17 +595,20 @@ impl DockerCtx {
                 .stderr(true)
                 .tail(&tail.to_string())
                 .build();
+            // Read past the cap by the longest secret (see
+            // `Redactor::capped`).
             let cap = self.policy.limits.output;
+            let read = cap + self.hide.longest();
             let mut out = String::new();
             let mut s = docker.logs(c.id.as_deref().unwrap_or(name), Some(options));
             while let Some(chunk) = s.next().await {
                 push_capped(
                     &mut out,
                     &String::from_utf8_lossy(&chunk?.into_bytes()),
-                    cap,
+                    read,
                 );
             }
-            Ok(self.hide.text(&out))
+            Ok(self.hide.capped_text(&out, cap))
         };
         self.audited(format!("logs {name} tail={tail}"), op, |l| {
             format!("{} bytes", l.len())
