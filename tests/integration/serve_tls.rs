@@ -1,5 +1,5 @@
-//! `serve --listen` over TLS: the CLI and curl reach the API with the
-//! operator's CA and the bearer token; a client that does not trust the
+//! `serve --listen` over TLS: the CLI, curl and an MCP client reach the API
+//! with the operator's CA and the bearer token; a client that does not trust the
 //! certificate, plain HTTP, and every bad set-up are refused with what
 //! failed.
 
@@ -173,6 +173,27 @@ fn serve_over_tls_takes_clients_that_verify_it_and_the_token() {
         Some(60),
         "curl: the peer's certificate was not verified"
     );
+
+    // A real MCP client (the Python SDK over httpx) speaks MCP over TLS when
+    // it trusts the CA, and not otherwise.
+    if let Some(python) = crate::mcp::python() {
+        let url = format!("{https}/mcp");
+        let target = ["--url", url.as_str(), "--token", TOKEN];
+        let report =
+            crate::mcp::client_env(&python, &target, &["tools"], &[("SSL_CERT_FILE", ca_file)]);
+        assert!(report["tools"]["protocol"].is_string(), "{report}");
+        let out = std::process::Command::new(&python)
+            .arg(crate::harness::root().join("tests/mcp/scenarios.py"))
+            .args(target)
+            .arg("tools")
+            .env_remove("SSL_CERT_FILE")
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "an MCP client that does not trust the CA connected"
+        );
+    }
 
     // Plain HTTP on the TLS port gets no answer from the API.
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
