@@ -302,7 +302,7 @@ fn secrets_are_granted_requested_and_defined_or_refused() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|i| i["capability"] == "secret")
+        .filter(|i| i["capability"] == "secrets")
         .map(|i| {
             format!(
                 "{} {}",

@@ -38,7 +38,7 @@ impl ReportStatus {
 /// One line of a [`PolicyReport`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReportItem {
-    /// `fs`, `exec`, `env`, `net` or `limits`.
+    /// `fs`, `exec`, `env`, `net`, `docker`, `secrets` or `limits`.
     pub capability: &'static str,
     /// The request (or grant) in words.
     pub item: String,

@@ -262,18 +262,18 @@ fn intersect<T: Clone + PartialEq + std::fmt::Display>(
     let mut out: Vec<T> = Vec::new();
     let Some(reqs) = requested else {
         for g in granted {
-            report.push("secret", g.to_string(), ReportStatus::Granted);
+            report.push("secrets", g.to_string(), ReportStatus::Granted);
             out.push(g.clone());
         }
         return out;
     };
     for r in reqs {
         if granted.iter().any(|g| same(g, r)) {
-            report.push("secret", r.to_string(), ReportStatus::Granted);
+            report.push("secrets", r.to_string(), ReportStatus::Granted);
             out.push(r.clone());
         } else {
             report.push(
-                "secret",
+                "secrets",
                 r.to_string(),
                 ReportStatus::NotGranted { hint: flag(r) },
             );
@@ -281,7 +281,7 @@ fn intersect<T: Clone + PartialEq + std::fmt::Display>(
     }
     for g in granted {
         if !reqs.iter().any(|r| same(r, g)) {
-            report.push("secret", g.to_string(), ReportStatus::Unrequested);
+            report.push("secrets", g.to_string(), ReportStatus::Unrequested);
         }
     }
     out.dedup();
