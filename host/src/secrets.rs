@@ -326,9 +326,10 @@ impl Redactor {
     }
 
     /// [`capped`](Self::capped) for text read up to `cap` +
-    /// [`longest`](Self::longest) bytes (cut there when it is that long).
+    /// [`longest`](Self::longest) bytes (cut there when it is that long,
+    /// give or take the end of a character).
     pub fn capped_text(&self, s: &str, cap: usize) -> String {
-        let cut = s.len() >= cap + self.longest() && !self.is_empty();
+        let cut = !self.is_empty() && s.len() + 3 >= cap + self.longest();
         let (b, _) = self.capped(s.as_bytes(), cap, cut);
         String::from_utf8_lossy(&b).into_owned()
     }
@@ -455,6 +456,16 @@ mod tests {
             assert!(!text.contains("s3c"), "cap {cap}: {text:?}");
         }
         assert_eq!(r.capped(out, 100, false).0, b"0123[redacted] and more");
+        // Text read to the cap and the longest value, stopped before a
+        // character that did not fit, whose values redacted leave it under
+        // the cap: the start of a value at its end is hidden too.
+        let cap = 40;
+        let long = hex::encode("s3cret-and-more");
+        assert_eq!(cap + r.longest(), 70);
+        let text = format!("{long}{long}ééés3");
+        assert_eq!(text.len(), 68, "a 2-byte character would not fit");
+        let shown = r.capped_text(&text, cap);
+        assert_eq!(shown, "[redacted][redacted]ééé[redacted]");
         let v = serde_json::json!({"k": ["x s3cret-0", 1, {"s3cret-0": true}]});
         assert_eq!(
             r.json(&v),
