@@ -64,6 +64,7 @@ pub mod policy;
 pub mod private;
 pub mod relay;
 pub mod runtime;
+pub mod schedule;
 pub mod secrets;
 pub mod server;
 pub mod skill;
