@@ -211,34 +211,42 @@ impl SecretBook {
                 .map_err(|e| Error::Grant(format!("the secret {name}: {e}")))?;
             values.insert(name.to_string(), value);
         }
-        Ok(SecretValues(Arc::new(values)))
+        let hide = Redactor::new(values.values().cloned());
+        Ok(SecretValues(Arc::new(Resolved { values, hide })))
     }
 }
 
 /// The values of one run's secrets, by name. Its `Debug` shows names only.
 #[derive(Clone, Default)]
-pub struct SecretValues(Arc<BTreeMap<String, String>>);
+pub struct SecretValues(Arc<Resolved>);
+
+/// The values and what hides them, made once per run.
+#[derive(Default)]
+struct Resolved {
+    values: BTreeMap<String, String>,
+    hide: Redactor,
+}
 
 impl std::fmt::Debug for SecretValues {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
+        f.debug_set().entries(self.0.values.keys()).finish()
     }
 }
 
 impl SecretValues {
     /// The value of `name`, if resolved.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0.values.get(name).map(String::as_str)
     }
 
     /// Whether there is none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.values.is_empty()
     }
 
-    /// What hides these values.
-    pub fn redactor(&self) -> Redactor {
-        Redactor::new(self.0.values().cloned())
+    /// What hides these values (shared: made when they were read).
+    pub fn redactor(&self) -> &Redactor {
+        &self.0.hide
     }
 }
 

@@ -110,35 +110,67 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// A secret's value, a granted directory, a granted endpoint listening,
+/// and the hostile skill asking for them.
+struct Scene {
+    secret: String,
+    work: tempfile::TempDir,
+    listener: TcpListener,
+    port: u16,
+    skill: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        Scene {
+            secret: value(),
+            work: tempfile::tempdir().unwrap(),
+            listener,
+            port,
+            skill: hostile(port),
+        }
+    }
+
+    fn work_dir(&self) -> String {
+        self.work.path().to_str().unwrap().to_string()
+    }
+
+    /// The host's environment holding the value.
+    fn env(&self) -> [(&'static str, &str); 1] {
+        [("SBX_TEST_DEPLOY_TOKEN", self.secret.as_str())]
+    }
+
+    /// `skillbox run` of the skill with `input`, the secret defined from
+    /// the environment, `extra` flags and every grant.
+    fn run(&self, extra: &[&str], input: &str) -> crate::harness::CliOutput {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            self.skill.path().to_str().unwrap().into(),
+            "--secret".into(),
+            "DEPLOY_TOKEN=env:SBX_TEST_DEPLOY_TOKEN".into(),
+            "-i".into(),
+            input.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(flags(&self.work_dir(), &self.port.to_string(), true));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&argv, &self.env())
+    }
+}
+
 #[test]
 fn a_program_gets_the_secret_and_the_skill_gets_only_redacted_text() {
-    let secret = value();
-    let work = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let skill = hostile(port);
-    let w = work.path().to_str().unwrap().to_string();
-    let p = port.to_string();
-    let env = [("SBX_TEST_DEPLOY_TOKEN", secret.as_str())];
+    let scene = Scene::new();
+    let (secret, port, listener) = (scene.secret.as_str(), scene.port, &scene.listener);
 
     // `run`, the value known to the skill some other way (its input): every
     // way out of the run hides it.
-    let mut args = vec![
-        "run".to_string(),
-        skill.path().to_str().unwrap().into(),
-        "--json".into(),
-        "-v".into(),
-        "--secret".into(),
-        "DEPLOY_TOKEN=env:SBX_TEST_DEPLOY_TOKEN".into(),
-        "-i".into(),
-        input(port, Some(&secret)),
-    ];
-    args.extend(flags(&w, &p, true));
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = cli(&argv, &env);
+    let out = scene.run(&["--json", "-v"], &input(port, Some(secret)));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        !out.stdout.contains(&secret) && !out.stderr.contains(&secret),
+        !out.stdout.contains(secret) && !out.stderr.contains(secret),
         "the value got out: {}\n{}",
         out.stdout,
         out.stderr
@@ -162,29 +194,33 @@ fn a_program_gets_the_secret_and_the_skill_gets_only_redacted_text() {
         assert!(report[stream].as_str().unwrap().contains("[redacted]"));
     }
     // The program got the real value.
-    let hash = std::fs::read_to_string(work.path().join("hash")).unwrap();
+    let hash = std::fs::read_to_string(scene.work.path().join("hash")).unwrap();
     assert_eq!(
         hash.split_whitespace().next(),
-        Some(sha256_hex(&secret).as_str())
+        Some(sha256_hex(secret).as_str())
     );
 
     // A task of the daemon: the skill never holds the value, so what it
     // sends to its granted endpoint has none; nor does anything stored.
-    std::fs::remove_file(work.path().join("hash")).unwrap();
+    std::fs::remove_file(scene.work.path().join("hash")).unwrap();
     let data = tempfile::tempdir().unwrap();
     let rx = Receiver::start(&[], Reply::Status(200));
     let cfg = config(data.path(), &webhook("ops", &rx.url("/in")), "\"ops\"");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str("\n[secrets.DEPLOY_TOKEN]\nenv = \"SBX_TEST_DEPLOY_TOKEN\"\n");
     std::fs::write(&cfg, text).unwrap();
-    let d = Daemon::start_env(data.path(), &["--config", cfg.to_str().unwrap()], &env);
+    let d = Daemon::start_env(
+        data.path(),
+        &["--config", cfg.to_str().unwrap()],
+        &scene.env(),
+    );
     let mut args = vec![
         "spawn".to_string(),
-        skill.path().to_str().unwrap().into(),
+        scene.skill.path().to_str().unwrap().into(),
         "-i".into(),
         input(port, None),
     ];
-    args.extend(flags(&w, &p, true));
+    args.extend(flags(&scene.work_dir(), &port.to_string(), true));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = d.cli(&argv);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -194,12 +230,12 @@ fn a_program_gets_the_secret_and_the_skill_gets_only_redacted_text() {
     conn.read_to_string(&mut sent).unwrap();
     let out = d.cli(&["tasks", "wait", &id, "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(!sent.contains(&secret), "sent: {sent}");
+    assert!(!sent.contains(secret), "sent: {sent}");
     assert!(sent.contains("SBX_TEST_DEPLOY_TOKEN=[redacted]"), "{sent}");
-    let hash = std::fs::read_to_string(work.path().join("hash")).unwrap();
+    let hash = std::fs::read_to_string(scene.work.path().join("hash")).unwrap();
     assert_eq!(
         hash.split_whitespace().next(),
-        Some(sha256_hex(&secret).as_str())
+        Some(sha256_hex(secret).as_str())
     );
     let notified = rx.wait_for(1);
     let logs = d.cli(&["tasks", "logs", &id, "--json"]);
@@ -211,7 +247,7 @@ fn a_program_gets_the_secret_and_the_skill_gets_only_redacted_text() {
             String::from_utf8_lossy(&notified[0].body).into_owned(),
         ),
     ] {
-        assert!(!text.contains(&secret), "{what}: {text}");
+        assert!(!text.contains(secret), "{what}: {text}");
     }
     assert!(
         logs.stdout.contains("gathered: ") && logs.stdout.contains("[redacted]"),
@@ -337,14 +373,8 @@ fn secrets_are_granted_requested_and_defined_or_refused() {
 /// off at the end of a program's output and what is left are both hidden.
 #[test]
 fn no_cut_of_a_programs_output_reveals_part_of_a_secret() {
-    let secret = value();
-    let work = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let skill = hostile(port);
-    let w = work.path().to_str().unwrap().to_string();
-    let p = port.to_string();
-    let env = [("SBX_TEST_DEPLOY_TOKEN", secret.as_str())];
+    let scene = Scene::new();
+    let (secret, port, listener) = (scene.secret.as_str(), scene.port, &scene.listener);
     for cap in [
         1,
         4,
@@ -359,20 +389,8 @@ fn no_cut_of_a_programs_output_reveals_part_of_a_secret() {
             "execs": [["printenv", "DEPLOY_TOKEN"]],
             "send_to": format!("127.0.0.1:{port}"),
         });
-        let mut args = vec![
-            "run".to_string(),
-            skill.path().to_str().unwrap().into(),
-            "--secret".into(),
-            "DEPLOY_TOKEN=env:SBX_TEST_DEPLOY_TOKEN".into(),
-            "--output".into(),
-            cap.to_string(),
-            "-i".into(),
-            input.to_string(),
-        ];
-        args.extend(flags(&w, &p, true));
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         // The summary is over the cap: the run fails after sending.
-        let out = cli(&argv, &env);
+        let out = scene.run(&["--output", &cap.to_string()], &input.to_string());
         let (mut conn, _) = listener.accept().unwrap();
         let mut sent = String::new();
         conn.read_to_string(&mut sent).unwrap();

@@ -99,7 +99,7 @@ impl Host {
         }
         // Everything the run reports passes the redactor: a guest that got
         // hold of a value cannot hand it on through its events.
-        let redactor = request.secrets.redactor();
+        let redactor = request.secrets.redactor().clone();
         request.events = redactor.observer(request.events.clone());
         let events = request.events.clone();
         let Built {

@@ -112,7 +112,7 @@ impl RunState {
         let limits = policy.limits;
         let mut wasi = WasiCtxBuilder::new();
         caps::fs::configure(&mut wasi, &policy)?;
-        caps::env::configure(&mut wasi, &policy, &secrets.redactor());
+        caps::env::configure(&mut wasi, &policy, secrets.redactor());
         let net = caps::net::configure(&mut wasi, &policy, events.clone(), asker.clone())?;
         // A command's stdout is its summary, so it is not streamed.
         let stream_stdout = (prepared.kind == SkillKind::Skill).then(|| events.clone());
@@ -154,7 +154,6 @@ impl RunState {
                 events: events.clone(),
                 asker: asker.clone(),
                 task: tag,
-                hide: secrets.redactor(),
                 secrets,
             },
             asker,

@@ -175,7 +175,8 @@ impl DockerCtx {
         let stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
         // Read past the cap by the longest secret (see `Redactor::capped`).
         let cap = self.policy.limits.output;
-        let (image_id, log) = follow_build(stream, &tag, cap + self.hide.longest()).await?;
+        let (image_id, log) =
+            follow_build(stream, &tag, cap + self.secrets.redactor().longest()).await?;
         let image_id = match image_id {
             Some(id) => id,
             None => docker
@@ -186,7 +187,7 @@ impl DockerCtx {
         };
         Ok(Built {
             image_id,
-            log: self.hide.capped_text(&log, cap),
+            log: self.secrets.redactor().capped_text(&log, cap),
         })
     }
 

@@ -337,10 +337,10 @@ pub struct DockerCtx {
     pub asker: Arc<crate::caps::approval::Asker>,
     /// Task (or run) label for new containers.
     pub task: Option<String>,
-    /// The values of the secrets granted to the run's builds.
+    /// The values of the secrets granted to the run's builds and
+    /// containers; what hides them in what goes back to the guest (errors,
+    /// logs).
     pub secrets: crate::secrets::SecretValues,
-    /// What hides them in what goes back to the guest (errors, logs).
-    pub hide: crate::secrets::Redactor,
 }
 
 impl DockerCtx {
@@ -413,7 +413,7 @@ impl DockerCtx {
             )),
         };
         // An engine's error may quote a build argument's value.
-        let result = result.map_err(|e| e.redacted(&self.hide));
+        let result = result.map_err(|e| e.redacted(self.secrets.redactor()));
         let (allowed, reason) = match &result {
             Ok(v) => (true, ok(v)),
             Err(e @ DockerError::Denied(_)) => (false, e.to_string()),
@@ -598,7 +598,7 @@ impl DockerCtx {
             // Read past the cap by the longest secret (see
             // `Redactor::capped`).
             let cap = self.policy.limits.output;
-            let read = cap + self.hide.longest();
+            let read = cap + self.secrets.redactor().longest();
             let mut out = String::new();
             let mut s = docker.logs(c.id.as_deref().unwrap_or(name), Some(options));
             while let Some(chunk) = s.next().await {
@@ -608,7 +608,7 @@ impl DockerCtx {
                     read,
                 );
             }
-            Ok(self.hide.capped_text(&out, cap))
+            Ok(self.secrets.redactor().capped_text(&out, cap))
         };
         self.audited(format!("logs {name} tail={tail}"), op, |l| {
             format!("{} bytes", l.len())
