@@ -210,6 +210,7 @@ fn store_ops(component: &Path, n: usize) -> Res<()> {
         notify_to: Vec::new(),
         resume: skillbox::store::ResumePolicy::Restart,
         scratch: None,
+        schedule: None,
     };
     use skillbox::store::TaskStore;
     let t = Instant::now();

@@ -140,6 +140,9 @@ pub enum StoreError {
     /// The request makes no sense for the task's state.
     #[error("{0}")]
     Conflict(String),
+    /// No such thing other than a task (a schedule).
+    #[error("{0}")]
+    Missing(String),
     /// The database was written by a newer skillbox, or an applied migration
     /// was changed.
     #[error("task store schema: {0}")]

@@ -39,7 +39,9 @@ pub fn code_of(e: &skillbox::Error) -> u8 {
         | E::Config(_)
         | E::Input(_) => exit::INVALID,
         E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => exit::NOT_FOUND,
-        E::Store(skillbox::store::StoreError::NotFound(_)) => exit::NOT_FOUND,
+        E::Store(
+            skillbox::store::StoreError::NotFound(_) | skillbox::store::StoreError::Missing(_),
+        ) => exit::NOT_FOUND,
         _ => exit::FAILED,
     }
 }

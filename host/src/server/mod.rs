@@ -76,7 +76,9 @@ impl From<Error> for ApiError {
             | Error::Component { .. }
             | Error::Input(_)
             | Error::Io { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-            Error::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not-found"),
+            Error::Store(StoreError::NotFound(_) | StoreError::Missing(_)) => {
+                (StatusCode::NOT_FOUND, "not-found")
+            }
             Error::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "conflict"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

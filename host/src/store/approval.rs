@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::policy::ask::{ApprovalRequest, Decision};
 
+use super::audit::{self, Entry};
 use super::backend::{StoreError, now_ms};
 use super::machine::{Transaction, move_state};
 use super::model::{TaskId, TaskState};
@@ -144,6 +145,8 @@ pub(super) async fn ask<T: Transaction>(
         approval.seq = tx.event_count(id).await?.map_or(0, |(n, _)| n as u64);
     }
     tx.put_approval(&approval).await?;
+    // Settled at once: by an "always" decision, or by the bound.
+    audit::chain(tx, Entry::decision(&approval).into_iter().collect()).await?;
     Ok(approval)
 }
 
@@ -220,6 +223,7 @@ pub(super) async fn decide<T: Transaction>(
     );
     approval.decision = Some(decision);
     tx.put_approval(&approval).await?;
+    audit::chain(tx, Entry::decision(&approval).into_iter().collect()).await?;
     let others_pending = pending.iter().any(|a| a.id != approval.id);
     if task.state == TaskState::AwaitingApproval && !others_pending {
         move_state(tx, id, task.state, TaskState::Running, &why, max).await?;

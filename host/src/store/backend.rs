@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::error::StoreError;
 
 use super::approval::{Approval, Ask, Decision};
+use super::audit::{AuditFilter, AuditHead, AuditRecord};
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec, TaskState};
 use super::outbox::{Attempt, Delivery, Verdict};
+use super::schedule::{Schedule, ScheduleSpec, Slot};
 
 /// A task claimed by a host: the lease generation fences every later write.
 #[derive(Clone, Debug, PartialEq)]
@@ -206,6 +208,35 @@ pub trait TaskStore: Send + Sync {
     fn redeliver(&self, id: TaskId) -> Result<usize, StoreError>;
     /// When the earliest pending notification is due (Unix milliseconds).
     fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError>;
+
+    // Schedules (see [`schedule`](super::schedule)).
+
+    /// Stores a new schedule (its task checked by the caller); refuses a
+    /// name in use, a bad name, expression or zone.
+    fn add_schedule(&self, spec: ScheduleSpec) -> Result<Schedule, StoreError>;
+    /// One schedule.
+    fn schedule(&self, name: &str) -> Result<Schedule, StoreError>;
+    /// Every schedule, by name.
+    fn schedules(&self) -> Result<Vec<Schedule>, StoreError>;
+    /// The schedule's latest slots (at most `limit`), newest first.
+    fn schedule_slots(&self, name: &str, limit: u32) -> Result<Vec<Slot>, StoreError>;
+    /// Pauses (`true`) or resumes a schedule.
+    fn pause_schedule(&self, name: &str, paused: bool) -> Result<Schedule, StoreError>;
+    /// Deletes a schedule and its slots' records (its tasks stay).
+    fn remove_schedule(&self, name: &str) -> Result<(), StoreError>;
+    /// Fires what is due at `now_ms` (see [`schedule`](super::schedule));
+    /// a slot that passed less than `grace_ms` ago is on time. Returns the
+    /// tasks created.
+    fn fire_schedules(&self, now_ms: i64, grace_ms: i64) -> Result<Vec<Task>, StoreError>;
+    /// Creates the schedule's task now, outside its timetable.
+    fn run_schedule_now(&self, name: &str) -> Result<Task, StoreError>;
+
+    // The audit trail (see [`audit`](super::audit)).
+
+    /// Audit records matching `filter`, in chain order.
+    fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The audit chain's head.
+    fn audit_head(&self) -> Result<AuditHead, StoreError>;
 
     /// A counter that changes when another host may have made a task
     /// runnable (a backend shared by several hosts, e.g. PostgreSQL's

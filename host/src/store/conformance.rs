@@ -23,6 +23,7 @@ pub(crate) fn spec(label: &str, resume: ResumePolicy) -> TaskSpec {
         notify_to: Vec::new(),
         resume,
         scratch: None,
+        schedule: None,
     }
 }
 
@@ -57,6 +58,10 @@ pub(crate) fn run_all(make: &dyn Fn() -> Box<dyn TaskStore>) {
     an_end_hands_its_notifications_to_its_host(&*make());
     approvals_wait_decide_and_survive_a_resume(&*make());
     approval_decisions_refuse_bad_input_and_change_nothing(&*make());
+    audit_chains_calls_and_decisions_and_outlives_pruning(&*make());
+    schedules_fire_each_slot_once_by_their_policies(&*make());
+    schedules_overlap_pause_run_now_and_remove(&*make());
+    schedules_refuse_bad_input_and_change_nothing(&*make());
 }
 
 fn create_get_list(store: &dyn TaskStore) {
@@ -911,4 +916,339 @@ fn approval_decisions_refuse_bad_input_and_change_nothing(store: &dyn TaskStore)
         store.approvals(TaskId::new()),
         Err(StoreError::NotFound(_))
     ));
+}
+
+fn call(capability: &str, detail: &str, allowed: bool) -> TaskEvent {
+    TaskEvent::Audit {
+        capability: capability.into(),
+        detail: detail.into(),
+        allowed,
+        reason: if allowed { "granted" } else { "not granted" }.into(),
+    }
+}
+
+fn verify(store: &dyn TaskStore) -> audit::Verified {
+    let mut v = audit::Verifier::new(store.audit_head().unwrap());
+    for r in store.audit(&audit::AuditFilter::default()).unwrap() {
+        v.push(&r);
+    }
+    v.finish()
+}
+
+fn audit_chains_calls_and_decisions_and_outlives_pruning(store: &dyn TaskStore) {
+    use audit::AuditKind;
+    assert_eq!(verify(store).records, 0);
+    assert!(verify(store).broken.is_none(), "an empty chain verifies");
+    let first = store.create(spec("a", ResumePolicy::Restart)).unwrap().id;
+    let claim = store.claim("h1", LEASE).unwrap().unwrap();
+    store
+        .append_many(
+            &claim,
+            &[
+                call("exec", "/bin/true", true),
+                TaskEvent::Log {
+                    level: crate::events::Level::Info,
+                    message: "not audited".into(),
+                },
+                call("net", "TcpConnect 10.0.0.1:80", false),
+            ],
+        )
+        .unwrap();
+    let end = Ending {
+        events: &[call("fs", "open /data/x for writing", false)],
+        state: TaskState::Succeeded,
+        outcome: serde_json::json!({"outcome": "succeeded"}),
+        reason: "done",
+        deliver: None,
+    };
+    store.finish_and_claim(&claim, end, None).unwrap();
+    let all = store.audit(&audit::AuditFilter::default()).unwrap();
+    let seen: Vec<(u64, &str, bool)> = all
+        .iter()
+        .map(|r| (r.seq, r.capability.as_str(), r.allowed))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(1, "exec", true), (2, "net", false), (3, "fs", false)]
+    );
+    assert!(all.iter().all(|r| r.kind == AuditKind::Call
+        && r.task == Some(first)
+        && r.host.as_deref() == Some("h1")));
+    assert_eq!(all[0].prev, audit::GENESIS);
+    assert_eq!(all[1].prev, all[0].hash);
+
+    // An operator's decision, and who made it.
+    let second = store.create(spec("b", ResumePolicy::Restart)).unwrap().id;
+    let claim = store.claim("h2", LEASE).unwrap().unwrap();
+    store
+        .ask(&claim, asking("app#1", "--ask-exec 'systemctl *'"))
+        .unwrap();
+    store
+        .decide(second, None, by("cli:alice", false, false))
+        .unwrap();
+    let d = store
+        .audit(&audit::AuditFilter {
+            task: Some(second),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].kind, AuditKind::Decision);
+    assert_eq!(d[0].by.as_deref(), Some("cli:alice"));
+    assert!(!d[0].allowed && d[0].detail == "systemctl restart app#1");
+    let v = verify(store);
+    assert_eq!((v.records, v.head.seq, v.broken), (4, 4, None));
+
+    // Filters: after a seq, since a time.
+    let after = store
+        .audit(&audit::AuditFilter {
+            after: 2,
+            limit: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(after.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
+    let later = store
+        .audit(&audit::AuditFilter {
+            since_ms: Some(i64::MAX),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(later.is_empty());
+
+    // Pruning the first task removes its records, and leaves a record
+    // that vouches for them: the rest still verifies.
+    let gone = store.prune(i64::MAX, Some(first)).unwrap();
+    assert_eq!(gone.len(), 1);
+    let left = store.audit(&audit::AuditFilter::default()).unwrap();
+    assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(left[1].kind, AuditKind::Pruned);
+    assert_eq!(left[1].through, Some(3));
+    assert_eq!(left[1].through_hash.as_deref(), Some(all[2].hash.as_str()));
+    let v = verify(store);
+    assert_eq!((v.first, v.head.seq, v.broken), (Some(4), 5, None));
+    // A task still stored keeps its records (and every later one).
+    store.prune(i64::MAX, None).unwrap();
+    assert_eq!(
+        store.audit(&audit::AuditFilter::default()).unwrap().len(),
+        2
+    );
+}
+
+/// A schedule every ten seconds, the task `spec("s", …)`.
+fn every_ten(
+    name: &str,
+    missed: crate::schedule::Missed,
+    overlap: schedule::Overlap,
+) -> schedule::ScheduleSpec {
+    schedule::ScheduleSpec {
+        name: name.into(),
+        cron: "*/10 * * * * *".into(),
+        tz: "UTC".into(),
+        missed,
+        overlap,
+        task: spec("s", ResumePolicy::Restart),
+    }
+}
+
+fn fired_tasks(store: &dyn TaskStore, name: &str) -> Vec<Task> {
+    store
+        .list(&TaskFilter {
+            label: Some(name.into()),
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+fn schedules_fire_each_slot_once_by_their_policies(store: &dyn TaskStore) {
+    use crate::schedule::Missed;
+    use schedule::{Overlap, SlotOutcome};
+    const GRACE: i64 = 60_000;
+    let s = store
+        .add_schedule(every_ten("nightly", Missed::Skip, Overlap::Allow))
+        .unwrap();
+    let slot = s.next_ms.unwrap();
+    assert!(slot > s.created_ms && slot % 10_000 == 0);
+    // Before its first slot: nothing.
+    assert!(store.fire_schedules(slot - 1, GRACE).unwrap().is_empty());
+    // On time: one task, labelled and linked to its schedule and slot.
+    let fired = store.fire_schedules(slot + 150, GRACE).unwrap();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].spec.label.as_deref(), Some("nightly"));
+    assert_eq!(
+        fired[0].spec.schedule,
+        Some(schedule::ScheduleLink {
+            name: "nightly".into(),
+            slot_ms: Some(slot)
+        })
+    );
+    assert_eq!(fired[0].state, TaskState::Queued);
+    // Asked again (another host, the same moment or later within the
+    // slot): nothing more.
+    assert!(store.fire_schedules(slot + 150, GRACE).unwrap().is_empty());
+    assert!(
+        store
+            .fire_schedules(slot + 9_000, GRACE)
+            .unwrap()
+            .is_empty()
+    );
+    // A clock gone back fires nothing, and the slot is not fired again
+    // when it comes forward.
+    assert!(
+        store
+            .fire_schedules(slot - 30_000, GRACE)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.fire_schedules(slot + 200, GRACE).unwrap().is_empty());
+    let s = store.schedule("nightly").unwrap();
+    assert_eq!(
+        (s.fired, s.last_slot_ms, s.last_task),
+        (1, Some(slot), Some(fired[0].id))
+    );
+    // Down for 35 s: three slots passed; `skip` fires none of them.
+    assert!(
+        store
+            .fire_schedules(slot + 35_000, GRACE)
+            .unwrap()
+            .is_empty()
+    );
+    let s = store.schedule("nightly").unwrap();
+    assert_eq!((s.fired, s.skipped), (1, 3));
+    assert_eq!(s.next_ms, Some(slot + 40_000));
+    // The next slot on time fires again.
+    assert_eq!(store.fire_schedules(slot + 40_010, GRACE).unwrap().len(), 1);
+    assert_eq!(fired_tasks(store, "nightly").len(), 2);
+
+    // `run-once`: the same outage fires one task, for the latest slot.
+    let r = store
+        .add_schedule(every_ten("catch-up", Missed::RunOnce, Overlap::Allow))
+        .unwrap();
+    let first = r.next_ms.unwrap();
+    let fired = store.fire_schedules(first + 35_000, GRACE).unwrap();
+    let mine: Vec<&Task> = fired
+        .iter()
+        .filter(|t| t.spec.label.as_deref() == Some("catch-up"))
+        .collect();
+    assert_eq!(mine.len(), 1, "never a burst");
+    assert_eq!(
+        mine[0].spec.schedule.as_ref().unwrap().slot_ms,
+        Some(first + 30_000)
+    );
+    let r = store.schedule("catch-up").unwrap();
+    assert_eq!((r.fired, r.skipped), (1, 3));
+    let slots = store.schedule_slots("catch-up", 10).unwrap();
+    assert_eq!(slots.len(), 1);
+    assert_eq!(
+        (slots[0].slot_ms, slots[0].outcome, slots[0].task),
+        (first + 30_000, SlotOutcome::Fired, Some(mine[0].id))
+    );
+}
+
+fn schedules_overlap_pause_run_now_and_remove(store: &dyn TaskStore) {
+    use crate::schedule::Missed;
+    use schedule::{Overlap, SlotOutcome};
+    const GRACE: i64 = 60_000;
+    // `skip`: a slot while the previous task is still queued is skipped.
+    let s = store
+        .add_schedule(every_ten("solo", Missed::Skip, Overlap::Skip))
+        .unwrap();
+    let t0 = s.next_ms.unwrap();
+    let first = store.fire_schedules(t0 + 10, GRACE).unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(store.fire_schedules(t0 + 10_010, GRACE).unwrap().is_empty());
+    let slots = store.schedule_slots("solo", 10).unwrap();
+    assert_eq!(slots[0].outcome, SlotOutcome::Skipped);
+    assert_eq!(store.schedule("solo").unwrap().skipped, 1);
+    store.remove_schedule("solo").unwrap();
+    // Its tasks stay; the schedule and its slots go.
+    assert!(matches!(
+        store.schedule("solo"),
+        Err(StoreError::Missing(_))
+    ));
+    assert!(matches!(
+        store.schedule_slots("solo", 10),
+        Err(StoreError::Missing(_))
+    ));
+    assert!(matches!(
+        store.remove_schedule("solo"),
+        Err(StoreError::Missing(_))
+    ));
+    assert_eq!(store.get(first[0].id).unwrap().state, TaskState::Queued);
+    let c = store.claim("h", LEASE).unwrap().unwrap();
+    store
+        .finish(&c, TaskState::Succeeded, serde_json::json!({}), "done")
+        .unwrap();
+
+    // `queue`: one slot is held, later ones skipped, and the held one
+    // fires once the previous task ends.
+    let q = store
+        .add_schedule(every_ten("queued", Missed::Skip, Overlap::Queue))
+        .unwrap();
+    let t0 = q.next_ms.unwrap();
+    let first = store.fire_schedules(t0 + 10, GRACE).unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(store.fire_schedules(t0 + 10_010, GRACE).unwrap().is_empty());
+    assert!(store.fire_schedules(t0 + 20_010, GRACE).unwrap().is_empty());
+    let q = store.schedule("queued").unwrap();
+    assert_eq!((q.held_slot_ms, q.skipped), (Some(t0 + 10_000), 1));
+    let c = store.claim("h", LEASE).unwrap().unwrap();
+    assert_eq!(c.task.id, first[0].id);
+    store
+        .finish(&c, TaskState::Failed, serde_json::json!({}), "broke")
+        .unwrap();
+    let held = store.fire_schedules(t0 + 20_500, GRACE).unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        held[0].spec.schedule.as_ref().unwrap().slot_ms,
+        Some(t0 + 10_000)
+    );
+    let q = store.schedule("queued").unwrap();
+    assert_eq!((q.held_slot_ms, q.fired), (None, 2));
+    assert!(store.fire_schedules(t0 + 20_600, GRACE).unwrap().is_empty());
+
+    // Paused: no slot fires; resumed, the slots it slept through are missed.
+    let p = store.pause_schedule("queued", true).unwrap();
+    assert!(p.paused);
+    assert!(store.fire_schedules(t0 + 30_010, GRACE).unwrap().is_empty());
+    assert!(store.fire_schedules(t0 + 40_010, GRACE).unwrap().is_empty());
+    assert!(!store.pause_schedule("queued", false).unwrap().paused);
+    // run-now: a task at once, even with the previous one queued.
+    let now = store.run_schedule_now("queued").unwrap();
+    assert_eq!(now.spec.schedule.as_ref().unwrap().slot_ms, None);
+    assert_eq!(now.spec.label.as_deref(), Some("queued"));
+    assert_eq!(store.schedule("queued").unwrap().fired, 3);
+    assert!(matches!(
+        store.run_schedule_now("nope"),
+        Err(StoreError::Missing(_))
+    ));
+    assert!(matches!(
+        store.pause_schedule("nope", true),
+        Err(StoreError::Missing(_))
+    ));
+    assert_eq!(store.schedules().unwrap().len(), 1);
+}
+
+fn schedules_refuse_bad_input_and_change_nothing(store: &dyn TaskStore) {
+    use crate::schedule::Missed;
+    use schedule::Overlap;
+    let good = every_ten("ok", Missed::Skip, Overlap::Allow);
+    let bad = |f: &dyn Fn(&mut schedule::ScheduleSpec)| {
+        let mut s = good.clone();
+        f(&mut s);
+        match store.add_schedule(s) {
+            Err(StoreError::Conflict(m)) => m,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(bad(&|s| s.cron = "61 * * * *".into()).contains("cron expression"));
+    assert!(bad(&|s| s.cron = "every day".into()).contains("cron expression"));
+    assert!(bad(&|s| s.tz = "Mars/Olympus".into()).contains("tz database"));
+    assert!(bad(&|s| s.name = "../x".into()).contains("schedule name"));
+    assert!(bad(&|s| s.name = String::new()).contains("schedule name"));
+    assert!(store.schedules().unwrap().is_empty());
+    store.add_schedule(good.clone()).unwrap();
+    let again = store.add_schedule(good).unwrap_err().to_string();
+    assert!(again.contains("exists"), "{again}");
+    assert_eq!(store.schedules().unwrap().len(), 1);
 }

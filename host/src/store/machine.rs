@@ -12,9 +12,11 @@
 use std::time::Duration;
 
 use super::approval::Approval;
+use super::audit::{self, AuditFilter, AuditHead, AuditRecord, Entry};
 use super::backend::{Claim, Ended, StoreError, now_ms};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
 use super::outbox::Delivery;
+use super::schedule::{Schedule, Slot, SlotOutcome};
 use crate::policy::ResumePolicy;
 
 /// The columns of a task row, in the order backends read them.
@@ -139,6 +141,54 @@ pub(super) trait Transaction {
     async fn approvals(&self, id: TaskId) -> Result<Vec<Approval>, StoreError>;
     /// Stores (or replaces) one request for approval.
     async fn put_approval(&self, approval: &Approval) -> Result<(), StoreError>;
+
+    /// The audit chain's head, held (PostgreSQL: its row locked) until the
+    /// transaction ends, so that records are chained one writer at a time.
+    async fn audit_head(&self) -> Result<AuditHead, StoreError>;
+    /// Stores audit records and the chain's new head.
+    async fn put_audit(&self, records: &[AuditRecord], head: &AuditHead) -> Result<(), StoreError>;
+    /// One audit record.
+    async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError>;
+    /// Audit records matching `filter`, in seq order.
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The first seq of an audit record whose task is still stored.
+    async fn audit_kept_from(&self) -> Result<Option<u64>, StoreError>;
+    /// Deletes the audit records up to `seq`; returns how many.
+    async fn delete_audit_through(&self, seq: u64) -> Result<u64, StoreError>;
+
+    /// The schedule named `name`; with `lock`, its row is held until the
+    /// transaction ends.
+    async fn schedule(&self, name: &str, lock: bool) -> Result<Option<Schedule>, StoreError>;
+    /// Every schedule, by name.
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError>;
+    /// The schedules due at `now` that no other transaction holds, held.
+    async fn due_schedules(&self, now: i64) -> Result<Vec<Schedule>, StoreError>;
+    /// Stores a new schedule; `false` if the name is taken.
+    async fn insert_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError>;
+    /// Stores a schedule's new state.
+    async fn update_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
+    /// Deletes a schedule and its slots; `false` if there was none.
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError>;
+    /// Records what became of a slot; `false` (and nothing changed) if the
+    /// slot was recorded before.
+    async fn insert_slot(
+        &self,
+        name: &str,
+        slot_ms: i64,
+        at_ms: i64,
+        outcome: SlotOutcome,
+        task: Option<TaskId>,
+    ) -> Result<bool, StoreError>;
+    /// Records that a held slot fired task `task`; `false` if it was not
+    /// held.
+    async fn settle_slot(
+        &self,
+        name: &str,
+        slot_ms: i64,
+        task: Option<TaskId>,
+    ) -> Result<bool, StoreError>;
+    /// The schedule's latest slots, newest first.
+    async fn slots(&self, name: &str, limit: u32) -> Result<Vec<Slot>, StoreError>;
 }
 
 /// What a write on behalf of a claim checks, owned so that the write can
@@ -418,15 +468,29 @@ pub(super) async fn ask<T: Transaction>(
     super::approval::ask(tx, held.id, ask, max).await
 }
 
-/// Appends events on behalf of a claim; returns their seqs.
+/// Appends events on behalf of a claim; returns their seqs. The
+/// capability calls among them are chained into the audit trail when
+/// `audit` is on, even past the event bound.
 pub(super) async fn append_held<T: Transaction>(
     tx: &T,
     held: &Fence,
     events: &[TaskEvent],
-    max: u64,
+    bounds: Bounds,
 ) -> Result<Vec<u64>, StoreError> {
     fence(tx, held).await?;
-    append(tx, held.id, events, max).await
+    if bounds.audit {
+        audit::chain(tx, Entry::calls(held.id, &held.owner, events)).await?;
+    }
+    append(tx, held.id, events, bounds.max_events).await
+}
+
+/// What a backend keeps of a task's events.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bounds {
+    /// Most events kept per task.
+    pub(super) max_events: u64,
+    /// Whether capability calls are chained into the audit trail.
+    pub(super) audit: bool,
 }
 
 /// Saves a checkpoint on behalf of a claim, with its event.
@@ -493,9 +557,13 @@ pub(super) async fn finish<T: Transaction>(
     tx: &T,
     held: &Fence,
     end: Finish,
-    max: u64,
+    bounds: Bounds,
 ) -> Result<Ended, StoreError> {
     let held_in = fence(tx, held).await?;
+    let max = bounds.max_events;
+    if bounds.audit {
+        audit::chain(tx, Entry::calls(held.id, &held.owner, &end.events)).await?;
+    }
     append(tx, held.id, &end.events, max).await?;
     tx.set_outcome(held.id, &end.outcome).await?;
     move_state(tx, held.id, held_in, end.state, &end.reason, max).await?;

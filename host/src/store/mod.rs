@@ -15,19 +15,25 @@
 //! task service ([`crate::tasks`]) sits above it.
 
 pub mod approval;
+pub mod audit;
 mod backend;
 mod machine;
 mod model;
 mod open;
 pub mod outbox;
 mod postgres;
+mod postgres_audit;
 mod postgres_listen;
 mod postgres_outbox;
 mod postgres_pool;
+mod postgres_schedule;
 mod postgres_tls;
 mod postgres_tx;
+pub mod schedule;
 mod sqlite;
+mod sqlite_audit;
 mod sqlite_outbox;
+mod sqlite_schedule;
 mod sqlite_tx;
 mod sqlite_writer;
 #[doc(hidden)]

@@ -126,6 +126,9 @@ pub struct TaskSpec {
     /// the host keeps no scratch directories.
     #[serde(default)]
     pub scratch: Option<std::path::PathBuf>,
+    /// The schedule that created it, and for which slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<super::schedule::ScheduleLink>,
 }
 
 /// Where a task's scratch directory appears in the guest.

@@ -40,8 +40,8 @@
 //! whose pooled connection turns out dead at its very first statement
 //! (`BEGIN`, which changes nothing) retries once on a fresh connection.
 //!
-//! No TLS: connect over loopback, a unix socket (`host=/run/postgresql`)
-//! or a tunnel.
+//! TLS follows libpq's `sslmode` and `sslrootcert` (see
+//! [`PgStore::connect`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -53,15 +53,17 @@ use tokio::sync::{Semaphore, watch};
 use tokio_postgres::Row;
 
 use super::approval::{Approval, Ask, Decision};
+use super::audit::{AuditFilter, AuditHead, AuditRecord};
 use super::backend::{
     Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
     pending_migrations,
 };
-use super::machine::{self, Fence, Finish, TASK_COLUMNS, Transaction};
+use super::machine::{self, Bounds, Fence, Finish, TASK_COLUMNS, Transaction};
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec};
 use super::outbox::{Attempt, Delivery, Verdict};
 use super::postgres_pool::Pool;
 pub(super) use super::postgres_pool::{Tx, backend, pg};
+use super::schedule::{self, Schedule, ScheduleSpec, Slot};
 use super::sqlite::DEFAULT_MAX_EVENTS;
 
 /// (version, name, SQL). Append only: never edit an applied migration.
@@ -129,6 +131,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     CREATE INDEX tasks_awaiting ON tasks (lease_until_ms) WHERE state = 'awaiting_approval';"#,
     ),
+    (4, "audit trail", super::postgres_audit::MIGRATION),
+    (5, "schedules", super::postgres_schedule::MIGRATION),
 ];
 
 /// A task's requests for approval, by number.
@@ -186,6 +190,7 @@ pub struct PgStore {
     thread: Option<std::thread::JoinHandle<()>>,
     wakeups: Arc<Wakeups>,
     max_events: u64,
+    audit: bool,
 }
 
 /// The counters behind [`PgStore::subscribe`], and whether their listener
@@ -252,6 +257,7 @@ impl PgStore {
                 started: OnceLock::new(),
             }),
             max_events: options.max_events.max(1),
+            audit: true,
         };
         store.call(false, |tx| migrate(tx).boxed())?;
         Ok(store)
@@ -261,6 +267,20 @@ impl PgStore {
     pub fn with_max_events(mut self, max: u64) -> Self {
         self.max_events = max.max(1);
         self
+    }
+
+    /// Turns the audit trail of capability calls off (`false`) or on (the
+    /// default); for measuring what it costs.
+    pub fn with_audit(mut self, on: bool) -> Self {
+        self.audit = on;
+        self
+    }
+
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            max_events: self.max_events,
+            audit: self.audit,
+        }
     }
 
     /// The schema version now in force.
@@ -549,10 +569,10 @@ impl TaskStore for PgStore {
     }
 
     fn append(&self, claim: &Claim, event: TaskEvent) -> Result<u64, StoreError> {
-        let (held, max) = (Fence::of(claim), self.max_events);
+        let (held, bounds) = (Fence::of(claim), self.bounds());
         self.write(move |tx| {
             async move {
-                let seqs = machine::append_held(tx, &held, &[event], max).await?;
+                let seqs = machine::append_held(tx, &held, &[event], bounds).await?;
                 Ok(seqs.first().copied().unwrap_or(0))
             }
             .boxed()
@@ -563,10 +583,10 @@ impl TaskStore for PgStore {
         if events.is_empty() {
             return Ok(());
         }
-        let (held, max, events) = (Fence::of(claim), self.max_events, events.to_vec());
+        let (held, bounds, events) = (Fence::of(claim), self.bounds(), events.to_vec());
         self.write(move |tx| {
             async move {
-                machine::append_held(tx, &held, &events, max)
+                machine::append_held(tx, &held, &events, bounds)
                     .await
                     .map(drop)
             }
@@ -605,12 +625,12 @@ impl TaskStore for PgStore {
         end: Ending<'_>,
         next_lease: Option<Duration>,
     ) -> Result<Ended, StoreError> {
-        let (held, max, end) = (
+        let (held, bounds, end) = (
             Fence::of(claim),
-            self.max_events,
+            self.bounds(),
             Finish::of(end, next_lease)?,
         );
-        self.write(move |tx| async move { machine::finish(tx, &held, end, max).await }.boxed())
+        self.write(move |tx| async move { machine::finish(tx, &held, end, bounds).await }.boxed())
     }
 
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
@@ -706,6 +726,9 @@ impl TaskStore for PgStore {
                     })
                     .collect::<Result<Vec<Pruned>, StoreError>>()?;
                 pruned.sort_by_key(|(id, _)| *id);
+                if !pruned.is_empty() {
+                    super::audit::prune(tx).await?;
+                }
                 Ok(pruned)
             }
             .boxed()
@@ -758,5 +781,79 @@ impl TaskStore for PgStore {
 
     fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError> {
         self.read(|tx| super::postgres_outbox::next_due(tx).boxed())
+    }
+
+    fn add_schedule(&self, spec: ScheduleSpec) -> Result<Schedule, StoreError> {
+        self.write(move |tx| async move { schedule::add(tx, spec, now_ms()).await }.boxed())
+    }
+
+    fn schedule(&self, name: &str) -> Result<Schedule, StoreError> {
+        let name = name.to_string();
+        self.read(move |tx| async move { schedule::named(tx, &name, false).await }.boxed())
+    }
+
+    fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.read(move |tx| async move { tx.schedules().await }.boxed())
+    }
+
+    fn schedule_slots(&self, name: &str, limit: u32) -> Result<Vec<Slot>, StoreError> {
+        let name = name.to_string();
+        self.read(move |tx| {
+            async move {
+                schedule::named(tx, &name, false).await?;
+                tx.slots(&name, limit).await
+            }
+            .boxed()
+        })
+    }
+
+    fn pause_schedule(&self, name: &str, paused: bool) -> Result<Schedule, StoreError> {
+        let name = name.to_string();
+        self.write(move |tx| {
+            async move { schedule::set_paused(tx, &name, paused, now_ms()).await }.boxed()
+        })
+    }
+
+    fn remove_schedule(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.write(move |tx| async move { schedule::remove(tx, &name).await }.boxed())
+    }
+
+    fn fire_schedules(&self, now_ms: i64, grace_ms: i64) -> Result<Vec<Task>, StoreError> {
+        let max = self.max_events;
+        self.write(move |tx| {
+            async move { schedule::fire_due(tx, now_ms, grace_ms, max).await }.boxed()
+        })
+    }
+
+    fn run_schedule_now(&self, name: &str) -> Result<Task, StoreError> {
+        let (name, max) = (name.to_string(), self.max_events);
+        self.write(move |tx| async move { schedule::run_now(tx, &name, max).await }.boxed())
+    }
+
+    fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |tx| async move { tx.audit_records(&filter).await }.boxed())
+    }
+
+    fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        self.read(move |tx| {
+            async move {
+                let row = tx
+                    .opt("SELECT seq, hash FROM audit_head WHERE one = 1", &[])
+                    .await?;
+                Ok(match row {
+                    Some(r) => AuditHead {
+                        seq: r.try_get::<_, i64>(0).map_err(pg)? as u64,
+                        hash: r.try_get(1).map_err(pg)?,
+                    },
+                    None => AuditHead {
+                        seq: 0,
+                        hash: super::audit::GENESIS.into(),
+                    },
+                })
+            }
+            .boxed()
+        })
     }
 }

@@ -6,11 +6,13 @@
 use std::time::Duration;
 
 use super::approval::Approval;
+use super::audit::{AuditFilter, AuditHead, AuditRecord};
 use super::backend::StoreError;
 use super::machine::{Holder, TASK_COLUMNS, Transaction};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
 use super::outbox::Delivery;
 use super::postgres::{TASKS_CHANNEL, Tx, backend, pg, row_to_task};
+use super::schedule::{Schedule, Slot, SlotOutcome};
 
 fn ids(rows: &[tokio_postgres::Row]) -> Result<Vec<TaskId>, StoreError> {
     rows.iter()
@@ -329,5 +331,77 @@ impl Transaction for Tx<'_> {
         )
         .await?;
         Ok(())
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        super::postgres_audit::head(self).await
+    }
+
+    async fn put_audit(&self, records: &[AuditRecord], head: &AuditHead) -> Result<(), StoreError> {
+        super::postgres_audit::put(self, records, head).await
+    }
+
+    async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
+        super::postgres_audit::record(self, seq).await
+    }
+
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        super::postgres_audit::records(self, filter).await
+    }
+
+    async fn audit_kept_from(&self) -> Result<Option<u64>, StoreError> {
+        super::postgres_audit::kept_from(self).await
+    }
+
+    async fn delete_audit_through(&self, seq: u64) -> Result<u64, StoreError> {
+        super::postgres_audit::delete_through(self, seq).await
+    }
+
+    async fn schedule(&self, name: &str, lock: bool) -> Result<Option<Schedule>, StoreError> {
+        super::postgres_schedule::get(self, name, lock).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        super::postgres_schedule::all(self).await
+    }
+
+    async fn due_schedules(&self, now: i64) -> Result<Vec<Schedule>, StoreError> {
+        super::postgres_schedule::due(self, now).await
+    }
+
+    async fn insert_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        super::postgres_schedule::insert(self, schedule).await
+    }
+
+    async fn update_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        super::postgres_schedule::update(self, schedule).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        super::postgres_schedule::delete(self, name).await
+    }
+
+    async fn insert_slot(
+        &self,
+        name: &str,
+        slot_ms: i64,
+        at_ms: i64,
+        outcome: SlotOutcome,
+        task: Option<TaskId>,
+    ) -> Result<bool, StoreError> {
+        super::postgres_schedule::insert_slot(self, name, slot_ms, at_ms, outcome, task).await
+    }
+
+    async fn settle_slot(
+        &self,
+        name: &str,
+        slot_ms: i64,
+        task: Option<TaskId>,
+    ) -> Result<bool, StoreError> {
+        super::postgres_schedule::settle_slot(self, name, slot_ms, task).await
+    }
+
+    async fn slots(&self, name: &str, limit: u32) -> Result<Vec<Slot>, StoreError> {
+        super::postgres_schedule::slots(self, name, limit).await
     }
 }

@@ -27,13 +27,15 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::approval::{Approval, Ask, Decision};
+use super::audit::{AuditFilter, AuditHead, AuditRecord};
 use super::backend::{
     Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
     pending_migrations,
 };
-use super::machine::{self, Fence, Finish, TASK_COLUMNS, run_ready};
+use super::machine::{self, Bounds, Fence, Finish, TASK_COLUMNS, run_ready};
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec};
 use super::outbox::{Attempt, Delivery, Verdict};
+use super::schedule::{self, Schedule, ScheduleSpec, Slot};
 use super::sqlite_tx::SqliteTx;
 pub(super) use super::sqlite_writer::Cached;
 use super::sqlite_writer::{Job, Write, writer_loop};
@@ -101,6 +103,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ) WITHOUT ROWID;
     CREATE INDEX approvals_pending ON approvals(task_id) WHERE pending = 1;",
     ),
+    (4, "audit trail", super::sqlite_audit::MIGRATION),
+    (5, "schedules", super::sqlite_schedule::MIGRATION),
 ];
 
 /// A task's requests for approval, by number.
@@ -127,6 +131,7 @@ pub struct SqliteStore {
     reader: Mutex<Connection>,
     path: PathBuf,
     max_events: u64,
+    audit: bool,
 }
 
 /// Counters of a [`SqliteStore`].
@@ -214,6 +219,7 @@ impl SqliteStore {
             reader: Mutex::new(reader),
             path: path.to_owned(),
             max_events: DEFAULT_MAX_EVENTS,
+            audit: true,
         })
     }
 
@@ -221,6 +227,20 @@ impl SqliteStore {
     pub fn with_max_events(mut self, max: u64) -> Self {
         self.max_events = max.max(1);
         self
+    }
+
+    /// Turns the audit trail of capability calls off (`false`) or on (the
+    /// default); for measuring what it costs.
+    pub fn with_audit(mut self, on: bool) -> Self {
+        self.audit = on;
+        self
+    }
+
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            max_events: self.max_events,
+            audit: self.audit,
+        }
     }
 
     /// The database file.
@@ -433,9 +453,9 @@ impl TaskStore for SqliteStore {
     }
 
     fn append(&self, claim: &Claim, event: TaskEvent) -> Result<u64, StoreError> {
-        let (held, max) = (Fence::of(claim), self.max_events);
+        let (held, bounds) = (Fence::of(claim), self.bounds());
         self.write(move |tx| {
-            let seqs = run_ready(machine::append_held(&SqliteTx(tx), &held, &[event], max))?;
+            let seqs = run_ready(machine::append_held(&SqliteTx(tx), &held, &[event], bounds))?;
             Ok(seqs.first().copied().unwrap_or(0))
         })
     }
@@ -444,9 +464,9 @@ impl TaskStore for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        let (held, max, events) = (Fence::of(claim), self.max_events, events.to_vec());
+        let (held, bounds, events) = (Fence::of(claim), self.bounds(), events.to_vec());
         self.write(move |tx| {
-            run_ready(machine::append_held(&SqliteTx(tx), &held, &events, max)).map(drop)
+            run_ready(machine::append_held(&SqliteTx(tx), &held, &events, bounds)).map(drop)
         })
     }
 
@@ -476,12 +496,12 @@ impl TaskStore for SqliteStore {
         end: Ending<'_>,
         next_lease: Option<Duration>,
     ) -> Result<Ended, StoreError> {
-        let (held, max, end) = (
+        let (held, bounds, end) = (
             Fence::of(claim),
-            self.max_events,
+            self.bounds(),
             Finish::of(end, next_lease)?,
         );
-        self.write(move |tx| run_ready(machine::finish(&SqliteTx(tx), &held, end, max)))
+        self.write(move |tx| run_ready(machine::finish(&SqliteTx(tx), &held, end, bounds)))
     }
 
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
@@ -585,6 +605,9 @@ impl TaskStore for SqliteStore {
                 params![before_ms, only],
             )
             .map_err(backend)?;
+            if !pruned.is_empty() {
+                run_ready(super::audit::prune(&SqliteTx(tx)))?;
+            }
             Ok(pruned)
         })
     }
@@ -624,5 +647,53 @@ impl TaskStore for SqliteStore {
 
     fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError> {
         super::sqlite_outbox::next_due(&self.lock())
+    }
+
+    fn add_schedule(&self, spec: ScheduleSpec) -> Result<Schedule, StoreError> {
+        self.write(move |tx| run_ready(schedule::add(&SqliteTx(tx), spec, now_ms())))
+    }
+
+    fn schedule(&self, name: &str) -> Result<Schedule, StoreError> {
+        run_ready(schedule::named(&SqliteTx(&self.lock()), name, false))
+    }
+
+    fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        super::sqlite_schedule::all(&self.lock())
+    }
+
+    fn schedule_slots(&self, name: &str, limit: u32) -> Result<Vec<Slot>, StoreError> {
+        let conn = self.lock();
+        run_ready(schedule::named(&SqliteTx(&conn), name, false))?;
+        super::sqlite_schedule::slots(&conn, name, limit)
+    }
+
+    fn pause_schedule(&self, name: &str, paused: bool) -> Result<Schedule, StoreError> {
+        let name = name.to_string();
+        self.write(move |tx| {
+            run_ready(schedule::set_paused(&SqliteTx(tx), &name, paused, now_ms()))
+        })
+    }
+
+    fn remove_schedule(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.write(move |tx| run_ready(schedule::remove(&SqliteTx(tx), &name)))
+    }
+
+    fn fire_schedules(&self, now_ms: i64, grace_ms: i64) -> Result<Vec<Task>, StoreError> {
+        let max = self.max_events;
+        self.write(move |tx| run_ready(schedule::fire_due(&SqliteTx(tx), now_ms, grace_ms, max)))
+    }
+
+    fn run_schedule_now(&self, name: &str) -> Result<Task, StoreError> {
+        let (name, max) = (name.to_string(), self.max_events);
+        self.write(move |tx| run_ready(schedule::run_now(&SqliteTx(tx), &name, max)))
+    }
+
+    fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        super::sqlite_audit::records(&self.lock(), filter)
+    }
+
+    fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        super::sqlite_audit::head(&self.lock())
     }
 }

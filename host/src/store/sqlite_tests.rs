@@ -83,7 +83,7 @@ fn survives_reopen() {
     let store = SqliteStore::open_dir(dir.path()).unwrap();
     assert_eq!(store.get(t.id).unwrap().state, TaskState::Running);
     assert_eq!(store.checkpoints(t.id).unwrap()["k"], b"v");
-    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(store.schema_version().unwrap(), 5);
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn migrates_a_version_1_database() {
     .unwrap();
     drop(conn);
     let store = SqliteStore::open_dir(dir.path()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(store.schema_version().unwrap(), 5);
     assert_eq!(
         store.get(t.id).unwrap().spec.notify,
         NotifyMode::StateChanges

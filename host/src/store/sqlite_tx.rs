@@ -6,10 +6,12 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::approval::Approval;
+use super::audit::{AuditFilter, AuditHead, AuditRecord};
 use super::backend::StoreError;
 use super::machine::{Holder, Transaction};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
 use super::outbox::Delivery;
+use super::schedule::{Schedule, Slot, SlotOutcome};
 use super::sqlite::{Cached, backend, load};
 
 /// A write transaction of the SQLite store.
@@ -325,5 +327,77 @@ impl Transaction for SqliteTx<'_> {
             )
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        super::sqlite_audit::head(self.0)
+    }
+
+    async fn put_audit(&self, records: &[AuditRecord], head: &AuditHead) -> Result<(), StoreError> {
+        super::sqlite_audit::put(self.0, records, head)
+    }
+
+    async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
+        super::sqlite_audit::record(self.0, seq)
+    }
+
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        super::sqlite_audit::records(self.0, filter)
+    }
+
+    async fn audit_kept_from(&self) -> Result<Option<u64>, StoreError> {
+        super::sqlite_audit::kept_from(self.0)
+    }
+
+    async fn delete_audit_through(&self, seq: u64) -> Result<u64, StoreError> {
+        super::sqlite_audit::delete_through(self.0, seq)
+    }
+
+    async fn schedule(&self, name: &str, _lock: bool) -> Result<Option<Schedule>, StoreError> {
+        super::sqlite_schedule::get(self.0, name)
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        super::sqlite_schedule::all(self.0)
+    }
+
+    async fn due_schedules(&self, now: i64) -> Result<Vec<Schedule>, StoreError> {
+        super::sqlite_schedule::due(self.0, now)
+    }
+
+    async fn insert_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        super::sqlite_schedule::insert(self.0, schedule)
+    }
+
+    async fn update_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        super::sqlite_schedule::update(self.0, schedule)
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        super::sqlite_schedule::delete(self.0, name)
+    }
+
+    async fn insert_slot(
+        &self,
+        name: &str,
+        slot_ms: i64,
+        at_ms: i64,
+        outcome: SlotOutcome,
+        task: Option<TaskId>,
+    ) -> Result<bool, StoreError> {
+        super::sqlite_schedule::insert_slot(self.0, name, slot_ms, at_ms, outcome, task)
+    }
+
+    async fn settle_slot(
+        &self,
+        name: &str,
+        slot_ms: i64,
+        task: Option<TaskId>,
+    ) -> Result<bool, StoreError> {
+        super::sqlite_schedule::settle_slot(self.0, name, slot_ms, task)
+    }
+
+    async fn slots(&self, name: &str, limit: u32) -> Result<Vec<Slot>, StoreError> {
+        super::sqlite_schedule::slots(self.0, name, limit)
     }
 }

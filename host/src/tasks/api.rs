@@ -116,6 +116,7 @@ impl TaskService {
                 .as_ref()
                 .map_or(ResumePolicy::Fail, |m| m.skill.resume),
             scratch: self.options.scratch.clone(),
+            schedule: None,
         })
     }
 
