@@ -23,6 +23,7 @@ mod python;
 mod registry;
 mod relay;
 mod relay_tls;
+mod schedules;
 mod secrets;
 mod serve_tls;
 mod tasks;

@@ -22,13 +22,13 @@ use crate::relay::{Receiver, Reply, config, webhook};
 use crate::relay_tls::Ca;
 
 /// One `skillbox worker` process with its own data dir.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl Worker {
-    fn start(url: &str, concurrency: usize, extra: &[&str]) -> Worker {
+    pub(crate) fn start(url: &str, concurrency: usize, extra: &[&str]) -> Worker {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("worker.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_skillbox"))
@@ -46,12 +46,12 @@ impl Worker {
         Worker { child, dir }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
     }
 
     /// Waits for the start-up line; the worker's owner id.
-    fn ready(&self) -> String {
+    pub(crate) fn ready(&self) -> String {
         wait_for("a worker to start", Duration::from_secs(120), || {
             let log = self.log();
             let line = log.lines().find(|l| l.contains("running up to"))?;
@@ -69,7 +69,7 @@ impl Worker {
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.signal(libc::SIGKILL);
         let _ = self.child.wait();
     }
@@ -89,7 +89,7 @@ impl Drop for Worker {
 
 /// Polls `f` until it gives a value; `limit` is a safety net against a
 /// hang, not a timing assertion.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let t = Instant::now();
     while t.elapsed() < limit {
         if let Some(v) = f() {
@@ -101,7 +101,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
 }
 
 /// A host on the store that spawns tasks and runs none.
-fn spawner(store: Arc<dyn TaskStore>, relay: Option<&Path>) -> Arc<TaskService> {
+pub(crate) fn spawner(store: Arc<dyn TaskStore>, relay: Option<&Path>) -> Arc<TaskService> {
     let relay = match relay {
         Some(path) => {
             let config = skillbox::config::HostConfig::load(path).unwrap();
@@ -125,7 +125,7 @@ fn spawner(store: Arc<dyn TaskStore>, relay: Option<&Path>) -> Arc<TaskService> 
     ))
 }
 
-fn all_tasks(store: &dyn TaskStore) -> Vec<Task> {
+pub(crate) fn all_tasks(store: &dyn TaskStore) -> Vec<Task> {
     store
         .list(&TaskFilter {
             limit: Some(100_000),
@@ -146,7 +146,7 @@ fn count(store: &dyn TaskStore, state: TaskState) -> usize {
 }
 
 /// The terminal states a task's events record, in order.
-fn endings(store: &dyn TaskStore, id: TaskId) -> Vec<TaskState> {
+pub(crate) fn endings(store: &dyn TaskStore, id: TaskId) -> Vec<TaskState> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
@@ -180,7 +180,7 @@ fn runs_started(store: &dyn TaskStore, id: TaskId) -> Vec<i64> {
         .collect()
 }
 
-fn database(server: &PgServer) -> (String, Arc<PgStore>) {
+pub(crate) fn database(server: &PgServer) -> (String, Arc<PgStore>) {
     let url = server.create_database().unwrap();
     let store = Arc::new(PgStore::connect(&url).unwrap());
     (url, store)

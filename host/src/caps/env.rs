@@ -27,3 +27,21 @@ pub fn configure(
         builder.env(k, hide.text(&v));
     }
 }
+
+/// Records, for the audit trail, the variables the run was granted, and
+/// whether the host had them set.
+pub fn audit(policy: &EffectivePolicy, events: &dyn crate::events::EventObserver) {
+    for name in &policy.env {
+        let set = std::env::var_os(name).is_some();
+        events.event(crate::events::Event::Audit {
+            capability: "env",
+            detail: format!("read {name}"),
+            allowed: true,
+            reason: if set {
+                "granted by the operator".into()
+            } else {
+                "granted by the operator; not set on the host".into()
+            },
+        });
+    }
+}

@@ -322,6 +322,23 @@ pub async fn run(
         Err(e @ ExecError::Denied(_)) => (false, e.to_string()),
         Err(e) => (true, e.to_string()),
     };
+    // The secrets this program was handed (it ran: it had them).
+    if !matches!(result, Err(ExecError::Denied(_))) {
+        let program = resolve_program(&req.program);
+        for use_ in &policy.secrets.exec {
+            if program.is_some() && resolve_program(&use_.program) == program {
+                events.event(Event::Audit {
+                    capability: "secrets",
+                    detail: format!("{} to {}", use_.secret, use_.program),
+                    allowed: true,
+                    reason: format!(
+                        "granted with --allow-exec-secret {} {}",
+                        use_.program, use_.secret
+                    ),
+                });
+            }
+        }
+    }
     events.event(Event::Audit {
         capability: "exec",
         detail: call,

@@ -47,6 +47,21 @@ pub fn configure(builder: &mut WasiCtxBuilder, policy: &EffectivePolicy) -> Resu
     Ok(())
 }
 
+/// Records, for the audit trail, the directories the run was granted.
+pub fn audit(policy: &EffectivePolicy, events: &dyn crate::events::EventObserver) {
+    for p in &policy.preopens {
+        events.event(Event::Audit {
+            capability: "fs",
+            detail: format!("mount {} at {}", p.host.display(), p.guest),
+            allowed: true,
+            reason: match p.access {
+                Access::Read => "granted read-only".into(),
+                Access::ReadWrite => "granted read-write".into(),
+            },
+        });
+    }
+}
+
 /// The canonical host path of a granted directory.
 pub fn canonical_dir(host: &Path) -> Result<PathBuf, Error> {
     let c = host.canonicalize().map_err(|e| {

@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod approve;
+mod audit;
 mod build;
 mod bundled_sdk;
 mod distribute;
@@ -30,6 +31,7 @@ mod new;
 mod output;
 mod profile;
 mod run;
+mod schedule;
 mod serve;
 mod show;
 mod tasks;
@@ -100,6 +102,8 @@ enum Command {
     Worker(serve::WorkerArgs),
     Spawn(tasks::SpawnArgs),
     Tasks(tasks::TasksArgs),
+    Schedule(schedule::ScheduleArgs),
+    Audit(audit::AuditArgs),
     Mcp(mcp::McpArgs),
     Keys(keys::KeysArgs),
     Sign(keys::SignArgs),
@@ -151,6 +155,8 @@ pub fn main() -> ExitCode {
             Command::Worker(a) => serve::worker(a).await,
             Command::Spawn(a) => tasks::spawn(a).await,
             Command::Tasks(a) => tasks::tasks(a).await,
+            Command::Schedule(a) => schedule::schedule(a).await,
+            Command::Audit(a) => audit::audit(a).await,
             Command::Mcp(a) => mcp::mcp(a).await,
             Command::Keys(a) => keys::keys(a),
             Command::Sign(a) => keys::sign(a),

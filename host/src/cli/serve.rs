@@ -254,6 +254,7 @@ async fn worker_inner(args: WorkerArgs) -> Result<(), String> {
     announce_recovered(&daemon, &at);
     let tasks = daemon.tasks.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(skillbox::schedule::Schedules::new(tasks.clone()).fire(stop_rx.clone()));
     let mut worker = tokio::spawn(tasks.clone().work(stop_rx));
     eprintln!(
         "skillbox worker {}: running up to {} task(s) at once from {}",
@@ -361,6 +362,8 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     // (and deliver their notifications).
     let worker =
         (args.host.concurrency > 0).then(|| tokio::spawn(tasks.clone().work(stop_rx.clone())));
+    // Schedules fire here even without workers: firing only queues tasks.
+    tokio::spawn(skillbox::schedule::Schedules::new(tasks.clone()).fire(stop_rx.clone()));
     prune_hourly(tasks.clone(), args.retain);
     let shutdown = {
         let mut rx = stop_rx.clone();

@@ -133,46 +133,54 @@ pub(super) fn print_json(value: &impl Serialize) {
     outln!("{}", serde_json::to_string(value).unwrap_or_default());
 }
 
+/// The API body that `args` stand for: the skill located (and pulled,
+/// as `run` does), an installed skill's grants merged with the flags', the
+/// input read.
+pub(super) async fn spawn_body(args: &SpawnArgs) -> Result<SpawnBody, Failure> {
+    // The client pulls (as `run` does); the daemon checks the artifact
+    // against its own trust policy.
+    let located = super::distribute::locate(&args.skill, None).await?;
+    let chosen = super::installed::choose(
+        &located,
+        args.config.as_deref(),
+        &args.at.data_dir(),
+        args.grants.to_grants()?,
+    )?;
+    let grants = chosen.grants;
+    let input = super::run::read_input(&args.input)?;
+    let skill = chosen
+        .skill
+        .canonicalize()
+        .map_err(|source| skillbox::Error::Io {
+            path: args.skill.clone(),
+            source,
+        })?;
+    let body = SpawnBody {
+        skill,
+        input: Some(
+            serde_json::from_str(&input).map_err(|e| skillbox::Error::Input(e.to_string()))?,
+        ),
+        grants,
+        label: args.label.clone(),
+        parent_session: args.parent_session.clone(),
+        parent_route: args.parent_channel.clone().map(|channel| ParentRoute {
+            channel,
+            to: args.parent_to.clone().unwrap_or_default(),
+            account_id: args.parent_account.clone(),
+        }),
+        cleanup: Some(args.cleanup),
+        notify: Some(args.notify),
+        notify_to: args.notify_to.clone(),
+        partial: args.partial || chosen.partial,
+        allow_unpinned: args.allow_unpinned,
+    };
+    Ok(body)
+}
+
 /// `skillbox spawn`.
 pub async fn spawn(args: SpawnArgs) -> u8 {
     let result = async {
-        // The client pulls (as `run` does); the daemon checks the
-        // artifact against its own trust policy.
-        let located = super::distribute::locate(&args.skill, None).await?;
-        let chosen = super::installed::choose(
-            &located,
-            args.config.as_deref(),
-            &args.at.data_dir(),
-            args.grants.to_grants()?,
-        )?;
-        let grants = chosen.grants;
-        let input = super::run::read_input(&args.input)?;
-        let skill = chosen
-            .skill
-            .canonicalize()
-            .map_err(|source| skillbox::Error::Io {
-                path: args.skill.clone(),
-                source,
-            })?;
-        let body = SpawnBody {
-            skill,
-            input: Some(
-                serde_json::from_str(&input).map_err(|e| skillbox::Error::Input(e.to_string()))?,
-            ),
-            grants,
-            label: args.label.clone(),
-            parent_session: args.parent_session.clone(),
-            parent_route: args.parent_channel.clone().map(|channel| ParentRoute {
-                channel,
-                to: args.parent_to.clone().unwrap_or_default(),
-                account_id: args.parent_account.clone(),
-            }),
-            cleanup: Some(args.cleanup),
-            notify: Some(args.notify),
-            notify_to: args.notify_to.clone(),
-            partial: args.partial || chosen.partial,
-            allow_unpinned: args.allow_unpinned,
-        };
+        let body = spawn_body(&args).await?;
         let task = args.at.client()?.spawn(&body).await?;
         warn_shortfalls(&body);
         Ok::<_, Failure>(task)
@@ -194,7 +202,7 @@ pub async fn spawn(args: SpawnArgs) -> u8 {
 /// Says, as `run` does, what the task gets less of than its skill asked
 /// for, naming the flag that grants the rest. The daemon decided with the
 /// same rules; the skill is on this machine, so it is read again here.
-fn warn_shortfalls(body: &SpawnBody) {
+pub(super) fn warn_shortfalls(body: &SpawnBody) {
     let Ok(source) = skillbox::skill::SkillSource::open(&body.skill, body.allow_unpinned) else {
         return;
     };

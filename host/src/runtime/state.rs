@@ -113,6 +113,10 @@ impl RunState {
         let mut wasi = WasiCtxBuilder::new();
         caps::fs::configure(&mut wasi, &policy)?;
         caps::env::configure(&mut wasi, &policy, secrets.redactor());
+        // What the run was handed at its start, for the audit trail (its
+        // calls are audited as they come).
+        caps::fs::audit(&policy, &*events);
+        caps::env::audit(&policy, &*events);
         let net = caps::net::configure(&mut wasi, &policy, events.clone(), asker.clone())?;
         // A command's stdout is its summary, so it is not streamed.
         let stream_stdout = (prepared.kind == SkillKind::Skill).then(|| events.clone());

@@ -7,6 +7,13 @@
 //! time, and records the slot it fired with the task it created, so that
 //! each slot fires once.
 
+//!
+//! [`Schedules`] keeps them in a host's store and fires them; the store
+//! records each slot once (see [`crate::store::schedule`]).
+
+mod service;
 mod timetable;
 
+pub use crate::store::schedule::{Overlap, Schedule, ScheduleLink, Slot, SlotOutcome};
+pub use service::{GRACE, ScheduleRequest, ScheduleView, Schedules};
 pub use timetable::{Due, Missed, Timetable};

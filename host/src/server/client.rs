@@ -10,8 +10,10 @@ use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use super::{DecideBody, PruneBody, Pruned, Redelivered, SpawnBody};
+use super::{DecideBody, PruneBody, Pruned, Redelivered, ScheduleBody, SpawnBody};
 use crate::relay::{Delivery, Notification};
+use crate::schedule::{Schedule, ScheduleView};
+use crate::store::audit::{AuditFilter, AuditRecord, Verified};
 use crate::store::{Approval, EventRecord, Task, TaskFilter};
 
 /// Where the daemon listens.
@@ -250,6 +252,62 @@ impl Client {
     pub async fn spawn(&self, body: &SpawnBody) -> Result<Task, ClientError> {
         let body = serde_json::to_value(body).map_err(transport)?;
         self.typed(Method::POST, "/v1/tasks", Some(&body)).await
+    }
+
+    /// Adds a schedule (`POST /v1/schedules`).
+    pub async fn add_schedule(&self, body: &ScheduleBody) -> Result<Schedule, ClientError> {
+        let body = serde_json::to_value(body).map_err(transport)?;
+        self.typed(Method::POST, "/v1/schedules", Some(&body)).await
+    }
+
+    /// Every schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>, ClientError> {
+        self.typed(Method::GET, "/v1/schedules", None).await
+    }
+
+    /// One schedule with its latest slots.
+    pub async fn schedule(&self, name: &str) -> Result<ScheduleView, ClientError> {
+        self.typed(
+            Method::GET,
+            &format!("/v1/schedules/{}", urlencode(name)),
+            None,
+        )
+        .await
+    }
+
+    /// Pauses (`pause`), resumes (`resume`) a schedule.
+    pub async fn schedule_action(&self, name: &str, action: &str) -> Result<Schedule, ClientError> {
+        let path = format!("/v1/schedules/{}/{action}", urlencode(name));
+        self.typed(Method::POST, &path, None).await
+    }
+
+    /// Creates a schedule's task now.
+    pub async fn run_schedule(&self, name: &str) -> Result<Task, ClientError> {
+        let path = format!("/v1/schedules/{}/run", urlencode(name));
+        self.typed(Method::POST, &path, None).await
+    }
+
+    /// Deletes a schedule.
+    pub async fn remove_schedule(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/schedules/{}", urlencode(name));
+        self.call(Method::DELETE, &path, None).await.map(drop)
+    }
+
+    /// Audit records matching `filter`, in chain order.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, ClientError> {
+        let pairs = [
+            ("after", Some(filter.after.to_string())),
+            ("task", filter.task.map(|t| t.to_string())),
+            ("since_ms", filter.since_ms.map(|t| t.to_string())),
+            ("limit", filter.limit.map(|l| l.to_string())),
+        ];
+        self.typed(Method::GET, &format!("/v1/audit{}", query(&pairs)), None)
+            .await
+    }
+
+    /// Verifies the store's audit chain.
+    pub async fn verify_audit(&self) -> Result<Verified, ClientError> {
+        self.typed(Method::GET, "/v1/audit/verify", None).await
     }
 
     /// One task.

@@ -6,13 +6,16 @@
 //! over the [`TaskService`] API; `host/openapi.json` documents them.
 
 mod approvals;
+mod audit;
 pub mod client;
 pub mod mcp;
+mod schedules;
 mod tls_listener;
 
 pub use tls_listener::TlsListener;
 
 pub use approvals::{DecideBody, Verdict};
+pub use schedules::ScheduleBody;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -168,11 +171,8 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
 }
 
-async fn spawn(
-    State(tasks): State<Arc<TaskService>>,
-    body: Result<Json<SpawnBody>, JsonRejection>,
-) -> ApiResult<Response> {
-    let Json(b) = body?;
+/// The request a spawn body stands for (a skill on this machine).
+fn spawn_request(b: SpawnBody) -> ApiResult<SpawnRequest> {
     let reference = b
         .skill
         .to_str()
@@ -184,7 +184,7 @@ async fn spawn(
             "`skill` must be an absolute path or an oci:// reference pulled on this host",
         ));
     }
-    let request = SpawnRequest {
+    Ok(SpawnRequest {
         input: b.input.unwrap_or_else(|| serde_json::json!({})).to_string(),
         grants: b.grants,
         label: b.label,
@@ -196,14 +196,28 @@ async fn spawn(
         partial: b.partial,
         allow_unpinned: b.allow_unpinned,
         ..SpawnRequest::new(b.skill, "{}")
-    };
-    // Spawning compiles the component (once): keep it off the I/O threads.
-    let t = tasks.clone();
-    let task = tokio::task::spawn_blocking(move || t.spawn(request))
+    })
+}
+
+/// Runs `f` (which may compile a component) off the I/O threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+async fn spawn(
+    State(tasks): State<Arc<TaskService>>,
+    body: Result<Json<SpawnBody>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(b) = body?;
+    let request = spawn_request(b)?;
+    // Spawning compiles the component (once).
+    let t = tasks.clone();
+    let task = blocking(move || t.spawn(request)).await?;
     Ok((StatusCode::CREATED, Json(task)).into_response())
 }
 
@@ -427,6 +441,16 @@ pub fn router_with_mcp(
             "/v1/tasks/{id}/approvals",
             get(approvals::list).post(approvals::decide),
         )
+        .route("/v1/schedules", post(schedules::add).get(schedules::list))
+        .route(
+            "/v1/schedules/{name}",
+            get(schedules::show).delete(schedules::remove),
+        )
+        .route("/v1/schedules/{name}/pause", post(schedules::pause))
+        .route("/v1/schedules/{name}/resume", post(schedules::resume))
+        .route("/v1/schedules/{name}/run", post(schedules::run_now))
+        .route("/v1/audit", get(audit::records))
+        .route("/v1/audit/verify", get(audit::verify))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })

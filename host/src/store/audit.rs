@@ -428,6 +428,27 @@ impl Verifier {
     }
 }
 
+/// Verifies the store's whole chain, a page at a time, from its head as it
+/// stands now.
+pub fn verify_store(store: &dyn super::TaskStore) -> Result<Verified, StoreError> {
+    let mut v = Verifier::new(store.audit_head()?);
+    let mut after = 0;
+    while v.wants_more() {
+        let page = store.audit(&AuditFilter {
+            after,
+            limit: Some(PAGE),
+            ..AuditFilter::default()
+        })?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        page.iter().for_each(|r| v.push(r));
+    }
+    Ok(v.finish())
+}
+
+/// Records read at once.
+const PAGE: u32 = 1000;
+
 fn missing(from: u64, to: u64) -> String {
     if from == to {
         format!("record #{from} is missing: it was deleted")

@@ -928,11 +928,7 @@ fn call(capability: &str, detail: &str, allowed: bool) -> TaskEvent {
 }
 
 fn verify(store: &dyn TaskStore) -> audit::Verified {
-    let mut v = audit::Verifier::new(store.audit_head().unwrap());
-    for r in store.audit(&audit::AuditFilter::default()).unwrap() {
-        v.push(&r);
-    }
-    v.finish()
+    audit::verify_store(store).unwrap()
 }
 
 fn audit_chains_calls_and_decisions_and_outlives_pruning(store: &dyn TaskStore) {

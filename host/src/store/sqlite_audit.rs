@@ -22,8 +22,14 @@ pub(super) const MIGRATION: &str = "CREATE TABLE audit (
     );
     INSERT INTO audit_head (one, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');";
 
+/// The record stored at position `seq`. The position, not the seq its
+/// body says, is the record's seq: a body moved to another row then no
+/// longer matches its hash, and reads page by position.
 fn parse(seq: i64, body: &str) -> Result<AuditRecord, StoreError> {
-    serde_json::from_str(body).map_err(|e| backend(format!("audit record #{seq}: {e}")))
+    let mut r: AuditRecord =
+        serde_json::from_str(body).map_err(|e| backend(format!("audit record #{seq}: {e}")))?;
+    r.seq = seq as u64;
+    Ok(r)
 }
 
 pub(super) fn head(tx: &Connection) -> Result<AuditHead, StoreError> {

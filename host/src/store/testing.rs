@@ -210,6 +210,34 @@ impl PgServer {
         Ok(self.url(&name))
     }
 
+    /// Runs `sql` with `psql` as the superuser on the database of `url`
+    /// (one [`create_database`](Self::create_database) gave); its output.
+    pub fn sql(&self, url: &str, sql: &str) -> Result<String, String> {
+        let db = url.rsplit('/').next().unwrap_or_default();
+        let out = Command::new(self.bindir.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-p",
+            ])
+            .arg(self.port.to_string())
+            .args(["-d", db, "-c", sql])
+            .output()
+            .map_err(|e| format!("psql: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "psql: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Restarts the server (`pg_ctl restart -m fast`: every connection is
     /// closed), on the same port and data.
     pub fn restart(&self) -> Result<(), String> {

@@ -23,7 +23,7 @@ impl TaskService {
     /// Checks `request` (skill, digest, grants, input, component) and stores
     /// it as a queued task; returns at once with the task as stored.
     pub fn spawn(&self, request: SpawnRequest) -> Result<Task, Error> {
-        let spec = self.check(request)?;
+        let spec = self.prepare(request)?;
         // With a free slot and a running worker, the task is claimed in the
         // same transaction that stores it (one commit less before it runs).
         let slot = (!self.stopping.load(Ordering::SeqCst))
@@ -53,8 +53,11 @@ impl TaskService {
         }
     }
 
-    /// The task `request` asks for, once everything in it is checked.
-    fn check(&self, request: SpawnRequest) -> Result<TaskSpec, Error> {
+    /// The task `request` asks for, once everything in it is checked
+    /// (skill, trust, grants, input, sinks, component), without storing
+    /// it: what [`spawn`](Self::spawn) stores, and what a schedule keeps to
+    /// create at each of its slots.
+    pub fn prepare(&self, request: SpawnRequest) -> Result<TaskSpec, Error> {
         if request.cleanup == CleanupMode::Delete && self.options.scratch.is_none() {
             // Refused rather than accepted and ignored.
             return Err(Error::Input(

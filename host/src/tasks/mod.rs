@@ -255,6 +255,18 @@ impl TaskService {
         &self.owner
     }
 
+    /// How this host runs tasks.
+    pub fn options(&self) -> &TaskOptions {
+        &self.options
+    }
+
+    /// Tells this host's worker that tasks were queued in the store by
+    /// other means than [`spawn`](Self::spawn) (a schedule firing), so it
+    /// claims them now rather than at its next poll.
+    pub fn nudge(&self) {
+        self.wake_worker.notify_one();
+    }
+
     fn cancels(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, watch::Sender<bool>>> {
         self.cancels.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -358,15 +358,14 @@ impl DockerCtx {
                 continue;
             };
             let (what, whose, this, flag, digest) = (p.what, p.whose, p.this, p.flag, p.digest);
-            if name != k {
-                return Err(denied(format!(
+            let pinned = (p.pins)(name);
+            let verdict = if name != k {
+                Err(format!(
                     "{what} {k:?} refers to the secret {name:?}: a secret goes in the {what} of \
                      its own name ({name}=${{secret:{name}}})"
-                )));
-            }
-            let pinned = (p.pins)(name);
-            if !pinned.iter().any(|d| d == digest) {
-                return Err(denied(if pinned.is_empty() {
+                ))
+            } else if !pinned.iter().any(|d| d == digest) {
+                Err(if pinned.is_empty() {
                     format!(
                         "no {whose} {digest} is granted the secret {name} (check {this}, then \
                          grant it with {flag} {name} {digest})"
@@ -377,8 +376,20 @@ impl DockerCtx {
                          (check it, then grant it with {flag} {name} {digest})",
                         pinned.join(", ")
                     )
-                }));
-            }
+                })
+            } else {
+                Ok(())
+            };
+            self.events.event(Event::Audit {
+                capability: "secrets",
+                detail: format!("{name} to {whose} {digest}"),
+                allowed: verdict.is_ok(),
+                reason: match &verdict {
+                    Ok(()) => format!("granted with {flag} {name} {digest}"),
+                    Err(e) => e.clone(),
+                },
+            });
+            verdict.map_err(denied)?;
             let value = self.secrets.get(name).ok_or_else(|| {
                 DockerError::Failed(format!("the secret {name} has no value in this run"))
             })?;
