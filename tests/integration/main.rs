@@ -5,6 +5,7 @@
 mod harness;
 
 mod approvals;
+mod audit;
 mod cli;
 mod confinement;
 mod daemon;
