@@ -164,6 +164,26 @@ fn the_cli_adds_shows_pauses_runs_now_and_removes_schedules() {
     }
     // Its task stays.
     assert_eq!(tasks_of(&d, "nightly").len(), 1);
+
+    // An installed skill by name, with the grants its configuration gives.
+    let config = data.path().join("installed.toml");
+    std::fs::write(&config, format!("[skills.greet]\npath = {skill:?}\n")).unwrap();
+    let out = d.cli(&[
+        "schedule",
+        "add",
+        "greeting",
+        "--cron",
+        "0 8 * * 1-5",
+        "greet",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let s = schedule_json(&d, "greeting");
+    assert_eq!(s["schedule"]["spec"]["task"]["skill_name"], "hello");
+    let out = d.cli(&["schedule", "run-now", "greeting"]);
+    let out = d.cli(&["tasks", "wait", out.stdout.trim()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
 /// The only host is killed with SIGKILL and stays down for several slots.
