@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use skillbox::caps::exec::{self, Request};
 use skillbox::caps::sandbox::Sandbox;
-use skillbox::policy::{Access, FsGrant};
+use skillbox::policy::{Access, FsGrant, Grants};
 use skillbox::prelude::*;
 use skillbox::store::TaskFilter;
 
@@ -863,8 +863,18 @@ fn sleeping_tasks(
 
 /// Spawns `n` no-op tasks from 16 threads while a worker (32 slots) runs
 /// them, on a SQLite store in `dir`; the time until all succeeded.
-async fn spawn_and_run(component: &Path, dir: &Path, cache: &Path, n: usize) -> Res<Duration> {
-    let store = Arc::new(SqliteStore::open_dir(dir)?);
+/// What case 8's tasks run.
+struct Workload<'a> {
+    component: &'a Path,
+    input: &'a str,
+    grants: Grants,
+    /// Whether the store chains the tasks' capability calls into its
+    /// audit trail.
+    audit: bool,
+}
+
+async fn spawn_and_run(w: &Workload<'_>, dir: &Path, cache: &Path, n: usize) -> Res<Duration> {
+    let store = Arc::new(SqliteStore::open_dir(dir)?.with_audit(w.audit));
     let opts = EngineOptions {
         cache_dir: Some(cache.into()),
         max_instances: 64,
@@ -872,12 +882,13 @@ async fn spawn_and_run(component: &Path, dir: &Path, cache: &Path, n: usize) -> 
     };
     let host = Arc::new(TaskService::new(
         Arc::new(Host::new(opts)?),
-        store,
+        store.clone(),
         TaskOptions {
             concurrency: 32,
             ..Default::default()
         },
     ));
+    let component = w.component;
     host.host().prepare(&SkillSource::open(component, true)?)?;
     let t = Instant::now();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -885,10 +896,12 @@ async fn spawn_and_run(component: &Path, dir: &Path, cache: &Path, n: usize) -> 
     let spawners: Vec<_> = (0..16)
         .map(|i| {
             let (host, component) = (host.clone(), component.to_owned());
+            let (input, grants) = (w.input.to_string(), w.grants.clone());
             std::thread::spawn(move || {
                 (0..n / 16 + usize::from(i < n % 16))
                     .map(|_| {
-                        let mut r = SpawnRequest::new(&component, "{}");
+                        let mut r = SpawnRequest::new(&component, input.clone());
+                        r.grants = grants.clone();
                         r.allow_unpinned = true;
                         host.spawn(r).map(|t| t.id)
                     })
@@ -909,6 +922,19 @@ async fn spawn_and_run(component: &Path, dir: &Path, cache: &Path, n: usize) -> 
     let took = t.elapsed();
     let _ = stop.send(true);
     worker.await??;
+    // The trail holds what the tasks did, or nothing when it is off.
+    let records = store.audit(&skillbox::store::audit::AuditFilter {
+        limit: Some(u32::MAX),
+        ..Default::default()
+    })?;
+    let expected = if w.audit {
+        n * w.grants.env.allow.len()
+    } else {
+        0
+    };
+    if records.len() != expected {
+        return Err(format!("{} audit records, expected {expected}", records.len()).into());
+    }
     Ok(took)
 }
 
@@ -927,7 +953,12 @@ async fn durable_throughput(
         notes.push("not measured: case 8 needs a tmpfs at /dev/shm for its baseline".into());
         return Ok(());
     }
-    let hello = guests.join("hello.wasm");
+    let hello = Workload {
+        component: &guests.join("hello.wasm"),
+        input: "{}",
+        grants: Grants::default(),
+        audit: true,
+    };
     let (mut disk, mut memory) = (Duration::MAX, Duration::MAX);
     for _ in 0..s.repeats {
         let on_disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
@@ -948,6 +979,41 @@ async fn durable_throughput(
         s.tasks,
         rate(disk),
         rate(memory)
+    ));
+    // 8b: tasks granted four variables, each granted use an audit record.
+    let mut grants = Grants::default();
+    grants.env.allow = ["HOME", "PATH", "LANG", "TZ"].map(String::from).to_vec();
+    let hostile = guests.join("hostile.wasm");
+    let mut audited = Workload {
+        component: &hostile,
+        input: r#"{"case": "env"}"#,
+        grants,
+        audit: true,
+    };
+    let (mut with, mut without) = (Duration::MAX, Duration::MAX);
+    // Twice case 8's repeats, alternating which goes first: the two differ
+    // by less than this machine's noise between runs.
+    for i in 0..s.repeats * 2 {
+        for on in [i % 2 == 0, i % 2 == 1] {
+            audited.audit = on;
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+            let took = spawn_and_run(&audited, dir.path(), cache, s.tasks).await?;
+            let best = if on { &mut with } else { &mut without };
+            *best = (*best).min(took);
+        }
+    }
+    rows.push(speed_ratio(
+        "8b durable tasks, 4 audit records each, SQLite",
+        with,
+        "the same without the audit trail",
+        without,
+        Goal::AtLeast(0.9),
+    ));
+    notes.push(format!(
+        "case 8b: {} tasks of 4 audited grants each: {:.0} tasks/s with the audit trail, {:.0} without",
+        s.tasks,
+        rate(with),
+        rate(without)
     ));
     Ok(())
 }

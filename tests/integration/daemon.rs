@@ -561,7 +561,9 @@ fn the_openapi_document_matches_the_server() {
         );
     };
     for (path, ops) in paths {
-        let concrete = path.replace("{id}", &id).replace("{name}", "no-such-schedule");
+        let concrete = path
+            .replace("{id}", &id)
+            .replace("{name}", "no-such-schedule");
         for (method, op) in ops.as_object().unwrap() {
             // Deleting goes last, below.
             if (method == "delete" && path.contains("{id}")) || path.ends_with("/prune") {
@@ -580,10 +582,10 @@ fn the_openapi_document_matches_the_server() {
                     post(&concrete, &json!({"skill": skill.path()}).to_string())
                 }
                 "post" => post(&concrete, ""),
-                "delete" => format!(
-                    "DELETE {concrete} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                )
-                .into_bytes(),
+                "delete" => {
+                    format!("DELETE {concrete} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .into_bytes()
+                }
                 other => panic!("unexpected method {other}"),
             };
             let (status, body) = d.http(&req);

@@ -146,7 +146,11 @@ pub(super) async fn ask<T: Transaction>(
     }
     tx.put_approval(&approval).await?;
     // Settled at once: by an "always" decision, or by the bound.
-    audit::chain(tx, Entry::decision(&approval).into_iter().collect()).await?;
+    audit::chain(
+        tx,
+        &Entry::decision(&approval).into_iter().collect::<Vec<_>>(),
+    )
+    .await?;
     Ok(approval)
 }
 
@@ -223,7 +227,11 @@ pub(super) async fn decide<T: Transaction>(
     );
     approval.decision = Some(decision);
     tx.put_approval(&approval).await?;
-    audit::chain(tx, Entry::decision(&approval).into_iter().collect()).await?;
+    audit::chain(
+        tx,
+        &Entry::decision(&approval).into_iter().collect::<Vec<_>>(),
+    )
+    .await?;
     let others_pending = pending.iter().any(|a| a.id != approval.id);
     if task.state == TaskState::AwaitingApproval && !others_pending {
         move_state(tx, id, task.state, TaskState::Running, &why, max).await?;

@@ -14,12 +14,12 @@
 //! record appended to the chain says through which seq and with which
 //! hash, so the rest still verifies from there.
 //!
-//! The hash of a record is the SHA-256, in hex, of the compact JSON array
-//! `[seq, at_ms, task, host, kind, capability, detail, allowed, reason,
-//! by, through, through_hash, prev]` (absent values as `null`), as
-//! [`AuditRecord::digest`] computes it; the first record's `prev` is 64
-//! zeros. The export format (`skillbox audit export`) is one record per
-//! line with these fields and `hash`.
+//! A record's hash covers its place and its content (see
+//! [`AuditRecord::digest`]); the first record's `prev` is 64 zeros. The
+//! content is serialized and digested before the transaction that chains
+//! it, which only links it: chaining costs one short hash and one row per
+//! record on the store's single writer. The export format (`skillbox
+//! audit export`) is one [`AuditRecord`] per line.
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -105,30 +105,13 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
 }
 
-impl AuditRecord {
-    /// The record's hash as computed from its content (see the module).
-    pub fn digest(&self) -> String {
-        let fields = serde_json::json!([
-            self.seq,
-            self.at_ms,
-            self.task.map(|t| t.to_string()),
-            self.host,
-            self.kind.as_str(),
-            self.capability,
-            self.detail,
-            self.allowed,
-            self.reason,
-            self.by,
-            self.through,
-            self.through_hash,
-            self.prev,
-        ]);
-        hex::encode(sha2::Sha256::digest(fields.to_string().as_bytes()))
-    }
-}
-
-/// A record before it takes its place in the chain.
-pub(super) struct Entry {
+/// What a record says, apart from its place in the chain: the bytes its
+/// content digest is taken over are this, as compact JSON, fields in this
+/// order (what the store keeps as the record's body).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Content {
+    pub(super) at_ms: i64,
     pub(super) task: Option<TaskId>,
     pub(super) host: Option<String>,
     pub(super) kind: AuditKind,
@@ -137,12 +120,95 @@ pub(super) struct Entry {
     pub(super) allowed: bool,
     pub(super) reason: String,
     pub(super) by: Option<String>,
-    pub(super) through: Option<(u64, String)>,
+    pub(super) through: Option<u64>,
+    pub(super) through_hash: Option<String>,
+}
+
+impl Content {
+    /// The record at `seq` after `prev`, with this content and its hash.
+    pub(super) fn at(self, seq: u64, prev: String, hash: String) -> AuditRecord {
+        AuditRecord {
+            seq,
+            at_ms: self.at_ms,
+            task: self.task,
+            host: self.host,
+            kind: self.kind,
+            capability: self.capability,
+            detail: self.detail,
+            allowed: self.allowed,
+            reason: self.reason,
+            by: self.by,
+            through: self.through,
+            through_hash: self.through_hash,
+            prev,
+            hash,
+        }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A record's hash: its place (seq, the hash before it) and its content's
+/// digest.
+fn link(seq: u64, prev: &str, content: &str) -> String {
+    sha256_hex(format!("{seq}\n{prev}\n{content}").as_bytes())
+}
+
+impl AuditRecord {
+    /// The record's hash as computed from its content and place: the
+    /// SHA-256 (hex) of `"{seq}\n{prev}\n{content}"`, where `content` is
+    /// the SHA-256 (hex) of the compact JSON object of the other fields,
+    /// in the order `at_ms, task, host, kind, capability, detail, allowed,
+    /// reason, by, through, through_hash`.
+    pub fn digest(&self) -> String {
+        let content = Content {
+            at_ms: self.at_ms,
+            task: self.task,
+            host: self.host.clone(),
+            kind: self.kind,
+            capability: self.capability.clone(),
+            detail: self.detail.clone(),
+            allowed: self.allowed,
+            reason: self.reason.clone(),
+            by: self.by.clone(),
+            through: self.through,
+            through_hash: self.through_hash.clone(),
+        };
+        let body = serde_json::to_string(&content).unwrap_or_default();
+        link(self.seq, &self.prev, &sha256_hex(body.as_bytes()))
+    }
+}
+
+/// A record ready to take its place in the chain: its content serialized
+/// and digested beforehand, so that the transaction that chains it (one
+/// writer at a time) only links it.
+#[derive(Clone, Debug)]
+pub(super) struct Entry {
+    pub(super) at_ms: i64,
+    pub(super) task: Option<TaskId>,
+    /// The content as stored.
+    pub(super) body: String,
+    /// Its SHA-256, hex.
+    pub(super) digest: String,
 }
 
 impl Entry {
-    /// The entries of the capability calls among `events`.
+    fn of(content: &Content) -> Entry {
+        let body = serde_json::to_string(content).unwrap_or_default();
+        Entry {
+            at_ms: content.at_ms,
+            task: content.task,
+            digest: sha256_hex(body.as_bytes()),
+            body,
+        }
+    }
+
+    /// The entries of the capability calls among `events` of task `task`
+    /// on `host`.
     pub(super) fn calls(task: TaskId, host: &str, events: &[TaskEvent]) -> Vec<Entry> {
+        let at_ms = now_ms();
         events
             .iter()
             .filter_map(|e| match e {
@@ -151,7 +217,8 @@ impl Entry {
                     detail,
                     allowed,
                     reason,
-                } => Some(Entry {
+                } => Some(Entry::of(&Content {
+                    at_ms,
                     task: Some(task),
                     host: Some(host.to_string()),
                     kind: AuditKind::Call,
@@ -161,14 +228,13 @@ impl Entry {
                     reason: reason.clone(),
                     by: None,
                     through: None,
-                }),
+                    through_hash: None,
+                })),
                 _ => None,
             })
             .collect()
     }
-}
 
-impl Entry {
     /// The entry of a decided request for approval.
     pub(super) fn decision(a: &super::approval::Approval) -> Option<Entry> {
         let d = a.decision.as_ref()?;
@@ -186,7 +252,8 @@ impl Entry {
         if let Some(note) = &d.note {
             reason.push_str(&format!(": {note}"));
         }
-        Some(Entry {
+        Some(Entry::of(&Content {
+            at_ms: now_ms(),
             task: Some(a.task_id),
             host: None,
             kind: AuditKind::Decision,
@@ -196,45 +263,42 @@ impl Entry {
             reason,
             by: Some(d.by.clone()),
             through: None,
-        })
+            through_hash: None,
+        }))
     }
+}
+
+/// A record as the store keeps it: its place, its content as serialized,
+/// and its hash.
+#[derive(Clone, Debug)]
+pub(super) struct Linked<'e> {
+    pub(super) seq: u64,
+    pub(super) entry: &'e Entry,
+    pub(super) prev: String,
+    pub(super) hash: String,
 }
 
 /// Appends `entries` to the chain, under its head (held until the
 /// transaction ends).
-pub(super) async fn chain<T: Transaction>(tx: &T, entries: Vec<Entry>) -> Result<(), StoreError> {
+pub(super) async fn chain<T: Transaction>(tx: &T, entries: &[Entry]) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
     }
     let mut head = tx.audit_head().await?;
-    let at_ms = now_ms();
-    let mut records = Vec::with_capacity(entries.len());
-    for e in entries {
-        let (through, through_hash) = e.through.unzip();
-        let mut r = AuditRecord {
-            seq: head.seq + 1,
-            at_ms,
-            task: e.task,
-            host: e.host,
-            kind: e.kind,
-            capability: e.capability,
-            detail: e.detail,
-            allowed: e.allowed,
-            reason: e.reason,
-            by: e.by,
-            through,
-            through_hash,
-            prev: head.hash.clone(),
-            hash: String::new(),
-        };
-        r.hash = r.digest();
-        head = AuditHead {
-            seq: r.seq,
-            hash: r.hash.clone(),
-        };
-        records.push(r);
+    let mut linked = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let seq = head.seq + 1;
+        let hash = link(seq, &head.hash, &entry.digest);
+        let prev = std::mem::replace(&mut head.hash, hash.clone());
+        head.seq = seq;
+        linked.push(Linked {
+            seq,
+            entry,
+            prev,
+            hash,
+        });
     }
-    tx.put_audit(&records, &head).await
+    tx.put_audit(&linked, &head).await
 }
 
 /// After a prune: removes the records up to the first one whose task is
@@ -252,7 +316,8 @@ pub(super) async fn prune<T: Transaction>(tx: &T) -> Result<(), StoreError> {
     if removed == 0 {
         return Ok(());
     }
-    let entry = Entry {
+    let entry = Entry::of(&Content {
+        at_ms: now_ms(),
         task: None,
         host: None,
         kind: AuditKind::Pruned,
@@ -261,9 +326,22 @@ pub(super) async fn prune<T: Transaction>(tx: &T) -> Result<(), StoreError> {
         allowed: true,
         reason: "task retention".into(),
         by: None,
-        through: Some((through, last.hash)),
-    };
-    chain(tx, vec![entry]).await
+        through: Some(through),
+        through_hash: Some(last.hash),
+    });
+    chain(tx, &[entry]).await
+}
+
+/// A stored record: its seq (the row's), body, prev and hash.
+pub(super) fn stored(
+    seq: i64,
+    body: &str,
+    prev: String,
+    hash: String,
+) -> Result<AuditRecord, StoreError> {
+    let content: Content = serde_json::from_str(body)
+        .map_err(|e| StoreError::Backend(format!("audit record #{seq}: {e}")))?;
+    Ok(content.at(seq as u64, prev, hash))
 }
 
 /// What [`Verifier`] found wrong, first break only.

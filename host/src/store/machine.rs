@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use super::approval::Approval;
-use super::audit::{self, AuditFilter, AuditHead, AuditRecord, Entry};
+use super::audit::{self, AuditFilter, AuditHead, AuditRecord, Entry, Linked};
 use super::backend::{Claim, Ended, StoreError, now_ms};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
 use super::outbox::Delivery;
@@ -146,7 +146,7 @@ pub(super) trait Transaction {
     /// transaction ends, so that records are chained one writer at a time.
     async fn audit_head(&self) -> Result<AuditHead, StoreError>;
     /// Stores audit records and the chain's new head.
-    async fn put_audit(&self, records: &[AuditRecord], head: &AuditHead) -> Result<(), StoreError>;
+    async fn put_audit(&self, records: &[Linked<'_>], head: &AuditHead) -> Result<(), StoreError>;
     /// One audit record.
     async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError>;
     /// Audit records matching `filter`, in seq order.
@@ -468,29 +468,30 @@ pub(super) async fn ask<T: Transaction>(
     super::approval::ask(tx, held.id, ask, max).await
 }
 
-/// Appends events on behalf of a claim; returns their seqs. The
-/// capability calls among them are chained into the audit trail when
-/// `audit` is on, even past the event bound.
+/// Appends events on behalf of a claim; returns their seqs. `calls` (the
+/// audit entries of the capability calls among them, see [`audited`]) are
+/// chained into the audit trail, even past the event bound.
 pub(super) async fn append_held<T: Transaction>(
     tx: &T,
     held: &Fence,
     events: &[TaskEvent],
-    bounds: Bounds,
+    calls: &[Entry],
+    max: u64,
 ) -> Result<Vec<u64>, StoreError> {
     fence(tx, held).await?;
-    if bounds.audit {
-        audit::chain(tx, Entry::calls(held.id, &held.owner, events)).await?;
-    }
-    append(tx, held.id, events, bounds.max_events).await
+    audit::chain(tx, calls).await?;
+    append(tx, held.id, events, max).await
 }
 
-/// What a backend keeps of a task's events.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Bounds {
-    /// Most events kept per task.
-    pub(super) max_events: u64,
-    /// Whether capability calls are chained into the audit trail.
-    pub(super) audit: bool,
+/// The audit entries of the capability calls among `events` of the claim
+/// `held` (none when the store keeps no audit trail), made before the
+/// transaction that chains them.
+pub(super) fn audited(held: &Fence, events: &[TaskEvent], on: bool) -> Vec<Entry> {
+    if on {
+        Entry::calls(held.id, &held.owner, events)
+    } else {
+        Vec::new()
+    }
 }
 
 /// Saves a checkpoint on behalf of a claim, with its event.
@@ -525,13 +526,17 @@ pub(super) struct Finish {
     pub(super) deliver: Option<Duration>,
     /// Claim the next runnable task for the same owner with this lease.
     pub(super) next_lease: Option<Duration>,
+    /// The audit entries of the capability calls among `events`.
+    pub(super) calls: Vec<Entry>,
 }
 
 impl Finish {
     /// The end of `end`, or why it is not one.
     pub(super) fn of(
+        held: &Fence,
         end: super::Ending<'_>,
         next_lease: Option<Duration>,
+        audit: bool,
     ) -> Result<Finish, StoreError> {
         if !end.state.is_terminal() {
             return Err(StoreError::Conflict(format!(
@@ -546,6 +551,7 @@ impl Finish {
             reason: end.reason.to_string(),
             deliver: end.deliver,
             next_lease,
+            calls: audited(held, end.events, audit),
         })
     }
 }
@@ -557,13 +563,10 @@ pub(super) async fn finish<T: Transaction>(
     tx: &T,
     held: &Fence,
     end: Finish,
-    bounds: Bounds,
+    max: u64,
 ) -> Result<Ended, StoreError> {
     let held_in = fence(tx, held).await?;
-    let max = bounds.max_events;
-    if bounds.audit {
-        audit::chain(tx, Entry::calls(held.id, &held.owner, &end.events)).await?;
-    }
+    audit::chain(tx, &end.calls).await?;
     append(tx, held.id, &end.events, max).await?;
     tx.set_outcome(held.id, &end.outcome).await?;
     move_state(tx, held.id, held_in, end.state, &end.reason, max).await?;

@@ -58,7 +58,7 @@ use super::backend::{
     Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
     pending_migrations,
 };
-use super::machine::{self, Bounds, Fence, Finish, TASK_COLUMNS, Transaction};
+use super::machine::{self, Fence, Finish, TASK_COLUMNS, Transaction};
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec};
 use super::outbox::{Attempt, Delivery, Verdict};
 use super::postgres_pool::Pool;
@@ -274,13 +274,6 @@ impl PgStore {
     pub fn with_audit(mut self, on: bool) -> Self {
         self.audit = on;
         self
-    }
-
-    fn bounds(&self) -> Bounds {
-        Bounds {
-            max_events: self.max_events,
-            audit: self.audit,
-        }
     }
 
     /// The schema version now in force.
@@ -569,10 +562,12 @@ impl TaskStore for PgStore {
     }
 
     fn append(&self, claim: &Claim, event: TaskEvent) -> Result<u64, StoreError> {
-        let (held, bounds) = (Fence::of(claim), self.bounds());
+        let (held, max) = (Fence::of(claim), self.max_events);
+        let events = [event];
+        let calls = machine::audited(&held, &events, self.audit);
         self.write(move |tx| {
             async move {
-                let seqs = machine::append_held(tx, &held, &[event], bounds).await?;
+                let seqs = machine::append_held(tx, &held, &events, &calls, max).await?;
                 Ok(seqs.first().copied().unwrap_or(0))
             }
             .boxed()
@@ -583,10 +578,11 @@ impl TaskStore for PgStore {
         if events.is_empty() {
             return Ok(());
         }
-        let (held, bounds, events) = (Fence::of(claim), self.bounds(), events.to_vec());
+        let (held, max, events) = (Fence::of(claim), self.max_events, events.to_vec());
+        let calls = machine::audited(&held, &events, self.audit);
         self.write(move |tx| {
             async move {
-                machine::append_held(tx, &held, &events, bounds)
+                machine::append_held(tx, &held, &events, &calls, max)
                     .await
                     .map(drop)
             }
@@ -625,12 +621,12 @@ impl TaskStore for PgStore {
         end: Ending<'_>,
         next_lease: Option<Duration>,
     ) -> Result<Ended, StoreError> {
-        let (held, bounds, end) = (
-            Fence::of(claim),
-            self.bounds(),
-            Finish::of(end, next_lease)?,
+        let held = Fence::of(claim);
+        let (max, end) = (
+            self.max_events,
+            Finish::of(&held, end, next_lease, self.audit)?,
         );
-        self.write(move |tx| async move { machine::finish(tx, &held, end, bounds).await }.boxed())
+        self.write(move |tx| async move { machine::finish(tx, &held, end, max).await }.boxed())
     }
 
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {

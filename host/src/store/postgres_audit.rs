@@ -2,21 +2,22 @@
 //! head's row is locked by the transaction that chains records, so hosts
 //! append one at a time, in commit order.
 
-use super::audit::{AuditFilter, AuditHead, AuditRecord, GENESIS};
+use super::audit::{AuditFilter, AuditHead, AuditRecord, GENESIS, Linked, stored};
 use super::backend::StoreError;
-use super::postgres::{Tx, backend, pg};
+use super::postgres::{Tx, pg};
 
-/// The audit trail's tables; the head starts empty. Bodies are text, as
-/// written (a record may quote what a guest sent, which JSONB would not
-/// take byte for byte).
+/// The audit trail's tables (no index but the seq, as in SQLite); the
+/// head starts empty. A record's body is
+/// its content as digested (see [`super::audit`]), kept as text: JSONB
+/// would not keep it byte for byte (nor take a NUL a guest sent).
 pub(super) const MIGRATION: &str = r#"CREATE TABLE audit (
         seq BIGINT PRIMARY KEY,
         at_ms BIGINT NOT NULL,
         task_id TEXT COLLATE "C",
-        body TEXT NOT NULL
+        body TEXT NOT NULL,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL
     );
-    CREATE INDEX audit_by_task ON audit (task_id, seq);
-    CREATE INDEX audit_by_time ON audit (at_ms);
     CREATE TABLE audit_head (
         one INT PRIMARY KEY CHECK (one = 1),
         seq BIGINT NOT NULL,
@@ -24,14 +25,15 @@ pub(super) const MIGRATION: &str = r#"CREATE TABLE audit (
     );
     INSERT INTO audit_head (one, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');"#;
 
-/// The record stored at position `seq`. The position, not the seq its
-/// body says, is the record's seq: a body moved to another row then no
-/// longer matches its hash, and reads page by position.
-fn parse(seq: i64, body: &str) -> Result<AuditRecord, StoreError> {
-    let mut r: AuditRecord =
-        serde_json::from_str(body).map_err(|e| backend(format!("audit record #{seq}: {e}")))?;
-    r.seq = seq as u64;
-    Ok(r)
+fn parse(r: &tokio_postgres::Row) -> Result<AuditRecord, StoreError> {
+    let seq: i64 = r.try_get(0).map_err(pg)?;
+    let body: String = r.try_get(1).map_err(pg)?;
+    stored(
+        seq,
+        &body,
+        r.try_get(2).map_err(pg)?,
+        r.try_get(3).map_err(pg)?,
+    )
 }
 
 pub(super) async fn head(tx: &Tx<'_>) -> Result<AuditHead, StoreError> {
@@ -55,23 +57,22 @@ pub(super) async fn head(tx: &Tx<'_>) -> Result<AuditHead, StoreError> {
 
 pub(super) async fn put(
     tx: &Tx<'_>,
-    records: &[AuditRecord],
+    records: &[Linked<'_>],
     head: &AuditHead,
 ) -> Result<(), StoreError> {
     let seqs: Vec<i64> = records.iter().map(|r| r.seq as i64).collect();
-    let ats: Vec<i64> = records.iter().map(|r| r.at_ms).collect();
+    let ats: Vec<i64> = records.iter().map(|r| r.entry.at_ms).collect();
     let tasks: Vec<Option<String>> = records
         .iter()
-        .map(|r| r.task.map(|t| t.to_string()))
+        .map(|r| r.entry.task.map(|t| t.to_string()))
         .collect();
-    let bodies = records
-        .iter()
-        .map(|r| serde_json::to_string(r).map_err(backend))
-        .collect::<Result<Vec<_>, _>>()?;
+    let bodies: Vec<&str> = records.iter().map(|r| r.entry.body.as_str()).collect();
+    let prevs: Vec<&str> = records.iter().map(|r| r.prev.as_str()).collect();
+    let hashes: Vec<&str> = records.iter().map(|r| r.hash.as_str()).collect();
     tx.exec(
-        "INSERT INTO audit (seq, at_ms, task_id, body)
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])",
-        &[&seqs, &ats, &tasks, &bodies],
+        "INSERT INTO audit (seq, at_ms, task_id, body, prev, hash)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
+        &[&seqs, &ats, &tasks, &bodies, &prevs, &hashes],
     )
     .await?;
     tx.exec(
@@ -85,16 +86,18 @@ pub(super) async fn put(
 
 pub(super) async fn record(tx: &Tx<'_>, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
     let row = tx
-        .opt("SELECT body FROM audit WHERE seq = $1", &[&(seq as i64)])
+        .opt(
+            "SELECT seq, body, prev, hash FROM audit WHERE seq = $1",
+            &[&(seq as i64)],
+        )
         .await?;
-    row.map(|r| parse(seq as i64, &r.try_get::<_, String>(0).map_err(pg)?))
-        .transpose()
+    row.map(|r| parse(&r)).transpose()
 }
 
 pub(super) async fn records(tx: &Tx<'_>, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
     let rows = tx
         .rows(
-            "SELECT seq, body FROM audit
+            "SELECT seq, body, prev, hash FROM audit
              WHERE seq > $1 AND ($2::text IS NULL OR task_id = $2)
                AND ($3::bigint IS NULL OR at_ms >= $3)
              ORDER BY seq LIMIT $4",
@@ -106,23 +109,21 @@ pub(super) async fn records(tx: &Tx<'_>, f: &AuditFilter) -> Result<Vec<AuditRec
             ],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            let seq: i64 = r.try_get(0).map_err(pg)?;
-            parse(seq, &r.try_get::<_, String>(1).map_err(pg)?)
-        })
-        .collect()
+    rows.iter().map(parse).collect()
 }
 
 pub(super) async fn kept_from(tx: &Tx<'_>) -> Result<Option<u64>, StoreError> {
+    // From the start, where pruning leaves the records of tasks still
+    // stored: a short scan.
     let row = tx
-        .one(
-            "SELECT MIN(a.seq) FROM audit a JOIN tasks t ON t.id = a.task_id",
+        .opt(
+            "SELECT a.seq FROM audit a WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.id = a.task_id)
+             ORDER BY a.seq LIMIT 1",
             &[],
         )
         .await?;
-    let seq: Option<i64> = row.try_get(0).map_err(pg)?;
-    Ok(seq.map(|s| s as u64))
+    row.map(|r| r.try_get::<_, i64>(0).map(|s| s as u64).map_err(pg))
+        .transpose()
 }
 
 pub(super) async fn delete_through(tx: &Tx<'_>, seq: u64) -> Result<u64, StoreError> {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::approval::Approval;
-use super::audit::{AuditFilter, AuditHead, AuditRecord};
+use super::audit::{AuditFilter, AuditHead, AuditRecord, Linked};
 use super::backend::StoreError;
 use super::machine::{Holder, TASK_COLUMNS, Transaction};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
@@ -337,7 +337,7 @@ impl Transaction for Tx<'_> {
         super::postgres_audit::head(self).await
     }
 
-    async fn put_audit(&self, records: &[AuditRecord], head: &AuditHead) -> Result<(), StoreError> {
+    async fn put_audit(&self, records: &[Linked<'_>], head: &AuditHead) -> Result<(), StoreError> {
         super::postgres_audit::put(self, records, head).await
     }
 

@@ -32,7 +32,7 @@ use super::backend::{
     Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
     pending_migrations,
 };
-use super::machine::{self, Bounds, Fence, Finish, TASK_COLUMNS, run_ready};
+use super::machine::{self, Fence, Finish, TASK_COLUMNS, run_ready};
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec};
 use super::outbox::{Attempt, Delivery, Verdict};
 use super::schedule::{self, Schedule, ScheduleSpec, Slot};
@@ -234,13 +234,6 @@ impl SqliteStore {
     pub fn with_audit(mut self, on: bool) -> Self {
         self.audit = on;
         self
-    }
-
-    fn bounds(&self) -> Bounds {
-        Bounds {
-            max_events: self.max_events,
-            audit: self.audit,
-        }
     }
 
     /// The database file.
@@ -453,9 +446,12 @@ impl TaskStore for SqliteStore {
     }
 
     fn append(&self, claim: &Claim, event: TaskEvent) -> Result<u64, StoreError> {
-        let (held, bounds) = (Fence::of(claim), self.bounds());
+        let (held, max) = (Fence::of(claim), self.max_events);
+        let events = [event];
+        let calls = machine::audited(&held, &events, self.audit);
         self.write(move |tx| {
-            let seqs = run_ready(machine::append_held(&SqliteTx(tx), &held, &[event], bounds))?;
+            let tx = SqliteTx(tx);
+            let seqs = run_ready(machine::append_held(&tx, &held, &events, &calls, max))?;
             Ok(seqs.first().copied().unwrap_or(0))
         })
     }
@@ -464,9 +460,11 @@ impl TaskStore for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        let (held, bounds, events) = (Fence::of(claim), self.bounds(), events.to_vec());
+        let (held, max, events) = (Fence::of(claim), self.max_events, events.to_vec());
+        let calls = machine::audited(&held, &events, self.audit);
         self.write(move |tx| {
-            run_ready(machine::append_held(&SqliteTx(tx), &held, &events, bounds)).map(drop)
+            let tx = SqliteTx(tx);
+            run_ready(machine::append_held(&tx, &held, &events, &calls, max)).map(drop)
         })
     }
 
@@ -496,12 +494,12 @@ impl TaskStore for SqliteStore {
         end: Ending<'_>,
         next_lease: Option<Duration>,
     ) -> Result<Ended, StoreError> {
-        let (held, bounds, end) = (
-            Fence::of(claim),
-            self.bounds(),
-            Finish::of(end, next_lease)?,
+        let held = Fence::of(claim);
+        let (max, end) = (
+            self.max_events,
+            Finish::of(&held, end, next_lease, self.audit)?,
         );
-        self.write(move |tx| run_ready(machine::finish(&SqliteTx(tx), &held, end, bounds)))
+        self.write(move |tx| run_ready(machine::finish(&SqliteTx(tx), &held, end, max)))
     }
 
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {

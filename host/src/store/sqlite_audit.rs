@@ -2,35 +2,28 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::audit::{AuditFilter, AuditHead, AuditRecord, GENESIS};
+use super::audit::{AuditFilter, AuditHead, AuditRecord, GENESIS, Linked, stored};
 use super::backend::StoreError;
 use super::sqlite::{Cached, backend};
 
-/// The audit trail's tables; the head starts empty.
+/// The audit trail's tables; the head starts empty. A record's body is
+/// its content as digested (see [`super::audit`]). No index but the seq:
+/// one more page written per commit cost durable throughput more than a
+/// scan costs `audit show --task` (records are read by task rarely).
 pub(super) const MIGRATION: &str = "CREATE TABLE audit (
         seq INTEGER PRIMARY KEY,
         at_ms INTEGER NOT NULL,
         task_id TEXT,
-        body TEXT NOT NULL
+        body TEXT NOT NULL,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL
     );
-    CREATE INDEX audit_by_task ON audit(task_id, seq);
-    CREATE INDEX audit_by_time ON audit(at_ms);
     CREATE TABLE audit_head (
         one INTEGER PRIMARY KEY CHECK (one = 1),
         seq INTEGER NOT NULL,
         hash TEXT NOT NULL
     );
     INSERT INTO audit_head (one, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');";
-
-/// The record stored at position `seq`. The position, not the seq its
-/// body says, is the record's seq: a body moved to another row then no
-/// longer matches its hash, and reads page by position.
-fn parse(seq: i64, body: &str) -> Result<AuditRecord, StoreError> {
-    let mut r: AuditRecord =
-        serde_json::from_str(body).map_err(|e| backend(format!("audit record #{seq}: {e}")))?;
-    r.seq = seq as u64;
-    Ok(r)
-}
 
 pub(super) fn head(tx: &Connection) -> Result<AuditHead, StoreError> {
     let head = tx
@@ -52,14 +45,20 @@ pub(super) fn head(tx: &Connection) -> Result<AuditHead, StoreError> {
 
 pub(super) fn put(
     tx: &Connection,
-    records: &[AuditRecord],
+    records: &[Linked<'_>],
     head: &AuditHead,
 ) -> Result<(), StoreError> {
     for r in records {
-        let body = serde_json::to_string(r).map_err(backend)?;
         tx.exec(
-            "INSERT INTO audit (seq, at_ms, task_id, body) VALUES (?1, ?2, ?3, ?4)",
-            params![r.seq as i64, r.at_ms, r.task.map(|t| t.to_string()), body],
+            "INSERT INTO audit (seq, at_ms, task_id, body, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                r.seq as i64,
+                r.entry.at_ms,
+                r.entry.task.map(|t| t.to_string()),
+                r.entry.body,
+                r.prev,
+                r.hash
+            ],
         )
         .map_err(backend)?;
     }
@@ -72,22 +71,30 @@ pub(super) fn put(
     Ok(())
 }
 
+type Row = (i64, String, String, String);
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
 pub(super) fn record(tx: &Connection, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
-    let body: Option<String> = tx
+    let found = tx
         .row(
-            "SELECT body FROM audit WHERE seq = ?1",
+            "SELECT seq, body, prev, hash FROM audit WHERE seq = ?1",
             params![seq as i64],
-            |r| r.get(0),
+            row,
         )
         .optional()
         .map_err(backend)?;
-    body.map(|b| parse(seq as i64, &b)).transpose()
+    found
+        .map(|(seq, body, prev, hash)| stored(seq, &body, prev, hash))
+        .transpose()
 }
 
 pub(super) fn records(tx: &Connection, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
     let mut st = tx
         .prepare_cached(
-            "SELECT seq, body FROM audit
+            "SELECT seq, body, prev, hash FROM audit
              WHERE seq > ?1 AND (?2 IS NULL OR task_id = ?2) AND (?3 IS NULL OR at_ms >= ?3)
              ORDER BY seq LIMIT ?4",
         )
@@ -100,22 +107,26 @@ pub(super) fn records(tx: &Connection, f: &AuditFilter) -> Result<Vec<AuditRecor
                 f.since_ms,
                 f.limit.unwrap_or(1000)
             ],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            row,
         )
         .map_err(backend)?;
     rows.map(|r| {
-        let (seq, body) = r.map_err(backend)?;
-        parse(seq, &body)
+        let (seq, body, prev, hash) = r.map_err(backend)?;
+        stored(seq, &body, prev, hash)
     })
     .collect()
 }
 
 pub(super) fn kept_from(tx: &Connection) -> Result<Option<u64>, StoreError> {
+    // From the start, where pruning leaves the records of tasks still
+    // stored: a short scan.
     tx.row(
-        "SELECT MIN(a.seq) FROM audit a JOIN tasks t ON t.id = a.task_id",
+        "SELECT a.seq FROM audit a WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.id = a.task_id)
+         ORDER BY a.seq LIMIT 1",
         [],
-        |r| r.get::<_, Option<i64>>(0),
+        |r| r.get::<_, i64>(0),
     )
+    .optional()
     .map(|s| s.map(|s| s as u64))
     .map_err(backend)
 }

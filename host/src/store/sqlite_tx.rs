@@ -6,7 +6,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::approval::Approval;
-use super::audit::{AuditFilter, AuditHead, AuditRecord};
+use super::audit::{AuditFilter, AuditHead, AuditRecord, Linked};
 use super::backend::StoreError;
 use super::machine::{Holder, Transaction};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
@@ -333,7 +333,7 @@ impl Transaction for SqliteTx<'_> {
         super::sqlite_audit::head(self.0)
     }
 
-    async fn put_audit(&self, records: &[AuditRecord], head: &AuditHead) -> Result<(), StoreError> {
+    async fn put_audit(&self, records: &[Linked<'_>], head: &AuditHead) -> Result<(), StoreError> {
         super::sqlite_audit::put(self.0, records, head)
     }
 
