@@ -39,13 +39,13 @@
 //! | layer | modules | what it does |
 //! |---|---|---|
 //! | ground floor | [`error`](Error), [`units`], [`events`], [`private`] | errors (store errors typed inside), sizes, durations, task ids, run events, private files |
-//! | policy | [`policy`]: one module per capability (`fs`, `env`, `net`, `exec`, `docker`, `limits`), the manifest, the grants, [`policy::EffectivePolicy`] | requests, grants, their intersection and the checks of a call; pure computation |
+//! | policy | [`policy`]: one module per capability (`fs`, `env`, `net`, `exec`, `docker`, `limits`), the manifest, the grants, [`policy::EffectivePolicy`]; [`schedule`]: timetables | requests, grants, their intersection and the checks of a call; when a cron expression fires; pure computation |
 //! | skills | [`skill`], [`trust`] | a skill on disk: manifest, component, digest; its OCI artifact, signature and the keys that check it |
 //! | capabilities | [`caps`]: `fs`, `env`, `net`, `exec` (with its `sandbox`), `docker`, `progress`, `checkpoint`, `limits`, `output` | the host side of each capability; each owns its per-run context (`ExecCtx`, `DockerCtx`, …) and never names the runtime's store |
 //! | runtime | [`runtime`]: [`Host`], its engine, [`RunState`] | runs one skill under one policy; composes the capability contexts; knows nothing of tasks |
-//! | store | [`store`]: the task model, [`store::TaskStore`], one state machine over two SQL dialects (SQLite, PostgreSQL), the relay's outbox | keeps tasks, events, checkpoints and notifications durably |
+//! | store | [`store`]: the task model, [`store::TaskStore`], one state machine over two SQL dialects (SQLite, PostgreSQL), the relay's outbox, [`store::schedule`], [`store::audit`] | keeps tasks, events, checkpoints, notifications, schedules (each slot fired once) and the hash-chained audit trail durably |
 //! | relay | [`relay`] | turns outbox rows into notifications and delivers them through sinks |
-//! | tasks | [`tasks`]: [`tasks::TaskService`] | owns the runtime, the store and the relay: spawns, runs, records and relays tasks |
+//! | tasks | [`tasks`]: [`tasks::TaskService`], [`tasks::schedules`] | owns the runtime, the store and the relay: spawns, runs, records and relays tasks; adds and fires schedules |
 //! | edges | [`catalog`], [`config`], [`daemon`], [`server`] (HTTP API and MCP, with its typed client) | the operator's configuration and the daemon's API |
 //!
 //! The `skillbox` binary's `cli` module only parses arguments and calls

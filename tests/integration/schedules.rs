@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use skillbox::schedule::{Missed, Overlap, ScheduleRequest, Schedules};
+use skillbox::schedule::Missed;
+use skillbox::store::schedule::Overlap;
+use skillbox::tasks::schedules::{ScheduleRequest, Schedules};
 use skillbox::store::testing;
 use skillbox::store::{TaskState, TaskStore, now_ms};
 use skillbox::tasks::SpawnRequest;

@@ -2,7 +2,9 @@
 //! of a cron expression, kept by the daemon's store.
 
 use clap::{Args, Subcommand};
-use skillbox::schedule::{Missed, Overlap, Schedule, ScheduleView};
+use skillbox::schedule::Missed;
+use skillbox::store::schedule::{Overlap, Schedule};
+use skillbox::tasks::schedules::ScheduleView;
 use skillbox::server::ScheduleBody;
 
 use super::exit;

@@ -254,7 +254,7 @@ async fn worker_inner(args: WorkerArgs) -> Result<(), String> {
     announce_recovered(&daemon, &at);
     let tasks = daemon.tasks.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(skillbox::schedule::Schedules::new(tasks.clone()).fire(stop_rx.clone()));
+    tokio::spawn(skillbox::tasks::schedules::Schedules::new(tasks.clone()).fire(stop_rx.clone()));
     let mut worker = tokio::spawn(tasks.clone().work(stop_rx));
     eprintln!(
         "skillbox worker {}: running up to {} task(s) at once from {}",
@@ -363,7 +363,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
     let worker =
         (args.host.concurrency > 0).then(|| tokio::spawn(tasks.clone().work(stop_rx.clone())));
     // Schedules fire here even without workers: firing only queues tasks.
-    tokio::spawn(skillbox::schedule::Schedules::new(tasks.clone()).fire(stop_rx.clone()));
+    tokio::spawn(skillbox::tasks::schedules::Schedules::new(tasks.clone()).fire(stop_rx.clone()));
     prune_hourly(tasks.clone(), args.retain);
     let shutdown = {
         let mut rx = stop_rx.clone();

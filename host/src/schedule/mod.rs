@@ -8,12 +8,10 @@
 //! each slot fires once.
 
 //!
-//! [`Schedules`] keeps them in a host's store and fires them; the store
-//! records each slot once (see [`crate::store::schedule`]).
+//! The store keeps schedules and records each slot once
+//! ([`crate::store::schedule`]); [`crate::tasks::schedules`] adds, looks
+//! after and fires them over a host's task service.
 
-mod service;
 mod timetable;
 
-pub use crate::store::schedule::{Overlap, Schedule, ScheduleLink, Slot, SlotOutcome};
-pub use service::{GRACE, ScheduleRequest, ScheduleView, Schedules};
 pub use timetable::{Due, Missed, Timetable};

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 
 use super::{DecideBody, PruneBody, Pruned, Redelivered, ScheduleBody, SpawnBody};
 use crate::relay::{Delivery, Notification};
-use crate::schedule::{Schedule, ScheduleView};
+use crate::store::schedule::Schedule;
+use crate::tasks::schedules::ScheduleView;
 use crate::store::audit::{AuditFilter, AuditRecord, Verified};
 use crate::store::{Approval, EventRecord, Task, TaskFilter};
 

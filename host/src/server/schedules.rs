@@ -11,8 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiResult, SpawnBody, blocking, spawn_request};
-use crate::schedule::{Missed, Overlap, ScheduleRequest, Schedules};
+use crate::schedule::Missed;
+use crate::store::schedule::Overlap;
 use crate::tasks::TaskService;
+use crate::tasks::schedules::{ScheduleRequest, Schedules};
 
 /// `POST /v1/schedules`.
 #[derive(Debug, Deserialize, Serialize)]

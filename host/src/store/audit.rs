@@ -1,7 +1,7 @@
 //! The audit trail: every capability decision a task met (allowed or
 //! refused, by the host's checks or by an operator's answer), kept as a
 //! chain of records that each carry the hash of the one before, so that an
-//! edited, removed or reordered record is found by [`verify`].
+//! edited, removed or reordered record is found by [`verify_store`] ([`Verifier`]).
 //!
 //! One chain per store, in the order records were committed: a record is
 //! written in the transaction that stores its task's events (or the

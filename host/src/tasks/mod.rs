@@ -67,6 +67,7 @@
 mod api;
 mod approvals;
 mod recorder;
+pub mod schedules;
 mod scratch;
 mod worker;
 

@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::{SpawnRequest, TaskService};
 use crate::error::Error;
+use crate::schedule::{Missed, Timetable};
 use crate::store::schedule::{Overlap, Schedule, ScheduleSpec, Slot};
 use crate::store::{Task, now_ms};
-use crate::tasks::{SpawnRequest, TaskService};
-
-use super::Missed;
 
 /// A slot that passed less than this long ago is on time; an older one
 /// was missed (hosts down), and follows the schedule's `missed` policy.
@@ -74,7 +73,7 @@ impl Schedules {
             ));
         }
         crate::store::schedule::check_name(&request.name).map_err(Error::Input)?;
-        super::Timetable::parse(&request.cron, &request.tz).map_err(Error::Input)?;
+        Timetable::parse(&request.cron, &request.tz).map_err(Error::Input)?;
         let task = self.tasks.prepare(request.task)?;
         Ok(self.tasks.store().add_schedule(ScheduleSpec {
             name: request.name,
