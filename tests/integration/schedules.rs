@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde_json::Value;
 use skillbox::schedule::Missed;
 use skillbox::store::schedule::Overlap;
-use skillbox::tasks::schedules::{ScheduleRequest, Schedules};
 use skillbox::store::testing;
 use skillbox::store::{TaskState, TaskStore, now_ms};
 use skillbox::tasks::SpawnRequest;
+use skillbox::tasks::schedules::{ScheduleRequest, Schedules};
 
 use crate::daemon::Daemon;
 use crate::harness::*;

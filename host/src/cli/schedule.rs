@@ -3,9 +3,9 @@
 
 use clap::{Args, Subcommand};
 use skillbox::schedule::Missed;
+use skillbox::server::ScheduleBody;
 use skillbox::store::schedule::{Overlap, Schedule};
 use skillbox::tasks::schedules::ScheduleView;
-use skillbox::server::ScheduleBody;
 
 use super::exit;
 use super::listing::when;

@@ -12,10 +12,10 @@ use serde::de::DeserializeOwned;
 
 use super::{DecideBody, PruneBody, Pruned, Redelivered, ScheduleBody, SpawnBody};
 use crate::relay::{Delivery, Notification};
-use crate::store::schedule::Schedule;
-use crate::tasks::schedules::ScheduleView;
 use crate::store::audit::{AuditFilter, AuditRecord, Verified};
+use crate::store::schedule::Schedule;
 use crate::store::{Approval, EventRecord, Task, TaskFilter};
+use crate::tasks::schedules::ScheduleView;
 
 /// Where the daemon listens.
 #[derive(Clone, Debug)]
