@@ -755,6 +755,31 @@ async fn a_pinned_dockerfile_and_image_get_secrets_the_skill_never_sees() {
     );
     denied(&r[3], "a secret goes in the build argument of its own name");
     denied(&r[4], "a secret is passed as the whole value");
+    // Each use of the secret is audited: the pinned build's allowed, the
+    // others refused, naming the digest they had.
+    let uses: Vec<(bool, String)> = rec
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Audit {
+                capability: "secrets",
+                detail,
+                allowed,
+                ..
+            } => Some((allowed, detail)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        uses.iter()
+            .any(|(ok, d)| *ok && d.starts_with("NPM_TOKEN to") && d.contains(&pinned)),
+        "{uses:?}"
+    );
+    assert!(
+        uses.iter()
+            .any(|(ok, d)| !*ok && d.starts_with("NPM_TOKEN to") && !d.contains(&pinned)),
+        "{uses:?}"
+    );
     let everything = format!("{:?}{r:?}", rec.events());
     assert!(
         !everything.contains(&value),
