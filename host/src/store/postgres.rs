@@ -833,23 +833,6 @@ impl TaskStore for PgStore {
     }
 
     fn audit_head(&self) -> Result<AuditHead, StoreError> {
-        self.read(move |tx| {
-            async move {
-                let row = tx
-                    .opt("SELECT seq, hash FROM audit_head WHERE one = 1", &[])
-                    .await?;
-                Ok(match row {
-                    Some(r) => AuditHead {
-                        seq: r.try_get::<_, i64>(0).map_err(pg)? as u64,
-                        hash: r.try_get(1).map_err(pg)?,
-                    },
-                    None => AuditHead {
-                        seq: 0,
-                        hash: super::audit::GENESIS.into(),
-                    },
-                })
-            }
-            .boxed()
-        })
+        self.read(move |tx| async move { super::postgres_audit::head(tx, false).await }.boxed())
     }
 }

@@ -36,13 +36,15 @@ fn parse(r: &tokio_postgres::Row) -> Result<AuditRecord, StoreError> {
     )
 }
 
-pub(super) async fn head(tx: &Tx<'_>) -> Result<AuditHead, StoreError> {
-    let row = tx
-        .opt(
-            "SELECT seq, hash FROM audit_head WHERE one = 1 FOR UPDATE",
-            &[],
-        )
-        .await?;
+/// The chain's head; with `lock`, its row is locked until the transaction
+/// ends.
+pub(super) async fn head(tx: &Tx<'_>, lock: bool) -> Result<AuditHead, StoreError> {
+    let sql = if lock {
+        "SELECT seq, hash FROM audit_head WHERE one = 1 FOR UPDATE"
+    } else {
+        "SELECT seq, hash FROM audit_head WHERE one = 1"
+    };
+    let row = tx.opt(sql, &[]).await?;
     match row {
         Some(r) => Ok(AuditHead {
             seq: r.try_get::<_, i64>(0).map_err(pg)? as u64,

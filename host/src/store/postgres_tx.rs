@@ -334,7 +334,7 @@ impl Transaction for Tx<'_> {
     }
 
     async fn audit_head(&self) -> Result<AuditHead, StoreError> {
-        super::postgres_audit::head(self).await
+        super::postgres_audit::head(self, true).await
     }
 
     async fn put_audit(&self, records: &[Linked<'_>], head: &AuditHead) -> Result<(), StoreError> {

@@ -63,6 +63,15 @@ pub(super) fn due(tx: &Connection, now: i64) -> Result<Vec<Schedule>, StoreError
     )
 }
 
+pub(super) fn any_due(tx: &Connection, now: i64) -> Result<bool, StoreError> {
+    tx.row(
+        "SELECT EXISTS (SELECT 1 FROM schedules WHERE due_ms <= ?1)",
+        params![now],
+        |r| r.get(0),
+    )
+    .map_err(backend)
+}
+
 pub(super) fn insert(tx: &Connection, s: &Schedule) -> Result<bool, StoreError> {
     let body = serde_json::to_string(s).map_err(backend)?;
     tx.exec(
