@@ -11,7 +11,7 @@ use skillbox::units::HumanDuration;
 use super::exit;
 use super::listing::when;
 use super::serve::DaemonAddr;
-use super::tasks::{Failure, fail, print_json};
+use super::tasks::{Failure, answer, fail, print_json};
 
 /// The audit trail: every capability call a task made (allowed or refused:
 /// fs, exec, net, env, docker, secrets) and every operator decision on a
@@ -111,20 +111,12 @@ pub async fn audit(args: AuditArgs) -> u8 {
                 Ok::<_, Failure>(client.audit(&filter).await?)
             }
             .await;
-            match result {
-                Ok(records) if json => {
-                    print_json(&records);
-                    exit::OK
+            answer(result, json, |records| {
+                if records.is_empty() {
+                    outln!("no audit records");
                 }
-                Ok(records) => {
-                    if records.is_empty() {
-                        outln!("no audit records");
-                    }
-                    records.iter().for_each(print_record);
-                    exit::OK
-                }
-                Err(e) => fail(e, json),
-            }
+                records.iter().for_each(print_record);
+            })
         }
         AuditCommand::Verify { file, json, at } => {
             let result = async {

@@ -10,7 +10,7 @@ use skillbox::tasks::schedules::ScheduleView;
 use super::exit;
 use super::listing::when;
 use super::serve::DaemonAddr;
-use super::tasks::{Failure, SpawnArgs, fail, print_json, spawn_body, warn_shortfalls};
+use super::tasks::{Failure, SpawnArgs, answer, spawn_body, warn_shortfalls};
 
 /// Run skills on a timetable: each slot of a cron expression creates one
 /// ordinary task (labelled with the schedule's name), exactly once even
@@ -102,69 +102,30 @@ pub async fn schedule(args: ScheduleArgs) -> u8 {
         ScheduleCommand::Add(a) => add(*a).await,
         ScheduleCommand::List { json, at } => {
             let result = async { Ok::<_, Failure>(at.client()?.schedules().await?) }.await;
-            match result {
-                Ok(all) if json => {
-                    print_json(&all);
-                    exit::OK
-                }
-                Ok(all) => {
-                    print_list(&all);
-                    exit::OK
-                }
-                Err(e) => fail(e, json),
-            }
+            answer(result, json, |all| print_list(all))
         }
         ScheduleCommand::Show(a) => {
             let result = async { Ok::<_, Failure>(a.at.client()?.schedule(&a.name).await?) }.await;
-            match result {
-                Ok(v) if a.json => {
-                    print_json(&v);
-                    exit::OK
-                }
-                Ok(v) => {
-                    print_view(&v);
-                    exit::OK
-                }
-                Err(e) => fail(e, a.json),
-            }
+            answer(result, a.json, print_view)
         }
         ScheduleCommand::Pause(a) => act(a, "pause").await,
         ScheduleCommand::Resume(a) => act(a, "resume").await,
         ScheduleCommand::Rm(a) => {
-            let result =
-                async { Ok::<_, Failure>(a.at.client()?.remove_schedule(&a.name).await?) }.await;
-            match result {
-                Ok(()) if a.json => {
-                    print_json(&serde_json::json!({ "removed": a.name }));
-                    exit::OK
-                }
-                Ok(()) => {
-                    outln!("removed schedule {}", a.name);
-                    exit::OK
-                }
-                Err(e) => fail(e, a.json),
+            let result = async {
+                a.at.client()?.remove_schedule(&a.name).await?;
+                Ok::<_, Failure>(serde_json::json!({ "removed": a.name }))
             }
+            .await;
+            answer(result, a.json, |_| outln!("removed schedule {}", a.name))
         }
         ScheduleCommand::RunNow(a) => {
-            let result =
-                async { Ok::<_, Failure>(a.at.client()?.run_schedule(&a.name).await?) }.await;
-            match result {
-                Ok(t) if a.json => {
-                    print_json(&t);
-                    exit::OK
-                }
-                Ok(t) => {
-                    outln!("{}", t.id);
-                    exit::OK
-                }
-                Err(e) => fail(e, a.json),
-            }
+            let result = async { Ok::<_, Failure>(a.at.client()?.run_schedule(&a.name).await?) }.await;
+            answer(result, a.json, |t| outln!("{}", t.id))
         }
     }
 }
 
 async fn add(args: AddArgs) -> u8 {
-    let json = args.task.json;
     let result = async {
         if args.task.label.is_some() {
             return Err(Failure::Local(skillbox::Error::Input(
@@ -185,48 +146,31 @@ async fn add(args: AddArgs) -> u8 {
         Ok::<_, Failure>(s)
     }
     .await;
-    match result {
-        Ok(s) if json => {
-            print_json(&s);
-            exit::OK
-        }
-        Ok(s) => {
-            outln!(
-                "added schedule {} ({} in {}); next slot: {}",
-                s.spec.name,
-                s.spec.cron,
-                s.spec.tz,
-                s.next_ms.map_or("none".into(), when)
-            );
-            exit::OK
-        }
-        Err(e) => fail(e, json),
-    }
+    answer(result, args.task.json, |s| {
+        outln!(
+            "added schedule {} ({} in {}); next slot: {}",
+            s.spec.name,
+            s.spec.cron,
+            s.spec.tz,
+            s.next_ms.map_or("none".into(), when)
+        )
+    })
 }
 
 async fn act(a: NameArgs, action: &str) -> u8 {
-    let result =
-        async { Ok::<_, Failure>(a.at.client()?.schedule_action(&a.name, action).await?) }.await;
-    match result {
-        Ok(s) if a.json => {
-            print_json(&s);
-            exit::OK
-        }
-        Ok(s) => {
-            outln!(
-                "schedule {} is {}; next slot: {}",
-                s.spec.name,
-                if s.paused { "paused" } else { "active" },
-                if s.paused {
-                    "none while paused".into()
-                } else {
-                    s.next_ms.map_or("none".into(), when)
-                }
-            );
-            exit::OK
-        }
-        Err(e) => fail(e, a.json),
-    }
+    let result = async { Ok::<_, Failure>(a.at.client()?.schedule_action(&a.name, action).await?) }.await;
+    answer(result, a.json, |s| {
+        outln!(
+            "schedule {} is {}; next slot: {}",
+            s.spec.name,
+            if s.paused { "paused" } else { "active" },
+            if s.paused {
+                "none while paused".into()
+            } else {
+                s.next_ms.map_or("none".into(), when)
+            }
+        )
+    })
 }
 
 fn print_list(all: &[Schedule]) {

@@ -128,6 +128,26 @@ pub(super) fn fail(e: impl Into<Failure>, json: bool) -> u8 {
     super::output::print_error(&message, code, json)
 }
 
+/// Ends a command: with `--json` the value as one JSON line, else as
+/// `show` prints it; an error as [`fail`] reports it. The exit code.
+pub(super) fn answer<T: Serialize>(
+    result: Result<T, Failure>,
+    json: bool,
+    show: impl FnOnce(&T),
+) -> u8 {
+    match result {
+        Ok(v) if json => {
+            print_json(&v);
+            exit::OK
+        }
+        Ok(v) => {
+            show(&v);
+            exit::OK
+        }
+        Err(e) => fail(e, json),
+    }
+}
+
 /// Prints `value` as one JSON line.
 pub(super) fn print_json(value: &impl Serialize) {
     outln!("{}", serde_json::to_string(value).unwrap_or_default());
