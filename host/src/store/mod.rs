@@ -1,4 +1,5 @@
-//! The task store: tasks, their events, checkpoints and the relay's outbox,
+//! The task store: tasks, their events, checkpoints, the relay's outbox,
+//! schedules and the audit trail,
 //! kept durably by one of two backends with the same semantics.
 //!
 //! A task is written to a [`TaskStore`] before anything runs; its progress,
@@ -6,6 +7,11 @@
 //! dies leaves it `interrupted`, to be resumed from its checkpoints or
 //! failed by policy when a host next starts. The events are the source of
 //! truth; the task row is their summary.
+//!
+//! The store also keeps schedules ([`schedule`]: each slot recorded once,
+//! in the transaction that creates its task) and the audit trail
+//! ([`audit`]: every capability decision, chained by hash, written with
+//! the events that report it).
 //!
 //! Backends: [`SqliteStore`] (one host, one file) and [`PgStore`] (hosts
 //! sharing one PostgreSQL database and its queue); [`open_store`] picks one
