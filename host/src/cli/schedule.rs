@@ -7,7 +7,6 @@ use skillbox::server::ScheduleBody;
 use skillbox::store::schedule::{Overlap, Schedule};
 use skillbox::tasks::schedules::ScheduleView;
 
-use super::exit;
 use super::listing::when;
 use super::serve::DaemonAddr;
 use super::tasks::{Failure, SpawnArgs, answer, spawn_body, warn_shortfalls};
@@ -119,7 +118,8 @@ pub async fn schedule(args: ScheduleArgs) -> u8 {
             answer(result, a.json, |_| outln!("removed schedule {}", a.name))
         }
         ScheduleCommand::RunNow(a) => {
-            let result = async { Ok::<_, Failure>(a.at.client()?.run_schedule(&a.name).await?) }.await;
+            let result =
+                async { Ok::<_, Failure>(a.at.client()?.run_schedule(&a.name).await?) }.await;
             answer(result, a.json, |t| outln!("{}", t.id))
         }
     }
@@ -158,7 +158,8 @@ async fn add(args: AddArgs) -> u8 {
 }
 
 async fn act(a: NameArgs, action: &str) -> u8 {
-    let result = async { Ok::<_, Failure>(a.at.client()?.schedule_action(&a.name, action).await?) }.await;
+    let result =
+        async { Ok::<_, Failure>(a.at.client()?.schedule_action(&a.name, action).await?) }.await;
     answer(result, a.json, |s| {
         outln!(
             "schedule {} is {}; next slot: {}",
