@@ -14,6 +14,9 @@
 #   distribution registry) and skopeo, installed with apt-get if missing;
 #   each test starts its own registry on 127.0.0.1 (tests/oci/registry.sh)
 #   and stops it when done;
+# * the metrics test's Prometheus server (Debian's prometheus, installed
+#   with apt-get if missing, its system service left off); the test starts
+#   its own on 127.0.0.1 and stops it;
 # * the docker tests' private Docker engine (Debian's docker.io and
 #   busybox-static, installed with apt-get if missing), on its own socket,
 #   passed to the tests as SKILLBOX_TEST_DOCKER_HOST. Outside CI, an engine
@@ -23,6 +26,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash tests/openclaw/gateway.sh install
 bash tests/oci/registry.sh install
+bash tests/prometheus/prometheus.sh install
 SKILLBOX_TEST_MCP_PYTHON=$(bash tests/mcp/client.sh install)
 SKILLBOX_BENCH_WASMTIME=$(bash tests/bench/wasmtime.sh install)
 export SKILLBOX_TEST_MCP_PYTHON SKILLBOX_BENCH_WASMTIME

@@ -16,6 +16,7 @@ mod exec;
 mod fs;
 mod limits;
 mod mcp;
+mod metrics;
 mod openclaw;
 mod openclaw_plugin;
 mod outside;

@@ -322,6 +322,15 @@ async fn deliver(
             sent(&relay, &d, result, at_ms, duration_ms, attempts)
         }
     };
+    crate::metrics::metrics().attempt(
+        &d.sink,
+        match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry(_) => "retry",
+            Verdict::Failed => "failed",
+            Verdict::Skipped => "skipped",
+        },
+    );
     let id = d.id;
     let quiet = verdict == Verdict::Delivered && d.to.is_terminal();
     let recorded =

@@ -125,6 +125,7 @@ impl Host {
     /// component only instantiates.
     pub fn prepare(&self, source: &SkillSource) -> Result<Arc<Prepared>, Error> {
         if let Some(p) = self.lock().get(&source.digest) {
+            crate::metrics::metrics().component("memory");
             return Ok(p.clone());
         }
         let (component, cache) = load_component(
@@ -134,6 +135,10 @@ impl Host {
             &source.bytes,
             &source.component_path,
         )?;
+        crate::metrics::metrics().component(match cache {
+            CacheOutcome::Hit => "disk",
+            CacheOutcome::Compiled => "compiled",
+        });
         let component_err = |message: String| Error::Component {
             path: source.component_path.clone(),
             message,

@@ -85,6 +85,7 @@ impl Host {
             ));
         }
         let started = Instant::now();
+        let _in_progress = crate::metrics::InProgress::start();
         let deadline = Arc::new(Deadline::new(started, limits.timeout));
         let mut cancel = request.cancel.take();
         if let Some(missing) = request

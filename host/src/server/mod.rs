@@ -9,6 +9,7 @@ mod approvals;
 mod audit;
 pub mod client;
 pub mod mcp;
+mod metrics;
 mod schedules;
 mod tls_listener;
 
@@ -451,6 +452,7 @@ pub fn router_with_mcp(
         .route("/v1/schedules/{name}/run", post(schedules::run_now))
         .route("/v1/audit", get(audit::records))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/metrics", get(metrics::scrape))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })

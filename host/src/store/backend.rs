@@ -209,6 +209,10 @@ pub trait TaskStore: Send + Sync {
     /// When the earliest pending notification is due (Unix milliseconds).
     fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError>;
 
+    /// How many tasks are in each state, and when the oldest waiting one
+    /// (queued or interrupted) was created.
+    fn counts(&self) -> Result<Counts, StoreError>;
+
     // Schedules (see [`schedule`](super::schedule)).
 
     /// Stores a new schedule (its task checked by the caller); refuses a
@@ -302,6 +306,15 @@ pub(crate) async fn woken(wake: &mut Option<tokio::sync::watch::Receiver<u64>>) 
         return;
     }
     std::future::pending().await
+}
+
+/// The store's tasks at a glance (see [`TaskStore::counts`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Tasks by state (states with none left out).
+    pub by_state: Vec<(TaskState, u64)>,
+    /// When the oldest task waiting for a worker was created, Unix ms.
+    pub oldest_waiting_ms: Option<i64>,
 }
 
 /// A deleted task: its id and the scratch directory it may have left.

@@ -49,7 +49,9 @@ pub use crate::policy::ResumePolicy;
 pub(crate) use crate::units::string_enum;
 pub use approval::{Approval, ApprovalRequest, Ask, Decision};
 pub(crate) use backend::woken;
-pub use backend::{Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms};
+pub use backend::{
+    Claim, Counts, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, now_ms,
+};
 pub use model::{
     CleanupMode, NotifyMode, ParentRoute, SCRATCH_GUEST, Task, TaskEvent, TaskFilter, TaskId,
     TaskSpec, TaskState,

@@ -55,8 +55,8 @@ use tokio_postgres::Row;
 use super::approval::{Approval, Ask, Decision};
 use super::audit::{AuditFilter, AuditHead, AuditRecord};
 use super::backend::{
-    Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
-    pending_migrations,
+    Claim, Counts, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum,
+    now_ms, pending_migrations,
 };
 use super::machine::{self, Fence, Finish, TASK_COLUMNS, Transaction};
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec};
@@ -340,6 +340,7 @@ impl PgStore {
         T: Send + 'static,
         F: for<'a> FnOnce(&'a Tx<'a>) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,
     {
+        let started = std::time::Instant::now();
         let (reply, answer) = mpsc::sync_channel(1);
         let pool = self.pool.clone();
         self.runtime.spawn(async move {
@@ -354,9 +355,12 @@ impl PgStore {
             };
             let _ = reply.send(out);
         });
-        answer
+        let out = answer
             .recv()
-            .map_err(|_| backend("the task store's runtime stopped"))?
+            .map_err(|_| backend("the task store's runtime stopped"))?;
+        let kind = if read_only { "read" } else { "write" };
+        crate::metrics::metrics().store("postgres", kind, started.elapsed());
+        out
     }
 
     /// Runs `sql` (several statements, no results) in one transaction.
@@ -834,5 +838,38 @@ impl TaskStore for PgStore {
 
     fn audit_head(&self) -> Result<AuditHead, StoreError> {
         self.read(move |tx| async move { super::postgres_audit::head(tx, false).await }.boxed())
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        self.read(move |tx| {
+            async move {
+                let by_state = tx
+                    .rows(
+                        "SELECT state, COUNT(*) FROM tasks GROUP BY state ORDER BY state",
+                        &[],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let state: String = r.try_get(0).map_err(pg)?;
+                        let n: i64 = r.try_get(1).map_err(pg)?;
+                        Ok((state.parse().map_err(StoreError::Backend)?, n as u64))
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                let oldest_waiting_ms = tx
+                    .one(
+                        "SELECT MIN(created_ms) FROM tasks WHERE state IN ('queued', 'interrupted')",
+                        &[],
+                    )
+                    .await?
+                    .try_get(0)
+                    .map_err(pg)?;
+                Ok(Counts {
+                    by_state,
+                    oldest_waiting_ms,
+                })
+            }
+            .boxed()
+        })
     }
 }

@@ -29,8 +29,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::approval::{Approval, Ask, Decision};
 use super::audit::{AuditFilter, AuditHead, AuditRecord};
 use super::backend::{
-    Claim, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum, now_ms,
-    pending_migrations,
+    Claim, Counts, Ended, Ending, EventRecord, Pruned, StoreError, TaskStore, migration_checksum,
+    now_ms, pending_migrations,
 };
 use super::machine::{self, Fence, Finish, TASK_COLUMNS, run_ready};
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec};
@@ -270,6 +270,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let started = std::time::Instant::now();
         let stopped = || StoreError::Backend("the task store's writer stopped".into());
         let (reply, answer) = mpsc::sync_channel(1);
         let job = Box::new(Write {
@@ -282,7 +283,9 @@ impl SqliteStore {
             .ok_or_else(stopped)?
             .send(job)
             .map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+        let out = answer.recv().map_err(|_| stopped())?;
+        crate::metrics::metrics().store("sqlite", "write", started.elapsed());
+        out
     }
 }
 
@@ -698,5 +701,32 @@ impl TaskStore for SqliteStore {
 
     fn audit_head(&self) -> Result<AuditHead, StoreError> {
         super::sqlite_audit::head(&self.lock())
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT state, COUNT(*) FROM tasks GROUP BY state ORDER BY state")
+            .map_err(backend)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(backend)?;
+        let by_state = rows
+            .map(|r| {
+                let (state, n) = r.map_err(backend)?;
+                Ok((state.parse().map_err(StoreError::Backend)?, n as u64))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let oldest_waiting_ms = conn
+            .row(
+                "SELECT MIN(created_ms) FROM tasks WHERE state IN ('queued', 'interrupted')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        Ok(Counts {
+            by_state,
+            oldest_waiting_ms,
+        })
     }
 }

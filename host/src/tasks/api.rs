@@ -24,6 +24,7 @@ impl TaskService {
     /// it as a queued task; returns at once with the task as stored.
     pub fn spawn(&self, request: SpawnRequest) -> Result<Task, Error> {
         let spec = self.prepare(request)?;
+        crate::metrics::metrics().spawned.inc();
         // With a free slot and a running worker, the task is claimed in the
         // same transaction that stores it (one commit less before it runs).
         let slot = (!self.stopping.load(Ordering::SeqCst))

@@ -139,12 +139,15 @@ impl EventObserver for TaskRecorder {
                 detail,
                 allowed,
                 reason,
-            } => TaskEvent::Audit {
-                capability: capability.into(),
-                detail,
-                allowed,
-                reason,
-            },
+            } => {
+                crate::metrics::metrics().call(capability, allowed);
+                TaskEvent::Audit {
+                    capability: capability.into(),
+                    detail,
+                    allowed,
+                    reason,
+                }
+            }
             Event::Truncated { stream, cap } => TaskEvent::Truncated {
                 what: format!("{stream} reached its cap of {cap} bytes"),
             },

@@ -235,6 +235,8 @@ impl TaskService {
     /// in the same transaction, if any.
     async fn execute_one(self: &Arc<Self>, claim: Claim) -> Option<Claim> {
         let id = claim.task.id;
+        let claimed_at = std::time::Instant::now();
+        crate::metrics::metrics().claimed.inc();
         let claim = Arc::new(claim);
         let (cancel_tx, cancel_rx) = watch::channel(claim.task.cancel_requested);
         self.cancels().insert(id, cancel_tx.clone());
@@ -254,7 +256,9 @@ impl TaskService {
         let result = self.run_claimed(&claim, recorder.clone(), cancel_rx).await;
         background.abort();
         self.cancels().remove(&id);
-        let ended = self.record_end(claim, recorder, ending(result)).await;
+        let end = ending(result);
+        crate::metrics::metrics().finished(end.0.as_str(), claimed_at.elapsed());
+        let ended = self.record_end(claim, recorder, end).await;
         let _ = self.updates.send(id);
         let ended = match ended {
             Ok(Ok(Some(ended))) => ended,
