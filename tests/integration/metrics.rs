@@ -6,12 +6,14 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::daemon::Daemon;
+use crate::docker::{free_port, http_get};
 use crate::harness::*;
+use crate::workers::wait_for;
 
 const TOKEN: &str = "metrics-token-0123456789abcdef";
 
@@ -77,7 +79,9 @@ impl Prometheus {
     /// The value of the instant vector `query` (its one sample), if any.
     fn query(&self, query: &str) -> Option<f64> {
         let path = format!("/api/v1/query?query={}", urlencode(query));
-        let body = http_get(self.port, &path)?;
+        let (200, body) = http_get(self.port, &path)? else {
+            return None;
+        };
         let v: Value = serde_json::from_str(&body).ok()?;
         let result = v["data"]["result"].as_array()?;
         match result.as_slice() {
@@ -89,6 +93,9 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("Prometheus said:\n{}", self.log());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -103,40 +110,6 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// The body of `GET path` on 127.0.0.1:`port` when it answers 200.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls until `f` holds; `limit` is a safety net, not a timing assertion.
-fn eventually(what: &str, p: &Prometheus, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("gave up waiting for {what}; Prometheus said:\n{}", p.log());
 }
 
 fn spawn_burst(d: &Daemon, skill: &Path, n: usize) -> Vec<String> {
@@ -174,18 +147,15 @@ fn a_real_prometheus_scrapes_task_counts_after_a_burst() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(!answer.contains("skillbox_tasks"), "{answer}");
 
-    eventually("the first scrape", &prom, Duration::from_secs(120), || {
-        prom.query("up{job=\"skillbox\"}") == Some(1.0)
+    wait_for("the first scrape", Duration::from_secs(120), || {
+        (prom.query("up{job=\"skillbox\"}") == Some(1.0)).then_some(())
     });
     let skill = real_skill("hello");
     const N: usize = 12;
     spawn_burst(&d, skill.path(), N);
-    eventually(
-        "the burst's counts",
-        &prom,
-        Duration::from_secs(120),
-        || prom.query("skillbox_tasks{state=\"succeeded\"}") == Some(N as f64),
-    );
+    wait_for("the burst's counts", Duration::from_secs(120), || {
+        (prom.query("skillbox_tasks{state=\"succeeded\"}") == Some(N as f64)).then_some(())
+    });
     assert_eq!(prom.query("skillbox_tasks{state=\"queued\"}"), Some(0.0));
     assert_eq!(prom.query("skillbox_queue_depth"), Some(0.0));
     assert_eq!(
@@ -226,9 +196,9 @@ fn a_real_prometheus_scrapes_task_counts_after_a_burst() {
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     d.cli(&["tasks", "wait", out.stdout.trim()]);
-    eventually("the refusal", &prom, Duration::from_secs(120), || {
-        prom.query("skillbox_capability_calls_total{capability=\"exec\",allowed=\"false\"}")
-            == Some(1.0)
+    wait_for("the refusal", Duration::from_secs(120), || {
+        let refused = "skillbox_capability_calls_total{capability=\"exec\",allowed=\"false\"}";
+        (prom.query(refused) == Some(1.0)).then_some(())
     });
     assert_eq!(prom.query("skillbox_tasks{state=\"failed\"}"), Some(1.0));
 }
