@@ -293,7 +293,11 @@ async fn latency(component: &Path, n: u32) -> Res<()> {
     let socket = dir.path().join("api.sock");
     let listener = tokio::net::UnixListener::bind(&socket)?;
     let server = tokio::spawn(
-        axum::serve(listener, skillbox::server::router(host.clone(), None)).into_future(),
+        axum::serve(
+            listener,
+            skillbox::server::router(host.clone(), skillbox::server::Access::open()),
+        )
+        .into_future(),
     );
     let client = Client::unix(&socket);
     let body = serde_json::json!({

@@ -526,6 +526,72 @@ fn an_exec_d_program_dies_with_a_killed_daemon() {
 /// served (its path answers something other than "no such endpoint") and
 /// documents the statuses the server gives, and every task the server
 /// returns has the documented required fields.
+/// Reads the stream until `want` is in what was read after `from`; all
+/// that was read. A stream that stalls fails the test (read timeout).
+fn read_until(stream: &mut UnixStream, seen: &mut String, from: usize, want: &str) {
+    let mut buf = [0u8; 4096];
+    while !seen[from..].contains(want) {
+        let n = stream
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}; read so far:\n{seen}"));
+        assert!(n > 0, "the stream ended before {want:?}:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[test]
+fn the_events_stream_sends_every_tasks_changes() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let skill = real_skill("hello");
+    let spawn = || {
+        let out = d.cli(&["spawn", skill.path().to_str().unwrap(), "--input", "{}"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.trim().to_string()
+    };
+    let before = spawn();
+    assert_eq!(d.cli(&["tasks", "wait", &before]).code, 0);
+
+    let mut s = UnixStream::connect(data.path().join("skillbox.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.write_all(&get("/v1/events?limit=10")).unwrap();
+    let mut seen = String::new();
+    read_until(&mut s, &mut seen, 0, "event: ready");
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    let snapshot = seen.clone();
+    assert!(
+        snapshot.contains(&format!("\"id\":\"{before}\"")) && snapshot.contains("succeeded"),
+        "the snapshot has the ended task: {snapshot}"
+    );
+
+    // A task spawned now is sent as it goes, up to its end.
+    let mark = seen.len();
+    let live = spawn();
+    read_until(&mut s, &mut seen, mark, &format!("\"id\":\"{live}\""));
+    let ended = |seen: &str| {
+        seen.lines().any(|l| {
+            l.starts_with("data: ")
+                && l.contains(&format!("\"id\":\"{live}\""))
+                && l.contains("\"state\":\"succeeded\"")
+        })
+    };
+    while !ended(&seen[mark..]) {
+        let len = seen.len();
+        read_until(&mut s, &mut seen, len, "\n\n");
+    }
+
+    // A deleted task is announced as removed.
+    let mark = seen.len();
+    let out = d.cli(&["tasks", "rm", &before]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    read_until(
+        &mut s,
+        &mut seen,
+        mark,
+        &format!("event: removed\ndata: {{\"id\":\"{before}\"}}"),
+    );
+}
+
 #[test]
 fn the_openapi_document_matches_the_server() {
     let spec: serde_json::Value =
@@ -552,7 +618,7 @@ fn the_openapi_document_matches_the_server() {
         );
     }
     let paths = spec["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 19, "update this test with the spec");
+    assert_eq!(paths.len(), 20, "update this test with the spec");
     let documents = |method: &str, path: &str, status: u16| {
         let responses = paths[path][method]["responses"].as_object().unwrap();
         assert!(
@@ -565,8 +631,12 @@ fn the_openapi_document_matches_the_server() {
             .replace("{id}", &id)
             .replace("{name}", "no-such-schedule");
         for (method, op) in ops.as_object().unwrap() {
-            // Deleting goes last, below.
-            if (method == "delete" && path.contains("{id}")) || path.ends_with("/prune") {
+            // Deleting goes last, below; `/v1/events` never ends (see
+            // `the_events_stream_sends_every_tasks_changes`).
+            if (method == "delete" && path.contains("{id}"))
+                || path.ends_with("/prune")
+                || path == "/v1/events"
+            {
                 continue;
             }
             let req = match method.as_str() {

@@ -371,8 +371,11 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let unix_server = axum::serve(unix, skillbox::server::router(tasks.clone(), None))
-        .with_graceful_shutdown(shutdown);
+    let unix_server = axum::serve(
+        unix,
+        skillbox::server::router(tasks.clone(), skillbox::server::Access::open()),
+    )
+    .with_graceful_shutdown(shutdown);
     let tcp_server = match args.listen {
         Some(addr) => Some(listen_tcp(addr, tls.as_ref(), &daemon, token, &stop_rx).await?),
         None => None,
@@ -419,9 +422,13 @@ async fn listen_tcp(
             stop.cancel();
         });
     }
+    let access = skillbox::server::Access {
+        token,
+        tls: tls.is_some(),
+    };
     let api = skillbox::server::router_with_mcp(
         daemon.tasks.clone(),
-        token,
+        access,
         Some((daemon.catalog.clone(), stop)),
     );
     let stopped = async move {

@@ -2,12 +2,15 @@
 //!
 //! It listens on a Unix socket (created `0600`: whoever can open it is the
 //! operator) and, when asked, on a loopback TCP port where every request
-//! must carry `Authorization: Bearer <token>`. Every endpoint is a few lines
-//! over the [`TaskService`] API; `host/openapi.json` documents them.
+//! must carry `Authorization: Bearer <token>` (or the dashboard's session
+//! cookie, see `dashboard`). Every endpoint is a few lines over the
+//! [`TaskService`] API; `host/openapi.json` documents them. The dashboard,
+//! a static front end under `/ui/`, is served by the same listeners.
 
 mod approvals;
 mod audit;
 pub mod client;
+mod dashboard;
 pub mod mcp;
 mod metrics;
 mod schedules;
@@ -16,6 +19,7 @@ mod tls_listener;
 pub use tls_listener::TlsListener;
 
 pub use approvals::{DecideBody, Verdict};
+pub use dashboard::Access;
 pub use schedules::ScheduleBody;
 
 use std::path::PathBuf;
@@ -23,9 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -222,10 +225,8 @@ async fn spawn(
     Ok((StatusCode::CREATED, Json(task)).into_response())
 }
 
-async fn list(
-    State(tasks): State<Arc<TaskService>>,
-    q: Result<Query<TaskFilter>, QueryRejection>,
-) -> ApiResult<Response> {
+/// A listing's filter from its query, checked.
+fn task_filter(q: Result<Query<TaskFilter>, QueryRejection>) -> ApiResult<TaskFilter> {
     let Query(filter) = q?;
     if let Some(p) = &filter.id_prefix
         && (p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric()))
@@ -236,7 +237,39 @@ async fn list(
             format!("{p:?} is not a task id or the start of one (letters and digits)"),
         ));
     }
-    Ok(Json(tasks.list(&filter)?).into_response())
+    Ok(filter)
+}
+
+async fn list(
+    State(tasks): State<Arc<TaskService>>,
+    q: Result<Query<TaskFilter>, QueryRejection>,
+) -> ApiResult<Response> {
+    Ok(Json(tasks.list(&task_filter(q)?)?).into_response())
+}
+
+/// `GET /v1/events`: the newest tasks, then every change to any task, as
+/// server-sent events (`task`, `ready`, `removed`).
+async fn watch(
+    State(tasks): State<Arc<TaskService>>,
+    q: Result<Query<TaskFilter>, QueryRejection>,
+) -> ApiResult<Response> {
+    use crate::tasks::TaskChange;
+    use futures::StreamExt;
+    let stream = tasks.watch(task_filter(q)?).map(|item| {
+        Ok::<_, std::convert::Infallible>(match item {
+            Ok(TaskChange::Task(t)) => SseEvent::default()
+                .event("task")
+                .data(serde_json::to_string(&t).unwrap_or_default()),
+            Ok(TaskChange::Ready) => SseEvent::default().event("ready").data("{}"),
+            Ok(TaskChange::Removed(id)) => SseEvent::default()
+                .event("removed")
+                .data(serde_json::json!({ "id": id }).to_string()),
+            Err(e) => SseEvent::default().event("error").data(e.to_string()),
+        })
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn show(
@@ -380,41 +413,17 @@ async fn events(
         .into_response())
 }
 
-async fn require_token(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-    if ok {
-        let mut req = req;
-        req.extensions_mut().insert(approvals::ViaToken);
-        next.run(req).await
-    } else {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token",
-        )
-        .into_response()
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The API's routes over `tasks`; with `token`, every request must carry it.
-pub fn router(tasks: Arc<TaskService>, token: Option<String>) -> Router {
-    router_with_mcp(tasks, token, None)
+/// The API's routes over `tasks`, and the dashboard's; with a token in
+/// `access`, every request must carry it (or the dashboard's cookie).
+pub fn router(tasks: Arc<TaskService>, access: Access) -> Router {
+    router_with_mcp(tasks, access, None)
 }
 
 /// [`router`], plus the MCP endpoint `/mcp` (streamable HTTP) offering
 /// `mcp`'s skills when it is given; `stop` ends its open streams.
 pub fn router_with_mcp(
     tasks: Arc<TaskService>,
-    token: Option<String>,
+    access: Access,
     mcp: Option<(
         Arc<crate::catalog::Catalog>,
         tokio_util::sync::CancellationToken,
@@ -452,17 +461,18 @@ pub fn router_with_mcp(
         .route("/v1/schedules/{name}/run", post(schedules::run_now))
         .route("/v1/audit", get(audit::records))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/events", get(watch))
         .route("/metrics", get(metrics::scrape))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(tasks);
-    match token {
-        Some(t) => r.layer(axum::middleware::from_fn_with_state(
-            Arc::new(t),
-            require_token,
-        )),
-        None => r,
-    }
+    let access = Arc::new(access);
+    dashboard::routes(access.clone())
+        .merge(r)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            dashboard::authenticate,
+        ))
 }

@@ -36,6 +36,7 @@ impl TaskService {
                 .create_and_claim(spec, &self.owner, self.options.lease)?,
             None => (self.store.create(spec)?, None),
         };
+        let _ = self.updates.send(task.id);
         match (claim, slot) {
             (Some(claim), Some(permit)) => {
                 let task = claim.task.clone();
@@ -146,8 +147,9 @@ impl TaskService {
     pub fn prune(&self, older_than: Duration) -> Result<u64, Error> {
         let before = now_ms() - older_than.as_millis() as i64;
         let pruned = self.store.prune(before, None)?;
-        for (_, dir) in &pruned {
+        for (id, dir) in &pruned {
             scratch::remove(dir.as_deref());
+            let _ = self.updates.send(*id);
         }
         Ok(pruned.len() as u64)
     }
@@ -167,6 +169,7 @@ impl TaskService {
         for (_, dir) in self.store.prune(i64::MAX, Some(id))? {
             scratch::remove(dir.as_deref());
         }
+        let _ = self.updates.send(id);
         Ok(())
     }
 

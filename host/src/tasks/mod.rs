@@ -66,10 +66,13 @@
 
 mod api;
 mod approvals;
+mod changes;
 mod recorder;
 pub mod schedules;
 mod scratch;
 mod worker;
+
+pub use changes::TaskChange;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
