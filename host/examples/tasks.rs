@@ -211,6 +211,7 @@ fn store_ops(component: &Path, n: usize) -> Res<()> {
         resume: skillbox::store::ResumePolicy::Restart,
         scratch: None,
         schedule: None,
+        trace: None,
     };
     use skillbox::store::TaskStore;
     let t = Instant::now();

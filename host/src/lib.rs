@@ -38,7 +38,7 @@
 //!
 //! | layer | modules | what it does |
 //! |---|---|---|
-//! | ground floor | [`error`](Error), [`units`], [`events`], [`private`], [`metrics`] | errors (store errors typed inside), sizes, durations, task ids, run events, private files, the process's metrics |
+//! | ground floor | [`error`](Error), [`units`], [`events`], [`private`], [`metrics`], [`telemetry`] | errors (store errors typed inside), sizes, durations, task ids, run events, private files, the process's metrics and traces |
 //! | policy | [`policy`]: one module per capability (`fs`, `env`, `net`, `exec`, `docker`, `limits`), the manifest, the grants, [`policy::EffectivePolicy`]; [`schedule`]: timetables | requests, grants, their intersection and the checks of a call; when a cron expression fires; pure computation |
 //! | skills | [`skill`], [`trust`] | a skill on disk: manifest, component, digest; its OCI artifact, signature and the keys that check it |
 //! | capabilities | [`caps`]: `fs`, `env`, `net`, `exec` (with its `sandbox`), `docker`, `progress`, `checkpoint`, `limits`, `output` | the host side of each capability; each owns its per-run context (`ExecCtx`, `DockerCtx`, …) and never names the runtime's store |
@@ -71,6 +71,7 @@ pub mod server;
 pub mod skill;
 pub mod store;
 pub mod tasks;
+pub mod telemetry;
 pub mod tls;
 pub mod trust;
 pub mod units;

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
 
 use super::sandbox::Sandbox;
 use super::sandbox::wire::{Call, Done};
@@ -298,6 +299,7 @@ pub async fn run(
     // Read past the cap by the longest value, so that the cut cannot fall
     // inside one unseen (see `Redactor::capped`).
     let cap = policy.limits.output;
+    let span = crate::telemetry::capability_span("exec", &call);
     let result = run_checked(
         policy,
         sandbox,
@@ -306,6 +308,7 @@ pub async fn run(
         deadline,
         cap + hide.longest(),
     )
+    .instrument(span.clone())
     .await
     .map(|r| {
         let (stdout, cut_out) = hide.capped(&r.stdout, cap, r.truncated);
@@ -322,6 +325,7 @@ pub async fn run(
         Err(e @ ExecError::Denied(_)) => (false, e.to_string()),
         Err(e) => (true, e.to_string()),
     };
+    crate::telemetry::decided(&span, allowed, &reason);
     // The secrets this program was handed (it ran: it had them).
     if !matches!(result, Err(ExecError::Denied(_))) {
         let program = resolve_program(&req.program);

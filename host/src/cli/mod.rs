@@ -123,14 +123,6 @@ fn colour() -> bool {
 /// Parses arguments, runs the command, maps the result to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SKILLBOX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(colour())
-        .init();
     if let Err(e) = profile::load() {
         eprintln!("error: {e}");
         return ExitCode::from(exit::INVALID);
@@ -145,6 +137,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::FAILED);
         }
     };
+    let log = tracing_subscriber::EnvFilter::try_from_env("SKILLBOX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let telemetry =
+        match skillbox::telemetry::Telemetry::init(log, colour(), runtime.handle().clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(exit::INVALID);
+            }
+        };
     let code = runtime.block_on(async {
         match cli.command {
             Command::Run(a) => run::run(a).await,
@@ -166,6 +168,7 @@ pub fn main() -> ExitCode {
             Command::Man(a) => docs::man(a),
         }
     });
+    telemetry.shutdown();
     // A thread still blocked in the host (a system call on a file system
     // that hangs, past the run's timeout, which has already been reported)
     // must not keep the process alive: dropping the runtime would wait for

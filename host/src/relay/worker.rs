@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::{Attempt, Change, Delivery, DeliveryError, Notification, Relay, Verdict};
 use crate::store::{StoreError, Task, TaskEvent, TaskId, TaskStore, now_ms};
@@ -302,6 +303,17 @@ async fn deliver(
         _ => None,
     };
     let attempts = d.attempts + 1;
+    let span = tracing::info_span!(
+        "task.deliver",
+        skillbox.task.id = %d.task_id,
+        skillbox.sink = %d.sink,
+        skillbox.change = %d.to,
+        skillbox.attempt = attempts,
+        skillbox.outcome = tracing::field::Empty,
+    );
+    if let Ok(t) = &task {
+        crate::telemetry::continue_trace(&span, t.spec.trace.as_deref());
+    }
     let (attempt, verdict) = match skipped {
         Some(why) => {
             tracing::debug!(task = %d.task_id, sink = %d.sink, reason = %why, "notification skipped");
@@ -317,20 +329,22 @@ async fn deliver(
             )
         }
         None => {
-            let result = send(&relay, &d, task, approval).await;
+            let result = send(&relay, &d, task, approval)
+                .instrument(span.clone())
+                .await;
             let duration_ms = started.elapsed().as_millis() as u64;
             sent(&relay, &d, result, at_ms, duration_ms, attempts)
         }
     };
-    crate::metrics::metrics().attempt(
-        &d.sink,
-        match verdict {
-            Verdict::Delivered => "delivered",
-            Verdict::Retry(_) => "retry",
-            Verdict::Failed => "failed",
-            Verdict::Skipped => "skipped",
-        },
-    );
+    let outcome = match verdict {
+        Verdict::Delivered => "delivered",
+        Verdict::Retry(_) => "retry",
+        Verdict::Failed => "failed",
+        Verdict::Skipped => "skipped",
+    };
+    crate::metrics::metrics().attempt(&d.sink, outcome);
+    span.record("skillbox.outcome", outcome);
+    drop(span);
     let id = d.id;
     let quiet = verdict == Verdict::Delivered && d.to.is_terminal();
     let recorded =

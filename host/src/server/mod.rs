@@ -215,13 +215,18 @@ async fn blocking<T: Send + 'static>(
 
 async fn spawn(
     State(tasks): State<Arc<TaskService>>,
+    headers: HeaderMap,
     body: Result<Json<SpawnBody>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(b) = body?;
     let request = spawn_request(b)?;
+    // A client's W3C `traceparent`: the task's trace joins the client's.
+    let span = tracing::info_span!("api.spawn");
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    crate::telemetry::continue_trace(&span, traceparent);
     // Spawning compiles the component (once).
     let t = tasks.clone();
-    let task = blocking(move || t.spawn(request)).await?;
+    let task = blocking(move || span.in_scope(|| t.spawn(request))).await?;
     Ok((StatusCode::CREATED, Json(task)).into_response())
 }
 

@@ -24,6 +24,7 @@ pub(crate) fn spec(label: &str, resume: ResumePolicy) -> TaskSpec {
         resume,
         scratch: None,
         schedule: None,
+        trace: None,
     }
 }
 

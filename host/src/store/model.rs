@@ -129,6 +129,11 @@ pub struct TaskSpec {
     /// The schedule that created it, and for which slot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<super::schedule::ScheduleLink>,
+    /// The W3C `traceparent` of the span of its spawn, when traces are
+    /// exported: every later span of the task (claim, run, end, deliveries,
+    /// on whichever host) continues that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// Where a task's scratch directory appears in the guest.

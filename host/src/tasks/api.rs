@@ -22,8 +22,19 @@ const EVENT_PAGE: u32 = 500;
 impl TaskService {
     /// Checks `request` (skill, digest, grants, input, component) and stores
     /// it as a queued task; returns at once with the task as stored.
+    ///
+    /// When traces are exported, the span of this spawn (`task.spawn`, a
+    /// child of the caller's current span) is the root of the task's trace.
     pub fn spawn(&self, request: SpawnRequest) -> Result<Task, Error> {
-        let spec = self.prepare(request)?;
+        let span = tracing::info_span!(
+            "task.spawn",
+            skillbox.task.id = tracing::field::Empty,
+            skillbox.skill = tracing::field::Empty,
+        );
+        let _in = span.enter();
+        let mut spec = self.prepare(request)?;
+        span.record("skillbox.skill", spec.skill_name.as_str());
+        spec.trace = crate::telemetry::traceparent(&span);
         crate::metrics::metrics().spawned.inc();
         // With a free slot and a running worker, the task is claimed in the
         // same transaction that stores it (one commit less before it runs).
@@ -37,6 +48,7 @@ impl TaskService {
             None => (self.store.create(spec)?, None),
         };
         let _ = self.updates.send(task.id);
+        span.record("skillbox.task.id", task.id.to_string());
         match (claim, slot) {
             (Some(claim), Some(permit)) => {
                 let task = claim.task.clone();
@@ -122,6 +134,7 @@ impl TaskService {
                 .map_or(ResumePolicy::Fail, |m| m.skill.resume),
             scratch: self.options.scratch.clone(),
             schedule: None,
+            trace: None,
         })
     }
 

@@ -141,6 +141,13 @@ impl EventObserver for TaskRecorder {
                 reason,
             } => {
                 crate::metrics::metrics().call(capability, allowed);
+                // On the span of the run (or of the call) it happens in.
+                tracing::info!(
+                    skillbox.capability = capability,
+                    skillbox.call = %detail,
+                    skillbox.allowed = allowed,
+                    "capability decision"
+                );
                 TaskEvent::Audit {
                     capability: capability.into(),
                     detail,

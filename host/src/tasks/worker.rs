@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tracing::Instrument;
 
 use super::api::announces_changes;
 use super::recorder::{TaskRecorder, keep_alive, retrying};
@@ -253,12 +254,43 @@ impl TaskService {
             recorder.clone(),
             self.options.clone(),
         ));
-        let result = self.run_claimed(&claim, recorder.clone(), cancel_rx).await;
+        // The task's spans continue the trace its spawn began.
+        let trace = claim.task.spec.trace.as_deref();
+        let traced = |span: tracing::Span| {
+            crate::telemetry::continue_trace(&span, trace);
+            span
+        };
+        let queued_ms =
+            claim.task.started_ms.unwrap_or(claim.task.created_ms) - claim.task.created_ms;
+        drop(traced(tracing::info_span!(
+            "task.claim",
+            skillbox.task.id = %id,
+            skillbox.attempt = claim.task.attempt,
+            skillbox.host = %self.owner,
+            skillbox.queued_ms = queued_ms,
+        )));
+        let run = traced(tracing::info_span!(
+            "task.run",
+            skillbox.task.id = %id,
+            skillbox.attempt = claim.task.attempt,
+            skillbox.skill = %claim.task.spec.skill_name,
+            skillbox.state = tracing::field::Empty,
+        ));
+        let result = self
+            .run_claimed(&claim, recorder.clone(), cancel_rx)
+            .instrument(run.clone())
+            .await;
         background.abort();
         self.cancels().remove(&id);
         let end = ending(result);
+        run.record("skillbox.state", end.0.as_str());
+        drop(run);
         crate::metrics::metrics().finished(end.0.as_str(), claimed_at.elapsed());
-        let ended = self.record_end(claim, recorder, end).await;
+        let finish = traced(tracing::info_span!("task.finish", skillbox.task.id = %id));
+        let ended = self
+            .record_end(claim, recorder, end)
+            .instrument(finish)
+            .await;
         let _ = self.updates.send(id);
         let ended = match ended {
             Ok(Ok(Some(ended))) => ended,

@@ -56,6 +56,7 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 
 use crate::events::{Event, EventObserver};
 use crate::policy::{DockerPolicy, EffectivePolicy, normalize_tag};
@@ -417,6 +418,8 @@ impl DockerCtx {
     ) -> Result<T> {
         // The deadline as it stands while the call runs: a wait for
         // approval inside the call pushes it back.
+        let span = crate::telemetry::capability_span("docker", &detail);
+        let op = op.instrument(span.clone());
         let result = tokio::select! {
             r = op => r,
             () = self.asker.deadline().reached() => Err(DockerError::Failed(
@@ -430,6 +433,7 @@ impl DockerCtx {
             Err(e @ DockerError::Denied(_)) => (false, e.to_string()),
             Err(e) => (true, e.to_string()),
         };
+        crate::telemetry::decided(&span, allowed, &reason);
         self.events.event(Event::Audit {
             capability: "docker",
             detail,

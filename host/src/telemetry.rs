@@ -1,0 +1,283 @@
+//! OpenTelemetry traces of tasks, exported over OTLP (HTTP, protobuf).
+//!
+//! A task is one trace, whichever hosts it crosses: the span of its spawn
+//! is the root, and its W3C `traceparent` is stored with the task
+//! ([`crate::store::TaskSpec::trace`]), so the host that claims it, runs
+//! it, records its end and delivers its notifications (possibly another
+//! worker, hours later) continues the same trace:
+//!
+//! ```text
+//! task.spawn
+//! ├── task.claim
+//! ├── task.run
+//! │   ├── capability.exec / capability.docker / capability.net …
+//! ├── task.finish
+//! └── task.deliver (one per attempt)
+//! ```
+//!
+//! Every span carries the task's id as `skillbox.task.id`. The spans are
+//! ordinary `tracing` spans of the `skillbox` target; [`Telemetry::init`]
+//! (used by the CLI) sends them to OpenTelemetry through
+//! `tracing-opentelemetry` when an endpoint is configured with the standard
+//! variables: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full URL) or
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` is appended), plus
+//! `OTEL_SERVICE_NAME` and the batch settings (`OTEL_BSP_*`). Without one,
+//! the spans are disabled at their call sites and cost next to nothing.
+//! Embedders compose [`layer`] into their own subscriber instead.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::registry::LookupSpan;
+
+/// The variables that name an OTLP endpoint, most specific first.
+pub const ENDPOINT_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
+/// The configured endpoint, if any.
+pub fn configured_endpoint() -> Option<String> {
+    ENDPOINT_VARS
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+}
+
+/// The full URL of the traces endpoint for `var`'s value (the generic
+/// variable names a base to which `/v1/traces` is appended).
+fn traces_url(var: &str, value: &str) -> String {
+    let value = value.trim();
+    if var == ENDPOINT_VARS[1] {
+        format!("{}/v1/traces", value.trim_end_matches('/'))
+    } else {
+        value.to_string()
+    }
+}
+
+/// Sends HTTP requests of the exporter (which runs on a thread of its
+/// own) on a Tokio runtime, where hyper's client needs to run.
+#[derive(Debug)]
+struct OnRuntime {
+    handle: tokio::runtime::Handle,
+    client: std::sync::Arc<opentelemetry_http::hyper::HyperClient>,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OnRuntime {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
+    ) -> Result<
+        opentelemetry_http::Response<opentelemetry_http::Bytes>,
+        opentelemetry_http::HttpError,
+    > {
+        let client = self.client.clone();
+        self.handle
+            .spawn(async move { client.send_bytes(request).await })
+            .await
+            .map_err(|e| -> opentelemetry_http::HttpError { Box::new(e) })?
+    }
+}
+
+/// A tracer provider exporting to `url` over OTLP/HTTP (protobuf), its
+/// requests sent on `handle`'s runtime.
+pub fn provider(url: &str, handle: tokio::runtime::Handle) -> Result<SdkTracerProvider, String> {
+    if !url.starts_with("http://") {
+        return Err(format!(
+            "OTLP endpoint {url}: only http:// is supported (a collector on this \
+             machine or its network, e.g. http://127.0.0.1:4318)"
+        ));
+    }
+    let client = OnRuntime {
+        handle,
+        client: std::sync::Arc::new(
+            opentelemetry_http::hyper::HyperClient::with_default_connector(
+                Duration::from_secs(10),
+                None,
+            ),
+        ),
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(url)
+        .build()
+        .map_err(|e| format!("OTLP endpoint {url}: {e}"))?;
+    let service = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "skillbox".into());
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .with_attribute(opentelemetry::KeyValue::new(
+                    "service.version",
+                    env!("CARGO_PKG_VERSION"),
+                ))
+                .build(),
+        )
+        .build())
+}
+
+/// A layer sending skillbox's spans (target `skillbox`, INFO and up) to
+/// `provider`'s tracer, for an embedder's own subscriber.
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("skillbox"))
+        .with_filter(Targets::new().with_target("skillbox", tracing::Level::INFO))
+}
+
+/// The process's telemetry as the CLI sets it up: its log lines on stderr
+/// (`SKILLBOX_LOG`), and traces when an OTLP endpoint is configured.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Installs the global subscriber: logs filtered by `log_filter` on
+    /// stderr (`ansi` colours), and the OTLP layer when an endpoint is
+    /// configured, its exports sent on `handle`'s runtime.
+    pub fn init(
+        log_filter: tracing_subscriber::EnvFilter,
+        ansi: bool,
+        handle: tokio::runtime::Handle,
+    ) -> Result<Telemetry, String> {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_filter(log_filter);
+        let endpoint = ENDPOINT_VARS.iter().find_map(|v| {
+            std::env::var(v)
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| traces_url(v, &s))
+        });
+        let provider = endpoint.map(|url| provider(&url, handle)).transpose()?;
+        let otel = provider.as_ref().map(layer);
+        tracing_subscriber::registry()
+            .with(fmt)
+            .with(otel)
+            .try_init()
+            .map_err(|e| e.to_string())?;
+        Ok(Telemetry { provider })
+    }
+
+    /// Exports what is left and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(p) = self.provider
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("warning: exporting the last traces failed: {e}");
+        }
+    }
+}
+
+/// The span of one call of `capability` (`capability.exec`, …), a child
+/// of the current span (the run's); the caller records `skillbox.allowed`
+/// once the call is decided.
+pub(crate) fn capability_span(capability: &'static str, detail: &str) -> tracing::Span {
+    tracing::info_span!(
+        "capability",
+        otel.name = %format_args!("capability.{capability}"),
+        skillbox.capability = capability,
+        skillbox.call = detail,
+        skillbox.allowed = tracing::field::Empty,
+        skillbox.reason = tracing::field::Empty,
+    )
+}
+
+/// Records a capability call's verdict on its span.
+pub(crate) fn decided(span: &tracing::Span, allowed: bool, reason: &str) {
+    span.record("skillbox.allowed", allowed);
+    span.record("skillbox.reason", reason);
+}
+
+/// The W3C `traceparent` of `span`, when it is being traced.
+pub(crate) fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the span that `traceparent` names (stored with
+/// a task, or sent by a client), when there is one.
+pub(crate) fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(tp) = traceparent else { return };
+    if span.is_disabled() {
+        return;
+    }
+    let carrier = HashMap::from([("traceparent".to_string(), tp.to_string())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generic_endpoint_gets_the_traces_path_and_the_specific_one_is_kept() {
+        assert_eq!(
+            traces_url("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/"),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            traces_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://h:1/x"),
+            "http://h:1/x"
+        );
+    }
+
+    #[test]
+    fn an_https_endpoint_is_refused_with_the_reason() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let e = provider("https://collector:4318/v1/traces", rt.handle().clone()).unwrap_err();
+        assert!(e.contains("only http://"), "{e}");
+    }
+
+    #[test]
+    fn a_traced_span_gives_its_traceparent_and_a_child_continues_it() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(layer(&provider));
+        tracing::subscriber::with_default(subscriber, || {
+            let root = tracing::info_span!(target: "skillbox", "task.spawn");
+            let tp = traceparent(&root).expect("a traced span has a traceparent");
+            drop(root);
+            let child = tracing::info_span!(target: "skillbox", "task.run");
+            continue_trace(&child, Some(&tp));
+            drop(child);
+            let spans = exporter.get_finished_spans().unwrap();
+            let [spawn, run] = spans.as_slice() else {
+                panic!("{spans:?}")
+            };
+            assert_eq!(spawn.span_context.trace_id(), run.span_context.trace_id());
+            assert_eq!(run.parent_span_id, spawn.span_context.span_id());
+            assert!(tp.contains(&spawn.span_context.trace_id().to_string()));
+        });
+        // Without the layer: no context, nothing stored.
+        let plain = tracing::info_span!(target: "skillbox", "task.spawn");
+        assert_eq!(traceparent(&plain), None);
+    }
+}
