@@ -17,6 +17,10 @@
 # * the metrics test's Prometheus server (Debian's prometheus, installed
 #   with apt-get if missing, its system service left off); the test starts
 #   its own on 127.0.0.1 and stops it;
+# * the dashboard test's browser: Debian's chromium (apt-get if missing) and
+#   the npm package playwright-core (its exact version from
+#   tests/dashboard/package-lock.json, cached under ~/.cache/skillbox-test),
+#   which drives it headless against the daemon on 127.0.0.1;
 # * the docker tests' private Docker engine (Debian's docker.io and
 #   busybox-static, installed with apt-get if missing), on its own socket,
 #   passed to the tests as SKILLBOX_TEST_DOCKER_HOST. Outside CI, an engine
@@ -27,6 +31,7 @@ bash scripts/setup.sh
 bash tests/openclaw/gateway.sh install
 bash tests/oci/registry.sh install
 bash tests/prometheus/prometheus.sh install
+bash tests/dashboard/browser.sh install >/dev/null
 SKILLBOX_TEST_MCP_PYTHON=$(bash tests/mcp/client.sh install)
 SKILLBOX_BENCH_WASMTIME=$(bash tests/bench/wasmtime.sh install)
 export SKILLBOX_TEST_MCP_PYTHON SKILLBOX_BENCH_WASMTIME

@@ -66,6 +66,12 @@ function add(parent, children) {
   return parent;
 }
 
+/** Replaces what `parent` shows by `children` (skipping empty ones). */
+function show(parent, ...children) {
+  parent.replaceChildren();
+  return add(parent, children);
+}
+
 /** A link to a task's page, or plain text when `id` is not a task id. */
 function taskLink(id, text, props = {}) {
   if (typeof id !== 'string' || !ID_RE.test(id)) return h('span', { text: text ?? String(id) });
@@ -99,14 +105,12 @@ function setProgress(p, task) {
   if (f !== null) {
     p.value = f;
     p.setAttribute('aria-label', `progress ${Math.round(f * 100)}%`);
-  } else if (TERMINAL.has(task.state)) {
-    p.value = task.state === 'succeeded' ? 1 : 0;
-    p.setAttribute('aria-label', task.state === 'succeeded' ? 'done' : 'no progress reported');
   } else {
     p.removeAttribute('value');
     p.setAttribute('aria-label', 'progress unknown');
   }
-  p.hidden = f === null && task.state === 'queued';
+  // Nothing to show before a run, or after one that reported none.
+  p.hidden = f === null && (task.state === 'queued' || TERMINAL.has(task.state));
 }
 
 function percent(task) {
@@ -374,7 +378,12 @@ function connect() {
     setConn('live');
     view?.onReady?.();
   });
-  es.addEventListener('error', () => {
+  es.addEventListener('error', (e) => {
+    if (e instanceof MessageEvent) {
+      // The daemon's own `error` event: the stream goes on.
+      showError(new Error(String(e.data)), 'The live list');
+      return;
+    }
     live = false;
     if (es.readyState === EventSource.CLOSED) {
       // Refused (e.g. 401): the browser does not retry by itself.
@@ -434,7 +443,7 @@ function parseRoute() {
 }
 
 function route() {
-  const r = parseRoute();
+  const r = parseRoute() ?? (view ? null : { name: 'tasks' });
   if (!r) return;
   view?.dispose?.();
   view = null;
@@ -445,7 +454,7 @@ function route() {
   }
   const make = { tasks: taskList, task: taskPage, approvals: approvalsPage, schedules: schedulesPage }[r.name] ?? missing;
   view = make(r);
-  main.replaceChildren(view.root);
+  show(main, view.root);
   document.title = `${view.title} · skillbox`;
   if (!firstRoute) {
     const heading = main.querySelector('h1');
@@ -511,17 +520,17 @@ function taskList() {
     if (row.shown !== key) {
       row.shown = key;
       const l = label(task);
-      cells.name.replaceChildren(h('span', { class: 'skill', text: skillName(task) }), l ? h('span', { class: 'label', text: l }) : null);
+      show(cells.name, h('span', { class: 'skill', text: skillName(task) }), l ? h('span', { class: 'label', text: l }) : null);
       const stateParts = [badge(task.state)];
       if (task.cancel_requested && !TERMINAL.has(task.state)) stateParts.push(h('span', { class: 'muted small', text: ' cancelling' }));
       if (task.state === 'awaiting_approval') {
         stateParts.push(' ', taskLink(task.id, 'Review', { class: 'attention-link', 'aria-label': `Review the approval request of ${describe(task)}` }));
       }
-      cells.state.replaceChildren(...stateParts);
+      show(cells.state, ...stateParts);
       const pct = percent(task);
-      cells.progress.replaceChildren(
+      show(cells.progress,
         h('div', { class: 'progress-line' }, progressBar(task), pct ? h('span', { class: 'num small', text: pct }) : null),
-        task.progress_message ? h('div', { class: 'progress-message', text: task.progress_message }) : null,
+        task.progress_message ? h('div', { class: 'progress-message', title: task.progress_message, text: task.progress_message }) : null,
       );
       row.tr.classList.toggle('attention', task.state === 'awaiting_approval');
       if (cells.created.childElementCount === 0) cells.created.append(time(task.created_ms));
@@ -703,13 +712,13 @@ function taskPage({ id }) {
   let deliveries = [];
   function renderTask() {
     if (!task) {
-      stateBox.replaceChildren(h('span', { class: 'muted', text: 'Loading…' }));
+      show(stateBox, h('span', { class: 'muted', text: 'Loading…' }));
       return;
     }
     const l = label(task);
-    subtitle.replaceChildren(h('span', { class: 'skill', text: skillName(task) }), l ? h('span', { class: 'label', text: l }) : null);
+    show(subtitle, h('span', { class: 'skill', text: skillName(task) }), l ? h('span', { class: 'label', text: l }) : null);
     const pct = percent(task);
-    stateBox.replaceChildren(
+    show(stateBox,
       badge(task.state),
       task.cancel_requested && !TERMINAL.has(task.state) ? h('span', { class: 'muted', text: 'cancel requested' }) : null,
       h('span', { class: 'progress-line grow' }, progressBar(task), pct ? h('span', { class: 'num', text: pct }) : null),
@@ -731,7 +740,7 @@ function taskPage({ id }) {
       ['Events dropped', task.events_dropped ? String(task.events_dropped) : null],
       ['Component', typeof spec.digest === 'string' ? h('code', { class: 'digest', text: spec.digest, title: 'sha256' }) : null],
     ];
-    facts.replaceChildren(
+    show(facts,
       ...pairs
         .filter(([, v]) => v !== null && v !== undefined && v !== '')
         .map(([k, v]) => h('div', { class: 'fact' }, h('dt', { text: k }), h('dd', { dataset: { fact: k.toLowerCase() } }, v))),
@@ -757,7 +766,9 @@ function taskPage({ id }) {
       cancel.addEventListener('click', async () => {
         cancel.disabled = true;
         try {
-          upsert(await api(taskPath(id, '/cancel'), { method: 'POST' }));
+          // The answer may be older than what the stream already brought:
+          // the stream alone updates the page.
+          await api(taskPath(id, '/cancel'), { method: 'POST' });
           announce(`Cancel requested for ${describe(task)}`);
         } catch (e) {
           cancel.disabled = false;
@@ -786,16 +797,16 @@ function taskPage({ id }) {
     // Keep the focused button when nothing about it changed.
     const same = parts.length === actions.children.length
       && parts.every((p, i) => p.textContent === actions.children[i].textContent && p.disabled === actions.children[i].disabled);
-    if (!same) actions.replaceChildren(...parts);
+    if (!same) show(actions, ...parts);
   }
 
   function renderOutcome() {
     const o = task?.outcome;
     if (!task || !TERMINAL.has(task.state) || !o || typeof o !== 'object') {
-      outcome.replaceChildren(empty(task ? 'Not ended yet.' : 'Loading…'));
+      show(outcome, empty(task ? 'Not ended yet.' : 'Loading…'));
       return;
     }
-    const parts = [h('p', null, h('strong', { text: String(o.outcome ?? task.state) }), typeof o.duration_ms === 'number' ? ` after ${duration(o.duration_ms)}` : null)];
+    const parts = [h('p', { class: 'outcome-line' }, badge(task.state), typeof o.outcome === 'string' && o.outcome.replace('-', '_') !== task.state ? h('span', { class: 'muted', text: o.outcome }) : null)];
     if (typeof o.text === 'string') {
       parts.push(h('h3', { text: 'Summary' }), h('pre', { class: 'summary-text', text: o.text }));
     }
@@ -821,7 +832,7 @@ function taskPage({ id }) {
       }
     }, { once: false });
     parts.push(notification);
-    outcome.replaceChildren(...parts);
+    show(outcome, ...parts);
   }
 
   // Approvals: fetched when the page opens and when the state changes.
@@ -833,7 +844,7 @@ function taskPage({ id }) {
       if (mine !== approvalsSeq || !Array.isArray(list)) return;
       approvalsSection.hidden = list.length === 0;
       const pending = list.filter((a) => !a.decision);
-      keepingFocus(approvalsBox, approvalsSection.querySelector('h2'), () => approvalsBox.replaceChildren(
+      keepingFocus(approvalsBox, approvalsSection.querySelector('h2'), () => show(approvalsBox,
         pending.length ? h('p', { class: 'attention-text', text: `${pending.length} request${pending.length > 1 ? 's' : ''} waiting for a decision.` }) : null,
         ...list.map((a) => approvalCard(task ?? { id, spec: {} }, a, () => {
           loadApprovals();
@@ -884,7 +895,11 @@ function taskPage({ id }) {
     for (const kind of ['state', 'progress', 'log', 'output', 'audit', 'checkpoint', 'truncated', 'message']) {
       events.addEventListener(kind, onEvent);
     }
-    events.addEventListener('error', () => {
+    events.addEventListener('error', (e) => {
+      if (e instanceof MessageEvent) {
+        showError(new Error(String(e.data)), 'The task\'s events');
+        return;
+      }
       if (events.readyState === EventSource.CLOSED) {
         eventsNote.textContent = `${eventCount} events. The stream closed.`;
         api(taskPath(id)).catch((e) => showError(e, 'Following the events'));
@@ -895,7 +910,7 @@ function taskPage({ id }) {
 
   function renderCheckpoints() {
     if (checkpoints.size === 0) {
-      checkpointsBox.replaceChildren(empty('No checkpoint saved. A skill that saves checkpoints resumes from the last one after a crash.'));
+      show(checkpointsBox, empty('No checkpoint saved. A skill that saves checkpoints resumes from the last one after a crash.'));
       return;
     }
     const body = h(
@@ -905,7 +920,7 @@ function taskPage({ id }) {
         h('tr', null, h('th', { scope: 'row', class: 'mono', text: c.key }), h('td', { class: 'num', text: `${c.bytes} bytes` }), h('td', { class: 'num', text: String(c.saves) }), h('td', null, time(c.at_ms))),
       ),
     );
-    checkpointsBox.replaceChildren(
+    show(checkpointsBox,
       table('Checkpoints, by key', ['Key', 'Size', 'Saves', 'Last saved'], body),
       h('p', { class: 'muted small', text: 'The API reports each save (key and size); the saved bytes stay in the task store.' }),
     );
@@ -925,7 +940,7 @@ function taskPage({ id }) {
     try {
       const records = await api(`/v1/audit?task=${encodeURIComponent(id)}&limit=5000`);
       if (!Array.isArray(records) || records.length === 0) {
-        auditBox.replaceChildren(empty('No audit record yet: this task has met no capability check.'));
+        show(auditBox, empty('No audit record yet: this task has met no capability check.'));
         return;
       }
       const body = h(
@@ -943,7 +958,7 @@ function taskPage({ id }) {
           ),
         ),
       );
-      auditBox.replaceChildren(table('Audit records of this task, in chain order', ['Seq', 'Time', 'Capability', 'Verdict', 'Detail'], body));
+      show(auditBox, table('Audit records of this task, in chain order', ['Seq', 'Time', 'Capability', 'Verdict', 'Detail'], body));
     } catch (e) {
       showError(e, 'Loading audit records');
     }
@@ -964,7 +979,7 @@ function taskPage({ id }) {
     const refresh = h('button', { type: 'button', class: 'quiet', text: 'Refresh deliveries' });
     refresh.addEventListener('click', loadDeliveries);
     if (deliveries.length === 0) {
-      deliveriesBox.replaceChildren(empty('No notification: the task has no relay sink, or nothing was announced yet.'), refresh);
+      show(deliveriesBox, empty('No notification: the task has no relay sink, or nothing was announced yet.'), refresh);
       return;
     }
     const body = h(
@@ -1001,7 +1016,7 @@ function taskPage({ id }) {
         ),
       ),
     );
-    deliveriesBox.replaceChildren(table('Notifications of this task, one per sink and announced change', ['Sink', 'Change', 'State', 'Attempts', 'Detail'], body), refresh);
+    show(deliveriesBox, table('Notifications of this task, one per sink and announced change', ['Sink', 'Change', 'State', 'Attempts', 'Detail'], body), refresh);
   }
 
   function renderExtra() {
@@ -1012,7 +1027,7 @@ function taskPage({ id }) {
       const parsed = parse(input);
       if (parsed !== null) input = parsed;
     }
-    extraBox.replaceChildren(
+    show(extraBox,
       h('details', null, h('summary', { text: 'Input' }), h('pre', { class: 'data-json', text: typeof input === 'string' ? input : pretty(input) })),
       h('details', null, h('summary', { text: 'Effective policy' }), h('pre', { class: 'data-json', text: pretty(spec.policy ?? null) })),
       h('p', { class: 'muted small' }, 'Skill: ', h('code', { class: 'mono-wrap', text: String(spec.skill ?? '') })),
@@ -1029,7 +1044,7 @@ function taskPage({ id }) {
       renderExtra();
     } catch (e) {
       if (e.status === 404) {
-        root.replaceChildren(h('h1', { text: 'No such task' }), h('p', null, `Task ${id} does not exist, or was deleted. `, h('a', { href: '#/', text: 'Back to the tasks' })));
+        show(root, h('h1', { text: 'No such task' }), h('p', null, `Task ${id} does not exist, or was deleted. `, h('a', { href: '#/', text: 'Back to the tasks' })));
         disposers.forEach((d) => d());
       } else {
         showError(e, 'Loading the task');
@@ -1041,8 +1056,8 @@ function taskPage({ id }) {
   renderExtra();
   renderOutcome();
   renderCheckpoints();
-  auditBox.replaceChildren(empty('Loading…'));
-  deliveriesBox.replaceChildren(empty('Loading…'));
+  show(auditBox, empty('Loading…'));
+  show(deliveriesBox, empty('Loading…'));
   loadTask();
   loadApprovals();
   loadAudit();
@@ -1066,10 +1081,6 @@ function taskPage({ id }) {
       task = tasks.get(id);
       renderTask();
       if (first) renderExtra();
-    },
-    onReady() {
-      // Changes missed while disconnected: read the task again.
-      api(taskPath(id)).then((t) => upsert(t)).catch(() => {});
     },
     dispose: () => disposers.forEach((d) => d()),
   };
@@ -1181,9 +1192,9 @@ function approvalsPage() {
     }
     const els = waiting.map((t) => cards.get(t.id)?.el).filter(Boolean);
     if (els.length === 0) {
-      list.replaceChildren(empty(live ? 'Nothing waits for approval.' : 'Loading…'));
+      show(list, empty(live ? 'Nothing waits for approval.' : 'Loading…'));
     } else if (els.length !== list.children.length || els.some((e, i) => list.children[i] !== e)) {
-      list.replaceChildren(...els);
+      show(list, ...els);
     }
   }
 
@@ -1205,6 +1216,8 @@ function schedulesPage() {
     box,
   );
   let seq = 0;
+  /** The task each "Run now" created, by schedule. */
+  const ran = new Map();
 
   async function load(focusName, focusAction) {
     const mine = ++seq;
@@ -1224,10 +1237,9 @@ function schedulesPage() {
       try {
         const r = await api(`/v1/schedules/${encodeURIComponent(name)}/${action}`, { method: 'POST' });
         if (action === 'run' && r && typeof r.id === 'string') {
-          upsert(r);
+          upsert(r, { onlyNew: true });
           announce(`Schedule ${name}: task ${shortId(r.id)} created`);
-          const where = box.querySelector(`[data-ran="${CSS.escape(name)}"]`);
-          where?.replaceChildren('Created ', taskLink(r.id));
+          ran.set(name, r.id);
         } else {
           announce(`Schedule ${name} ${action === 'pause' ? 'paused' : 'resumed'}`);
         }
@@ -1242,7 +1254,7 @@ function schedulesPage() {
 
   function render(list) {
     if (list.length === 0) {
-      box.replaceChildren(empty('No schedule. Add one with skillbox schedule add or POST /v1/schedules.'));
+      show(box, empty('No schedule. Add one with skillbox schedule add or POST /v1/schedules.'));
       return;
     }
     const body = h(
@@ -1264,11 +1276,11 @@ function schedulesPage() {
           h('td', { class: 'nowrap' }, s.paused ? h('span', { class: 'muted', text: '—' }) : time(s.next_ms, true)),
           h('td', null, s.last_task ? taskLink(s.last_task) : h('span', { class: 'muted', text: '—' })),
           h('td', { class: 'num', text: `${s.fired ?? 0} / ${s.skipped ?? 0}` }),
-          h('td', null, h('div', { class: 'actions tight' }, toggle, run), h('div', { class: 'small', role: 'status', dataset: { ran: name } })),
+          h('td', null, h('div', { class: 'actions tight' }, toggle, run), h('div', { class: 'small', role: 'status', dataset: { ran: name } }, ran.has(name) ? ['Created ', taskLink(ran.get(name))] : null)),
         );
       }),
     );
-    box.replaceChildren(table('Schedules, by name', ['Name', 'Cron', 'State', 'Next slot', 'Last task', 'Fired / skipped', 'Actions'], body));
+    show(box, table('Schedules, by name', ['Name', 'Cron', 'State', 'Next slot', 'Last task', 'Fired / skipped', 'Actions'], body));
   }
 
   refresh.addEventListener('click', () => load());
@@ -1279,6 +1291,12 @@ function schedulesPage() {
 
 // ---------------------------------------------------------------------------
 // Start.
+
+// The skip link moves the focus without touching the route in the hash.
+document.querySelector('a.skip').addEventListener('click', (e) => {
+  e.preventDefault();
+  main.focus();
+});
 
 document.getElementById('sign-out').addEventListener('click', async () => {
   source?.close();

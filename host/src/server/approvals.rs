@@ -19,9 +19,10 @@ use super::{ApiError, ApiResult, parse_id};
 use crate::caps::approval::Decision;
 use crate::tasks::TaskService;
 
-/// How a request reached the API, set by the token check.
+/// How a request on TCP proved itself, set by the token check: in the
+/// words a decision's `by` uses ("the API token", "a dashboard session").
 #[derive(Clone, Copy, Debug)]
-pub(super) struct ViaToken;
+pub(super) struct Via(pub(super) &'static str);
 
 /// `POST /v1/tasks/{id}/approvals`'s body.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -67,7 +68,7 @@ pub(super) async fn list(
 pub(super) async fn decide(
     State(tasks): State<Arc<TaskService>>,
     Path(id): Path<String>,
-    via: Option<Extension<ViaToken>>,
+    via: Option<Extension<Via>>,
     body: Result<Json<DecideBody>, JsonRejection>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
@@ -85,11 +86,7 @@ pub(super) async fn decide(
     if b.note.as_ref().is_some_and(|s| s.len() > MAX_TEXT) {
         return Err(too_long("note"));
     }
-    let channel = if via.is_some() {
-        "the API token"
-    } else {
-        "the daemon's socket"
-    };
+    let channel = via.map_or("the daemon's socket", |Extension(Via(c))| c);
     let by = match b.by.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(who) => format!("{who} (through {channel})"),
         None => format!("a client of {channel}"),

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
-use super::approvals::ViaToken;
+use super::approvals::Via;
 
 const INDEX: &str = include_str!("../../dashboard/index.html");
 const APP_JS: &str = include_str!("../../dashboard/app.js");
@@ -128,12 +128,13 @@ pub(super) async fn authenticate(
     if path == "/ui/login" {
         return next.run(req).await;
     }
-    match proof(req.headers(), token) {
-        Some(Proof::Bearer) => {}
+    let via = match proof(req.headers(), token) {
+        Some(Proof::Bearer) => Via("the API token"),
         Some(Proof::Cookie) => {
             if let Err(refused) = same_site(&req) {
                 return refused.into_response();
             }
+            Via("a dashboard session")
         }
         None if path == "/ui" || path.starts_with("/ui/") || path == "/" => {
             return page(StatusCode::UNAUTHORIZED, "text/html", login(false));
@@ -146,9 +147,9 @@ pub(super) async fn authenticate(
             )
             .into_response();
         }
-    }
+    };
     let mut req = req;
-    req.extensions_mut().insert(ViaToken);
+    req.extensions_mut().insert(via);
     next.run(req).await
 }
 

@@ -468,15 +468,10 @@ fn decided_by(context: &RequestContext<RoleServer>) -> String {
     );
     let channel = match context.extensions.get::<axum::http::request::Parts>() {
         None => "stdio",
-        Some(parts)
-            if parts
-                .extensions
-                .get::<super::approvals::ViaToken>()
-                .is_some() =>
-        {
-            "the API token"
-        }
-        Some(_) => "the daemon's socket",
+        Some(parts) => parts
+            .extensions
+            .get::<super::approvals::Via>()
+            .map_or("the daemon's socket", |v| v.0),
     };
     format!("mcp:{} (through {channel})", client.trim())
 }
