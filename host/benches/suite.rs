@@ -1018,6 +1018,167 @@ async fn durable_throughput(
     Ok(())
 }
 
+/// Case 8c's measurements run in a child process each (`SUITE --traced
+/// N HOSTILE CACHE`), whose telemetry is set up as the CLI's is: traced
+/// when the parent sets `OTEL_EXPORTER_OTLP_ENDPOINT`, plain when not.
+const TRACED: &str = "--traced";
+
+/// The child of case 8c: 8b's workload (four audited grants per task);
+/// prints its time in seconds as JSON, then exports what is left.
+async fn traced_child(args: &[String]) -> Res<()> {
+    let [n, hostile, cache] = args else {
+        return Err(format!("usage: {TRACED} N HOSTILE CACHE").into());
+    };
+    let telemetry = skillbox::telemetry::Telemetry::init(
+        tracing_subscriber::EnvFilter::new("warn"),
+        false,
+        tokio::runtime::Handle::current(),
+    )?;
+    let mut grants = Grants::default();
+    grants.env.allow = ["HOME", "PATH", "LANG", "TZ"].map(String::from).to_vec();
+    let w = Workload {
+        component: Path::new(hostile),
+        input: r#"{"case": "env"}"#,
+        grants,
+        audit: true,
+    };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let took = spawn_and_run(&w, dir.path(), Path::new(cache), n.parse()?).await?;
+    println!("{}", json!({ "secs": took.as_secs_f64() }));
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    Ok(())
+}
+
+/// An OTLP/HTTP receiver on 127.0.0.1 that decodes what it is sent and
+/// counts the spans: a collector's first step, on the same machine.
+fn otlp_receiver() -> Res<(u16, Arc<std::sync::atomic::AtomicUsize>)> {
+    use prost::Message;
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let spans = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = spans.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let Ok(mut out) = conn.try_clone() else {
+                    return;
+                };
+                let mut r = BufReader::new(conn);
+                loop {
+                    let (mut line, mut len) = (String::new(), 0);
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end().to_ascii_lowercase();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let n = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                        body.as_slice(),
+                    )
+                    .map(|req| {
+                        req.resource_spans
+                            .iter()
+                            .flat_map(|rs| &rs.scope_spans)
+                            .map(|ss| ss.spans.len())
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                    counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                    if out.write_all(ok).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((port, spans))
+}
+
+/// 8c: 8b's workload with traces exported over OTLP to a receiver on this
+/// machine against the same without an endpoint (the default), each run
+/// in a child process of its own, alternating which goes first. Metrics
+/// are on in both: they always are.
+fn traced_throughput(
+    guests: &Path,
+    cache: &Path,
+    s: &Sizes,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Res<()> {
+    let (port, spans) = otlp_receiver()?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let run = |traced: bool| -> Res<Duration> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args([TRACED, &s.tasks.to_string()])
+            .arg(guests.join("hostile.wasm"))
+            .arg(cache)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .stderr(std::process::Stdio::inherit());
+        if traced {
+            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
+        }
+        let out = cmd.output()?;
+        if !out.status.success() {
+            return Err(format!("{TRACED} failed ({})", out.status).into());
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        let secs = v["secs"].as_f64().ok_or(format!("{TRACED} printed {v}"))?;
+        Ok(Duration::from_secs_f64(secs))
+    };
+    let (mut on, mut off) = (Duration::MAX, Duration::MAX);
+    let mut traced_runs = 0;
+    for i in 0..s.repeats * 2 {
+        for traced in [i % 2 == 0, i % 2 == 1] {
+            let took = run(traced)?;
+            if traced {
+                traced_runs += 1;
+                on = on.min(took);
+            } else {
+                off = off.min(took);
+            }
+        }
+    }
+    let exported = spans.load(std::sync::atomic::Ordering::Relaxed);
+    // Each traced task is a trace of four spans (spawn, claim, run,
+    // finish); none may be lost on the way.
+    let expected = traced_runs * s.tasks * 4;
+    if exported < expected {
+        return Err(format!("{exported} spans arrived, expected {expected}").into());
+    }
+    rows.push(speed_ratio(
+        "8c durable tasks (8b), traces exported over OTLP",
+        on,
+        "the same without an endpoint",
+        off,
+        Goal::AtLeast(0.9),
+    ));
+    let rate = |d: Duration| s.tasks as f64 / d.as_secs_f64();
+    notes.push(format!(
+        "case 8c: {} tasks of 4 audited grants each: {:.0} tasks/s traced ({} spans received over \
+         {traced_runs} runs), {:.0} untraced; metrics on in both",
+        s.tasks,
+        rate(on),
+        exported,
+        rate(off)
+    ));
+    Ok(())
+}
+
 fn print(rows: &[Row], sizes: &Sizes, smoke: bool) {
     println!(
         "skillbox benchmark suite{} ({} iterations, {} MiB CPU, {} MiB I/O)",
@@ -1054,6 +1215,9 @@ async fn main() -> Res<()> {
     if args.get(1).map(String::as_str) == Some(SLEEPERS) {
         return sleepers_child(&args[2..]).await;
     }
+    if args.get(1).map(String::as_str) == Some(TRACED) {
+        return traced_child(&args[2..]).await;
+    }
     // `cargo bench` passes --bench; `cargo test` runs the smoke size.
     let smoke = !args.iter().any(|a| a == "--bench");
     // `cargo bench -p skillbox --bench suite -- 7 8` runs cases 7 and 8.
@@ -1089,6 +1253,7 @@ async fn main() -> Res<()> {
     }
     if case(&[8]) {
         durable_throughput(&guests, cache.path(), &sizes, &mut rows, &mut notes).await?;
+        traced_throughput(&guests, cache.path(), &sizes, &mut rows, &mut notes)?;
     }
     if case(&[3]) {
         skipped = whole_process(&guests, cache.path(), &sizes, &mut rows)?;

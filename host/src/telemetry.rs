@@ -25,13 +25,10 @@
 //! the spans are disabled at their call sites and cost next to nothing.
 //! Embedders compose [`layer`] into their own subscriber instead.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
@@ -136,8 +133,16 @@ pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync + '
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
+    // What costs at every poll of an instrumented future (busy/idle time,
+    // an OpenTelemetry context made current) or adds attributes per span
+    // (thread, source location) is off: the run's span is entered at every
+    // poll of the guest.
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("skillbox"))
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_threads(false)
+        .with_location(false)
         .with_filter(Targets::new().with_target("skillbox", tracing::Level::INFO))
 }
 
@@ -210,22 +215,58 @@ pub(crate) fn decided(span: &tracing::Span, allowed: bool, reason: &str) {
 
 /// The W3C `traceparent` of `span`, when it is being traced.
 pub(crate) fn traceparent(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    if span.is_disabled() {
+        return None;
+    }
     let cx = span.context();
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-    carrier.remove("traceparent")
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// The span context a W3C `traceparent` names (version 00).
+fn parse_traceparent(tp: &str) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let mut parts = tp.trim().split('-');
+    let (Some("00"), Some(trace), Some(span), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    if trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    let sc = SpanContext::new(
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        TraceFlags::new(u8::from_str_radix(flags, 16).ok()?),
+        true,
+        TraceState::default(),
+    );
+    sc.is_valid().then_some(sc)
 }
 
 /// Makes `span` a child of the span that `traceparent` names (stored with
-/// a task, or sent by a client), when there is one.
+/// a task, or sent by a client), when there is one and it is well formed.
 pub(crate) fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
-    let Some(tp) = traceparent else { return };
+    use opentelemetry::trace::TraceContextExt;
     if span.is_disabled() {
         return;
     }
-    let carrier = HashMap::from([("traceparent".to_string(), tp.to_string())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
-    let _ = span.set_parent(cx);
+    if let Some(sc) = traceparent.and_then(parse_traceparent) {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +283,29 @@ mod tests {
             traces_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://h:1/x"),
             "http://h:1/x"
         );
+    }
+
+    #[test]
+    fn a_traceparent_is_read_only_when_well_formed() {
+        let sc = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .expect("valid");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_sampled() && sc.is_remote());
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -141,13 +141,16 @@ impl EventObserver for TaskRecorder {
                 reason,
             } => {
                 crate::metrics::metrics().call(capability, allowed);
-                // On the span of the run (or of the call) it happens in.
-                tracing::info!(
-                    skillbox.capability = capability,
-                    skillbox.call = %detail,
-                    skillbox.allowed = allowed,
-                    "capability decision"
-                );
+                // A refusal is an event on the span of the run it happens in
+                // (exec and docker calls have spans of their own; every
+                // decision is in the audit trail).
+                if !allowed {
+                    tracing::info!(
+                        skillbox.capability = capability,
+                        skillbox.call = %detail,
+                        "capability refused"
+                    );
+                }
                 TaskEvent::Audit {
                     capability: capability.into(),
                     detail,

@@ -254,10 +254,24 @@ impl TaskService {
             recorder.clone(),
             self.options.clone(),
         ));
-        // The task's spans continue the trace its spawn began.
-        let trace = claim.task.spec.trace.as_deref();
+        // The task's spans continue the trace its spawn began; a task no
+        // spawn made (a schedule's) starts its trace at the run.
+        let run = tracing::info_span!(
+            "task.run",
+            skillbox.task.id = %id,
+            skillbox.attempt = claim.task.attempt,
+            skillbox.skill = %claim.task.spec.skill_name,
+            skillbox.state = tracing::field::Empty,
+        );
+        let trace = match claim.task.spec.trace.clone() {
+            Some(t) => {
+                crate::telemetry::continue_trace(&run, Some(&t));
+                Some(t)
+            }
+            None => crate::telemetry::traceparent(&run),
+        };
         let traced = |span: tracing::Span| {
-            crate::telemetry::continue_trace(&span, trace);
+            crate::telemetry::continue_trace(&span, trace.as_deref());
             span
         };
         let queued_ms =
@@ -269,13 +283,6 @@ impl TaskService {
             skillbox.host = %self.owner,
             skillbox.queued_ms = queued_ms,
         )));
-        let run = traced(tracing::info_span!(
-            "task.run",
-            skillbox.task.id = %id,
-            skillbox.attempt = claim.task.attempt,
-            skillbox.skill = %claim.task.spec.skill_name,
-            skillbox.state = tracing::field::Empty,
-        ));
         let result = self
             .run_claimed(&claim, recorder.clone(), cancel_rx)
             .instrument(run.clone())
