@@ -5,9 +5,10 @@
 //! where it does it (the runtime its runs and its component cache, the
 //! store its transactions, the task service its tasks, the relay its
 //! attempts), and the gauges of the store's contents (tasks by state, the
-//! queue) are read from the store when a scrape asks. Counting is a few
-//! atomic additions: nothing here waits or allocates on the hot path but
-//! a label set's first use.
+//! queue) are read from the store when a scrape asks. Counting is a look
+//! up of the label set under a read lock and a few atomic additions; the
+//! label values are static strings, so nothing allocates but a label
+//! set's first use and a relay attempt (its sink's name).
 
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
@@ -24,16 +25,16 @@ use prometheus_client::registry::{Registry, Unit};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     /// A task state.
-    pub state: String,
+    pub state: &'static str,
 }
 
 /// A capability call's labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     /// `fs`, `exec`, `net`, `env`, `docker`, `secrets`.
-    pub capability: String,
+    pub capability: &'static str,
     /// `true` or `false`.
-    pub allowed: String,
+    pub allowed: &'static str,
 }
 
 /// A relay attempt's labels.
@@ -41,17 +42,17 @@ pub struct CallLabels {
 pub struct AttemptLabels {
     /// The sink's name.
     pub sink: String,
-    /// `delivered`, `retry` or `failed`.
-    pub outcome: String,
+    /// `delivered`, `retry`, `failed` or `skipped`.
+    pub outcome: &'static str,
 }
 
 /// A store transaction's labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreLabels {
     /// `sqlite` or `postgres`.
-    pub backend: String,
+    pub backend: &'static str,
     /// `write` or `read`.
-    pub kind: String,
+    pub kind: &'static str,
 }
 
 /// A component load's labels.
@@ -59,7 +60,7 @@ pub struct StoreLabels {
 pub struct CacheLabels {
     /// `memory` (prepared before), `disk` (the compiled-code cache) or
     /// `compiled`.
-    pub result: String,
+    pub result: &'static str,
 }
 
 /// Every metric of the process.
@@ -192,21 +193,17 @@ impl Metrics {
     }
 
     /// Counts a task that ended in `state` after running `took`.
-    pub fn finished(&self, state: &str, took: Duration) {
-        self.finished
-            .get_or_create(&StateLabel {
-                state: state.to_string(),
-            })
-            .inc();
+    pub fn finished(&self, state: &'static str, took: Duration) {
+        self.finished.get_or_create(&StateLabel { state }).inc();
         self.run_seconds.observe(took.as_secs_f64());
     }
 
     /// Counts a capability call.
-    pub fn call(&self, capability: &str, allowed: bool) {
+    pub fn call(&self, capability: &'static str, allowed: bool) {
         self.calls
             .get_or_create(&CallLabels {
-                capability: capability.to_string(),
-                allowed: allowed.to_string(),
+                capability,
+                allowed: if allowed { "true" } else { "false" },
             })
             .inc();
     }
@@ -214,20 +211,13 @@ impl Metrics {
     /// Records a store transaction of `backend` of `kind` that took `took`.
     pub fn store(&self, backend: &'static str, kind: &'static str, took: Duration) {
         self.store_seconds
-            .get_or_create(&StoreLabels {
-                backend: backend.to_string(),
-                kind: kind.to_string(),
-            })
+            .get_or_create(&StoreLabels { backend, kind })
             .observe(took.as_secs_f64());
     }
 
     /// Counts a component prepared from `result`.
     pub fn component(&self, result: &'static str) {
-        self.components
-            .get_or_create(&CacheLabels {
-                result: result.to_string(),
-            })
-            .inc();
+        self.components.get_or_create(&CacheLabels { result }).inc();
     }
 
     /// Counts a relay attempt on `sink` with `outcome`.
@@ -235,7 +225,7 @@ impl Metrics {
         self.attempts
             .get_or_create(&AttemptLabels {
                 sink: sink.to_string(),
-                outcome: outcome.to_string(),
+                outcome,
             })
             .inc();
     }

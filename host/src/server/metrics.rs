@@ -40,9 +40,7 @@ pub(super) async fn scrape(State(tasks): State<Arc<TaskService>>) -> ApiResult<R
     };
     for s in STATES {
         m.tasks
-            .get_or_create(&StateLabel {
-                state: s.as_str().to_string(),
-            })
+            .get_or_create(&StateLabel { state: s.as_str() })
             .set(count(s) as i64);
     }
     m.queue_depth
