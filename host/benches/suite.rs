@@ -873,6 +873,21 @@ struct Workload<'a> {
     audit: bool,
 }
 
+impl Workload<'_> {
+    /// Case 8b's: the hostile guest reading four granted variables, each
+    /// granted use an audit record.
+    fn four_audited(hostile: &Path) -> Workload<'_> {
+        let mut grants = Grants::default();
+        grants.env.allow = ["HOME", "PATH", "LANG", "TZ"].map(String::from).to_vec();
+        Workload {
+            component: hostile,
+            input: r#"{"case": "env"}"#,
+            grants,
+            audit: true,
+        }
+    }
+}
+
 async fn spawn_and_run(w: &Workload<'_>, dir: &Path, cache: &Path, n: usize) -> Res<Duration> {
     let store = Arc::new(SqliteStore::open_dir(dir)?.with_audit(w.audit));
     let opts = EngineOptions {
@@ -981,15 +996,8 @@ async fn durable_throughput(
         rate(memory)
     ));
     // 8b: tasks granted four variables, each granted use an audit record.
-    let mut grants = Grants::default();
-    grants.env.allow = ["HOME", "PATH", "LANG", "TZ"].map(String::from).to_vec();
     let hostile = guests.join("hostile.wasm");
-    let mut audited = Workload {
-        component: &hostile,
-        input: r#"{"case": "env"}"#,
-        grants,
-        audit: true,
-    };
+    let mut audited = Workload::four_audited(&hostile);
     let (mut with, mut without) = (Duration::MAX, Duration::MAX);
     // Twice case 8's repeats, alternating which goes first: the two differ
     // by less than this machine's noise between runs.
@@ -1034,14 +1042,7 @@ async fn traced_child(args: &[String]) -> Res<()> {
         false,
         tokio::runtime::Handle::current(),
     )?;
-    let mut grants = Grants::default();
-    grants.env.allow = ["HOME", "PATH", "LANG", "TZ"].map(String::from).to_vec();
-    let w = Workload {
-        component: Path::new(hostile),
-        input: r#"{"case": "env"}"#,
-        grants,
-        audit: true,
-    };
+    let w = Workload::four_audited(Path::new(hostile));
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     let took = spawn_and_run(&w, dir.path(), Path::new(cache), n.parse()?).await?;
     println!("{}", json!({ "secs": took.as_secs_f64() }));

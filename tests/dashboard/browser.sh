@@ -22,29 +22,15 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=${SKILLBOX_DASHBOARD_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/skillbox-test/dashboard}
 CHROMIUM=/usr/bin/chromium
 
-as_root() {
-	if ((EUID == 0)); then
-		"$@"
-	else
-		sudo -n "$@"
-	fi
-}
+# shellcheck source=../lib/apt.sh
+source "$HERE/../lib/apt.sh"
 
 install_chromium() {
 	[[ -x $CHROMIUM ]] && return 0
-	local log apt=(env DEBIAN_FRONTEND=noninteractive apt-get -y -q
-		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold
-		install --no-install-recommends chromium)
-	log=$(mktemp)
-	if ! as_root "${apt[@]}" >"$log" 2>&1 </dev/null; then
-		if ! { as_root apt-get update -q && as_root "${apt[@]}"; } >>"$log" 2>&1 </dev/null; then
-			cat "$log" >&2
-			rm -f "$log"
-			echo "$PROG: install failed: apt-get install chromium" >&2
-			exit 1
-		fi
+	if ! apt_install chromium; then
+		echo "$PROG: install failed: apt-get install chromium" >&2
+		exit 1
 	fi
-	rm -f "$log"
 	[[ -x $CHROMIUM ]] || {
 		echo "$PROG: chromium installed, but $CHROMIUM is missing" >&2
 		exit 1

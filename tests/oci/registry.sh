@@ -81,15 +81,9 @@ warn() {
 
 # ---------------------------------------------------------------- install
 
-# Run a command as root: directly when we are root, else through sudo -n (never
-# a password prompt: CI has no stdin).
-as_root() {
-	if ((EUID == 0)); then
-		"$@"
-	else
-		sudo -n "$@"
-	fi
-}
+# as_root: a command as root, directly or through sudo -n.
+# shellcheck source=../lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
 
 # True if the package's own service (the one on :5000) is running: under
 # systemd as docker-registry.service, or started by its init script, which

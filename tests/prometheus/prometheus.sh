@@ -13,13 +13,8 @@ set -euo pipefail
 
 PROG=${0##*/}
 
-as_root() {
-	if ((EUID == 0)); then
-		"$@"
-	else
-		sudo -n "$@"
-	fi
-}
+# shellcheck source=../lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
 
 cmd_install() {
 	command -v prometheus >/dev/null 2>&1 && return 0
@@ -33,19 +28,10 @@ cmd_install() {
 		# shellcheck disable=SC2064
 		trap "as_root rm -f '$policy'" EXIT
 	fi
-	local log apt=(env DEBIAN_FRONTEND=noninteractive apt-get -y -q
-		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold
-		install --no-install-recommends prometheus)
-	log=$(mktemp)
-	if ! as_root "${apt[@]}" >"$log" 2>&1 </dev/null; then
-		if ! { as_root apt-get update -q && as_root "${apt[@]}"; } >>"$log" 2>&1 </dev/null; then
-			cat "$log" >&2
-			rm -f "$log"
-			echo "$PROG: install failed: apt-get install prometheus" >&2
-			exit 1
-		fi
+	if ! apt_install prometheus; then
+		echo "$PROG: install failed: apt-get install prometheus" >&2
+		exit 1
 	fi
-	rm -f "$log"
 	# Never leave the package's own server (every interface, :9090) on.
 	if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
 		as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
