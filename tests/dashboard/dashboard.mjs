@@ -238,6 +238,9 @@ try {
     check(r.status === 200 && r.text.includes('<h1>skillbox</h1>') && !r.text.includes('<script'), `/ui/login: ${r.status}`);
     check(r.headers.get('x-content-type-options') === 'nosniff' && r.headers.get('referrer-policy') === 'no-referrer', '/ui/login lacks nosniff or no-referrer');
     ok('/ui/login is served, without any script, with nosniff and no-referrer');
+    r = await raw('/ui/login.css');
+    check(r.status === 200 && (r.headers.get('content-type') || '').startsWith('text/css'), `/ui/login.css: ${r.status}`);
+    ok('the login page\'s stylesheet is served without a token (it holds no data)');
 
     const resp = await page.goto(`${BASE}/ui/`);
     check(resp.status() === 401, `the browser got ${resp.status()} for /ui/`);

@@ -672,6 +672,21 @@ fn the_openapi_document_matches_the_server() {
     }
     let (status, _) = d.http(&get(&format!("/v1/tasks/{id}/wait")));
     assert_eq!(status, 200);
+    // Every stored event is an Event as documented.
+    let event = jsonschema::validator_for(&json!({
+        "$ref": "#/components/schemas/Event",
+        "components": spec["components"],
+    }))
+    .unwrap();
+    let (status, body) = d.http(&get(&format!("/v1/tasks/{id}/events?follow=false")));
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<serde_json::Value> =
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert!(events.len() >= 3, "{events:?}");
+    for e in &events {
+        let errors: Vec<String> = event.iter_errors(e).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{e} is not an Event: {errors:?}");
+    }
     let delete = |path: &str| {
         format!("DELETE {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
     };

@@ -3,8 +3,9 @@
 //! and the authentication the API shares with it.
 //!
 //! A browser cannot put a bearer token on a page it navigates to, so the
-//! login form (`/ui/login`, the only thing served without the token, and it
-//! holds no data) trades the token for a session cookie: `HttpOnly`,
+//! login form (`/ui/login` and its stylesheet, the only things served
+//! without the token, and they hold no data) trades the token for a session
+//! cookie: `HttpOnly`,
 //! `SameSite=Strict`, `Secure` over TLS, its value a digest of the token
 //! rather than the token. The cookie then opens `/ui/` and the API alike.
 //! A request authenticated by the cookie that changes something must also
@@ -35,6 +36,7 @@ const INDEX: &str = include_str!("../../dashboard/index.html");
 const APP_JS: &str = include_str!("../../dashboard/app.js");
 const APP_CSS: &str = include_str!("../../dashboard/app.css");
 const LOGIN: &str = include_str!("../../dashboard/login.html");
+const LOGIN_CSS: &str = include_str!("../../dashboard/login.css");
 
 /// The session cookie's name.
 const COOKIE: &str = "skillbox_session";
@@ -125,7 +127,7 @@ pub(super) async fn authenticate(
         return next.run(req).await;
     };
     let path = req.uri().path();
-    if path == "/ui/login" {
+    if path == "/ui/login" || path == "/ui/login.css" {
         return next.run(req).await;
     }
     let via = match proof(req.headers(), token) {
@@ -279,6 +281,10 @@ pub(super) fn routes(access: Arc<Access>) -> Router {
         .route(
             "/ui/login",
             get(|| async { page(StatusCode::OK, "text/html", login(false)) }).post(sign_in),
+        )
+        .route(
+            "/ui/login.css",
+            get(|| async { page(StatusCode::OK, "text/css", LOGIN_CSS) }),
         )
         .route("/ui/logout", post(sign_out))
         .with_state(access)
