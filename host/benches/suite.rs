@@ -1041,6 +1041,7 @@ async fn traced_child(args: &[String]) -> Res<()> {
         tracing_subscriber::EnvFilter::new("warn"),
         false,
         tokio::runtime::Handle::current(),
+        true,
     )?;
     let w = Workload::four_audited(Path::new(hostile));
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;

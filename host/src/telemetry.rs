@@ -17,9 +17,9 @@
 //!
 //! Every span carries the task's id as `skillbox.task.id`. The spans are
 //! ordinary `tracing` spans of the `skillbox` target; [`Telemetry::init`]
-//! (used by the CLI) sends them to OpenTelemetry through
-//! `tracing-opentelemetry` when an endpoint is configured with the standard
-//! variables: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full URL) or
+//! (used by the CLI's `serve` and `worker`) sends them to OpenTelemetry
+//! through `tracing-opentelemetry` when an endpoint is configured with the
+//! standard variables: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full URL) or
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` is appended), plus
 //! `OTEL_SERVICE_NAME` and the batch settings (`OTEL_BSP_*`). Without one,
 //! the spans are disabled at their call sites and cost next to nothing.
@@ -41,12 +41,19 @@ pub const ENDPOINT_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
-/// The configured endpoint, if any.
+/// The URL traces go to, when an endpoint is configured.
 pub fn configured_endpoint() -> Option<String> {
-    ENDPOINT_VARS
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+    ENDPOINT_VARS.iter().find_map(|v| {
+        std::env::var(v)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| traces_url(v, &s))
+    })
 }
+
+/// How long a process that stops may spend exporting its last spans (a
+/// collector that is down must not hold it up).
+pub const SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// The full URL of the traces endpoint for `var`'s value (the generic
 /// variable names a base to which `/v1/traces` is appended).
@@ -154,12 +161,14 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Installs the global subscriber: logs filtered by `log_filter` on
-    /// stderr (`ansi` colours), and the OTLP layer when an endpoint is
+    /// stderr (`ansi` colours), and, with `traces` (the daemon and workers,
+    /// not the short commands), the OTLP layer when an endpoint is
     /// configured, its exports sent on `handle`'s runtime.
     pub fn init(
         log_filter: tracing_subscriber::EnvFilter,
         ansi: bool,
         handle: tokio::runtime::Handle,
+        traces: bool,
     ) -> Result<Telemetry, String> {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
@@ -167,12 +176,7 @@ impl Telemetry {
             .with_writer(std::io::stderr)
             .with_ansi(ansi)
             .with_filter(log_filter);
-        let endpoint = ENDPOINT_VARS.iter().find_map(|v| {
-            std::env::var(v)
-                .ok()
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| traces_url(v, &s))
-        });
+        let endpoint = configured_endpoint().filter(|_| traces);
         let provider = endpoint.map(|url| provider(&url, handle)).transpose()?;
         let otel = provider.as_ref().map(layer);
         tracing_subscriber::registry()
@@ -183,10 +187,10 @@ impl Telemetry {
         Ok(Telemetry { provider })
     }
 
-    /// Exports what is left and stops the exporter.
+    /// Exports what is left (within [`SHUTDOWN`]) and stops the exporter.
     pub fn shutdown(self) {
         if let Some(p) = self.provider
-            && let Err(e) = p.shutdown()
+            && let Err(e) = p.shutdown_with_timeout(SHUTDOWN)
         {
             eprintln!("warning: exporting the last traces failed: {e}");
         }

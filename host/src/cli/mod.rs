@@ -139,14 +139,17 @@ pub fn main() -> ExitCode {
     };
     let log = tracing_subscriber::EnvFilter::try_from_env("SKILLBOX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let telemetry =
-        match skillbox::telemetry::Telemetry::init(log, colour(), runtime.handle().clone()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(exit::INVALID);
-            }
-        };
+    // Traces are the daemon's and the workers': a short command does not
+    // wait for a collector on its way out.
+    let traces = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    let handle = runtime.handle().clone();
+    let telemetry = match skillbox::telemetry::Telemetry::init(log, colour(), handle, traces) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::INVALID);
+        }
+    };
     let code = runtime.block_on(async {
         match cli.command {
             Command::Run(a) => run::run(a).await,
