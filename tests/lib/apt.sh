@@ -3,7 +3,8 @@
 #   as_root CMD...       CMD as root: directly when root, else `sudo -n`
 #                        (never a password prompt: CI has no stdin)
 #   apt_install PKG...   installs Debian packages non-interactively, with
-#                        `apt-get update` only when the first try fails;
+#                        `apt-get update` only when the first try fails
+#                        (faster, and enough whenever the lists are recent);
 #                        prints apt's log and returns 1 when it fails
 
 as_root() {

@@ -81,7 +81,7 @@ warn() {
 
 # ---------------------------------------------------------------- install
 
-# as_root: a command as root, directly or through sudo -n.
+# as_root and apt_install.
 # shellcheck source=../lib/apt.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
 
@@ -144,20 +144,7 @@ cmd_install() {
 		trap "as_root rm -f '$policy'" EXIT
 	fi
 
-	local log apt=(env DEBIAN_FRONTEND=noninteractive apt-get -y -q
-		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold
-		install --no-install-recommends "${missing[@]}")
-	log=$(mktemp)
-	# Try without refreshing the package lists first: it is faster and works
-	# whenever the lists are recent enough.
-	if ! as_root "${apt[@]}" >"$log" 2>&1 </dev/null; then
-		if ! { as_root apt-get update -q && as_root "${apt[@]}"; } >>"$log" 2>&1 </dev/null; then
-			cat "$log" >&2
-			rm -f "$log"
-			die "install failed: apt-get install ${missing[*]}"
-		fi
-	fi
-	rm -f "$log"
+	apt_install "${missing[@]}" || die "install failed: apt-get install ${missing[*]}"
 
 	if [[ -n $our_policy ]]; then
 		as_root rm -f "$our_policy"
