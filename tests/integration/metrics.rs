@@ -78,7 +78,10 @@ impl Prometheus {
 
     /// The value of the instant vector `query` (its one sample), if any.
     fn query(&self, query: &str) -> Option<f64> {
-        let path = format!("/api/v1/query?query={}", urlencode(query));
+        let path = format!(
+            "/api/v1/query?query={}",
+            percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC)
+        );
         let (200, body) = http_get(self.port, &path)? else {
             return None;
         };
@@ -99,17 +102,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn spawn_burst(d: &Daemon, skill: &Path, n: usize) -> Vec<String> {
