@@ -80,15 +80,15 @@ pub(super) trait Transaction {
         created_ms: i64,
     ) -> Result<(), StoreError>;
     /// Makes the task `running` for `owner`: attempt + 1, a new lease
-    /// generation, started now; returns the state it left and its new
-    /// attempt.
+    /// generation, started now; returns the state it left and the task as
+    /// it is now.
     async fn start(
         &self,
         id: TaskId,
         now: i64,
         owner: &str,
         lease_until_ms: i64,
-    ) -> Result<(TaskState, i64), StoreError>;
+    ) -> Result<(TaskState, Task), StoreError>;
     /// Sets the task's outcome.
     async fn set_outcome(&self, id: TaskId, outcome: &serde_json::Value) -> Result<(), StoreError>;
     /// Flags the task for cancellation, with its outcome when given.
@@ -109,10 +109,16 @@ pub(super) trait Transaction {
     ) -> Result<(), StoreError>;
     /// Extends the lease to `until_ms`.
     async fn extend_lease(&self, id: TaskId, until_ms: i64) -> Result<(), StoreError>;
-    /// Up to `max` of the oldest runnable tasks (queued, or interrupted;
-    /// not flagged for cancellation), oldest first, skipping those another
-    /// transaction is claiming.
-    async fn runnable(&self, max: usize) -> Result<Vec<TaskId>, StoreError>;
+    /// [`start`](Self::start)s up to `max` of the oldest runnable tasks
+    /// (queued, or interrupted; not flagged for cancellation), skipping
+    /// those another transaction is claiming; returns them oldest first.
+    async fn start_runnable(
+        &self,
+        max: usize,
+        now: i64,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> Result<Vec<(TaskState, Task)>, StoreError>;
     /// Whether any task is runnable.
     async fn any_runnable(&self) -> Result<bool, StoreError>;
     /// The running tasks whose lease expired before `now`, or whose owner
@@ -407,25 +413,10 @@ pub(super) async fn claim_task<T: Transaction>(
     max: u64,
 ) -> Result<Claim, StoreError> {
     let now = now_ms();
-    let until = now + lease_for.as_millis() as i64;
-    let (from, attempt) = tx.start(id, now, owner, until).await?;
-    let reason = if from == TaskState::Interrupted {
-        format!("resumed by {owner} (attempt {attempt})")
-    } else {
-        format!("started by {owner}")
-    };
-    let event = TaskEvent::State {
-        from: Some(from),
-        to: TaskState::Running,
-        reason,
-    };
-    append(tx, id, std::slice::from_ref(&event), max).await?;
-    let task = tx.task(id, false).await?;
-    Ok(Claim {
-        lease: task.lease,
-        owner: owner.to_string(),
-        task,
-    })
+    let (from, task) = tx
+        .start(id, now, owner, now + lease_for.as_millis() as i64)
+        .await?;
+    started(tx, from, task, owner, max).await
 }
 
 /// Claims up to `n` of the oldest runnable tasks for `owner`.
@@ -439,11 +430,40 @@ pub(super) async fn claim<T: Transaction>(
     if n == 0 {
         return Ok(Vec::new());
     }
+    let now = now_ms();
+    let until = now + lease_for.as_millis() as i64;
     let mut out = Vec::new();
-    for id in tx.runnable(n).await? {
-        out.push(claim_task(tx, id, owner, lease_for, max).await?);
+    for (from, task) in tx.start_runnable(n, now, owner, until).await? {
+        out.push(started(tx, from, task, owner, max).await?);
     }
     Ok(out)
+}
+
+/// The claim of a task just started for `owner` from state `from`, with
+/// its state event.
+async fn started<T: Transaction>(
+    tx: &T,
+    from: TaskState,
+    task: Task,
+    owner: &str,
+    max: u64,
+) -> Result<Claim, StoreError> {
+    let reason = if from == TaskState::Interrupted {
+        format!("resumed by {owner} (attempt {})", task.attempt)
+    } else {
+        format!("started by {owner}")
+    };
+    let event = TaskEvent::State {
+        from: Some(from),
+        to: TaskState::Running,
+        reason,
+    };
+    append(tx, task.id, std::slice::from_ref(&event), max).await?;
+    Ok(Claim {
+        lease: task.lease,
+        owner: owner.to_string(),
+        task,
+    })
 }
 
 /// Renews the claim's lease until `lease_for` from now.

@@ -247,6 +247,7 @@ impl PgStore {
                 tls,
                 slots: Semaphore::new(options.pool_size.max(1)),
                 idle: Mutex::new(Vec::new()),
+                trips: std::sync::atomic::AtomicU64::new(0),
             }),
             runtime: handle,
             stop: Some(stop),
@@ -274,6 +275,15 @@ impl PgStore {
     pub fn with_audit(mut self, on: bool) -> Self {
         self.audit = on;
         self
+    }
+
+    /// How many times this store's calls have waited for the server since
+    /// it was opened: each transaction's `BEGIN`, its reads (each carrying
+    /// the writes sent before it) and its `COMMIT`. Writes whose answer
+    /// decides nothing are sent without waiting (pipelined), so this is the
+    /// count of round trips, not of statements.
+    pub fn round_trips(&self) -> u64 {
+        self.pool.round_trips()
     }
 
     /// The schema version now in force.
@@ -379,7 +389,7 @@ impl PgStore {
         self.read(move |tx| async move { tx.one(&sql, &[]).await?.try_get(0).map_err(pg) }.boxed())
     }
 
-    fn write<T, F>(&self, body: F) -> Result<T, StoreError>
+    pub(super) fn write<T, F>(&self, body: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(&'a Tx<'a>) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,

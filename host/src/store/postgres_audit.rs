@@ -5,6 +5,7 @@
 use super::audit::{AuditFilter, AuditHead, AuditRecord, GENESIS, Linked, stored};
 use super::backend::StoreError;
 use super::postgres::{Tx, pg};
+use super::postgres_pool::owned;
 
 /// The audit trail's tables (no index but the seq, as in SQLite); the
 /// head starts empty. A record's body is
@@ -68,22 +69,21 @@ pub(super) async fn put(
         .iter()
         .map(|r| r.entry.task.map(|t| t.to_string()))
         .collect();
-    let bodies: Vec<&str> = records.iter().map(|r| r.entry.body.as_str()).collect();
-    let prevs: Vec<&str> = records.iter().map(|r| r.prev.as_str()).collect();
-    let hashes: Vec<&str> = records.iter().map(|r| r.hash.as_str()).collect();
-    tx.exec(
+    let bodies: Vec<String> = records.iter().map(|r| r.entry.body.clone()).collect();
+    let prevs: Vec<String> = records.iter().map(|r| r.prev.clone()).collect();
+    let hashes: Vec<String> = records.iter().map(|r| r.hash.clone()).collect();
+    tx.write(
         "INSERT INTO audit (seq, at_ms, task_id, body, prev, hash)
          SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
-        &[&seqs, &ats, &tasks, &bodies, &prevs, &hashes],
+        owned![seqs, ats, tasks, bodies, prevs, hashes],
     )
     .await?;
-    tx.exec(
+    tx.write(
         "INSERT INTO audit_head (one, seq, hash) VALUES (1, $1, $2)
          ON CONFLICT (one) DO UPDATE SET seq = $1, hash = $2",
-        &[&(head.seq as i64), &head.hash],
+        owned![head.seq as i64, head.hash.clone()],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 pub(super) async fn record(tx: &Tx<'_>, seq: u64) -> Result<Option<AuditRecord>, StoreError> {

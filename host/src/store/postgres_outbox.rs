@@ -7,11 +7,12 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use super::backend::{StoreError, now_ms};
-use super::model::{NotifyMode, TaskId, TaskState};
+use super::model::{TaskId, TaskState};
 use super::outbox::{
     Attempt, COLUMNS, Delivery, DeliveryRow, FIRST_OF_ITS_SINK, Verdict, announced, settled,
 };
 use super::postgres::{OUTBOX_CHANNEL, Tx, pg};
+use super::postgres_pool::owned;
 
 /// Migration 2: the outbox.
 pub(super) const MIGRATION: &str = r#"CREATE TABLE outbox (
@@ -59,35 +60,26 @@ pub(super) async fn enqueue(
     to: TaskState,
     reason: &str,
 ) -> Result<(), StoreError> {
-    let r = tx
-        .one(
-            "SELECT notify, notify_to FROM tasks WHERE id = $1",
-            &[&id.to_string()],
-        )
-        .await?;
-    let (mode, sinks): (String, Vec<String>) =
-        (r.try_get(0).map_err(pg)?, r.try_get(1).map_err(pg)?);
-    if sinks.is_empty() {
-        return Ok(());
-    }
-    let mode: NotifyMode = mode.parse().map_err(StoreError::Backend)?;
-    if !announced(mode, from, to) {
+    let Some(held) = tx.held(id).await? else {
+        return Err(StoreError::NotFound(id));
+    };
+    if held.sinks.is_empty() || !announced(held.notify, from, to) {
         return Ok(());
     }
     let now = now_ms();
-    for sink in sinks {
-        tx.exec(
+    for sink in held.sinks {
+        tx.write(
             "INSERT INTO outbox (task_id, seq, sink, state, from_state, to_state, reason,
                                  created_ms, window_ms, next_ms)
              VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $7, $7)",
-            &[
-                &id.to_string(),
-                &seq,
-                &sink,
-                &from.map(TaskState::as_str),
-                &to.as_str(),
-                &reason,
-                &now,
+            owned![
+                id.to_string(),
+                seq,
+                sink,
+                from.map(TaskState::as_str),
+                to.as_str(),
+                reason.to_string(),
+                now,
             ],
         )
         .await?;
@@ -165,23 +157,28 @@ pub(super) async fn lease_task(
     now: i64,
     lease_for: Duration,
 ) -> Result<Vec<Delivery>, StoreError> {
+    // Chosen and leased in one statement.
+    let until = now + lease_for.as_millis() as i64;
     let rows = tx
         .rows(
             &format!(
-                "SELECT o.id FROM outbox o
-                 WHERE o.task_id = $1 AND o.state = 'pending' AND o.next_ms <= $2
-                   AND o.lease_until_ms IS NULL AND {FIRST_OF_ITS_SINK}
-                 ORDER BY o.id FOR UPDATE OF o SKIP LOCKED"
+                "UPDATE outbox SET owner = $3, lease_until_ms = $4 WHERE id IN (
+                     SELECT o.id FROM outbox o
+                     WHERE o.task_id = $1 AND o.state = 'pending' AND o.next_ms <= $2
+                       AND o.lease_until_ms IS NULL AND {FIRST_OF_ITS_SINK}
+                     FOR UPDATE OF o SKIP LOCKED)
+                 RETURNING {COLUMNS}"
             ),
-            &[&task.to_string(), &now],
+            &[&task.to_string(), &now, &owner, &until],
         )
         .await?;
-    let ids = rows
+    let mut leased = rows
         .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<Vec<i64>, _>>()
-        .map_err(pg)?;
-    lease_rows(tx, ids, owner, now, lease_for).await
+        .map(row_to_delivery)
+        .collect::<Result<Vec<_>, _>>()?;
+    // In the order they were queued.
+    leased.sort_by_key(|d| d.id);
+    Ok(leased)
 }
 
 async fn lease_rows(

@@ -1,9 +1,22 @@
 //! The PostgreSQL store's connections: a small pool on the store's private
 //! runtime, one transaction per store call, prepared statements cached per
 //! connection.
+//!
+//! **Round trips.** A transaction waits for the server as few times as its
+//! logic allows: a write whose answer decides nothing
+//! ([`Tx::write`]) is sent at once and not waited for; the next read, or
+//! the `COMMIT`, goes out behind it on the same connection (tokio-postgres
+//! pipelines requests in order) and its answer comes back with theirs in
+//! one wait. PostgreSQL runs them in order, so a read sees the writes sent
+//! before it, and a write that fails aborts the transaction: the reads
+//! after it fail, the `COMMIT` becomes a rollback, and the write's error is
+//! the one reported. Every wait is counted ([`Pool::round_trips`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
@@ -11,10 +24,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use super::backend::StoreError;
+use super::model::{NotifyMode, TaskId};
 
 /// One pooled connection and its prepared statements.
 pub(super) struct Conn {
-    pub(super) client: Client,
+    pub(super) client: Arc<Client>,
     statements: Mutex<HashMap<String, Statement>>,
 }
 
@@ -25,14 +39,48 @@ pub(super) struct Pool {
     pub(super) tls: super::postgres_tls::PgTls,
     pub(super) slots: Semaphore,
     pub(super) idle: Mutex<Vec<Conn>>,
+    /// Times a transaction waited for the server.
+    pub(super) trips: AtomicU64,
 }
+
+/// What a transaction knows of a task row it holds (locked, claimed or
+/// created by it): the event counters and notify settings, as its own
+/// writes leave them. No other transaction can change them before this
+/// one ends, so they are read once.
+#[derive(Clone, Debug)]
+pub(super) struct Known {
+    pub(super) count: i64,
+    pub(super) dropped: i64,
+    pub(super) notify: NotifyMode,
+    pub(super) sinks: Vec<String>,
+}
+
+/// A write sent and not yet answered.
+type Sent = BoxFuture<'static, Result<u64, tokio_postgres::Error>>;
 
 /// A transaction on one connection, as the store's queries see it.
 pub(super) struct Tx<'a> {
     pub(super) conn: &'a Conn,
+    /// Writes sent and not yet answered, in the order they were sent.
+    sent: Mutex<Vec<Sent>>,
+    /// The task rows this transaction holds.
+    known: Mutex<HashMap<TaskId, Known>>,
+    trips: &'a AtomicU64,
 }
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+/// The parameters of a [`Tx::write`], owned: the write outlives the call
+/// that sends it.
+pub(super) type Owned = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// [`Owned`] parameters from values.
+macro_rules! owned {
+    ($($p:expr),* $(,)?) => {
+        vec![$(Box::new($p) as Box<dyn tokio_postgres::types::ToSql + Sync + Send>),*]
+    };
+}
+pub(super) use owned;
 
 pub(super) fn pg(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
@@ -62,46 +110,140 @@ pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-impl Tx<'_> {
+impl<'a> Tx<'a> {
+    fn new(conn: &'a Conn, trips: &'a AtomicU64) -> Tx<'a> {
+        Tx {
+            conn,
+            sent: Mutex::new(Vec::new()),
+            known: Mutex::new(HashMap::new()),
+            trips,
+        }
+    }
+
+    fn trip(&self) {
+        self.trips.fetch_add(1, Ordering::Relaxed);
+    }
+
     async fn statement(&self, sql: &str) -> Result<Statement, StoreError> {
         let cached = self.conn.lock().get(sql).cloned();
         if let Some(st) = cached {
             return Ok(st);
         }
-        let st = self.conn.client.prepare(sql).await.map_err(pg)?;
+        self.trip();
+        let (sent, st) = futures::join!(self.settle(), self.conn.client.prepare(sql));
+        sent?;
+        let st = st.map_err(pg)?;
         self.conn.lock().insert(sql.to_string(), st.clone());
         Ok(st)
     }
 
+    /// Waits for the answers of the writes sent so far; the first error
+    /// among them, which aborted the transaction.
+    async fn settle(&self) -> Result<(), StoreError> {
+        let sent = std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut first = Ok(());
+        for write in sent {
+            if let Err(e) = write.await
+                && first.is_ok()
+            {
+                first = Err(pg(e));
+            }
+        }
+        first
+    }
+
+    /// Sends `sql` behind the writes not yet answered and waits for all of
+    /// their answers at once.
+    async fn read<T>(
+        &self,
+        sql: &str,
+        query: impl AsyncFnOnce(&Client, &Statement) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let st = self.statement(sql).await?;
+        self.trip();
+        let (sent, out) = futures::join!(self.settle(), query(&self.conn.client, &st));
+        sent?;
+        out.map_err(pg)
+    }
+
     /// Every row of `sql`.
     pub(super) async fn rows(&self, sql: &str, p: Params<'_>) -> Result<Vec<Row>, StoreError> {
-        let st = self.statement(sql).await?;
-        self.conn.client.query(&st, p).await.map_err(pg)
+        self.read(sql, async |c, st| c.query(st, p).await).await
     }
 
     /// The one row of `sql`.
     pub(super) async fn one(&self, sql: &str, p: Params<'_>) -> Result<Row, StoreError> {
-        let st = self.statement(sql).await?;
-        self.conn.client.query_one(&st, p).await.map_err(pg)
+        self.read(sql, async |c, st| c.query_one(st, p).await).await
     }
 
     /// The row of `sql`, if any.
     pub(super) async fn opt(&self, sql: &str, p: Params<'_>) -> Result<Option<Row>, StoreError> {
-        let st = self.statement(sql).await?;
-        self.conn.client.query_opt(&st, p).await.map_err(pg)
+        self.read(sql, async |c, st| c.query_opt(st, p).await).await
     }
 
-    /// Runs `sql`; the number of rows it changed.
+    /// Runs `sql` and waits for it; the number of rows it changed.
     pub(super) async fn exec(&self, sql: &str, p: Params<'_>) -> Result<u64, StoreError> {
+        self.read(sql, async |c, st| c.execute(st, p).await).await
+    }
+
+    /// Sends `sql` and goes on without waiting for its answer (see the
+    /// module's notes): for a write whose result decides nothing.
+    pub(super) async fn write(&self, sql: &str, params: Owned) -> Result<(), StoreError> {
         let st = self.statement(sql).await?;
-        self.conn.client.execute(&st, p).await.map_err(pg)
+        let client = self.conn.client.clone();
+        let mut write: Sent = Box::pin(async move { client.execute_raw(&st, params).await });
+        // The first poll sends the request (the statement is prepared, so
+        // nothing is awaited before that); the answer is awaited later.
+        if let Poll::Ready(done) = futures::poll!(write.as_mut()) {
+            return done.map(|_| ()).map_err(pg);
+        }
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(write);
+        Ok(())
     }
 
     /// Wakes the listeners of `channel` when the transaction commits.
     pub(super) async fn notify(&self, channel: &str) -> Result<(), StoreError> {
-        self.exec("SELECT pg_notify($1, '')", &[&channel])
+        self.write("SELECT pg_notify($1, '')", owned![channel.to_string()])
             .await
-            .map(|_| ())
+    }
+
+    /// What this transaction knows of task `id`'s row.
+    pub(super) fn known(&self, id: TaskId) -> Option<Known> {
+        self.lock_known().get(&id).cloned()
+    }
+
+    /// Records what this transaction knows of task `id`'s row.
+    pub(super) fn know(&self, id: TaskId, known: Known) {
+        self.lock_known().insert(id, known);
+    }
+
+    /// Changes what this transaction knows of task `id`'s row, if anything.
+    pub(super) fn update_known(&self, id: TaskId, f: impl FnOnce(&mut Known)) {
+        if let Some(k) = self.lock_known().get_mut(&id) {
+            f(k);
+        }
+    }
+
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Known>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the transaction: `COMMIT` (or `ROLLBACK`) behind the writes not
+    /// yet answered, in one wait.
+    async fn end(&self, commit: bool) -> Result<(), StoreError> {
+        self.trip();
+        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        let (sent, end) = futures::join!(self.settle(), self.conn.client.batch_execute(sql));
+        if commit {
+            // A failed write made the COMMIT a rollback: its error says why.
+            sent?;
+            end.map_err(|e| StoreError::Backend(format!("commit failed: {}", pg(e))))
+        } else {
+            end.map_err(pg)
+        }
     }
 }
 
@@ -135,7 +277,7 @@ impl Pool {
             }
         });
         Ok(Conn {
-            client,
+            client: Arc::new(client),
             statements: Mutex::new(HashMap::new()),
         })
     }
@@ -148,6 +290,12 @@ impl Pool {
             }
         }
         None
+    }
+
+    /// How many times transactions waited for the server, since the pool
+    /// was made.
+    pub(super) fn round_trips(&self) -> u64 {
+        self.trips.load(Ordering::Relaxed)
     }
 
     /// Runs `body` as one transaction on a pooled connection.
@@ -185,15 +333,11 @@ impl Pool {
                 conn
             }
         };
-        let out = body(&Tx { conn: &conn }).await;
-        let end = match &out {
-            Ok(_) => conn
-                .client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(|e| StoreError::Backend(format!("commit failed: {}", pg(e)))),
-            Err(_) => conn.client.batch_execute("ROLLBACK").await.map_err(pg),
-        };
+        self.trips.fetch_add(1, Ordering::Relaxed);
+        let tx = Tx::new(&conn, &self.trips);
+        let out = body(&tx).await;
+        let end = tx.end(out.is_ok()).await;
+        drop(tx);
         let reusable = end.is_ok() && !conn.client.is_closed();
         if reusable {
             self.idle

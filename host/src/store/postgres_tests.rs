@@ -452,3 +452,162 @@ fn creates_wake_subscribers_of_other_stores() {
         "a create wakes after the restart"
     );
 }
+
+/// What a task's life costs in round trips to the server, step by step as
+/// a worker takes it: created by a client, claimed, one group commit of
+/// its events, and its end with its last events, its notification leased
+/// and the next task claimed in the same transaction. Writes whose answer
+/// decides nothing are pipelined behind the next read or the commit, so
+/// each step waits only for what it must read. (The second life is
+/// counted: the first also prepares each statement on the connection.)
+#[test]
+fn a_task_life_takes_few_round_trips() {
+    let Some(url) = fresh_db("postgres round trips") else {
+        return;
+    };
+    let store = PgStore::connect(&url).unwrap();
+    let mut s = spec("rt", ResumePolicy::Restart);
+    s.notify_to = vec!["hook".into()];
+    life(&store, &s);
+    let [create, claimed, appended, finished] = life(&store, &s);
+    eprintln!(
+        "round trips: create {create}, claim {claimed}, events {appended}, \
+         finish with next claim {finished}"
+    );
+    // BEGIN, COMMIT and each read that decides something.
+    assert!(create <= 2, "create: {create} round trips");
+    assert!(claimed <= 3, "claim: {claimed} round trips");
+    assert!(appended <= 3, "events: {appended} round trips");
+    assert!(
+        finished <= 6,
+        "finish and claim the next: {finished} round trips"
+    );
+}
+
+/// A pipelined write that fails aborts its transaction: its error is the
+/// one reported (not the "transaction is aborted" of the reads sent behind
+/// it), whether a read or the commit finds it, and nothing of the
+/// transaction is kept.
+#[test]
+fn a_failed_pipelined_write_is_the_error_and_nothing_commits() {
+    use super::postgres_pool::{owned, pg};
+    use futures::FutureExt;
+    let Some(url) = fresh_db("postgres pipelined write fails") else {
+        return;
+    };
+    let store = PgStore::connect(&url).unwrap();
+    store.batch("CREATE TABLE t (k INT PRIMARY KEY)").unwrap();
+    let count = || store.scalar("SELECT count(*) FROM t").unwrap();
+    // Found by a read.
+    let e = store
+        .write(|tx| {
+            async move {
+                tx.write("INSERT INTO t VALUES ($1)", owned![1i32]).await?;
+                tx.write("INSERT INTO t VALUES ($1)", owned![1i32]).await?;
+                tx.write("INSERT INTO t VALUES ($1)", owned![2i32]).await?;
+                tx.one("SELECT count(*) FROM t", &[]).await?;
+                Ok(())
+            }
+            .boxed()
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("duplicate key"), "{e}");
+    assert_eq!(count(), 0);
+    // Found by the commit.
+    let e = store
+        .write(|tx| {
+            async move {
+                tx.write("INSERT INTO t VALUES ($1)", owned![1i32]).await?;
+                tx.write("INSERT INTO t VALUES ($1)", owned![1i32]).await
+            }
+            .boxed()
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("duplicate key"), "{e}");
+    assert_eq!(count(), 0);
+    // And when all goes well, a read sees the writes sent before it.
+    let seen = store
+        .write(|tx| {
+            async move {
+                tx.write("INSERT INTO t VALUES ($1)", owned![1i32]).await?;
+                tx.write("INSERT INTO t VALUES ($1)", owned![2i32]).await?;
+                let n: i64 = tx
+                    .one("SELECT count(*) FROM t", &[])
+                    .await?
+                    .try_get(0)
+                    .map_err(pg)?;
+                tx.write("INSERT INTO t VALUES ($1)", owned![3i32]).await?;
+                Ok(n)
+            }
+            .boxed()
+        })
+        .unwrap();
+    assert_eq!((seen, count()), (2, 3));
+}
+
+/// One task's life for [`a_task_life_takes_few_round_trips`], with a
+/// second task queued behind it; returns the round trips of each step.
+fn life(store: &PgStore, s: &TaskSpec) -> [u64; 4] {
+    let trips = |f: &mut dyn FnMut()| {
+        let before = store.round_trips();
+        f();
+        store.round_trips() - before
+    };
+    let mut id = None;
+    let create = trips(&mut || id = Some(store.create(s.clone()).unwrap().id));
+    let queued = store.create(s.clone()).unwrap().id;
+    let mut claim = None;
+    let claimed = trips(&mut || claim = store.claim_many("w1", 1, LEASE).unwrap().pop());
+    let claim = claim.unwrap();
+    assert_eq!(Some(claim.task.id), id, "the oldest first");
+    assert_eq!(
+        (claim.task.state, claim.task.attempt),
+        (TaskState::Running, 1)
+    );
+    let events = [
+        TaskEvent::Progress {
+            fraction: Some(0.5),
+            message: "half".into(),
+        },
+        log("one"),
+    ];
+    let appended = trips(&mut || store.append_many(&claim, &events).unwrap());
+    let mut ended = None;
+    let end = Ending {
+        events: &[log("two")],
+        state: TaskState::Succeeded,
+        outcome: serde_json::json!({"summary": "ok"}),
+        reason: "done",
+        deliver: Some(LEASE),
+    };
+    let finished = trips(&mut || {
+        ended = Some(
+            store
+                .finish_and_claim(&claim, end.clone(), Some(LEASE))
+                .unwrap(),
+        )
+    });
+    // What the steps did is all there.
+    let ended = ended.unwrap();
+    assert_eq!(ended.task.state, TaskState::Succeeded);
+    assert_eq!(ended.task.progress, Some(0.5));
+    assert_eq!(ended.deliveries.len(), 1, "the end's notification, leased");
+    let next = ended.next.expect("the task queued behind, claimed next");
+    assert_eq!(next.task.id, queued);
+    assert_eq!(
+        (next.task.state, next.task.attempt),
+        (TaskState::Running, 1)
+    );
+    let kinds: Vec<&str> = store
+        .events(claim.task.id, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.event.kind())
+        .collect();
+    assert_eq!(kinds, ["state", "state", "progress", "log", "log", "state"]);
+    // The next life claims it again: give it back.
+    store
+        .finish(&next, TaskState::Failed, serde_json::json!({}), "x")
+        .unwrap();
+    [create, claimed, appended, finished]
+}

@@ -2,6 +2,11 @@
 //! on a pooled connection. Rows a rule depends on are locked (`FOR
 //! UPDATE`); claims skip rows another transaction is claiming (`SKIP
 //! LOCKED`).
+//!
+//! Round trips: a task row this transaction holds is read once, with its
+//! event counters and notify settings ([`Known`]); the counters then follow
+//! this transaction's own writes, and writes are pipelined (see
+//! [`super::postgres_pool`]).
 
 use std::time::Duration;
 
@@ -12,6 +17,7 @@ use super::machine::{Holder, TASK_COLUMNS, Transaction};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
 use super::outbox::Delivery;
 use super::postgres::{TASKS_CHANNEL, Tx, backend, pg, row_to_task};
+use super::postgres_pool::{Known, owned};
 use super::schedule::{Schedule, Slot, SlotOutcome};
 
 fn ids(rows: &[tokio_postgres::Row]) -> Result<Vec<TaskId>, StoreError> {
@@ -21,6 +27,52 @@ fn ids(rows: &[tokio_postgres::Row]) -> Result<Vec<TaskId>, StoreError> {
             id.parse().map_err(StoreError::Backend)
         })
         .collect()
+}
+
+/// What a row read from column `at` on says of its task: `event_count,
+/// events_dropped, notify, notify_to`.
+fn known(r: &tokio_postgres::Row, at: usize) -> Result<Known, StoreError> {
+    let notify: String = r.try_get(at + 2).map_err(pg)?;
+    Ok(Known {
+        count: r.try_get(at).map_err(pg)?,
+        dropped: r.try_get(at + 1).map_err(pg)?,
+        notify: notify.parse().map_err(StoreError::Backend)?,
+        sinks: r.try_get(at + 3).map_err(pg)?,
+    })
+}
+
+/// The columns [`known`] reads.
+const KNOWN_COLUMNS: &str = "event_count, events_dropped, notify, notify_to";
+
+impl Tx<'_> {
+    /// A task just started, from a row of [`TASK_COLUMNS`],
+    /// [`KNOWN_COLUMNS`] and the state it left; what this transaction
+    /// knows of it is noted.
+    fn started(&self, r: &tokio_postgres::Row) -> Result<(TaskState, Task), StoreError> {
+        let n = TASK_COLUMNS.split(',').count();
+        let task = row_to_task(r)?;
+        self.know(task.id, known(r, n)?);
+        let was: String = r.try_get(n + 4).map_err(pg)?;
+        Ok((was.parse().map_err(StoreError::Backend)?, task))
+    }
+
+    /// What this transaction knows of task `id`'s row, read once; `None`
+    /// if there is no such task.
+    pub(super) async fn held(&self, id: TaskId) -> Result<Option<Known>, StoreError> {
+        if let Some(k) = self.known(id) {
+            return Ok(Some(k));
+        }
+        let row = self
+            .opt(
+                &format!("SELECT {KNOWN_COLUMNS} FROM tasks WHERE id = $1"),
+                &[&id.to_string()],
+            )
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let k = known(&r, 0)?;
+        self.know(id, k.clone());
+        Ok(Some(k))
+    }
 }
 
 impl Transaction for Tx<'_> {
@@ -41,11 +93,14 @@ impl Transaction for Tx<'_> {
         // the write.
         let row = self
             .opt(
-                "SELECT state, lease, owner FROM tasks WHERE id = $1 FOR UPDATE",
+                &format!(
+                    "SELECT state, lease, owner, {KNOWN_COLUMNS} FROM tasks WHERE id = $1 FOR UPDATE"
+                ),
                 &[&id.to_string()],
             )
             .await?;
         let Some(r) = row else { return Ok(None) };
+        self.know(id, known(&r, 3)?);
         let state: String = r.try_get(0).map_err(pg)?;
         Ok(Some((
             state.parse().map_err(StoreError::Backend)?,
@@ -55,14 +110,7 @@ impl Transaction for Tx<'_> {
     }
 
     async fn event_count(&self, id: TaskId) -> Result<Option<(i64, i64)>, StoreError> {
-        let row = self
-            .opt(
-                "SELECT event_count, events_dropped FROM tasks WHERE id = $1",
-                &[&id.to_string()],
-            )
-            .await?;
-        row.map(|r| Ok((r.try_get(0).map_err(pg)?, r.try_get(1).map_err(pg)?)))
-            .transpose()
+        Ok(self.held(id).await?.map(|k| (k.count, k.dropped)))
     }
 
     async fn insert_events(
@@ -74,19 +122,18 @@ impl Transaction for Tx<'_> {
         // One statement whatever their number: what a running task's
         // buffered events cost in one round of the group commit.
         let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
-        let kinds: Vec<&str> = events.iter().map(|(_, e)| e.kind()).collect();
+        let kinds: Vec<String> = events.iter().map(|(_, e)| e.kind().to_string()).collect();
         let bodies = events
             .iter()
             .map(|(_, e)| serde_json::to_value(e).map_err(backend))
             .collect::<Result<Vec<_>, _>>()?;
-        self.exec(
+        self.write(
             "INSERT INTO events (task_id, seq, at_ms, kind, body)
              SELECT $1, e.seq, $2, e.kind, e.body
              FROM unnest($3::bigint[], $4::text[], $5::jsonb[]) AS e(seq, kind, body)",
-            &[&id.to_string(), &at_ms, &seqs, &kinds, &bodies],
+            owned![id.to_string(), at_ms, seqs, kinds, bodies],
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn counted(
@@ -97,22 +144,25 @@ impl Transaction for Tx<'_> {
         progress: Option<(Option<f32>, &str)>,
     ) -> Result<(), StoreError> {
         let (fraction, message) = progress.unzip();
-        self.exec(
+        self.update_known(id, |k| {
+            k.count = count;
+            k.dropped += newly_dropped;
+        });
+        self.write(
             "UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
                  progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
                  progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END
              WHERE id = $1",
-            &[
-                &id.to_string(),
-                &count,
-                &newly_dropped,
-                &progress.is_some(),
-                &fraction.flatten().map(f64::from),
-                &message,
+            owned![
+                id.to_string(),
+                count,
+                newly_dropped,
+                progress.is_some(),
+                fraction.flatten().map(f64::from),
+                message.map(str::to_string),
             ],
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn enqueue(
@@ -132,15 +182,14 @@ impl Transaction for Tx<'_> {
         to: TaskState,
         ended_ms: Option<i64>,
     ) -> Result<(), StoreError> {
-        self.exec(
+        self.write(
             "UPDATE tasks SET state = $2, ended_ms = COALESCE($3, ended_ms),
                  owner = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN owner ELSE NULL END,
                  lease_until_ms = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END
              WHERE id = $1",
-            &[&id.to_string(), &to.as_str(), &ended_ms],
+            owned![id.to_string(), to.as_str(), ended_ms],
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn insert_task(
@@ -150,22 +199,31 @@ impl Transaction for Tx<'_> {
         created_ms: i64,
     ) -> Result<(), StoreError> {
         let body = serde_json::to_value(spec).map_err(backend)?;
-        self.exec(
+        self.write(
             "INSERT INTO tasks (id, spec, state, created_ms, label, parent_session, resume,
                                 notify, notify_to)
              VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8)",
-            &[
-                &id.to_string(),
-                &body,
-                &created_ms,
-                &spec.label,
-                &spec.parent_session,
-                &spec.resume.as_str(),
-                &spec.notify.as_str(),
-                &spec.notify_to,
+            owned![
+                id.to_string(),
+                body,
+                created_ms,
+                spec.label.clone(),
+                spec.parent_session.clone(),
+                spec.resume.as_str(),
+                spec.notify.as_str(),
+                spec.notify_to.clone(),
             ],
         )
         .await?;
+        self.know(
+            id,
+            Known {
+                count: 0,
+                dropped: 0,
+                notify: spec.notify,
+                sinks: spec.notify_to.clone(),
+            },
+        );
         Ok(())
     }
 
@@ -175,32 +233,27 @@ impl Transaction for Tx<'_> {
         now: i64,
         owner: &str,
         lease_until_ms: i64,
-    ) -> Result<(TaskState, i64), StoreError> {
-        let state: String = self
-            .one("SELECT state FROM tasks WHERE id = $1", &[&id.to_string()])
-            .await?
-            .try_get(0)
-            .map_err(pg)?;
-        let attempt: i64 = self
-            .one(
-                "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $2,
-                     owner = $3, lease = lease + 1, lease_until_ms = $4
-                 WHERE id = $1 RETURNING attempt",
-                &[&id.to_string(), &now, &owner, &lease_until_ms],
-            )
-            .await?
-            .try_get(0)
-            .map_err(pg)?;
-        Ok((state.parse().map_err(StoreError::Backend)?, attempt))
+    ) -> Result<(TaskState, Task), StoreError> {
+        // The state before comes from the subquery, read before the update.
+        let sql = format!(
+            "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $2,
+                 owner = $3, lease = lease + 1, lease_until_ms = $4
+             FROM (SELECT state AS was FROM tasks WHERE id = $1) AS before
+             WHERE id = $1
+             RETURNING {TASK_COLUMNS}, {KNOWN_COLUMNS}, was"
+        );
+        let r = self
+            .one(&sql, &[&id.to_string(), &now, &owner, &lease_until_ms])
+            .await?;
+        self.started(&r)
     }
 
     async fn set_outcome(&self, id: TaskId, outcome: &serde_json::Value) -> Result<(), StoreError> {
-        self.exec(
+        self.write(
             "UPDATE tasks SET outcome = $2 WHERE id = $1",
-            &[&id.to_string(), outcome],
+            owned![id.to_string(), outcome.clone()],
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn flag_cancel(
@@ -208,13 +261,12 @@ impl Transaction for Tx<'_> {
         id: TaskId,
         outcome: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
-        self.exec(
+        self.write(
             "UPDATE tasks SET cancel_requested = TRUE, outcome = COALESCE($2, outcome)
              WHERE id = $1",
-            &[&id.to_string(), &outcome],
+            owned![id.to_string(), outcome.cloned()],
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn has_checkpoints(&self, id: TaskId) -> Result<bool, StoreError> {
@@ -234,35 +286,50 @@ impl Transaction for Tx<'_> {
         value: &[u8],
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.exec(
+        self.write(
             "INSERT INTO checkpoints (task_id, key, value, saved_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (task_id, key)
              DO UPDATE SET value = excluded.value, saved_ms = excluded.saved_ms",
-            &[&id.to_string(), &key, &value, &at_ms],
+            owned![id.to_string(), key.to_string(), value.to_vec(), at_ms],
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn extend_lease(&self, id: TaskId, until_ms: i64) -> Result<(), StoreError> {
-        self.exec(
+        self.write(
             "UPDATE tasks SET lease_until_ms = $2 WHERE id = $1",
-            &[&id.to_string(), &until_ms],
+            owned![id.to_string(), until_ms],
         )
-        .await?;
-        Ok(())
+        .await
     }
 
-    async fn runnable(&self, max: usize) -> Result<Vec<TaskId>, StoreError> {
-        let rows = self
-            .rows(
-                "SELECT id FROM tasks
+    async fn start_runnable(
+        &self,
+        max: usize,
+        now: i64,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> Result<Vec<(TaskState, Task)>, StoreError> {
+        // Picked and started in one statement; `was` is the state before.
+        let sql = format!(
+            "WITH picked AS (
+                 SELECT id AS pick, state AS was FROM tasks
                  WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested
-                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                &[&(max as i64)],
-            )
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+             UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $2,
+                 owner = $3, lease = lease + 1, lease_until_ms = $4
+             FROM picked WHERE id = picked.pick
+             RETURNING {TASK_COLUMNS}, {KNOWN_COLUMNS}, was"
+        );
+        let rows = self
+            .rows(&sql, &[&(max as i64), &now, &owner, &lease_until_ms])
             .await?;
-        ids(&rows)
+        let mut out = rows
+            .iter()
+            .map(|r| self.started(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|(_, t)| t.id);
+        Ok(out)
     }
 
     async fn any_runnable(&self) -> Result<bool, StoreError> {
@@ -305,6 +372,10 @@ impl Transaction for Tx<'_> {
         now: i64,
         lease_for: Duration,
     ) -> Result<Vec<Delivery>, StoreError> {
+        if self.known(id).is_some_and(|k| k.sinks.is_empty()) {
+            // No sink, no notification to lease.
+            return Ok(Vec::new());
+        }
         super::postgres_outbox::lease_task(self, id, owner, now, lease_for).await
     }
 

@@ -175,13 +175,13 @@ impl Transaction for SqliteTx<'_> {
         now: i64,
         owner: &str,
         lease_until_ms: i64,
-    ) -> Result<(TaskState, i64), StoreError> {
-        let (state, attempt): (String, i64) = self
+    ) -> Result<(TaskState, Task), StoreError> {
+        let state: String = self
             .0
             .row(
-                "SELECT state, attempt FROM tasks WHERE id = ?1",
+                "SELECT state FROM tasks WHERE id = ?1",
                 params![id.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| r.get(0),
             )
             .map_err(backend)?;
         self.0
@@ -192,7 +192,8 @@ impl Transaction for SqliteTx<'_> {
                 params![id.to_string(), now, owner, lease_until_ms],
             )
             .map_err(backend)?;
-        Ok((state.parse().map_err(StoreError::Backend)?, attempt + 1))
+        let task = self.task(id, false).await?;
+        Ok((state.parse().map_err(StoreError::Backend)?, task))
     }
 
     async fn set_outcome(&self, id: TaskId, outcome: &serde_json::Value) -> Result<(), StoreError> {
@@ -256,12 +257,22 @@ impl Transaction for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn runnable(&self, max: usize) -> Result<Vec<TaskId>, StoreError> {
+    async fn start_runnable(
+        &self,
+        max: usize,
+        now: i64,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> Result<Vec<(TaskState, Task)>, StoreError> {
         let mut all = oldest(self.0, "queued", max)?;
         all.extend(oldest(self.0, "interrupted", max)?);
         all.sort();
         all.truncate(max);
-        ids(all)
+        let mut out = Vec::new();
+        for id in ids(all)? {
+            out.push(self.start(id, now, owner, lease_until_ms).await?);
+        }
+        Ok(out)
     }
 
     async fn any_runnable(&self) -> Result<bool, StoreError> {
