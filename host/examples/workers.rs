@@ -9,10 +9,21 @@
 //! throw-away server on a loopback port (`skillbox::store::testing`, as the
 //! tests use it: `fsync` off, so the figures are PostgreSQL's best case).
 //!
+//! For each run it also reports the CPU time spent per task by the
+//! workers and by the PostgreSQL server (its processes' own counters), and
+//! the ceiling those demands put on throughput: with `C` cores shared,
+//! X ≤ C / (worker CPU + server CPU per task); with `--pin`, the server
+//! runs on CPU 1 and the workers on CPU 0 (`taskset`), each side's ceiling
+//! is 1 / its own CPU per task, and the lower one is where adding workers
+//! stops helping.
+//!
 //! ```sh
 //! cargo build --release && cargo build --release --target wasm32-wasip2 -p hello -p hostile
-//! cargo run --release --example workers -- [N] [CONCURRENCY]
+//! cargo run --release --example workers -- [N] [CONCURRENCY] [--pin]
 //! ```
+//!
+//! `SKILLBOX_BENCH_WORKER_BIN=path/to/skillbox` runs another build's
+//! workers (to compare two versions on the same machine in one run).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +41,10 @@ fn root() -> PathBuf {
 }
 
 fn bin() -> PathBuf {
+    // Another build's worker, to compare two versions in one run.
+    if let Some(other) = std::env::var_os("SKILLBOX_BENCH_WORKER_BIN") {
+        return other.into();
+    }
     // target/release/examples/workers → target/release/skillbox
     std::env::current_exe()
         .ok()
@@ -42,8 +57,21 @@ struct Worker(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Worker {
     fn start(store: &str, concurrency: usize, cache: &Path) -> Res<Worker> {
+        Worker::start_on(store, concurrency, cache, None)
+    }
+
+    /// A worker; with `cpus`, run on those CPUs only (`taskset -c`).
+    fn start_on(store: &str, concurrency: usize, cache: &Path, cpus: Option<&str>) -> Res<Worker> {
         let dir = tempfile::tempdir()?;
-        let child = Command::new(bin())
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = command
             .arg("worker")
             .arg("--data-dir")
             .arg(dir.path())
@@ -90,8 +118,28 @@ fn queue(store: Arc<dyn TaskStore>, skill: &Path, input: &str, n: usize, cache: 
     Ok(())
 }
 
-/// Starts `workers` workers on `url` and waits for all `n` tasks to end;
-/// tasks per second from the first start to the last end.
+/// What one drain measured.
+struct Drained {
+    /// Tasks per second, from the first start to the last end.
+    rate: f64,
+    /// CPU seconds per task spent by the workers.
+    worker_cpu: f64,
+    /// CPU seconds per task spent by the PostgreSQL server, if it was one.
+    server_cpu: Option<f64>,
+}
+
+/// CPU seconds used by this process's children that have ended.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+/// Starts `workers` workers on `url` (on `cpus`, if given) and waits for
+/// all `n` tasks to end.
+#[allow(clippy::too_many_arguments)]
 fn drain(
     store: &dyn TaskStore,
     url: &str,
@@ -99,28 +147,61 @@ fn drain(
     c: usize,
     n: usize,
     cache: &Path,
-) -> Res<f64> {
-    let _workers: Vec<Worker> = (0..workers)
-        .map(|_| Worker::start(url, c, cache))
+    server: Option<&PgServer>,
+    cpus: Option<&str>,
+) -> Res<Drained> {
+    let server_before = server.map(PgServer::cpu_seconds).transpose()?;
+    let workers_before = children_cpu();
+    let running: Vec<Worker> = (0..workers)
+        .map(|_| Worker::start_on(url, c, cache, cpus))
         .collect::<Res<_>>()?;
+    // A cheap poll (counts by state), so that watching costs the server
+    // little next to the work watched.
     loop {
-        let all = tasks(store)?;
-        if all.len() == n && all.iter().all(|t| t.state.is_terminal()) {
-            if let Some(t) = all.iter().find(|t| t.state != TaskState::Succeeded) {
-                return Err(format!("task {} ended {}: {:?}", t.id, t.state, t.outcome).into());
-            }
-            let first = all.iter().filter_map(|t| t.started_ms).min().unwrap_or(0);
-            let last = all.iter().filter_map(|t| t.ended_ms).max().unwrap_or(0);
-            return Ok(n as f64 / ((last - first).max(1) as f64 / 1000.0));
+        let counts = store.counts()?;
+        let ended: u64 = counts
+            .by_state
+            .iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, k)| k)
+            .sum();
+        if ended as usize >= n {
+            break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    drop(running);
+    // The workers' backends end as their connections close; their time is
+    // the server's once the postmaster has reaped them.
+    std::thread::sleep(Duration::from_secs(1));
+    let worker_cpu = (children_cpu() - workers_before) / n as f64;
+    let server_cpu = match (server, server_before) {
+        (Some(s), Some(before)) => Some((s.cpu_seconds()? - before) / n as f64),
+        _ => None,
+    };
+    let all = tasks(store)?;
+    if let Some(t) = all.iter().find(|t| t.state != TaskState::Succeeded) {
+        return Err(format!("task {} ended {}: {:?}", t.id, t.state, t.outcome).into());
+    }
+    let first = all.iter().filter_map(|t| t.started_ms).min().unwrap_or(0);
+    let last = all.iter().filter_map(|t| t.ended_ms).max().unwrap_or(0);
+    Ok(Drained {
+        rate: n as f64 / ((last - first).max(1) as f64 / 1000.0),
+        worker_cpu,
+        server_cpu,
+    })
 }
 
 fn main() -> Res<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args.get(1).map_or(Ok(2000), |a| a.parse())?;
-    let c: usize = args.get(2).map_or(Ok(8), |a| a.parse())?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let pin = args.iter().any(|a| a == "--pin");
+    let mut numbers = args.iter().filter(|a| !a.starts_with("--"));
+    let n: usize = numbers.next().map_or(Ok(2000), |a| a.parse())?;
+    let c: usize = numbers.next().map_or(Ok(8), |a| a.parse())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if pin && cores < 2 {
+        return Err("--pin needs two CPUs (the server on one, the workers on the other)".into());
+    }
     // Where README.md's build puts the guests, or where the tests do.
     let guests = [
         "target/wasm32-wasip2/release",
@@ -133,7 +214,14 @@ fn main() -> Res<()> {
     let hello = guests.join("hello.wasm");
     let cache = tempfile::tempdir()?;
     let server = PgServer::start()?;
-    println!("{n} no-op tasks, {c} slots per worker, 2 cores");
+    let worker_cpus = if pin {
+        server.pin("1")?;
+        println!("{n} no-op tasks, {c} slots per worker; the server on CPU 1, workers on CPU 0");
+        Some("0")
+    } else {
+        println!("{n} no-op tasks, {c} slots per worker, {cores} cores shared");
+        None
+    };
 
     let sqlite_dir = tempfile::tempdir()?;
     let path = sqlite_dir.path().join("tasks.db");
@@ -146,19 +234,64 @@ fn main() -> Res<()> {
         c,
         n,
         cache.path(),
+        None,
+        worker_cpus,
     )?;
-    println!("  SQLite, 1 worker (baseline)   {base:>7.0} tasks/s");
+    println!(
+        "  SQLite, 1 worker (baseline)   {:>7.0} tasks/s | worker CPU {:>4.0} µs/task",
+        base.rate,
+        base.worker_cpu * 1e6
+    );
 
     for workers in [1, 2, 4] {
         let url = server.create_database()?;
         let pg: Arc<dyn TaskStore> = Arc::new(PgStore::connect(&url)?);
         queue(pg.clone(), &hello, "{}", n, cache.path())?;
-        let rate = drain(&*pg, &url, workers, c, n, cache.path())?;
+        let d = drain(
+            &*pg,
+            &url,
+            workers,
+            c,
+            n,
+            cache.path(),
+            Some(&server),
+            worker_cpus,
+        )?;
+        let server_cpu = d.server_cpu.unwrap_or(0.0);
+        // The ceiling the measured CPU demands put on throughput.
+        let ceiling = if pin {
+            (1.0 / d.worker_cpu).min(1.0 / server_cpu)
+        } else {
+            cores as f64 / (d.worker_cpu + server_cpu)
+        };
         println!(
-            "  PostgreSQL, {workers} worker(s)        {rate:>7.0} tasks/s | ratio to SQLite {:.2}",
-            rate / base
+            "  PostgreSQL, {workers} worker(s)        {:>7.0} tasks/s | ratio to SQLite {:.2} | \
+             CPU/task: workers {:>4.0} µs, server {:>4.0} µs | ceiling {:>5.0} tasks/s ({:.0}% of it)",
+            d.rate,
+            d.rate / base.rate,
+            d.worker_cpu * 1e6,
+            server_cpu * 1e6,
+            ceiling,
+            100.0 * d.rate / ceiling
         );
     }
+
+    // Statements per task, on a server that counts them (counting costs
+    // it time, so the runs above are on one that does not).
+    let counting = PgServer::start_counting_statements()?;
+    let url = counting.create_database()?;
+    let pg: Arc<dyn TaskStore> = Arc::new(PgStore::connect(&url)?);
+    queue(pg.clone(), &hello, "{}", n, cache.path())?;
+    counting.statements(&url);
+    drain(&*pg, &url, 1, c, n, cache.path(), None, None)?;
+    // The watcher's polls are among them (a few per second).
+    if let Some(k) = counting.statements(&url) {
+        println!(
+            "  statements per task, 1 worker: {:.1}",
+            k as f64 / n as f64
+        );
+    }
+    drop(counting);
 
     // Fail-over: two workers, each holding sleeping tasks; kill -9 one.
     // The skill says a restart is safe, so the other worker reruns them.

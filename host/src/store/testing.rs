@@ -43,6 +43,8 @@ pub struct PgServer {
     port: u16,
     /// Run the server's commands as user `postgres` (we are root).
     as_postgres: bool,
+    /// Preload `pg_stat_statements` (see [`PgServer::statements`]).
+    count_statements: bool,
     watchdog: Mutex<Option<Child>>,
 }
 
@@ -93,7 +95,7 @@ pub fn bindir() -> Result<PathBuf, String> {
 /// test. A server that is installed but does not start always fails it.
 pub fn server_or_skip(test: &str) -> Option<PgServer> {
     let bin = skip_unless_installed(test)?;
-    Some(PgServer::start_with(bin).unwrap_or_else(|e| panic!("{test}: {e}")))
+    Some(PgServer::start_with(bin, false).unwrap_or_else(|e| panic!("{test}: {e}")))
 }
 
 /// The server all tests of this process share (started on first use,
@@ -108,7 +110,7 @@ pub fn shared(test: &str) -> Option<&'static PgServer> {
     }
     let bin = skip_unless_installed(test)?;
     let server = SHARED.get_or_init(|| {
-        let server = PgServer::start_with(bin)?;
+        let server = PgServer::start_with(bin, false)?;
         // SAFETY: registers a plain function; it runs once, at exit.
         unsafe { libc::atexit(stop_shared) };
         Ok(server)
@@ -141,10 +143,18 @@ fn skip_unless_installed(test: &str) -> Option<PathBuf> {
 impl PgServer {
     /// Starts a server of the installed PostgreSQL.
     pub fn start() -> Result<PgServer, String> {
-        PgServer::start_with(bindir()?)
+        PgServer::start_with(bindir()?, false)
     }
 
-    fn start_with(bindir: PathBuf) -> Result<PgServer, String> {
+    /// [`start`](Self::start)s a server that counts the statements it runs
+    /// ([`statements`](Self::statements)); it needs the server's contrib
+    /// module `pg_stat_statements`, and counting costs the server CPU time,
+    /// so measure time without it.
+    pub fn start_counting_statements() -> Result<PgServer, String> {
+        PgServer::start_with(bindir()?, true)
+    }
+
+    fn start_with(bindir: PathBuf, count_statements: bool) -> Result<PgServer, String> {
         // SAFETY: geteuid has no preconditions.
         let as_postgres = unsafe { libc::geteuid() } == 0;
         let dir = std::env::temp_dir().join(format!(
@@ -158,6 +168,7 @@ impl PgServer {
             bindir,
             port: 0,
             as_postgres,
+            count_statements,
             watchdog: Mutex::new(None),
         };
         if as_postgres {
@@ -238,6 +249,23 @@ impl PgServer {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// How many statements the server has run on the database of `url`
+    /// since the last call (for benchmarks); `None` unless the server was
+    /// [started counting](Self::start_counting_statements) them.
+    pub fn statements(&self, url: &str) -> Option<u64> {
+        self.sql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .ok()?;
+        let n = self
+            .sql(
+                url,
+                "SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .ok()?;
+        self.sql(url, "SELECT pg_stat_statements_reset()").ok()?;
+        n.trim().parse().ok()
+    }
+
     /// Restarts the server (`pg_ctl restart -m fast`: every connection is
     /// closed), on the same port and data.
     pub fn restart(&self) -> Result<(), String> {
@@ -307,13 +335,72 @@ impl PgServer {
         self.dir.join("data")
     }
 
+    fn postmaster(&self) -> Result<i32, String> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse().ok())
+            .ok_or_else(|| "the server is not running (no postmaster.pid)".to_string())
+    }
+
+    /// The CPU time the server has used, in seconds: the postmaster, its
+    /// live backends and those that ended (for benchmarks: the difference
+    /// between two readings is what the server spent in between).
+    pub fn cpu_seconds(&self) -> Result<f64, String> {
+        let pm = self.postmaster()?;
+        // utime, stime, cutime, cstime: fields 14-17, in clock ticks.
+        let ticks = |pid: i32, fields: usize| -> u64 {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(") ")?.1.split(' ').collect::<Vec<_>>();
+                    Some(
+                        rest[11..11 + fields]
+                            .iter()
+                            .filter_map(|f| f.parse::<u64>().ok())
+                            .sum(),
+                    )
+                })
+                .unwrap_or(0)
+        };
+        let total = ticks(pm, 4)
+            + children_of(pm)
+                .into_iter()
+                .map(|c| ticks(c, 2))
+                .sum::<u64>();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok(total as f64 / hz)
+    }
+
+    /// Runs the server (and the backends it starts from now on) on the
+    /// CPUs `cpus` (as `taskset -c` takes them, e.g. `"1"`).
+    pub fn pin(&self, cpus: &str) -> Result<(), String> {
+        let pm = self.postmaster()?;
+        for pid in std::iter::once(pm).chain(children_of(pm)) {
+            let out = Command::new("taskset")
+                .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+                .output()
+                .map_err(|e| format!("cannot run taskset: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "taskset -c {cpus} of the server: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn pg_ctl_start(&self) -> Result<(), String> {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=300",
             self.port,
             self.dir.display()
         );
+        if self.count_statements {
+            options.push_str(" -c shared_preload_libraries=pg_stat_statements");
+        }
         run(self
             .server_command("pg_ctl")
             .arg("-D")
