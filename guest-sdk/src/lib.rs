@@ -21,8 +21,9 @@
 //! `?` it becomes an [`Error`] of kind [`ErrorKind::Denied`].
 //!
 //! Besides those, a skill can [report progress](progress), write [log
-//! lines](info!) and save [checkpoints](checkpoint) that survive a restart of
-//! its task.
+//! lines](info!), save [checkpoints](checkpoint) that survive a restart of
+//! its task, and have the host compute [SHA-256 digests](digest) at native
+//! speed.
 //!
 //! # Depending on the SDK
 //!
@@ -204,6 +205,7 @@ extern crate self as skillbox_sdk;
 
 pub mod approval;
 pub mod checkpoint;
+pub mod digest;
 pub mod docker;
 mod error;
 pub mod exec;

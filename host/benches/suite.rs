@@ -386,6 +386,23 @@ async fn workloads(b: &Bench, hostile: &SkillSource, s: &Sizes, rows: &mut Vec<R
         Goal::AtLeast(0.9),
     ));
 
+    // The same bytes, hashed by the host through the SDK's `digest` (the
+    // guest still generates them).
+    let input = json!({ "case": "host-sha256", "mib": mib });
+    let (guest, digest) = b.best_of(&prepared, &none, &input, s.repeats).await;
+    assert_eq!(
+        digest["sha256"],
+        bench_work::sha256(mib),
+        "the host's digest of the same bytes"
+    );
+    rows.push(speed_ratio(
+        "sha256 through the host's digest (throughput)",
+        guest,
+        "the same Rust, native",
+        native,
+        Goal::AtLeast(0.9),
+    ));
+
     let input = json!({ "case": "gzip", "mib": mib });
     let compressed = bench_work::gzip(mib);
     let (guest, out) = b.best_of(&prepared, &none, &input, s.repeats).await;

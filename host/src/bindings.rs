@@ -6,6 +6,14 @@ wasmtime::component::bindgen!({
     // crate carries it.
     path: "wit",
     world: "skill",
-    imports: { default: async },
+    imports: {
+        // Table lookups of a resource the guest holds cannot fail unless
+        // the host is wrong; they trap rather than answer.
+        "skillbox:skill/digest": async | trappable,
+        default: async,
+    },
     exports: { default: async },
+    with: {
+        "skillbox:skill/digest.sha256": crate::caps::digest::Sha256,
+    },
 });

@@ -306,3 +306,30 @@ async fn checkpoints_are_persisted_before_save_returns() {
     assert!(message.contains("disk full"), "{message}");
     assert!(report.checkpoints.is_empty());
 }
+
+/// The host hashes what the guest hands it (no grant needed): the digest is
+/// the one the same bytes get natively.
+#[tokio::test]
+async fn the_host_computes_the_sha256_the_guest_asks_for() {
+    let (r, _) = run(
+        &src(),
+        &grants(&[]),
+        json!({"case": "host-sha256", "mib": 3}),
+    )
+    .await;
+    let (_, data) = succeeded(&r);
+    assert_eq!(data["sha256"], bench_work::sha256(3));
+}
+
+/// A guest cannot grow the host's memory by making hashers: past the most
+/// a run holds at once, making one is refused with the reason (not a
+/// trap), and dropping them frees their places.
+#[tokio::test]
+async fn a_run_holds_a_bounded_number_of_hashers() {
+    let (r, _) = run(&src(), &grants(&[]), json!({"case": "hashers", "n": 300})).await;
+    let (_, data) = succeeded(&r);
+    assert_eq!(data["held"], skillbox::caps::digest::MAX_LIVE);
+    let refused = data["refused"].as_str().expect("refused");
+    assert!(refused.contains("256 SHA-256 hashers"), "{refused}");
+    assert_eq!(data["again"], true, "dropped hashers free their places");
+}

@@ -10,6 +10,7 @@
 
 pub mod approval;
 pub mod checkpoint;
+pub mod digest;
 pub mod docker;
 pub mod env;
 pub mod exec;

@@ -82,6 +82,8 @@ impl Host {
             .map_err(Error::engine)?;
         wit::approval::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)
             .map_err(Error::engine)?;
+        wit::digest::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)
+            .map_err(Error::engine)?;
         wit::exec::add_to_linker::<_, HasSelf<ExecCtx>>(&mut linker, |s| &mut s.exec)
             .map_err(Error::engine)?;
         wit::docker::add_to_linker::<_, HasSelf<DockerCtx>>(&mut linker, |s| &mut s.docker)

@@ -36,6 +36,7 @@ pub struct RunState {
     pub(super) docker: DockerCtx,
     pub(super) progress: ProgressCtx,
     pub(super) checkpoint: CheckpointCtx,
+    digest: caps::digest::DigestCtx,
     pub(super) asker: Arc<Asker>,
 }
 
@@ -63,6 +64,12 @@ impl caps::readonly::GrantedDirsView for RunState {
 impl caps::approval::AskView for RunState {
     fn asker(&self) -> &Arc<Asker> {
         &self.asker
+    }
+}
+
+impl caps::digest::DigestView for RunState {
+    fn digests(&mut self) -> (&mut ResourceTable, &mut caps::digest::DigestCtx) {
+        (&mut self.table, &mut self.digest)
     }
 }
 
@@ -169,6 +176,7 @@ impl RunState {
                 saved: checkpoints,
                 persist: persist_checkpoint,
             },
+            digest: caps::digest::DigestCtx::default(),
         };
         Ok(Built {
             state,

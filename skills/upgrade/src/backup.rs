@@ -28,7 +28,7 @@ use std::time::UNIX_EPOCH;
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use sha2::{Digest, Sha256};
+use skillbox_sdk::digest::{self, Sha256};
 use skillbox_sdk::{Context, Error};
 
 /// Suffix of the archive.
@@ -118,7 +118,7 @@ pub fn create(
     let partial = partial_path(&archive);
 
     let file = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    let out = HashWriter::new(BufWriter::with_capacity(BUF, file));
+    let out = HashWriter::new(BufWriter::with_capacity(BUF, file))?;
     let mut tar = tar::Builder::new(GzEncoder::new(out, Compression::default()));
     let mut walk = Walk {
         tar: &mut tar,
@@ -201,7 +201,7 @@ pub fn verify(archive: &Path) -> Result<Verified, Error> {
         }
     };
     let file = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
-    let mut reader = HashReader::new(BufReader::with_capacity(BUF, file));
+    let mut reader = HashReader::new(BufReader::with_capacity(BUF, file))?;
     io::copy(&mut reader, &mut io::sink())
         .with_context(|| format!("reading {}", archive.display()))?;
     let actual = reader.finish().0;
@@ -248,7 +248,7 @@ pub fn verify(archive: &Path) -> Result<Verified, Error> {
                 archive.display()
             )));
         };
-        let mut reader = HashReader::new(entry);
+        let mut reader = HashReader::new(entry)?;
         io::copy(&mut reader, &mut io::sink()).map_err(reading)?;
         let (actual, len) = reader.finish();
         if actual != expected {
@@ -417,7 +417,7 @@ impl<W: Write> Walk<'_, W> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         // `take`: the header promised `size` bytes, so a file that grew
         // meanwhile is archived (and listed) as it was at `size`.
-        let mut reader = HashReader::new(BufReader::with_capacity(BUF, file).take(size));
+        let mut reader = HashReader::new(BufReader::with_capacity(BUF, file).take(size))?;
         let mut h = header(tar::EntryType::Regular, 0o644, size, mtime);
         self.tar
             .append_data(&mut h, &rel, &mut reader)
@@ -508,7 +508,8 @@ fn unescape(s: &str) -> Option<String> {
     Some(out)
 }
 
-/// Hashes and counts what is written through it.
+/// Hashes and counts what is written through it (the SHA-256 computed by
+/// the host, at native speed).
 struct HashWriter<W> {
     inner: W,
     hasher: Sha256,
@@ -516,17 +517,17 @@ struct HashWriter<W> {
 }
 
 impl<W: Write> HashWriter<W> {
-    fn new(inner: W) -> Self {
-        HashWriter {
+    fn new(inner: W) -> Result<Self, Error> {
+        Ok(HashWriter {
             inner,
-            hasher: Sha256::new(),
+            hasher: Sha256::new()?,
             count: 0,
-        }
+        })
     }
 
     /// The writer, the hex sha256 and the byte count.
-    fn finish(self) -> (W, String, u64) {
-        (self.inner, hex::encode(self.hasher.finalize()), self.count)
+    fn finish(mut self) -> (W, String, u64) {
+        (self.inner, digest::hex(&self.hasher.finish()), self.count)
     }
 }
 
@@ -543,7 +544,7 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
-/// Hashes and counts what is read through it.
+/// Hashes and counts what is read through it (as [`HashWriter`]).
 struct HashReader<R> {
     inner: R,
     hasher: Sha256,
@@ -551,17 +552,17 @@ struct HashReader<R> {
 }
 
 impl<R: Read> HashReader<R> {
-    fn new(inner: R) -> Self {
-        HashReader {
+    fn new(inner: R) -> Result<Self, Error> {
+        Ok(HashReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: Sha256::new()?,
             count: 0,
-        }
+        })
     }
 
     /// The hex sha256 and the byte count.
-    fn finish(self) -> (String, u64) {
-        (hex::encode(self.hasher.finalize()), self.count)
+    fn finish(mut self) -> (String, u64) {
+        (digest::hex(&self.hasher.finish()), self.count)
     }
 }
 

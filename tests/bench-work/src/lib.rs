@@ -61,12 +61,19 @@ fn fill_text(buf: &mut [u8], state: &mut u64) {
 
 /// The hex sha256 of `mib` MiB of the stream.
 pub fn sha256(mib: usize) -> String {
-    let (mut state, mut buf, mut h) = (0x9e37_79b9_7f4a_7c15u64, vec![0u8; MIB], Sha256::new());
+    let mut h = Sha256::new();
+    stream(mib, |chunk| h.update(chunk));
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes [`sha256`] hashes, handed to `f` one MiB at a time (for
+/// hashing them some other way).
+pub fn stream(mib: usize, mut f: impl FnMut(&[u8])) {
+    let (mut state, mut buf) = (0x9e37_79b9_7f4a_7c15u64, vec![0u8; MIB]);
     for _ in 0..mib {
         fill(&mut buf, &mut state);
-        h.update(&buf);
+        f(&buf);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The gzip-compressed size of `mib` MiB of text-like data (level 6).

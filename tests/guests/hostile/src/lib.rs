@@ -48,6 +48,8 @@
 //! | `exfiltrate`      | `execs`: argv lists, `known?`, `send_to?`: gathers its environment, the programs' output and `known`, then hands it on every way it has | `{"gathered"}` |
 //! | `docker`          | `ops`: list of `{"op", ...}` (see [`docker_ops`])     | `{"results": [{"ok"} or {"err", "kind"}]}`     |
 //! | `sha256`          | `mib` (benchmarks: `bench_work::sha256`)             | `{"sha256"}`                                   |
+//! | `host-sha256`     | `mib`: `sha256`'s bytes through the SDK's `digest`   | `{"sha256"}`                                   |
+//! | `hashers`         | `n`: holds up to `n` host hashers at once            | `{"held", "refused", "again"}`                 |
 //! | `gzip`            | `mib` (`bench_work::gzip`)                           | `{"bytes"}` compressed                         |
 //! | `file-io`         | `dir`, `mib` (`bench_work::file_io`)                 | `{"bytes"}` read back                          |
 
@@ -103,6 +105,8 @@ fn hostile(input: Value) -> Result<Summary> {
         "docker" => docker_ops(params(input)?),
         "ask" => ask(params(input)?),
         "sha256" => bench_sha256(params(input)?),
+        "host-sha256" => bench_host_sha256(params(input)?),
+        "hashers" => hashers(params(input)?),
         "gzip" => bench_gzip(params(input)?),
         "file-io" => bench_file_io(params(input)?),
         "panic" => panic!("hostile panic"),
@@ -672,6 +676,43 @@ fn bench_sha256(MibParams { mib }: MibParams) -> Result<Summary> {
     done(
         format!("sha256 of {mib} MiB"),
         json!({ "sha256": bench_work::sha256(mib) }),
+    )
+}
+
+fn bench_host_sha256(MibParams { mib }: MibParams) -> Result<Summary> {
+    let mut h = skillbox_sdk::digest::Sha256::new()?;
+    bench_work::stream(mib, |chunk| h.update(chunk));
+    done(
+        format!("sha256 of {mib} MiB, by the host"),
+        json!({ "sha256": skillbox_sdk::digest::hex(&h.finish()) }),
+    )
+}
+
+#[derive(Deserialize)]
+struct HashersParams {
+    n: usize,
+}
+
+/// Holds up to `n` hashers at once; stops at the first refusal and says
+/// how many it got and why. Then drops them all and makes one more.
+fn hashers(HashersParams { n }: HashersParams) -> Result<Summary> {
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..n {
+        match skillbox_sdk::digest::Sha256::new() {
+            Ok(h) => held.push(h),
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let got = held.len();
+    drop(held);
+    let again = skillbox_sdk::digest::sha256(b"abc").is_ok();
+    done(
+        format!("held {got} hashers"),
+        json!({ "held": got, "refused": refused, "again": again }),
     )
 }
 
