@@ -38,18 +38,14 @@ pub(super) trait Transaction {
     /// How many events the task has stored and dropped; `None` if there is
     /// no such task.
     async fn event_count(&self, id: TaskId) -> Result<Option<(i64, i64)>, StoreError>;
-    /// Inserts events with their seqs, all stamped `at_ms`.
-    async fn insert_events(
+    /// Inserts `events` with their seqs (none: only the counters change),
+    /// all stamped `at_ms`, and records the task's event count and newly
+    /// dropped events, and its latest progress (fraction kept when `None`).
+    async fn store_events(
         &self,
         id: TaskId,
         at_ms: i64,
         events: &[(i64, &TaskEvent)],
-    ) -> Result<(), StoreError>;
-    /// Records the task's event count and newly dropped events, and its
-    /// latest progress (fraction kept when `None`).
-    async fn counted(
-        &self,
-        id: TaskId,
         count: i64,
         newly_dropped: i64,
         progress: Option<(Option<f32>, &str)>,
@@ -306,10 +302,8 @@ pub(super) async fn append<T: Transaction>(
         ),
     };
     let b = lay_out(events, &marker, stored, max);
-    if !b.rows.is_empty() {
-        tx.insert_events(id, now_ms(), &b.rows).await?;
-    }
-    tx.counted(id, b.count, b.newly_dropped, b.progress).await?;
+    tx.store_events(id, now_ms(), &b.rows, b.count, b.newly_dropped, b.progress)
+        .await?;
     for (seq, from, to, reason) in b.states {
         tx.enqueue(id, seq, from, to, reason).await?;
     }

@@ -113,43 +113,35 @@ impl Transaction for Tx<'_> {
         Ok(self.held(id).await?.map(|k| (k.count, k.dropped)))
     }
 
-    async fn insert_events(
+    async fn store_events(
         &self,
         id: TaskId,
         at_ms: i64,
         events: &[(i64, &TaskEvent)],
+        count: i64,
+        newly_dropped: i64,
+        progress: Option<(Option<f32>, &str)>,
     ) -> Result<(), StoreError> {
-        // One statement whatever their number: what a running task's
-        // buffered events cost in one round of the group commit.
+        // One statement whatever their number, the task row's counters
+        // included: what a running task's buffered events cost in one round
+        // of the group commit.
         let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
         let kinds: Vec<String> = events.iter().map(|(_, e)| e.kind().to_string()).collect();
         let bodies = events
             .iter()
             .map(|(_, e)| serde_json::to_value(e).map_err(backend))
             .collect::<Result<Vec<_>, _>>()?;
-        self.write(
-            "INSERT INTO events (task_id, seq, at_ms, kind, body)
-             SELECT $1, e.seq, $2, e.kind, e.body
-             FROM unnest($3::bigint[], $4::text[], $5::jsonb[]) AS e(seq, kind, body)",
-            owned![id.to_string(), at_ms, seqs, kinds, bodies],
-        )
-        .await
-    }
-
-    async fn counted(
-        &self,
-        id: TaskId,
-        count: i64,
-        newly_dropped: i64,
-        progress: Option<(Option<f32>, &str)>,
-    ) -> Result<(), StoreError> {
         let (fraction, message) = progress.unzip();
         self.update_known(id, |k| {
             k.count = count;
             k.dropped += newly_dropped;
         });
         self.write(
-            "UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
+            "WITH stored AS (
+                 INSERT INTO events (task_id, seq, at_ms, kind, body)
+                 SELECT $1, e.seq, $7, e.kind, e.body
+                 FROM unnest($8::bigint[], $9::text[], $10::jsonb[]) AS e(seq, kind, body))
+             UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
                  progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
                  progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END
              WHERE id = $1",
@@ -160,6 +152,10 @@ impl Transaction for Tx<'_> {
                 progress.is_some(),
                 fraction.flatten().map(f64::from),
                 message.map(str::to_string),
+                at_ms,
+                seqs,
+                kinds,
+                bodies,
             ],
         )
         .await

@@ -69,11 +69,14 @@ impl Transaction for SqliteTx<'_> {
             .map_err(backend)
     }
 
-    async fn insert_events(
+    async fn store_events(
         &self,
         id: TaskId,
         at_ms: i64,
         events: &[(i64, &TaskEvent)],
+        count: i64,
+        newly_dropped: i64,
+        progress: Option<(Option<f32>, &str)>,
     ) -> Result<(), StoreError> {
         for (seq, event) in events {
             let body = serde_json::to_string(event).map_err(backend)?;
@@ -84,16 +87,6 @@ impl Transaction for SqliteTx<'_> {
                 )
                 .map_err(backend)?;
         }
-        Ok(())
-    }
-
-    async fn counted(
-        &self,
-        id: TaskId,
-        count: i64,
-        newly_dropped: i64,
-        progress: Option<(Option<f32>, &str)>,
-    ) -> Result<(), StoreError> {
         let (fraction, message) = progress.unzip();
         self.0
             .exec(
