@@ -12,7 +12,7 @@
 //! guest's own limit bounds.
 
 use sha2::Digest as _;
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::{HasData, Resource, ResourceTable};
 
 use crate::bindings::skillbox::skill::digest::{Host, HostSha256};
 
@@ -28,46 +28,49 @@ pub struct DigestCtx {
     live: usize,
 }
 
-/// A store whose guests may hash: its resource table and its hashers'
-/// count.
-pub(crate) trait DigestView: Send {
-    /// The run's resource table and its `digest` state.
-    fn digests(&mut self) -> (&mut ResourceTable, &mut DigestCtx);
+/// A run's `digest` state as its host functions see it: the run's
+/// resource table and its hashers' count.
+pub struct Digests<'a> {
+    /// The run's resource table, where the hashers live.
+    pub table: &'a mut ResourceTable,
+    /// The run's `digest` state.
+    pub ctx: &'a mut DigestCtx,
 }
 
-// For the run's store itself (bindgen implements the traits for `&mut T`
-// already, so no blanket impl over `DigestView`).
-impl Host for crate::runtime::RunState {
+/// Wires `digest` into a linker through [`Digests`].
+pub struct HasDigests;
+
+impl HasData for HasDigests {
+    type Data<'a> = Digests<'a>;
+}
+
+impl Host for Digests<'_> {
     async fn new_sha256(&mut self) -> wasmtime::Result<Result<Resource<Sha256>, String>> {
-        let (table, ctx) = self.digests();
-        if ctx.live >= MAX_LIVE {
+        if self.ctx.live >= MAX_LIVE {
             return Ok(Err(format!(
                 "the run already holds {MAX_LIVE} SHA-256 hashers, the most it may at once; \
                  drop the ones it is done with"
             )));
         }
-        let hasher = table.push(Sha256(sha2::Sha256::new()))?;
-        ctx.live += 1;
+        let hasher = self.table.push(Sha256(sha2::Sha256::new()))?;
+        self.ctx.live += 1;
         Ok(Ok(hasher))
     }
 }
 
-impl HostSha256 for crate::runtime::RunState {
+impl HostSha256 for Digests<'_> {
     async fn update(&mut self, hasher: Resource<Sha256>, data: Vec<u8>) -> wasmtime::Result<()> {
-        let (table, _) = self.digests();
-        table.get_mut(&hasher)?.0.update(&data);
+        self.table.get_mut(&hasher)?.0.update(&data);
         Ok(())
     }
 
     async fn finish(&mut self, hasher: Resource<Sha256>) -> wasmtime::Result<Vec<u8>> {
-        let (table, _) = self.digests();
-        Ok(table.get_mut(&hasher)?.0.finalize_reset().to_vec())
+        Ok(self.table.get_mut(&hasher)?.0.finalize_reset().to_vec())
     }
 
     async fn drop(&mut self, hasher: Resource<Sha256>) -> wasmtime::Result<()> {
-        let (table, ctx) = self.digests();
-        table.delete(hasher)?;
-        ctx.live -= 1;
+        self.table.delete(hasher)?;
+        self.ctx.live -= 1;
         Ok(())
     }
 }

@@ -82,7 +82,7 @@ impl Host {
             .map_err(Error::engine)?;
         wit::approval::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)
             .map_err(Error::engine)?;
-        wit::digest::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)
+        wit::digest::add_to_linker::<_, caps::digest::HasDigests>(&mut linker, |s| s.digests())
             .map_err(Error::engine)?;
         wit::exec::add_to_linker::<_, HasSelf<ExecCtx>>(&mut linker, |s| &mut s.exec)
             .map_err(Error::engine)?;

@@ -67,12 +67,6 @@ impl caps::approval::AskView for RunState {
     }
 }
 
-impl caps::digest::DigestView for RunState {
-    fn digests(&mut self) -> (&mut ResourceTable, &mut caps::digest::DigestCtx) {
-        (&mut self.table, &mut self.digest)
-    }
-}
-
 impl caps::net::NetView for RunState {
     fn net(&self) -> &NetCtx {
         &self.net
@@ -90,6 +84,14 @@ pub(super) struct Built {
 }
 
 impl RunState {
+    /// What the `digest` capability's host functions work on.
+    pub(super) fn digests(&mut self) -> caps::digest::Digests<'_> {
+        caps::digest::Digests {
+            table: &mut self.table,
+            ctx: &mut self.digest,
+        }
+    }
+
     /// The state of one run of `prepared`: each capability's context from
     /// the run's policy. `input` is the parsed input (a command's args and
     /// stdin).
