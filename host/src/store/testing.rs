@@ -377,16 +377,7 @@ impl PgServer {
     pub fn pin(&self, cpus: &str) -> Result<(), String> {
         let pm = self.postmaster()?;
         for pid in std::iter::once(pm).chain(children_of(pm)) {
-            let out = Command::new("taskset")
-                .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-                .output()
-                .map_err(|e| format!("cannot run taskset: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "taskset -c {cpus} of the server: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
+            run(Command::new("taskset").args(["-a", "-p", "-c", cpus, &pid.to_string()]))?;
         }
         Ok(())
     }
