@@ -445,6 +445,98 @@ async fn workloads(b: &Bench, hostile: &SkillSource, s: &Sizes, rows: &mut Vec<R
     Ok(())
 }
 
+/// 10: the upgrade skill's backup and its verification (its own module,
+/// in the `hostile` guest) of an application's state of `io_mib` MiB,
+/// against the same work done by the tools a shell script would use:
+/// `sha256sum` of every file, `tar czf`, `sha256sum` of the archive, then
+/// a verifying extract (`sha256sum -c` of the archive, `tar xzf` into a
+/// scratch directory beside the backups, `sha256sum -c` of every file).
+/// Each side starts from an empty backup directory; the state is in the
+/// page cache for both.
+async fn backup(b: &Bench, hostile: &SkillSource, s: &Sizes, rows: &mut Vec<Row>) -> Res<()> {
+    let state = tempfile::tempdir_in(std::env::temp_dir())?;
+    let files = bench_work::state_dir(state.path(), s.io_mib)?;
+    let out = tempfile::tempdir_in(std::env::temp_dir())?;
+    let backups = out.path().join("backups");
+    let fresh = |dir: &Path| -> Res<()> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::create_dir(dir)?;
+        Ok(())
+    };
+    let grants = Grants {
+        fs: vec![
+            FsGrant {
+                host: state.path().to_owned(),
+                guest: Some("/state".into()),
+                access: Access::Read,
+            },
+            FsGrant {
+                host: backups.clone(),
+                guest: Some("/backups".into()),
+                access: Access::ReadWrite,
+            },
+        ],
+        ..Grants::default()
+    };
+    let (policy, _) = EffectivePolicy::compute(None, &grants);
+    let prepared = b.host.prepare(hostile)?;
+    let input = json!({ "case": "backup", "state_dir": "/state", "backup_dir": "/backups" });
+    let mut ours = Duration::MAX;
+    let mut data = Value::Null;
+    // One warm-up run, then the fastest of `repeats`.
+    for i in 0..=s.repeats.max(1) {
+        fresh(&backups)?;
+        let t = Instant::now();
+        data = b.run(&prepared, &policy, &input).await;
+        if i > 0 {
+            ours = ours.min(t.elapsed());
+        }
+    }
+    assert_eq!(data["files"], files, "every file archived and verified");
+
+    let script = r#"set -eu
+cd "$1"
+find . -type f -print0 | sort -z | xargs -0 sha256sum > "$2/bench.files.sha256"
+tar czf "$2/bench.tar.gz.partial" .
+mv "$2/bench.tar.gz.partial" "$2/bench.tar.gz"
+cd "$2"
+sha256sum bench.tar.gz > bench.sha256
+sha256sum -c --quiet bench.sha256
+mkdir check
+tar xzf bench.tar.gz -C check
+cd check
+sha256sum -c --quiet ../bench.files.sha256
+cd ..
+rm -r check
+"#;
+    let mut native = Duration::MAX;
+    for i in 0..=s.repeats.max(1) {
+        fresh(&backups)?;
+        let t = Instant::now();
+        let status = Command::new("sh")
+            .args(["-c", script, "backup"])
+            .arg(state.path())
+            .arg(&backups)
+            .status()?;
+        if !status.success() {
+            return Err(format!("the native backup pipeline failed: {status}").into());
+        }
+        if i > 0 {
+            native = native.min(t.elapsed());
+        }
+    }
+    rows.push(time_ratio(
+        "the upgrade skill's backup + verification",
+        ours,
+        "sha256sum, tar czf, tar xzf",
+        native,
+        Goal::AtMost(1.0),
+    ));
+    Ok(())
+}
+
 /// Mean wall time of `n` runs of a whole command (after one warm-up run,
 /// which is all `n = 0` does), its output discarded.
 fn command_time(n: u32, mut make: impl FnMut() -> Command) -> Res<Duration> {
@@ -1281,6 +1373,9 @@ async fn main() -> Res<()> {
     }
     if case(&[9]) {
         skipped.extend(docker_run(&bench, &hostile, &sizes, &mut rows).await?);
+    }
+    if case(&[10]) {
+        backup(&bench, &hostile, &sizes, &mut rows).await?;
     }
     print(&rows, &sizes, smoke);
     for s in &skipped {

@@ -100,6 +100,37 @@ impl Write for Counter {
     }
 }
 
+/// Fills `dir` with an application's state of about `mib` MiB, the
+/// backup benchmark's input: three quarters text-like (logs, JSON: what
+/// compresses) and one quarter random (images, compressed blobs: what does
+/// not), in a few large files and many small ones across subdirectories.
+/// Returns the files written.
+pub fn state_dir(dir: &Path, mib: usize) -> std::io::Result<u64> {
+    let (mut state, mut files) = (0x6a09_e667_f3bc_c908u64, 0u64);
+    let total = mib * MIB;
+    // Half the bytes in four large files, half in 64 KiB files.
+    let large = (total / 8).max(1);
+    let small = 64 * 1024;
+    let mut written = 0usize;
+    let mut n = 0usize;
+    while written < total {
+        let size = if n < 4 { large } else { small }.min(total - written);
+        let sub = dir.join(format!("d{}", n % 16));
+        std::fs::create_dir_all(&sub)?;
+        let mut buf = vec![0u8; size];
+        if n % 4 == 3 {
+            fill(&mut buf, &mut state);
+        } else {
+            fill_text(&mut buf, &mut state);
+        }
+        std::fs::write(sub.join(format!("f{n}.dat")), &buf)?;
+        written += size;
+        n += 1;
+        files += 1;
+    }
+    Ok(files)
+}
+
 /// Writes `mib` MiB to `dir/bench-io.bin` in 1 MiB writes, syncs it, reads
 /// it back in 1 MiB reads and removes it; the bytes read.
 pub fn file_io(dir: &Path, mib: usize) -> std::io::Result<u64> {

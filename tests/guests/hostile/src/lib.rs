@@ -52,6 +52,7 @@
 //! | `hashers`         | `n`: holds up to `n` host hashers at once            | `{"held", "refused", "again"}`                 |
 //! | `gzip`            | `mib` (`bench_work::gzip`)                           | `{"bytes"}` compressed                         |
 //! | `file-io`         | `dir`, `mib` (`bench_work::file_io`)                 | `{"bytes"}` read back                          |
+//! | `backup`          | `state_dir`, `backup_dir` (the upgrade skill's backup + verification) | `{"files", "state_bytes", "bytes", "sha256"}` |
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -109,6 +110,7 @@ fn hostile(input: Value) -> Result<Summary> {
         "hashers" => hashers(params(input)?),
         "gzip" => bench_gzip(params(input)?),
         "file-io" => bench_file_io(params(input)?),
+        "backup" => bench_backup(params(input)?),
         "panic" => panic!("hostile panic"),
         "exfiltrate" => exfiltrate(params(input)?),
         other => Err(Error::invalid_input(format!("unknown case {other:?}"))),
@@ -735,6 +737,46 @@ fn bench_file_io(FileIoParams { dir, mib }: FileIoParams) -> Result<Summary> {
     done(
         format!("wrote and read {mib} MiB"),
         json!({ "bytes": bytes }),
+    )
+}
+
+/// The upgrade skill's backup module, compiled from its own source: the
+/// backup benchmark times the flagship's code, without the rest of an
+/// upgrade (an engine, a build, a deployment) around it.
+#[path = "../../../../skills/upgrade/src/backup.rs"]
+#[allow(
+    dead_code,
+    reason = "the skill's module; the benchmark uses part of it"
+)]
+mod backup;
+
+#[derive(Deserialize)]
+struct BackupParams {
+    state_dir: String,
+    backup_dir: String,
+}
+
+fn bench_backup(
+    BackupParams {
+        state_dir,
+        backup_dir,
+    }: BackupParams,
+) -> Result<Summary> {
+    let created = backup::create(
+        state_dir.as_ref(),
+        backup_dir.as_ref(),
+        "bench",
+        &mut |_, _| {},
+    )?;
+    let verified = backup::verify(&created.archive)?;
+    done(
+        format!("backed up and verified {} files", verified.files),
+        json!({
+            "files": verified.files,
+            "state_bytes": verified.state_bytes,
+            "bytes": created.bytes,
+            "sha256": created.sha256,
+        }),
     )
 }
 
