@@ -37,7 +37,7 @@ pub fn choose(
     };
     let path = config
         .map(Path::to_owned)
-        .or_else(|| super::profile::get().config.clone())
+        .or_else(|| skillbox::profile::get().config.clone())
         .unwrap_or_else(|| data_dir.join("config.toml"));
     let not_found = |why: String| skillbox::Error::Io {
         path: arg.to_owned(),

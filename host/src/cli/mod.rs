@@ -29,7 +29,6 @@ mod listing;
 mod mcp;
 mod new;
 mod output;
-mod profile;
 mod run;
 mod schedule;
 mod serve;
@@ -111,6 +110,8 @@ enum Command {
     Pull(distribute::PullArgs),
     Completions(docs::CompletionsArgs),
     Man(docs::ManArgs),
+    #[command(hide = true)]
+    RunServer(serve::RunServerArgs),
 }
 
 /// Whether stderr gets colours: only on a terminal, and never with
@@ -122,10 +123,20 @@ fn colour() -> bool {
 
 /// Parses arguments, runs the command, maps the result to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Err(e) = profile::load() {
+    ExitCode::from(main_with(std::env::args_os().collect()))
+}
+
+/// [`main`] for these arguments (also what the run server's children run
+/// for the front ends they stand in for).
+fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
+    let cli = Cli::parse_from(args);
+    if let Err(e) = skillbox::profile::load() {
         eprintln!("error: {e}");
-        return ExitCode::from(exit::INVALID);
+        return exit::INVALID;
+    }
+    // Before any thread exists: the run server forks.
+    if let Command::RunServer(a) = &cli.command {
+        return serve::run_server(a, main_with);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -134,7 +145,7 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::FAILED);
+            return exit::FAILED;
         }
     };
     let log = tracing_subscriber::EnvFilter::try_from_env("SKILLBOX_LOG")
@@ -147,7 +158,7 @@ pub fn main() -> ExitCode {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(exit::INVALID);
+            return exit::INVALID;
         }
     };
     let code = runtime.block_on(async {
@@ -169,6 +180,7 @@ pub fn main() -> ExitCode {
             Command::Pull(a) => distribute::pull(a).await,
             Command::Completions(a) => docs::completions(a),
             Command::Man(a) => docs::man(a),
+            Command::RunServer(_) => unreachable!("handled before the runtime starts"),
         }
     });
     telemetry.shutdown();
@@ -177,5 +189,5 @@ pub fn main() -> ExitCode {
     // must not keep the process alive: dropping the runtime would wait for
     // it without end.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    ExitCode::from(code)
+    code
 }

@@ -34,11 +34,6 @@ pub struct DaemonAddr {
     pub ca_file: Option<PathBuf>,
 }
 
-/// The data dir when none is named.
-fn default_data_dir() -> Option<PathBuf> {
-    dirs::data_dir().map(|d| d.join("skillbox"))
-}
-
 /// The data directory of a process that runs tasks itself (`serve`,
 /// `worker`, `mcp`): it takes no client flags.
 #[derive(Args, Debug, Clone)]
@@ -64,14 +59,7 @@ impl DataDir {
 /// The data dir `flag` names, else SKILLBOX_DATA_DIR's, else the client
 /// configuration's, else the user's default.
 pub(super) fn data_dir_or_default(flag: Option<&PathBuf>) -> PathBuf {
-    let env = std::env::var_os("SKILLBOX_DATA_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    flag.cloned()
-        .or(env)
-        .or_else(|| super::profile::get().data_dir.clone())
-        .or_else(default_data_dir)
-        .unwrap_or_else(|| PathBuf::from(".skillbox"))
+    skillbox::profile::data_dir(flag.map(PathBuf::as_path))
 }
 
 /// Shortest `serve --token`, as for the relay's secrets: a bearer token
@@ -94,7 +82,7 @@ impl DaemonAddr {
         if let Some(addr) = &self.addr {
             return format!(" --addr {addr}");
         }
-        let default = default_data_dir();
+        let default = skillbox::profile::default_data_dir();
         match &self.data_dir {
             Some(d) if Some(d) != default.as_ref() => {
                 format!(" --data-dir {}", shell_words::quote(&d.to_string_lossy()))
@@ -104,7 +92,7 @@ impl DaemonAddr {
     }
 
     pub(super) fn client(&self) -> Result<Client, skillbox::Error> {
-        let profile = super::profile::get();
+        let profile = skillbox::profile::get();
         let addr = self.addr.clone().or_else(|| profile.addr.clone());
         let token = self.token.clone().or_else(|| profile.token());
         Ok(match (addr, token) {
@@ -165,8 +153,75 @@ pub struct ServeArgs {
     /// after they ended; checked at start and hourly.
     #[arg(long, value_name = "DURATION", default_value = "7d")]
     pub retain: skillbox::units::HumanDuration,
+    /// Do not take `skillbox run`s on DATA-DIR/run.sock. By default a
+    /// run server there lets `skillbox run` skip starting the whole
+    /// command line: the run is forked from a process that has it
+    /// loaded, with the caller's arguments, environment, working
+    /// directory and streams, as the caller's user. SKILLBOX_RUN_VIA=process
+    /// on the caller's side keeps a run in its own process.
+    #[arg(long)]
+    pub no_run_server: bool,
     #[command(flatten)]
     pub host: HostArgs,
+}
+
+/// The run server `serve` starts (hidden: `skillbox run-server`).
+#[derive(Args, Debug)]
+pub struct RunServerArgs {
+    /// The socket to take runs on.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Stop taking runs when standard input reaches its end (the daemon
+    /// that started this server holds the other end of a pipe), and exit
+    /// once the runs under way have ended.
+    #[arg(long)]
+    pub while_stdin_open: bool,
+}
+
+/// `skillbox run-server`: forks a child for each `skillbox run` handed to
+/// it, which runs `main_with` on the caller's arguments.
+pub(super) fn run_server(args: &RunServerArgs, main_with: fn(Vec<std::ffi::OsString>) -> u8) -> u8 {
+    use skillbox::handoff::Lifetime;
+    let lifetime = if args.while_stdin_open {
+        Lifetime::WhileStdinOpen
+    } else {
+        Lifetime::Forever
+    };
+    match skillbox::handoff::serve(&args.socket, lifetime, main_with) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: run server {}: {e}", args.socket.display());
+            exit::FAILED
+        }
+    }
+}
+
+/// A run server started beside the daemon; dropping it closes its
+/// standard input, so it takes no more runs and exits once those under
+/// way have ended.
+struct RunServer {
+    _child: std::process::Child,
+}
+
+impl RunServer {
+    /// Starts `skillbox-host run-server` on DATA-DIR/run.sock, in a
+    /// process group of its own (a Ctrl-C meant for the daemon is not
+    /// meant for the runs of its callers).
+    fn start(data_dir: &std::path::Path) -> Result<RunServer, String> {
+        use std::os::unix::process::CommandExt;
+        let socket = skillbox::handoff::socket_in(data_dir);
+        let exe = std::env::current_exe().map_err(|e| format!("the run server: {e}"))?;
+        let child = std::process::Command::new(&exe)
+            .arg("run-server")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--while-stdin-open")
+            .stdin(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("starting the run server {}: {e}", exe.display()))?;
+        Ok(RunServer { _child: child })
+    }
 }
 
 /// How a process that runs tasks (`serve`, `mcp`) sets up its host.
@@ -357,6 +412,11 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("{}: {e}", socket.display()))?;
     }
+    let run_server = if args.no_run_server {
+        None
+    } else {
+        Some(RunServer::start(&at.data_dir())?)
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // With --concurrency 0 the workers sharing the store run the tasks
     // (and deliver their notifications).
@@ -401,6 +461,7 @@ async fn serve_inner(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     let _ = std::fs::remove_file(&socket);
+    drop(run_server);
     Ok(())
 }
 

@@ -43,6 +43,7 @@ pub fn path() -> Option<PathBuf> {
 }
 
 /// Reads the client configuration once; a missing file is no defaults.
+/// Later calls keep the first reading.
 pub fn load() -> Result<(), String> {
     let profile = match path() {
         Some(p) if p.exists() => read(&p)?,
@@ -71,6 +72,26 @@ fn read(path: &Path) -> Result<Profile, String> {
         }
     }
     Ok(p)
+}
+
+/// The data directory of the daemon client commands talk to: `flag`
+/// (`--data-dir`), else `SKILLBOX_DATA_DIR`, else the client
+/// configuration's `data-dir`, else the user's data dir
+/// (`~/.local/share/skillbox`).
+pub fn data_dir(flag: Option<&Path>) -> PathBuf {
+    let env = std::env::var_os("SKILLBOX_DATA_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    flag.map(Path::to_path_buf)
+        .or(env)
+        .or_else(|| get().data_dir.clone())
+        .or_else(default_data_dir)
+        .unwrap_or_else(|| PathBuf::from(".skillbox"))
+}
+
+/// The user's data dir for skillbox, e.g. `~/.local/share/skillbox`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("skillbox"))
 }
 
 impl Profile {
