@@ -741,6 +741,7 @@ impl Server {
 /// becomes its process and runs it. Returns the exit code.
 fn spare_main(mut chan: UnixStream, run: fn(Vec<OsString>) -> u8) -> i32 {
     map_code();
+    prebuild();
     let (request, fds) = match read_request(&mut chan, None) {
         Ok(r) => r,
         // The server is gone, or stops: nothing to run.
@@ -750,6 +751,7 @@ fn spare_main(mut chan: UnixStream, run: fn(Vec<OsString>) -> u8) -> i32 {
     let Ok::<[OwnedFd; 5], _>([stdin, stdout, stderr, cwd, conn]) = fds.try_into() else {
         return 1;
     };
+    *FRONT_END.lock().unwrap_or_else(|p| p.into_inner()) = Some(UnixStream::from(conn));
     let code = match become_client(request, [stdin, stdout, stderr], cwd) {
         Ok(args) => run(args),
         Err(e) => {
@@ -757,11 +759,54 @@ fn spare_main(mut chan: UnixStream, run: fn(Vec<OsString>) -> u8) -> i32 {
             1
         }
     };
+    report_exit(code);
+    i32::from(code)
+}
+
+/// The front end a run server's child stands in for.
+static FRONT_END: std::sync::Mutex<Option<UnixStream>> = std::sync::Mutex::new(None);
+
+/// Tells the front end this process stands in for (if it does) that the
+/// run ended with `code`, once its output is flushed: the front end
+/// exits then, without waiting for this process to tear down its
+/// runtime. Later calls do nothing.
+pub fn report_exit(code: u8) {
+    let Some(mut conn) = FRONT_END.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        return;
+    };
     let _ = io::stdout().flush();
     let mut answer = vec![EXITED];
     answer.extend_from_slice(&i32::from(code).to_le_bytes());
-    let _ = UnixStream::from(conn).write_all(&answer);
-    i32::from(code)
+    let _ = conn.write_all(&answer);
+}
+
+/// The async runtime a spare built before its run.
+static RUNTIME: std::sync::Mutex<Option<tokio::runtime::Runtime>> = std::sync::Mutex::new(None);
+
+/// The async runtime built ahead of this run, if this process is a run
+/// server's child.
+pub fn prebuilt_runtime() -> Option<tokio::runtime::Runtime> {
+    RUNTIME.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// Builds what a run needs and does not depend on the caller: the async
+/// runtime, and the engine and linker `skillbox run` uses (with and
+/// without fuel).
+fn prebuild() {
+    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        *RUNTIME.lock().unwrap_or_else(|p| p.into_inner()) = Some(rt);
+    }
+    for fuel in [false, true] {
+        let _ = crate::Host::prebuild(&crate::EngineOptions {
+            cache_dir: None,
+            fuel,
+            max_instances: 4,
+            ..crate::EngineOptions::default()
+        });
+    }
 }
 
 /// Maps every read-only part of the executable (code and constants) into

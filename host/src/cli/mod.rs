@@ -138,10 +138,13 @@ fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
     if let Command::RunServer(a) = &cli.command {
         return serve::run_server(a, main_with);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let built = match skillbox::handoff::prebuilt_runtime() {
+        Some(rt) => Ok(rt),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match built {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -183,6 +186,7 @@ fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
             Command::RunServer(_) => unreachable!("handled before the runtime starts"),
         }
     });
+    skillbox::handoff::report_exit(code);
     telemetry.shutdown();
     // A thread still blocked in the host (a system call on a file system
     // that hangs, past the run's timeout, which has already been reported)

@@ -69,10 +69,54 @@ pub struct Host {
     _ticker: EpochTicker,
 }
 
+/// Engines and linkers built by [`Host::prebuild`].
+static PREBUILT: Mutex<Vec<((bool, u32, bool), Engine, Linker<RunState>)>> = Mutex::new(Vec::new());
+
+fn prebuilt_key(o: &EngineOptions) -> (bool, u32, bool) {
+    (o.pooling, o.max_instances, o.fuel)
+}
+
+fn take_prebuilt(o: &EngineOptions) -> Option<(Engine, Linker<RunState>)> {
+    let mut all = PREBUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let at = all.iter().position(|(k, _, _)| *k == prebuilt_key(o))?;
+    let (_, engine, linker) = all.swap_remove(at);
+    Some((engine, linker))
+}
+
 impl Host {
     /// Builds the engine and wires every capability into the linker.
     pub fn new(options: EngineOptions) -> Result<Host, Error> {
-        let engine = build_engine(&options)?;
+        let (engine, linker) = match take_prebuilt(&options) {
+            Some(parts) => parts,
+            None => Host::parts(&options)?,
+        };
+        let ticker = EpochTicker::start(&engine);
+        Ok(Host {
+            engine,
+            linker,
+            options,
+            prepared: Mutex::default(),
+            docker: Arc::new(caps::docker::DockerEngine::from_env()),
+            _ticker: ticker,
+        })
+    }
+
+    /// Builds an engine and its linker for `options` ahead of use: the
+    /// next [`Host::new`] with the same pooling, instance count and fuel
+    /// setting takes them instead of building its own. For a process
+    /// that is forked before it knows what it will run.
+    pub fn prebuild(options: &EngineOptions) -> Result<(), Error> {
+        let parts = Host::parts(options)?;
+        PREBUILT.lock().unwrap_or_else(|p| p.into_inner()).push((
+            prebuilt_key(options),
+            parts.0,
+            parts.1,
+        ));
+        Ok(())
+    }
+
+    fn parts(options: &EngineOptions) -> Result<(Engine, Linker<RunState>), Error> {
+        let engine = build_engine(options)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::engine)?;
         caps::fs::add_to_linker(&mut linker).map_err(Error::engine)?;
@@ -94,15 +138,7 @@ impl Host {
             &mut s.checkpoint
         })
         .map_err(Error::engine)?;
-        let ticker = EpochTicker::start(&engine);
-        Ok(Host {
-            engine,
-            linker,
-            options,
-            prepared: Mutex::default(),
-            docker: Arc::new(caps::docker::DockerEngine::from_env()),
-            _ticker: ticker,
-        })
+        Ok((engine, linker))
     }
 
     /// Uses this Docker engine for the `docker` capability instead of the
