@@ -476,6 +476,10 @@ struct Server {
 /// children are forked from it; each fork checks that it still has.
 pub fn serve(socket: &Path, lifetime: Lifetime, run: fn(Vec<OsString>) -> u8) -> io::Result<()> {
     let me = identity(&std::fs::metadata("/proc/self/exe")?);
+    // Built once here and inherited by every child through fork, so that
+    // a spare's own preparation, which competes with the run under way
+    // for the CPU, stays small.
+    prebuild_engines();
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)?;
     {
@@ -736,12 +740,10 @@ impl Server {
     }
 }
 
-/// The spare child: maps the executable's code (so the run does not
-/// fault it in page by page, which fork does not copy), waits for a run,
-/// becomes its process and runs it. Returns the exit code.
+/// The spare child: builds its async runtime, waits for a run, becomes
+/// its process and runs it. Returns the exit code.
 fn spare_main(mut chan: UnixStream, run: fn(Vec<OsString>) -> u8) -> i32 {
-    map_code();
-    prebuild();
+    prebuild_runtime();
     let (request, fds) = match read_request(&mut chan, None) {
         Ok(r) => r,
         // The server is gone, or stops: nothing to run.
@@ -789,16 +791,21 @@ pub fn prebuilt_runtime() -> Option<tokio::runtime::Runtime> {
     RUNTIME.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
-/// Builds what a run needs and does not depend on the caller: the async
-/// runtime, and the engine and linker `skillbox run` uses (with and
-/// without fuel).
-fn prebuild() {
+/// Builds the async runtime in a spare, before its run: it has threads, so
+/// it cannot be built in the server and inherited.
+fn prebuild_runtime() {
     if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         *RUNTIME.lock().unwrap_or_else(|p| p.into_inner()) = Some(rt);
     }
+}
+
+/// Builds, in the server, the engines and linkers `skillbox run` uses
+/// (with and without fuel); each child inherits them through fork.
+/// Building them starts no thread (each fork checks).
+fn prebuild_engines() {
     for fuel in [false, true] {
         let _ = crate::Host::prebuild(&crate::EngineOptions {
             cache_dir: None,
@@ -806,44 +813,6 @@ fn prebuild() {
             max_instances: 4,
             ..crate::EngineOptions::default()
         });
-    }
-}
-
-/// Maps every read-only part of the executable (code and constants) into
-/// this process's page table ahead of use.
-fn map_code() {
-    let (Ok(maps), Ok(exe)) = (
-        std::fs::read_to_string("/proc/self/maps"),
-        std::fs::read_link("/proc/self/exe"),
-    ) else {
-        return;
-    };
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if perms.contains('w') || fields.nth(3).map(Path::new) != Some(exe.as_path()) {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        // SAFETY: MADV_POPULATE_READ only faults in pages of a mapping
-        // this process has; it changes no contents.
-        unsafe {
-            libc::madvise(
-                start as *mut libc::c_void,
-                end - start,
-                libc::MADV_POPULATE_READ,
-            )
-        };
     }
 }
 
