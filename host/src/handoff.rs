@@ -598,9 +598,21 @@ pub fn serve(socket: &Path, lifetime: Lifetime, run: fn(Vec<OsString>) -> u8) ->
 }
 
 impl Server {
+    /// Takes a run (see [`Server::hand`]) and forks the spare for the
+    /// next one. The fork comes after `hand` has returned: by then the
+    /// caller's descriptors are closed here, so the new spare holds none of
+    /// them (a spare holding a caller's stdout would keep whoever reads it
+    /// waiting for its end until that spare exits).
+    fn take(&mut self, conn: UnixStream) {
+        self.hand(conn);
+        if self.spare.is_none() {
+            self.spare = self.fork_spare().ok();
+        }
+    }
+
     /// Reads one request and hands it to the spare child; answers
     /// `DECLINED` with the reason when it cannot.
-    fn take(&mut self, mut conn: UnixStream) {
+    fn hand(&mut self, mut conn: UnixStream) {
         let decline = |conn: &mut UnixStream, why: &str| {
             let mut answer = vec![DECLINED];
             answer.extend_from_slice(why.as_bytes());
@@ -690,7 +702,6 @@ impl Server {
                 let _ = conn.write_all(&answer);
             }
         }
-        self.spare = self.fork_spare().ok();
     }
 
     /// Forks the child that takes the next run.

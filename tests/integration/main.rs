@@ -15,6 +15,7 @@ mod embedding;
 mod env_net;
 mod exec;
 mod fs;
+mod handoff;
 mod limits;
 mod mcp;
 mod metrics;
