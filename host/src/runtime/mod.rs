@@ -69,8 +69,12 @@ pub struct Host {
     _ticker: EpochTicker,
 }
 
+/// An engine and its linker, by the options that shaped them (pooling,
+/// instances, fuel).
+type PrebuiltParts = ((bool, u32, bool), Engine, Linker<RunState>);
+
 /// Engines and linkers built by [`Host::prebuild`].
-static PREBUILT: Mutex<Vec<((bool, u32, bool), Engine, Linker<RunState>)>> = Mutex::new(Vec::new());
+static PREBUILT: Mutex<Vec<PrebuiltParts>> = Mutex::new(Vec::new());
 
 fn prebuilt_key(o: &EngineOptions) -> (bool, u32, bool) {
     (o.pooling, o.max_instances, o.fuel)
