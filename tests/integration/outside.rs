@@ -1,5 +1,5 @@
 //! A skill outside this repository: `skillbox new`, `build` and `run` with
-//! nothing but a copy of the `skillbox` binary and the Rust toolchain,
+//! nothing but a copy of the installed binaries and the Rust toolchain,
 //! offline; and what `build` refuses to pin.
 
 use std::collections::BTreeSet;
@@ -13,7 +13,8 @@ fn p(d: &Path) -> &str {
     d.to_str().unwrap()
 }
 
-/// A machine with only the `skillbox` binary (copied into a temp dir) and
+/// A machine with only the installed binaries (`skillbox`, the
+/// `skillbox-host` it runs and `skillbox-jail`, copied into a temp dir) and
 /// the user's toolchain and crate cache: a fresh HOME, no repository, no
 /// SKILLBOX_SDK_PATH, no cargo of the test's own.
 struct Outsider {
@@ -30,7 +31,10 @@ impl Outsider {
         );
         let bin = dir.path().join("bin/skillbox");
         std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_skillbox"), &bin).unwrap();
+        let built = Path::new(env!("CARGO_BIN_EXE_skillbox")).parent().unwrap();
+        for name in ["skillbox", "skillbox-host", "skillbox-jail"] {
+            std::fs::copy(built.join(name), bin.with_file_name(name)).unwrap();
+        }
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
         Outsider { dir, bin }
