@@ -427,8 +427,8 @@ struct Running {
     pidfd: OwnedFd,
 }
 
-/// A child forked ahead of the next run, its copy of the executable's
-/// code already mapped, waiting on `chan` for a run to become.
+/// A child forked ahead of the next run, waiting on `chan` for a run to
+/// become.
 struct Spare {
     pidfd: OwnedFd,
     chan: UnixStream,
@@ -751,10 +751,10 @@ impl Server {
     }
 }
 
-/// The spare child: builds its async runtime, waits for a run, becomes
-/// its process and runs it. Returns the exit code.
+/// The spare child: waits for a run, becomes its process and runs it.
+/// Returns the exit code. It starts no thread before it has become the
+/// caller's process (see [`become_client`]).
 fn spare_main(mut chan: UnixStream, run: fn(Vec<OsString>) -> u8) -> i32 {
-    prebuild_runtime();
     let (request, fds) = match read_request(&mut chan, None) {
         Ok(r) => r,
         // The server is gone, or stops: nothing to run.
@@ -791,26 +791,6 @@ pub fn report_exit(code: u8) {
     let mut answer = vec![EXITED];
     answer.extend_from_slice(&i32::from(code).to_le_bytes());
     let _ = conn.write_all(&answer);
-}
-
-/// The async runtime a spare built before its run.
-static RUNTIME: std::sync::Mutex<Option<tokio::runtime::Runtime>> = std::sync::Mutex::new(None);
-
-/// The async runtime built ahead of this run, if this process is a run
-/// server's child.
-pub fn prebuilt_runtime() -> Option<tokio::runtime::Runtime> {
-    RUNTIME.lock().unwrap_or_else(|p| p.into_inner()).take()
-}
-
-/// Builds the async runtime in a spare, before its run: it has threads, so
-/// it cannot be built in the server and inherited.
-fn prebuild_runtime() {
-    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        *RUNTIME.lock().unwrap_or_else(|p| p.into_inner()) = Some(rt);
-    }
 }
 
 /// Builds, in the server, the engines and linkers `skillbox run` uses

@@ -138,12 +138,9 @@ fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
     if let Command::RunServer(a) = &cli.command {
         return serve::run_server(a, main_with);
     }
-    let built = match skillbox::handoff::prebuilt_runtime() {
-        Some(rt) => Ok(rt),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-    };
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
     let runtime = match built {
         Ok(r) => r,
         Err(e) => {
