@@ -72,6 +72,9 @@ const DECLINED: u8 = b'D';
 const EXITED: u8 = b'X';
 /// The run was ended by a signal (an i32 follows).
 const SIGNALLED: u8 = b'S';
+/// From a child to the server: it has told the front end its exit code,
+/// so the front end's going away is not the caller abandoning the run.
+const REPORTED: u8 = b'R';
 /// The exit code for "no daemon took the run" (the CLI's `UNREACHABLE`).
 const UNREACHABLE: i32 = 8;
 
@@ -425,6 +428,9 @@ struct Running {
     /// Whether the front end is still there to be told the end.
     client: bool,
     pidfd: OwnedFd,
+    /// The channel the child was handed the run on; it says [`REPORTED`]
+    /// there once it has told the front end its exit code.
+    chan: UnixStream,
 }
 
 /// A child forked ahead of the next run, waiting on `chan` for a run to
@@ -658,7 +664,7 @@ impl Server {
         let body = request.encode();
         let mut fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
         fds.push(conn.as_fd());
-        let mut handed: io::Result<OwnedFd> = Err(io::Error::other("no spare child"));
+        let mut handed: io::Result<Spare> = Err(io::Error::other("no spare child"));
         for _ in 0..2 {
             let spare = match self.spare.take() {
                 Some(s) => s,
@@ -674,7 +680,7 @@ impl Server {
                 .and_then(|n| (&spare.chan).write_all(&body[n..]));
             match sent {
                 Ok(()) => {
-                    handed = Ok(spare.pidfd);
+                    handed = Ok(spare);
                     break;
                 }
                 // It died unused: reap it and try a new one.
@@ -686,12 +692,14 @@ impl Server {
             }
         }
         match handed {
-            Ok(pidfd) => {
+            Ok(Spare { pidfd, chan }) => {
                 let _ = conn.set_nonblocking(true);
+                let _ = chan.set_nonblocking(true);
                 self.running.push(Running {
                     conn,
                     client: true,
                     pidfd,
+                    chan,
                 });
             }
             Err(e) => {
@@ -729,6 +737,7 @@ impl Server {
                 for r in &self.running {
                     libc::close(r.conn.as_raw_fd());
                     libc::close(r.pidfd.as_raw_fd());
+                    libc::close(r.chan.as_raw_fd());
                 }
             }
             std::process::exit(spare_main(theirs, self.run));
@@ -760,11 +769,13 @@ fn spare_main(mut chan: UnixStream, run: fn(Vec<OsString>) -> u8) -> i32 {
         // The server is gone, or stops: nothing to run.
         Err(_) => return 0,
     };
-    drop(chan);
     let Ok::<[OwnedFd; 5], _>([stdin, stdout, stderr, cwd, conn]) = fds.try_into() else {
         return 1;
     };
-    *FRONT_END.lock().unwrap_or_else(|p| p.into_inner()) = Some(UnixStream::from(conn));
+    *FRONT_END.lock().unwrap_or_else(|p| p.into_inner()) = Some(FrontEnd {
+        conn: UnixStream::from(conn),
+        server: chan,
+    });
     let code = match become_client(request, [stdin, stdout, stderr], cwd) {
         Ok(args) => run(args),
         Err(e) => {
@@ -776,21 +787,31 @@ fn spare_main(mut chan: UnixStream, run: fn(Vec<OsString>) -> u8) -> i32 {
     i32::from(code)
 }
 
+/// A run server's child's ways back: to the front end it stands in for,
+/// and to the server.
+struct FrontEnd {
+    conn: UnixStream,
+    server: UnixStream,
+}
+
 /// The front end a run server's child stands in for.
-static FRONT_END: std::sync::Mutex<Option<UnixStream>> = std::sync::Mutex::new(None);
+static FRONT_END: std::sync::Mutex<Option<FrontEnd>> = std::sync::Mutex::new(None);
 
 /// Tells the front end this process stands in for (if it does) that the
 /// run ended with `code`, once its output is flushed: the front end
 /// exits then, without waiting for this process to tear down its
-/// runtime. Later calls do nothing.
+/// runtime. The server is told first, so that it leaves this process to
+/// end by itself when the front end then goes away. Later calls do
+/// nothing.
 pub fn report_exit(code: u8) {
-    let Some(mut conn) = FRONT_END.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+    let Some(mut to) = FRONT_END.lock().unwrap_or_else(|p| p.into_inner()).take() else {
         return;
     };
     let _ = io::stdout().flush();
+    let _ = to.server.write_all(&[REPORTED]);
     let mut answer = vec![EXITED];
     answer.extend_from_slice(&i32::from(code).to_le_bytes());
-    let _ = conn.write_all(&answer);
+    let _ = to.conn.write_all(&answer);
 }
 
 /// Builds, in the server, the engines and linkers `skillbox run` uses
@@ -909,6 +930,11 @@ fn read_request(
 fn pass_signals(r: &mut Running) {
     let mut buf = [0u8; 16];
     match r.conn.read(&mut buf) {
+        // The front end is gone. Once the child has told it the exit code
+        // (and said so here first, so the byte is waiting by now), that is
+        // the run's normal end and the child ends by itself; before, the
+        // caller abandoned the run, which ends with it.
+        Ok(0) if reported(&mut r.chan) => r.client = false,
         Ok(0) => {
             r.client = false;
             let _ = rustix::process::pidfd_send_signal(&r.pidfd, Signal::KILL);
@@ -931,6 +957,12 @@ fn pass_signals(r: &mut Running) {
             let _ = rustix::process::pidfd_send_signal(&r.pidfd, Signal::KILL);
         }
     }
+}
+
+/// Whether a run's child has said [`REPORTED`] on its channel.
+fn reported(chan: &mut UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(chan.read(&mut byte), Ok(1) if byte[0] == REPORTED)
 }
 
 /// Tells the front end how its run ended (the child has told it already
@@ -998,5 +1030,64 @@ mod tests {
         let mut lying = body.to_vec();
         lying[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Request::decode(&lying).is_err());
+    }
+
+    /// A run as the server holds it, with a real process (`sleep`)
+    /// standing in for the child; the front end's and the child's ends of
+    /// the two sockets.
+    #[allow(
+        clippy::zombie_processes,
+        reason = "reaped through its pidfd (`ended_by`)"
+    )]
+    fn running() -> (Running, UnixStream, UnixStream) {
+        let child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32).unwrap();
+        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).unwrap();
+        let (conn, front_end) = UnixStream::pair().unwrap();
+        let (chan, childs) = UnixStream::pair().unwrap();
+        conn.set_nonblocking(true).unwrap();
+        chan.set_nonblocking(true).unwrap();
+        let r = Running {
+            conn,
+            client: true,
+            pidfd,
+            chan,
+        };
+        (r, front_end, childs)
+    }
+
+    /// Waits for the stand-in child to end; the signal that ended it.
+    fn ended_by(r: &Running) -> Option<i32> {
+        rustix::process::waitid(WaitId::PidFd(r.pidfd.as_fd()), WaitIdOptions::EXITED)
+            .unwrap()
+            .and_then(|s| s.terminating_signal())
+    }
+
+    #[test]
+    fn a_front_end_gone_after_the_report_leaves_the_child_to_end_by_itself() {
+        let (mut r, front_end, mut childs) = running();
+        childs.write_all(&[REPORTED]).unwrap();
+        drop(front_end);
+        pass_signals(&mut r);
+        assert!(!r.client);
+        // Had the server killed it, SIGKILL (sent first) would have ended it.
+        rustix::process::pidfd_send_signal(&r.pidfd, Signal::TERM).unwrap();
+        assert_eq!(
+            ended_by(&r),
+            Some(libc::SIGTERM),
+            "the child was left running"
+        );
+    }
+
+    #[test]
+    fn a_front_end_gone_before_the_report_takes_the_run_with_it() {
+        let (mut r, front_end, _childs) = running();
+        drop(front_end);
+        pass_signals(&mut r);
+        assert!(!r.client);
+        assert_eq!(ended_by(&r), Some(libc::SIGKILL));
     }
 }
