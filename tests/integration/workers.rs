@@ -209,7 +209,7 @@ fn three_workers_share_the_queue_and_a_killed_one_is_taken_over() {
     // under the advisory lock, the first one does the work.
     let mut workers: Vec<Worker> = (0..3).map(|_| Worker::start(&url, 16, &[])).collect();
     let owners: Vec<String> = workers.iter().map(Worker::ready).collect();
-    assert_eq!(store.schema_version().unwrap(), 5, "every migration, once");
+    assert_eq!(store.schema_version().unwrap(), 6, "every migration, once");
 
     let host = spawner(store.clone(), None);
     let ids: Vec<TaskId> = (0..N)

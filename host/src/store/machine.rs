@@ -61,12 +61,13 @@ pub(super) trait Transaction {
         reason: &str,
     ) -> Result<(), StoreError>;
     /// Sets the state; a state other than `running` clears owner and lease
-    /// expiry; `ended_ms` is set when given.
+    /// expiry; `ended_ms` and `outcome` are set when given.
     async fn set_state(
         &self,
         id: TaskId,
         to: TaskState,
         ended_ms: Option<i64>,
+        outcome: Option<&serde_json::Value>,
     ) -> Result<(), StoreError>;
     /// Inserts a new `queued` task.
     async fn insert_task(
@@ -85,8 +86,6 @@ pub(super) trait Transaction {
         owner: &str,
         lease_until_ms: i64,
     ) -> Result<(TaskState, Task), StoreError>;
-    /// Sets the task's outcome.
-    async fn set_outcome(&self, id: TaskId, outcome: &serde_json::Value) -> Result<(), StoreError>;
     /// Flags the task for cancellation, with its outcome when given.
     async fn flag_cancel(
         &self,
@@ -319,13 +318,45 @@ pub(super) async fn move_state<T: Transaction>(
     reason: &str,
     max: u64,
 ) -> Result<(), StoreError> {
-    tx.set_state(id, to, to.is_terminal().then(now_ms)).await?;
-    let event = TaskEvent::State {
-        from: Some(from),
+    let change = Move {
+        from,
         to,
-        reason: reason.to_string(),
+        reason,
+        outcome: None,
+        before: Vec::new(),
     };
-    append(tx, id, std::slice::from_ref(&event), max).await?;
+    apply(tx, id, change, max).await
+}
+
+/// A change of state, with what is written in the same statements.
+struct Move<'a> {
+    from: TaskState,
+    to: TaskState,
+    reason: &'a str,
+    /// The task's outcome, set in the same update of its row.
+    outcome: Option<&'a serde_json::Value>,
+    /// Events that come before the change, stored in the same batch.
+    before: Vec<TaskEvent>,
+}
+
+/// Makes `change`: one update of the task's row and one batch of events,
+/// the state change last among them.
+async fn apply<T: Transaction>(
+    tx: &T,
+    id: TaskId,
+    change: Move<'_>,
+    max: u64,
+) -> Result<(), StoreError> {
+    let to = change.to;
+    tx.set_state(id, to, to.is_terminal().then(now_ms), change.outcome)
+        .await?;
+    let mut events = change.before;
+    events.push(TaskEvent::State {
+        from: Some(change.from),
+        to,
+        reason: change.reason.to_string(),
+    });
+    append(tx, id, &events, max).await?;
     Ok(())
 }
 
@@ -581,9 +612,14 @@ pub(super) async fn finish<T: Transaction>(
 ) -> Result<Ended, StoreError> {
     let held_in = fence(tx, held).await?;
     audit::chain(tx, &end.calls).await?;
-    append(tx, held.id, &end.events, max).await?;
-    tx.set_outcome(held.id, &end.outcome).await?;
-    move_state(tx, held.id, held_in, end.state, &end.reason, max).await?;
+    let change = Move {
+        from: held_in,
+        to: end.state,
+        reason: &end.reason,
+        outcome: Some(&end.outcome),
+        before: end.events,
+    };
+    apply(tx, held.id, change, max).await?;
     let task = tx.task(held.id, false).await?;
     let deliveries = match end.deliver {
         Some(lease) => {
@@ -660,9 +696,14 @@ pub(super) async fn recover<T: Transaction>(
                 "kind": "failed",
                 "message": "interrupted; the skill has no checkpoints and says a restart is not safe"
             });
-            tx.set_outcome(id, &outcome).await?;
-            let why = "interrupted with no checkpoints, and the skill's resume policy is `fail`";
-            move_state(tx, id, TaskState::Interrupted, TaskState::Failed, why, max).await?;
+            let change = Move {
+                from: TaskState::Interrupted,
+                to: TaskState::Failed,
+                reason: "interrupted with no checkpoints, and the skill's resume policy is `fail`",
+                outcome: Some(&outcome),
+                before: Vec::new(),
+            };
+            apply(tx, id, change, max).await?;
         } else {
             runnable = true;
         }

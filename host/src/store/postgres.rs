@@ -133,6 +133,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (4, "audit trail", super::postgres_audit::MIGRATION),
     (5, "schedules", super::postgres_schedule::MIGRATION),
+    (
+        6,
+        "room for in-place updates of task rows",
+        "ALTER TABLE tasks SET (fillfactor = 50)",
+    ),
 ];
 
 /// A task's requests for approval, by number.

@@ -177,13 +177,15 @@ impl Transaction for Tx<'_> {
         id: TaskId,
         to: TaskState,
         ended_ms: Option<i64>,
+        outcome: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
         self.write(
             "UPDATE tasks SET state = $2, ended_ms = COALESCE($3, ended_ms),
                  owner = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN owner ELSE NULL END,
-                 lease_until_ms = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END
+                 lease_until_ms = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END,
+                 outcome = COALESCE($4, outcome)
              WHERE id = $1",
-            owned![id.to_string(), to.as_str(), ended_ms],
+            owned![id.to_string(), to.as_str(), ended_ms, outcome.cloned()],
         )
         .await
     }
@@ -244,14 +246,6 @@ impl Transaction for Tx<'_> {
         self.started(&r)
     }
 
-    async fn set_outcome(&self, id: TaskId, outcome: &serde_json::Value) -> Result<(), StoreError> {
-        self.write(
-            "UPDATE tasks SET outcome = $2 WHERE id = $1",
-            owned![id.to_string(), outcome.clone()],
-        )
-        .await
-    }
-
     async fn flag_cancel(
         &self,
         id: TaskId,
@@ -307,19 +301,21 @@ impl Transaction for Tx<'_> {
         lease_until_ms: i64,
     ) -> Result<Vec<(TaskState, Task)>, StoreError> {
         // Picked and started in one statement; `was` is the state before.
+        // The limit is part of the text (one prepared statement per
+        // number of free slots): as a parameter, it kept PostgreSQL from
+        // ever settling on a generic plan, and it planned the statement
+        // anew at each claim.
         let sql = format!(
             "WITH picked AS (
                  SELECT id AS pick, state AS was FROM tasks
                  WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested
-                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-             UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $2,
-                 owner = $3, lease = lease + 1, lease_until_ms = $4
+                 ORDER BY id LIMIT {max} FOR UPDATE SKIP LOCKED)
+             UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $1,
+                 owner = $2, lease = lease + 1, lease_until_ms = $3
              FROM picked WHERE id = picked.pick
              RETURNING {TASK_COLUMNS}, {KNOWN_COLUMNS}, was"
         );
-        let rows = self
-            .rows(&sql, &[&(max as i64), &now, &owner, &lease_until_ms])
-            .await?;
+        let rows = self.rows(&sql, &[&now, &owner, &lease_until_ms]).await?;
         let mut out = rows
             .iter()
             .map(|r| self.started(r))

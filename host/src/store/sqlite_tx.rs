@@ -123,14 +123,16 @@ impl Transaction for SqliteTx<'_> {
         id: TaskId,
         to: TaskState,
         ended_ms: Option<i64>,
+        outcome: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
         self.0
             .exec(
                 "UPDATE tasks SET state = ?2, ended_ms = COALESCE(?3, ended_ms),
                      owner = CASE WHEN ?2 IN ('running', 'awaiting_approval') THEN owner ELSE NULL END,
-                     lease_until_ms = CASE WHEN ?2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END
+                     lease_until_ms = CASE WHEN ?2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END,
+                     outcome = COALESCE(?4, outcome)
                  WHERE id = ?1",
-                params![id.to_string(), to.as_str(), ended_ms],
+                params![id.to_string(), to.as_str(), ended_ms, outcome.map(|o| o.to_string())],
             )
             .map_err(backend)?;
         Ok(())
@@ -187,16 +189,6 @@ impl Transaction for SqliteTx<'_> {
             .map_err(backend)?;
         let task = self.task(id, false).await?;
         Ok((state.parse().map_err(StoreError::Backend)?, task))
-    }
-
-    async fn set_outcome(&self, id: TaskId, outcome: &serde_json::Value) -> Result<(), StoreError> {
-        self.0
-            .exec(
-                "UPDATE tasks SET outcome = ?2 WHERE id = ?1",
-                params![id.to_string(), outcome.to_string()],
-            )
-            .map_err(backend)?;
-        Ok(())
     }
 
     async fn flag_cancel(

@@ -5,7 +5,9 @@
 //! through `SKILLBOX_PG_BINDIR`, `/usr/lib/postgresql/*/bin` or
 //! `pg_config --bindir`), with its data directory, log and unix socket in a
 //! fresh directory under the temp dir, listening on a free loopback port,
-//! with `fsync` off. PostgreSQL refuses to run as root: as root, the
+//! with `fsync` off (`SKILLBOX_TEST_PG_OPTIONS` adds settings, as
+//! `postgres` takes them: `-c name=value …`, e.g. for a benchmark to try
+//! one). PostgreSQL refuses to run as root: as root, the
 //! directory is given to user `postgres` and the server's commands run
 //! through `runuser -u postgres`. Each test takes a database of its own
 //! ([`PgServer::create_database`]), so tests sharing a server stay
@@ -253,6 +255,14 @@ impl PgServer {
     /// since the last call (for benchmarks); `None` unless the server was
     /// [started counting](Self::start_counting_statements) them.
     pub fn statements(&self, url: &str) -> Option<u64> {
+        self.statements_with(url, false).map(|(n, _)| n)
+    }
+
+    /// As [`PgServer::statements`], with a table of the statements run
+    /// most often when `table`: calls, plans (counted when the server runs
+    /// with `pg_stat_statements.track_planning=on`), mean execution time
+    /// in µs and the statement's start, `|`-separated.
+    pub fn statements_with(&self, url: &str, table: bool) -> Option<(u64, String)> {
         self.sql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             .ok()?;
         let n = self
@@ -262,8 +272,21 @@ impl PgServer {
                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
             )
             .ok()?;
+        let top = if table {
+            self.sql(
+                url,
+                "SELECT calls, plans, round(total_exec_time::numeric * 1000 / greatest(calls, 1)),
+                        regexp_replace(left(query, 100), '\\s+', ' ', 'g')
+                 FROM pg_stat_statements
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 ORDER BY calls DESC LIMIT 20",
+            )
+            .ok()?
+        } else {
+            String::new()
+        };
         self.sql(url, "SELECT pg_stat_statements_reset()").ok()?;
-        n.trim().parse().ok()
+        Some((n.trim().parse().ok()?, top))
     }
 
     /// Restarts the server (`pg_ctl restart -m fast`: every connection is
@@ -391,6 +414,10 @@ impl PgServer {
         );
         if self.count_statements {
             options.push_str(" -c shared_preload_libraries=pg_stat_statements");
+        }
+        if let Ok(more) = std::env::var("SKILLBOX_TEST_PG_OPTIONS") {
+            options.push(' ');
+            options.push_str(&more);
         }
         run(self
             .server_command("pg_ctl")

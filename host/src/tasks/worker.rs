@@ -410,7 +410,11 @@ impl TaskService {
                 access: crate::policy::Access::ReadWrite,
             });
         }
-        let checkpoints = {
+        // Only a running attempt saves checkpoints, so a first attempt has
+        // none to load.
+        let checkpoints = if claim.task.attempt <= 1 {
+            Default::default()
+        } else {
             let (store, id, lease) = (self.store.clone(), claim.task.id, self.options.lease);
             tokio::task::spawn_blocking(move || retrying(lease, || store.checkpoints(id)))
                 .await
