@@ -143,7 +143,9 @@ impl Gateway {
             .unwrap();
         assert!(
             out.status.success(),
-            "{method}: {}",
+            "{method}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()

@@ -123,8 +123,10 @@ cli() {
 
 call() {
   local run=$1 port=$2 gw_token=$3 method=$4 params=$5
+  # The CLI's own timeout (10 s by default) is too short for a gateway on a
+  # loaded two-core machine; a test's own waits bound the whole.
   ( oc_env "$run"; exec "$OPENCLAW" gateway call "$method" --url "ws://127.0.0.1:$port" \
-      --token "$gw_token" --json --params "$params" )
+      --token "$gw_token" --json --timeout 60000 --params "$params" )
 }
 
 stop() {
