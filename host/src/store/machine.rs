@@ -69,6 +69,17 @@ pub(super) trait Transaction {
         ended_ms: Option<i64>,
         outcome: Option<&serde_json::Value>,
     ) -> Result<(), StoreError>;
+    /// [`Transaction::set_state`], then the task as it is now.
+    async fn set_state_then_read(
+        &self,
+        id: TaskId,
+        to: TaskState,
+        ended_ms: Option<i64>,
+        outcome: Option<&serde_json::Value>,
+    ) -> Result<Task, StoreError> {
+        self.set_state(id, to, ended_ms, outcome).await?;
+        self.task(id, false).await
+    }
     /// Inserts a new `queued` task.
     async fn insert_task(
         &self,
@@ -339,25 +350,45 @@ struct Move<'a> {
     before: Vec<TaskEvent>,
 }
 
-/// Makes `change`: one update of the task's row and one batch of events,
-/// the state change last among them.
+/// Makes `change`: one batch of events, the state change last among them,
+/// and one update of the task's row.
 async fn apply<T: Transaction>(
     tx: &T,
     id: TaskId,
     change: Move<'_>,
     max: u64,
 ) -> Result<(), StoreError> {
-    let to = change.to;
-    tx.set_state(id, to, to.is_terminal().then(now_ms), change.outcome)
-        .await?;
-    let mut events = change.before;
-    events.push(TaskEvent::State {
-        from: Some(change.from),
-        to,
-        reason: change.reason.to_string(),
-    });
-    append(tx, id, &events, max).await?;
-    Ok(())
+    let (to, outcome) = (change.to, change.outcome);
+    append(tx, id, &change.events(), max).await?;
+    tx.set_state(id, to, to.is_terminal().then(now_ms), outcome)
+        .await
+}
+
+/// [`apply`], then the task as it is now (read back by the same update
+/// where the backend can).
+async fn apply_then_read<T: Transaction>(
+    tx: &T,
+    id: TaskId,
+    change: Move<'_>,
+    max: u64,
+) -> Result<Task, StoreError> {
+    let (to, outcome) = (change.to, change.outcome);
+    append(tx, id, &change.events(), max).await?;
+    tx.set_state_then_read(id, to, to.is_terminal().then(now_ms), outcome)
+        .await
+}
+
+impl Move<'_> {
+    /// The events to store: those before the change, then the change.
+    fn events(self) -> Vec<TaskEvent> {
+        let mut events = self.before;
+        events.push(TaskEvent::State {
+            from: Some(self.from),
+            to: self.to,
+            reason: self.reason.to_string(),
+        });
+        events
+    }
 }
 
 /// Stores a new queued task.
@@ -619,8 +650,7 @@ pub(super) async fn finish<T: Transaction>(
         outcome: Some(&end.outcome),
         before: end.events,
     };
-    apply(tx, held.id, change, max).await?;
-    let task = tx.task(held.id, false).await?;
+    let task = apply_then_read(tx, held.id, change, max).await?;
     let deliveries = match end.deliver {
         Some(lease) => {
             tx.lease_deliveries(held.id, &held.owner, now_ms(), lease)

@@ -75,6 +75,15 @@ impl Tx<'_> {
     }
 }
 
+/// Sets a task's state ($2); `ended_ms` ($3) and `outcome` ($4) when not
+/// null. A state other than `running` or `awaiting_approval` clears the
+/// owner and the lease's expiry.
+const SET_STATE: &str = "UPDATE tasks SET state = $2, ended_ms = COALESCE($3, ended_ms),
+         owner = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN owner ELSE NULL END,
+         lease_until_ms = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END,
+         outcome = COALESCE($4, outcome)
+     WHERE id = $1";
+
 impl Transaction for Tx<'_> {
     async fn task(&self, id: TaskId, lock: bool) -> Result<Task, StoreError> {
         let sql = if lock {
@@ -180,14 +189,27 @@ impl Transaction for Tx<'_> {
         outcome: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
         self.write(
-            "UPDATE tasks SET state = $2, ended_ms = COALESCE($3, ended_ms),
-                 owner = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN owner ELSE NULL END,
-                 lease_until_ms = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END,
-                 outcome = COALESCE($4, outcome)
-             WHERE id = $1",
+            SET_STATE,
             owned![id.to_string(), to.as_str(), ended_ms, outcome.cloned()],
         )
         .await
+    }
+
+    async fn set_state_then_read(
+        &self,
+        id: TaskId,
+        to: TaskState,
+        ended_ms: Option<i64>,
+        outcome: Option<&serde_json::Value>,
+    ) -> Result<Task, StoreError> {
+        let sql = format!("{SET_STATE} RETURNING {TASK_COLUMNS}");
+        let row = self
+            .opt(&sql, &[&id.to_string(), &to.as_str(), &ended_ms, &outcome])
+            .await?;
+        match row {
+            Some(r) => row_to_task(&r),
+            None => Err(StoreError::NotFound(id)),
+        }
     }
 
     async fn insert_task(
