@@ -19,8 +19,11 @@
 //!
 //! ```sh
 //! cargo build --release && cargo build --release --target wasm32-wasip2 -p hello -p hostile
-//! cargo run --release --example workers -- [N] [CONCURRENCY] [--pin] [--statements]
+//! cargo run --release --example workers -- [N] [CONCURRENCY] [--pin] [--socket] [--statements]
 //! ```
+//!
+//! `--socket` connects the PostgreSQL workers through the server's Unix
+//! socket instead of loopback TCP (a host that runs its database itself).
 //!
 //! `--statements` also prints the statements the counting server ran most
 //! often (calls, plans, mean µs, text); with
@@ -202,6 +205,7 @@ fn drain(
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let pin = args.iter().any(|a| a == "--pin");
+    let socket = args.iter().any(|a| a == "--socket");
     let mut numbers = args.iter().filter(|a| !a.starts_with("--"));
     let n: usize = numbers.next().map_or(Ok(2000), |a| a.parse())?;
     let c: usize = numbers.next().map_or(Ok(8), |a| a.parse())?;
@@ -252,6 +256,7 @@ fn main() -> Res<()> {
 
     for workers in [1, 2, 4] {
         let url = server.create_database()?;
+        let url = if socket { server.socket_url(&url) } else { url };
         let pg: Arc<dyn TaskStore> = Arc::new(PgStore::connect(&url)?);
         queue(pg.clone(), &hello, "{}", n, cache.path())?;
         let d = drain(

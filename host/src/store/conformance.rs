@@ -263,6 +263,26 @@ fn fencing_rejects_stale_owners(store: &dyn TaskStore) {
             TaskState::Running
         ]
     );
+    // Each claim's event says who took the task, and a resumed attempt's
+    // which attempt it is; seqs are dense whichever side stored them.
+    let events = store.events(new.task.id, 0, 1000).unwrap();
+    let said: Vec<(u64, &str)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            TaskEvent::State { reason, .. } => Some((e.seq, reason.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (1, "spawned"),
+            (2, "started by w1"),
+            (3, "host w1 stopped while running it"),
+            (4, "resumed by w2 (attempt 2)"),
+        ]
+    );
+    assert_eq!(events.last().map(|e| e.seq), Some(5), "the log line");
 }
 
 fn events_page_in_order(store: &dyn TaskStore) {

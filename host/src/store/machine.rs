@@ -26,6 +26,42 @@ pub(super) const TASK_COLUMNS: &str = "id, spec, state, attempt, created_ms, sta
 /// A task row as a lease check sees it: state, lease generation, owner.
 pub(super) type Holder = (TaskState, i64, Option<String>);
 
+/// What one update of a task's row stores: a batch of events (with their
+/// seqs), the row's event counters and progress, and a new state.
+pub(super) struct Stored<'e> {
+    /// When the events happened.
+    pub(super) at_ms: i64,
+    pub(super) events: Vec<(i64, &'e TaskEvent)>,
+    /// The task's event count after the batch.
+    pub(super) count: i64,
+    /// Events dropped at the bound, besides those dropped before.
+    pub(super) newly_dropped: i64,
+    /// The latest progress (fraction kept when `None`).
+    pub(super) progress: Option<(Option<f32>, &'e str)>,
+    /// The state the task moves to, set in the same update.
+    pub(super) state: Option<NewState<'e>>,
+}
+
+/// A task's new state. A state other than `running` or
+/// `awaiting_approval` clears owner and lease expiry; `ended_ms` and
+/// `outcome` are set when given.
+pub(super) struct NewState<'a> {
+    pub(super) to: TaskState,
+    pub(super) ended_ms: Option<i64>,
+    pub(super) outcome: Option<&'a serde_json::Value>,
+}
+
+/// A task a claim started.
+pub(super) struct Started {
+    /// The state it left.
+    pub(super) from: TaskState,
+    /// The task as it is now.
+    pub(super) task: Task,
+    /// The seq of the claim's state event when the backend stored it with
+    /// the claim; `None` when it is left to the machine.
+    pub(super) stored: Option<i64>,
+}
+
 /// One transaction of a backend: the operations the state machine needs,
 /// each one statement or a few. Row locks are the backend's business
 /// (PostgreSQL takes them where noted; SQLite has one writer).
@@ -38,18 +74,10 @@ pub(super) trait Transaction {
     /// How many events the task has stored and dropped; `None` if there is
     /// no such task.
     async fn event_count(&self, id: TaskId) -> Result<Option<(i64, i64)>, StoreError>;
-    /// Inserts `events` with their seqs (none: only the counters change),
-    /// all stamped `at_ms`, and records the task's event count and newly
-    /// dropped events, and its latest progress (fraction kept when `None`).
-    async fn store_events(
-        &self,
-        id: TaskId,
-        at_ms: i64,
-        events: &[(i64, &TaskEvent)],
-        count: i64,
-        newly_dropped: i64,
-        progress: Option<(Option<f32>, &str)>,
-    ) -> Result<(), StoreError>;
+    /// Stores a batch: its events, and in one update of the task's row
+    /// its counters, progress and, when the batch carries one, its new
+    /// state.
+    async fn store_events(&self, id: TaskId, batch: &Stored<'_>) -> Result<(), StoreError>;
     /// Queues the notifications of state change `seq` (one per sink the
     /// task's notify mode calls for).
     async fn enqueue(
@@ -60,24 +88,13 @@ pub(super) trait Transaction {
         to: TaskState,
         reason: &str,
     ) -> Result<(), StoreError>;
-    /// Sets the state; a state other than `running` clears owner and lease
-    /// expiry; `ended_ms` and `outcome` are set when given.
-    async fn set_state(
+    /// [`Transaction::store_events`], then the task as it is now.
+    async fn store_events_then_read(
         &self,
         id: TaskId,
-        to: TaskState,
-        ended_ms: Option<i64>,
-        outcome: Option<&serde_json::Value>,
-    ) -> Result<(), StoreError>;
-    /// [`Transaction::set_state`], then the task as it is now.
-    async fn set_state_then_read(
-        &self,
-        id: TaskId,
-        to: TaskState,
-        ended_ms: Option<i64>,
-        outcome: Option<&serde_json::Value>,
+        batch: &Stored<'_>,
     ) -> Result<Task, StoreError> {
-        self.set_state(id, to, ended_ms, outcome).await?;
+        self.store_events(id, batch).await?;
         self.task(id, false).await
     }
     /// Inserts a new `queued` task.
@@ -118,13 +135,17 @@ pub(super) trait Transaction {
     /// [`start`](Self::start)s up to `max` of the oldest runnable tasks
     /// (queued, or interrupted; not flagged for cancellation), skipping
     /// those another transaction is claiming; returns them oldest first.
+    /// A backend may store `first` (a state event, which the bound never
+    /// drops) as the next event of each task it starts from `queued`, in
+    /// the same statement, and says so in [`Started::stored`].
     async fn start_runnable(
         &self,
         max: usize,
         now: i64,
         owner: &str,
         lease_until_ms: i64,
-    ) -> Result<Vec<(TaskState, Task)>, StoreError>;
+        first: &TaskEvent,
+    ) -> Result<Vec<Started>, StoreError>;
     /// Whether any task is runnable.
     async fn any_runnable(&self) -> Result<bool, StoreError>;
     /// The running tasks whose lease expired before `now`, or whose owner
@@ -305,6 +326,20 @@ pub(super) async fn append<T: Transaction>(
     if events.is_empty() {
         return Ok(Vec::new());
     }
+    let (seqs, _) = store(tx, id, events, max, None, false).await?;
+    Ok(seqs)
+}
+
+/// [`append`]s `events`, setting `state` in the same update of the task's
+/// row; with `read`, also returns the task as it is now.
+async fn store<T: Transaction>(
+    tx: &T,
+    id: TaskId,
+    events: &[TaskEvent],
+    max: u64,
+    state: Option<NewState<'_>>,
+    read: bool,
+) -> Result<(Vec<u64>, Option<Task>), StoreError> {
     let stored = tx.event_count(id).await?.ok_or(StoreError::NotFound(id))?;
     let marker = TaskEvent::Truncated {
         what: format!(
@@ -312,12 +347,24 @@ pub(super) async fn append<T: Transaction>(
         ),
     };
     let b = lay_out(events, &marker, stored, max);
-    tx.store_events(id, now_ms(), &b.rows, b.count, b.newly_dropped, b.progress)
-        .await?;
+    let batch = Stored {
+        at_ms: now_ms(),
+        events: b.rows,
+        count: b.count,
+        newly_dropped: b.newly_dropped,
+        progress: b.progress,
+        state,
+    };
+    let task = if read {
+        Some(tx.store_events_then_read(id, &batch).await?)
+    } else {
+        tx.store_events(id, &batch).await?;
+        None
+    };
     for (seq, from, to, reason) in b.states {
         tx.enqueue(id, seq, from, to, reason).await?;
     }
-    Ok(b.seqs)
+    Ok((b.seqs, task))
 }
 
 /// Moves the task from `from` to `to` and records why.
@@ -358,10 +405,7 @@ async fn apply<T: Transaction>(
     change: Move<'_>,
     max: u64,
 ) -> Result<(), StoreError> {
-    let (to, outcome) = (change.to, change.outcome);
-    append(tx, id, &change.events(), max).await?;
-    tx.set_state(id, to, to.is_terminal().then(now_ms), outcome)
-        .await
+    change.make(tx, id, max, false).await.map(drop)
 }
 
 /// [`apply`], then the task as it is now (read back by the same update
@@ -372,22 +416,33 @@ async fn apply_then_read<T: Transaction>(
     change: Move<'_>,
     max: u64,
 ) -> Result<Task, StoreError> {
-    let (to, outcome) = (change.to, change.outcome);
-    append(tx, id, &change.events(), max).await?;
-    tx.set_state_then_read(id, to, to.is_terminal().then(now_ms), outcome)
-        .await
+    let task = change.make(tx, id, max, true).await?;
+    task.ok_or(StoreError::NotFound(id))
 }
 
 impl Move<'_> {
-    /// The events to store: those before the change, then the change.
-    fn events(self) -> Vec<TaskEvent> {
+    /// Stores the events before the change, then the change's, with the
+    /// new state; with `read`, returns the task as it is now.
+    async fn make<T: Transaction>(
+        self,
+        tx: &T,
+        id: TaskId,
+        max: u64,
+        read: bool,
+    ) -> Result<Option<Task>, StoreError> {
         let mut events = self.before;
         events.push(TaskEvent::State {
             from: Some(self.from),
             to: self.to,
             reason: self.reason.to_string(),
         });
-        events
+        let state = NewState {
+            to: self.to,
+            ended_ms: self.to.is_terminal().then(now_ms),
+            outcome: self.outcome,
+        };
+        let (_, task) = store(tx, id, &events, max, Some(state), read).await?;
+        Ok(task)
     }
 }
 
@@ -472,7 +527,12 @@ pub(super) async fn claim_task<T: Transaction>(
     let (from, task) = tx
         .start(id, now, owner, now + lease_for.as_millis() as i64)
         .await?;
-    started(tx, from, task, owner, max).await
+    let begun = Started {
+        from,
+        task,
+        stored: None,
+    };
+    started(tx, begun, owner, max).await
 }
 
 /// Claims up to `n` of the oldest runnable tasks for `owner`.
@@ -488,33 +548,48 @@ pub(super) async fn claim<T: Transaction>(
     }
     let now = now_ms();
     let until = now + lease_for.as_millis() as i64;
+    let first = start_event(TaskState::Queued, owner, 0);
     let mut out = Vec::new();
-    for (from, task) in tx.start_runnable(n, now, owner, until).await? {
-        out.push(started(tx, from, task, owner, max).await?);
+    for begun in tx.start_runnable(n, now, owner, until, &first).await? {
+        out.push(started(tx, begun, owner, max).await?);
     }
     Ok(out)
 }
 
-/// The claim of a task just started for `owner` from state `from`, with
-/// its state event.
-async fn started<T: Transaction>(
-    tx: &T,
-    from: TaskState,
-    task: Task,
-    owner: &str,
-    max: u64,
-) -> Result<Claim, StoreError> {
+/// The state event of a task started for `owner` from state `from`, in
+/// its `attempt`.
+fn start_event(from: TaskState, owner: &str, attempt: u32) -> TaskEvent {
     let reason = if from == TaskState::Interrupted {
-        format!("resumed by {owner} (attempt {})", task.attempt)
+        format!("resumed by {owner} (attempt {attempt})")
     } else {
         format!("started by {owner}")
     };
-    let event = TaskEvent::State {
+    TaskEvent::State {
         from: Some(from),
         to: TaskState::Running,
         reason,
-    };
-    append(tx, task.id, std::slice::from_ref(&event), max).await?;
+    }
+}
+
+/// The claim of a task just started for `owner`, with its state event
+/// (stored here unless the backend stored it with the claim) and that
+/// event's notifications.
+async fn started<T: Transaction>(
+    tx: &T,
+    begun: Started,
+    owner: &str,
+    max: u64,
+) -> Result<Claim, StoreError> {
+    let Started { from, task, stored } = begun;
+    let event = start_event(from, owner, task.attempt);
+    match (stored, &event) {
+        (Some(seq), TaskEvent::State { from, to, reason }) => {
+            tx.enqueue(task.id, seq, *from, *to, reason).await?
+        }
+        _ => append(tx, task.id, std::slice::from_ref(&event), max)
+            .await
+            .map(drop)?,
+    }
     Ok(Claim {
         lease: task.lease,
         owner: owner.to_string(),

@@ -10,14 +10,16 @@
 
 use std::time::Duration;
 
+use tokio_postgres::types::ToSql;
+
 use super::approval::Approval;
 use super::audit::{AuditFilter, AuditHead, AuditRecord, Linked};
 use super::backend::StoreError;
-use super::machine::{Holder, TASK_COLUMNS, Transaction};
+use super::machine::{Holder, Started, Stored, TASK_COLUMNS, Transaction};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
 use super::outbox::Delivery;
 use super::postgres::{TASKS_CHANNEL, Tx, backend, pg, row_to_task};
-use super::postgres_pool::{Known, owned};
+use super::postgres_pool::{Known, Owned, owned};
 use super::schedule::{Schedule, Slot, SlotOutcome};
 
 fn ids(rows: &[tokio_postgres::Row]) -> Result<Vec<TaskId>, StoreError> {
@@ -75,14 +77,62 @@ impl Tx<'_> {
     }
 }
 
-/// Sets a task's state ($2); `ended_ms` ($3) and `outcome` ($4) when not
-/// null. A state other than `running` or `awaiting_approval` clears the
-/// owner and the lease's expiry.
-const SET_STATE: &str = "UPDATE tasks SET state = $2, ended_ms = COALESCE($3, ended_ms),
-         owner = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN owner ELSE NULL END,
-         lease_until_ms = CASE WHEN $2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END,
-         outcome = COALESCE($4, outcome)
+/// Stores a batch of events ($8 to $10, at $7) and, in one update of the
+/// task's row, its event count ($2), newly dropped events ($3), progress
+/// ($5, $6, when $4) and new state ($11, when not null). A new state sets
+/// `ended_ms` ($12) and `outcome` ($13) when they are not null; one other
+/// than `running` or `awaiting_approval` clears the owner and the lease's
+/// expiry.
+const STORE_EVENTS: &str = "WITH stored AS (
+         INSERT INTO events (task_id, seq, at_ms, kind, body)
+         SELECT $1, e.seq, $7, e.kind, e.body
+         FROM unnest($8::bigint[], $9::text[], $10::jsonb[]) AS e(seq, kind, body))
+     UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
+         progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
+         progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END,
+         state = COALESCE($11, state), ended_ms = COALESCE($12, ended_ms),
+         owner = CASE WHEN $11 IS NULL OR $11 IN ('running', 'awaiting_approval')
+                      THEN owner ELSE NULL END,
+         lease_until_ms = CASE WHEN $11 IS NULL OR $11 IN ('running', 'awaiting_approval')
+                               THEN lease_until_ms ELSE NULL END,
+         outcome = COALESCE($13, outcome)
      WHERE id = $1";
+
+/// The parameters of [`STORE_EVENTS`] for `batch`.
+fn store_params(tx: &Tx<'_>, id: TaskId, batch: &Stored<'_>) -> Result<Owned, StoreError> {
+    let seqs: Vec<i64> = batch.events.iter().map(|(s, _)| *s).collect();
+    let kinds: Vec<String> = batch
+        .events
+        .iter()
+        .map(|(_, e)| e.kind().to_string())
+        .collect();
+    let bodies = batch
+        .events
+        .iter()
+        .map(|(_, e)| serde_json::to_value(e).map_err(backend))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (fraction, message) = batch.progress.unzip();
+    let state = batch.state.as_ref();
+    tx.update_known(id, |k| {
+        k.count = batch.count;
+        k.dropped += batch.newly_dropped;
+    });
+    Ok(owned![
+        id.to_string(),
+        batch.count,
+        batch.newly_dropped,
+        batch.progress.is_some(),
+        fraction.flatten().map(f64::from),
+        message.map(str::to_string),
+        batch.at_ms,
+        seqs,
+        kinds,
+        bodies,
+        state.map(|s| s.to.as_str()),
+        state.and_then(|s| s.ended_ms),
+        state.and_then(|s| s.outcome).cloned(),
+    ])
+}
 
 impl Transaction for Tx<'_> {
     async fn task(&self, id: TaskId, lock: bool) -> Result<Task, StoreError> {
@@ -122,52 +172,12 @@ impl Transaction for Tx<'_> {
         Ok(self.held(id).await?.map(|k| (k.count, k.dropped)))
     }
 
-    async fn store_events(
-        &self,
-        id: TaskId,
-        at_ms: i64,
-        events: &[(i64, &TaskEvent)],
-        count: i64,
-        newly_dropped: i64,
-        progress: Option<(Option<f32>, &str)>,
-    ) -> Result<(), StoreError> {
-        // One statement whatever their number, the task row's counters
-        // included: what a running task's buffered events cost in one round
-        // of the group commit.
-        let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
-        let kinds: Vec<String> = events.iter().map(|(_, e)| e.kind().to_string()).collect();
-        let bodies = events
-            .iter()
-            .map(|(_, e)| serde_json::to_value(e).map_err(backend))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (fraction, message) = progress.unzip();
-        self.update_known(id, |k| {
-            k.count = count;
-            k.dropped += newly_dropped;
-        });
-        self.write(
-            "WITH stored AS (
-                 INSERT INTO events (task_id, seq, at_ms, kind, body)
-                 SELECT $1, e.seq, $7, e.kind, e.body
-                 FROM unnest($8::bigint[], $9::text[], $10::jsonb[]) AS e(seq, kind, body))
-             UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
-                 progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
-                 progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END
-             WHERE id = $1",
-            owned![
-                id.to_string(),
-                count,
-                newly_dropped,
-                progress.is_some(),
-                fraction.flatten().map(f64::from),
-                message.map(str::to_string),
-                at_ms,
-                seqs,
-                kinds,
-                bodies,
-            ],
-        )
-        .await
+    async fn store_events(&self, id: TaskId, batch: &Stored<'_>) -> Result<(), StoreError> {
+        // One statement whatever their number, the task row's counters and
+        // state included: what a running task's buffered events cost in
+        // one round of the group commit.
+        self.write(STORE_EVENTS, store_params(self, id, batch)?)
+            .await
     }
 
     async fn enqueue(
@@ -181,32 +191,15 @@ impl Transaction for Tx<'_> {
         super::postgres_outbox::enqueue(self, id, seq, from, to, reason).await
     }
 
-    async fn set_state(
+    async fn store_events_then_read(
         &self,
         id: TaskId,
-        to: TaskState,
-        ended_ms: Option<i64>,
-        outcome: Option<&serde_json::Value>,
-    ) -> Result<(), StoreError> {
-        self.write(
-            SET_STATE,
-            owned![id.to_string(), to.as_str(), ended_ms, outcome.cloned()],
-        )
-        .await
-    }
-
-    async fn set_state_then_read(
-        &self,
-        id: TaskId,
-        to: TaskState,
-        ended_ms: Option<i64>,
-        outcome: Option<&serde_json::Value>,
+        batch: &Stored<'_>,
     ) -> Result<Task, StoreError> {
-        let sql = format!("{SET_STATE} RETURNING {TASK_COLUMNS}");
-        let row = self
-            .opt(&sql, &[&id.to_string(), &to.as_str(), &ended_ms, &outcome])
-            .await?;
-        match row {
+        let sql = format!("{STORE_EVENTS} RETURNING {TASK_COLUMNS}");
+        let params = store_params(self, id, batch)?;
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
+        match self.opt(&sql, &params).await? {
             Some(r) => row_to_task(&r),
             None => Err(StoreError::NotFound(id)),
         }
@@ -321,28 +314,46 @@ impl Transaction for Tx<'_> {
         now: i64,
         owner: &str,
         lease_until_ms: i64,
-    ) -> Result<Vec<(TaskState, Task)>, StoreError> {
-        // Picked and started in one statement; `was` is the state before.
-        // The limit is part of the text (one prepared statement per
-        // number of free slots): as a parameter, it kept PostgreSQL from
-        // ever settling on a generic plan, and it planned the statement
-        // anew at each claim.
+        first: &TaskEvent,
+    ) -> Result<Vec<Started>, StoreError> {
+        // Picked and started in one statement, which also stores `first`
+        // as the event of each task started from `queued` (a resumed
+        // task's event names its attempt: the machine stores it); `was`
+        // is the state before. The limit is part of the text (one prepared
+        // statement per number of free slots): as a parameter, it kept
+        // PostgreSQL from ever settling on a generic plan, and it planned
+        // the statement anew at each claim.
         let sql = format!(
             "WITH picked AS (
                  SELECT id AS pick, state AS was FROM tasks
                  WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested
-                 ORDER BY id LIMIT {max} FOR UPDATE SKIP LOCKED)
-             UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $1,
-                 owner = $2, lease = lease + 1, lease_until_ms = $3
-             FROM picked WHERE id = picked.pick
-             RETURNING {TASK_COLUMNS}, {KNOWN_COLUMNS}, was"
+                 ORDER BY id LIMIT {max} FOR UPDATE SKIP LOCKED),
+             started AS (
+                 UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $1,
+                     owner = $2, lease = lease + 1, lease_until_ms = $3,
+                     event_count = event_count + CASE WHEN was = 'queued' THEN 1 ELSE 0 END
+                 FROM picked WHERE id = picked.pick
+                 RETURNING {TASK_COLUMNS}, {KNOWN_COLUMNS}, was),
+             stored AS (
+                 INSERT INTO events (task_id, seq, at_ms, kind, body)
+                 SELECT id, event_count, $1, $4, $5 FROM started WHERE was = 'queued')
+             SELECT * FROM started"
         );
-        let rows = self.rows(&sql, &[&now, &owner, &lease_until_ms]).await?;
+        let body = serde_json::to_value(first).map_err(backend)?;
+        let rows = self
+            .rows(&sql, &[&now, &owner, &lease_until_ms, &first.kind(), &body])
+            .await?;
         let mut out = rows
             .iter()
-            .map(|r| self.started(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        out.sort_by_key(|(_, t)| t.id);
+            .map(|r| {
+                let (from, task) = self.started(r)?;
+                let stored = (from == TaskState::Queued)
+                    .then(|| self.known(task.id).map(|k| k.count))
+                    .flatten();
+                Ok(Started { from, task, stored })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort_by_key(|s| s.task.id);
         Ok(out)
     }
 

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::approval::Approval;
 use super::audit::{AuditFilter, AuditHead, AuditRecord, Linked};
 use super::backend::StoreError;
-use super::machine::{Holder, Transaction};
+use super::machine::{Holder, Started, Stored, Transaction};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
 use super::outbox::Delivery;
 use super::schedule::{Schedule, Slot, SlotOutcome};
@@ -69,38 +69,40 @@ impl Transaction for SqliteTx<'_> {
             .map_err(backend)
     }
 
-    async fn store_events(
-        &self,
-        id: TaskId,
-        at_ms: i64,
-        events: &[(i64, &TaskEvent)],
-        count: i64,
-        newly_dropped: i64,
-        progress: Option<(Option<f32>, &str)>,
-    ) -> Result<(), StoreError> {
-        for (seq, event) in events {
+    async fn store_events(&self, id: TaskId, batch: &Stored<'_>) -> Result<(), StoreError> {
+        for (seq, event) in &batch.events {
             let body = serde_json::to_string(event).map_err(backend)?;
             self.0
                 .exec(
                     "INSERT INTO events (task_id, seq, at_ms, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id.to_string(), seq, at_ms, event.kind(), body],
+                    params![id.to_string(), seq, batch.at_ms, event.kind(), body],
                 )
                 .map_err(backend)?;
         }
-        let (fraction, message) = progress.unzip();
+        let (fraction, message) = batch.progress.unzip();
+        let state = batch.state.as_ref();
         self.0
             .exec(
                 "UPDATE tasks SET event_count = ?2, events_dropped = events_dropped + ?3,
                      progress = CASE WHEN ?4 THEN COALESCE(?5, progress) ELSE progress END,
-                     progress_message = CASE WHEN ?4 THEN ?6 ELSE progress_message END
+                     progress_message = CASE WHEN ?4 THEN ?6 ELSE progress_message END,
+                     state = COALESCE(?7, state), ended_ms = COALESCE(?8, ended_ms),
+                     owner = CASE WHEN ?7 IS NULL OR ?7 IN ('running', 'awaiting_approval')
+                                  THEN owner ELSE NULL END,
+                     lease_until_ms = CASE WHEN ?7 IS NULL OR ?7 IN ('running', 'awaiting_approval')
+                                           THEN lease_until_ms ELSE NULL END,
+                     outcome = COALESCE(?9, outcome)
                  WHERE id = ?1",
                 params![
                     id.to_string(),
-                    count,
-                    newly_dropped,
-                    progress.is_some(),
+                    batch.count,
+                    batch.newly_dropped,
+                    batch.progress.is_some(),
                     fraction.flatten().map(f64::from),
-                    message
+                    message,
+                    state.map(|s| s.to.as_str()),
+                    state.and_then(|s| s.ended_ms),
+                    state.and_then(|s| s.outcome).map(|o| o.to_string()),
                 ],
             )
             .map_err(backend)?;
@@ -116,26 +118,6 @@ impl Transaction for SqliteTx<'_> {
         reason: &str,
     ) -> Result<(), StoreError> {
         super::sqlite_outbox::enqueue(self.0, id, seq, from, to, reason)
-    }
-
-    async fn set_state(
-        &self,
-        id: TaskId,
-        to: TaskState,
-        ended_ms: Option<i64>,
-        outcome: Option<&serde_json::Value>,
-    ) -> Result<(), StoreError> {
-        self.0
-            .exec(
-                "UPDATE tasks SET state = ?2, ended_ms = COALESCE(?3, ended_ms),
-                     owner = CASE WHEN ?2 IN ('running', 'awaiting_approval') THEN owner ELSE NULL END,
-                     lease_until_ms = CASE WHEN ?2 IN ('running', 'awaiting_approval') THEN lease_until_ms ELSE NULL END,
-                     outcome = COALESCE(?4, outcome)
-                 WHERE id = ?1",
-                params![id.to_string(), to.as_str(), ended_ms, outcome.map(|o| o.to_string())],
-            )
-            .map_err(backend)?;
-        Ok(())
     }
 
     async fn insert_task(
@@ -248,14 +230,20 @@ impl Transaction for SqliteTx<'_> {
         now: i64,
         owner: &str,
         lease_until_ms: i64,
-    ) -> Result<Vec<(TaskState, Task)>, StoreError> {
+        _first: &TaskEvent,
+    ) -> Result<Vec<Started>, StoreError> {
         let mut all = oldest(self.0, "queued", max)?;
         all.extend(oldest(self.0, "interrupted", max)?);
         all.sort();
         all.truncate(max);
         let mut out = Vec::new();
         for id in ids(all)? {
-            out.push(self.start(id, now, owner, lease_until_ms).await?);
+            let (from, task) = self.start(id, now, owner, lease_until_ms).await?;
+            out.push(Started {
+                from,
+                task,
+                stored: None,
+            });
         }
         Ok(out)
     }

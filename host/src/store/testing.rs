@@ -203,6 +203,17 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// [`url`](Self::url)'s database reached through the server's Unix
+    /// socket instead of loopback TCP (a client on the database's host).
+    pub fn socket_url(&self, url: &str) -> String {
+        let db = url.rsplit('/').next().unwrap_or_default();
+        format!(
+            "postgres://postgres@/{db}?host={}&port={}",
+            self.dir.display(),
+            self.port
+        )
+    }
+
     /// The server's loopback port.
     pub fn port(&self) -> u16 {
         self.port
