@@ -98,7 +98,8 @@ const STORE_EVENTS: &str = "WITH stored AS (
          outcome = COALESCE($13, outcome)
      WHERE id = $1";
 
-/// The parameters of [`STORE_EVENTS`] for `batch`.
+/// The parameters of [`STORE_EVENTS`] for `batch`; the transaction notes
+/// the row's counters as they will be.
 fn store_params(tx: &Tx<'_>, id: TaskId, batch: &Stored<'_>) -> Result<Owned, StoreError> {
     let seqs: Vec<i64> = batch.events.iter().map(|(s, _)| *s).collect();
     let kinds: Vec<String> = batch
