@@ -232,6 +232,8 @@ impl Transaction for SqliteTx<'_> {
         lease_until_ms: i64,
         _first: &TaskEvent,
     ) -> Result<Vec<Started>, StoreError> {
+        // Statements here cost no round trip: the machine stores every
+        // start event itself.
         let mut all = oldest(self.0, "queued", max)?;
         all.extend(oldest(self.0, "interrupted", max)?);
         all.sort();
