@@ -548,7 +548,7 @@ pub(super) async fn claim<T: Transaction>(
     }
     let now = now_ms();
     let until = now + lease_for.as_millis() as i64;
-    let first = start_event(TaskState::Queued, owner, 0);
+    let first = start_event(TaskState::Queued, start_reason(TaskState::Queued, owner, 0));
     let mut out = Vec::new();
     for begun in tx.start_runnable(n, now, owner, until, &first).await? {
         out.push(started(tx, begun, owner, max).await?);
@@ -556,14 +556,18 @@ pub(super) async fn claim<T: Transaction>(
     Ok(out)
 }
 
-/// The state event of a task started for `owner` from state `from`, in
-/// its `attempt`.
-fn start_event(from: TaskState, owner: &str, attempt: u32) -> TaskEvent {
-    let reason = if from == TaskState::Interrupted {
+/// Why a task was started for `owner` from state `from`, in its
+/// `attempt`.
+fn start_reason(from: TaskState, owner: &str, attempt: u32) -> String {
+    if from == TaskState::Interrupted {
         format!("resumed by {owner} (attempt {attempt})")
     } else {
         format!("started by {owner}")
-    };
+    }
+}
+
+/// The state event of a task started from state `from`.
+fn start_event(from: TaskState, reason: String) -> TaskEvent {
     TaskEvent::State {
         from: Some(from),
         to: TaskState::Running,
@@ -581,14 +585,16 @@ async fn started<T: Transaction>(
     max: u64,
 ) -> Result<Claim, StoreError> {
     let Started { from, task, stored } = begun;
-    let event = start_event(from, owner, task.attempt);
-    match (stored, &event) {
-        (Some(seq), TaskEvent::State { from, to, reason }) => {
-            tx.enqueue(task.id, seq, *from, *to, reason).await?
+    let reason = start_reason(from, owner, task.attempt);
+    match stored {
+        Some(seq) => {
+            tx.enqueue(task.id, seq, Some(from), TaskState::Running, &reason)
+                .await?
         }
-        _ => append(tx, task.id, std::slice::from_ref(&event), max)
-            .await
-            .map(drop)?,
+        None => {
+            let event = start_event(from, reason);
+            append(tx, task.id, std::slice::from_ref(&event), max).await?;
+        }
     }
     Ok(Claim {
         lease: task.lease,
