@@ -247,6 +247,9 @@ macro_rules! string_enum {
         }
 
         impl $name {
+            /// Every value, in the order declared.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
             /// The name used in the store, the API and the CLI.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }

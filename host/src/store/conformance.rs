@@ -57,6 +57,7 @@ pub(crate) fn run_all(make: &dyn Fn() -> Box<dyn TaskStore>) {
     outbox_follows_the_notify_mode(&*make());
     deliveries_go_in_order_and_settle(&*make());
     an_end_hands_its_notifications_to_its_host(&*make());
+    an_end_claims_the_next_task_resumed_ones_first(&*make());
     approvals_wait_decide_and_survive_a_resume(&*make());
     approval_decisions_refuse_bad_input_and_change_nothing(&*make());
     audit_chains_calls_and_decisions_and_outlives_pruning(&*make());
@@ -750,7 +751,108 @@ fn an_end_hands_its_notifications_to_its_host(store: &dyn TaskStore) {
     );
 }
 
-fn asking(key: &str, rule: &str) -> Ask {
+/// A task's end that claims its host's next task: the oldest runnable
+/// one, an interrupted task before a newer queued one (resumed, with the
+/// event that names its attempt), with its start's events, seqs and
+/// notifications as a claim of its own makes them; and nothing claimed
+/// when the queue is empty.
+fn an_end_claims_the_next_task_resumed_ones_first(store: &dyn TaskStore) {
+    let end = |claim: &Claim, events: &[TaskEvent]| {
+        let ending = Ending {
+            events,
+            state: TaskState::Succeeded,
+            outcome: serde_json::json!({"outcome": "succeeded"}),
+            reason: "done",
+            deliver: None,
+        };
+        store.finish_and_claim(claim, ending, Some(LEASE)).unwrap()
+    };
+    let said = |id: TaskId| -> Vec<(u64, String)> {
+        let events = store.events(id, 0, 100).unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "dense");
+        events
+            .into_iter()
+            .filter_map(|e| match e.event {
+                TaskEvent::State { reason, .. } => Some((e.seq, reason)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = store.create(spec("first", ResumePolicy::Restart)).unwrap();
+    let lost = store.create(spec("lost", ResumePolicy::Restart)).unwrap();
+    let c1 = store.claim("w1", LEASE).unwrap().unwrap();
+    assert_eq!(c1.task.id, first.id);
+    store.append_many(&c1, &[log("one"), log("two")]).unwrap();
+    // A host dies holding `lost`; a newer task queues behind it.
+    let dead = store.claim("dead", LEASE).unwrap().unwrap();
+    assert_eq!(dead.task.id, lost.id);
+    store.recover(now_ms(), Some("dead")).unwrap();
+    let queued = store
+        .create(notifying("queued", NotifyMode::StateChanges, &["hook"]))
+        .unwrap();
+
+    let ended = end(&c1, &[log("three")]);
+    assert_eq!(ended.task.state, TaskState::Succeeded);
+    assert!(ended.task.owner.is_none());
+    let next = ended.next.expect("the interrupted task, resumed");
+    assert_eq!(
+        (next.task.id, next.task.attempt, next.task.state),
+        (lost.id, 2, TaskState::Running)
+    );
+    assert_eq!(
+        said(first.id),
+        [
+            (1, "spawned".into()),
+            (2, "started by w1".into()),
+            (6, "done".into())
+        ]
+    );
+    assert_eq!(
+        said(lost.id).last(),
+        Some(&(4, "resumed by w1 (attempt 2)".to_string()))
+    );
+
+    // The resumed task's end takes the queued one, and queues its start's
+    // notification.
+    let ended = end(&next, &[]);
+    let next = ended.next.expect("the queued task");
+    assert_eq!((next.task.id, next.task.attempt), (queued.id, 1));
+    assert_eq!(
+        said(queued.id),
+        [(1, "spawned".into()), (2, "started by w1".into())]
+    );
+    let noted: Vec<_> = store
+        .deliveries(queued.id)
+        .unwrap()
+        .iter()
+        .map(|d| (d.seq, d.sink.clone(), d.from, d.to, d.reason.clone()))
+        .collect();
+    assert_eq!(
+        noted,
+        [(
+            2,
+            "hook".to_string(),
+            Some(TaskState::Queued),
+            TaskState::Running,
+            "started by w1".to_string()
+        )]
+    );
+    // Its own end claims nothing: the queue is empty.
+    let ended = end(&next, &[log("last")]);
+    assert!(ended.next.is_none());
+    assert_eq!(store.get(queued.id).unwrap().state, TaskState::Succeeded);
+    assert_eq!(said(queued.id).last(), Some(&(4, "done".to_string())));
+}
+
+fn log(message: &str) -> TaskEvent {
+    TaskEvent::Log {
+        level: crate::events::Level::Info,
+        message: message.into(),
+    }
+}
+
+pub(super) fn asking(key: &str, rule: &str) -> Ask {
     Ask {
         key: key.into(),
         request: ApprovalRequest {
@@ -763,7 +865,7 @@ fn asking(key: &str, rule: &str) -> Ask {
     }
 }
 
-fn by(who: &str, approved: bool, always: bool) -> Decision {
+pub(super) fn by(who: &str, approved: bool, always: bool) -> Decision {
     Decision {
         approved,
         always_for_task: always,

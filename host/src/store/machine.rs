@@ -229,7 +229,7 @@ pub(super) trait Transaction {
 #[derive(Clone, Debug)]
 pub(super) struct Fence {
     pub(super) id: TaskId,
-    lease: i64,
+    pub(super) lease: i64,
     pub(super) owner: String,
 }
 
@@ -340,31 +340,64 @@ async fn store<T: Transaction>(
     state: Option<NewState<'_>>,
     read: bool,
 ) -> Result<(Vec<u64>, Option<Task>), StoreError> {
-    let stored = tx.event_count(id).await?.ok_or(StoreError::NotFound(id))?;
-    let marker = TaskEvent::Truncated {
+    let counts = tx.event_count(id).await?.ok_or(StoreError::NotFound(id))?;
+    let marker = bound_marker(max);
+    let laid = Layout::of(events, &marker, counts, max, state);
+    let task = if read {
+        Some(tx.store_events_then_read(id, &laid.stored).await?)
+    } else {
+        tx.store_events(id, &laid.stored).await?;
+        None
+    };
+    for (seq, from, to, reason) in laid.states {
+        tx.enqueue(id, seq, from, to, reason).await?;
+    }
+    Ok((laid.seqs, task))
+}
+
+/// The event that stands for those dropped at the bound of `max` events.
+pub(super) fn bound_marker(max: u64) -> TaskEvent {
+    TaskEvent::Truncated {
         what: format!(
             "the task reached its bound of {max} events; later progress, logs and output are counted, not kept"
         ),
-    };
-    let b = lay_out(events, &marker, stored, max);
-    let batch = Stored {
-        at_ms: now_ms(),
-        events: b.rows,
-        count: b.count,
-        newly_dropped: b.newly_dropped,
-        progress: b.progress,
-        state,
-    };
-    let task = if read {
-        Some(tx.store_events_then_read(id, &batch).await?)
-    } else {
-        tx.store_events(id, &batch).await?;
-        None
-    };
-    for (seq, from, to, reason) in b.states {
-        tx.enqueue(id, seq, from, to, reason).await?;
     }
-    Ok((b.seqs, task))
+}
+
+/// A batch laid out after a task's stored events: the update of its row,
+/// the seq of each given event (0 for one dropped at the bound), and the
+/// state changes among them (seq, from, to, reason), whose notifications
+/// commit with the update.
+pub(super) struct Layout<'e> {
+    pub(super) stored: Stored<'e>,
+    pub(super) seqs: Vec<u64>,
+    pub(super) states: Vec<(i64, Option<TaskState>, TaskState, &'e str)>,
+}
+
+impl<'e> Layout<'e> {
+    /// `events` after the task's `counts` (stored, dropped), with the
+    /// bound's `marker`, setting `state` in the same update.
+    pub(super) fn of(
+        events: &'e [TaskEvent],
+        marker: &'e TaskEvent,
+        counts: (i64, i64),
+        max: u64,
+        state: Option<NewState<'e>>,
+    ) -> Layout<'e> {
+        let b = lay_out(events, marker, counts, max);
+        Layout {
+            stored: Stored {
+                at_ms: now_ms(),
+                events: b.rows,
+                count: b.count,
+                newly_dropped: b.newly_dropped,
+                progress: b.progress,
+                state,
+            },
+            seqs: b.seqs,
+            states: b.states,
+        }
+    }
 }
 
 /// Moves the task from `from` to `to` and records why.
@@ -430,12 +463,7 @@ impl Move<'_> {
         max: u64,
         read: bool,
     ) -> Result<Option<Task>, StoreError> {
-        let mut events = self.before;
-        events.push(TaskEvent::State {
-            from: Some(self.from),
-            to: self.to,
-            reason: self.reason.to_string(),
-        });
+        let events = change_events(self.before, self.from, self.to, self.reason);
         let state = NewState {
             to: self.to,
             ended_ms: self.to.is_terminal().then(now_ms),
@@ -444,6 +472,21 @@ impl Move<'_> {
         let (_, task) = store(tx, id, &events, max, Some(state), read).await?;
         Ok(task)
     }
+}
+
+/// The events of a change of state: `before`, then the change's own.
+fn change_events(
+    mut before: Vec<TaskEvent>,
+    from: TaskState,
+    to: TaskState,
+    reason: &str,
+) -> Vec<TaskEvent> {
+    before.push(TaskEvent::State {
+        from: Some(from),
+        to,
+        reason: reason.to_string(),
+    });
+    before
 }
 
 /// Stores a new queued task.
@@ -558,7 +601,7 @@ pub(super) async fn claim<T: Transaction>(
 
 /// Why a task was started for `owner` from state `from`, in its
 /// `attempt`.
-fn start_reason(from: TaskState, owner: &str, attempt: u32) -> String {
+pub(super) fn start_reason(from: TaskState, owner: &str, attempt: u32) -> String {
     if from == TaskState::Interrupted {
         format!("resumed by {owner} (attempt {attempt})")
     } else {
@@ -567,7 +610,7 @@ fn start_reason(from: TaskState, owner: &str, attempt: u32) -> String {
 }
 
 /// The state event of a task started from state `from`.
-fn start_event(from: TaskState, reason: String) -> TaskEvent {
+pub(super) fn start_event(from: TaskState, reason: String) -> TaskEvent {
     TaskEvent::State {
         from: Some(from),
         to: TaskState::Running,
@@ -625,19 +668,20 @@ pub(super) async fn ask<T: Transaction>(
     super::approval::ask(tx, held.id, ask, max).await
 }
 
-/// Appends events on behalf of a claim; returns their seqs. `calls` (the
-/// audit entries of the capability calls among them, see [`audited`]) are
-/// chained into the audit trail, even past the event bound.
+/// Appends events on behalf of a claim; returns their seqs and the state
+/// the claim holds the task in. `calls` (the audit entries of the
+/// capability calls among them, see [`audited`]) are chained into the
+/// audit trail, even past the event bound.
 pub(super) async fn append_held<T: Transaction>(
     tx: &T,
     held: &Fence,
     events: &[TaskEvent],
     calls: &[Entry],
     max: u64,
-) -> Result<Vec<u64>, StoreError> {
-    fence(tx, held).await?;
+) -> Result<(Vec<u64>, TaskState), StoreError> {
+    let state = fence(tx, held).await?;
     audit::chain(tx, calls).await?;
-    append(tx, held.id, events, max).await
+    Ok((append(tx, held.id, events, max).await?, state))
 }
 
 /// The audit entries of the capability calls among `events` of the claim
@@ -670,6 +714,7 @@ pub(super) async fn save_checkpoint<T: Transaction>(
 }
 
 /// A task's end, owned so that it can run wherever the backend runs it.
+#[derive(Clone)]
 pub(super) struct Finish {
     /// Events still buffered, stored before the final state.
     pub(super) events: Vec<TaskEvent>,
@@ -710,6 +755,30 @@ impl Finish {
             next_lease,
             calls: audited(held, end.events, audit),
         })
+    }
+}
+
+impl Finish {
+    /// Whether the end may be written without reading the task's row
+    /// first: it has no capability calls to chain into the audit trail
+    /// (whose head a chaining transaction must hold).
+    pub(super) fn needs_no_read(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Its events, as stored after the task held in `from`: the buffered
+    /// ones, then its change of state (as [`finish`] stores them).
+    pub(super) fn events_from(&self, from: TaskState) -> Vec<TaskEvent> {
+        change_events(self.events.clone(), from, self.state, &self.reason)
+    }
+
+    /// Its new state, ended now, with its outcome.
+    pub(super) fn new_state(&self) -> NewState<'_> {
+        NewState {
+            to: self.state,
+            ended_ms: Some(now_ms()),
+            outcome: Some(&self.outcome),
+        }
     }
 }
 

@@ -29,6 +29,7 @@ mod open;
 pub mod outbox;
 mod postgres;
 mod postgres_audit;
+mod postgres_held;
 mod postgres_listen;
 mod postgres_outbox;
 mod postgres_pool;

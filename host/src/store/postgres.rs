@@ -61,7 +61,8 @@ use super::backend::{
 use super::machine::{self, Fence, Finish, TASK_COLUMNS, Transaction};
 use super::model::{Task, TaskEvent, TaskFilter, TaskId, TaskSpec};
 use super::outbox::{Attempt, Delivery, Verdict};
-use super::postgres_pool::Pool;
+use super::postgres_held::{self as held, Held};
+use super::postgres_pool::{Known, Pool};
 pub(super) use super::postgres_pool::{Tx, backend, pg};
 use super::schedule::{self, Schedule, ScheduleSpec, Slot};
 use super::sqlite::DEFAULT_MAX_EVENTS;
@@ -167,6 +168,17 @@ pub const OUTBOX_CHANNEL: &str = "skillbox_outbox";
 /// it fails and its connection is dropped.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How a store call's statements commit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Mode {
+    /// One read-only transaction.
+    Read,
+    /// One transaction.
+    Write,
+    /// No transaction block: each statement commits by itself.
+    Autocommit,
+}
+
 /// Settings of a [`PgStore`].
 #[derive(Clone, Debug)]
 pub struct PgOptions {
@@ -196,6 +208,8 @@ pub struct PgStore {
     wakeups: Arc<Wakeups>,
     max_events: u64,
     audit: bool,
+    /// What this store's claims and writes left in the rows they hold.
+    held: Held,
 }
 
 /// The counters behind [`PgStore::subscribe`], and whether their listener
@@ -264,8 +278,9 @@ impl PgStore {
             }),
             max_events: options.max_events.max(1),
             audit: true,
+            held: Held::default(),
         };
-        store.call(false, |tx| migrate(tx).boxed())?;
+        store.call(Mode::Write, |tx| migrate(tx).boxed())?;
         Ok(store)
     }
 
@@ -293,7 +308,7 @@ impl PgStore {
 
     /// The schema version now in force.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.call(true, |tx| {
+        self.call(Mode::Read, |tx| {
             async move {
                 let r = tx
                     .one(
@@ -348,9 +363,10 @@ impl PgStore {
         });
     }
 
-    /// Runs `body` as one transaction on the store's runtime and waits for
-    /// its outcome; from any thread, in a runtime or not.
-    fn call<T, F>(&self, read_only: bool, body: F) -> Result<T, StoreError>
+    /// Runs `body` (one transaction, or statements that commit each by
+    /// itself, as `mode` says) on the store's runtime and waits for its
+    /// outcome; from any thread, in a runtime or not.
+    pub(super) fn call<T, F>(&self, mode: Mode, body: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(&'a Tx<'a>) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,
@@ -359,8 +375,14 @@ impl PgStore {
         let (reply, answer) = mpsc::sync_channel(1);
         let pool = self.pool.clone();
         self.runtime.spawn(async move {
-            let out = match tokio::time::timeout(CALL_TIMEOUT, pool.transact(read_only, body)).await
-            {
+            let run = async {
+                match mode {
+                    Mode::Read => pool.transact(true, body).await,
+                    Mode::Write => pool.transact(false, body).await,
+                    Mode::Autocommit => pool.autocommit(body).await,
+                }
+            };
+            let out = match tokio::time::timeout(CALL_TIMEOUT, run).await {
                 Ok(out) => out,
                 Err(_) => Err(StoreError::Backend(format!(
                     "the task store did not answer within {}s (the change may or may not \
@@ -373,9 +395,78 @@ impl PgStore {
         let out = answer
             .recv()
             .map_err(|_| backend("the task store's runtime stopped"))?;
-        let kind = if read_only { "read" } else { "write" };
+        let kind = if mode == Mode::Read { "read" } else { "write" };
         crate::metrics::metrics().store("postgres", kind, started.elapsed());
         out
+    }
+
+    /// Appends `events` for `claim`: in one statement when the store saw
+    /// the row last and no capability call among them is audited, else
+    /// in the machine's transaction. Their seqs.
+    fn append_held(&self, claim: &Claim, events: Vec<TaskEvent>) -> Result<Vec<u64>, StoreError> {
+        let (held, max) = (Fence::of(claim), self.max_events);
+        let calls = machine::audited(&held, &events, self.audit);
+        if calls.is_empty()
+            && let Some(seen) = self.held.seen(&held)
+        {
+            let (fence, batch) = (held.clone(), events.clone());
+            let state = seen.state;
+            let fast = self.call(Mode::Autocommit, move |tx| {
+                async move { held::append(tx, &fence, &seen, &batch, max).await }.boxed()
+            })?;
+            if let Some((known, seqs)) = fast {
+                self.held.saw(&held, state, known);
+                return Ok(seqs);
+            }
+        }
+        let fence = held.clone();
+        let out = self.write(move |tx| {
+            async move {
+                let (seqs, state) = machine::append_held(tx, &fence, &events, &calls, max).await?;
+                Ok((seqs, state, tx.known(fence.id)))
+            }
+            .boxed()
+        });
+        match out {
+            Ok((seqs, state, Some(known))) => {
+                self.held.saw(&held, state, known);
+                Ok(seqs)
+            }
+            Ok((seqs, _, None)) => Ok(seqs),
+            Err(e) => {
+                self.held.forget(&held);
+                Err(e)
+            }
+        }
+    }
+
+    /// A claim made by a transaction, noted with what it left in the row.
+    fn claimed(&self, (claim, known): (Claim, Option<Known>)) -> Claim {
+        match known {
+            Some(k) => self.held.claimed(&claim, k),
+            None => self.held.forget(&Fence::of(&claim)),
+        }
+        claim
+    }
+
+    /// The end [`held::finish`] wrote, as the store reports it; the next
+    /// task is claimed by a transaction when it is to be resumed.
+    fn finished(&self, held: &Fence, done: held::Finished, next_lease: Option<Duration>) -> Ended {
+        self.held.forget(held);
+        let mut next = done.next.map(|(c, k)| self.claimed((c, Some(k))));
+        if let (true, None, Some(lease)) = (done.resume_next, &next, next_lease) {
+            // The end is stored: a failed claim only leaves the task for
+            // the next one.
+            match self.claim_many(&held.owner, 1, lease) {
+                Ok(mut claims) => next = claims.pop(),
+                Err(e) => tracing::warn!("claiming the next task after {}: {e}", held.id),
+            }
+        }
+        Ended {
+            task: done.task,
+            next,
+            deliveries: Vec::new(),
+        }
     }
 
     /// Runs `sql` (several statements, no results) in one transaction.
@@ -399,7 +490,7 @@ impl PgStore {
         T: Send + 'static,
         F: for<'a> FnOnce(&'a Tx<'a>) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,
     {
-        self.call(false, body)
+        self.call(Mode::Write, body)
     }
 
     fn read<T, F>(&self, body: F) -> Result<T, StoreError>
@@ -407,7 +498,7 @@ impl PgStore {
         T: Send + 'static,
         F: for<'a> FnOnce(&'a Tx<'a>) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,
     {
-        self.call(true, body)
+        self.call(Mode::Read, body)
     }
 }
 
@@ -474,6 +565,12 @@ async fn migrate(tx: &Tx<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A claim `tx` made, with what the transaction knows of its row.
+fn knowing(tx: &Tx<'_>, claim: Claim) -> (Claim, Option<Known>) {
+    let known = tx.known(claim.task.id);
+    (claim, known)
+}
+
 pub(super) fn row_to_task(r: &Row) -> Result<Task, StoreError> {
     let id: String = r.try_get(0).map_err(pg)?;
     let spec: serde_json::Value = r.try_get(1).map_err(pg)?;
@@ -519,10 +616,16 @@ impl TaskStore for PgStore {
         lease_for: Duration,
     ) -> Result<(Task, Option<Claim>), StoreError> {
         let (id, max, owner) = (TaskId::new(), self.max_events, owner.to_string());
-        self.write(move |tx| {
-            async move { machine::spawn_and_claim(tx, id, spec, &owner, lease_for, max).await }
-                .boxed()
-        })
+        let (task, claim) = self.write(move |tx| {
+            async move {
+                let (task, claim) =
+                    machine::spawn_and_claim(tx, id, spec, &owner, lease_for, max).await?;
+                let claim = claim.map(|c| knowing(tx, c));
+                Ok((task, claim))
+            }
+            .boxed()
+        })?;
+        Ok((task, claim.map(|c| self.claimed(c))))
     }
 
     fn get(&self, id: TaskId) -> Result<Task, StoreError> {
@@ -570,48 +673,43 @@ impl TaskStore for PgStore {
         lease_for: Duration,
     ) -> Result<Vec<Claim>, StoreError> {
         let (owner, max) = (owner.to_string(), self.max_events);
-        self.write(move |tx| {
-            async move { machine::claim(tx, &owner, n, lease_for, max).await }.boxed()
-        })
+        let claims = self.write(move |tx| {
+            async move {
+                let claims = machine::claim(tx, &owner, n, lease_for, max).await?;
+                Ok(claims
+                    .into_iter()
+                    .map(|c| knowing(tx, c))
+                    .collect::<Vec<_>>())
+            }
+            .boxed()
+        })?;
+        Ok(claims.into_iter().map(|c| self.claimed(c)).collect())
     }
 
     fn heartbeat(&self, claim: &Claim, lease_for: Duration) -> Result<(), StoreError> {
         let held = Fence::of(claim);
+        let fence = held.clone();
         self.write(move |tx| async move { machine::heartbeat(tx, &held, lease_for).await }.boxed())
+            .inspect_err(|_| self.held.forget(&fence))
     }
 
     fn append(&self, claim: &Claim, event: TaskEvent) -> Result<u64, StoreError> {
-        let (held, max) = (Fence::of(claim), self.max_events);
-        let events = [event];
-        let calls = machine::audited(&held, &events, self.audit);
-        self.write(move |tx| {
-            async move {
-                let seqs = machine::append_held(tx, &held, &events, &calls, max).await?;
-                Ok(seqs.first().copied().unwrap_or(0))
-            }
-            .boxed()
-        })
+        let seqs = self.append_held(claim, vec![event])?;
+        Ok(seqs.first().copied().unwrap_or(0))
     }
 
     fn append_many(&self, claim: &Claim, events: &[TaskEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
-        let (held, max, events) = (Fence::of(claim), self.max_events, events.to_vec());
-        let calls = machine::audited(&held, &events, self.audit);
-        self.write(move |tx| {
-            async move {
-                machine::append_held(tx, &held, &events, &calls, max)
-                    .await
-                    .map(drop)
-            }
-            .boxed()
-        })
+        self.append_held(claim, events.to_vec()).map(drop)
     }
 
     fn save_checkpoint(&self, claim: &Claim, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let (held, max) = (Fence::of(claim), self.max_events);
         let (key, value) = (key.to_string(), value.to_vec());
+        // Its event changes the row's counters: the next write reads them.
+        self.held.forget(&held);
         self.write(move |tx| {
             async move { machine::save_checkpoint(tx, &held, key, &value, max).await }.boxed()
         })
@@ -645,7 +743,33 @@ impl TaskStore for PgStore {
             self.max_events,
             Finish::of(&held, end, next_lease, self.audit)?,
         );
-        self.write(move |tx| async move { machine::finish(tx, &held, end, max).await }.boxed())
+        if let Some(seen) = self.held.seen(&held).filter(|s| held::may_finish(s, &end)) {
+            let (fence, fin) = (held.clone(), end.clone());
+            let fast = self.call(Mode::Autocommit, move |tx| {
+                async move { held::finish(tx, &fence, &seen, &fin, max).await }.boxed()
+            });
+            match fast {
+                Ok(Some(done)) => return Ok(self.finished(&held, done, next_lease)),
+                // The row changed since it was seen: the transaction reads it.
+                Ok(None) => {}
+                // Nothing was written, or the end was (and the
+                // transaction finds the claim gone): either way the
+                // transaction says what became of it.
+                Err(e) => tracing::debug!(task = %held.id, "one-statement end failed: {e}"),
+            }
+        }
+        self.held.forget(&held);
+        let ended = self.write(move |tx| {
+            async move {
+                let mut ended = machine::finish(tx, &held, end, max).await?;
+                let next = ended.next.take().map(|c| knowing(tx, c));
+                Ok((ended, next))
+            }
+            .boxed()
+        })?;
+        let (mut ended, next) = ended;
+        ended.next = next.map(|c| self.claimed(c));
+        Ok(ended)
     }
 
     fn events(&self, id: TaskId, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
@@ -678,6 +802,8 @@ impl TaskStore for PgStore {
 
     fn ask(&self, claim: &Claim, ask: Ask) -> Result<Approval, StoreError> {
         let (held, max) = (Fence::of(claim), self.max_events);
+        // The request changes the task's state.
+        self.held.forget(&held);
         self.write(move |tx| async move { machine::ask(tx, &held, ask, max).await }.boxed())
     }
 
@@ -698,6 +824,8 @@ impl TaskStore for PgStore {
         decision: Decision,
     ) -> Result<Approval, StoreError> {
         let max = self.max_events;
+        // The decision changes the task's row under its holder.
+        self.held.forget_task(id);
         self.write(move |tx| {
             async move { super::approval::decide(tx, id, n, decision, max).await }.boxed()
         })

@@ -11,6 +11,10 @@
 //! before it, and a write that fails aborts the transaction: the reads
 //! after it fail, the `COMMIT` becomes a rollback, and the write's error is
 //! the one reported. Every wait is counted ([`Pool::round_trips`]).
+//!
+//! A change that is one statement needs no transaction block:
+//! [`Pool::autocommit`] sends it alone, and it commits by itself (see
+//! [`super::postgres_held`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -231,6 +235,21 @@ impl<'a> Tx<'a> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits for the answers of the writes sent and not yet answered, if
+    /// any.
+    async fn wait_sent(&self) -> Result<(), StoreError> {
+        if self
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return Ok(());
+        }
+        self.trip();
+        self.settle().await
+    }
+
     /// Ends the transaction: `COMMIT` (or `ROLLBACK`) behind the writes not
     /// yet answered, in one wait.
     async fn end(&self, commit: bool) -> Result<(), StoreError> {
@@ -296,6 +315,34 @@ impl Pool {
     /// was made.
     pub(super) fn round_trips(&self) -> u64 {
         self.trips.load(Ordering::Relaxed)
+    }
+
+    /// Runs `body` on a pooled connection outside any transaction block:
+    /// each statement it sends commits by itself (for one statement that
+    /// writes a whole change, one round trip and no `BEGIN` or `COMMIT`).
+    /// Writes it sent without waiting are waited for before it returns.
+    pub(super) async fn autocommit<T>(&self, body: impl Body<T>) -> Result<T, StoreError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| backend("the task store is closed"))?;
+        let conn = match self.idle() {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        let tx = Tx::new(&conn, &self.trips);
+        let out = body(&tx).await;
+        let sent = tx.wait_sent().await;
+        drop(tx);
+        if !conn.client.is_closed() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+        }
+        let out = out?;
+        sent.map(|()| out)
     }
 
     /// Runs `body` as one transaction on a pooled connection.

@@ -466,18 +466,28 @@ fn a_task_life_takes_few_round_trips() {
         return;
     };
     let store = PgStore::connect(&url).unwrap();
-    let mut s = spec("rt", ResumePolicy::Restart);
-    s.notify_to = vec!["hook".into()];
-    life(&store, &s);
-    let [create, claimed, appended, finished] = life(&store, &s);
+    let s = spec("rt", ResumePolicy::Restart);
+    life(&store, &s, None);
+    let [create, claimed, appended, finished] = life(&store, &s, None);
     eprintln!(
         "round trips: create {create}, claim {claimed}, events {appended}, \
          finish with next claim {finished}"
     );
-    // BEGIN, COMMIT and each read that decides something.
+    // A transaction: BEGIN, COMMIT and each read that decides something.
     assert!(create <= 2, "create: {create} round trips");
     assert!(claimed <= 3, "claim: {claimed} round trips");
-    assert!(appended <= 3, "events: {appended} round trips");
+    // One statement each, fenced on the row as the claim left it.
+    assert_eq!(appended, 1, "events");
+    assert_eq!(finished, 1, "finish and claim the next");
+
+    // An end whose notifications are leased to its host reads the outbox
+    // in a transaction.
+    let mut s = spec("rt", ResumePolicy::Restart);
+    s.notify_to = vec!["hook".into()];
+    life(&store, &s, Some(LEASE));
+    let [_, _, appended, finished] = life(&store, &s, Some(LEASE));
+    eprintln!("with a sink: events {appended}, finish with next claim {finished}");
+    assert_eq!(appended, 1, "events");
     assert!(
         finished <= 6,
         "finish and claim the next: {finished} round trips"
@@ -545,9 +555,114 @@ fn a_failed_pipelined_write_is_the_error_and_nothing_commits() {
     assert_eq!((seen, count()), (2, 3));
 }
 
+/// A worker writes the events and the end of a task it holds in one
+/// statement each, fenced on the row as its own last write left it. When
+/// another host changed the row meanwhile (decided the task's request for
+/// approval; interrupted it once its lease ran out), that statement
+/// writes nothing and the store takes the transaction that reads the row:
+/// seqs stay dense, and a claim that lost the task gets `LeaseLost`.
+#[test]
+fn a_row_another_host_changed_is_read_before_it_is_written() {
+    use super::conformance::{asking, by};
+    let Some(url) = fresh_db("postgres held rows") else {
+        return;
+    };
+    let (a, b) = (
+        PgStore::connect(&url).unwrap(),
+        PgStore::connect(&url).unwrap(),
+    );
+    let trips = |f: &mut dyn FnMut()| {
+        let before = a.round_trips();
+        f();
+        a.round_trips() - before
+    };
+    // The first task prepares the statements (a round trip each, once per
+    // connection); the second is counted.
+    let mut id = None;
+    for counted in [false, true] {
+        let check = |trips: u64, want: u64| assert!(!counted || trips == want, "{trips}");
+        let task = a.create(spec("held", ResumePolicy::Restart)).unwrap().id;
+        let c = a.claim("a", LEASE).unwrap().unwrap();
+        check(trips(&mut || a.append_many(&c, &[log("one")]).unwrap()), 1);
+        let asked = a.ask(&c, asking("app#1", "r")).unwrap();
+        a.append_many(&c, &[log("waiting")]).unwrap();
+        check(
+            trips(&mut || a.append_many(&c, &[log("still")]).unwrap()),
+            1,
+        );
+        // The operator answers through another host: a new state and event.
+        b.decide(task, Some(asked.id), by("cli:op", true, false))
+            .unwrap();
+        // The statement changes nothing; the transaction reads the row
+        // (`BEGIN`, the row, `COMMIT`).
+        check(
+            trips(&mut || a.append_many(&c, &[log("after")]).unwrap()),
+            1 + 3,
+        );
+        check(
+            trips(&mut || a.append_many(&c, &[log("again")]).unwrap()),
+            1,
+        );
+        let end = Ending {
+            events: &[log("last")],
+            state: TaskState::Succeeded,
+            outcome: serde_json::json!({"outcome": "succeeded"}),
+            reason: "done",
+            deliver: None,
+        };
+        let mut ended = None;
+        check(
+            trips(&mut || ended = Some(a.finish_and_claim(&c, end.clone(), None).unwrap())),
+            1,
+        );
+        assert_eq!(ended.unwrap().task.state, TaskState::Succeeded);
+        id = Some(task);
+    }
+    let id = id.unwrap();
+    let events = a.events(id, 0, 100).unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let said: Vec<String> = events
+        .iter()
+        .map(|e| match &e.event {
+            TaskEvent::Log { message, .. } => message.clone(),
+            TaskEvent::State { to, .. } => to.to_string(),
+            other => other.kind().to_string(),
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "queued",
+            "running",
+            "one",
+            "awaiting_approval",
+            "waiting",
+            "still",
+            "running",
+            "after",
+            "again",
+            "last",
+            "succeeded"
+        ]
+    );
+
+    // Interrupted by another host while its holder still writes.
+    a.create(spec("lost", ResumePolicy::Restart)).unwrap();
+    let c = a.claim("a", Duration::ZERO).unwrap().unwrap();
+    a.append_many(&c, &[log("one")]).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(b.recover(now_ms(), None).unwrap(), vec![c.task.id]);
+    let late = a.append_many(&c, &[log("late")]);
+    assert!(matches!(late, Err(StoreError::LeaseLost(_))), "{late:?}");
+    let late = a.finish(&c, TaskState::Succeeded, serde_json::json!({}), "late");
+    assert!(matches!(late, Err(StoreError::LeaseLost(_))), "{late:?}");
+    assert_eq!(a.get(c.task.id).unwrap().state, TaskState::Interrupted);
+}
+
 /// One task's life for [`a_task_life_takes_few_round_trips`], with a
 /// second task queued behind it; returns the round trips of each step.
-fn life(store: &PgStore, s: &TaskSpec) -> [u64; 4] {
+fn life(store: &PgStore, s: &TaskSpec, deliver: Option<Duration>) -> [u64; 4] {
     let trips = |f: &mut dyn FnMut()| {
         let before = store.round_trips();
         f();
@@ -578,7 +693,7 @@ fn life(store: &PgStore, s: &TaskSpec) -> [u64; 4] {
         state: TaskState::Succeeded,
         outcome: serde_json::json!({"summary": "ok"}),
         reason: "done",
-        deliver: Some(LEASE),
+        deliver,
     };
     let finished = trips(&mut || {
         ended = Some(
@@ -591,7 +706,11 @@ fn life(store: &PgStore, s: &TaskSpec) -> [u64; 4] {
     let ended = ended.unwrap();
     assert_eq!(ended.task.state, TaskState::Succeeded);
     assert_eq!(ended.task.progress, Some(0.5));
-    assert_eq!(ended.deliveries.len(), 1, "the end's notification, leased");
+    assert_eq!(
+        ended.deliveries.len(),
+        s.notify_to.len(),
+        "the end's notification, leased"
+    );
     let next = ended.next.expect("the task queued behind, claimed next");
     assert_eq!(next.task.id, queued);
     assert_eq!(

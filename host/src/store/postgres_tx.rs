@@ -33,7 +33,7 @@ fn ids(rows: &[tokio_postgres::Row]) -> Result<Vec<TaskId>, StoreError> {
 
 /// What a row read from column `at` on says of its task: `event_count,
 /// events_dropped, notify, notify_to`.
-fn known(r: &tokio_postgres::Row, at: usize) -> Result<Known, StoreError> {
+pub(super) fn known(r: &tokio_postgres::Row, at: usize) -> Result<Known, StoreError> {
     let notify: String = r.try_get(at + 2).map_err(pg)?;
     Ok(Known {
         count: r.try_get(at).map_err(pg)?,
@@ -44,13 +44,13 @@ fn known(r: &tokio_postgres::Row, at: usize) -> Result<Known, StoreError> {
 }
 
 /// The columns [`known`] reads.
-const KNOWN_COLUMNS: &str = "event_count, events_dropped, notify, notify_to";
+pub(super) const KNOWN_COLUMNS: &str = "event_count, events_dropped, notify, notify_to";
 
 impl Tx<'_> {
     /// A task just started, from a row of [`TASK_COLUMNS`],
     /// [`KNOWN_COLUMNS`] and the state it left; what this transaction
     /// knows of it is noted.
-    fn started(&self, r: &tokio_postgres::Row) -> Result<(TaskState, Task), StoreError> {
+    pub(super) fn started(&self, r: &tokio_postgres::Row) -> Result<(TaskState, Task), StoreError> {
         let n = TASK_COLUMNS.split(',').count();
         let task = row_to_task(r)?;
         self.know(task.id, known(r, n)?);
@@ -101,6 +101,24 @@ const STORE_EVENTS: &str = "WITH stored AS (
 /// The parameters of [`STORE_EVENTS`] for `batch`; the transaction notes
 /// the row's counters as they will be.
 fn store_params(tx: &Tx<'_>, id: TaskId, batch: &Stored<'_>) -> Result<Owned, StoreError> {
+    let mut params = batch_params(tx, id, batch)?;
+    let state = batch.state.as_ref();
+    params.extend(owned![
+        state.map(|s| s.to.as_str()),
+        state.and_then(|s| s.ended_ms),
+        state.and_then(|s| s.outcome).cloned(),
+    ]);
+    Ok(params)
+}
+
+/// The first ten parameters of [`STORE_EVENTS`] for `batch` (its events,
+/// counters and progress); the transaction notes the row's counters as
+/// they will be.
+pub(super) fn batch_params(
+    tx: &Tx<'_>,
+    id: TaskId,
+    batch: &Stored<'_>,
+) -> Result<Owned, StoreError> {
     let seqs: Vec<i64> = batch.events.iter().map(|(s, _)| *s).collect();
     let kinds: Vec<String> = batch
         .events
@@ -113,7 +131,6 @@ fn store_params(tx: &Tx<'_>, id: TaskId, batch: &Stored<'_>) -> Result<Owned, St
         .map(|(_, e)| serde_json::to_value(e).map_err(backend))
         .collect::<Result<Vec<_>, _>>()?;
     let (fraction, message) = batch.progress.unzip();
-    let state = batch.state.as_ref();
     tx.update_known(id, |k| {
         k.count = batch.count;
         k.dropped += batch.newly_dropped;
@@ -129,10 +146,43 @@ fn store_params(tx: &Tx<'_>, id: TaskId, batch: &Stored<'_>) -> Result<Owned, St
         seqs,
         kinds,
         bodies,
-        state.map(|s| s.to.as_str()),
-        state.and_then(|s| s.ended_ms),
-        state.and_then(|s| s.outcome).cloned(),
     ])
+}
+
+/// The common table expressions of a claim, in a statement's `WITH`:
+/// - `picked`: up to `limit` of the oldest runnable tasks where `gate`
+///   holds, their rows locked (rows another transaction is claiming are
+///   skipped), with the state each was in (`was`);
+/// - `started`: those of them started for the owner (with `queued_only`,
+///   only those taken from the queue), returning [`TASK_COLUMNS`],
+///   [`KNOWN_COLUMNS`] and `was`;
+/// - `start_events`: the start event of each task started from the queue,
+///   stored as its next event.
+///
+/// `p` numbers the statement's parameters for: now, the owner, the lease's
+/// expiry, the start event's kind and its body.
+pub(super) fn claim_ctes(limit: usize, gate: &str, queued_only: bool, p: [usize; 5]) -> String {
+    let [now, owner, until, kind, body] = p;
+    let only = if queued_only {
+        " AND was = 'queued'"
+    } else {
+        ""
+    };
+    format!(
+        "picked AS (
+             SELECT id AS pick, state AS was FROM tasks
+             WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested AND {gate}
+             ORDER BY id LIMIT {limit} FOR UPDATE SKIP LOCKED),
+         started AS (
+             UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = ${now},
+                 owner = ${owner}, lease = lease + 1, lease_until_ms = ${until},
+                 event_count = event_count + CASE WHEN was = 'queued' THEN 1 ELSE 0 END
+             FROM picked WHERE id = picked.pick{only}
+             RETURNING {TASK_COLUMNS}, {KNOWN_COLUMNS}, was),
+         start_events AS (
+             INSERT INTO events (task_id, seq, at_ms, kind, body)
+             SELECT id, event_count, ${now}, ${kind}, ${body} FROM started WHERE was = 'queued')"
+    )
 }
 
 impl Transaction for Tx<'_> {
@@ -325,20 +375,8 @@ impl Transaction for Tx<'_> {
         // PostgreSQL from ever settling on a generic plan, and it planned
         // the statement anew at each claim.
         let sql = format!(
-            "WITH picked AS (
-                 SELECT id AS pick, state AS was FROM tasks
-                 WHERE state IN ('queued', 'interrupted') AND NOT cancel_requested
-                 ORDER BY id LIMIT {max} FOR UPDATE SKIP LOCKED),
-             started AS (
-                 UPDATE tasks SET state = 'running', attempt = attempt + 1, started_ms = $1,
-                     owner = $2, lease = lease + 1, lease_until_ms = $3,
-                     event_count = event_count + CASE WHEN was = 'queued' THEN 1 ELSE 0 END
-                 FROM picked WHERE id = picked.pick
-                 RETURNING {TASK_COLUMNS}, {KNOWN_COLUMNS}, was),
-             stored AS (
-                 INSERT INTO events (task_id, seq, at_ms, kind, body)
-                 SELECT id, event_count, $1, $4, $5 FROM started WHERE was = 'queued')
-             SELECT * FROM started"
+            "WITH {} SELECT * FROM started",
+            claim_ctes(max, "TRUE", false, [1, 2, 3, 4, 5])
         );
         let body = serde_json::to_value(first).map_err(backend)?;
         let rows = self

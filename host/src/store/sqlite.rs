@@ -454,7 +454,7 @@ impl TaskStore for SqliteStore {
         let calls = machine::audited(&held, &events, self.audit);
         self.write(move |tx| {
             let tx = SqliteTx(tx);
-            let seqs = run_ready(machine::append_held(&tx, &held, &events, &calls, max))?;
+            let (seqs, _) = run_ready(machine::append_held(&tx, &held, &events, &calls, max))?;
             Ok(seqs.first().copied().unwrap_or(0))
         })
     }
