@@ -30,7 +30,7 @@ use super::model::{NotifyMode, Task, TaskEvent, TaskId, TaskState};
 use super::outbox::announced;
 use super::postgres::{Tx, backend, pg, row_to_task};
 use super::postgres_pool::{Known, owned};
-use super::postgres_tx::{KNOWN_COLUMNS, batch_params, claim_ctes, known};
+use super::postgres_tx::{BATCH_SET, INSERT_BATCH, KNOWN_COLUMNS, batch_params, claim_ctes, known};
 
 /// A held task's row as the store's last write for its claim left it.
 #[derive(Clone, Debug)]
@@ -177,17 +177,12 @@ pub(super) async fn finish(
     let n = TASK_COLUMNS.split(',').count();
     let sql = format!(
         "WITH ended AS (
-             UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
-                 progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
-                 progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END,
+             UPDATE tasks SET {BATCH_SET},
                  state = $11, ended_ms = $12, outcome = $13, owner = NULL, lease_until_ms = NULL
              WHERE id = $1 AND lease = $14 AND owner = $15 AND state = $16
                AND event_count = $17 AND events_dropped = $18
              RETURNING {TASK_COLUMNS}, {KNOWN_COLUMNS}),
-         stored AS (
-             INSERT INTO events (task_id, seq, at_ms, kind, body)
-             SELECT id, e.seq, $7, e.kind, e.body
-             FROM ended, unnest($8::bigint[], $9::text[], $10::jsonb[]) AS e(seq, kind, body)),
+         stored AS ({INSERT_BATCH} WHERE EXISTS (SELECT 1 FROM ended)),
          noted AS (
              INSERT INTO outbox (task_id, seq, sink, state, from_state, to_state, reason,
                                  created_ms, window_ms, next_ms)
@@ -300,23 +295,16 @@ pub(super) async fn append(
     ]);
     let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         params.iter().map(|p| &**p as _).collect();
-    let row = tx
-        .one(
-            "WITH kept AS (
-                 UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
-                     progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
-                     progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END
-                 WHERE id = $1 AND lease = $11 AND owner = $12 AND state = $13
-                   AND event_count = $14 AND events_dropped = $15
-                 RETURNING id),
-             stored AS (
-                 INSERT INTO events (task_id, seq, at_ms, kind, body)
-                 SELECT id, e.seq, $7, e.kind, e.body
-                 FROM kept, unnest($8::bigint[], $9::text[], $10::jsonb[]) AS e(seq, kind, body))
-             SELECT count(*) FROM kept",
-            &params,
-        )
-        .await?;
+    let sql = format!(
+        "WITH kept AS (
+             UPDATE tasks SET {BATCH_SET}
+             WHERE id = $1 AND lease = $11 AND owner = $12 AND state = $13
+               AND event_count = $14 AND events_dropped = $15
+             RETURNING id),
+         stored AS ({INSERT_BATCH} WHERE EXISTS (SELECT 1 FROM kept))
+         SELECT count(*) FROM kept"
+    );
+    let row = tx.one(&sql, &params).await?;
     let kept: i64 = row.try_get(0).map_err(pg)?;
     let known = Known {
         count: laid.stored.count,

@@ -77,28 +77,38 @@ impl Tx<'_> {
     }
 }
 
-/// Stores a batch of events ($8 to $10, at $7) and, in one update of the
-/// task's row, its event count ($2), newly dropped events ($3), progress
-/// ($5, $6, when $4) and new state ($11, when not null). A new state sets
-/// `ended_ms` ($12) and `outcome` ($13) when they are not null; one other
-/// than `running` or `awaiting_approval` clears the owner and the lease's
-/// expiry.
-const STORE_EVENTS: &str = "WITH stored AS (
-         INSERT INTO events (task_id, seq, at_ms, kind, body)
-         SELECT $1, e.seq, $7, e.kind, e.body
-         FROM unnest($8::bigint[], $9::text[], $10::jsonb[]) AS e(seq, kind, body))
-     UPDATE tasks SET event_count = $2, events_dropped = events_dropped + $3,
-         progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
-         progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END,
-         state = COALESCE($11, state), ended_ms = COALESCE($12, ended_ms),
-         owner = CASE WHEN $11 IS NULL OR $11 IN ('running', 'awaiting_approval')
-                      THEN owner ELSE NULL END,
-         lease_until_ms = CASE WHEN $11 IS NULL OR $11 IN ('running', 'awaiting_approval')
-                               THEN lease_until_ms ELSE NULL END,
-         outcome = COALESCE($13, outcome)
-     WHERE id = $1";
+/// Inserts a batch's events ($8 to $10, at $7) for task $1 (the
+/// parameters of [`batch_params`]).
+pub(super) const INSERT_BATCH: &str = "INSERT INTO events (task_id, seq, at_ms, kind, body)
+     SELECT $1, e.seq, $7, e.kind, e.body
+     FROM unnest($8::bigint[], $9::text[], $10::jsonb[]) AS e(seq, kind, body)";
 
-/// The parameters of [`STORE_EVENTS`] for `batch`; the transaction notes
+/// What a batch sets in its task's row: the event count ($2), the events
+/// newly dropped ($3) and the progress ($5, $6, when $4).
+pub(super) const BATCH_SET: &str = "event_count = $2, events_dropped = events_dropped + $3,
+     progress = CASE WHEN $4 THEN COALESCE($5, progress) ELSE progress END,
+     progress_message = CASE WHEN $4 THEN $6 ELSE progress_message END";
+
+/// Stores a batch ([`INSERT_BATCH`]) and, in one update of the task's row,
+/// its counters and progress ([`BATCH_SET`]) and new state ($11, when not
+/// null). A new state sets `ended_ms` ($12) and `outcome` ($13) when they
+/// are not null; one other than `running` or `awaiting_approval` clears
+/// the owner and the lease's expiry.
+fn store_events_sql() -> String {
+    format!(
+        "WITH stored AS ({INSERT_BATCH})
+         UPDATE tasks SET {BATCH_SET},
+             state = COALESCE($11, state), ended_ms = COALESCE($12, ended_ms),
+             owner = CASE WHEN $11 IS NULL OR $11 IN ('running', 'awaiting_approval')
+                          THEN owner ELSE NULL END,
+             lease_until_ms = CASE WHEN $11 IS NULL OR $11 IN ('running', 'awaiting_approval')
+                                   THEN lease_until_ms ELSE NULL END,
+             outcome = COALESCE($13, outcome)
+         WHERE id = $1"
+    )
+}
+
+/// The parameters of [`store_events_sql`] for `batch`; the transaction notes
 /// the row's counters as they will be.
 fn store_params(tx: &Tx<'_>, id: TaskId, batch: &Stored<'_>) -> Result<Owned, StoreError> {
     let mut params = batch_params(tx, id, batch)?;
@@ -111,7 +121,7 @@ fn store_params(tx: &Tx<'_>, id: TaskId, batch: &Stored<'_>) -> Result<Owned, St
     Ok(params)
 }
 
-/// The first ten parameters of [`STORE_EVENTS`] for `batch` (its events,
+/// The first ten parameters of [`store_events_sql`] for `batch` (its events,
 /// counters and progress); the transaction notes the row's counters as
 /// they will be.
 pub(super) fn batch_params(
@@ -227,7 +237,7 @@ impl Transaction for Tx<'_> {
         // One statement whatever their number, the task row's counters and
         // state included: what a running task's buffered events cost in
         // one round of the group commit.
-        self.write(STORE_EVENTS, store_params(self, id, batch)?)
+        self.write(&store_events_sql(), store_params(self, id, batch)?)
             .await
     }
 
@@ -247,7 +257,7 @@ impl Transaction for Tx<'_> {
         id: TaskId,
         batch: &Stored<'_>,
     ) -> Result<Task, StoreError> {
-        let sql = format!("{STORE_EVENTS} RETURNING {TASK_COLUMNS}");
+        let sql = format!("{} RETURNING {TASK_COLUMNS}", store_events_sql());
         let params = store_params(self, id, batch)?;
         let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
         match self.opt(&sql, &params).await? {
