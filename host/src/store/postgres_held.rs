@@ -29,8 +29,10 @@ use super::machine::{
 use super::model::{NotifyMode, Task, TaskEvent, TaskId, TaskState};
 use super::outbox::announced;
 use super::postgres::{Tx, backend, pg, row_to_task};
-use super::postgres_pool::{Known, owned};
-use super::postgres_tx::{BATCH_SET, INSERT_BATCH, KNOWN_COLUMNS, batch_params, claim_ctes, known};
+use super::postgres_pool::{Known, borrowed, owned};
+use super::postgres_tx::{
+    BATCH_SET, INSERT_BATCH, KNOWN_COLUMNS, batch_params, claim_ctes, known, store_params,
+};
 
 /// A held task's row as the store's last write for its claim left it.
 #[derive(Clone, Debug)]
@@ -39,6 +41,13 @@ pub(super) struct Seen {
     owner: String,
     pub(super) state: TaskState,
     known: Known,
+}
+
+impl Seen {
+    /// Whether the claim `held` saw it.
+    fn is_of(&self, held: &Fence) -> bool {
+        self.lease == held.lease && self.owner == held.owner
+    }
 }
 
 /// What the store has seen of the rows its claims hold, by task.
@@ -52,10 +61,7 @@ impl Held {
 
     /// What was seen of the row `held` holds, if it was this claim's.
     pub(super) fn seen(&self, held: &Fence) -> Option<Seen> {
-        self.lock()
-            .get(&held.id)
-            .filter(|s| s.lease == held.lease && s.owner == held.owner)
-            .cloned()
+        self.lock().get(&held.id).filter(|s| s.is_of(held)).cloned()
     }
 
     /// Notes the row of `claim`'s task as a claim left it (`running`).
@@ -79,10 +85,7 @@ impl Held {
     /// this module does not follow changed it, or the claim lost it.
     pub(super) fn forget(&self, held: &Fence) {
         let mut seen = self.lock();
-        if seen
-            .get(&held.id)
-            .is_some_and(|s| s.lease == held.lease && s.owner == held.owner)
-        {
+        if seen.get(&held.id).is_some_and(|s| s.is_of(held)) {
             seen.remove(&held.id);
         }
     }
@@ -206,12 +209,8 @@ pub(super) async fn finish(
             [7, 15, 22, 23, 24]
         ),
     );
-    let mut params = batch_params(tx, held.id, &laid.stored)?;
-    let state = laid.stored.state.as_ref();
+    let mut params = store_params(tx, held.id, &laid.stored)?;
     params.extend(owned![
-        end.state.as_str(),
-        state.and_then(|s| s.ended_ms),
-        end.outcome.clone(),
         held.lease,
         held.owner.clone(),
         from.as_str(),
@@ -226,9 +225,7 @@ pub(super) async fn finish(
         announcing_a_start(),
         start_reason.clone(),
     ]);
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| &**p as _).collect();
-    let rows = tx.rows(&sql, &params).await?;
+    let rows = tx.rows(&sql, &borrowed(&params)).await?;
     // The ended row has no state before (`was`); the started ones do.
     let mut ended = None;
     let mut started = Vec::new();
@@ -249,7 +246,7 @@ pub(super) async fn finish(
     };
     let mut queued = !sinks.is_empty();
     for r in started {
-        let (_, task) = tx.started(r)?;
+        let task = row_to_task(r)?;
         let known = known(r, n)?;
         queued |= !known.sinks.is_empty()
             && announced(known.notify, Some(TaskState::Queued), TaskState::Running);
@@ -293,8 +290,6 @@ pub(super) async fn append(
         k.count,
         k.dropped,
     ]);
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| &**p as _).collect();
     let sql = format!(
         "WITH kept AS (
              UPDATE tasks SET {BATCH_SET}
@@ -304,7 +299,7 @@ pub(super) async fn append(
          stored AS ({INSERT_BATCH} WHERE EXISTS (SELECT 1 FROM kept))
          SELECT count(*) FROM kept"
     );
-    let row = tx.one(&sql, &params).await?;
+    let row = tx.one(&sql, &borrowed(&params)).await?;
     let kept: i64 = row.try_get(0).map_err(pg)?;
     let known = Known {
         count: laid.stored.count,

@@ -78,6 +78,11 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 /// that sends it.
 pub(super) type Owned = Vec<Box<dyn ToSql + Sync + Send>>;
 
+/// [`Owned`] parameters as a query takes them.
+pub(super) fn borrowed(params: &Owned) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| &**p as _).collect()
+}
+
 /// [`Owned`] parameters from values.
 macro_rules! owned {
     ($($p:expr),* $(,)?) => {

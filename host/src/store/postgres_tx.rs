@@ -10,8 +10,6 @@
 
 use std::time::Duration;
 
-use tokio_postgres::types::ToSql;
-
 use super::approval::Approval;
 use super::audit::{AuditFilter, AuditHead, AuditRecord, Linked};
 use super::backend::StoreError;
@@ -19,7 +17,7 @@ use super::machine::{Holder, Started, Stored, TASK_COLUMNS, Transaction};
 use super::model::{Task, TaskEvent, TaskId, TaskSpec, TaskState};
 use super::outbox::Delivery;
 use super::postgres::{TASKS_CHANNEL, Tx, backend, pg, row_to_task};
-use super::postgres_pool::{Known, Owned, owned};
+use super::postgres_pool::{Known, Owned, borrowed, owned};
 use super::schedule::{Schedule, Slot, SlotOutcome};
 
 fn ids(rows: &[tokio_postgres::Row]) -> Result<Vec<TaskId>, StoreError> {
@@ -110,7 +108,11 @@ fn store_events_sql() -> String {
 
 /// The parameters of [`store_events_sql`] for `batch`; the transaction notes
 /// the row's counters as they will be.
-fn store_params(tx: &Tx<'_>, id: TaskId, batch: &Stored<'_>) -> Result<Owned, StoreError> {
+pub(super) fn store_params(
+    tx: &Tx<'_>,
+    id: TaskId,
+    batch: &Stored<'_>,
+) -> Result<Owned, StoreError> {
     let mut params = batch_params(tx, id, batch)?;
     let state = batch.state.as_ref();
     params.extend(owned![
@@ -259,8 +261,7 @@ impl Transaction for Tx<'_> {
     ) -> Result<Task, StoreError> {
         let sql = format!("{} RETURNING {TASK_COLUMNS}", store_events_sql());
         let params = store_params(self, id, batch)?;
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
-        match self.opt(&sql, &params).await? {
+        match self.opt(&sql, &borrowed(&params)).await? {
             Some(r) => row_to_task(&r),
             None => Err(StoreError::NotFound(id)),
         }
