@@ -11,17 +11,22 @@
 //! - for `skillbox run …`, the front end connects to the daemon's *run
 //!   server* (`DATA-DIR/run.sock`, started by `skillbox serve`) and sends
 //!   its arguments, environment, umask, working directory and standard
-//!   streams (as file descriptors). The run server, a single-threaded
-//!   process that has already loaded `skillbox-host`, forks; the child
-//!   takes on the client's working directory, environment, umask and
-//!   streams and runs the very same command line code as an in-process
-//!   run, so output, `--json` and exit codes are those of a run in the
-//!   client's own process. The child's exit status (or the signal that
-//!   ended it) goes back to the front end, which exits with it; signals
-//!   the front end receives (INT, TERM, HUP, QUIT) are passed on.
-//! - for anything else, or when no run server answers, or it runs another
-//!   build of `skillbox-host` than the one beside the front end, the
-//!   front end `exec`s `skillbox-host` with the same arguments.
+//!   streams (as file descriptors). The run server, a process that has
+//!   already loaded `skillbox-host`, runs it on a thread: the thread takes
+//!   a file system context of its own with the caller's working directory
+//!   and umask (`unshare(CLONE_FS)`, which the threads it starts share),
+//!   and enters the caller ([`crate::caller`]): the command line code,
+//!   the same as an in-process run's, reads the caller's environment and
+//!   writes to the caller's streams, and the programs a run starts get
+//!   both. Output, `--json` and exit codes are those of a run in the
+//!   client's own process. How the run ended goes back to the front end,
+//!   which exits the same way; signals the front end receives (INT, TERM,
+//!   HUP, QUIT) end the run, as they would end its process, and a front
+//!   end that goes away takes its run with it.
+//! - for anything else (help included), or when no run server answers,
+//!   or it runs another build of `skillbox-host` than the one beside the
+//!   front end, the front end `exec`s `skillbox-host` with the same
+//!   arguments.
 //!
 //! `SKILLBOX_RUN_VIA` chooses: `auto` (the default), `daemon` (fail with
 //! exit code 8 when no run server takes the run) or `process` (never hand
@@ -30,19 +35,22 @@
 //! A run handed off runs as the daemon's user (the run server accepts
 //! only connections from its own user; the socket is mode 0600), in the
 //! daemon's process tree: its cgroup, resource limits and supplementary
-//! groups apply rather than the calling shell's. A caller that confines
-//! itself (e.g. with Landlock) and must keep its runs inside that
-//! confinement sets `SKILLBOX_RUN_VIA=process`.
+//! groups apply rather than the calling shell's, and the runs under way
+//! share the run server's process (one that crashes it, rather than
+//! failing or panicking, takes the others with it). A caller that
+//! confines itself (e.g. with Landlock) and must keep its runs inside
+//! that confinement sets `SKILLBOX_RUN_VIA=process`.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -51,7 +59,8 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
-use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+
+use crate::caller::{self, Caller};
 
 /// The run server's socket, in the daemon's data directory.
 pub const SOCKET: &str = "run.sock";
@@ -72,9 +81,6 @@ const DECLINED: u8 = b'D';
 const EXITED: u8 = b'X';
 /// The run was ended by a signal (an i32 follows).
 const SIGNALLED: u8 = b'S';
-/// From a child to the server: it has told the front end its exit code,
-/// so the front end's going away is not the caller abandoning the run.
-const REPORTED: u8 = b'R';
 /// The exit code for "no daemon took the run" (the CLI's `UNREACHABLE`).
 const UNREACHABLE: i32 = 8;
 
@@ -136,7 +142,7 @@ pub fn front_main() -> ! {
             std::process::exit(1);
         }
     };
-    if args.get(1).map(OsString::as_os_str) == Some(OsStr::new("run")) {
+    if args.get(1).map(OsString::as_os_str) == Some(OsStr::new("run")) && !asks_for_help(&args) {
         let via = match Via::from_env() {
             Ok(v) => v,
             Err(e) => {
@@ -166,6 +172,17 @@ pub fn front_main() -> ! {
     let err = cmd.args(args.iter().skip(1)).exec();
     eprintln!("error: cannot start {}: {err}", host.display());
     std::process::exit(1)
+}
+
+/// Whether a command line asks for help (`-h`, `--help`) rather than a
+/// run. Help is printed by `skillbox-host` itself: it shows the values of
+/// the flags' environment variables, which a run server (whose
+/// environment is not the caller's) would show wrong.
+fn asks_for_help(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(2)
+        .take_while(|a| a.as_os_str() != "--")
+        .any(|a| a == "-h" || a == "--help")
 }
 
 /// `skillbox-host` beside this executable.
@@ -422,35 +439,56 @@ impl Request {
 // ---------------------------------------------------------------------
 // The run server.
 
-/// A run the server handed to a child.
-struct Running {
+/// How many handed-off runs a run server runs at once; more wait for one
+/// of these to end.
+pub const MAX_RUNS: usize = 32;
+
+/// A run a front end handed over, as the thread that runs it has it.
+pub struct Handed {
+    /// The command line, as the front end was started with it.
+    pub args: Vec<OsString>,
+    /// The process the run is for: its environment and standard streams.
+    /// The thread has entered it already, and has its working directory
+    /// and umask.
+    pub caller: Arc<Caller>,
+    /// The front end's connection, for [`Handed::interrupted`].
     conn: UnixStream,
-    /// Whether the front end is still there to be told the end.
-    client: bool,
-    pidfd: OwnedFd,
-    /// The channel the child was handed the run on; it says [`REPORTED`]
-    /// there once it has told the front end its exit code.
-    chan: UnixStream,
 }
 
-/// A child forked ahead of the next run, waiting on `chan` for a run to
-/// become.
-struct Spare {
-    pidfd: OwnedFd,
-    chan: UnixStream,
-}
-
-/// What a polled descriptor is.
-#[derive(Clone, Copy)]
-enum Slot {
-    Listener,
-    Stdin,
-    /// The spare child (readable if it died unused).
-    Spare,
-    /// A run's process (its pidfd turns readable when it ends).
-    Exit(usize),
-    /// A run's front end (signals to pass on, or its going away).
-    Client(usize),
+impl Handed {
+    /// Resolves when the run must end early, with how it ends: the front
+    /// end passed on a signal it got (the run ends as a process would,
+    /// killed by it), or went away (its caller abandoned the run).
+    pub async fn interrupted(&self) -> Ended {
+        let Ok(conn) = self
+            .conn
+            .try_clone()
+            .and_then(|c| c.set_nonblocking(true).map(|()| c))
+            .and_then(tokio::net::UnixStream::from_std)
+        else {
+            return std::future::pending().await;
+        };
+        let mut buf = [0u8; 16];
+        loop {
+            if conn.readable().await.is_err() {
+                return Ended::Signalled(libc::SIGKILL);
+            }
+            match conn.try_read(&mut buf) {
+                Ok(0) => return Ended::Signalled(libc::SIGKILL),
+                Ok(n) => {
+                    let sig = buf[..n]
+                        .iter()
+                        .map(|&b| i32::from(b))
+                        .find(|b| FORWARDED.contains(b));
+                    if let Some(sig) = sig {
+                        return Ended::Signalled(sig);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Ended::Signalled(libc::SIGKILL),
+            }
+        }
+    }
 }
 
 /// How a run server stops.
@@ -464,28 +502,19 @@ pub enum Lifetime {
     Forever,
 }
 
-struct Server {
-    /// The executable's identity, which front ends must name.
-    me: (u64, u64),
-    listener: UnixListener,
-    running: Vec<Running>,
-    spare: Option<Spare>,
-    run: fn(Vec<OsString>) -> u8,
-}
-
 /// Runs a run server on `socket` until `lifetime` ends it. Each run is
-/// taken by a child forked ahead of it, which becomes the client's
-/// process and runs `run(args)`; the child's exit code (or the signal
-/// that ended it) goes back to the front end.
+/// taken on a thread of its own, which takes on the caller's working
+/// directory and umask, enters the caller (see [`crate::caller`]) and
+/// calls `run`; how the run ended goes back to the front end.
 ///
-/// Must be called while this process has a single thread, since the
-/// children are forked from it; each fork checks that it still has.
-pub fn serve(socket: &Path, lifetime: Lifetime, run: fn(Vec<OsString>) -> u8) -> io::Result<()> {
+/// The runs share this process: a run that brings it down (a crash, not
+/// an error or a panic, which end that run only) ends the others, whose
+/// front ends then exit with 8, their runs' end unknown.
+pub fn serve(socket: &Path, lifetime: Lifetime, run: fn(Handed) -> Ended) -> io::Result<()> {
     let me = identity(&std::fs::metadata("/proc/self/exe")?);
-    // Built once here and inherited by every child through fork, so that
-    // a spare's own preparation, which competes with the run under way
-    // for the CPU, stays small.
-    prebuild_engines();
+    // Programs' jails are started from one long-lived thread, which must
+    // not take the first caller's working directory for its own.
+    crate::caps::sandbox::start_launcher();
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)?;
     {
@@ -493,394 +522,286 @@ pub fn serve(socket: &Path, lifetime: Lifetime, run: fn(Vec<OsString>) -> u8) ->
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     }
     let bound = identity(&std::fs::metadata(socket)?);
-    listener.set_nonblocking(true)?;
-    let mut server = Server {
+    let (jobs, waiting) = std::sync::mpsc::channel();
+    let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    rustix::process::umask(umask);
+    let server = Arc::new(Server {
         me,
-        listener,
-        running: Vec::new(),
-        spare: None,
         run,
-    };
-    server.spare = server.fork_spare().ok();
-    let mut accepting = true;
+        home: rustix::fs::open(
+            ".",
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?,
+        umask: umask.bits(),
+        slots: Slots::default(),
+        idle: std::sync::Mutex::new(0),
+        waiting: std::sync::Mutex::new(waiting),
+    });
     // SAFETY: standard input is open for the server's whole life (a pipe
     // from the daemon, or whatever it was started with).
     let stdin = unsafe { BorrowedFd::borrow_raw(0) };
     loop {
-        if !accepting && server.running.is_empty() {
-            return Ok(());
-        }
-        let mut polled = Vec::with_capacity(3 + 2 * server.running.len());
-        let mut slots = Vec::with_capacity(polled.capacity());
-        if accepting {
-            polled.push(PollFd::new(&server.listener, PollFlags::IN));
-            slots.push(Slot::Listener);
-            if lifetime == Lifetime::WhileStdinOpen {
-                polled.push(PollFd::new(&stdin, PollFlags::IN));
-                slots.push(Slot::Stdin);
-            }
-        }
-        if let Some(spare) = &server.spare {
-            polled.push(PollFd::new(&spare.pidfd, PollFlags::IN));
-            slots.push(Slot::Spare);
-        }
-        for (i, r) in server.running.iter().enumerate() {
-            polled.push(PollFd::new(&r.pidfd, PollFlags::IN));
-            slots.push(Slot::Exit(i));
-            if r.client {
-                polled.push(PollFd::new(&r.conn, PollFlags::IN));
-                slots.push(Slot::Client(i));
-            }
+        let mut polled = vec![PollFd::new(&listener, PollFlags::IN)];
+        if lifetime == Lifetime::WhileStdinOpen {
+            polled.push(PollFd::new(&stdin, PollFlags::IN));
         }
         match rustix::event::poll(&mut polled, None) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
-        let ready: Vec<Slot> = polled
-            .iter()
-            .zip(slots)
-            .filter(|(p, _)| !p.revents().is_empty())
-            .map(|(_, s)| s)
-            .collect();
+        let (new_run, stdin_ready) = (
+            !polled[0].revents().is_empty(),
+            polled.get(1).is_some_and(|p| !p.revents().is_empty()),
+        );
         drop(polled);
-        let mut ended = Vec::new();
-        let (mut new_runs, mut stdin_ready) = (false, false);
-        for slot in ready {
-            match slot {
-                Slot::Listener => new_runs = true,
-                Slot::Stdin => stdin_ready = true,
-                Slot::Spare => {
-                    // It died before it was used; the next run forks anew.
-                    if let Some(spare) = server.spare.take() {
-                        let _ = reap(&spare.pidfd);
-                    }
-                }
-                Slot::Client(i) => pass_signals(&mut server.running[i]),
-                Slot::Exit(i) => {
-                    if report_end(&mut server.running[i]) {
-                        ended.push(i);
-                    }
-                }
-            }
-        }
-        // From the last, so that removing keeps the other indices.
-        ended.sort_unstable();
-        for i in ended.into_iter().rev() {
-            server.running.swap_remove(i);
-        }
         if stdin_ready {
             let mut buf = [0u8; 64];
             if matches!(rustix::io::read(stdin, &mut buf), Ok(0) | Err(_)) {
-                accepting = false;
-                // The spare sees its channel close and exits.
-                if let Some(spare) = server.spare.take() {
-                    drop(spare.chan);
-                    let _ = rustix::process::pidfd_send_signal(&spare.pidfd, Signal::KILL);
-                    let _ = reap_blocking(&spare.pidfd);
-                }
                 // The socket is removed only while it is still this
                 // server's: a daemon started since may have bound anew.
                 if std::fs::metadata(socket).is_ok_and(|m| identity(&m) == bound) {
                     let _ = std::fs::remove_file(socket);
                 }
-                continue;
+                drop(listener);
+                server.slots.wait_idle();
+                return Ok(());
             }
         }
-        if accepting && new_runs {
-            loop {
-                match server.listener.accept() {
-                    Ok((conn, _)) => server.take(conn),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        eprintln!("warning: run server {}: accept: {e}", socket.display());
-                        break;
+        if new_run {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    let mut idle = server.idle.lock().unwrap_or_else(|p| p.into_inner());
+                    if *idle > 0 {
+                        *idle -= 1;
+                        drop(idle);
+                        let _ = jobs.send(conn);
+                    } else {
+                        drop(idle);
+                        let for_thread = server.clone();
+                        let started = std::thread::Builder::new()
+                            .name("skillbox-run".into())
+                            .spawn(move || for_thread.work(conn));
+                        if let Err(e) = started {
+                            eprintln!("warning: run server {}: {e}", socket.display());
+                        }
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => eprintln!("warning: run server {}: accept: {e}", socket.display()),
             }
         }
     }
 }
+
+/// What the threads of a run server share.
+struct Server {
+    /// The executable's identity, which front ends must name.
+    me: (u64, u64),
+    run: fn(Handed) -> Ended,
+    /// The server's working directory and umask, which a thread takes
+    /// back after a run.
+    home: OwnedFd,
+    umask: u32,
+    slots: Slots,
+    /// Threads waiting for a run: each run goes to one of them, or to a
+    /// new thread when none is. A thread counts itself idle before it
+    /// waits, and the server counts one off before it sends it a run, so
+    /// every run sent has a thread that takes it.
+    idle: std::sync::Mutex<usize>,
+    waiting: std::sync::Mutex<std::sync::mpsc::Receiver<UnixStream>>,
+}
+
+/// How many threads wait for runs at most; more end after their run. A
+/// new thread for each run cost a tenth of a handed-off run's time in
+/// the server (the thread's creation, and wasmtime's set-up of each
+/// thread that runs a guest).
+const IDLE_THREADS: usize = 4;
 
 impl Server {
-    /// Takes a run (see [`Server::hand`]) and forks the spare for the
-    /// next one. The fork comes after `hand` has returned: by then the
-    /// caller's descriptors are closed here, so the new spare holds none of
-    /// them (a spare holding a caller's stdout would keep whoever reads it
-    /// waiting for its end until that spare exits).
-    fn take(&mut self, conn: UnixStream) {
-        self.hand(conn);
-        if self.spare.is_none() {
-            self.spare = self.fork_spare().ok();
-        }
-    }
-
-    /// Reads one request and hands it to the spare child; answers
-    /// `DECLINED` with the reason when it cannot.
-    fn hand(&mut self, mut conn: UnixStream) {
-        let decline = |conn: &mut UnixStream, why: &str| {
-            let mut answer = vec![DECLINED];
-            answer.extend_from_slice(why.as_bytes());
-            let _ = conn.write_all(&answer);
-        };
-        let peer = rustix::net::sockopt::socket_peercred(&conn);
-        if peer.map(|c| c.uid) != Ok(rustix::process::geteuid()) {
-            decline(
-                &mut conn,
-                "the run server takes runs only from its own user",
-            );
-            return;
-        }
-        let (request, fds) = match read_request(&mut conn, Some(Duration::from_secs(5))) {
-            Ok(r) => r,
-            Err(e) => {
-                decline(&mut conn, &format!("a bad request: {e}"));
-                return;
-            }
-        };
-        if request.host != self.me {
-            decline(
-                &mut conn,
-                "the daemon runs another skillbox-host than the one beside this skillbox \
-                 (restart the daemon after an upgrade)",
-            );
-            return;
-        }
-        if request.args.get(1).map(OsString::as_os_str) != Some(OsStr::new("run")) {
-            decline(&mut conn, "only `skillbox run` is handed to a daemon");
-            return;
-        }
-        if fds.len() != 4 {
-            decline(&mut conn, "a request without its four descriptors");
-            return;
-        }
-        if conn.write_all(&[ACCEPTED]).is_err() {
-            return;
-        }
-        // The spare gets the request and the descriptors, and the
-        // connection too: it tells the front end its exit code itself,
-        // before its address space is torn down.
-        let body = request.encode();
-        let mut fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        fds.push(conn.as_fd());
-        let mut handed: io::Result<Spare> = Err(io::Error::other("no spare child"));
-        for _ in 0..2 {
-            let spare = match self.spare.take() {
-                Some(s) => s,
-                None => match self.fork_spare() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        handed = Err(e);
-                        break;
-                    }
-                },
-            };
-            let sent = send_with_fds(spare.chan.as_fd(), &body, &fds)
-                .and_then(|n| (&spare.chan).write_all(&body[n..]));
-            match sent {
-                Ok(()) => {
-                    handed = Ok(spare);
-                    break;
+    /// A run thread's life: `first`, then the runs it is sent while it
+    /// is one of the [`IDLE_THREADS`].
+    fn work(&self, first: UnixStream) {
+        let mut conn = first;
+        loop {
+            take(conn, self);
+            {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if *idle >= IDLE_THREADS {
+                    return;
                 }
-                // It died unused: reap it and try a new one.
-                Err(e) => {
-                    let _ = rustix::process::pidfd_send_signal(&spare.pidfd, Signal::KILL);
-                    let _ = reap_blocking(&spare.pidfd);
-                    handed = Err(e);
-                }
+                *idle += 1;
             }
-        }
-        match handed {
-            Ok(Spare { pidfd, chan }) => {
-                let _ = conn.set_nonblocking(true);
-                let _ = chan.set_nonblocking(true);
-                self.running.push(Running {
-                    conn,
-                    client: true,
-                    pidfd,
-                    chan,
-                });
-            }
-            Err(e) => {
-                let line = format!("error: the daemon's run server could not start the run: {e}\n");
-                let _ = rustix::io::write(fds[2], line.as_bytes());
-                let mut answer = vec![EXITED];
-                answer.extend_from_slice(&1i32.to_le_bytes());
-                let _ = conn.write_all(&answer);
-            }
-        }
-    }
-
-    /// Forks the child that takes the next run.
-    fn fork_spare(&self) -> io::Result<Spare> {
-        if threads() != Some(1) {
-            return Err(io::Error::other(
-                "the run server is not single-threaded (a bug); it cannot fork",
-            ));
-        }
-        let (ours, theirs) = UnixStream::pair()?;
-        // SAFETY: this process has one thread (checked just above), so the
-        // child is a consistent copy of it; the child closes the server's
-        // descriptors, waits for a run and becomes its process, and never
-        // returns into the server's loop.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if pid == 0 {
-            // SAFETY: these descriptors are the server's; this process
-            // never uses them (nor returns to code that does).
-            unsafe {
-                libc::close(self.listener.as_raw_fd());
-                libc::close(ours.as_raw_fd());
-                for r in &self.running {
-                    libc::close(r.conn.as_raw_fd());
-                    libc::close(r.pidfd.as_raw_fd());
-                    libc::close(r.chan.as_raw_fd());
-                }
-            }
-            std::process::exit(spare_main(theirs, self.run));
-        }
-        drop(theirs);
-        let opened = Pid::from_raw(pid)
-            .ok_or(rustix::io::Errno::SRCH)
-            .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()));
-        match opened {
-            Ok(pidfd) => Ok(Spare { pidfd, chan: ours }),
-            Err(e) => {
-                // SAFETY: `pid` is this process's child, not yet waited for.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, std::ptr::null_mut(), 0);
-                }
-                Err(e.into())
+            let next = self
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .recv();
+            match next {
+                Ok(c) => conn = c,
+                Err(_) => return,
             }
         }
     }
 }
 
-/// The spare child: waits for a run, becomes its process and runs it.
-/// Returns the exit code. It starts no thread before it has become the
-/// caller's process (see [`become_client`]).
-fn spare_main(mut chan: UnixStream, run: fn(Vec<OsString>) -> u8) -> i32 {
-    let (request, fds) = match read_request(&mut chan, None) {
+/// The runs under way, at most [`MAX_RUNS`].
+#[derive(Default)]
+struct Slots {
+    busy: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Slots {
+    fn acquire(&self) {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy >= MAX_RUNS {
+            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        *busy += 1;
+    }
+
+    fn release(&self) {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.freed.notify_all();
+    }
+
+    fn wait_idle(&self) {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy > 0 {
+            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Takes one run on this thread: reads the request, answers `DECLINED`
+/// with the reason when it cannot take it, else becomes the caller's,
+/// runs it, and becomes the server's again.
+fn take(mut conn: UnixStream, server: &Server) {
+    let decline = |conn: &mut UnixStream, why: &str| {
+        let mut answer = vec![DECLINED];
+        answer.extend_from_slice(why.as_bytes());
+        let _ = conn.write_all(&answer);
+    };
+    let peer = rustix::net::sockopt::socket_peercred(&conn);
+    if peer.map(|c| c.uid) != Ok(rustix::process::geteuid()) {
+        decline(
+            &mut conn,
+            "the run server takes runs only from its own user",
+        );
+        return;
+    }
+    let (request, fds) = match read_request(&mut conn, Some(Duration::from_secs(5))) {
         Ok(r) => r,
-        // The server is gone, or stops: nothing to run.
-        Err(_) => return 0,
-    };
-    let Ok::<[OwnedFd; 5], _>([stdin, stdout, stderr, cwd, conn]) = fds.try_into() else {
-        return 1;
-    };
-    *FRONT_END.lock().unwrap_or_else(|p| p.into_inner()) = Some(FrontEnd {
-        conn: UnixStream::from(conn),
-        server: chan,
-    });
-    let code = match become_client(request, [stdin, stdout, stderr], cwd) {
-        Ok(args) => run(args),
         Err(e) => {
-            eprintln!("error: the daemon's run server cannot take on this process: {e}");
-            1
+            decline(&mut conn, &format!("a bad request: {e}"));
+            return;
         }
     };
-    report_exit(code);
-    i32::from(code)
-}
-
-/// A run server's child's ways back: to the front end it stands in for,
-/// and to the server.
-struct FrontEnd {
-    conn: UnixStream,
-    server: UnixStream,
-}
-
-/// The front end a run server's child stands in for.
-static FRONT_END: std::sync::Mutex<Option<FrontEnd>> = std::sync::Mutex::new(None);
-
-/// Tells the front end this process stands in for (if it does) that the
-/// run ended with `code`, once its output is flushed: the front end
-/// exits then, without waiting for this process to tear down its
-/// runtime. The server is told first, so that it leaves this process to
-/// end by itself when the front end then goes away. Later calls do
-/// nothing.
-pub fn report_exit(code: u8) {
-    let Some(mut to) = FRONT_END.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+    if request.host != server.me {
+        decline(
+            &mut conn,
+            "the daemon runs another skillbox-host than the one beside this skillbox \
+             (restart the daemon after an upgrade)",
+        );
+        return;
+    }
+    if request.args.get(1).map(OsString::as_os_str) != Some(OsStr::new("run")) {
+        decline(&mut conn, "only `skillbox run` is handed to a daemon");
+        return;
+    }
+    let Ok::<[OwnedFd; 4], _>([stdin, stdout, stderr, cwd]) = fds.try_into() else {
+        decline(&mut conn, "a request without its four descriptors");
         return;
     };
-    let _ = io::stdout().flush();
-    let _ = to.server.write_all(&[REPORTED]);
-    let mut answer = vec![EXITED];
-    answer.extend_from_slice(&i32::from(code).to_le_bytes());
-    let _ = to.conn.write_all(&answer);
-}
-
-/// Builds, in the server, the engines and linkers `skillbox run` uses
-/// (with and without fuel); each child inherits them through fork.
-/// Building them starts no thread (each fork checks).
-fn prebuild_engines() {
-    for fuel in [false, true] {
-        let _ = crate::Host::prebuild(&crate::EngineOptions {
-            cache_dir: None,
-            fuel,
-            max_instances: 4,
-            ..crate::EngineOptions::default()
-        });
+    server.slots.acquire();
+    if conn.write_all(&[ACCEPTED]).is_ok() {
+        let caller = Arc::new(Caller::new(
+            &request.env,
+            [stdin, stdout, stderr],
+            request.umask,
+        ));
+        let ended = match become_caller(&cwd, request.umask) {
+            Ok(()) => run_for(&caller, request.args, &conn, server.run),
+            Err(e) => {
+                let line = format!("error: the daemon's run server cannot take this run: {e}\n");
+                let _ = caller::stderr_of(&caller).write_all(line.as_bytes());
+                Ended::Exited(1)
+            }
+        };
+        // The caller's streams close here, whatever still holds them (a
+        // thread of the run stuck in a system call): whoever reads the
+        // caller's output sees its end when the front end exits.
+        caller.detach();
+        drop(caller);
+        let (tag, value) = match ended {
+            Ended::Exited(code) => (EXITED, code),
+            Ended::Signalled(sig) => (SIGNALLED, sig),
+        };
+        let mut answer = vec![tag];
+        answer.extend_from_slice(&value.to_le_bytes());
+        let _ = conn.write_all(&answer);
+        // Its context stays this thread's own; it lets go of the caller's
+        // directory.
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(server.umask));
+        let _ = rustix::process::fchdir(&server.home);
     }
+    server.slots.release();
 }
 
-/// The number of this process's threads.
-fn threads() -> Option<usize> {
-    Some(std::fs::read_dir("/proc/self/task").ok()?.count())
-}
-
-/// Collects a child that has ended; its status, if it had.
-fn reap(pidfd: &OwnedFd) -> io::Result<Option<rustix::process::WaitIdStatus>> {
-    Ok(rustix::process::waitid(
-        WaitId::PidFd(pidfd.as_fd()),
-        WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-    )?)
-}
-
-fn reap_blocking(pidfd: &OwnedFd) -> io::Result<()> {
-    rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED)?;
+/// Gives this thread a file system context of its own (working
+/// directory, umask), the caller's.
+fn become_caller(cwd: &OwnedFd, umask: u32) -> io::Result<()> {
+    // SAFETY: CLONE_FS gives this thread its own copy of the working
+    // directory, root and umask; nothing in this process relies on the
+    // threads sharing them (paths of the process's own are absolute).
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS)? };
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask & 0o777));
+    rustix::process::fchdir(cwd)?;
     Ok(())
 }
 
-/// In the forked child: become the process the client would have been.
-fn become_client(
-    request: Request,
-    streams: [OwnedFd; 3],
-    cwd: OwnedFd,
-) -> io::Result<Vec<OsString>> {
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(request.umask & 0o777));
-    rustix::process::fchdir(&cwd)?;
-    drop(cwd);
-    for (target, fd) in streams.into_iter().enumerate() {
-        // SAFETY: `target` is 0, 1 or 2; dup2 onto it replaces the
-        // server's standard stream in this process only.
-        if unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) } < 0 {
-            return Err(io::Error::last_os_error());
+/// Runs `run` for `caller` on this thread, which has become the caller's.
+/// A panic ends this run only: as a process that panicked, with 101
+/// (the panic's message went to the caller's stderr, see
+/// [`report_panics_to_callers`]), or as [`caller::exit`] asked.
+fn run_for(
+    caller: &Arc<Caller>,
+    args: Vec<OsString>,
+    conn: &UnixStream,
+    run: fn(Handed) -> Ended,
+) -> Ended {
+    let Ok(conn) = conn.try_clone() else {
+        return Ended::Exited(1);
+    };
+    let handed = Handed {
+        args,
+        caller: caller.clone(),
+        conn,
+    };
+    let _in = caller::enter(caller.clone());
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(handed))) {
+        Ok(ended) => ended,
+        Err(payload) => match payload.downcast_ref::<caller::Exit>() {
+            Some(caller::Exit(code)) => Ended::Exited(*code),
+            None => Ended::Exited(101),
+        },
+    }
+}
+
+/// Sends the message of a panic on a thread working for a caller to that
+/// caller's stderr (as the caller's own process would have printed it),
+/// and any other panic's where it went before.
+pub fn report_panics_to_callers() {
+    let before = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| match caller::current() {
+        Some(c) => {
+            let line = format!("thread 'main' {info}\n");
+            let _ = caller::stderr_of(&c).write_all(line.as_bytes());
         }
-    }
-    let keys: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
-    for k in keys {
-        // SAFETY: this process has a single thread (it was forked from
-        // one), so nothing reads the environment while it changes.
-        unsafe { std::env::remove_var(k) };
-    }
-    for kv in &request.env {
-        let Some(eq) = kv.iter().position(|&b| b == b'=').filter(|&i| i > 0) else {
-            continue;
-        };
-        // SAFETY: as above.
-        unsafe {
-            std::env::set_var(
-                OsStr::from_bytes(&kv[..eq]),
-                OsStr::from_bytes(&kv[eq + 1..]),
-            )
-        };
-    }
-    Ok(request.args)
+        None => before(info),
+    }));
 }
 
 /// Reads a request and the descriptors that came with it; `timeout`
@@ -923,69 +844,6 @@ fn read_request(
     conn.set_read_timeout(None)?;
     let request = Request::decode(&body).map_err(|e| bad(&e))?;
     Ok((request, fds))
-}
-
-/// Passes on the signal numbers a front end sent; a front end that went
-/// away takes its run with it, as it would have in its own process.
-fn pass_signals(r: &mut Running) {
-    let mut buf = [0u8; 16];
-    match r.conn.read(&mut buf) {
-        // The front end is gone. Once the child has told it the exit code
-        // (and said so here first, so the byte is waiting by now), that is
-        // the run's normal end and the child ends by itself; before, the
-        // caller abandoned the run, which ends with it.
-        Ok(0) if reported(&mut r.chan) => r.client = false,
-        Ok(0) => {
-            r.client = false;
-            let _ = rustix::process::pidfd_send_signal(&r.pidfd, Signal::KILL);
-        }
-        Ok(n) => {
-            for &b in &buf[..n] {
-                let sig = match i32::from(b) {
-                    libc::SIGINT => Signal::INT,
-                    libc::SIGTERM => Signal::TERM,
-                    libc::SIGHUP => Signal::HUP,
-                    libc::SIGQUIT => Signal::QUIT,
-                    _ => continue,
-                };
-                let _ = rustix::process::pidfd_send_signal(&r.pidfd, sig);
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(_) => {
-            r.client = false;
-            let _ = rustix::process::pidfd_send_signal(&r.pidfd, Signal::KILL);
-        }
-    }
-}
-
-/// Whether a run's child has said [`REPORTED`] on its channel.
-fn reported(chan: &mut UnixStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(chan.read(&mut byte), Ok(1) if byte[0] == REPORTED)
-}
-
-/// Tells the front end how its run ended (the child has told it already
-/// when it returned normally; the front end reads only the first); true
-/// once the child is collected.
-fn report_end(r: &mut Running) -> bool {
-    let status = match reap(&r.pidfd) {
-        Ok(Some(s)) => s,
-        Ok(None) => return false,
-        Err(_) => return true,
-    };
-    let (tag, value) = match (status.exit_status(), status.terminating_signal()) {
-        (_, Some(sig)) => (SIGNALLED, sig),
-        (Some(code), None) => (EXITED, code),
-        (None, None) => return false,
-    };
-    if r.client {
-        let mut answer = vec![tag];
-        answer.extend_from_slice(&value.to_le_bytes());
-        let _ = r.conn.set_nonblocking(false);
-        let _ = r.conn.write_all(&answer);
-    }
-    true
 }
 
 #[cfg(test)]
@@ -1032,62 +890,66 @@ mod tests {
         assert!(Request::decode(&lying).is_err());
     }
 
-    /// A run as the server holds it, with a real process (`sleep`)
-    /// standing in for the child; the front end's and the child's ends of
-    /// the two sockets.
-    #[allow(
-        clippy::zombie_processes,
-        reason = "reaped through its pidfd (`ended_by`)"
-    )]
-    fn running() -> (Running, UnixStream, UnixStream) {
-        let child = std::process::Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .unwrap();
-        let pid = Pid::from_raw(child.id() as i32).unwrap();
-        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).unwrap();
+    /// A run's thread as the server starts it, with its front end's end of
+    /// the connection.
+    fn handed() -> (Handed, UnixStream) {
+        let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
         let (conn, front_end) = UnixStream::pair().unwrap();
-        let (chan, childs) = UnixStream::pair().unwrap();
-        conn.set_nonblocking(true).unwrap();
-        chan.set_nonblocking(true).unwrap();
-        let r = Running {
+        let handed = Handed {
+            args: vec![],
+            caller: Arc::new(Caller::new(&[], [null(), null(), null()], 0o022)),
             conn,
-            client: true,
-            pidfd,
-            chan,
         };
-        (r, front_end, childs)
+        (handed, front_end)
     }
 
-    /// Waits for the stand-in child to end; the signal that ended it.
-    fn ended_by(r: &Running) -> Option<i32> {
-        rustix::process::waitid(WaitId::PidFd(r.pidfd.as_fd()), WaitIdOptions::EXITED)
+    fn interrupted(h: &Handed) -> Ended {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
             .unwrap()
-            .and_then(|s| s.terminating_signal())
+            .block_on(h.interrupted())
     }
 
     #[test]
-    fn a_front_end_gone_after_the_report_leaves_the_child_to_end_by_itself() {
-        let (mut r, front_end, mut childs) = running();
-        childs.write_all(&[REPORTED]).unwrap();
-        drop(front_end);
-        pass_signals(&mut r);
-        assert!(!r.client);
-        // Had the server killed it, SIGKILL (sent first) would have ended it.
-        rustix::process::pidfd_send_signal(&r.pidfd, Signal::TERM).unwrap();
-        assert_eq!(
-            ended_by(&r),
-            Some(libc::SIGTERM),
-            "the child was left running"
-        );
+    fn a_signal_the_front_end_passes_on_ends_the_run_as_that_signal() {
+        let (h, mut front_end) = handed();
+        // Bytes that are not a forwarded signal are not taken for one.
+        front_end.write_all(&[0, 9, libc::SIGTERM as u8]).unwrap();
+        assert_eq!(interrupted(&h), Ended::Signalled(libc::SIGTERM));
     }
 
     #[test]
-    fn a_front_end_gone_before_the_report_takes_the_run_with_it() {
-        let (mut r, front_end, _childs) = running();
+    fn a_front_end_gone_takes_the_run_with_it() {
+        let (h, front_end) = handed();
         drop(front_end);
-        pass_signals(&mut r);
-        assert!(!r.client);
-        assert_eq!(ended_by(&r), Some(libc::SIGKILL));
+        assert_eq!(interrupted(&h), Ended::Signalled(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_run_thread_takes_the_callers_directory_and_umask_and_leaves_the_process_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = std::env::current_dir().unwrap();
+        let cwd = rustix::fs::open(
+            dir.path(),
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let there = std::thread::spawn(move || {
+            become_caller(&cwd, 0o077).unwrap();
+            std::fs::write("made-by-the-run", "x").unwrap();
+            std::env::current_dir().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(there, dir.path().canonicalize().unwrap());
+        assert_eq!(std::env::current_dir().unwrap(), here);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("made-by-the-run"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the caller's umask (077) applies");
     }
 }

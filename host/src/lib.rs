@@ -53,6 +53,7 @@
 #![warn(missing_docs)]
 
 mod bindings;
+pub mod caller;
 pub mod caps;
 pub mod catalog;
 pub mod config;

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 
 /// The client configuration file's contents.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Profile {
     /// The data dir of the daemon these commands talk to.
@@ -36,26 +36,33 @@ static PROFILE: OnceLock<Profile> = OnceLock::new();
 
 /// Where the client configuration is read from.
 pub fn path() -> Option<PathBuf> {
-    match std::env::var_os("SKILLBOX_CLIENT_CONFIG") {
+    match crate::caller::var_os("SKILLBOX_CLIENT_CONFIG") {
         Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => dirs::config_dir().map(|d| d.join("skillbox/client.toml")),
+        _ => crate::caller::config_dir().map(|d| d.join("skillbox/client.toml")),
     }
 }
 
-/// Reads the client configuration once; a missing file is no defaults.
-/// Later calls keep the first reading.
+/// Reads the client configuration once (this process's, or that of the
+/// [caller](crate::caller) the thread works for); a missing file is no
+/// defaults. Later calls keep the first reading.
 pub fn load() -> Result<(), String> {
     let profile = match path() {
         Some(p) if p.exists() => read(&p)?,
         _ => Profile::default(),
     };
-    let _ = PROFILE.set(profile);
+    let _ = match crate::caller::current() {
+        Some(c) => c.profile().set(profile),
+        None => PROFILE.set(profile),
+    };
     Ok(())
 }
 
 /// The client configuration read by [`load`].
-pub fn get() -> &'static Profile {
-    PROFILE.get_or_init(Profile::default)
+pub fn get() -> Profile {
+    match crate::caller::current() {
+        Some(c) => c.profile().get_or_init(Profile::default).clone(),
+        None => PROFILE.get_or_init(Profile::default).clone(),
+    }
 }
 
 fn read(path: &Path) -> Result<Profile, String> {
@@ -79,7 +86,7 @@ fn read(path: &Path) -> Result<Profile, String> {
 /// configuration's `data-dir`, else the user's data dir
 /// (`~/.local/share/skillbox`).
 pub fn data_dir(flag: Option<&Path>) -> PathBuf {
-    let env = std::env::var_os("SKILLBOX_DATA_DIR")
+    let env = crate::caller::var_os("SKILLBOX_DATA_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     flag.map(Path::to_path_buf)
@@ -91,7 +98,7 @@ pub fn data_dir(flag: Option<&Path>) -> PathBuf {
 
 /// The user's data dir for skillbox, e.g. `~/.local/share/skillbox`.
 pub fn default_data_dir() -> Option<PathBuf> {
-    dirs::data_dir().map(|d| d.join("skillbox"))
+    crate::caller::data_dir().map(|d| d.join("skillbox"))
 }
 
 impl Profile {
@@ -101,7 +108,7 @@ impl Profile {
         match std::fs::read_to_string(file) {
             Ok(t) => Some(t.trim().to_string()),
             Err(e) => {
-                eprintln!("warning: token-file {}: {e}", file.display());
+                crate::caller::eprint(&format!("warning: token-file {}: {e}\n", file.display()));
                 None
             }
         }

@@ -99,13 +99,13 @@ impl SecretSource {
     /// Reads the value now.
     fn read(&self) -> Result<String, String> {
         let value = match self {
-            SecretSource::Env(var) => std::env::var(var)
+            SecretSource::Env(var) => crate::caller::var(var)
                 .map_err(|_| format!("the environment variable {var} is not set"))?,
             SecretSource::File(path) => {
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
             }
             SecretSource::Command(words) => {
-                let out = std::process::Command::new(&words[0])
+                let out = crate::caller::command(&words[0])
                     .args(&words[1..])
                     .stdin(std::process::Stdio::null())
                     .output()

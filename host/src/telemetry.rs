@@ -153,6 +153,18 @@ where
         .with_filter(Targets::new().with_target("skillbox", tracing::Level::INFO))
 }
 
+/// A subscriber for work done for a [caller](crate::caller) in another
+/// process: log lines filtered by `log_filter` on the caller's stderr
+/// (`ansi` colours), as [`Telemetry::init`] sets them up for this one.
+pub fn logs_for_caller(log_filter: tracing_subscriber::EnvFilter, ansi: bool) -> tracing::Dispatch {
+    use tracing_subscriber::layer::SubscriberExt;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(crate::caller::stderr)
+        .with_ansi(ansi)
+        .with_filter(log_filter);
+    tracing::Dispatch::new(tracing_subscriber::registry().with(fmt))
+}
+
 /// The process's telemetry as the CLI sets it up: its log lines on stderr
 /// (`SKILLBOX_LOG`), and traces when an OTLP endpoint is configured.
 pub struct Telemetry {
@@ -173,7 +185,7 @@ impl Telemetry {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
         let fmt = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(crate::caller::stderr)
             .with_ansi(ansi)
             .with_filter(log_filter);
         let endpoint = configured_endpoint().filter(|_| traces);

@@ -190,6 +190,14 @@ fn a_handed_off_run_prints_exits_and_acts_as_one_in_process() {
             1,
         ),
         (
+            "a usage error",
+            &guests,
+            vec!["run", "--no-such-flag", "hello.wasm"],
+            "",
+            2,
+        ),
+        ("help", &guests, vec!["run", "--help"], "", 0),
+        (
             "a granted variable of the caller's environment",
             work.path(),
             vec![
@@ -364,4 +372,128 @@ fn a_signal_to_the_front_end_ends_the_handed_off_run() {
         };
         assert_eq!(status.signal(), Some(signal), "{via}: {status:?}");
     }
+}
+
+/// Runs handed off at once, each from a directory, environment and umask
+/// of its own: each run sees its caller's, in the guest, in the programs
+/// it runs and in the files both make.
+#[test]
+fn runs_handed_off_at_once_each_keep_their_callers_directory_environment_and_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let (data, _daemon) = daemon();
+    let hostile = guest("hostile");
+    let callers: Vec<(u32, tempfile::TempDir)> = [0o022, 0o077, 0o002, 0o027, 0o007, 0o066]
+        .into_iter()
+        .map(|umask| (umask, tempfile::tempdir().unwrap()))
+        .collect();
+    let mut runs = Vec::new();
+    for (umask, work) in &callers {
+        let dir = work.path().to_str().unwrap().to_owned();
+        // Relative paths: each is found in its caller's directory only.
+        std::fs::write(
+            work.path().join("exec.json"),
+            serde_json::json!({
+                "case": "exec", "program": "sh",
+                "args": ["-c", "sleep 0.2; umask; echo \"$SKILLBOX_HANDOFF_TEST\"; : > by-program"],
+            })
+            .to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            work.path().join("write.json"),
+            serde_json::json!({"case": "write", "path": format!("{dir}/by-guest"), "content": "x"})
+                .to_string(),
+        )
+        .unwrap();
+        for input in ["@exec.json", "@write.json"] {
+            let umask = *umask;
+            let mut cmd = Command::new(front_end());
+            cmd.args(["run", "--json", "--allow-exec", "sh -c *", "--allow-write"])
+                .arg(&dir)
+                .args(["--allow-env", "SKILLBOX_HANDOFF_TEST", "-i", input])
+                .arg(&hostile)
+                .current_dir(work.path())
+                .env("SKILLBOX_RUN_VIA", "daemon")
+                .env("SKILLBOX_DATA_DIR", data.path())
+                .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+                .env("SKILLBOX_KEYS", "/nonexistent/skillbox-keys")
+                .env("SKILLBOX_HANDOFF_TEST", format!("caller {umask:o}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            // SAFETY: umask(2) is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(umask);
+                    Ok(())
+                })
+            };
+            runs.push((umask, input, cmd.spawn().unwrap()));
+        }
+    }
+    for (umask, input, child) in runs {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{umask:o} {input}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if input == "@exec.json" {
+            let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            let printed = report["data"]["stdout"].as_str().unwrap_or_default();
+            assert_eq!(
+                printed,
+                format!("{umask:04o}\ncaller {umask:o}\n"),
+                "{umask:o}: {report}"
+            );
+        }
+    }
+    for (umask, work) in &callers {
+        for made in ["by-program", "by-guest"] {
+            let mode = std::fs::metadata(work.path().join(made))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o666 & !umask, "{made} under umask {umask:o}");
+        }
+    }
+}
+
+/// A handed-off run whose caller closed its stdout ends as one in process
+/// does (quietly, 0), and the run server goes on taking runs.
+#[test]
+fn a_closed_stdout_ends_only_that_run() {
+    let (data, _daemon) = daemon();
+    let guests = guest("hello").parent().unwrap().to_owned();
+    for via in ["process", "daemon"] {
+        let mut child = Command::new(front_end())
+            .args(["run", "hello.wasm", "-i", r#"{"name":"x"}"#])
+            .current_dir(&guests)
+            .env("SKILLBOX_RUN_VIA", via)
+            .env("SKILLBOX_DATA_DIR", data.path())
+            .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+            .env("SKILLBOX_KEYS", "/nonexistent/skillbox-keys")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{via}: {status:?}");
+    }
+    let after = run_via(
+        &front_end(),
+        data.path(),
+        "daemon",
+        &guests,
+        &["run", "hello.wasm", "-i", r#"{"name":"after"}"#],
+        &[],
+        "",
+    );
+    assert_eq!(after.code, 0, "{after:?}");
+    assert!(after.stdout.contains("Hello, after!"), "{}", after.stdout);
 }

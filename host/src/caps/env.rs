@@ -11,7 +11,7 @@ pub fn granted_vars(policy: &EffectivePolicy) -> Vec<(String, String)> {
     policy
         .env
         .iter()
-        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+        .filter_map(|name| crate::caller::var(name).ok().map(|v| (name.clone(), v)))
         .collect()
 }
 
@@ -32,7 +32,7 @@ pub fn configure(
 /// whether the host had them set.
 pub fn audit(policy: &EffectivePolicy, events: &dyn crate::events::EventObserver) {
     for name in &policy.env {
-        let set = std::env::var_os(name).is_some();
+        let set = crate::caller::var_os(name).is_some();
         events.event(crate::events::Event::Audit {
             capability: "env",
             detail: format!("read {name}"),

@@ -138,7 +138,7 @@ pub async fn audit(args: AuditArgs) -> u8 {
             at,
         } => match export(&which, output, &at).await {
             Ok(n) => {
-                eprintln!("exported {n} audit record(s)");
+                errln!("exported {n} audit record(s)");
                 exit::OK
             }
             Err(e) => fail(e, false),
@@ -211,9 +211,10 @@ fn report(v: &Verified, json: bool) -> u8 {
     if json {
         print_json(v);
     } else if let Some(b) = &v.broken {
-        eprintln!(
+        errln!(
             "error: the audit trail does not verify at record #{}: {}",
-            b.seq, b.problem
+            b.seq,
+            b.problem
         );
     } else {
         outln!(

@@ -87,7 +87,7 @@ pub fn build(args: BuildArgs) -> u8 {
                     })
                 );
             } else {
-                eprintln!(
+                errln!(
                     "built {} ({} KiB), sha256 {} pinned in {}",
                     b.component.display(),
                     b.bytes / 1024,
@@ -95,7 +95,7 @@ pub fn build(args: BuildArgs) -> u8 {
                     b.manifest.display()
                 );
                 if let Some((key, digest)) = &signed {
-                    eprintln!("signed {digest} with {key}: wrote skill.sig");
+                    errln!("signed {digest} with {key}: wrote skill.sig");
                 }
             }
             exit::OK
@@ -104,7 +104,7 @@ pub fn build(args: BuildArgs) -> u8 {
             if args.json {
                 outln!("{}", serde_json::json!({ "error": { "message": e } }));
             } else {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
             }
             exit::FAILED
         }
@@ -195,7 +195,7 @@ fn run_cargo(mut cmd: Command) -> Result<(std::process::Output, String), String>
     let echo = std::thread::spawn(move || {
         let mut seen = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
+            errln!("{line}");
             seen.push_str(&line);
             seen.push('\n');
         }

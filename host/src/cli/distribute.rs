@@ -88,7 +88,7 @@ pub async fn push(args: PushArgs) -> u8 {
                     })
                 );
             } else {
-                eprintln!(
+                errln!(
                     "pushed {} as {digest}{}",
                     args.reference,
                     if signed {
@@ -133,7 +133,7 @@ pub async fn pull(args: PullArgs) -> u8 {
                 (Some(p), _) if *p == report.digest => "re-locked",
                 (Some(_), _) => "updated the lock to",
             };
-            eprintln!(
+            errln!(
                 "{what} {} ({}) = {}; {}",
                 report.reference,
                 report.name,
@@ -141,10 +141,10 @@ pub async fn pull(args: PullArgs) -> u8 {
                 report.signature.describe()
             );
             if let Some(p) = report.previous.as_ref().filter(|p| **p != report.digest) {
-                eprintln!("  was {p}");
+                errln!("  was {p}");
             }
             for a in &report.added {
-                eprintln!("  + {a} (accepted)");
+                errln!("  + {a} (accepted)");
             }
             outln!("{}", report.path.display());
             exit::OK
@@ -168,7 +168,7 @@ pub async fn locate(arg: &Path, keys_dir: Option<PathBuf>) -> Result<PathBuf, sk
             let report = store
                 .pull(&reference, &trust, &PullOptions::default())
                 .await?;
-            eprintln!(
+            errln!(
                 "pulled and locked {reference} = {} ({})",
                 report.digest,
                 report.signature.describe()

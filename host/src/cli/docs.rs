@@ -40,11 +40,11 @@ pub fn completions(args: CompletionsArgs) -> u8 {
 pub fn man(args: ManArgs) -> u8 {
     match write_pages(&args.out) {
         Ok(pages) => {
-            eprintln!("wrote {} man pages to {}", pages, args.out.display());
+            errln!("wrote {} man pages to {}", pages, args.out.display());
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             exit::FAILED
         }
     }

@@ -123,7 +123,7 @@ pub fn keys(args: KeysArgs) -> u8 {
                         })
                     );
                 } else {
-                    eprintln!(
+                    errln!(
                         "made the key pair {name:?} ({}) in {}; its public key:",
                         public.fingerprint(),
                         store.dir().display()
@@ -136,7 +136,7 @@ pub fn keys(args: KeysArgs) -> u8 {
                 if json {
                     outln!("{}", serde_json::to_string(&keys).unwrap_or_default());
                 } else if keys.is_empty() {
-                    eprintln!(
+                    errln!(
                         "no keys in {} (make one with `skillbox keys generate NAME`)",
                         store.dir().display()
                     );
@@ -176,9 +176,9 @@ pub fn keys(args: KeysArgs) -> u8 {
                         })
                     );
                 } else if skills.is_empty() {
-                    eprintln!("trusting {name:?} for any skill: {}", key.fingerprint());
+                    errln!("trusting {name:?} for any skill: {}", key.fingerprint());
                 } else {
-                    eprintln!(
+                    errln!(
                         "trusting {name:?} for the skills {}: {}",
                         skills.join(", "),
                         key.fingerprint()
@@ -193,7 +193,7 @@ pub fn keys(args: KeysArgs) -> u8 {
                     trust::set_scope(&store, &name, None)?;
                 }
                 store.untrust(&name)?;
-                eprintln!("no longer trusting {name:?}");
+                errln!("no longer trusting {name:?}");
             }
             KeysCommand::Policy { require_signature } => {
                 if let Some(on) = require_signature {
@@ -322,7 +322,7 @@ pub fn sign(args: SignArgs) -> u8 {
                     })
                 );
             } else {
-                eprintln!(
+                errln!(
                     "signed {} ({digest}) with {}: wrote {}",
                     source.name,
                     signature.key,

@@ -35,7 +35,7 @@ pub async fn mcp(args: McpArgs) -> u8 {
     match mcp_inner(args).await {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             exit::FAILED
         }
     }
@@ -55,7 +55,7 @@ async fn mcp_inner(args: McpArgs) -> Result<(), String> {
     })?;
     announce_recovered(&daemon, &at);
     if daemon.catalog.is_empty() {
-        eprintln!(
+        errln!(
             "skillbox mcp: no skills are installed: add [skills.NAME] tables to the configuration file (--config)"
         );
     }

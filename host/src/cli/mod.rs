@@ -15,6 +15,21 @@ macro_rules! out {
     };
 }
 
+/// `eprintln!` to the standard error of the process the command runs for
+/// (see `skillbox::caller`): this one's, or a handed-off run's caller's.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        skillbox::caller::eprint(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!`, as [`errln!`].
+macro_rules! err {
+    ($($arg:tt)*) => {
+        skillbox::caller::eprint(&format!($($arg)*))
+    };
+}
+
 mod approve;
 mod audit;
 mod build;
@@ -22,6 +37,7 @@ mod bundled_sdk;
 mod distribute;
 mod docs;
 mod grants;
+mod handed;
 mod inspect;
 mod installed;
 mod keys;
@@ -117,8 +133,7 @@ enum Command {
 /// Whether stderr gets colours: only on a terminal, and never with
 /// `NO_COLOR` set (<https://no-color.org>).
 fn colour() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    skillbox::caller::stderr().is_terminal() && skillbox::caller::var_set("NO_COLOR").is_none()
 }
 
 /// Parses arguments, runs the command, maps the result to an exit code.
@@ -126,17 +141,16 @@ pub fn main() -> ExitCode {
     ExitCode::from(main_with(std::env::args_os().collect()))
 }
 
-/// [`main`] for these arguments (also what the run server's children run
-/// for the front ends they stand in for).
+/// [`main`] for these arguments.
 fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
     let cli = Cli::parse_from(args);
     if let Err(e) = skillbox::profile::load() {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
         return exit::INVALID;
     }
-    // Before any thread exists: the run server forks.
+    // Before any thread exists: the run server changes its environment.
     if let Command::RunServer(a) = &cli.command {
-        return serve::run_server(a, main_with);
+        return serve::run_server(a, handed::run);
     }
     let built = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -144,7 +158,7 @@ fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
     let runtime = match built {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return exit::FAILED;
         }
     };
@@ -157,7 +171,7 @@ fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
     let telemetry = match skillbox::telemetry::Telemetry::init(log, colour(), handle, traces) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return exit::INVALID;
         }
     };
@@ -183,7 +197,6 @@ fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
             Command::RunServer(_) => unreachable!("handled before the runtime starts"),
         }
     });
-    skillbox::handoff::report_exit(code);
     telemetry.shutdown();
     // A thread still blocked in the host (a system call on a file system
     // that hangs, past the run's timeout, which has already been reported)

@@ -181,7 +181,7 @@ pub fn new(args: NewArgs) -> u8 {
         .unwrap_or_else(|| PathBuf::from(&args.name));
     match scaffold(&args.name, &dir, args.sdk_path.as_deref()) {
         Ok(()) => {
-            eprintln!(
+            errln!(
                 "created skill {} in {}\nnext:\n  skillbox build {}\n  skillbox run {} --input '{{\"name\": \"you\"}}'",
                 args.name,
                 dir.display(),
@@ -191,7 +191,7 @@ pub fn new(args: NewArgs) -> u8 {
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             exit::FAILED
         }
     }

@@ -1,7 +1,6 @@
 //! Printing: events to stderr (a progress bar on a terminal), results to
 //! stdout, errors as text or JSON, and the exit code each error maps to.
 
-use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,13 +11,12 @@ use super::exit;
 /// Writes command output to stdout; exits quietly if stdout was closed.
 pub fn emit(text: &str) {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    if let Err(e) = skillbox::caller::stdout().write_all(text.as_bytes()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            skillbox::caller::exit(0);
         }
-        eprintln!("error: writing to stdout: {e}");
-        std::process::exit(i32::from(exit::FAILED));
+        errln!("error: writing to stdout: {e}");
+        skillbox::caller::exit(i32::from(exit::FAILED));
     }
 }
 
@@ -61,9 +59,24 @@ pub fn print_error(message: &str, code: u8, json: bool) -> u8 {
             serde_json::json!({ "error": { "exit_code": code, "message": message } })
         );
     } else {
-        eprintln!("error: {message}");
+        errln!("error: {message}");
     }
     code
+}
+
+/// Where a progress bar on `stderr` draws: this process's stderr, or a
+/// handed-off run's caller's terminal.
+fn draw_target(stderr: &skillbox::caller::Handle) -> indicatif::ProgressDrawTarget {
+    if skillbox::caller::current().is_none() {
+        return indicatif::ProgressDrawTarget::stderr();
+    }
+    let dup = |h: &skillbox::caller::Handle| h.try_clone().map(std::fs::File::from);
+    match (dup(&skillbox::caller::stdin()), dup(stderr)) {
+        (Ok(input), Ok(output)) => {
+            indicatif::ProgressDrawTarget::term(console::Term::read_write_pair(input, output), 20)
+        }
+        _ => indicatif::ProgressDrawTarget::hidden(),
+    }
 }
 
 /// Shows a run's events on stderr.
@@ -77,8 +90,9 @@ pub struct Console {
 impl Console {
     /// A console; a progress bar only when stderr is a terminal.
     pub fn new(verbose: bool, quiet: bool) -> Console {
-        let bar = (std::io::stderr().is_terminal() && !quiet).then(|| {
-            let b = ProgressBar::new(1000);
+        let stderr = skillbox::caller::stderr();
+        let bar = (stderr.is_terminal() && !quiet).then(|| {
+            let b = ProgressBar::with_draw_target(Some(1000), draw_target(&stderr));
             b.set_style(
                 ProgressStyle::with_template(
                     "{spinner} [{elapsed_precise}] {bar:30} {percent:>3}% {msg}",
@@ -99,7 +113,7 @@ impl Console {
     fn line(&self, s: &str) {
         match &self.bar {
             Some(b) => b.println(s),
-            None => eprintln!("{s}"),
+            None => errln!("{s}"),
         }
     }
 
@@ -125,8 +139,8 @@ impl EventObserver for Console {
                     b.set_message(message);
                 }
                 None => match fraction {
-                    Some(f) => eprintln!("[{:>3.0}%] {message}", f * 100.0),
-                    None => eprintln!("[ ... ] {message}"),
+                    Some(f) => errln!("[{:>3.0}%] {message}", f * 100.0),
+                    None => errln!("[ ... ] {message}"),
                 },
             },
             Event::Log { level, message } if level >= Level::Info || self.verbose => {
@@ -136,8 +150,8 @@ impl EventObserver for Console {
             Event::Output { stream: _, text } => {
                 let mut partial = self.partial_line.lock().unwrap_or_else(|e| e.into_inner());
                 match &self.bar {
-                    Some(b) => b.suspend(|| eprint!("{text}")),
-                    None => eprint!("{text}"),
+                    Some(b) => b.suspend(|| err!("{text}")),
+                    None => err!("{text}"),
                 }
                 *partial = !text.ends_with('\n');
             }

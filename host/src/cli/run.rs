@@ -77,7 +77,7 @@ pub struct RunArgs {
 
 pub(super) fn read_input(spec: &str) -> Result<String, skillbox::Error> {
     let text = if spec == "-" {
-        std::io::read_to_string(std::io::stdin())
+        std::io::read_to_string(skillbox::caller::stdin())
             .map_err(|e| skillbox::Error::Input(format!("stdin: {e}")))?
     } else if let Some(path) = spec.strip_prefix('@') {
         std::fs::read_to_string(path).map_err(|e| skillbox::Error::Input(format!("{path}: {e}")))?
@@ -100,6 +100,36 @@ fn secret_book(args: &RunArgs) -> Result<skillbox::secrets::SecretBook, skillbox
         book.define_cli(s).map_err(skillbox::Error::Grant)?;
     }
     Ok(book)
+}
+
+/// The host a run runs on: its own in a process of its own; in a run
+/// server, one kept for every run with the same cache and fuel setting,
+/// with a slot for each run the server takes at once, so that a
+/// component prepared once is instantiated by the runs after.
+fn host_for(options: EngineOptions) -> Result<Arc<Host>, skillbox::Error> {
+    type Shared = Vec<((Option<PathBuf>, bool), Arc<Host>)>;
+    static SHARED: std::sync::Mutex<Shared> = std::sync::Mutex::new(Vec::new());
+    if skillbox::caller::current().is_none() {
+        return Ok(Arc::new(Host::new(options)?));
+    }
+    let key = (options.cache_dir.clone(), options.fuel);
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, host)) = shared.iter().find(|(k, _)| *k == key) {
+        return Ok(host.clone());
+    }
+    let host = Arc::new(Host::new(server_engine(options.fuel, options.cache_dir))?);
+    shared.push((key, host.clone()));
+    Ok(host)
+}
+
+/// The engine options of a run server's hosts.
+pub(super) fn server_engine(fuel: bool, cache_dir: Option<PathBuf>) -> EngineOptions {
+    EngineOptions {
+        cache_dir,
+        fuel,
+        max_instances: skillbox::handoff::MAX_RUNS as u32,
+        ..EngineOptions::default()
+    }
 }
 
 /// `skillbox run`.
@@ -145,10 +175,10 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
     // later with the guest's own words, which do not name the flag.
     if !args.quiet {
         for line in report.shortfalls() {
-            eprintln!("warning: {line}");
+            errln!("warning: {line}");
         }
     }
-    let host = Host::new(EngineOptions {
+    let host = host_for(EngineOptions {
         cache_dir: if args.no_cache {
             None
         } else {
@@ -171,6 +201,7 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
                 policy,
                 events: console.clone(),
                 secrets,
+                docker: Some(Arc::new(skillbox::caps::docker::DockerEngine::from_env())),
                 ..Default::default()
             },
         )
@@ -209,20 +240,20 @@ async fn run_inner(args: &RunArgs) -> Result<u8, skillbox::Error> {
                 FailureKind::Denied => "was denied",
                 FailureKind::InvalidInput => "rejected its input",
             };
-            eprintln!("error: skill {} {what}: {message}", run.skill);
+            errln!("error: skill {} {what}: {message}", run.skill);
         }
         Outcome::TimedOut { limit_ms } => {
-            eprintln!(
+            errln!(
                 "error: skill {} timed out after {} and was stopped (raise the limit with --timeout)",
                 run.skill,
                 skillbox::units::HumanDuration(std::time::Duration::from_millis(*limit_ms))
             );
         }
         Outcome::LimitExceeded { message, .. } => {
-            eprintln!("error: skill {}: {message}", run.skill)
+            errln!("error: skill {}: {message}", run.skill)
         }
-        Outcome::Crashed { message } => eprintln!("error: skill {} crashed: {message}", run.skill),
-        Outcome::Cancelled => eprintln!("error: skill {} was cancelled", run.skill),
+        Outcome::Crashed { message } => errln!("error: skill {} crashed: {message}", run.skill),
+        Outcome::Cancelled => errln!("error: skill {} was cancelled", run.skill),
     }
     Ok(code)
 }

@@ -178,19 +178,29 @@ pub struct RunServerArgs {
     pub while_stdin_open: bool,
 }
 
-/// `skillbox run-server`: forks a child for each `skillbox run` handed to
-/// it, which runs `main_with` on the caller's arguments.
-pub(super) fn run_server(args: &RunServerArgs, main_with: fn(Vec<std::ffi::OsString>) -> u8) -> u8 {
+/// `skillbox run-server`: runs each `skillbox run` handed to it on a
+/// thread of its own, with `run`. Called while this process has a single
+/// thread.
+pub(super) fn run_server(
+    args: &RunServerArgs,
+    run: fn(skillbox::handoff::Handed) -> skillbox::handoff::Ended,
+) -> u8 {
     use skillbox::handoff::Lifetime;
+    super::handed::prepare_process();
+    skillbox::handoff::report_panics_to_callers();
+    // The first runs take these instead of building their own.
+    for fuel in [false, true] {
+        let _ = skillbox::Host::prebuild(&super::run::server_engine(fuel, None));
+    }
     let lifetime = if args.while_stdin_open {
         Lifetime::WhileStdinOpen
     } else {
         Lifetime::Forever
     };
-    match skillbox::handoff::serve(&args.socket, lifetime, main_with) {
+    match skillbox::handoff::serve(&args.socket, lifetime, run) {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("error: run server {}: {e}", args.socket.display());
+            errln!("error: run server {}: {e}", args.socket.display());
             exit::FAILED
         }
     }
@@ -264,7 +274,7 @@ pub async fn serve(args: ServeArgs) -> u8 {
     match serve_inner(args).await {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             exit::FAILED
         }
     }
@@ -297,7 +307,7 @@ pub async fn worker(args: WorkerArgs) -> u8 {
     match worker_inner(args).await {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             exit::FAILED
         }
     }
@@ -311,14 +321,14 @@ async fn worker_inner(args: WorkerArgs) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(skillbox::tasks::schedules::Schedules::new(tasks.clone()).fire(stop_rx.clone()));
     let mut worker = tokio::spawn(tasks.clone().work(stop_rx));
-    eprintln!(
+    errln!(
         "skillbox worker {}: running up to {} task(s) at once from {}",
         tasks.owner_id(),
         args.host.concurrency.max(1),
         daemon.store
     );
     if !daemon.sinks.is_empty() {
-        eprintln!(
+        errln!(
             "skillbox worker: notifications go to {}",
             daemon.sinks.join(", ")
         );
@@ -356,7 +366,7 @@ pub fn open_daemon(at: &DaemonAddr, args: &HostArgs) -> Result<Daemon, String> {
 /// Says which tasks the previous process on the data dir left running.
 pub fn announce_recovered(daemon: &Daemon, at: &DaemonAddr) {
     if !daemon.recovered.is_empty() {
-        eprintln!(
+        errln!(
             "skillbox: {} task(s) left running by the previous process on {} were interrupted",
             daemon.recovered.len(),
             at.data_dir().display()
@@ -526,9 +536,9 @@ fn prune_hourly(tasks: Arc<TaskService>, retain: skillbox::units::HumanDuration)
             match tasks.prune(retain.get()) {
                 Ok(0) => {}
                 Ok(n) => {
-                    eprintln!("skillbox serve: deleted {n} task(s) that ended over {retain} ago")
+                    errln!("skillbox serve: deleted {n} task(s) that ended over {retain} ago")
                 }
-                Err(e) => eprintln!("skillbox serve: pruning old tasks failed: {e}"),
+                Err(e) => errln!("skillbox serve: pruning old tasks failed: {e}"),
             }
         }
     });
@@ -542,7 +552,7 @@ fn banner(
     tls: bool,
 ) {
     let scheme = if tls { "https" } else { "http" };
-    eprintln!(
+    errln!(
         "skillbox serve: listening on {}{}; tasks in {}",
         socket.display(),
         listen
@@ -552,15 +562,15 @@ fn banner(
     );
     if !daemon.catalog.is_empty() {
         let names: Vec<&str> = daemon.catalog.tools().map(|t| t.name.as_str()).collect();
-        eprintln!("skillbox serve: MCP tools: {}", names.join(", "));
+        errln!("skillbox serve: MCP tools: {}", names.join(", "));
     }
     if !daemon.sinks.is_empty() {
-        eprintln!(
+        errln!(
             "skillbox serve: notifications go to {}",
             daemon.sinks.join(", ")
         );
     }
-    eprintln!(
+    errln!(
         "skillbox serve: skills granted docker use the engine at {} (DOCKER_HOST)",
         daemon.tasks.host().docker().endpoint()
     );

@@ -229,7 +229,7 @@ pub(super) fn warn_shortfalls(body: &SpawnBody) {
     let (_, report) =
         skillbox::policy::EffectivePolicy::compute(source.manifest.as_ref(), &body.grants);
     for line in report.shortfalls() {
-        eprintln!("warning: {line}");
+        errln!("warning: {line}");
     }
 }
 
@@ -513,7 +513,7 @@ async fn list(client: &Client, filter: &TaskFilter, how: Listing) -> u8 {
         Listing::Json => print_json(&tasks),
         Listing::Ids => tasks.iter().for_each(|t| outln!("{}", t.id)),
         Listing::Template(t) => tasks.iter().for_each(|task| outln!("{}", t.render(task))),
-        Listing::Table if tasks.is_empty() => eprintln!("no tasks"),
+        Listing::Table if tasks.is_empty() => errln!("no tasks"),
         Listing::Table => super::listing::print_table(&tasks),
     }
     exit::OK
@@ -763,7 +763,7 @@ impl Patience {
         }
         let since = *self.since.get_or_insert_with(|| {
             if !self.json && !self.limit.is_zero() {
-                eprintln!(
+                errln!(
                     "{e}; waiting up to {} for it to come back",
                     HumanDuration(self.limit)
                 );
@@ -772,7 +772,7 @@ impl Patience {
         });
         if since.elapsed() >= self.limit {
             if !self.json && !self.limit.is_zero() {
-                eprintln!(
+                errln!(
                     "gave up: the daemon did not come back within {} (--reconnect)",
                     HumanDuration(self.limit)
                 );
@@ -786,7 +786,7 @@ impl Patience {
     /// A call reached the daemon.
     fn reached(&mut self, client: &Client) {
         if self.since.take().is_some() && !self.json {
-            eprintln!("the skillbox daemon at {} is back", client.address());
+            errln!("the skillbox daemon at {} is back", client.address());
         }
     }
 }

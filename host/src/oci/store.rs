@@ -142,10 +142,10 @@ impl SkillStore {
     /// `$SKILLBOX_SKILLS_DIR`, else `skillbox/skills` in the user's data
     /// dir (`~/.local/share`).
     pub fn default_location() -> SkillStore {
-        match std::env::var_os("SKILLBOX_SKILLS_DIR") {
+        match crate::caller::var_os("SKILLBOX_SKILLS_DIR") {
             Some(d) => SkillStore::at(d),
             None => SkillStore::at(
-                dirs::data_dir()
+                crate::caller::data_dir()
                     .unwrap_or_else(|| PathBuf::from("."))
                     .join("skillbox/skills"),
             ),

@@ -54,7 +54,7 @@ impl Default for EngineOptions {
 
 /// `$XDG_CACHE_HOME/skillbox/components` (or the platform's cache dir).
 pub fn default_cache_dir() -> Option<PathBuf> {
-    dirs::cache_dir().map(|d| d.join("skillbox").join("components"))
+    crate::caller::cache_dir().map(|d| d.join("skillbox").join("components"))
 }
 
 pub(crate) fn build_engine(opts: &EngineOptions) -> Result<Engine, Error> {

@@ -44,6 +44,11 @@ pub struct RunRequest {
     /// ([`crate::secrets::SecretBook::resolve`]); each is redacted from
     /// everything the run gives back.
     pub secrets: crate::secrets::SecretValues,
+    /// The Docker engine of this run's `docker` capability, instead of
+    /// the host's ([`Host::with_docker`]). A client is bound to the async
+    /// runtime it first connected on: a host shared by runs on runtimes
+    /// of their own gives each its own.
+    pub docker: Option<Arc<crate::caps::docker::DockerEngine>>,
 }
 
 impl Default for RunRequest {
@@ -59,6 +64,7 @@ impl Default for RunRequest {
             approvals: None,
             tag: None,
             secrets: Default::default(),
+            docker: None,
         }
     }
 }
@@ -103,18 +109,16 @@ impl Host {
         let redactor = request.secrets.redactor().clone();
         request.events = redactor.observer(request.events.clone());
         let events = request.events.clone();
+        let docker = request
+            .docker
+            .clone()
+            .unwrap_or_else(|| self.docker.clone());
         let Built {
             state,
             stdout,
             stderr,
             sandbox,
-        } = RunState::build(
-            prepared,
-            request,
-            &parsed,
-            deadline.clone(),
-            self.docker.clone(),
-        )?;
+        } = RunState::build(prepared, request, &parsed, deadline.clone(), docker)?;
         let mut store = self.store(state, &limits, deadline.clone())?;
         let call = call(prepared, &mut store, &input);
         // Cancellation drops the call (and with it every exec'd process

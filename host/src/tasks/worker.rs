@@ -444,6 +444,7 @@ impl TaskService {
             cancel: Some(cancel),
             approvals: Some(gate),
             tag: Some(claim.task.id.to_string()),
+            docker: None,
         };
         let report = self.host.run(&prepared, request).await?;
         Ok((report.outcome, report.duration_ms))

@@ -184,10 +184,10 @@ impl KeyStore {
     /// The default store: `$SKILLBOX_KEYS`, else `skillbox` in the user's
     /// configuration directory (`~/.config/skillbox`).
     pub fn default_location() -> KeyStore {
-        match std::env::var_os("SKILLBOX_KEYS") {
+        match crate::caller::var_os("SKILLBOX_KEYS") {
             Some(d) => KeyStore::at(d),
             None => KeyStore::at(
-                dirs::config_dir()
+                crate::caller::config_dir()
                     .unwrap_or_else(|| PathBuf::from("."))
                     .join("skillbox"),
             ),

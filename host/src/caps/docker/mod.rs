@@ -179,7 +179,7 @@ impl DockerEngine {
     /// The endpoint in `DOCKER_HOST`, or the default socket.
     pub fn from_env() -> DockerEngine {
         DockerEngine::new(
-            std::env::var("DOCKER_HOST")
+            crate::caller::var("DOCKER_HOST")
                 .ok()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "unix:///var/run/docker.sock".into()),

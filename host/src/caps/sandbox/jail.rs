@@ -62,6 +62,9 @@ fn serve() -> Result<(), String> {
         let _ = wire::send(&sock, &Ready::Err(m.clone()), &[]);
         m
     };
+    if let Some(mask) = setup.umask {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask & 0o777));
+    }
     for procs in &setup.cgroups {
         std::fs::write(procs, "0")
             .map_err(|e| refuse(format!("joining {}: {e}", procs.display())))?;

@@ -189,6 +189,7 @@ pub fn status() -> SandboxStatus {
                 dirs: Vec::new(),
                 memory: 64 << 20,
                 processes: 8,
+                umask: None,
             };
             match Jail::start(&plan) {
                 Ok(j) => j.status.clone(),
@@ -203,7 +204,7 @@ pub fn status() -> SandboxStatus {
 
 /// Where the jail binary is.
 pub fn jail_binary() -> io::Result<PathBuf> {
-    if let Some(p) = std::env::var_os(JAIL_ENV).filter(|p| !p.is_empty()) {
+    if let Some(p) = crate::caller::var_set(JAIL_ENV) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
@@ -234,6 +235,8 @@ struct Plan {
     dirs: Vec<(PathBuf, bool)>,
     memory: u64,
     processes: u32,
+    /// The caller's umask, for a run done for another process.
+    umask: Option<u32>,
 }
 
 /// A started jail.
@@ -247,12 +250,31 @@ struct Jail {
 
 type Launch = (Command, mpsc::Sender<io::Result<Child>>);
 
+/// Starts the thread jails are started from now, from
+/// this thread. A thread shares the working directory and umask of the
+/// one that started it; a run server starts it before it takes runs, so
+/// that it does not keep the first caller's.
+pub fn start_launcher() {
+    launcher();
+}
+
 /// Starts jails from one thread that lives as long as the process: a
 /// jail's parent-death signal fires when the thread that started it
 /// exits, and this one never does.
 fn launch(cmd: Command) -> io::Result<Child> {
+    let tx = launcher();
+    let (reply, answer) = mpsc::channel();
+    let gone = || io::Error::other("the jail launcher thread is gone");
+    tx.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply))
+        .map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
+}
+
+fn launcher() -> &'static Mutex<mpsc::Sender<Launch>> {
     static LAUNCHER: OnceLock<Mutex<mpsc::Sender<Launch>>> = OnceLock::new();
-    let tx = LAUNCHER.get_or_init(|| {
+    LAUNCHER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Launch>();
         std::thread::Builder::new()
             .name("skillbox-jails".into())
@@ -263,14 +285,7 @@ fn launch(cmd: Command) -> io::Result<Child> {
             })
             .expect("starting the jail launcher thread");
         Mutex::new(tx)
-    });
-    let (reply, answer) = mpsc::channel();
-    let gone = || io::Error::other("the jail launcher thread is gone");
-    tx.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send((cmd, reply))
-        .map_err(|_| gone())?;
-    answer.recv().map_err(|_| gone())?
+    })
 }
 
 impl Jail {
@@ -311,6 +326,7 @@ impl Jail {
                 .map(RunGroup::procs_files)
                 .unwrap_or_default(),
             memory_rlimit: cgroup.is_none().then_some(plan.memory),
+            umask: plan.umask,
         };
         wire::send(&jail.sock, &setup, &[])?;
         jail.sock.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -399,6 +415,7 @@ impl Sandbox {
                 dirs,
                 memory: policy.limits.memory,
                 processes: DEFAULT_PROCESSES,
+                umask: crate::caller::umask(),
             }),
             jail: Arc::default(),
             current: Arc::default(),

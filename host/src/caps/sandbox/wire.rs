@@ -31,6 +31,10 @@ pub struct Setup {
     pub cgroups: Vec<PathBuf>,
     /// Address-space ceiling per program, when no cgroup bounds memory.
     pub memory_rlimit: Option<u64>,
+    /// The umask its programs start with, when not the one the jail
+    /// inherited (a run for a caller in another process: see
+    /// [`crate::caller`]).
+    pub umask: Option<u32>,
 }
 
 /// What the jail could put in place, jail to host, once, after [`Setup`].
