@@ -538,10 +538,16 @@ rm -r check
 }
 
 /// Mean wall time of `n` runs of a whole command (after one warm-up run,
-/// which is all `n = 0` does), its output discarded.
+/// which is all `n = 0` does), its output discarded. Each runs without
+/// the `LD_LIBRARY_PATH` cargo sets for benchmarks (every build script's
+/// output directory): the dynamic linker would search all of them for
+/// each library of a dynamically linked program, which a user's shell
+/// does not make it do (it tripled a handed-off run's time, and a
+/// static binary such as `docker` pays nothing for it).
 fn command_time(n: u32, mut make: impl FnMut() -> Command) -> Res<Duration> {
     let mut once = || -> Res<()> {
         let out = make()
+            .env_remove("LD_LIBRARY_PATH")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .output()?;
@@ -680,6 +686,7 @@ impl RunServer {
         let child = Command::new(env!("CARGO_BIN_EXE_skillbox"))
             .args(["serve", "--data-dir"])
             .arg(dir.path())
+            .env_remove("LD_LIBRARY_PATH")
             .env("SKILLBOX_CACHE_DIR", cache)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -82,23 +82,22 @@ impl Caller {
     /// dropped), so whoever reads the caller's output sees its end even
     /// while something of the work still holds this.
     pub fn detach(&self) {
-        let Ok(null) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-        else {
+        static NULL: OnceLock<Option<File>> = OnceLock::new();
+        let null = NULL.get_or_init(|| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .ok()
+        });
+        let Some(null) = null else {
             return;
         };
         for f in &self.streams {
             // SAFETY: both descriptors are open and owned (by `null` and
             // by `self`); dup2 replaces what `f`'s number refers to, and
             // `f` still owns that number afterwards.
-            unsafe {
-                libc::dup2(
-                    std::os::fd::AsRawFd::as_raw_fd(&null),
-                    std::os::fd::AsRawFd::as_raw_fd(f),
-                )
-            };
+            unsafe { libc::dup2(null.as_raw_fd(), f.as_raw_fd()) };
         }
     }
 

@@ -522,9 +522,10 @@ pub fn serve(socket: &Path, lifetime: Lifetime, run: fn(Handed) -> Ended) -> io:
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     }
     let bound = identity(&std::fs::metadata(socket)?);
-    let (jobs, waiting) = std::sync::mpsc::channel();
+    listener.set_nonblocking(true)?;
     let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     rustix::process::umask(umask);
+    let (stop, stopped) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let server = Arc::new(Server {
         me,
         run,
@@ -535,64 +536,38 @@ pub fn serve(socket: &Path, lifetime: Lifetime, run: fn(Handed) -> Ended) -> io:
         )?,
         umask: umask.bits(),
         slots: Slots::default(),
-        idle: std::sync::Mutex::new(0),
-        waiting: std::sync::Mutex::new(waiting),
+        listener,
+        stop,
+        waiting: std::sync::Mutex::new(0),
     });
-    // SAFETY: standard input is open for the server's whole life (a pipe
-    // from the daemon, or whatever it was started with).
-    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-    loop {
-        let mut polled = vec![PollFd::new(&listener, PollFlags::IN)];
-        if lifetime == Lifetime::WhileStdinOpen {
-            polled.push(PollFd::new(&stdin, PollFlags::IN));
-        }
-        match rustix::event::poll(&mut polled, None) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        let (new_run, stdin_ready) = (
-            !polled[0].revents().is_empty(),
-            polled.get(1).is_some_and(|p| !p.revents().is_empty()),
-        );
-        drop(polled);
-        if stdin_ready {
+    server.clone().start_thread()?;
+    match lifetime {
+        Lifetime::WhileStdinOpen => {
             let mut buf = [0u8; 64];
-            if matches!(rustix::io::read(stdin, &mut buf), Ok(0) | Err(_)) {
-                // The socket is removed only while it is still this
-                // server's: a daemon started since may have bound anew.
-                if std::fs::metadata(socket).is_ok_and(|m| identity(&m) == bound) {
-                    let _ = std::fs::remove_file(socket);
+            // SAFETY: standard input is open for the server's whole life
+            // (a pipe from the daemon, or whatever it was started with).
+            let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+            loop {
+                match rustix::io::read(stdin, &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => break,
                 }
-                drop(listener);
-                server.slots.wait_idle();
-                return Ok(());
             }
         }
-        if new_run {
-            match listener.accept() {
-                Ok((conn, _)) => {
-                    let mut idle = server.idle.lock().unwrap_or_else(|p| p.into_inner());
-                    if *idle > 0 {
-                        *idle -= 1;
-                        drop(idle);
-                        let _ = jobs.send(conn);
-                    } else {
-                        drop(idle);
-                        let for_thread = server.clone();
-                        let started = std::thread::Builder::new()
-                            .name("skillbox-run".into())
-                            .spawn(move || for_thread.work(conn));
-                        if let Err(e) = started {
-                            eprintln!("warning: run server {}: {e}", socket.display());
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => eprintln!("warning: run server {}: accept: {e}", socket.display()),
-            }
-        }
+        Lifetime::Forever => loop {
+            std::thread::park();
+        },
     }
+    // The socket is removed only while it is still this server's: a
+    // daemon started since may have bound anew.
+    if std::fs::metadata(socket).is_ok_and(|m| identity(&m) == bound) {
+        let _ = std::fs::remove_file(socket);
+    }
+    // The threads waiting for a run see the pipe's end and end.
+    drop(stopped);
+    server.slots.wait_idle();
+    Ok(())
 }
 
 /// What the threads of a run server share.
@@ -605,12 +580,13 @@ struct Server {
     home: OwnedFd,
     umask: u32,
     slots: Slots,
-    /// Threads waiting for a run: each run goes to one of them, or to a
-    /// new thread when none is. A thread counts itself idle before it
-    /// waits, and the server counts one off before it sends it a run, so
-    /// every run sent has a thread that takes it.
-    idle: std::sync::Mutex<usize>,
-    waiting: std::sync::Mutex<std::sync::mpsc::Receiver<UnixStream>>,
+    listener: UnixListener,
+    /// Readable (at its end) once the server stops taking runs.
+    stop: OwnedFd,
+    /// How many threads wait for a connection. Each accepts the next
+    /// run itself (no hand-over from thread to thread); one that takes a
+    /// run when no other waits starts one that does.
+    waiting: std::sync::Mutex<usize>,
 }
 
 /// How many threads wait for runs at most; more end after their run. A
@@ -620,27 +596,65 @@ struct Server {
 const IDLE_THREADS: usize = 4;
 
 impl Server {
-    /// A run thread's life: `first`, then the runs it is sent while it
-    /// is one of the [`IDLE_THREADS`].
-    fn work(&self, first: UnixStream) {
-        let mut conn = first;
+    fn start_thread(self: Arc<Self>) -> io::Result<()> {
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let server = self.clone();
+        let started = std::thread::Builder::new()
+            .name("skillbox-run".into())
+            .spawn(move || server.work());
+        if started.is_err() {
+            *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        }
+        started.map(drop)
+    }
+
+    /// A run thread's life: runs, one at a time, until the server stops
+    /// or [`IDLE_THREADS`] others wait already.
+    fn work(self: Arc<Self>) {
         loop {
-            take(conn, self);
-            {
-                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                if *idle >= IDLE_THREADS {
-                    return;
-                }
-                *idle += 1;
+            let conn = self.next();
+            let none_waiting = {
+                let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                *waiting -= 1;
+                *waiting == 0
+            };
+            let Some(conn) = conn else { return };
+            // Should no thread start, this one waits again after its run.
+            if none_waiting && let Err(e) = self.clone().start_thread() {
+                eprintln!("warning: run server: no thread for the next run: {e}");
             }
-            let next = self
-                .waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .recv();
-            match next {
-                Ok(c) => conn = c,
-                Err(_) => return,
+            take(conn, &self);
+            let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            if *waiting >= IDLE_THREADS {
+                return;
+            }
+            *waiting += 1;
+        }
+    }
+
+    /// The next front end's connection; `None` once the server stops.
+    fn next(&self) -> Option<UnixStream> {
+        loop {
+            let mut polled = [
+                PollFd::new(&self.listener, PollFlags::IN),
+                PollFd::new(&self.stop, PollFlags::IN),
+            ];
+            match rustix::event::poll(&mut polled, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return None,
+            }
+            if !polled[1].revents().is_empty() {
+                return None;
+            }
+            match self.listener.accept() {
+                Ok((conn, _)) => return Some(conn),
+                // Another thread took it.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("warning: run server: accept: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
         }
     }
