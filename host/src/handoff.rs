@@ -525,7 +525,7 @@ pub fn serve(socket: &Path, lifetime: Lifetime, run: fn(Handed) -> Ended) -> io:
     listener.set_nonblocking(true)?;
     let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     rustix::process::umask(umask);
-    let (stop, stopped) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (stop, stop_writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let server = Arc::new(Server {
         me,
         run,
@@ -565,7 +565,7 @@ pub fn serve(socket: &Path, lifetime: Lifetime, run: fn(Handed) -> Ended) -> io:
         let _ = std::fs::remove_file(socket);
     }
     // The threads waiting for a run see the pipe's end and end.
-    drop(stopped);
+    drop(stop_writer);
     server.slots.wait_idle();
     Ok(())
 }
@@ -581,7 +581,8 @@ struct Server {
     umask: u32,
     slots: Slots,
     listener: UnixListener,
-    /// Readable (at its end) once the server stops taking runs.
+    /// The read end of a pipe whose write end the server closes when it
+    /// stops taking runs: readable (at its end) from then on.
     stop: OwnedFd,
     /// How many threads wait for a connection. Each accepts the next
     /// run itself (no hand-over from thread to thread); one that takes a
