@@ -249,7 +249,12 @@ agent-id = "main"
     /// Sends `text` as the user of `session` and waits until the turn has
     /// answered with the tool's text; the turn.
     fn turn(&self, session: &str, text: &str) -> Turn {
-        let marker = format!("[turn {}]", free_port());
+        // Unique per turn: it is also the message's idempotency key, which
+        // the gateway refuses to see again with other text (a free port's
+        // number, used before, could come round twice).
+        static TURNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = TURNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let marker = format!("[turn {}-{n}]", std::process::id());
         let message = format!("{text} {marker}");
         self.gw.call(
             "chat.send",
