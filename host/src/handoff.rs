@@ -738,7 +738,10 @@ fn take(mut conn: UnixStream, server: &Server) {
             request.umask,
         ));
         let ended = match become_caller(&cwd, request.umask) {
-            Ok(()) => run_for(&caller, request.args, &conn, server.run),
+            // A run that waited for a slot may have been abandoned or
+            // interrupted meanwhile: then it does not start.
+            Ok(()) => ended_already(&conn)
+                .unwrap_or_else(|| run_for(&caller, request.args, &conn, server.run)),
             Err(e) => {
                 let line = format!("error: the daemon's run server cannot take this run: {e}\n");
                 let _ = caller::stderr_of(&caller).write_all(line.as_bytes());
@@ -763,6 +766,23 @@ fn take(mut conn: UnixStream, server: &Server) {
         let _ = rustix::process::fchdir(&server.home);
     }
     server.slots.release();
+}
+
+/// How the run ends before it starts, when its front end has already
+/// passed on a signal or gone away (read without taking the bytes, which
+/// [`Handed::interrupted`] reads again).
+fn ended_already(conn: &UnixStream) -> Option<Ended> {
+    let mut buf = [0u8; 16];
+    let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+    match rustix::net::recv(conn, &mut buf, flags) {
+        Ok((0, _)) => Some(Ended::Signalled(libc::SIGKILL)),
+        Ok((n, _)) => buf[..n.min(buf.len())]
+            .iter()
+            .map(|&b| i32::from(b))
+            .find(|b| FORWARDED.contains(b))
+            .map(Ended::Signalled),
+        Err(_) => None,
+    }
 }
 
 /// Gives this thread a file system context of its own (working
@@ -932,6 +952,22 @@ mod tests {
         // Bytes that are not a forwarded signal are not taken for one.
         front_end.write_all(&[0, 9, libc::SIGTERM as u8]).unwrap();
         assert_eq!(interrupted(&h), Ended::Signalled(libc::SIGTERM));
+    }
+
+    #[test]
+    fn a_run_interrupted_or_abandoned_before_it_starts_does_not_start() {
+        let (h, mut front_end) = handed();
+        assert_eq!(ended_already(&h.conn), None, "nothing sent: the run starts");
+        front_end.write_all(&[libc::SIGINT as u8]).unwrap();
+        assert_eq!(ended_already(&h.conn), Some(Ended::Signalled(libc::SIGINT)));
+        // Peeked, not taken: the run's watch sees it too.
+        assert_eq!(interrupted(&h), Ended::Signalled(libc::SIGINT));
+        let (h, front_end) = handed();
+        drop(front_end);
+        assert_eq!(
+            ended_already(&h.conn),
+            Some(Ended::Signalled(libc::SIGKILL))
+        );
     }
 
     #[test]
