@@ -476,12 +476,8 @@ impl Handed {
             match conn.try_read(&mut buf) {
                 Ok(0) => return Ended::Signalled(libc::SIGKILL),
                 Ok(n) => {
-                    let sig = buf[..n]
-                        .iter()
-                        .map(|&b| i32::from(b))
-                        .find(|b| FORWARDED.contains(b));
-                    if let Some(sig) = sig {
-                        return Ended::Signalled(sig);
+                    if let Some(ended) = passed_on(&buf[..n]) {
+                        return ended;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -776,13 +772,19 @@ fn ended_already(conn: &UnixStream) -> Option<Ended> {
     let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
     match rustix::net::recv(conn, &mut buf, flags) {
         Ok((0, _)) => Some(Ended::Signalled(libc::SIGKILL)),
-        Ok((n, _)) => buf[..n.min(buf.len())]
-            .iter()
-            .map(|&b| i32::from(b))
-            .find(|b| FORWARDED.contains(b))
-            .map(Ended::Signalled),
+        Ok((n, _)) => passed_on(&buf[..n.min(buf.len())]),
         Err(_) => None,
     }
+}
+
+/// The end a front end asked for with the bytes it sent: the first
+/// signal among them that it passes on.
+fn passed_on(bytes: &[u8]) -> Option<Ended> {
+    bytes
+        .iter()
+        .map(|&b| i32::from(b))
+        .find(|b| FORWARDED.contains(b))
+        .map(Ended::Signalled)
 }
 
 /// Gives this thread a file system context of its own (working

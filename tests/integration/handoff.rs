@@ -24,6 +24,17 @@ fn daemon() -> (tempfile::TempDir, Daemon) {
     panic!("the run server did not start: {}", d.log());
 }
 
+/// `exe` (a `skillbox` front end) for the daemon on `data_dir`, `via`
+/// where its runs go, with the suite's cache and no key store.
+fn skillbox_via(exe: &Path, data_dir: &Path, via: &str) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.env("SKILLBOX_RUN_VIA", via)
+        .env("SKILLBOX_DATA_DIR", data_dir)
+        .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
+        .env("SKILLBOX_KEYS", "/nonexistent/skillbox-keys");
+    cmd
+}
+
 /// `skillbox ARGS` run by `exe` from `cwd`, `via` where the run goes, with
 /// `stdin` as its input.
 fn run_via(
@@ -35,17 +46,13 @@ fn run_via(
     env: &[(&str, &str)],
     stdin: &str,
 ) -> CliOutput {
-    let mut child = Command::new(exe)
+    let mut child = skillbox_via(exe, data_dir, via)
         .args(args)
         .current_dir(cwd)
-        .env("SKILLBOX_RUN_VIA", via)
-        .env("SKILLBOX_DATA_DIR", data_dir)
-        .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
         .env(
             "SKILLBOX_CLIENT_CONFIG",
             "/nonexistent/skillbox-client.toml",
         )
-        .env("SKILLBOX_KEYS", "/nonexistent/skillbox-keys")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -341,13 +348,9 @@ fn a_signal_to_the_front_end_ends_the_handed_off_run() {
         ("daemon", libc::SIGINT),
         ("daemon", libc::SIGTERM),
     ] {
-        let mut child = Command::new(front_end())
+        let mut child = skillbox_via(&front_end(), data.path(), via)
             .args(["run", "--quiet", "-i", r#"{"case":"sleep","ms":600000}"#])
             .arg(&hostile)
-            .env("SKILLBOX_RUN_VIA", via)
-            .env("SKILLBOX_DATA_DIR", data.path())
-            .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
-            .env("SKILLBOX_KEYS", "/nonexistent/skillbox-keys")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -408,16 +411,12 @@ fn runs_handed_off_at_once_each_keep_their_callers_directory_environment_and_uma
         .unwrap();
         for input in ["@exec.json", "@write.json"] {
             let umask = *umask;
-            let mut cmd = Command::new(front_end());
+            let mut cmd = skillbox_via(&front_end(), data.path(), "daemon");
             cmd.args(["run", "--json", "--allow-exec", "sh -c *", "--allow-write"])
                 .arg(&dir)
                 .args(["--allow-env", "SKILLBOX_HANDOFF_TEST", "-i", input])
                 .arg(&hostile)
                 .current_dir(work.path())
-                .env("SKILLBOX_RUN_VIA", "daemon")
-                .env("SKILLBOX_DATA_DIR", data.path())
-                .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
-                .env("SKILLBOX_KEYS", "/nonexistent/skillbox-keys")
                 .env("SKILLBOX_HANDOFF_TEST", format!("caller {umask:o}"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -469,13 +468,9 @@ fn a_closed_stdout_ends_only_that_run() {
     let (data, _daemon) = daemon();
     let guests = guest("hello").parent().unwrap().to_owned();
     for via in ["process", "daemon"] {
-        let mut child = Command::new(front_end())
+        let mut child = skillbox_via(&front_end(), data.path(), via)
             .args(["run", "hello.wasm", "-i", r#"{"name":"x"}"#])
             .current_dir(&guests)
-            .env("SKILLBOX_RUN_VIA", via)
-            .env("SKILLBOX_DATA_DIR", data.path())
-            .env("SKILLBOX_CACHE_DIR", cli_cache_dir())
-            .env("SKILLBOX_KEYS", "/nonexistent/skillbox-keys")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
